@@ -1,0 +1,2 @@
+//! `atmctl setup <agent>`: installs atm-hook into an agent's settings, safely.
+//! (Being written.)

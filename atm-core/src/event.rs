@@ -1,0 +1,171 @@
+//! `AgentEvent`: the one vocabulary every input adapter translates into. The registry never sees
+//! vendor JSON, so adding an agent means writing a translator, not touching the registry.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Harness, ProcessIdentity, SessionId, UsageUpdate};
+
+/// Why a session (re)started. `Clear`, `Resume` and `Fork` bring a new session id for the same
+/// process: the registry re-keys instead of adding a second row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartSource {
+    Startup,
+    Resume,
+    Clear,
+    Compact,
+    Fork,
+    Other,
+}
+
+impl StartSource {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "startup" => Self::Startup,
+            "resume" => Self::Resume,
+            "clear" => Self::Clear,
+            "compact" => Self::Compact,
+            "fork" => Self::Fork,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// What an agent did, in agent-neutral terms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AgentEvent {
+    SessionStarted {
+        source: StartSource,
+        model: Option<String>,
+    },
+    /// The session is over. `continues` is true for `/clear` and resume, where a new id follows
+    /// for the same process: the session is kept, not removed.
+    SessionEnded {
+        reason: String,
+        continues: bool,
+    },
+    PromptSubmitted {
+        prompt: Option<String>,
+    },
+    ToolStarted {
+        tool: String,
+        detail: Option<String>,
+    },
+    ToolFinished {
+        tool: Option<String>,
+        failed: bool,
+    },
+    PermissionRequested {
+        tool: String,
+        detail: Option<String>,
+    },
+    /// A question, elicitation or approval. `reason` is a short machine word (`input`,
+    /// `elicitation`, `plan_approval`, ...).
+    InputRequested {
+        reason: String,
+        tool: Option<String>,
+        detail: Option<String>,
+    },
+    TurnFinished,
+    TurnFailed {
+        error: String,
+    },
+    Compacting,
+    CompactFinished,
+    SubagentStarted {
+        agent_id: String,
+        agent_type: Option<String>,
+    },
+    SubagentStopped {
+        agent_id: String,
+    },
+    UsageUpdated(Box<UsageUpdate>),
+    CwdChanged {
+        cwd: String,
+    },
+    /// A notification from the agent. `kind` is the agent's own word; the adapter maps the
+    /// ones that mean a state (permission prompt, elicitation) to the events above.
+    Notification {
+        kind: String,
+        message: Option<String>,
+    },
+    /// Something happened (an event with no meaning for state): only `last_activity` moves.
+    Activity {
+        what: String,
+    },
+}
+
+impl AgentEvent {
+    /// A short stable name, for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SessionStarted { .. } => "session_started",
+            Self::SessionEnded { .. } => "session_ended",
+            Self::PromptSubmitted { .. } => "prompt_submitted",
+            Self::ToolStarted { .. } => "tool_started",
+            Self::ToolFinished { .. } => "tool_finished",
+            Self::PermissionRequested { .. } => "permission_requested",
+            Self::InputRequested { .. } => "input_requested",
+            Self::TurnFinished => "turn_finished",
+            Self::TurnFailed { .. } => "turn_failed",
+            Self::Compacting => "compacting",
+            Self::CompactFinished => "compact_finished",
+            Self::SubagentStarted { .. } => "subagent_started",
+            Self::SubagentStopped { .. } => "subagent_stopped",
+            Self::UsageUpdated(_) => "usage_updated",
+            Self::CwdChanged { .. } => "cwd_changed",
+            Self::Notification { .. } => "notification",
+            Self::Activity { .. } => "activity",
+        }
+    }
+}
+
+/// Who an event is about, as the adapter knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventSource {
+    pub harness: Harness,
+    /// The agent's session id, as carried by the event.
+    pub session_id: SessionId,
+    /// The agent process, when the adapter could identify it (PID + start time).
+    pub process: Option<ProcessIdentity>,
+    pub tmux_pane: Option<String>,
+    pub cwd: Option<String>,
+    /// Set when the event comes from inside a subagent of the session (Claude's `agent_id`).
+    pub subagent_id: Option<String>,
+    /// The adapter's name, for provenance.
+    pub adapter: String,
+}
+
+impl EventSource {
+    pub fn new(harness: Harness, session_id: SessionId, adapter: &str) -> Self {
+        Self {
+            harness,
+            session_id,
+            process: None,
+            tmux_pane: None,
+            cwd: None,
+            subagent_id: None,
+            adapter: adapter.to_owned(),
+        }
+    }
+}
+
+/// An event with its subject and time: what adapters hand to `RegistryHandle::apply_event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub source: EventSource,
+    pub event: AgentEvent,
+    pub at: DateTime<Utc>,
+}
+
+impl EventEnvelope {
+    pub fn now(source: EventSource, event: AgentEvent) -> Self {
+        Self {
+            source,
+            event,
+            at: Utc::now(),
+        }
+    }
+}

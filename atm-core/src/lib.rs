@@ -1,0 +1,51 @@
+//! atm-core: what every part of atm shares.
+//!
+//! - [`model`]: sessions, identity, states, usage; [`view`]: the wire view clients read.
+//! - [`event`]: the agent-neutral `AgentEvent` vocabulary adapters translate into.
+//! - [`state`]: the state machine as a pure function.
+//! - [`registry`]: the actor that owns every session, and its cheap `RegistryHandle`.
+//! - [`plugin`]: the `InputAdapter` / `OutputSink` traits and `register_plugin!`.
+//! - [`protocol`], [`ingest`], [`control`], [`paths`], [`process`], [`persist`], [`text`]:
+//!   the wire format, the shared ingest socket, sink-to-adapter requests, file locations,
+//!   process identity, snapshots and text cutting.
+//!
+//! Plugin crates depend on this crate only.
+
+pub mod control;
+pub mod event;
+pub mod ingest;
+pub mod model;
+pub mod paths;
+pub mod persist;
+pub mod plugin;
+pub mod process;
+pub mod protocol;
+pub mod registry;
+pub mod state;
+pub mod text;
+pub mod view;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+// Re-exported for `register_plugin!` and for plugin crates, so they need no direct dependency.
+pub use async_trait::async_trait;
+pub use chrono;
+pub use inventory;
+pub use serde_json;
+pub use tokio;
+pub use tokio_util;
+pub use toml;
+pub use tracing;
+
+pub use event::{AgentEvent, EventEnvelope, EventSource, StartSource};
+pub use model::{
+    AgentState, Attention, Harness, ProcessIdentity, Session, SessionId, SessionKey, Usage,
+    UsageUpdate,
+};
+pub use plugin::{AdapterContext, ConfigError, InputAdapter, OutputSink, PluginError, SinkContext};
+pub use registry::{
+    ApplyOutcome, Discovered, Registry, RegistryConfig, RegistryError, RegistryHandle,
+    SessionChange, SessionEvent, Snapshot,
+};
+pub use view::SessionView;

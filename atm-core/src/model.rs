@@ -1,0 +1,373 @@
+//! The agent-neutral domain model: who a session is (identity), what it is doing (state and
+//! attention) and what it has cost (usage).
+//!
+//! A session is one running agent process. Its internal key is agent kind + PID + process start
+//! time, because PIDs are reused and the agent's own session id changes on `/clear`, resume and
+//! fork. The agent's id ([`SessionId`]) is an attribute of the record and is what clients see.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The agent's own session id (Claude's `session_id`), or `pending-<pid>` until it is known.
+/// This is the `id` clients see; it can change for the same process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The placeholder id of a process found before any hook named its session.
+    pub fn pending(pid: u32) -> Self {
+        Self(format!("pending-{pid}"))
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.0.starts_with("pending-")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for SessionId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// Which agent runs the session: `claude`, `codex`, `gemini`, `pi`, `opencode`, or any name an
+/// out-of-tree adapter brings. A string, not an enum, so new agents need no change here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Harness(String);
+
+impl Harness {
+    pub const CLAUDE: &'static str = "claude";
+    pub const CODEX: &'static str = "codex";
+    pub const GEMINI: &'static str = "gemini";
+    pub const PI: &'static str = "pi";
+    pub const OPENCODE: &'static str = "opencode";
+
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    pub fn claude() -> Self {
+        Self::new(Self::CLAUDE)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Harness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A running process, identified so that a reused PID is never mistaken for the old process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+}
+
+/// The registry's internal key. Sessions whose agent reports a PID are keyed by process;
+/// the others by their session id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum SessionKey {
+    Process {
+        harness: Harness,
+        pid: u32,
+        start_time: u64,
+    },
+    Id {
+        harness: Harness,
+        id: SessionId,
+    },
+}
+
+impl SessionKey {
+    pub fn harness(&self) -> &Harness {
+        match self {
+            Self::Process { harness, .. } | Self::Id { harness, .. } => harness,
+        }
+    }
+}
+
+/// What a session is doing. `ended` sessions are removed, so there is no `Ended` state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Exists, no prompt yet.
+    Starting,
+    Working,
+    /// Blocked on a permission dialog.
+    NeedsPermission,
+    /// Blocked on a question, an elicitation or a plan approval.
+    NeedsInput,
+    /// Turn finished; waiting for the next prompt.
+    Idle,
+}
+
+impl AgentState {
+    pub const ALL: [AgentState; 5] = [
+        Self::Starting,
+        Self::Working,
+        Self::NeedsPermission,
+        Self::NeedsInput,
+        Self::Idle,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Working => "working",
+            Self::NeedsPermission => "needs_permission",
+            Self::NeedsInput => "needs_input",
+            Self::Idle => "idle",
+        }
+    }
+
+    pub fn needs_attention(self) -> bool {
+        matches!(self, Self::NeedsPermission | Self::NeedsInput)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for AgentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a session needs its user: `permission` / `input` / `plan_approval` / ..., the tool and a
+/// short preview of the command, file or question (already cut by characters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attention {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One rate-limit window reported by the agent (Claude's five-hour and seven-day windows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub used_percentage: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
+}
+
+/// Rate-limit windows, by name (`five_hour`, `seven_day`, ...).
+pub type RateLimits = std::collections::BTreeMap<String, RateLimit>;
+
+/// Cost, duration and context figures. Every field is optional in an update: an absent figure
+/// changes nothing already known (a status line without `cost` never zeroes the cost).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub cost_usd: f64,
+    pub total_duration_ms: u64,
+    pub api_duration_ms: u64,
+    pub lines_added: u64,
+    pub lines_removed: u64,
+    /// Tokens currently in the context window.
+    pub context_tokens: u64,
+    pub context_window_size: u64,
+    /// Used share of the context window, 0-100.
+    pub context_used_percentage: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "RateLimits::is_empty")]
+    pub rate_limits: RateLimits,
+}
+
+/// A partial usage report, as adapters send it. `None` leaves the known value alone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageUpdate {
+    pub model_id: Option<String>,
+    pub model_name: Option<String>,
+    pub agent_version: Option<String>,
+    pub cost_usd: Option<f64>,
+    pub total_duration_ms: Option<u64>,
+    pub api_duration_ms: Option<u64>,
+    pub lines_added: Option<u64>,
+    pub lines_removed: Option<u64>,
+    pub context_tokens: Option<u64>,
+    pub context_window_size: Option<u64>,
+    pub context_used_percentage: Option<f64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub rate_limits: Option<RateLimits>,
+    pub cwd: Option<String>,
+    pub project_root: Option<String>,
+    pub worktree_path: Option<String>,
+    pub branch: Option<String>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+}
+
+impl UsageUpdate {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Git facts for a session's working directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitFacts {
+    pub project_root: Option<String>,
+    pub worktree_path: Option<String>,
+    pub branch: Option<String>,
+}
+
+/// The full record the registry keeps for one session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub key: SessionKey,
+    pub harness: Harness,
+    pub id: SessionId,
+    pub process: Option<ProcessIdentity>,
+    /// `main`, or the subagent type for a session that is itself a subagent.
+    pub agent_type: String,
+    pub agent_version: Option<String>,
+    pub model_id: Option<String>,
+    pub model_name: Option<String>,
+    pub state: AgentState,
+    pub state_since: DateTime<Utc>,
+    pub attention: Option<Attention>,
+    /// What it is doing now: a tool name, `Thinking`, `Compacting`, `Permission`, ...
+    pub activity: Option<String>,
+    /// The error that ended the last turn (`rate_limit`, `overloaded`, ...), cleared by the next prompt.
+    pub last_error: Option<String>,
+    pub cwd: Option<String>,
+    pub git: GitFacts,
+    pub tmux_pane: Option<String>,
+    pub usage: Usage,
+    pub first_prompt: Option<String>,
+    pub parent_id: Option<SessionId>,
+    /// Running subagents (their agent ids), in start order.
+    pub children: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub last_activity: DateTime<Utc>,
+    /// When the current (or last) turn started: the first prompt or tool after idle.
+    pub turn_started_at: Option<DateTime<Utc>>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    /// Which adapter saw this session first (`claude-hooks`, `proc-discovery`, ...).
+    pub source: String,
+}
+
+impl Session {
+    /// A fresh record in `starting` state.
+    pub fn new(
+        key: SessionKey,
+        id: SessionId,
+        process: Option<ProcessIdentity>,
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            harness: key.harness().clone(),
+            key,
+            id,
+            process,
+            agent_type: "main".to_owned(),
+            agent_version: None,
+            model_id: None,
+            model_name: None,
+            state: AgentState::Starting,
+            state_since: now,
+            attention: None,
+            activity: None,
+            last_error: None,
+            cwd: None,
+            git: GitFacts::default(),
+            tmux_pane: None,
+            usage: Usage::default(),
+            first_prompt: None,
+            parent_id: None,
+            children: Vec::new(),
+            started_at: now,
+            last_activity: now,
+            turn_started_at: None,
+            cpu_percent: None,
+            rss_bytes: None,
+            source: source.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.map(|p| p.pid)
+    }
+
+    /// Applies a partial usage report. Absent figures keep their known values.
+    pub fn apply_usage(&mut self, u: &UsageUpdate) {
+        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *slot = v.clone();
+            }
+        }
+        fn set_opt<T: Clone>(slot: &mut Option<T>, v: &Option<T>) {
+            if v.is_some() {
+                slot.clone_from(v);
+            }
+        }
+        set_opt(&mut self.model_id, &u.model_id);
+        set_opt(&mut self.model_name, &u.model_name);
+        set_opt(&mut self.agent_version, &u.agent_version);
+        let us = &mut self.usage;
+        set(
+            &mut us.cost_usd,
+            &u.cost_usd.filter(|c| c.is_finite() && *c >= 0.0),
+        );
+        set(&mut us.total_duration_ms, &u.total_duration_ms);
+        set(&mut us.api_duration_ms, &u.api_duration_ms);
+        set(&mut us.lines_added, &u.lines_added);
+        set(&mut us.lines_removed, &u.lines_removed);
+        set(&mut us.context_tokens, &u.context_tokens);
+        set(&mut us.context_window_size, &u.context_window_size);
+        set(
+            &mut us.context_used_percentage,
+            &u.context_used_percentage
+                .filter(|p| p.is_finite())
+                .map(|p| p.clamp(0.0, 100.0)),
+        );
+        set(&mut us.input_tokens, &u.input_tokens);
+        set(&mut us.output_tokens, &u.output_tokens);
+        if let Some(rl) = &u.rate_limits {
+            for (name, limit) in rl {
+                us.rate_limits.insert(name.clone(), limit.clone());
+            }
+        }
+        set_opt(&mut self.cwd, &u.cwd);
+        set_opt(&mut self.git.project_root, &u.project_root);
+        set_opt(&mut self.git.worktree_path, &u.worktree_path);
+        set_opt(&mut self.git.branch, &u.branch);
+        set_opt(
+            &mut self.cpu_percent,
+            &u.cpu_percent.filter(|c| c.is_finite() && *c >= 0.0),
+        );
+        set_opt(&mut self.rss_bytes, &u.rss_bytes);
+    }
+}

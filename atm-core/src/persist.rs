@@ -1,0 +1,196 @@
+//! Persistence of the registry: a JSON snapshot at `$XDG_STATE_HOME/atm/sessions.json`.
+//!
+//! Written atomically (temporary file, fsync, rename) after a short debounce and on shutdown, so
+//! a restart, even after `kill -9`, loses at most the last debounce window of changes. On load,
+//! only sessions whose process still lives (or, with no process, that are not yet expired) come
+//! back. A snapshot that cannot be read is moved aside with a warning, never a crash.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::model::Session;
+
+/// Bumped when the file's meaning changes; older files are moved aside, not misread.
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// A snapshot larger than this is not a snapshot we wrote: it is moved aside unread.
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile<S> {
+    version: u32,
+    saved_at: chrono::DateTime<Utc>,
+    sessions: S,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot write snapshot {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode snapshot: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Writes the snapshot atomically.
+pub fn save(path: &Path, sessions: &[Arc<Session>]) -> Result<(), PersistError> {
+    let file = SnapshotFile {
+        version: SNAPSHOT_VERSION,
+        saved_at: Utc::now(),
+        sessions,
+    };
+    let bytes = serde_json::to_vec(&file)?;
+    let err = |source| PersistError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(&bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
+/// Loads the snapshot, keeping live sessions (at most `max`). Never fails: an unreadable file is
+/// moved aside to `sessions.json.corrupt-<time>` and an empty registry starts.
+pub fn load(path: &Path, proc_root: &Path, silence_expiry: Duration, max: usize) -> Vec<Session> {
+    let bytes = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read session snapshot; starting empty");
+            return Vec::new();
+        }
+        Ok(m) if m.len() > MAX_SNAPSHOT_BYTES => {
+            move_aside(path, "larger than any snapshot atmd writes");
+            return Vec::new();
+        }
+        Ok(_) => match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot read session snapshot; starting empty");
+                return Vec::new();
+            }
+        },
+    };
+    let file: SnapshotFile<Vec<Session>> = match serde_json::from_slice(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            move_aside(path, &e.to_string());
+            return Vec::new();
+        }
+    };
+    if file.version != SNAPSHOT_VERSION {
+        move_aside(path, &format!("unknown snapshot version {}", file.version));
+        return Vec::new();
+    }
+    let expiry = chrono::Duration::from_std(silence_expiry).unwrap_or(chrono::Duration::MAX);
+    let now = Utc::now();
+    let total = file.sessions.len();
+    let kept: Vec<Session> = file
+        .sessions
+        .into_iter()
+        .filter(|s| match s.process {
+            Some(p) => crate::process::is_alive_in(proc_root, p),
+            None => now - s.last_activity <= expiry,
+        })
+        .take(max)
+        .collect();
+    debug!(total, kept = kept.len(), "snapshot loaded");
+    kept
+}
+
+fn move_aside(path: &Path, why: &str) {
+    let aside = path.with_extension(format!(
+        "json.corrupt-{}",
+        Utc::now().format("%Y%m%dT%H%M%S")
+    ));
+    match std::fs::rename(path, &aside) {
+        Ok(()) => warn!(
+            path = %path.display(),
+            moved_to = %aside.display(),
+            reason = why,
+            "session snapshot is unreadable; moved it aside and starting empty"
+        ),
+        Err(e) => warn!(
+            path = %path.display(),
+            reason = why,
+            error = %e,
+            "session snapshot is unreadable and could not be moved aside; starting empty"
+        ),
+    }
+}
+
+/// The debounced writer the registry actor drives. At most one write runs at a time; changes
+/// made during a write schedule another.
+pub(crate) struct Writer {
+    path: Option<PathBuf>,
+    debounce: Duration,
+    due: Option<Instant>,
+    in_flight: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub(crate) fn new(path: Option<PathBuf>, debounce: Duration) -> Self {
+        Self {
+            path,
+            debounce,
+            due: None,
+            in_flight: None,
+        }
+    }
+
+    pub(crate) fn mark_dirty(&mut self) {
+        if self.path.is_some() && self.due.is_none() {
+            self.due = Some(Instant::now() + self.debounce);
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.due
+    }
+
+    pub(crate) fn write_in_background(&mut self, sessions: Vec<Arc<Session>>) {
+        let Some(path) = self.path.clone() else {
+            self.due = None;
+            return;
+        };
+        if self.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+            // Try again shortly; the running write has older data.
+            self.due = Some(Instant::now() + self.debounce);
+            return;
+        }
+        self.due = None;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = save(&path, &sessions) {
+                warn!(error = %e, "session snapshot not saved");
+            }
+        }));
+    }
+
+    pub(crate) async fn flush_now(&mut self, sessions: Vec<Arc<Session>>) {
+        if let Some(h) = self.in_flight.take() {
+            let _ = h.await;
+        }
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        self.due = None;
+        let result = tokio::task::spawn_blocking(move || save(&path, &sessions)).await;
+        match result {
+            Ok(Ok(())) => debug!("final session snapshot saved"),
+            Ok(Err(e)) => warn!(error = %e, "final session snapshot not saved"),
+            Err(e) => warn!(error = %e, "final session snapshot task failed"),
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The plugin API: [`InputAdapter`] and [`OutputSink`], their contexts, and registration.
+//!
+//! A plugin is a crate that depends on `atm-core` only. It implements one trait and registers
+//! itself with [`register_plugin!`](crate::register_plugin), which submits a
+//! [`PluginRegistration`] to `inventory`. The daemon lists, validates and builds plugins from
+//! those registrations; it never names a plugin type.
+//!
+//! Lifecycle: the daemon builds an instance from its config (the factory), calls `run` with a
+//! context, and cancels the context's token to stop it. `run` returning an error (or returning
+//! before cancellation) makes the daemon log it with the plugin's name and build a fresh instance
+//! after a backoff; other plugins keep running.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{ControlBus, ControlRequest};
+use crate::ingest::IngestHub;
+use crate::registry::RegistryHandle;
+
+/// Input or output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PluginKind {
+    Adapter,
+    Sink,
+}
+
+impl PluginKind {
+    /// The table name in `plugins.toml`: `adapter` or `sink`.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Adapter => "adapter",
+            Self::Sink => "sink",
+        }
+    }
+}
+
+/// A config that a plugin could not accept. `key` names the offending key when known, so the
+/// daemon can point at its line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    pub message: String,
+    pub key: Option<String>,
+}
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            key: None,
+        }
+    }
+
+    pub fn for_key(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            key: Some(key.to_owned()),
+        }
+    }
+}
+
+/// Deserializes a plugin's config table (without `type` and `name`). Plugins should mark their
+/// config `#[serde(deny_unknown_fields)]` so a typo is an error, not a silent default.
+pub fn parse_config<T: DeserializeOwned>(value: &toml::Value) -> Result<T, ConfigError> {
+    value.clone().try_into::<T>().map_err(|e| {
+        let message = e.message().trim().to_owned();
+        let key = extract_key(&message);
+        ConfigError { message, key }
+    })
+}
+
+/// Pulls the key out of serde's "unknown field `x`" / "missing field `x`" / "... for key `x`".
+fn extract_key(message: &str) -> Option<String> {
+    for marker in [
+        "unknown field `",
+        "missing field `",
+        "for key `",
+        "duplicate field `",
+    ] {
+        if let Some(start) = message.find(marker) {
+            let rest = &message[start + marker.len()..];
+            return rest.find('`').map(|end| rest[..end].to_owned());
+        }
+    }
+    None
+}
+
+/// Errors a plugin's `run` returns.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something the plugin needs is not there yet (a D-Bus session bus, a server). The daemon
+    /// retries with backoff and logs it once per outage, not as a failure.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl PluginError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Directories a plugin may use.
+#[derive(Debug, Clone)]
+pub struct PluginEnv {
+    /// The daemon's runtime dir (sockets), already created `0700`.
+    pub runtime_dir: PathBuf,
+    /// The daemon's state dir.
+    pub state_dir: PathBuf,
+}
+
+/// What an input adapter gets.
+#[derive(Debug, Clone)]
+pub struct AdapterContext {
+    /// The instance name (`name` in its table, else its type).
+    pub name: String,
+    pub registry: RegistryHandle,
+    pub cancel: CancellationToken,
+    /// Shared ingest sockets: attach routes instead of binding your own socket.
+    pub ingest: IngestHub,
+    pub env: PluginEnv,
+    control: ControlBus,
+}
+
+impl AdapterContext {
+    pub fn new(
+        name: String,
+        registry: RegistryHandle,
+        cancel: CancellationToken,
+        ingest: IngestHub,
+        control: ControlBus,
+        env: PluginEnv,
+    ) -> Self {
+        Self {
+            name,
+            registry,
+            cancel,
+            ingest,
+            env,
+            control,
+        }
+    }
+
+    /// Starts receiving control requests (rescan). Adapters that never call this are never
+    /// asked; keep the receiver for as long as you serve requests.
+    pub fn control_requests(&self) -> mpsc::Receiver<ControlRequest> {
+        self.control.receiver()
+    }
+}
+
+/// What an output sink gets. Call `registry.subscribe()` for a consistent snapshot and stream of
+/// changes; on `Lagged`, resynchronise from a fresh snapshot.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    pub name: String,
+    pub registry: RegistryHandle,
+    pub cancel: CancellationToken,
+    /// Sends requests (rescan) to the adapters.
+    pub control: ControlBus,
+    pub env: PluginEnv,
+}
+
+/// An input plugin: turns some agent's signals into `AgentEvent`s on the registry.
+#[async_trait]
+pub trait InputAdapter: Send + 'static {
+    /// Runs until `ctx.cancel` is cancelled (return `Ok(())` then) or fails.
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), PluginError>;
+}
+
+/// An output plugin: tells people and programs about session changes.
+#[async_trait]
+pub trait OutputSink: Send + 'static {
+    /// Runs until `ctx.cancel` is cancelled or the registry's change stream closes (flush what
+    /// you have, then return `Ok(())`), or fails.
+    async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError>;
+}
+
+pub type AdapterFactory = fn(&toml::Value) -> Result<Box<dyn InputAdapter>, ConfigError>;
+pub type SinkFactory = fn(&toml::Value) -> Result<Box<dyn OutputSink>, ConfigError>;
+
+/// How to build a plugin from its config table.
+#[derive(Clone, Copy)]
+pub enum PluginFactory {
+    Adapter(AdapterFactory),
+    Sink(SinkFactory),
+}
+
+/// One compiled-in plugin, as submitted to `inventory` by [`register_plugin!`](crate::register_plugin).
+pub struct PluginRegistration {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// A complete `[[adapter]]`/`[[sink]]` block that the factory accepts.
+    pub sample_config: &'static str,
+    /// Optional plugins depend on something outside atm (a session bus): their failures are
+    /// logged and retried but never alarm.
+    pub optional: bool,
+    pub factory: PluginFactory,
+}
+
+impl PluginRegistration {
+    pub fn kind(&self) -> PluginKind {
+        match self.factory {
+            PluginFactory::Adapter(_) => PluginKind::Adapter,
+            PluginFactory::Sink(_) => PluginKind::Sink,
+        }
+    }
+}
+
+inventory::collect!(PluginRegistration);
+
+/// Every plugin linked into this binary, sorted by kind then name.
+pub fn registered() -> Vec<&'static PluginRegistration> {
+    let mut all: Vec<_> = inventory::iter::<PluginRegistration>.into_iter().collect();
+    all.sort_by_key(|p| (p.kind(), p.name));
+    all
+}
+
+/// Finds a compiled-in plugin by kind and name.
+pub fn find(kind: PluginKind, name: &str) -> Option<&'static PluginRegistration> {
+    inventory::iter::<PluginRegistration>
+        .into_iter()
+        .find(|p| p.kind() == kind && p.name == name)
+}
+
+/// Registers a plugin with the daemon.
+///
+/// ```ignore
+/// atm_core::register_plugin! {
+///     adapter "claude-hooks",
+///     description: "Claude Code hook events from atm-hook",
+///     sample_config: include_str!("../sample.toml"),
+///     factory: |cfg| Ok(Box::new(ClaudeHooksAdapter::new(atm_core::plugin::parse_config(cfg)?))),
+/// }
+/// ```
+/// Use `sink "name"` for an output plugin, and `optional: true,` after the sample for plugins
+/// that depend on something outside atm.
+#[macro_export]
+macro_rules! register_plugin {
+    (adapter $name:literal, description: $desc:expr, sample_config: $sample:expr, $(optional: $opt:expr,)? factory: $factory:expr $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::plugin::PluginRegistration {
+                name: $name,
+                description: $desc,
+                sample_config: $sample,
+                optional: $crate::register_plugin!(@optional $($opt)?),
+                factory: $crate::plugin::PluginFactory::Adapter($factory),
+            }
+        }
+    };
+    (sink $name:literal, description: $desc:expr, sample_config: $sample:expr, $(optional: $opt:expr,)? factory: $factory:expr $(,)?) => {
+        $crate::inventory::submit! {
+            $crate::plugin::PluginRegistration {
+                name: $name,
+                description: $desc,
+                sample_config: $sample,
+                optional: $crate::register_plugin!(@optional $($opt)?),
+                factory: $crate::plugin::PluginFactory::Sink($factory),
+            }
+        }
+    };
+    (@optional) => { false };
+    (@optional $opt:expr) => { $opt };
+}
+
+/// Serde helper for durations written as `"2s"`, `"500ms"`, `"30min"` in plugin configs.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (write e.g. \"2s\", \"500ms\", \"30min\")"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct DemoConfig {
+        #[serde(with = "duration", default = "two_secs")]
+        interval: std::time::Duration,
+        #[allow(dead_code)]
+        socket: Option<String>,
+    }
+
+    fn two_secs() -> std::time::Duration {
+        std::time::Duration::from_secs(2)
+    }
+
+    fn table(s: &str) -> toml::Value {
+        toml::Value::Table(toml::from_str(s).unwrap())
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = parse_config::<DemoConfig>(&table("intervl = \"3s\"")).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("intervl"));
+        assert!(err.message.contains("interval"), "{}", err.message);
+    }
+
+    #[test]
+    fn durations_parse_and_bad_ones_explain() {
+        let ok = parse_config::<DemoConfig>(&table("interval = \"500ms\"")).unwrap();
+        assert_eq!(ok.interval, std::time::Duration::from_millis(500));
+        let dflt = parse_config::<DemoConfig>(&table("")).unwrap();
+        assert_eq!(dflt.interval, two_secs());
+        let err = parse_config::<DemoConfig>(&table("interval = \"soon\"")).unwrap_err();
+        assert!(err.message.contains("invalid duration"), "{}", err.message);
+        let err = parse_config::<DemoConfig>(&table("interval = 5")).unwrap_err();
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+    }
+}

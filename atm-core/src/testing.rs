@@ -1,0 +1,184 @@
+//! Test helpers for plugin authors (feature `testing`): a real registry with contexts around it,
+//! and the contract every plugin must keep.
+//!
+//! These use the real registry actor, not a fake: a plugin's tests then exercise the same
+//! identity and state rules as the daemon.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test helpers report violations by panicking, as assert! does
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::control::ControlBus;
+use crate::ingest::IngestHub;
+use crate::plugin::{
+    AdapterContext, PluginEnv, PluginFactory, PluginKind, PluginRegistration, SinkContext,
+};
+use crate::registry::{Registry, RegistryConfig, RegistryHandle};
+
+/// A registry plus the shared pieces a daemon would hand its plugins.
+pub struct TestHarness {
+    pub registry: RegistryHandle,
+    pub ingest: IngestHub,
+    pub control: ControlBus,
+    pub env: PluginEnv,
+    pub cancel: CancellationToken,
+}
+
+impl TestHarness {
+    /// A registry without persistence or janitor; runtime and state dirs under `dir`.
+    pub async fn new(dir: &Path) -> Self {
+        Self::with_config(
+            dir,
+            RegistryConfig {
+                cleanup_interval: Duration::ZERO,
+                ..RegistryConfig::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn with_config(dir: &Path, config: RegistryConfig) -> Self {
+        let runtime_dir = dir.join("run");
+        let state_dir = dir.join("state");
+        let _ = crate::paths::ensure_private_dir(&runtime_dir);
+        let _ = std::fs::create_dir_all(&state_dir);
+        let registry = Registry::start(config).await.handle;
+        Self {
+            registry,
+            ingest: IngestHub::default(),
+            control: ControlBus::new(),
+            env: PluginEnv {
+                runtime_dir,
+                state_dir,
+            },
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    pub fn adapter_context(&self, name: &str) -> AdapterContext {
+        AdapterContext::new(
+            name.to_owned(),
+            self.registry.clone(),
+            self.cancel.child_token(),
+            self.ingest.clone(),
+            self.control.clone(),
+            self.env.clone(),
+        )
+    }
+
+    pub fn sink_context(&self, name: &str) -> SinkContext {
+        SinkContext {
+            name: name.to_owned(),
+            registry: self.registry.clone(),
+            cancel: self.cancel.child_token(),
+            control: self.control.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+/// Parses a `[[adapter]]`/`[[sink]]` sample block into the table a factory receives (without
+/// `type` and `name`), checking that `type` names the plugin.
+pub fn sample_table(reg: &PluginRegistration) -> toml::Value {
+    let doc: toml::Table = match toml::from_str(reg.sample_config) {
+        Ok(d) => d,
+        Err(e) => panic!("sample config of {} does not parse: {e}", reg.name),
+    };
+    let key = reg.kind().table();
+    let Some(toml::Value::Array(entries)) = doc.get(key) else {
+        panic!("sample config of {} has no [[{key}]] block", reg.name);
+    };
+    let Some(toml::Value::Table(t)) = entries.first() else {
+        panic!("sample config of {} has an empty [[{key}]]", reg.name);
+    };
+    assert_eq!(
+        t.get("type").and_then(toml::Value::as_str),
+        Some(reg.name),
+        "sample's type must be the plugin name"
+    );
+    let mut t = t.clone();
+    t.remove("type");
+    t.remove("name");
+    toml::Value::Table(t)
+}
+
+/// The contract every plugin keeps, checked against a real registry:
+/// - its sample config parses and builds;
+/// - a config with an unknown key is refused with an error that names the key;
+/// - started with `config`, it runs until cancelled and then stops within 2 s with `Ok`;
+/// - while it runs, the registry keeps answering promptly (it never blocks the actor).
+///
+/// `config` is the table to run with (use [`sample_table`] unless the sample needs a path
+/// rewritten for the test, e.g. a socket inside `dir`).
+pub async fn check_plugin_contract(name: &str, kind: PluginKind, config: toml::Value, dir: &Path) {
+    let Some(reg) = crate::plugin::find(kind, name) else {
+        panic!("plugin {name} is not registered (is the crate linked?)");
+    };
+    let sample = sample_table(reg);
+    let build = |cfg: &toml::Value| match reg.factory {
+        PluginFactory::Adapter(f) => f(cfg).map(|_| ()),
+        PluginFactory::Sink(f) => f(cfg).map(|_| ()),
+    };
+    if let Err(e) = build(&sample) {
+        panic!("sample config of {name} does not build: {e}");
+    }
+    let mut bad = match sample.clone() {
+        toml::Value::Table(t) => t,
+        _ => toml::Table::new(),
+    };
+    bad.insert("no_such_key_xyz".into(), toml::Value::Boolean(true));
+    match build(&toml::Value::Table(bad)) {
+        Ok(()) => panic!("{name} accepted an unknown key"),
+        Err(e) => assert!(
+            e.to_string().contains("no_such_key_xyz"),
+            "{name}'s error for an unknown key does not name it: {e}"
+        ),
+    }
+
+    let harness = TestHarness::new(dir).await;
+    let task = match reg.factory {
+        PluginFactory::Adapter(f) => {
+            let plugin = f(&config).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ctx = harness.adapter_context(name);
+            tokio::spawn(async move { plugin.run(ctx).await })
+        }
+        PluginFactory::Sink(f) => {
+            let plugin = f(&config).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ctx = harness.sink_context(name);
+            tokio::spawn(async move { plugin.run(ctx).await })
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..20 {
+        let answered =
+            tokio::time::timeout(Duration::from_millis(500), harness.registry.snapshot()).await;
+        assert!(
+            matches!(answered, Ok(Ok(_))),
+            "registry blocked while {name} runs"
+        );
+    }
+    assert!(
+        !task.is_finished(),
+        "{name} stopped before it was cancelled"
+    );
+    harness.cancel.cancel();
+    match tokio::time::timeout(Duration::from_secs(2), task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => panic!("{name} returned an error on cancel: {e}"),
+        Ok(Err(e)) => panic!("{name} panicked: {e}"),
+        Err(_) => panic!("{name} did not stop within 2 s of cancellation"),
+    }
+}
+
+/// Convenience for adapters.
+pub async fn check_adapter_contract(name: &str, config: toml::Value, dir: &Path) {
+    check_plugin_contract(name, PluginKind::Adapter, config, dir).await;
+}
+
+/// Convenience for sinks.
+pub async fn check_sink_contract(name: &str, config: toml::Value, dir: &Path) {
+    check_plugin_contract(name, PluginKind::Sink, config, dir).await;
+}
