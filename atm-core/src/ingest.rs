@@ -47,9 +47,10 @@ pub struct IngestMessage {
 /// What an adapter implements to serve routes on the ingest socket.
 #[async_trait]
 pub trait IngestHandler: Send + Sync + 'static {
-    /// Handles one message. An error is sent back to the client as an `error` line; the
+    /// Handles one message. `Ok(Some(reply))` is written back (e.g. the session's view, for a
+    /// client that asked for it); an error is sent back as an `error` line. Either way the
     /// connection stays open.
-    async fn handle(&self, msg: IngestMessage) -> Result<(), WireError>;
+    async fn handle(&self, msg: IngestMessage) -> Result<Option<ServerMessage>, WireError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -404,9 +405,13 @@ async fn serve_connection(
             reply(&mut write, &ServerMessage::error(&e), limits).await;
             continue;
         };
-        if let Err(e) = handler.handle(IngestMessage { raw, peer }).await {
-            debug!(code = e.code.as_str(), error = %e.message, route, "ingest message rejected");
-            reply(&mut write, &ServerMessage::error(&e), limits).await;
+        match handler.handle(IngestMessage { raw, peer }).await {
+            Ok(None) => {}
+            Ok(Some(answer)) => reply(&mut write, &answer, limits).await,
+            Err(e) => {
+                debug!(code = e.code.as_str(), error = %e.message, route, "ingest message rejected");
+                reply(&mut write, &ServerMessage::error(&e), limits).await;
+            }
         }
     }
 }

@@ -182,3 +182,106 @@ pub async fn check_adapter_contract(name: &str, config: toml::Value, dir: &Path)
 pub async fn check_sink_contract(name: &str, config: toml::Value, dir: &Path) {
     check_plugin_contract(name, PluginKind::Sink, config, dir).await;
 }
+
+/// A private `dbus-daemon` for one test, killed on drop.
+pub struct PrivateBus {
+    /// The bus address, for `DBUS_SESSION_BUS_ADDRESS` or `zbus::connection::Builder::address`.
+    pub address: String,
+    pub pid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateBus {
+    /// Starts `dbus-daemon --session --fork` on a socket in a fresh temp dir. Panics (the test
+    /// fails) with a hint when `dbus-daemon` is not installed.
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = std::process::Command::new("dbus-daemon")
+            .args([
+                "--session",
+                "--fork",
+                "--print-address=1",
+                "--print-pid=1",
+                "--nopidfile",
+            ])
+            .arg(format!("--address=unix:tmpdir={}", dir.path().display()))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("dbus-daemon must be installed (apt-get install -y dbus)");
+        assert!(out.status.success(), "dbus-daemon failed: {:?}", out.status);
+        let mut lines = out.stdout.lines().map_while(Result::ok);
+        let address = lines.next().expect("dbus-daemon printed no address");
+        let pid = lines
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("dbus-daemon printed no pid");
+        Self {
+            address: address.trim().to_owned(),
+            pid,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the bus now (to test a bus that goes away).
+    pub fn kill(&self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A private tmux server (`tmux -L <name>`) for one test, killed on drop.
+pub struct TmuxServer {
+    pub name: String,
+}
+
+impl TmuxServer {
+    /// Starts a detached server with one session running `command` (a shell command line).
+    pub fn start(name_hint: &str, command: &str) -> Self {
+        let name = format!("atm-test-{name_hint}-{}", std::process::id());
+        let status = std::process::Command::new("tmux")
+            .args(["-L", &name, "-f", "/dev/null", "new-session", "-d", "-x", "120", "-y", "40"])
+            .arg(command)
+            .env_remove("TMUX")
+            .status()
+            .expect("tmux must be installed (apt-get install -y tmux)");
+        assert!(status.success(), "tmux new-session failed");
+        Self { name }
+    }
+
+    /// Runs `tmux -L <name> <args>` and returns its stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&self.name)
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server's socket path (what `$TMUX` would name).
+    pub fn socket_path(&self) -> String {
+        self.run(&["display-message", "-p", "#{socket_path}"])
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.name, "kill-server"])
+            .env_remove("TMUX")
+            .status();
+    }
+}

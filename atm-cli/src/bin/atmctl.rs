@@ -1,1 +1,50 @@
-fn main() {}
+//! `atmctl`: the command-line client for people and scripts. Thin: every subcommand lives in the
+//! library (`atm_cli::client`, `atm_cli::setup`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "atmctl",
+    version,
+    about = "Query and configure atm, the monitor for AI coding agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List sessions (table, or JSON with --json).
+    List(atm_cli::client::ListArgs),
+    /// Print live session updates as lines.
+    Watch(atm_cli::client::WatchArgs),
+    /// One short line for a status bar: counts per state and total cost.
+    Status(atm_cli::client::StatusArgs),
+    /// Show one session.
+    Get(atm_cli::client::GetArgs),
+    /// Install or remove atm's hooks in an agent's settings.
+    #[command(subcommand)]
+    Setup(atm_cli::setup::SetupCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List(a) => atm_cli::client::list(&a),
+        Command::Watch(a) => atm_cli::client::watch(&a),
+        Command::Status(a) => atm_cli::client::status(&a),
+        Command::Get(a) => atm_cli::client::get(&a),
+        Command::Setup(c) => atm_cli::setup::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("atmctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
