@@ -818,7 +818,7 @@ impl Actor {
             return Ok(ApplyOutcome::Ignored);
         }
         let mut s = Session::new(
-            key.clone(),
+            key,
             source.session_id.clone(),
             source.process,
             &source.adapter,
@@ -826,8 +826,11 @@ impl Actor {
         );
         s.cwd.clone_from(&source.cwd);
         s.tmux_pane.clone_from(&source.tmux_pane);
+        // The event is applied before the session is announced: clients see one `added`.
+        if apply_to(&mut s, &source, &event, at) == Outcome::End {
+            return Ok(ApplyOutcome::Ignored);
+        }
         self.add(s)?;
-        self.update_with_event(&key, &source, &event, at)?;
         Ok(ApplyOutcome::Added)
     }
 
@@ -844,93 +847,109 @@ impl Actor {
             ));
         };
         let before = entry.session.clone();
-        let from_subagent = source.subagent_id.is_some();
-        let outcome = transition(before.state, event, from_subagent);
-        if outcome == Outcome::End {
+        let s = Arc::make_mut(&mut entry.session);
+        if apply_to(s, source, event, at) == Outcome::End {
             let reason = match event {
                 AgentEvent::SessionEnded { reason, .. } => format!("session ended ({reason})"),
                 _ => "session ended".to_owned(),
             };
+            // Announce the session as it was, not half-updated.
+            entry.session = before;
             self.remove(key, &reason);
             return Ok(ApplyOutcome::Removed);
         }
-        let s = Arc::make_mut(&mut entry.session);
-        if let Outcome::Enter { state, attention } = outcome {
-            if state != s.state {
-                s.state_since = at;
-                if state == AgentState::Working
-                    && matches!(s.state, AgentState::Idle | AgentState::Starting)
-                {
-                    s.turn_started_at = Some(at);
-                }
-            }
-            s.state = state;
-            s.attention = attention;
-        }
-        if !from_subagent && let Some(activity) = activity_after(event) {
-            s.activity = activity;
-        }
-        match event {
-            AgentEvent::SessionStarted { source: src, model } => {
-                if let Some(m) = model {
-                    s.model_id = Some(m.clone());
-                }
-                if matches!(
-                    src,
-                    StartSource::Clear | StartSource::Resume | StartSource::Fork
-                ) {
-                    s.first_prompt = None;
-                    s.children.clear();
-                    s.last_error = None;
-                    s.turn_started_at = None;
-                }
-            }
-            AgentEvent::PromptSubmitted { prompt } => {
-                s.last_error = None;
-                if s.first_prompt.is_none()
-                    && let Some(p) = prompt
-                {
-                    let preview = one_line_preview(p, limits::FIRST_PROMPT);
-                    if !preview.is_empty() {
-                        s.first_prompt = Some(preview);
-                    }
-                }
-            }
-            AgentEvent::TurnFailed { error } => s.last_error = Some(error.clone()),
-            AgentEvent::SubagentStarted { agent_id, .. }
-                if !s.children.contains(agent_id) && s.children.len() < limits::CHILDREN =>
-            {
-                s.children.push(agent_id.clone());
-            }
-            AgentEvent::SubagentStopped { agent_id } => s.children.retain(|c| c != agent_id),
-            AgentEvent::UsageUpdated(u) => s.apply_usage(u),
-            AgentEvent::CwdChanged { cwd } => {
-                s.cwd = Some(cwd.clone());
-                s.git = Default::default();
-            }
-            _ => {}
-        }
-        if source.tmux_pane.is_some() {
-            s.tmux_pane.clone_from(&source.tmux_pane);
-        }
-        if source.cwd.is_some() && !matches!(event, AgentEvent::CwdChanged { .. }) {
-            s.cwd.clone_from(&source.cwd);
-        }
-        if s.process.is_none() {
-            s.process = source.process;
-        }
-        // A status line is data, not activity.
-        if !matches!(event, AgentEvent::UsageUpdated(_)) && at > s.last_activity {
-            s.last_activity = at;
-        }
-        sanitize(s);
-        if *s == *before {
+        if *entry.session == *before {
             return Ok(ApplyOutcome::Unchanged);
         }
         let after = entry.session.clone();
         self.emit(SessionChange::Updated, after, Some(before.state));
         Ok(ApplyOutcome::Updated)
     }
+}
+
+/// Applies one event to a session record: the state machine, then the event's facts.
+/// Returns the state machine's outcome; on `End` the record is left untouched.
+fn apply_to(
+    s: &mut Session,
+    source: &EventSource,
+    event: &AgentEvent,
+    at: DateTime<Utc>,
+) -> Outcome {
+    let from_subagent = source.subagent_id.is_some();
+    let outcome = transition(s.state, event, from_subagent);
+    if outcome == Outcome::End {
+        return outcome;
+    }
+    if let Outcome::Enter { state, attention } = &outcome {
+        if *state != s.state {
+            s.state_since = at;
+            if *state == AgentState::Working
+                && matches!(s.state, AgentState::Idle | AgentState::Starting)
+            {
+                s.turn_started_at = Some(at);
+            }
+        }
+        s.state = *state;
+        s.attention.clone_from(attention);
+    }
+    if !from_subagent && let Some(activity) = activity_after(event) {
+        s.activity = activity;
+    }
+    match event {
+        AgentEvent::SessionStarted { source: src, model } => {
+            if let Some(m) = model {
+                s.model_id = Some(m.clone());
+            }
+            if matches!(
+                src,
+                StartSource::Clear | StartSource::Resume | StartSource::Fork
+            ) {
+                s.first_prompt = None;
+                s.children.clear();
+                s.last_error = None;
+                s.turn_started_at = None;
+            }
+        }
+        AgentEvent::PromptSubmitted { prompt } => {
+            s.last_error = None;
+            if s.first_prompt.is_none()
+                && let Some(p) = prompt
+            {
+                let preview = one_line_preview(p, limits::FIRST_PROMPT);
+                if !preview.is_empty() {
+                    s.first_prompt = Some(preview);
+                }
+            }
+        }
+        AgentEvent::TurnFailed { error } => s.last_error = Some(error.clone()),
+        AgentEvent::SubagentStarted { agent_id, .. }
+            if !s.children.contains(agent_id) && s.children.len() < limits::CHILDREN =>
+        {
+            s.children.push(agent_id.clone());
+        }
+        AgentEvent::SubagentStopped { agent_id } => s.children.retain(|c| c != agent_id),
+        AgentEvent::UsageUpdated(u) => s.apply_usage(u),
+        AgentEvent::CwdChanged { cwd } => {
+            s.cwd = Some(cwd.clone());
+            s.git = Default::default();
+        }
+        _ => {}
+    }
+    if source.tmux_pane.is_some() {
+        s.tmux_pane.clone_from(&source.tmux_pane);
+    }
+    if source.cwd.is_some() && !matches!(event, AgentEvent::CwdChanged { .. }) {
+        s.cwd.clone_from(&source.cwd);
+    }
+    if s.process.is_none() {
+        s.process = source.process;
+    }
+    // A status line is data, not activity.
+    if !matches!(event, AgentEvent::UsageUpdated(_)) && at > s.last_activity {
+        s.last_activity = at;
+    }
+    sanitize(s);
+    outcome
 }
 
 /// Cuts every free-text field to its limit (by characters), so no adapter can grow a session.

@@ -248,7 +248,18 @@ impl TmuxServer {
     pub fn start(name_hint: &str, command: &str) -> Self {
         let name = format!("atm-test-{name_hint}-{}", std::process::id());
         let status = std::process::Command::new("tmux")
-            .args(["-L", &name, "-f", "/dev/null", "new-session", "-d", "-x", "120", "-y", "40"])
+            .args([
+                "-L",
+                &name,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "120",
+                "-y",
+                "40",
+            ])
             .arg(command)
             .env_remove("TMUX")
             .status()

@@ -1,0 +1,652 @@
+//! The registry actor through its public handle: identity, re-keying, capacity, liveness,
+//! persistence and the change stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atm_core::model::RateLimit;
+use atm_core::{
+    AgentEvent, AgentState, ApplyOutcome, Discovered, EventEnvelope, EventSource, Harness,
+    ProcessIdentity, Registry, RegistryConfig, RegistryError, RegistryHandle, SessionChange,
+    SessionId, StartSource, UsageUpdate,
+};
+use tokio::sync::broadcast::error::TryRecvError;
+
+fn config() -> RegistryConfig {
+    RegistryConfig {
+        cleanup_interval: Duration::ZERO,
+        ..RegistryConfig::default()
+    }
+}
+
+async fn start(config: RegistryConfig) -> RegistryHandle {
+    Registry::start(config).await.handle
+}
+
+struct Child(std::process::Child, ProcessIdentity);
+
+impl Child {
+    fn spawn() -> Self {
+        let c = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let id = atm_core::process::identity(c.id()).unwrap();
+        Self(c, id)
+    }
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn src(id: &str, process: Option<ProcessIdentity>) -> EventSource {
+    let mut s = EventSource::new(Harness::claude(), SessionId::new(id), "test");
+    s.process = process;
+    s
+}
+
+async fn apply(r: &RegistryHandle, source: EventSource, event: AgentEvent) -> ApplyOutcome {
+    r.apply_event(EventEnvelope::now(source, event))
+        .await
+        .unwrap()
+}
+
+fn start_ev(source: StartSource) -> AgentEvent {
+    AgentEvent::SessionStarted {
+        source,
+        model: None,
+    }
+}
+
+#[tokio::test]
+async fn clear_rekeys_one_process_into_one_session() {
+    let r = start(config()).await;
+    let child = Child::spawn();
+    let p = Some(child.1);
+    let (_, mut rx) = r.subscribe().await.unwrap();
+    assert_eq!(
+        apply(&r, src("old", p), start_ev(StartSource::Startup)).await,
+        ApplyOutcome::Added
+    );
+    apply(
+        &r,
+        src("old", p),
+        AgentEvent::PromptSubmitted {
+            prompt: Some("fix the bug".into()),
+        },
+    )
+    .await;
+    // `/clear`: the end of the old id (kept), then the new id for the same process.
+    apply(
+        &r,
+        src("old", p),
+        AgentEvent::SessionEnded {
+            reason: "clear".into(),
+            continues: true,
+        },
+    )
+    .await;
+    apply(&r, src("new", p), start_ev(StartSource::Clear)).await;
+    let all = r.get_all_sessions().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id.as_str(), "new");
+    assert_eq!(all[0].state, AgentState::Starting);
+    assert_eq!(
+        all[0].first_prompt, None,
+        "a new conversation has no first prompt yet"
+    );
+    // Clients saw the old id removed and the new one added.
+    let mut changes = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        changes.push((e.seq, e.change, e.session.id.to_string()));
+    }
+    assert!(
+        changes.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "gapless seq: {changes:?}"
+    );
+    let tail: Vec<_> = changes.iter().rev().take(3).rev().cloned().collect();
+    assert!(
+        matches!(&tail[0], (_, SessionChange::Removed { .. }, id) if id == "old"),
+        "{changes:?}"
+    );
+    assert!(
+        matches!(&tail[1], (_, SessionChange::Added, id) if id == "new"),
+        "{changes:?}"
+    );
+    // A late event for the old id does not flip the session back.
+    assert_eq!(
+        apply(&r, src("old", p), AgentEvent::TurnFinished).await,
+        ApplyOutcome::Ignored
+    );
+    assert_eq!(r.get_all_sessions().await.unwrap()[0].id.as_str(), "new");
+}
+
+#[tokio::test]
+async fn end_then_start_in_either_order_keeps_one_row() {
+    let r = start(config()).await;
+    let child = Child::spawn();
+    let p = Some(child.1);
+    apply(&r, src("a", p), start_ev(StartSource::Startup)).await;
+    // Hooks run in parallel: the new id may arrive before the old id's end.
+    apply(&r, src("b", p), start_ev(StartSource::Clear)).await;
+    apply(
+        &r,
+        src("a", p),
+        AgentEvent::SessionEnded {
+            reason: "clear".into(),
+            continues: true,
+        },
+    )
+    .await;
+    let all = r.get_all_sessions().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].id.as_str(), "b");
+}
+
+#[tokio::test]
+async fn status_line_never_changes_state_and_absent_figures_stay() {
+    let r = start(config()).await;
+    apply(
+        &r,
+        src("s", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    apply(&r, src("s", None), AgentEvent::TurnFinished).await;
+    let update = UsageUpdate {
+        cost_usd: Some(1.25),
+        context_used_percentage: Some(12.5),
+        context_window_size: Some(1_000_000),
+        ..Default::default()
+    };
+    r.update_usage(src("s", None), update).await.unwrap();
+    // A later status line without cost must not zero it.
+    r.update_usage(
+        src("s", None),
+        UsageUpdate {
+            lines_added: Some(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let s = r.get_session("s").await.unwrap();
+    assert_eq!(s.state, AgentState::Idle);
+    assert_eq!(s.usage.cost_usd, 1.25);
+    assert_eq!(s.usage.context_window_size, 1_000_000);
+    assert_eq!(s.usage.lines_added, 3);
+    // An identical status line is not a change.
+    assert_eq!(
+        r.update_usage(
+            src("s", None),
+            UsageUpdate {
+                lines_added: Some(3),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap(),
+        ApplyOutcome::Unchanged
+    );
+}
+
+#[tokio::test]
+async fn discovery_never_downgrades_a_real_id_and_merges_with_hooks() {
+    let r = start(config()).await;
+    let child = Child::spawn();
+    let found = |id: Option<&str>| Discovered {
+        harness: Harness::claude(),
+        process: child.1,
+        session_id: id.map(SessionId::new),
+        cwd: Some("/tmp".into()),
+        tmux_pane: Some("%3".into()),
+        state_hint: None,
+        usage: UsageUpdate::default(),
+        adapter: "proc-discovery".into(),
+    };
+    assert_eq!(
+        r.register_discovered(found(None)).await.unwrap(),
+        ApplyOutcome::Added
+    );
+    let pending = format!("pending-{}", child.1.pid);
+    assert!(r.get_session(&pending).await.is_ok());
+    // A hook names the real id for the same process: one row, re-keyed.
+    apply(
+        &r,
+        src("real", Some(child.1)),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    // A rescan that still knows no id must not bring pending back.
+    r.register_discovered(found(None)).await.unwrap();
+    let all = r.get_all_sessions().await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].id.as_str(), "real");
+    assert_eq!(all[0].tmux_pane.as_deref(), Some("%3"));
+    assert_eq!(all[0].state, AgentState::Working);
+}
+
+#[tokio::test]
+async fn hook_without_pid_then_discovery_is_one_session() {
+    let r = start(config()).await;
+    let child = Child::spawn();
+    apply(
+        &r,
+        src("sid", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    r.register_discovered(Discovered {
+        harness: Harness::claude(),
+        process: child.1,
+        session_id: Some(SessionId::new("sid")),
+        cwd: None,
+        tmux_pane: None,
+        state_hint: Some(AgentState::Idle),
+        usage: UsageUpdate::default(),
+        adapter: "proc-discovery".into(),
+    })
+    .await
+    .unwrap();
+    let all = r.get_all_sessions().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].pid(), Some(child.1.pid));
+    assert_eq!(
+        all[0].state,
+        AgentState::Working,
+        "the hint applies to new sessions only"
+    );
+}
+
+#[tokio::test]
+async fn capacity_is_enforced_on_every_creating_path() {
+    let r = start(RegistryConfig {
+        max_sessions: 2,
+        ..config()
+    })
+    .await;
+    apply(
+        &r,
+        src("a", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    apply(
+        &r,
+        src("b", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    let full = r
+        .apply_event(EventEnvelope::now(src("c", None), AgentEvent::TurnFinished))
+        .await;
+    assert_eq!(full, Err(RegistryError::RegistryFull { max: 2 }));
+    let child = Child::spawn();
+    let d = r
+        .register_discovered(Discovered {
+            harness: Harness::claude(),
+            process: child.1,
+            session_id: None,
+            cwd: None,
+            tmux_pane: None,
+            state_hint: None,
+            usage: UsageUpdate::default(),
+            adapter: "t".into(),
+        })
+        .await;
+    assert!(matches!(d, Err(RegistryError::RegistryFull { .. })));
+    let now = atm_core::chrono::Utc::now();
+    let s = atm_core::Session::new(
+        atm_core::SessionKey::Id {
+            harness: Harness::claude(),
+            id: "z".into(),
+        },
+        SessionId::new("z"),
+        None,
+        "t",
+        now,
+    );
+    assert!(matches!(
+        r.register(s).await,
+        Err(RegistryError::RegistryFull { .. })
+    ));
+    // Existing sessions still update.
+    apply(&r, src("a", None), AgentEvent::TurnFinished).await;
+    assert_eq!(r.get_session("a").await.unwrap().state, AgentState::Idle);
+}
+
+#[tokio::test]
+async fn register_refuses_duplicates() {
+    let r = start(config()).await;
+    let mk = || {
+        atm_core::Session::new(
+            atm_core::SessionKey::Id {
+                harness: Harness::claude(),
+                id: "dup".into(),
+            },
+            SessionId::new("dup"),
+            None,
+            "t",
+            atm_core::chrono::Utc::now(),
+        )
+    };
+    r.register(mk()).await.unwrap();
+    assert_eq!(
+        r.register(mk()).await,
+        Err(RegistryError::SessionAlreadyExists(SessionId::new("dup")))
+    );
+    assert!(matches!(
+        r.get_session("nope").await,
+        Err(RegistryError::SessionNotFound(_))
+    ));
+    assert!(matches!(
+        r.remove("nope", "x").await,
+        Err(RegistryError::SessionNotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn dead_processes_and_silent_sessions_are_cleaned_up() {
+    let r = start(RegistryConfig {
+        silence_expiry: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    let mut child = Child::spawn();
+    apply(
+        &r,
+        src("live", Some(child.1)),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    apply(
+        &r,
+        src("nopid", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    assert!(r.cleanup_stale().await.unwrap().is_empty());
+    child.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut removed = r.cleanup_stale().await.unwrap();
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![SessionId::new("live"), SessionId::new("nopid")]
+    );
+    assert!(r.get_all_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn snapshot_survives_restart_and_keeps_only_live_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/sessions.json");
+    let cfg = || RegistryConfig {
+        snapshot_path: Some(path.clone()),
+        snapshot_debounce: Duration::from_millis(20),
+        ..config()
+    };
+    let live = Child::spawn();
+    let mut dead = Child::spawn();
+    let r = start(cfg()).await;
+    apply(
+        &r,
+        src("keep", Some(live.1)),
+        AgentEvent::PromptSubmitted {
+            prompt: Some("ünïcode prompt".into()),
+        },
+    )
+    .await;
+    r.update_usage(
+        src("keep", Some(live.1)),
+        UsageUpdate {
+            cost_usd: Some(2.5),
+            context_used_percentage: Some(42.0),
+            rate_limits: Some(
+                [(
+                    "five_hour".to_owned(),
+                    RateLimit {
+                        used_percentage: 10.0,
+                        resets_at: None,
+                    },
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    apply(
+        &r,
+        src("keep", Some(live.1)),
+        AgentEvent::PermissionRequested {
+            tool: "Bash".into(),
+            detail: Some("rm -rf build".into()),
+        },
+    )
+    .await;
+    apply(
+        &r,
+        src("gone", Some(dead.1)),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    // No shutdown: the debounced write alone must have saved it (as after kill -9).
+    let mut saved = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && text.contains("rm -rf build")
+            && text.contains("gone")
+        {
+            saved = true;
+            break;
+        }
+    }
+    assert!(saved, "debounced snapshot was not written");
+    dead.kill();
+    let r2 = start(cfg()).await;
+    let all = r2.get_all_sessions().await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    let s = &all[0];
+    assert_eq!(s.id.as_str(), "keep");
+    assert_eq!(s.state, AgentState::NeedsPermission);
+    assert_eq!(s.usage.cost_usd, 2.5);
+    assert_eq!(s.usage.context_used_percentage, 42.0);
+    assert_eq!(s.first_prompt.as_deref(), Some("ünïcode prompt"));
+    assert_eq!(
+        s.attention.as_ref().unwrap().detail.as_deref(),
+        Some("rm -rf build")
+    );
+}
+
+#[tokio::test]
+async fn corrupt_snapshot_is_moved_aside_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.json");
+    std::fs::write(&path, b"{\"version\":1,\"sessions\":[{\"trunc").unwrap();
+    let r = start(RegistryConfig {
+        snapshot_path: Some(path.clone()),
+        ..config()
+    })
+    .await;
+    assert!(r.get_all_sessions().await.unwrap().is_empty());
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    // Non-UTF-8 garbage too.
+    std::fs::write(&path, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    let r = start(RegistryConfig {
+        snapshot_path: Some(path.clone()),
+        ..config()
+    })
+    .await;
+    assert!(r.get_all_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_writes_the_final_snapshot_and_closes_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.json");
+    let registry = Registry::start(RegistryConfig {
+        snapshot_path: Some(path.clone()),
+        snapshot_debounce: Duration::from_secs(3600),
+        ..config()
+    })
+    .await;
+    let r = registry.handle.clone();
+    apply(
+        &r,
+        src("x", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    r.shutdown().await.unwrap();
+    registry.task.await.unwrap();
+    assert!(!r.is_connected());
+    assert_eq!(
+        r.get_all_sessions().await.unwrap_err(),
+        RegistryError::ChannelClosed
+    );
+    assert!(std::fs::read_to_string(&path).unwrap().contains("\"x\""));
+}
+
+#[tokio::test]
+async fn lagging_subscriber_learns_it_and_can_resync() {
+    let r = start(RegistryConfig {
+        broadcast_capacity: 4,
+        ..config()
+    })
+    .await;
+    let (_, mut rx) = r.subscribe().await.unwrap();
+    for i in 0..20 {
+        apply(
+            &r,
+            src(&format!("s{i}"), None),
+            AgentEvent::PromptSubmitted { prompt: None },
+        )
+        .await;
+    }
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Lagged(_))));
+    let snap = r.snapshot().await.unwrap();
+    assert_eq!(snap.sessions.len(), 20);
+    assert_eq!(snap.seq, 20);
+}
+
+#[tokio::test]
+async fn subagent_stop_does_not_idle_the_parent() {
+    let r = start(config()).await;
+    apply(
+        &r,
+        src("p", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    apply(
+        &r,
+        src("p", None),
+        AgentEvent::SubagentStarted {
+            agent_id: "ag1".into(),
+            agent_type: Some("explore".into()),
+        },
+    )
+    .await;
+    let mut inside = src("p", None);
+    inside.subagent_id = Some("ag1".into());
+    apply(
+        &r,
+        inside.clone(),
+        AgentEvent::ToolStarted {
+            tool: "Grep".into(),
+            detail: None,
+        },
+    )
+    .await;
+    apply(&r, inside, AgentEvent::TurnFinished).await;
+    let s = r.get_session("p").await.unwrap();
+    assert_eq!(s.state, AgentState::Working);
+    assert_eq!(s.children, vec!["ag1".to_owned()]);
+    assert_eq!(s.activity.as_deref(), Some("Thinking"));
+    apply(
+        &r,
+        src("p", None),
+        AgentEvent::SubagentStopped {
+            agent_id: "ag1".into(),
+        },
+    )
+    .await;
+    assert!(r.get_session("p").await.unwrap().children.is_empty());
+}
+
+#[tokio::test]
+async fn huge_and_multibyte_text_is_cut_by_characters() {
+    let r = start(config()).await;
+    let mut s = src("m", None);
+    s.cwd = Some("/home/ü/".to_owned() + &"проект/🦀".repeat(2000));
+    apply(
+        &r,
+        s,
+        AgentEvent::PermissionRequested {
+            tool: "Bash".into(),
+            detail: Some("é".repeat(10_000)),
+        },
+    )
+    .await;
+    let got = r.get_session("m").await.unwrap();
+    assert!(got.cwd.as_ref().unwrap().chars().count() <= 4096);
+    assert!(
+        got.attention
+            .as_ref()
+            .unwrap()
+            .detail
+            .as_ref()
+            .unwrap()
+            .chars()
+            .count()
+            <= 200
+    );
+    let view = atm_core::SessionView::from_session(&got, atm_core::chrono::Utc::now());
+    assert!(serde_json::to_string(&view).is_ok());
+}
+
+#[tokio::test]
+async fn many_handles_concurrently_one_owner() {
+    let r = start(config()).await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let id = format!("t{t}-{}", i % 10);
+                r.apply_event(EventEnvelope::now(
+                    src(&id, None),
+                    AgentEvent::ToolStarted {
+                        tool: "Read".into(),
+                        detail: None,
+                    },
+                ))
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let snap = r.snapshot().await.unwrap();
+    assert_eq!(snap.sessions.len(), 80);
+    let ids: std::collections::HashSet<_> = snap.sessions.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(ids.len(), 80);
+    let _ = Arc::strong_count(&snap.sessions[0]);
+}
