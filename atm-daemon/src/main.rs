@@ -1,1 +1,157 @@
-fn main() {}
+//! `atmd`: the atm daemon.
+//!
+//! This binary only parses its command line, loads the config, sets up logging and hands over to
+//! [`daemon::run`]. It names every plugin crate below so that `inventory` keeps their
+//! registrations: a plugin crate that is not referenced is silently dropped by the linker.
+
+mod config;
+mod daemon;
+mod supervisor;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use adapter_claude_hooks as _;
+use adapter_claude_statusline as _;
+use adapter_proc_discovery as _;
+use sink_dbus as _;
+use sink_notify as _;
+use sink_socket as _;
+
+#[derive(Parser)]
+#[command(
+    name = "atmd",
+    version,
+    about = "atm daemon: watches AI coding agents and tells people and programs what each is doing"
+)]
+struct Cli {
+    /// Config file (default: $ATM_CONFIG, then $XDG_CONFIG_HOME/atm/plugins.toml, then the
+    /// built-in default).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run in the foreground (the default).
+    Run,
+    /// Validate the config and exit (0 if valid).
+    CheckConfig,
+    /// List every compiled-in plugin with its description and sample config.
+    Plugins,
+}
+
+fn init_logging(config_level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(config_level.unwrap_or("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn print_plugins() {
+    for p in atm_core::plugin::registered() {
+        let optional = if p.optional { " (optional)" } else { "" };
+        println!(
+            "{} {}{optional}\n  {}\n",
+            p.kind().table(),
+            p.name,
+            p.description
+        );
+        for line in p.sample_config.trim_end().lines() {
+            println!("    {line}");
+        }
+        println!();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let source = config::resolve(cli.config.as_deref());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Plugins => {
+            print_plugins();
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig => match daemon::check(&source) {
+            Ok(c) => {
+                let adapters = c
+                    .plugins
+                    .iter()
+                    .filter(|p| p.kind == atm_core::plugin::PluginKind::Adapter)
+                    .count();
+                println!(
+                    "{}: OK ({adapters} adapters, {} sinks)",
+                    c.source,
+                    c.plugins.len() - adapters
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("atmd: invalid config: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run => {
+            let config = match config::load(&source) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("atmd: invalid config: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(config.daemon.log.as_deref());
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("atmd: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(daemon::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("atmd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_plugin_crate_is_registered() {
+        let names: Vec<String> = atm_core::plugin::registered()
+            .into_iter()
+            .map(|p| format!("{}:{}", p.kind().table(), p.name))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "adapter:claude-hooks",
+                "adapter:claude-statusline",
+                "adapter:proc-discovery",
+                "sink:dbus",
+                "sink:notify",
+                "sink:socket",
+            ]
+        );
+    }
+}

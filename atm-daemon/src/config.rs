@@ -1,0 +1,441 @@
+//! `plugins.toml`: finding it, parsing it, and validating every plugin block against the
+//! compiled-in plugins.
+//!
+//! Errors name the file, line and column, and list what is allowed (plugin names or keys). The
+//! whole file is validated, including building every plugin from its block, before anything
+//! starts, so `atmd check-config` and a SIGHUP reload reject exactly what a start would reject.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use atm_core::plugin::{self, PluginFactory, PluginKind, PluginRegistration};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The repository's `plugins.toml`, compiled in: what runs when no file is found.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../plugins.toml");
+
+/// Where the config came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Embedded => f.write_str("<embedded default plugins.toml>"),
+        }
+    }
+}
+
+/// Resolution order: `--config`, `$ATM_CONFIG`, `$XDG_CONFIG_HOME/atm/plugins.toml` (else
+/// `~/.config/atm/plugins.toml`) if it exists, then the embedded default.
+pub fn resolve(cli: Option<&Path>) -> ConfigSource {
+    if let Some(p) = cli {
+        return ConfigSource::File(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os("ATM_CONFIG").filter(|v| !v.is_empty()) {
+        return ConfigSource::File(PathBuf::from(p));
+    }
+    if let Some(dir) = atm_core::paths::default_config_dir() {
+        let p = dir.join("plugins.toml");
+        if p.is_file() {
+            return ConfigSource::File(p);
+        }
+    }
+    ConfigSource::Embedded
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{source_name}:{line}:{column}: {message}")]
+    At {
+        source_name: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{source_name}: {message}")]
+    Whole {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// `[daemon]`: settings of the daemon itself.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// Runtime dir for sockets and the lock (default `$XDG_RUNTIME_DIR/atm` or `/tmp/atm-$UID`).
+    pub runtime_dir: Option<String>,
+    /// State dir for the session snapshot (default `$XDG_STATE_HOME/atm`).
+    pub state_dir: Option<String>,
+    /// Log filter when `RUST_LOG` is not set (default `info`).
+    pub log: Option<String>,
+    /// Most sessions the registry holds (default 10000).
+    pub max_sessions: Option<usize>,
+    /// Sessions with no process to watch expire after this silence (default `30min`).
+    pub session_expiry: Option<String>,
+    /// How often dead processes are looked for (default `5s`).
+    pub cleanup_interval: Option<String>,
+    /// Delay before a change is written to the snapshot (default `250ms`).
+    pub snapshot_debounce: Option<String>,
+}
+
+/// One `[[adapter]]` or `[[sink]]` block, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginEntry {
+    pub kind: PluginKind,
+    /// Plugin type (`type` key).
+    pub plugin: String,
+    /// Instance name (`name` key, else the type; `#2`, `#3`... for unnamed repeats).
+    pub instance: String,
+    /// The block without `type` and `name`: what the factory gets.
+    pub settings: toml::Value,
+}
+
+impl PluginEntry {
+    pub fn registration(&self) -> Option<&'static PluginRegistration> {
+        plugin::find(self.kind, &self.plugin)
+    }
+}
+
+/// A validated config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: ConfigSource,
+    pub daemon: DaemonSection,
+    pub daemon_durations: DaemonDurations,
+    pub plugins: Vec<PluginEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonDurations {
+    pub session_expiry: Duration,
+    pub cleanup_interval: Duration,
+    pub snapshot_debounce: Duration,
+}
+
+type SpannedTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    daemon: Option<Spanned<DaemonSection>>,
+    #[serde(default)]
+    adapter: Vec<Spanned<SpannedTable>>,
+    #[serde(default)]
+    sink: Vec<Spanned<SpannedTable>>,
+}
+
+/// Reads and validates the config from `source`.
+pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+    let text = match source {
+        ConfigSource::Embedded => EMBEDDED_DEFAULT.to_owned(),
+        ConfigSource::File(path) => {
+            let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
+                path: path.clone(),
+                source: e,
+            })?;
+            String::from_utf8(bytes).map_err(|e| ConfigError::Whole {
+                source_name: source.to_string(),
+                message: format!(
+                    "not valid UTF-8 (at byte {}); save the file as UTF-8",
+                    e.utf8_error().valid_up_to()
+                ),
+            })?
+        }
+    };
+    parse(&text, source.clone())
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses and validates config text.
+pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
+    let source_name = source.to_string();
+    let at = |span: Range<usize>, message: String| {
+        let (line, column) = line_col(text, span.start);
+        ConfigError::At {
+            source_name: source_name.clone(),
+            line,
+            column,
+            message,
+        }
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().to_owned();
+        let message = if message.contains("unknown field") {
+            format!("{message} (top-level tables are [daemon], [[adapter]] and [[sink]])")
+        } else {
+            message
+        };
+        match e.span() {
+            Some(span) => at(span, message),
+            None => ConfigError::Whole {
+                source_name: source_name.clone(),
+                message,
+            },
+        }
+    })?;
+
+    let daemon = raw.daemon.map(Spanned::into_inner).unwrap_or_default();
+    let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v).map_err(|e| ConfigError::Whole {
+            source_name: source_name.clone(),
+            message: format!(
+                "[daemon] {key} = {v:?} is not a duration ({e}); write e.g. \"5s\" or \"30min\""
+            ),
+        }),
+    };
+    let daemon_durations = DaemonDurations {
+        session_expiry: duration(
+            "session_expiry",
+            &daemon.session_expiry,
+            Duration::from_secs(1800),
+        )?,
+        cleanup_interval: duration(
+            "cleanup_interval",
+            &daemon.cleanup_interval,
+            Duration::from_secs(5),
+        )?,
+        snapshot_debounce: duration(
+            "snapshot_debounce",
+            &daemon.snapshot_debounce,
+            Duration::from_millis(250),
+        )?,
+    };
+
+    let mut plugins = Vec::new();
+    let mut seen_names: BTreeMap<(PluginKind, String), usize> = BTreeMap::new();
+    for (kind, blocks) in [
+        (PluginKind::Adapter, raw.adapter),
+        (PluginKind::Sink, raw.sink),
+    ] {
+        for block in blocks {
+            let block_span = block.span();
+            let table = block.into_inner();
+            let entry = validate_block(kind, block_span, table, &at, &mut seen_names)?;
+            plugins.push(entry);
+        }
+    }
+    Ok(Config {
+        source,
+        daemon,
+        daemon_durations,
+        plugins,
+    })
+}
+
+fn allowed_names(kind: PluginKind) -> String {
+    let names: Vec<&str> = plugin::registered()
+        .into_iter()
+        .filter(|p| p.kind() == kind)
+        .map(|p| p.name)
+        .collect();
+    names.join(", ")
+}
+
+fn validate_block(
+    kind: PluginKind,
+    block_span: Range<usize>,
+    table: SpannedTable,
+    at: &dyn Fn(Range<usize>, String) -> ConfigError,
+    seen_names: &mut BTreeMap<(PluginKind, String), usize>,
+) -> Result<PluginEntry, ConfigError> {
+    let table_name = kind.table();
+    let find = |name: &str| table.iter().find(|(k, _)| k.get_ref() == name);
+    let Some((_, type_value)) = find("type") else {
+        return Err(at(
+            block_span,
+            format!(
+                "[[{table_name}]] needs `type = \"<plugin>\"`; available: {}",
+                allowed_names(kind)
+            ),
+        ));
+    };
+    let Some(plugin_name) = type_value.get_ref().as_str().map(str::to_owned) else {
+        return Err(at(type_value.span(), "`type` must be a string".to_owned()));
+    };
+    let Some(reg) = plugin::find(kind, &plugin_name) else {
+        return Err(at(
+            type_value.span(),
+            format!(
+                "unknown {table_name} type `{plugin_name}`; available {table_name}s: {} (see `atmd plugins`)",
+                allowed_names(kind)
+            ),
+        ));
+    };
+    let instance = match find("name") {
+        Some((_, v)) => match v.get_ref().as_str() {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => return Err(at(v.span(), "`name` must be a non-empty string".to_owned())),
+        },
+        None => plugin_name.clone(),
+    };
+    let count = seen_names.entry((kind, instance.clone())).or_insert(0);
+    *count += 1;
+    let explicit_name = find("name").is_some();
+    if *count > 1 && explicit_name {
+        let span = find("name").map_or(block_span.clone(), |(_, v)| v.span());
+        return Err(at(
+            span,
+            format!("two [[{table_name}]] blocks are named `{instance}`; names must be unique"),
+        ));
+    }
+    let instance = if *count > 1 {
+        format!("{instance}#{count}")
+    } else {
+        instance
+    };
+    let mut settings = toml::Table::new();
+    for (k, v) in &table {
+        if k.get_ref() != "type" && k.get_ref() != "name" {
+            settings.insert(k.get_ref().clone(), v.get_ref().clone());
+        }
+    }
+    let settings = toml::Value::Table(settings);
+    let built = match reg.factory {
+        PluginFactory::Adapter(f) => f(&settings).map(|_| ()),
+        PluginFactory::Sink(f) => f(&settings).map(|_| ()),
+    };
+    if let Err(e) = built {
+        let span = e
+            .key
+            .as_deref()
+            .and_then(|key| table.iter().find(|(k, _)| k.get_ref() == key))
+            .map_or(block_span, |(k, _)| k.span());
+        return Err(at(
+            span,
+            format!("[[{table_name}]] type `{plugin_name}`: {}", e.message),
+        ));
+    }
+    Ok(PluginEntry {
+        kind,
+        plugin: plugin_name,
+        instance,
+        settings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<Config, ConfigError> {
+        parse(s, ConfigSource::File(PathBuf::from("/etc/test.toml")))
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = load(&ConfigSource::Embedded).unwrap();
+        assert!(c.plugins.iter().any(|p| p.plugin == "socket"));
+        assert!(c.plugins.iter().any(|p| p.plugin == "claude-hooks"));
+    }
+
+    #[test]
+    fn unknown_plugin_names_file_line_column_and_choices() {
+        let err = parse_str("[[adapter]]\ntype = \"clade-hooks\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/test.toml:2:8: unknown adapter type `clade-hooks`"),
+            "{err}"
+        );
+        assert!(err.contains("claude-hooks"), "{err}");
+    }
+
+    #[test]
+    fn unknown_plugin_key_points_at_the_key() {
+        let err = parse_str("[[sink]]\ntype = \"socket\"\n\nsockett = \"/tmp/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/test.toml:4:1:"), "{err}");
+        assert!(err.contains("sockett"), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_and_daemon_keys_are_errors() {
+        let err = parse_str("[adapters]\n").unwrap_err().to_string();
+        assert!(err.contains(":1:"), "{err}");
+        assert!(err.contains("[[adapter]]"), "{err}");
+        let err = parse_str("[daemon]\nlog = \"info\"\nmax_session = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3:1:"), "{err}");
+        assert!(err.contains("max_sessions"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_toml_are_located() {
+        let err = parse_str("[[adapter]]\ntype = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2:8:"), "{err}");
+        let err = parse_str("[[adapter]\ntype = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":1:"), "{err}");
+        let err = parse_str("[[adapter]]\nname = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs `type"), "{err}");
+        let err = parse_str("[daemon]\nsession_expiry = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn two_instances_of_one_type_are_allowed() {
+        let c = parse_str(
+            "[[sink]]\ntype = \"socket\"\n[[sink]]\ntype = \"socket\"\nname = \"second\"\nsocket = \"/tmp/atm-second.sock\"\n[[sink]]\ntype = \"socket\"\nsocket = \"/tmp/atm-third.sock\"\n",
+        )
+        .unwrap();
+        let names: Vec<_> = c.plugins.iter().map(|p| p.instance.as_str()).collect();
+        assert_eq!(names, ["socket", "second", "socket#2"]);
+        let err = parse_str("[[sink]]\ntype = \"socket\"\nname = \"a\"\n[[sink]]\ntype = \"socket\"\nname = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names must be unique"), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_and_missing_files_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("plugins.toml");
+        std::fs::write(&p, b"[daemon]\nlog = \"\xff\"\n").unwrap();
+        let err = load(&ConfigSource::File(p.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid UTF-8"), "{err}");
+        let err = load(&ConfigSource::File(dir.path().join("nope.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read config"), "{err}");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("é = 1\nx", 0), (1, 1));
+        assert_eq!(line_col("ü\nüx", 5), (2, 2));
+    }
+}

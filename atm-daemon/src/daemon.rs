@@ -1,0 +1,281 @@
+//! The daemon's life: claim the runtime dir, start the registry and the plugins, serve until a
+//! signal, reload on SIGHUP, and shut down in order.
+//!
+//! Shutdown is a tree of cancellation tokens: inputs stop first (no new events), then the
+//! registry drains its queue and writes its snapshot, then sinks see the change stream end and
+//! flush; everything under a 2-second deadline.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use atm_core::control::ControlBus;
+use atm_core::ingest::IngestHub;
+use atm_core::plugin::{PluginEnv, PluginKind};
+use atm_core::registry::{Registry, RegistryConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, ConfigSource, PluginEntry};
+use crate::supervisor::{RunningPlugin, Shared};
+
+/// The whole shutdown must finish within this.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1800);
+
+/// The runtime dir, held exclusively by this daemon through a lock on `atmd.lock`.
+pub struct RuntimeDirLock {
+    _file: File,
+    pub dir: PathBuf,
+}
+
+/// Creates (0700) and locks the runtime dir. A second daemon gets an error naming the first.
+pub fn claim_runtime_dir(dir: &Path) -> anyhow::Result<RuntimeDirLock> {
+    atm_core::paths::ensure_private_dir(dir)?;
+    let path = dir.join(atm_core::paths::LOCK_FILE);
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let who = if pid.is_empty() {
+                "another atmd".to_owned()
+            } else {
+                format!("another atmd (pid {pid})")
+            };
+            anyhow::bail!(
+                "{who} is already running for {}; stop it first{}, or set XDG_RUNTIME_DIR to run a separate instance",
+                dir.display(),
+                if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (kill {pid})")
+                }
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(RuntimeDirLock {
+        _file: file,
+        dir: dir.to_owned(),
+    })
+}
+
+pub fn runtime_dir(config: &Config) -> PathBuf {
+    config
+        .daemon
+        .runtime_dir
+        .as_deref()
+        .map(atm_core::paths::expand)
+        .unwrap_or_else(atm_core::paths::default_runtime_dir)
+}
+
+pub fn state_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    match config.daemon.state_dir.as_deref() {
+        Some(d) => Ok(atm_core::paths::expand(d)),
+        None => Ok(atm_core::paths::default_state_dir()?),
+    }
+}
+
+struct PluginSet {
+    running: Vec<RunningPlugin>,
+}
+
+impl PluginSet {
+    fn start(
+        entries: &[PluginEntry],
+        shared: &Shared,
+        inputs: &CancellationToken,
+        outputs: &CancellationToken,
+    ) -> Self {
+        let running = entries
+            .iter()
+            .map(|e| {
+                info!(plugin = %e.instance, kind = e.kind.table(), "starting plugin");
+                let parent = match e.kind {
+                    PluginKind::Adapter => inputs,
+                    PluginKind::Sink => outputs,
+                };
+                RunningPlugin::spawn(e.clone(), shared.clone(), parent)
+            })
+            .collect();
+        Self { running }
+    }
+
+    /// Applies a new plugin list: unchanged instances keep running, changed and removed ones
+    /// stop, new ones start.
+    async fn reload(
+        &mut self,
+        entries: &[PluginEntry],
+        shared: &Shared,
+        inputs: &CancellationToken,
+        outputs: &CancellationToken,
+    ) {
+        let mut keep = Vec::new();
+        let mut stop = Vec::new();
+        for p in self.running.drain(..) {
+            if entries.contains(&p.entry) {
+                keep.push(p);
+            } else {
+                stop.push(p);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for p in stop {
+            info!(plugin = %p.entry.instance, "stopping plugin (removed or changed)");
+            p.stop(deadline).await;
+        }
+        let new: Vec<PluginEntry> = entries
+            .iter()
+            .filter(|e| !keep.iter().any(|k| k.entry == **e))
+            .cloned()
+            .collect();
+        let started = PluginSet::start(&new, shared, inputs, outputs);
+        info!(
+            kept = keep.len(),
+            started = started.running.len(),
+            "configuration reloaded"
+        );
+        keep.extend(started.running);
+        self.running = keep;
+    }
+
+    fn take(&mut self, kind: PluginKind) -> Vec<RunningPlugin> {
+        let (taken, rest): (Vec<_>, Vec<_>) =
+            self.running.drain(..).partition(|p| p.entry.kind == kind);
+        self.running = rest;
+        taken
+    }
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = runtime_dir(&config);
+    let lock = claim_runtime_dir(&runtime)?;
+    let state = state_dir(&config)?;
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create state dir {}", state.display()))?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.source,
+        runtime_dir = %lock.dir.display(),
+        state_dir = %state.display(),
+        "atmd starting"
+    );
+
+    let d = &config.daemon_durations;
+    let registry = Registry::start(RegistryConfig {
+        max_sessions: config.daemon.max_sessions.unwrap_or(10_000),
+        silence_expiry: d.session_expiry,
+        cleanup_interval: d.cleanup_interval,
+        snapshot_debounce: d.snapshot_debounce,
+        snapshot_path: Some(state.join(atm_core::paths::SNAPSHOT_FILE)),
+        ..RegistryConfig::default()
+    })
+    .await;
+    let shared = Shared {
+        registry: registry.handle.clone(),
+        ingest: IngestHub::default(),
+        control: ControlBus::new(),
+        env: PluginEnv {
+            runtime_dir: lock.dir.clone(),
+            state_dir: state.clone(),
+        },
+    };
+    let inputs = CancellationToken::new();
+    let outputs = CancellationToken::new();
+    // Sinks first, so nothing an adapter reports at start-up is missed by a sink.
+    let (sinks, adapters): (Vec<_>, Vec<_>) = config
+        .plugins
+        .iter()
+        .cloned()
+        .partition(|p| p.kind == PluginKind::Sink);
+    let mut plugins = PluginSet::start(&sinks, &shared, &inputs, &outputs);
+    plugins
+        .running
+        .extend(PluginSet::start(&adapters, &shared, &inputs, &outputs).running);
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut current = config;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = sighup.recv() => {
+                info!(config = %current.source, "SIGHUP: reloading configuration");
+                let source = current.source.clone();
+                match tokio::task::spawn_blocking(move || config::load(&source)).await {
+                    Ok(Ok(new)) => {
+                        if new.daemon != current.daemon {
+                            warn!("changes to [daemon] take effect when atmd restarts");
+                        }
+                        plugins.reload(&new.plugins, &shared, &inputs, &outputs).await;
+                        current = new;
+                    }
+                    Ok(Err(e)) => error!(error = %e, "new configuration rejected; keeping the running one"),
+                    Err(e) => error!(error = %e, "configuration reload failed; keeping the running one"),
+                }
+            }
+        }
+    }
+
+    let deadline = Instant::now() + SHUTDOWN_BUDGET;
+    // 1. Inputs stop: no new events.
+    inputs.cancel();
+    let input_deadline = Instant::now() + Duration::from_millis(600);
+    for p in plugins.take(PluginKind::Adapter) {
+        p.stop(input_deadline).await;
+    }
+    // 2. The registry drains what was queued and writes its snapshot.
+    let Registry { handle, task } = registry;
+    if tokio::time::timeout_at(deadline, handle.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("registry did not drain in time");
+    }
+    drop(handle);
+    drop(shared);
+    let _ = tokio::time::timeout_at(deadline, task).await;
+    // 3. Sinks have seen the change stream end; give them a moment to flush, then cancel.
+    let sinks = plugins.take(PluginKind::Sink);
+    let flush_deadline = Instant::now() + Duration::from_millis(200);
+    for p in &sinks {
+        let _ = tokio::time::timeout_at(flush_deadline, async {
+            while !p.task.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+    outputs.cancel();
+    for p in sinks {
+        p.stop(deadline).await;
+    }
+    info!("atmd stopped");
+    drop(lock);
+    Ok(())
+}
+
+/// Validates a config source: parse and build every plugin, without starting anything.
+pub fn check(source: &ConfigSource) -> Result<Config, config::ConfigError> {
+    config::load(source)
+}
