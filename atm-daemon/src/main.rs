@@ -1,25 +1,15 @@
 //! `atmd`: the atm daemon.
 //!
 //! This binary only parses its command line, loads the config, sets up logging and hands over to
-//! [`daemon::run`]. It names every plugin crate below so that `inventory` keeps their
-//! registrations: a plugin crate that is not referenced is silently dropped by the linker.
-
-mod config;
-mod daemon;
-mod supervisor;
+//! `atm_daemon::daemon::run`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use atm_daemon::{config, daemon};
 use clap::{Parser, Subcommand};
 
-use adapter_claude_hooks as _;
-use adapter_claude_statusline as _;
-use adapter_proc_discovery as _;
-use sink_dbus as _;
-use sink_notify as _;
-use sink_socket as _;
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +67,7 @@ fn print_plugins() {
 }
 
 fn main() -> ExitCode {
+    atm_daemon::link_plugins();
     let cli = Cli::parse();
     let source = config::resolve(cli.config.as_deref());
     match cli.command.unwrap_or(Command::Run) {
@@ -138,6 +129,7 @@ fn main() -> ExitCode {
 mod tests {
     #[test]
     fn every_plugin_crate_is_registered() {
+        atm_daemon::link_plugins();
         let names: Vec<String> = atm_core::plugin::registered()
             .into_iter()
             .map(|p| format!("{}:{}", p.kind().table(), p.name))
