@@ -1,0 +1,236 @@
+//! The `claude-hooks` input adapter: serves `hook_event` messages on the shared ingest socket.
+//!
+//! The adapter does not own a socket: it attaches its routes to the daemon's ingest hub, which
+//! binds `hooks.sock` once for every adapter that shares it (the status-line adapter included),
+//! checks peers, caps lines and replies with errors. What remains here is per message: translate
+//! (pure), resolve the process identity (one `/proc` read), apply to the registry, count.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use atm_core::event::{AgentEvent, EventEnvelope};
+use atm_core::ingest::{IngestError, IngestHandler, IngestMessage};
+use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
+use atm_core::protocol::{ServerMessage, WireError};
+use atm_core::registry::RegistryHandle;
+use atm_core::tracing::{debug, info};
+use atm_core::{ApplyOutcome, async_trait};
+use serde::Deserialize;
+
+use crate::fields;
+use crate::translate::{Translation, translate_object};
+
+/// The message routes this adapter serves (`hook_event:claude` is what a client that sets
+/// `"agent":"claude"` is routed to).
+pub const ROUTES: &[&str] = &["hook_event", "hook_event:claude"];
+
+/// `[[adapter]] type = "claude-hooks"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaudeHooksConfig {
+    /// The ingest socket (`~/` and `$VAR` expanded). Default: `hooks.sock` in the daemon's
+    /// runtime dir, shared with the status-line adapter.
+    pub socket: Option<String>,
+}
+
+impl ClaudeHooksConfig {
+    /// The socket to attach to, given the daemon's runtime dir.
+    pub fn socket_path(&self, runtime_dir: &std::path::Path) -> PathBuf {
+        match &self.socket {
+            Some(s) => atm_core::paths::expand(s),
+            None => runtime_dir.join("hooks.sock"),
+        }
+    }
+}
+
+/// Counters, readable while the adapter runs (tests, debug logs).
+#[derive(Debug, Default)]
+pub struct HookStats {
+    /// Events applied to the registry.
+    pub applied: AtomicU64,
+    /// Events with a name this version does not know (accepted as activity).
+    pub unknown_events: AtomicU64,
+    /// Events deliberately dropped (a subagent's `Stop`).
+    pub ignored: AtomicU64,
+    /// Messages refused as malformed.
+    pub bad_messages: AtomicU64,
+    /// Well-formed events the registry refused (full, shutting down).
+    pub registry_errors: AtomicU64,
+}
+
+impl HookStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The adapter instance the daemon builds from a config table.
+#[derive(Debug)]
+pub struct ClaudeHooksAdapter {
+    config: ClaudeHooksConfig,
+    stats: Arc<HookStats>,
+}
+
+impl ClaudeHooksAdapter {
+    pub fn new(config: ClaudeHooksConfig) -> Self {
+        Self {
+            config,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The factory `register_plugin!` uses.
+    pub fn from_config(cfg: &atm_core::toml::Value) -> Result<Self, ConfigError> {
+        Ok(Self::new(atm_core::plugin::parse_config(cfg)?))
+    }
+
+    /// This instance's counters (shared with the running adapter).
+    pub fn stats(&self) -> Arc<HookStats> {
+        self.stats.clone()
+    }
+}
+
+#[async_trait]
+impl InputAdapter for ClaudeHooksAdapter {
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), PluginError> {
+        let path = self.config.socket_path(&ctx.env.runtime_dir);
+        let handler = Arc::new(HookHandler {
+            registry: ctx.registry.clone(),
+            adapter: ctx.name.clone(),
+            stats: self.stats.clone(),
+        });
+        let attachment = ctx
+            .ingest
+            .attach(&path, ROUTES, handler)
+            .map_err(ingest_error)?;
+        info!(adapter = %ctx.name, socket = %path.display(), "serving Claude Code hook events");
+        ctx.cancel.cancelled().await;
+        drop(attachment);
+        let s = &self.stats;
+        debug!(
+            adapter = %ctx.name,
+            applied = HookStats::get(&s.applied),
+            unknown_events = HookStats::get(&s.unknown_events),
+            ignored = HookStats::get(&s.ignored),
+            bad_messages = HookStats::get(&s.bad_messages),
+            registry_errors = HookStats::get(&s.registry_errors),
+            "claude-hooks stopped"
+        );
+        Ok(())
+    }
+}
+
+/// Turns an ingest failure into what the daemon reports for this plugin.
+pub fn ingest_error(e: IngestError) -> PluginError {
+    match e {
+        IngestError::Bind { path, source } => {
+            PluginError::io(format!("cannot listen on {}", path.display()), source)
+        }
+        e @ IngestError::RouteTaken { .. } => {
+            PluginError::Config(ConfigError::for_key("socket", e.to_string()))
+        }
+        e @ IngestError::InUse { .. } => PluginError::Other(e.to_string()),
+    }
+}
+
+struct HookHandler {
+    registry: RegistryHandle,
+    adapter: String,
+    stats: Arc<HookStats>,
+}
+
+#[async_trait]
+impl IngestHandler for HookHandler {
+    async fn handle(&self, msg: IngestMessage) -> Result<Option<ServerMessage>, WireError> {
+        let translation = fields::data_object(&msg.raw.body).and_then(translate_object);
+        let t = match translation {
+            Ok(t) => t,
+            Err(e) => {
+                HookStats::bump(&self.stats.bad_messages);
+                return Err(e);
+            }
+        };
+        if !t.known {
+            HookStats::bump(&self.stats.unknown_events);
+            debug!(event = %t.event_name, "unknown Claude Code hook event accepted as activity");
+        }
+        self.apply(t).await.map(|()| None)
+    }
+}
+
+impl HookHandler {
+    async fn apply(&self, mut t: Translation) -> Result<(), WireError> {
+        let Some(mut event) = t.event.take() else {
+            HookStats::bump(&self.stats.ignored);
+            return Ok(());
+        };
+        if t.yields_to_attention && self.already_waiting(&t).await {
+            // Keep the richer attention (tool, command) the earlier event raised.
+            event = AgentEvent::Notification {
+                kind: t.event_name.clone(),
+                message: None,
+            };
+        }
+        let mut source = t.source(fields::process_of(t.pid), &self.adapter);
+        if self.ends_subagent_wait(&t, &event).await {
+            // The state machine leaves the parent alone for subagent events, except requests;
+            // without this, a permission granted to a subagent would keep the parent waiting
+            // until the parent's own next event.
+            source.subagent_id = None;
+        }
+        match self
+            .registry
+            .apply_event(EventEnvelope::now(source, event))
+            .await
+        {
+            Ok(outcome) => {
+                if outcome != ApplyOutcome::Ignored {
+                    HookStats::bump(&self.stats.applied);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                HookStats::bump(&self.stats.registry_errors);
+                Err(fields::registry_error(e))
+            }
+        }
+    }
+
+    /// True when a subagent finished the very tool whose permission or question the session
+    /// waits on (matched by tool name: parallel subagents using the same tool are rare).
+    async fn ends_subagent_wait(&self, t: &Translation, event: &AgentEvent) -> bool {
+        let (
+            Some(_),
+            AgentEvent::ToolFinished {
+                tool: Some(tool), ..
+            },
+        ) = (&t.subagent_id, event)
+        else {
+            return false;
+        };
+        self.registry
+            .get_session(t.session_id.as_str())
+            .await
+            .is_ok_and(|s| {
+                s.state.needs_attention()
+                    && s.attention
+                        .as_ref()
+                        .is_some_and(|a| a.tool.as_deref() == Some(tool.as_str()))
+            })
+    }
+
+    /// True when the session already waits on its user. Read, then applied: an event from
+    /// another connection can land in between; at worst one late notification is misjudged,
+    /// and the session's next hook event sets the state right.
+    async fn already_waiting(&self, t: &Translation) -> bool {
+        self.registry
+            .get_session(t.session_id.as_str())
+            .await
+            .is_ok_and(|s| s.state.needs_attention())
+    }
+}

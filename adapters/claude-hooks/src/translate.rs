@@ -1,0 +1,819 @@
+//! Claude Code hook JSON -> `AgentEvent`, as a pure function.
+//!
+//! [`translate`] does no I/O and holds no state, so every hook event of `claude-code.md` is
+//! covered by unit tests and the function can be fuzzed. What needs the outside world (the
+//! process identity from `/proc`, the session's current state) is left to the adapter, which
+//! gets everything it needs in a [`Translation`].
+//!
+//! Parsing is lenient by design: only `session_id` and `hook_event_name` are required, unknown
+//! fields are ignored, unknown event names become `Activity` (accepted and counted), and a field
+//! of the wrong type is treated as absent rather than failing the event.
+
+use atm_core::event::{AgentEvent, EventSource, StartSource};
+use atm_core::model::{Harness, ProcessIdentity, SessionId};
+use atm_core::protocol::{ErrorCode, WireError};
+use atm_core::registry::limits;
+use atm_core::serde_json::Value;
+use atm_core::text::{one_line_preview, truncate_chars};
+
+use crate::fields::{self, Object};
+
+/// Characters kept of a command, file, URL, pattern or question in an attention detail.
+pub const PREVIEW_CHARS: usize = 120;
+
+/// Hook events that only mean "something happened": they move `last_activity`, nothing else.
+pub const ACTIVITY_EVENTS: &[&str] = &[
+    "PostToolBatch",
+    "TaskCreated",
+    "TaskCompleted",
+    "TeammateIdle",
+    "InstructionsLoaded",
+    "ConfigChange",
+    "FileChanged",
+    "WorktreeCreate",
+    "WorktreeRemove",
+    "Setup",
+    "UserPromptExpansion",
+    "MessageDisplay",
+];
+
+/// Every hook event name the translator knows (the rest are accepted as unknown activity).
+pub const KNOWN_EVENTS: &[&str] = &[
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PermissionRequest",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "PermissionDenied",
+    "Notification",
+    "Stop",
+    "StopFailure",
+    "SubagentStart",
+    "SubagentStop",
+    "PreCompact",
+    "PostCompact",
+    "CwdChanged",
+    "Elicitation",
+    "SessionEnd",
+];
+
+/// One translated hook event and the facts about who raised it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translation {
+    /// Claude's `hook_event_name` (cut to a sane length).
+    pub event_name: String,
+    pub session_id: SessionId,
+    /// The Claude process as `atm-hook` found it; the adapter turns it into an identity.
+    pub pid: Option<u32>,
+    pub tmux_pane: Option<String>,
+    pub cwd: Option<String>,
+    /// Claude's `agent_id`: set when the event was raised inside a subagent.
+    pub subagent_id: Option<String>,
+    /// What to apply. `None` means the event is deliberately ignored (a subagent's `Stop`).
+    pub event: Option<AgentEvent>,
+    /// False for event names this translator does not know (accepted as activity).
+    pub known: bool,
+    /// True for a late, coarser echo of a wait the session may already be in (the
+    /// `permission_prompt` notification about 6 s after `PermissionRequest`, `idle_prompt` 60 s
+    /// after a question was asked). When the session already waits on its user, the adapter
+    /// applies it as a plain notification so the richer attention (tool, command) survives.
+    pub yields_to_attention: bool,
+}
+
+impl Translation {
+    /// The registry's view of who raised the event.
+    pub fn source(&self, process: Option<ProcessIdentity>, adapter: &str) -> EventSource {
+        EventSource {
+            harness: Harness::claude(),
+            session_id: self.session_id.clone(),
+            process,
+            tmux_pane: self.tmux_pane.clone(),
+            cwd: self.cwd.clone(),
+            subagent_id: self.subagent_id.clone(),
+            adapter: adapter.to_owned(),
+        }
+    }
+}
+
+/// Translates one hook payload (Claude's hook JSON plus `pid` / `tmux_pane`).
+///
+/// Fails only when `data` is not an object or `session_id` / `hook_event_name` are missing,
+/// empty or not strings; everything else is optional.
+pub fn translate(data: &Value) -> Result<Translation, WireError> {
+    match data.as_object() {
+        Some(obj) => translate_object(obj),
+        None => Err(WireError::new(
+            ErrorCode::InvalidMessage,
+            "field `data` must be a JSON object holding Claude's hook JSON",
+        )),
+    }
+}
+
+/// [`translate`] for a payload already known to be an object.
+pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
+    let session_id = fields::session_id(obj)?;
+    let event_name = truncate_chars(fields::required_str(obj, "hook_event_name")?, 64);
+    let subagent_id = fields::opt_str(obj, "agent_id").map(|a| truncate_chars(a, limits::ID));
+    let mut yields_to_attention = false;
+    let event = match event_name.as_str() {
+        "SessionStart" => Some(AgentEvent::SessionStarted {
+            source: StartSource::parse(fields::opt_str(obj, "source").unwrap_or("")),
+            model: model_id(obj),
+        }),
+        "UserPromptSubmit" => Some(AgentEvent::PromptSubmitted {
+            prompt: fields::opt_str(obj, "prompt")
+                .map(|p| one_line_preview(p, limits::FIRST_PROMPT)),
+        }),
+        "PreToolUse" => Some(tool_started(obj)),
+        "PermissionRequest" => {
+            let tool = tool_name(obj);
+            Some(AgentEvent::PermissionRequested {
+                detail: tool_detail(&tool, obj.get("tool_input")),
+                tool,
+            })
+        }
+        "PostToolUse" | "PostToolUseFailure" => Some(AgentEvent::ToolFinished {
+            tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
+            failed: event_name == "PostToolUseFailure",
+        }),
+        "PermissionDenied" => Some(AgentEvent::ToolFinished {
+            tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
+            failed: true,
+        }),
+        "Notification" => {
+            let (event, yields) = notification(obj);
+            yields_to_attention = yields;
+            Some(event)
+        }
+        // A subagent's Stop is noise: the parent's turn goes on.
+        "Stop" if subagent_id.is_some() => None,
+        "Stop" => Some(AgentEvent::TurnFinished),
+        "StopFailure" => Some(AgentEvent::TurnFailed {
+            error: stop_error(obj),
+        }),
+        "SubagentStart" | "SubagentStop" => Some(match &subagent_id {
+            Some(agent_id) if event_name == "SubagentStart" => AgentEvent::SubagentStarted {
+                agent_id: agent_id.clone(),
+                agent_type: fields::opt_str(obj, "agent_type")
+                    .map(|t| truncate_chars(t, limits::NAME)),
+            },
+            Some(agent_id) => AgentEvent::SubagentStopped {
+                agent_id: agent_id.clone(),
+            },
+            // Without an agent id there is nothing to track.
+            None => activity(&event_name),
+        }),
+        "PreCompact" => Some(AgentEvent::Compacting),
+        "PostCompact" => Some(AgentEvent::CompactFinished),
+        "CwdChanged" => Some(
+            match fields::opt_str(obj, "new_cwd").or_else(|| fields::opt_str(obj, "cwd")) {
+                Some(cwd) => AgentEvent::CwdChanged {
+                    cwd: cwd.to_owned(),
+                },
+                None => activity(&event_name),
+            },
+        ),
+        "Elicitation" => Some(AgentEvent::InputRequested {
+            reason: "elicitation".to_owned(),
+            tool: fields::opt_str(obj, "mcp_server_name").map(str::to_owned),
+            detail: preview(fields::opt_str(obj, "message")),
+        }),
+        "SessionEnd" => {
+            let reason = fields::opt_str(obj, "reason").unwrap_or("other");
+            Some(AgentEvent::SessionEnded {
+                continues: matches!(reason, "clear" | "resume"),
+                reason: truncate_chars(reason, limits::NAME),
+            })
+        }
+        other => Some(activity(other)),
+    };
+    let known = KNOWN_EVENTS.contains(&event_name.as_str())
+        || ACTIVITY_EVENTS.contains(&event_name.as_str());
+    Ok(Translation {
+        session_id,
+        pid: fields::pid(obj),
+        tmux_pane: fields::tmux_pane(obj),
+        cwd: fields::opt_str(obj, "cwd").map(str::to_owned),
+        subagent_id,
+        event,
+        known,
+        yields_to_attention,
+        event_name,
+    })
+}
+
+fn activity(what: &str) -> AgentEvent {
+    AgentEvent::Activity {
+        what: what.to_owned(),
+    }
+}
+
+fn preview(text: Option<&str>) -> Option<String> {
+    text.map(|t| one_line_preview(t, PREVIEW_CHARS))
+        .filter(|p| !p.is_empty())
+}
+
+fn tool_name(obj: &Object) -> String {
+    fields::opt_str(obj, "tool_name")
+        .map(|t| truncate_chars(t, limits::NAME))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// `model` on SessionStart: a model id string; tolerate an object with `id` as well.
+fn model_id(obj: &Object) -> Option<String> {
+    match obj.get("model")? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(m) => fields::opt_str(m, "id").map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn tool_started(obj: &Object) -> AgentEvent {
+    let tool = tool_name(obj);
+    let input = obj.get("tool_input");
+    match tool.as_str() {
+        "AskUserQuestion" => AgentEvent::InputRequested {
+            reason: "question".to_owned(),
+            detail: tool_detail(&tool, input),
+            tool: Some(tool),
+        },
+        "ExitPlanMode" => AgentEvent::InputRequested {
+            reason: "plan_approval".to_owned(),
+            detail: tool_detail(&tool, input),
+            tool: Some(tool),
+        },
+        _ => AgentEvent::ToolStarted {
+            detail: tool_detail(&tool, input),
+            tool,
+        },
+    }
+}
+
+/// A short preview of what a tool call is about: the command, file, URL, pattern, query or
+/// question, in that order of preference.
+pub fn tool_detail(tool: &str, input: Option<&Value>) -> Option<String> {
+    const KEYS: [&str; 9] = [
+        "command",
+        "file_path",
+        "notebook_path",
+        "url",
+        "pattern",
+        "query",
+        "path",
+        "description",
+        "prompt",
+    ];
+    let input = input?;
+    if let Some(s) = input.as_str() {
+        return preview(Some(s));
+    }
+    let obj = input.as_object()?;
+    let specific = match tool {
+        "AskUserQuestion" => first_question(obj),
+        "ExitPlanMode" => fields::opt_str(obj, "plan"),
+        _ => None,
+    };
+    preview(specific.or_else(|| KEYS.iter().find_map(|k| fields::opt_str(obj, k))))
+}
+
+/// AskUserQuestion's `questions[0].question` (older versions: a top-level `question`).
+fn first_question(obj: &Object) -> Option<&str> {
+    obj.get("questions")
+        .and_then(Value::as_array)
+        .and_then(|qs| qs.first())
+        .and_then(Value::as_object)
+        .and_then(|q| fields::opt_str(q, "question"))
+        .or_else(|| fields::opt_str(obj, "question"))
+}
+
+/// Maps a Notification to an event, and whether it yields to an attention already raised.
+fn notification(obj: &Object) -> (AgentEvent, bool) {
+    let message = fields::opt_str(obj, "message");
+    let kind = match fields::opt_str(obj, "notification_type") {
+        Some(k) => k,
+        // Versions before `notification_type` existed said it only in the message.
+        None => infer_notification_type(message.unwrap_or("")),
+    };
+    match kind {
+        "permission_prompt" => {
+            let tool = message.and_then(tool_from_permission_message);
+            let event = AgentEvent::PermissionRequested {
+                detail: if tool.is_some() {
+                    None
+                } else {
+                    preview(message)
+                },
+                tool: tool.unwrap_or_else(|| "unknown".to_owned()),
+            };
+            (event, true)
+        }
+        "elicitation_dialog" | "agent_needs_input" => {
+            let reason = if kind == "elicitation_dialog" {
+                "elicitation"
+            } else {
+                "input"
+            };
+            let event = AgentEvent::InputRequested {
+                reason: reason.to_owned(),
+                tool: None,
+                detail: preview(message),
+            };
+            (event, true)
+        }
+        "idle_prompt" => (AgentEvent::TurnFinished, true),
+        other => (
+            AgentEvent::Notification {
+                kind: truncate_chars(other, limits::NAME),
+                message: preview(message),
+            },
+            false,
+        ),
+    }
+}
+
+fn infer_notification_type(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    if m.contains("needs your permission") {
+        "permission_prompt"
+    } else if m.contains("waiting for your input") {
+        "idle_prompt"
+    } else {
+        "notification"
+    }
+}
+
+/// "Claude needs your permission to use Bash" -> "Bash".
+fn tool_from_permission_message(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("permission to use ")?;
+    let tool = rest
+        .split(|c: char| c.is_whitespace())
+        .next()?
+        .trim_end_matches(['.', ',', '!', '?']);
+    (!tool.is_empty()).then(|| truncate_chars(tool, limits::NAME))
+}
+
+/// StopFailure's `error`: a word (`rate_limit`), or an object with `type` / `message`.
+fn stop_error(obj: &Object) -> String {
+    let text = match obj.get("error") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.as_str()),
+        Some(Value::Object(e)) => {
+            fields::opt_str(e, "type").or_else(|| fields::opt_str(e, "message"))
+        }
+        _ => None,
+    };
+    one_line_preview(text.unwrap_or("unknown"), limits::NAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atm_core::serde_json::json;
+    use proptest::prelude::*;
+
+    const ID: &str = "8e11bfb5-7dc2-432b-9206-928fa5c35731";
+
+    fn hook(name: &str, extra: Value) -> Value {
+        let mut v = json!({
+            "session_id": ID,
+            "transcript_path": "/home/u/.claude/projects/-home-u-app/x.jsonl",
+            "cwd": "/home/u/app",
+            "hook_event_name": name,
+        });
+        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        v
+    }
+
+    fn event(name: &str, extra: Value) -> AgentEvent {
+        translate(&hook(name, extra)).unwrap().event.unwrap()
+    }
+
+    #[test]
+    fn session_start_carries_source_and_model() {
+        for (src, want) in [
+            ("startup", StartSource::Startup),
+            ("resume", StartSource::Resume),
+            ("clear", StartSource::Clear),
+            ("compact", StartSource::Compact),
+            ("fork", StartSource::Fork),
+            ("brand-new", StartSource::Other),
+        ] {
+            assert_eq!(
+                event(
+                    "SessionStart",
+                    json!({"source": src, "model": "claude-opus-4-6"})
+                ),
+                AgentEvent::SessionStarted {
+                    source: want,
+                    model: Some("claude-opus-4-6".into())
+                }
+            );
+        }
+        assert_eq!(
+            event("SessionStart", json!({"model": {"id": "m"}})),
+            AgentEvent::SessionStarted {
+                source: StartSource::Other,
+                model: Some("m".into())
+            }
+        );
+    }
+
+    #[test]
+    fn facts_come_from_common_fields() {
+        let t = translate(&hook(
+            "UserPromptSubmit",
+            json!({"pid": 42, "tmux_pane": "%3", "prompt": "fix\nthe  bug"}),
+        ))
+        .unwrap();
+        assert_eq!(t.session_id.as_str(), ID);
+        assert_eq!(t.pid, Some(42));
+        assert_eq!(t.tmux_pane.as_deref(), Some("%3"));
+        assert_eq!(t.cwd.as_deref(), Some("/home/u/app"));
+        assert!(t.known && !t.yields_to_attention && t.subagent_id.is_none());
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::PromptSubmitted {
+                prompt: Some("fix the bug".into())
+            })
+        );
+        let src = t.source(None, "claude-hooks");
+        assert_eq!(src.harness.as_str(), "claude");
+        assert_eq!(src.adapter, "claude-hooks");
+    }
+
+    #[test]
+    fn tools_carry_a_short_preview() {
+        assert_eq!(
+            event(
+                "PreToolUse",
+                json!({"tool_name": "Bash", "tool_input": {"command": "cargo  test\n-q", "description": "Run tests"}})
+            ),
+            AgentEvent::ToolStarted {
+                tool: "Bash".into(),
+                detail: Some("cargo test -q".into())
+            }
+        );
+        let long = "é".repeat(500);
+        let AgentEvent::PermissionRequested { tool, detail } = event(
+            "PermissionRequest",
+            json!({"tool_name": "Write", "tool_input": {"file_path": long, "content": "x"}}),
+        ) else {
+            panic!("not a permission request");
+        };
+        assert_eq!(tool, "Write");
+        assert_eq!(detail.unwrap().chars().count(), PREVIEW_CHARS);
+        for (tool, input, want) in [
+            (
+                "WebFetch",
+                json!({"url": "https://x.dev", "prompt": "p"}),
+                "https://x.dev",
+            ),
+            (
+                "Grep",
+                json!({"pattern": "fn main", "path": "src"}),
+                "fn main",
+            ),
+            ("WebSearch", json!({"query": "tokio"}), "tokio"),
+            (
+                "Task",
+                json!({"description": "Find callers", "prompt": "long"}),
+                "Find callers",
+            ),
+        ] {
+            assert_eq!(tool_detail(tool, Some(&input)).as_deref(), Some(want));
+        }
+        assert_eq!(tool_detail("mcp__x__y", Some(&json!({"n": 1}))), None);
+        assert_eq!(tool_detail("Bash", Some(&json!(null))), None);
+        assert_eq!(
+            event("PreToolUse", json!({})),
+            AgentEvent::ToolStarted {
+                tool: "unknown".into(),
+                detail: None
+            }
+        );
+    }
+
+    #[test]
+    fn questions_and_plans_need_input() {
+        assert_eq!(
+            event(
+                "PreToolUse",
+                json!({"tool_name": "AskUserQuestion", "tool_input": {"questions": [
+                    {"question": "Which database?", "header": "DB", "options": [], "multiSelect": false}
+                ]}})
+            ),
+            AgentEvent::InputRequested {
+                reason: "question".into(),
+                tool: Some("AskUserQuestion".into()),
+                detail: Some("Which database?".into())
+            }
+        );
+        assert_eq!(
+            event(
+                "PreToolUse",
+                json!({"tool_name": "ExitPlanMode", "tool_input": {"plan": "# Plan\n1. do"}})
+            ),
+            AgentEvent::InputRequested {
+                reason: "plan_approval".into(),
+                tool: Some("ExitPlanMode".into()),
+                detail: Some("# Plan 1. do".into())
+            }
+        );
+        assert_eq!(
+            event(
+                "Elicitation",
+                json!({"mcp_server_name": "github", "message": "Pick a repo"})
+            ),
+            AgentEvent::InputRequested {
+                reason: "elicitation".into(),
+                tool: Some("github".into()),
+                detail: Some("Pick a repo".into())
+            }
+        );
+    }
+
+    #[test]
+    fn tool_completion_and_denial_finish_the_tool() {
+        assert_eq!(
+            event("PostToolUse", json!({"tool_name": "Bash"})),
+            AgentEvent::ToolFinished {
+                tool: Some("Bash".into()),
+                failed: false
+            }
+        );
+        assert_eq!(
+            event(
+                "PostToolUseFailure",
+                json!({"tool_name": "Bash", "error": "x"})
+            ),
+            AgentEvent::ToolFinished {
+                tool: Some("Bash".into()),
+                failed: true
+            }
+        );
+        assert_eq!(
+            event(
+                "PermissionDenied",
+                json!({"tool_name": "Bash", "reason": "r"})
+            ),
+            AgentEvent::ToolFinished {
+                tool: Some("Bash".into()),
+                failed: true
+            }
+        );
+    }
+
+    #[test]
+    fn notifications_map_by_type() {
+        let n = |v: Value| translate(&hook("Notification", v)).unwrap();
+        let t = n(json!({"notification_type": "permission_prompt",
+                         "message": "Claude needs your permission to use Bash"}));
+        assert!(t.yields_to_attention);
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::PermissionRequested {
+                tool: "Bash".into(),
+                detail: None
+            })
+        );
+        let t = n(json!({"notification_type": "elicitation_dialog", "message": "Sign in"}));
+        assert!(
+            matches!(t.event, Some(AgentEvent::InputRequested { ref reason, .. }) if reason == "elicitation")
+        );
+        let t = n(json!({"notification_type": "agent_needs_input", "message": "?"}));
+        assert!(
+            matches!(t.event, Some(AgentEvent::InputRequested { ref reason, .. }) if reason == "input")
+        );
+        let t = n(
+            json!({"notification_type": "idle_prompt", "message": "Claude is waiting for your input"}),
+        );
+        assert_eq!(t.event, Some(AgentEvent::TurnFinished));
+        assert!(t.yields_to_attention);
+        let t = n(json!({"notification_type": "auth_success", "message": "ok"}));
+        assert!(!t.yields_to_attention);
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::Notification {
+                kind: "auth_success".into(),
+                message: Some("ok".into())
+            })
+        );
+        // Older versions: no notification_type, only the message.
+        let t = n(json!({"message": "Claude needs your permission to use WebFetch."}));
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::PermissionRequested {
+                tool: "WebFetch".into(),
+                detail: None
+            })
+        );
+        let t = n(json!({"message": "Claude is waiting for your input"}));
+        assert_eq!(t.event, Some(AgentEvent::TurnFinished));
+        let t = n(json!({}));
+        assert!(matches!(t.event, Some(AgentEvent::Notification { .. })));
+    }
+
+    #[test]
+    fn stop_is_ignored_inside_a_subagent() {
+        let t = translate(&hook(
+            "Stop",
+            json!({"agent_id": "a1", "agent_type": "Explore"}),
+        ))
+        .unwrap();
+        assert_eq!(t.event, None);
+        assert_eq!(t.subagent_id.as_deref(), Some("a1"));
+        assert_eq!(
+            event("Stop", json!({"stop_hook_active": false})),
+            AgentEvent::TurnFinished
+        );
+    }
+
+    #[test]
+    fn stop_failure_carries_the_error() {
+        assert_eq!(
+            event("StopFailure", json!({"error": "rate_limit"})),
+            AgentEvent::TurnFailed {
+                error: "rate_limit".into()
+            }
+        );
+        assert_eq!(
+            event(
+                "StopFailure",
+                json!({"error": {"type": "overloaded", "message": "m"}})
+            ),
+            AgentEvent::TurnFailed {
+                error: "overloaded".into()
+            }
+        );
+        assert_eq!(
+            event("StopFailure", json!({})),
+            AgentEvent::TurnFailed {
+                error: "unknown".into()
+            }
+        );
+    }
+
+    #[test]
+    fn subagents_are_children() {
+        let t = translate(&hook(
+            "SubagentStart",
+            json!({"agent_id": "a1", "agent_type": "Explore"}),
+        ))
+        .unwrap();
+        assert_eq!(t.subagent_id.as_deref(), Some("a1"));
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::SubagentStarted {
+                agent_id: "a1".into(),
+                agent_type: Some("Explore".into())
+            })
+        );
+        assert_eq!(
+            event("SubagentStop", json!({"agent_id": "a1"})),
+            AgentEvent::SubagentStopped {
+                agent_id: "a1".into()
+            }
+        );
+        assert!(matches!(
+            event("SubagentStop", json!({})),
+            AgentEvent::Activity { .. }
+        ));
+    }
+
+    #[test]
+    fn compaction_cwd_and_end() {
+        assert_eq!(
+            event("PreCompact", json!({"trigger": "auto"})),
+            AgentEvent::Compacting
+        );
+        assert_eq!(event("PostCompact", json!({})), AgentEvent::CompactFinished);
+        assert_eq!(
+            event("CwdChanged", json!({"old_cwd": "/a", "new_cwd": "/b"})),
+            AgentEvent::CwdChanged { cwd: "/b".into() }
+        );
+        for (reason, continues) in [
+            ("clear", true),
+            ("resume", true),
+            ("logout", false),
+            ("prompt_input_exit", false),
+            ("other", false),
+        ] {
+            assert_eq!(
+                event("SessionEnd", json!({"reason": reason})),
+                AgentEvent::SessionEnded {
+                    reason: reason.into(),
+                    continues
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn listed_and_unknown_events_are_activity() {
+        for name in ACTIVITY_EVENTS {
+            let t = translate(&hook(name, json!({}))).unwrap();
+            assert!(t.known, "{name}");
+            assert_eq!(t.event, Some(activity(name)));
+        }
+        let t = translate(&hook("SomethingFromTheFuture", json!({"x": [1]}))).unwrap();
+        assert!(!t.known);
+        assert_eq!(t.event, Some(activity("SomethingFromTheFuture")));
+    }
+
+    #[test]
+    fn bad_payloads_fail_with_invalid_message() {
+        for data in [
+            json!("text"),
+            json!([1]),
+            json!(null),
+            json!({"hook_event_name": "Stop"}),
+            json!({"session_id": 7, "hook_event_name": "Stop"}),
+            json!({"session_id": "", "hook_event_name": "Stop"}),
+            json!({"session_id": ID}),
+            json!({"session_id": ID, "hook_event_name": ["Stop"]}),
+        ] {
+            assert_eq!(
+                translate(&data).unwrap_err().code,
+                ErrorCode::InvalidMessage,
+                "{data}"
+            );
+        }
+    }
+
+    #[test]
+    fn ill_typed_optional_fields_are_ignored() {
+        let t = translate(&hook(
+            "PreToolUse",
+            json!({"tool_name": 5, "tool_input": "rm -rf /tmp/x", "cwd": 3, "pid": true,
+                   "tmux_pane": 9, "agent_id": {"x": 1}}),
+        ))
+        .unwrap();
+        assert_eq!(t.cwd, None);
+        assert_eq!(t.pid, None);
+        assert_eq!(t.tmux_pane, None);
+        assert_eq!(t.subagent_id, None);
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::ToolStarted {
+                tool: "unknown".into(),
+                detail: Some("rm -rf /tmp/x".into())
+            })
+        );
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("session_id".to_owned()),
+                        Just("hook_event_name".to_owned()),
+                        Just("tool_name".to_owned()),
+                        Just("tool_input".to_owned()),
+                        Just("agent_id".to_owned()),
+                        Just("message".to_owned()),
+                        Just("questions".to_owned()),
+                        ".{0,8}"
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_json(v in arb_json()) {
+            let _ = translate(&v);
+        }
+
+        #[test]
+        fn any_event_name_with_a_session_is_accepted(
+            name in ".{1,80}",
+            extra in arb_json(),
+        ) {
+            let mut data = hook(&name, json!({}));
+            if let (Some(o), Value::Object(e)) = (data.as_object_mut(), extra) {
+                for (k, v) in e {
+                    if k != "session_id" && k != "hook_event_name" {
+                        o.insert(k, v);
+                    }
+                }
+            }
+            let t = translate(&data);
+            prop_assert!(t.is_ok(), "{:?}", t);
+        }
+    }
+}

@@ -1,0 +1,646 @@
+//! The claude-hooks adapter end to end: real Unix socket, real registry, a real child process
+//! as the Claude PID, realistic fixtures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report failures by panicking
+
+mod common;
+
+use adapter_claude_hooks as _; // links the plugin registration for the contract test
+use adapter_claude_hooks::{ClaudeHooksAdapter, HookStats, translate};
+use atm_core::registry::RegistryConfig;
+use atm_core::{AgentState, InputAdapter, Session};
+use common::{FakeClaude, Running, fixture, patch, with_process};
+use serde_json::{Value, json};
+
+const A: &str = "8e11bfb5-7dc2-432b-9206-928fa5c35731";
+const B: &str = "3f0a9c4e-51d2-4b7e-9a0c-6d2e8f1b7a45";
+const PANE: &str = "%7";
+
+async fn start() -> Running {
+    start_with(RegistryConfig::default()).await
+}
+
+async fn start_with(config: RegistryConfig) -> Running {
+    Running::start(config, |cfg| ClaudeHooksAdapter::from_config(cfg).unwrap()).await
+}
+
+fn attention_json(s: &Session) -> Value {
+    match &s.attention {
+        None => Value::Null,
+        Some(a) => json!({"reason": a.reason, "tool": a.tool, "detail": a.detail}),
+    }
+}
+
+/// Checks the keys of `expect` (see `fixtures/replay.json`) against the registry.
+async fn check_expectations(run: &Running, step: &str, expect: &serde_json::Map<String, Value>) {
+    let sessions = run.sessions().await;
+    if let Some(n) = expect.get("sessions") {
+        assert_eq!(json!(sessions.len()), *n, "{step}: session count");
+    }
+    let Some(s) = sessions.first() else {
+        return;
+    };
+    for (key, want) in expect {
+        let got = match key.as_str() {
+            "sessions" => continue,
+            "id" => json!(s.id.as_str()),
+            "state" => json!(s.state.as_str()),
+            "attention" => attention_json(s),
+            "activity" => json!(s.activity),
+            "last_error" => json!(s.last_error),
+            "first_prompt" => json!(s.first_prompt),
+            "model_id" => json!(s.model_id),
+            "cwd" => json!(s.cwd),
+            "children" => json!(s.children),
+            other => panic!("{step}: unknown expectation key {other}"),
+        };
+        assert_eq!(got, *want, "{step}: {key}");
+    }
+}
+
+#[tokio::test]
+async fn replays_every_fixture_in_a_realistic_order() {
+    let run = start().await;
+    let claude = FakeClaude::spawn();
+    let replay = fixture("replay.json");
+    let mut client = run.client().await;
+    let mut used = std::collections::BTreeSet::new();
+    for step in replay["steps"].as_array().unwrap() {
+        let name = step["fixture"].as_str().unwrap();
+        used.insert(name.to_owned());
+        client
+            .send(
+                "hook_event",
+                with_process(fixture(name), claude.pid(), PANE),
+                json!({}),
+            )
+            .await;
+        let replies = client.sync().await;
+        assert!(replies.is_empty(), "{name}: {replies:?}");
+        check_expectations(&run, name, step["expect"].as_object().unwrap()).await;
+        if let Some(s) = run.sessions().await.first() {
+            assert_eq!(s.pid(), Some(claude.pid()), "{name}");
+            assert_eq!(s.tmux_pane.as_deref(), Some(PANE), "{name}");
+            assert_eq!(s.harness.as_str(), "claude");
+        }
+    }
+    // Every fixture but a few alternative variants takes part in the replay.
+    let unused: Vec<String> = std::fs::read_dir(common::fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "replay.json" && !used.contains(n))
+        .collect();
+    for n in &unused {
+        assert!(
+            n.starts_with("SessionStart.") || n.starts_with("SessionEnd."),
+            "fixture {n} is not replayed"
+        );
+    }
+    run.stop().await;
+}
+
+#[test]
+fn every_fixture_translates() {
+    for entry in std::fs::read_dir(common::fixtures_dir()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name == "replay.json" {
+            continue;
+        }
+        let t = translate(&fixture(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.known, !name.contains("unknown"), "{name}");
+        let event = name.split('.').next().unwrap();
+        assert!(
+            event == "FutureEvent" || t.event_name == event,
+            "{name} is named after {event} but carries {}",
+            t.event_name
+        );
+    }
+}
+
+async fn send(client: &mut common::Client, data: Value) {
+    client.send("hook_event", data, json!({})).await;
+}
+
+async fn start_session(client: &mut common::Client, claude: &FakeClaude) {
+    for f in ["SessionStart.startup.json", "UserPromptSubmit.json"] {
+        send(client, with_process(fixture(f), claude.pid(), PANE)).await;
+    }
+    client.sync_ok().await;
+}
+
+#[tokio::test]
+async fn clear_rekeys_one_process_in_either_order() {
+    let orders: [[&str; 2]; 2] = [
+        ["SessionEnd.clear.json", "SessionStart.clear.json"],
+        ["SessionStart.clear.json", "SessionEnd.clear.json"],
+    ];
+    for order in orders {
+        let run = start().await;
+        let claude = FakeClaude::spawn();
+        let mut client = run.client().await;
+        start_session(&mut client, &claude).await;
+        assert_eq!(run.only_session().await.id.as_str(), A);
+        for f in order {
+            send(&mut client, with_process(fixture(f), claude.pid(), PANE)).await;
+        }
+        client.sync_ok().await;
+        let s = run.only_session().await;
+        assert_eq!(s.id.as_str(), B, "{order:?}");
+        assert_eq!(s.pid(), Some(claude.pid()));
+        assert_eq!(s.state, AgentState::Starting, "{order:?}");
+        // A late event for the old id neither resurrects it nor renames the session back.
+        send(
+            &mut client,
+            with_process(fixture("Stop.json"), claude.pid(), PANE),
+        )
+        .await;
+        client.sync_ok().await;
+        let s = run.only_session().await;
+        assert_eq!(s.id.as_str(), B);
+        assert_eq!(s.state, AgentState::Starting);
+        run.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn subagent_stop_does_not_make_the_parent_idle() {
+    let run = start().await;
+    let claude = FakeClaude::spawn();
+    let mut client = run.client().await;
+    start_session(&mut client, &claude).await;
+    for f in [
+        "SubagentStart.json",
+        "PreToolUse.subagent.Grep.json",
+        "Stop.subagent.json",
+    ] {
+        send(&mut client, with_process(fixture(f), claude.pid(), PANE)).await;
+    }
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.state, AgentState::Working);
+    assert_eq!(s.children, vec!["a3f9c2e1b7d04c56".to_owned()]);
+    assert_eq!(
+        s.activity.as_deref(),
+        Some("Thinking"),
+        "subagent tools leave the parent's activity"
+    );
+    send(
+        &mut client,
+        with_process(fixture("SubagentStop.json"), claude.pid(), PANE),
+    )
+    .await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.state, AgentState::Working);
+    assert!(s.children.is_empty());
+    send(
+        &mut client,
+        with_process(fixture("Stop.json"), claude.pid(), PANE),
+    )
+    .await;
+    client.sync_ok().await;
+    assert_eq!(run.only_session().await.state, AgentState::Idle);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn permission_request_needs_permission_with_tool_and_preview() {
+    let run = start().await;
+    let claude = FakeClaude::spawn();
+    let mut client = run.client().await;
+    start_session(&mut client, &claude).await;
+    let command = format!("cd /srv/日本語 &&\n  cargo   test {}", "--flag ".repeat(60));
+    let data = patch(
+        fixture("PermissionRequest.Bash.json"),
+        json!({"tool_input": {"command": command, "description": "Run"}}),
+    );
+    send(&mut client, with_process(data, claude.pid(), PANE)).await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.state, AgentState::NeedsPermission);
+    let a = s.attention.clone().unwrap();
+    assert_eq!(a.reason, "permission");
+    assert_eq!(a.tool.as_deref(), Some("Bash"));
+    let detail = a.detail.unwrap();
+    assert!(
+        detail.starts_with("cd /srv/日本語 && cargo test --flag"),
+        "{detail}"
+    );
+    assert_eq!(detail.chars().count(), 120);
+    assert!(detail.ends_with('…'));
+    // The late notification keeps the richer attention.
+    send(
+        &mut client,
+        with_process(
+            fixture("Notification.permission_prompt.json"),
+            claude.pid(),
+            PANE,
+        ),
+    )
+    .await;
+    client.sync_ok().await;
+    let s2 = run.only_session().await;
+    assert_eq!(s2.state, AgentState::NeedsPermission);
+    assert_eq!(s2.attention, s.attention);
+    // Answering it (the tool runs and finishes) clears it.
+    send(
+        &mut client,
+        with_process(fixture("PostToolUse.Bash.json"), claude.pid(), PANE),
+    )
+    .await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.state, AgentState::Working);
+    assert_eq!(s.attention, None);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn permission_prompt_notification_alone_raises_attention() {
+    let run = start().await;
+    let claude = FakeClaude::spawn();
+    let mut client = run.client().await;
+    start_session(&mut client, &claude).await;
+    send(
+        &mut client,
+        with_process(
+            fixture("Notification.permission_prompt.json"),
+            claude.pid(),
+            PANE,
+        ),
+    )
+    .await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.state, AgentState::NeedsPermission);
+    assert_eq!(s.attention.as_ref().unwrap().tool.as_deref(), Some("Bash"));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn stop_failure_is_idle_with_the_error() {
+    let run = start().await;
+    let claude = FakeClaude::spawn();
+    let mut client = run.client().await;
+    start_session(&mut client, &claude).await;
+    send(
+        &mut client,
+        with_process(fixture("StopFailure.json"), claude.pid(), PANE),
+    )
+    .await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.state, AgentState::Idle);
+    assert_eq!(s.last_error.as_deref(), Some("rate_limit"));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn session_end_removes_except_clear_and_resume() {
+    for (reason, removed) in [
+        ("logout", true),
+        ("prompt_input_exit", true),
+        ("other", true),
+        ("resume", false),
+        ("clear", false),
+    ] {
+        let run = start().await;
+        let claude = FakeClaude::spawn();
+        let mut client = run.client().await;
+        start_session(&mut client, &claude).await;
+        let end = patch(
+            fixture("SessionEnd.logout.json"),
+            json!({"session_id": A, "reason": reason}),
+        );
+        send(&mut client, with_process(end, claude.pid(), PANE)).await;
+        client.sync_ok().await;
+        assert_eq!(run.sessions().await.is_empty(), removed, "{reason}");
+        run.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_events_are_accepted_and_counted() {
+    let mut stats = None;
+    let run = Running::start(RegistryConfig::default(), |cfg| {
+        let a = ClaudeHooksAdapter::from_config(cfg).unwrap();
+        stats = Some(a.stats());
+        a
+    })
+    .await;
+    let stats = stats.unwrap();
+    let claude = FakeClaude::spawn();
+    let mut client = run.client().await;
+    start_session(&mut client, &claude).await;
+    for name in ["FutureEvent", "AnotherOne", "Ünïcödé"] {
+        let data = patch(
+            fixture("FutureEvent.unknown.json"),
+            json!({"hook_event_name": name}),
+        );
+        send(&mut client, with_process(data, claude.pid(), PANE)).await;
+    }
+    client.sync_ok().await;
+    assert_eq!(HookStats::get(&stats.unknown_events), 3);
+    let s = run.only_session().await;
+    assert_eq!(
+        s.state,
+        AgentState::Working,
+        "unknown events change no state"
+    );
+    // An unknown event for a new session creates it.
+    let data = patch(
+        fixture("FutureEvent.unknown.json"),
+        json!({"session_id": "new-session"}),
+    );
+    send(&mut client, data).await;
+    client.sync_ok().await;
+    assert_eq!(run.sessions().await.len(), 2);
+    assert_eq!(HookStats::get(&stats.bad_messages), 0);
+    // A subagent's Stop is counted as ignored.
+    send(
+        &mut client,
+        with_process(fixture("Stop.subagent.json"), claude.pid(), PANE),
+    )
+    .await;
+    client.sync_ok().await;
+    assert_eq!(HookStats::get(&stats.ignored), 1);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_error_replies_and_the_connection_keeps_serving() {
+    let mut stats = None;
+    let run = Running::start(RegistryConfig::default(), |cfg| {
+        let a = ClaudeHooksAdapter::from_config(cfg).unwrap();
+        stats = Some(a.stats());
+        a
+    })
+    .await;
+    let stats = stats.unwrap();
+    let claude = FakeClaude::spawn();
+    let mut client = run.client().await;
+    let good = with_process(fixture("SessionStart.startup.json"), claude.pid(), PANE);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json at all".to_vec(), "parse_error"),
+        (
+            br#"{"type":"hook_event","data":{"session_id":"x","hook_event_name":"St"#.to_vec(),
+            "parse_error",
+        ),
+        (
+            b"{\"type\":\"hook_event\",\"data\":{\"session_id\":\"\xff\xfe\",\"hook_event_name\":\"Stop\"}}"
+                .to_vec(),
+            "parse_error",
+        ),
+        (br#"[1,2,3]"#.to_vec(), "parse_error"),
+        (br#"{"type":"hook_event"}"#.to_vec(), "invalid_message"),
+        (br#"{"type":"hook_event","data":"Stop"}"#.to_vec(), "invalid_message"),
+        (br#"{"type":"hook_event","data":null}"#.to_vec(), "invalid_message"),
+        (
+            br#"{"type":"hook_event","data":{"hook_event_name":"Stop"}}"#.to_vec(),
+            "invalid_message",
+        ),
+        (
+            br#"{"type":"hook_event","data":{"session_id":42,"hook_event_name":"Stop"}}"#.to_vec(),
+            "invalid_message",
+        ),
+        (
+            br#"{"type":"hook_event","data":{"session_id":"s","hook_event_name":{"n":1}}}"#
+                .to_vec(),
+            "invalid_message",
+        ),
+        (
+            br#"{"type":"hook_event","data":{"session_id":"","hook_event_name":"Stop"}}"#.to_vec(),
+            "invalid_message",
+        ),
+        (
+            br#"{"protocol_version":{"major":2,"minor":0},"type":"hook_event","data":{}}"#
+                .to_vec(),
+            "bad_version",
+        ),
+        (br#"{"type":"teleport","data":{}}"#.to_vec(), "unknown_type"),
+    ];
+    for (line, code) in &cases {
+        client.send_line(line).await;
+        let errors = client.sync_errors().await;
+        assert_eq!(
+            errors,
+            vec![(*code).to_owned()],
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    // Several bad lines in one write, then a good one: all answered, the good one applied.
+    let mut burst = b"garbage\n{\"type\":\"hook_event\",\"data\":[]}\n".to_vec();
+    burst.extend(serde_json::to_vec(&json!({"type": "hook_event", "data": good})).unwrap());
+    burst.push(b'\n');
+    client.write_raw(&burst).await;
+    assert_eq!(
+        client.sync_errors().await,
+        vec!["parse_error".to_owned(), "invalid_message".to_owned()]
+    );
+    assert_eq!(run.only_session().await.pid(), Some(claude.pid()));
+    // Adapter-level rejections are counted (the hub answers framing errors itself).
+    assert_eq!(HookStats::get(&stats.bad_messages), 8);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_line_gets_too_large_and_others_keep_being_served() {
+    let run = start().await;
+    let claude = FakeClaude::spawn();
+    let mut bystander = run.client().await;
+    start_session(&mut bystander, &claude).await;
+
+    let mut line =
+        br#"{"type":"hook_event","data":{"session_id":"big","hook_event_name":"Stop","pad":""#
+            .to_vec();
+    line.resize(2 * 1024 * 1024, b'x');
+    line.extend_from_slice(b"\"}}\n");
+    // Write in a task: the server stops reading after the limit, so the write may not finish.
+    let (mut read_half, mut write_half) = {
+        let stream = tokio::net::UnixStream::connect(&run.socket).await.unwrap();
+        stream.into_split()
+    };
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = write_half.write_all(&line).await;
+        write_half
+    });
+    let reply = tokio::time::timeout(common::WAIT, async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let _ = read_half.read_to_end(&mut buf).await;
+        buf
+    })
+    .await
+    .expect("the oversized connection is answered and closed");
+    let text = String::from_utf8(reply).unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "error");
+    assert_eq!(first["code"], "too_large");
+    writer.abort();
+
+    // The other connections keep being served, and new ones are accepted.
+    send(
+        &mut bystander,
+        with_process(fixture("Stop.json"), claude.pid(), PANE),
+    )
+    .await;
+    bystander.sync_ok().await;
+    assert_eq!(run.only_session().await.state, AgentState::Idle);
+    let mut fresh = run.client().await;
+    send(
+        &mut fresh,
+        with_process(fixture("UserPromptSubmit.json"), claude.pid(), PANE),
+    )
+    .await;
+    fresh.sync_ok().await;
+    assert_eq!(run.only_session().await.state, AgentState::Working);
+    assert!(
+        run.sessions().await.iter().all(|s| s.id.as_str() != "big"),
+        "the oversized event was not applied"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn accepts_the_original_hook_format_and_several_events_per_connection() {
+    let run = start().await;
+    let claude = FakeClaude::spawn();
+    let mut client = run.client().await;
+    // The original bash hook: no protocol_version, pid as a string, CRLF, one write for many.
+    let mut burst = Vec::new();
+    for f in [
+        "SessionStart.startup.json",
+        "UserPromptSubmit.json",
+        "PreToolUse.Bash.json",
+    ] {
+        let mut data = fixture(f);
+        data["pid"] = json!(claude.pid().to_string());
+        data["tmux_pane"] = Value::Null;
+        burst.extend(serde_json::to_vec(&json!({"type": "hook_event", "data": data})).unwrap());
+        burst.extend_from_slice(b"\r\n");
+    }
+    client.write_raw(&burst).await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.pid(), Some(claude.pid()));
+    assert_eq!(s.state, AgentState::Working);
+    assert_eq!(s.activity.as_deref(), Some("Bash"));
+    assert_eq!(s.tmux_pane, None);
+    // A client that names the agent is routed to `hook_event:claude`.
+    client
+        .send(
+            "hook_event",
+            with_process(fixture("Stop.json"), claude.pid(), PANE),
+            json!({"agent": "claude"}),
+        )
+        .await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.state, AgentState::Idle);
+    assert_eq!(s.tmux_pane.as_deref(), Some(PANE));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn process_identity_is_real_and_a_gone_pid_is_not_kept() {
+    let run = start().await;
+    let mut client = run.client().await;
+    let claude = FakeClaude::spawn();
+    let expected = atm_core::process::identity(claude.pid()).unwrap();
+    send(
+        &mut client,
+        with_process(fixture("SessionStart.startup.json"), claude.pid(), PANE),
+    )
+    .await;
+    client.sync_ok().await;
+    assert_eq!(run.only_session().await.process, Some(expected));
+    run.stop().await;
+
+    // A PID whose process has exited: the session is kept by id, without a process.
+    let run = start().await;
+    let mut client = run.client().await;
+    let gone = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    send(
+        &mut client,
+        with_process(fixture("SessionStart.startup.json"), gone, PANE),
+    )
+    .await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.process, None);
+    assert_eq!(s.id.as_str(), A);
+    // The same session, later seen with its live process, adopts it: still one row.
+    let claude = FakeClaude::spawn();
+    send(
+        &mut client,
+        with_process(fixture("UserPromptSubmit.json"), claude.pid(), PANE),
+    )
+    .await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.pid(), Some(claude.pid()));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_registry_answers_registry_full() {
+    let run = start_with(RegistryConfig {
+        max_sessions: 1,
+        ..RegistryConfig::default()
+    })
+    .await;
+    let mut client = run.client().await;
+    send(&mut client, fixture("SessionStart.startup.json")).await;
+    client.sync_ok().await;
+    send(
+        &mut client,
+        patch(
+            fixture("SessionStart.startup.json"),
+            json!({"session_id": "second"}),
+        ),
+    )
+    .await;
+    assert_eq!(client.sync_errors().await, vec!["registry_full".to_owned()]);
+    // Events for the session that fits still apply.
+    send(&mut client, fixture("UserPromptSubmit.json")).await;
+    client.sync_ok().await;
+    assert_eq!(run.only_session().await.state, AgentState::Working);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn keeps_the_plugin_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::socket_table(&dir.path().join("contract.sock"));
+    atm_core::testing::check_adapter_contract("claude-hooks", config, dir.path()).await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_socket_is_a_config_error() {
+    let run = start().await;
+    let adapter = ClaudeHooksAdapter::from_config(&common::socket_table(&run.socket)).unwrap();
+    let err = Box::new(adapter)
+        .run(run.harness.adapter_context("second"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("hook_event"), "{err}");
+    run.stop().await;
+}
+
+#[test]
+fn config_rejects_unknown_keys_and_defaults_the_socket() {
+    let cfg = atm_core::toml::Value::Table(atm_core::toml::from_str("sockett = \"/x\"").unwrap());
+    let err = ClaudeHooksAdapter::from_config(&cfg).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("sockett"));
+    let cfg = adapter_claude_hooks::ClaudeHooksConfig::default();
+    assert_eq!(
+        cfg.socket_path(std::path::Path::new("/run/u/atm")),
+        std::path::PathBuf::from("/run/u/atm/hooks.sock")
+    );
+}

@@ -1,0 +1,352 @@
+//! The claude-statusline adapter end to end: real Unix socket shared with claude-hooks, real
+//! registry, a real child process as the Claude PID, realistic status-line fixtures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report failures by panicking
+
+// The helpers are shared with the hooks adapter's tests (same socket, same client).
+#[path = "../../claude-hooks/tests/common/mod.rs"]
+mod common;
+
+use adapter_claude_hooks::ClaudeHooksAdapter;
+use adapter_claude_statusline as _; // links the plugin registration for the contract test
+use adapter_claude_statusline::{ClaudeStatuslineAdapter, StatuslineStats, parse_status_line};
+use atm_core::AgentState;
+use atm_core::registry::RegistryConfig;
+use common::{Client, FakeClaude, Running, fixture, patch, with_process};
+use serde_json::{Value, json};
+
+const A: &str = "8e11bfb5-7dc2-432b-9206-928fa5c35731";
+const PANE: &str = "%9";
+
+fn hook_fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../claude-hooks/tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Both Claude adapters on one socket, as the daemon runs them by default.
+async fn start_both() -> (Running, Client) {
+    let mut run = Running::start(RegistryConfig::default(), |cfg| {
+        ClaudeStatuslineAdapter::from_config(cfg).unwrap()
+    })
+    .await;
+    let hooks = ClaudeHooksAdapter::from_config(&common::socket_table(&run.socket)).unwrap();
+    run.spawn_also(hooks);
+    let mut client = run.client().await;
+    client.wait_for_route("hook_event").await;
+    client.wait_for_route("status_update").await;
+    (run, client)
+}
+
+async fn hook(client: &mut Client, claude: &FakeClaude, name: &str) {
+    client
+        .send(
+            "hook_event",
+            with_process(hook_fixture(name), claude.pid(), PANE),
+            json!({}),
+        )
+        .await;
+}
+
+async fn status(client: &mut Client, claude: &FakeClaude, name: &str, want_reply: bool) {
+    let extra = if want_reply {
+        json!({"want_reply": true})
+    } else {
+        json!({})
+    };
+    client
+        .send(
+            "status_update",
+            with_process(fixture(name), claude.pid(), PANE),
+            extra,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_status_line_after_stop_keeps_the_session_idle() {
+    let (run, mut client) = start_both().await;
+    let claude = FakeClaude::spawn();
+    for f in [
+        "SessionStart.startup.json",
+        "UserPromptSubmit.json",
+        "Stop.json",
+    ] {
+        hook(&mut client, &claude, f).await;
+    }
+    client.sync_ok().await;
+    let before = run.only_session().await;
+    assert_eq!(before.state, AgentState::Idle);
+
+    status(&mut client, &claude, "StatusLine.full.json", true).await;
+    let replies = client.sync().await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let view = &replies[0];
+    assert_eq!(view["type"], "session_updated");
+    assert_eq!(view["session"]["id"], A);
+    assert_eq!(view["session"]["state"], "idle");
+    assert_eq!(view["session"]["status"], "idle");
+    assert_eq!(view["session"]["model"], "Opus 4.6");
+    assert_eq!(view["session"]["cost_usd"], 0.42);
+    assert_eq!(view["session"]["context_display"], "42.1% (84K/200K)");
+
+    let after = run.only_session().await;
+    assert_eq!(after.state, AgentState::Idle);
+    assert_eq!(after.state_since, before.state_since);
+    assert_eq!(
+        after.last_activity, before.last_activity,
+        "a status line is not activity"
+    );
+    assert_eq!(after.usage.cost_usd, 0.42);
+    assert_eq!(after.model_name.as_deref(), Some("Opus 4.6"));
+    assert_eq!(after.agent_version.as_deref(), Some("2.1.212"));
+    assert_eq!(after.usage.rate_limits["five_hour"].used_percentage, 23.5);
+    assert_eq!(after.git.project_root.as_deref(), Some("/home/dev/src/app"));
+
+    // The same while working: still working afterwards.
+    hook(&mut client, &claude, "UserPromptSubmit.json").await;
+    status(&mut client, &claude, "StatusLine.no_cost.json", false).await;
+    client.sync_ok().await;
+    assert_eq!(run.only_session().await.state, AgentState::Working);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_million_token_window_shows_the_right_percent() {
+    let (run, mut client) = start_both().await;
+    let claude = FakeClaude::spawn();
+    status(&mut client, &claude, "StatusLine.1m_window.json", true).await;
+    let replies = client.sync().await;
+    assert_eq!(replies[0]["session"]["context_percentage"], 31.2);
+    assert_eq!(replies[0]["session"]["context_display"], "31.2% (312K/1M)");
+    assert_eq!(replies[0]["session"]["context_warning"], false);
+    let s = run.only_session().await;
+    assert_eq!(s.usage.context_window_size, 1_000_000);
+    assert_eq!(s.usage.context_used_percentage, 31.2);
+    assert_eq!(s.usage.context_tokens, 312_000);
+    assert_eq!(s.model_id.as_deref(), Some("claude-opus-4-6[1m]"));
+    // A status line that came without the session being known creates it, in `starting`.
+    assert_eq!(s.state, AgentState::Starting);
+    assert_eq!(s.pid(), Some(claude.pid()));
+    assert_eq!(s.tmux_pane.as_deref(), Some(PANE));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn absent_blocks_change_nothing_already_known() {
+    let (run, mut client) = start_both().await;
+    let claude = FakeClaude::spawn();
+    status(&mut client, &claude, "StatusLine.full.json", false).await;
+    status(&mut client, &claude, "StatusLine.no_cost.json", false).await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.usage.cost_usd, 0.42, "absent cost must not zero the cost");
+    assert_eq!(s.usage.lines_added, 12);
+    assert_eq!(
+        s.usage.context_used_percentage, 44.0,
+        "present blocks still apply"
+    );
+    assert_eq!(
+        s.usage.rate_limits.len(),
+        2,
+        "absent rate limits keep the known ones"
+    );
+    // The first refresh of a session has null usage: context figures stay as they were.
+    status(&mut client, &claude, "StatusLine.first_refresh.json", false).await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.usage.context_used_percentage, 44.0);
+    assert_eq!(s.usage.context_tokens, 88_000);
+    assert_eq!(s.usage.context_window_size, 200_000);
+    // An old Claude without context_window or rate limits: cost moves, the rest stays.
+    status(&mut client, &claude, "StatusLine.old_version.json", false).await;
+    client.sync_ok().await;
+    let s = run.only_session().await;
+    assert_eq!(s.usage.cost_usd, 0.1355282);
+    assert_eq!(s.usage.context_used_percentage, 44.0);
+    assert_eq!(s.model_name.as_deref(), Some("Sonnet 4.5"));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn worktree_facts_are_applied() {
+    let (run, mut client) = start_both().await;
+    let claude = FakeClaude::spawn();
+    status(&mut client, &claude, "StatusLine.worktree.json", true).await;
+    let replies = client.sync().await;
+    let view = &replies[0]["session"];
+    assert_eq!(
+        view["worktree_path"],
+        "/home/dev/src/app/.claude/worktrees/feature-truncated"
+    );
+    assert_eq!(view["worktree_branch"], "worktree-feature-truncated");
+    assert_eq!(view["project_root"], "/home/dev/src/app");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn bad_status_lines_get_error_replies_and_the_connection_keeps_serving() {
+    let mut stats = None;
+    let run = Running::start(RegistryConfig::default(), |cfg| {
+        let a = ClaudeStatuslineAdapter::from_config(cfg).unwrap();
+        stats = Some(a.stats());
+        a
+    })
+    .await;
+    let stats = stats.unwrap();
+    let claude = FakeClaude::spawn();
+    let mut client = run.client().await;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"}{ garbage".to_vec(), "parse_error"),
+        (
+            br#"{"type":"status_update","data":{"session_id":"s","cost":{"total_cost_usd":0."#
+                .to_vec(),
+            "parse_error",
+        ),
+        (
+            b"{\"type\":\"status_update\",\"data\":{\"session_id\":\"s\",\"cwd\":\"/h\xc3\"}}"
+                .to_vec(),
+            "parse_error",
+        ),
+        (br#"{"type":"status_update"}"#.to_vec(), "invalid_message"),
+        (
+            br#"{"type":"status_update","data":[1]}"#.to_vec(),
+            "invalid_message",
+        ),
+        (
+            br#"{"type":"status_update","data":{"model":{"id":"m"}}}"#.to_vec(),
+            "invalid_message",
+        ),
+        (
+            br#"{"type":"status_update","data":{"session_id":["s"]}}"#.to_vec(),
+            "invalid_message",
+        ),
+    ];
+    for (line, code) in &cases {
+        client.send_line(line).await;
+        assert_eq!(
+            client.sync_errors().await,
+            vec![(*code).to_owned()],
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    assert_eq!(StatuslineStats::get(&stats.bad_messages), 4);
+    assert!(run.sessions().await.is_empty());
+    status(&mut client, &claude, "StatusLine.full.json", false).await;
+    client.sync_ok().await;
+    assert_eq!(run.only_session().await.usage.cost_usd, 0.42);
+
+    // A 2 MiB line: `too_large` and that connection closes; the others keep being served.
+    let stream = tokio::net::UnixStream::connect(&run.socket).await.unwrap();
+    let (mut read_half, mut write_half) = stream.into_split();
+    let mut line = br#"{"type":"status_update","data":{"session_id":"big","x":""#.to_vec();
+    line.resize(2 * 1024 * 1024, b'7');
+    line.extend_from_slice(b"\"}}\n");
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = write_half.write_all(&line).await;
+    });
+    let reply = tokio::time::timeout(common::WAIT, async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let _ = read_half.read_to_end(&mut buf).await;
+        buf
+    })
+    .await
+    .expect("answered and closed");
+    let first: Value =
+        serde_json::from_str(String::from_utf8(reply).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first["code"], "too_large");
+    writer.abort();
+    status(&mut client, &claude, "StatusLine.no_cost.json", false).await;
+    client.sync_ok().await;
+    assert_eq!(run.only_session().await.usage.context_used_percentage, 44.0);
+    assert_eq!(StatuslineStats::get(&stats.applied), 2);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_status_line_for_a_cleared_id_replies_with_the_current_session() {
+    let (run, mut client) = start_both().await;
+    let claude = FakeClaude::spawn();
+    for f in [
+        "SessionStart.startup.json",
+        "SessionEnd.clear.json",
+        "SessionStart.clear.json",
+    ] {
+        hook(&mut client, &claude, f).await;
+    }
+    client.sync_ok().await;
+    let new_id = run.only_session().await.id.clone();
+    assert_ne!(new_id.as_str(), A);
+    // Claude refreshes the status line once more for the old id.
+    status(&mut client, &claude, "StatusLine.full.json", true).await;
+    let replies = client.sync().await;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["session"]["id"], new_id.as_str());
+    assert_eq!(run.sessions().await.len(), 1);
+    // A status line for an id nobody knows creates that session, so the reply finds it.
+    client
+        .send(
+            "status_update",
+            patch(
+                fixture("StatusLine.full.json"),
+                json!({"session_id": "other"}),
+            ),
+            json!({"want_reply": true}),
+        )
+        .await;
+    let replies = client.sync().await;
+    assert_eq!(replies[0]["session"]["id"], "other");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn runs_on_a_socket_of_its_own() {
+    let run = Running::start(RegistryConfig::default(), |cfg| {
+        ClaudeStatuslineAdapter::from_config(cfg).unwrap()
+    })
+    .await;
+    let mut client = run.client().await;
+    client
+        .send("hook_event", hook_fixture("Stop.json"), json!({}))
+        .await;
+    assert_eq!(client.sync_errors().await, vec!["unknown_type".to_owned()]);
+    client
+        .send(
+            "status_update",
+            fixture("StatusLine.full.json"),
+            json!({"agent": "claude"}),
+        )
+        .await;
+    client.sync_ok().await;
+    assert_eq!(run.only_session().await.usage.cost_usd, 0.42);
+    run.stop().await;
+}
+
+#[test]
+fn every_fixture_parses() {
+    for entry in std::fs::read_dir(common::fixtures_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let data: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let s = parse_status_line(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(s.session_id.as_str(), A);
+        assert!(s.usage.model_name.is_some(), "{}", path.display());
+    }
+}
+
+#[tokio::test]
+async fn keeps_the_plugin_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::socket_table(&dir.path().join("contract.sock"));
+    atm_core::testing::check_adapter_contract("claude-statusline", config, dir.path()).await;
+}
+
+#[test]
+fn config_rejects_unknown_keys() {
+    let cfg = atm_core::toml::Value::Table(atm_core::toml::from_str("socet = \"/x\"").unwrap());
+    let err = ClaudeStatuslineAdapter::from_config(&cfg).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("socet"));
+}
