@@ -1,14 +1,91 @@
-//! `atmctl setup <agent>`: installs atm-hook into an agent's settings, safely.
-//! (Being written: this placeholder exists so the binary builds.)
+//! `atmctl setup <agent>`: installs atm-hook into an agent's settings, and removes it again.
+//!
+//! Users keep hand-written settings files, so the edit is conservative by construction:
+//!
+//! - the merge is a pure function from the parsed settings to new settings ([`claude::install`],
+//!   [`claude::uninstall`]), so it can be property-tested without touching files;
+//! - everything else in the file survives, in its order (serde_json's `preserve_order`);
+//! - a file we cannot read as JSON is reported (line and column) and never rewritten;
+//! - a real change is written atomically (temp file, fsync, rename, same mode) after a
+//!   timestamped backup; no change writes nothing; `--dry-run` prints the diff instead.
+//!
+//! The file handling lives in [`file`], the agent-specific merge in one module per agent.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod claude;
+pub mod file;
+
+/// Agents `atmctl setup` knows.
 #[derive(Debug, clap::Subcommand)]
 pub enum SetupCommand {
-    /// Claude Code: hooks and status line in settings.json.
-    Claude,
+    /// Claude Code: hooks for every event atm uses, and the status line (wrapping yours) in
+    /// settings.json.
+    Claude(claude::ClaudeArgs),
 }
 
-pub fn run(_: SetupCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+/// Runs one `atmctl setup` command.
+pub fn run(command: SetupCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SetupCommand::Claude(args) => claude::run(&args),
+    }
+}
+
+/// Why a settings file could not be changed. Every variant leaves the file as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not valid UTF-8 (line {line}, byte {offset}); fix or remove it and run again (nothing was changed)"
+    )]
+    NotUtf8 {
+        path: PathBuf,
+        line: usize,
+        offset: usize,
+    },
+    #[error(
+        "{path}:{line}:{column}: not valid JSON: {message}; fix it and run again (nothing was changed)"
+    )]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {shape}; fix it by hand and run again (nothing was changed)")]
+    Shape { path: PathBuf, shape: ShapeError },
+    #[error("cannot back up {path} to {backup}: {source}")]
+    Backup {
+        path: PathBuf,
+        backup: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source} (the old file is unchanged)")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} changed while atmctl was editing it (another program wrote it); run again")]
+    ChangedMeanwhile { path: PathBuf },
+    #[error(
+        "cannot find the settings directory: set CLAUDE_CONFIG_DIR or HOME, or pass --config-dir"
+    )]
+    NoConfigDir,
+}
+
+/// A settings document whose shape the merge cannot work with (found by the pure functions,
+/// which know nothing about files).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("the top level must be a JSON object")]
+    NotAnObject,
+    #[error("`{key}` must be {expected}")]
+    WrongType { key: String, expected: &'static str },
+    #[error("a command cannot contain a NUL character: {0:?}")]
+    Nul(String),
 }
