@@ -1,1 +1,123 @@
-//! placeholder
+//! `notify`: desktop notifications the moment an agent needs its user, and a click that takes
+//! them there.
+//!
+//! Two tasks, so that a slow or absent notification server can never make this sink stop
+//! reading the registry's broadcast (which would make it lag) or block anyone else:
+//! - the reader ([`NotifySink::run`]) consumes registry changes and turns them, through the pure
+//!   [`plan::Planner`], into one wish per session ("show this", "close", "forget"), handed over
+//!   through [`queue::DesiredQueue`] (latest wish per session wins; bounded);
+//! - the [`deliver::Deliverer`] owns the single D-Bus connection, applies the rate limit and the
+//!   tmux quiet rule, talks `org.freedesktop.Notifications` and runs the focus action.
+
+pub mod config;
+pub mod content;
+pub mod deliver;
+pub mod plan;
+pub mod queue;
+pub mod tmux;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atm_core::plugin::{OutputSink, PluginError, SinkContext};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, warn};
+
+pub use config::{NotifyConfig, NotifyOn};
+
+use crate::deliver::Deliverer;
+use crate::plan::Planner;
+use crate::queue::DesiredQueue;
+use crate::tmux::{Tmux, TmuxSocket};
+
+/// How long to wait for the deliverer after cancellation. It stops at once by construction (every
+/// wait it does races the cancellation); this bound only keeps a bug from hanging shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+atm_core::register_plugin! {
+    sink "notify",
+    description: "Desktop notifications (org.freedesktop.Notifications) when an agent needs you or finishes, with a Focus action for tmux",
+    sample_config: include_str!("../sample.toml"),
+    optional: true,
+    factory: |cfg| Ok(Box::new(NotifySink::new(NotifyConfig::from_toml(cfg)?))),
+}
+
+/// The `notify` output sink.
+pub struct NotifySink {
+    config: Arc<NotifyConfig>,
+}
+
+impl NotifySink {
+    pub fn new(config: NotifyConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    fn tmux(&self) -> Tmux {
+        let socket = match (&self.config.tmux_socket, &self.config.tmux_socket_name) {
+            (Some(path), _) => TmuxSocket::Path(atm_core::paths::expand(path)),
+            (None, Some(name)) => TmuxSocket::Name(name.clone()),
+            (None, None) => TmuxSocket::Default,
+        };
+        Tmux::new(socket)
+    }
+}
+
+#[atm_core::async_trait]
+impl OutputSink for NotifySink {
+    async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError> {
+        let (snapshot, mut changes) = ctx.registry.subscribe().await.map_err(|e| {
+            PluginError::Other(format!("notify: subscribing to the registry failed: {e}"))
+        })?;
+        let mut planner = Planner::new(self.config.clone(), &snapshot);
+        let queue = Arc::new(DesiredQueue::default());
+        let deliver_cancel = ctx.cancel.child_token();
+        let deliverer = tokio::spawn(
+            Deliverer::new(self.config.clone(), queue.clone(), self.tmux())
+                .with_registry(ctx.registry.clone())
+                .run(deliver_cancel.clone()),
+        );
+        loop {
+            let received = tokio::select! {
+                () = ctx.cancel.cancelled() => break,
+                r = changes.recv() => r,
+            };
+            match received {
+                Ok(event) => {
+                    if let Some((key, desired)) = planner.on_event(&event) {
+                        debug!(
+                            session = %event.session.id,
+                            state = %event.session.state,
+                            wish = desired.label(),
+                            "notification wish"
+                        );
+                        queue.push(key, desired);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    // Old changes are old news: resynchronise, never replay them.
+                    warn!(missed, "notify fell behind the registry; resynchronising");
+                    match ctx.registry.subscribe().await {
+                        Ok((snapshot, fresh)) => {
+                            changes = fresh;
+                            for (key, desired) in planner.resync(&snapshot) {
+                                queue.push(key, desired);
+                            }
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "registry gone while resynchronising");
+                            break;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+        deliver_cancel.cancel();
+        if tokio::time::timeout(STOP_GRACE, deliverer).await.is_err() {
+            debug!("notification deliverer did not stop in time; left to finish");
+        }
+        Ok(())
+    }
+}

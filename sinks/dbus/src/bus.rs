@@ -1,0 +1,563 @@
+//! `BusTask`: owns the D-Bus connection and turns registry changes into objects and signals.
+//!
+//! It is the only writer of the [`Mirror`] and the only user of the connection, and it takes
+//! its input from the [`Outbox`], so nothing it waits on (a slow bus, a reconnect) can reach the
+//! registry. Changes are applied to the mirror whether or not a bus is connected; connecting
+//! publishes the whole mirror before the well-known name is requested, so a client that sees
+//! the name appear finds every session already there.
+//!
+//! Failures (no bus, the name owned by someone else, the bus going away or not answering) end
+//! the connection and schedule a new attempt with exponential backoff (`retry_initial` doubling
+//! up to `retry_max`). Each outage is logged once when it starts (and again only if its cause
+//! changes), and once when it ends; the attempts in between log at debug level.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atm_core::registry::RegistryError;
+use atm_core::{RegistryHandle, Session, SessionChange, Snapshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use zbus::connection::Builder;
+use zbus::fdo::{ObjectManager, Properties, RequestNameFlags};
+use zbus::names::InterfaceName;
+use zbus::object_server::SignalEmitter;
+use zbus::{Connection, Variant};
+
+use crate::config::{BusKind, DbusConfig};
+use crate::outbox::{Batch, Outbox, Throttle};
+use crate::path::MANAGER_PATH;
+use crate::props::{attention_summary, raises_attention};
+use crate::service::{
+    Counts, MANAGER_INTERFACE, Manager, Published, SESSION_INTERFACE, SessionObject, SharedMirror,
+};
+
+/// Longest wait for connecting, authenticating and registering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A bus that takes longer than this to accept one message is treated as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the service is not on the bus, as logged once per outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// No bus, a bus that went away or stopped answering: the same outage while it lasts.
+    NoBus,
+    /// A bus, but someone else owns the name.
+    NameTaken,
+}
+
+/// A failed D-Bus step.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot reach the {bus}: {source} (is a bus running? set `address` to choose one)")]
+    Connect {
+        bus: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error(
+        "the name {name} is owned by another process on the {bus} (another atmd?); waiting for it to be released"
+    )]
+    NameTaken { name: String, bus: String },
+    #[error("registering the D-Bus objects on the {bus} failed: {source}")]
+    Register {
+        bus: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("the {bus} did not answer within {}s", .after.as_secs())]
+    Timeout { bus: String, after: Duration },
+    #[error("the {bus} went away (the connection was closed)")]
+    Lost { bus: String },
+    #[error("sending on the {bus} failed: {source}")]
+    Send {
+        bus: String,
+        #[source]
+        source: zbus::Error,
+    },
+}
+
+impl BusError {
+    fn outage(&self) -> Outage {
+        match self {
+            Self::NameTaken { .. } => Outage::NameTaken,
+            Self::Connect { .. }
+            | Self::Register { .. }
+            | Self::Timeout { .. }
+            | Self::Lost { .. }
+            | Self::Send { .. } => Outage::NoBus,
+        }
+    }
+}
+
+/// A live registration: the connection and the emitter of the manager object.
+struct Live {
+    conn: Connection,
+    manager: SignalEmitter<'static>,
+}
+
+pub struct BusTask {
+    config: DbusConfig,
+    registry: RegistryHandle,
+    outbox: Arc<Outbox>,
+    mirror: SharedMirror,
+    control: atm_core::control::ControlBus,
+    /// The last registry change reflected in the mirror.
+    applied_seq: u64,
+    live: Option<Live>,
+    outage: Option<(Outage, Instant)>,
+    backoff: Duration,
+    next_attempt: Instant,
+    /// A human name for logs: "D-Bus session bus", "D-Bus system bus" or the address.
+    bus_label: String,
+    send_log: Throttle,
+}
+
+impl BusTask {
+    pub fn new(
+        config: DbusConfig,
+        registry: RegistryHandle,
+        control: atm_core::control::ControlBus,
+        outbox: Arc<Outbox>,
+        mirror: SharedMirror,
+    ) -> Self {
+        let bus_label = match (&config.address, config.bus) {
+            (Some(a), _) => format!("D-Bus bus at {a}"),
+            (None, BusKind::Session) => "D-Bus session bus".to_owned(),
+            (None, BusKind::System) => "D-Bus system bus".to_owned(),
+        };
+        Self {
+            backoff: config.retry_initial,
+            config,
+            registry,
+            outbox,
+            mirror,
+            control,
+            applied_seq: 0,
+            live: None,
+            outage: None,
+            next_attempt: Instant::now(),
+            bus_label,
+            send_log: Throttle::default(),
+        }
+    }
+
+    /// Publishes `initial`, then follows the outbox until cancelled or the outbox is closed
+    /// (after applying what it held).
+    pub async fn run(mut self, initial: Snapshot, cancel: CancellationToken) {
+        self.resync_to(initial).await;
+        let outbox = self.outbox.clone();
+        loop {
+            let conn = self.live.as_ref().map(|l| l.conn.clone());
+            let retry_at = self.live.is_none().then_some(self.next_attempt);
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = outbox.ready() => {
+                    let batch = outbox.take();
+                    let closed = batch.closed;
+                    if until_cancelled(&cancel, self.apply(batch)).await.is_none() || closed {
+                        break;
+                    }
+                }
+                () = closed(conn) => {
+                    let err = BusError::Lost { bus: self.bus_label.clone() };
+                    self.lost(&err);
+                }
+                () = sleep_until_opt(retry_at) => {
+                    if until_cancelled(&cancel, self.connect()).await.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(live) = self.live.take() {
+            debug!("leaving the {}", self.bus_label);
+            drop(live);
+        }
+    }
+
+    async fn apply(&mut self, batch: Batch) {
+        if batch.resync {
+            match self.registry.snapshot().await {
+                Ok(snapshot) => self.resync_to(snapshot).await,
+                Err(RegistryError::ChannelClosed) => return,
+                Err(e) => warn!(error = %e, "D-Bus sink could not resynchronise"),
+            }
+        }
+        for event in batch.events {
+            if event.seq <= self.applied_seq {
+                continue;
+            }
+            self.applied_seq = event.seq;
+            let result = match event.change {
+                SessionChange::Added | SessionChange::Updated => self.upsert(&event.session).await,
+                SessionChange::Removed { .. } => self.remove(&event.session).await,
+            };
+            if let Err(e) = result {
+                self.failed_send(&e);
+            }
+        }
+    }
+
+    /// Makes the mirror equal to `snapshot`, with the signals a client needs to follow.
+    async fn resync_to(&mut self, snapshot: Snapshot) {
+        let keys: HashSet<_> = snapshot.sessions.iter().map(|s| &s.key).collect();
+        let ids: HashSet<_> = snapshot
+            .sessions
+            .iter()
+            .map(|s| (s.harness.clone(), s.id.clone()))
+            .collect();
+        let gone: Vec<String> = self
+            .mirror
+            .read()
+            .iter()
+            .filter(|(_, p)| {
+                let kept = keys.contains(&p.key)
+                    || matches!(&p.key, atm_core::SessionKey::Id { harness, id }
+                        if ids.contains(&(harness.clone(), id.clone())));
+                !kept
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in gone {
+            if let Err(e) = self.remove_path(&path).await {
+                self.failed_send(&e);
+            }
+        }
+        for s in &snapshot.sessions {
+            if let Err(e) = self.upsert(s).await {
+                self.failed_send(&e);
+            }
+        }
+        self.applied_seq = self.applied_seq.max(snapshot.seq);
+    }
+
+    async fn upsert(&mut self, s: &Session) -> Result<(), BusError> {
+        let new = Published::new(s);
+        let (path, old, before, after) = {
+            let mut m = self.mirror.write();
+            let before = m.counts();
+            let (path, old) = match m.find(s).map(str::to_owned) {
+                Some(path) => {
+                    let old = m.replace(&path, new.clone());
+                    (path, old)
+                }
+                None => (m.insert(new.clone()), None),
+            };
+            (path, old, before, m.counts())
+        };
+        let Some(live) = &self.live else {
+            return Ok(());
+        };
+        let bus = &self.bus_label;
+        match &old {
+            Some(old) => {
+                let changed = old.props.changed(&new.props);
+                if !changed.is_empty() {
+                    let emitter = emitter(&live.conn, &path)?;
+                    send(
+                        bus,
+                        properties_changed(&emitter, SESSION_INTERFACE, changed),
+                    )
+                    .await?;
+                }
+                if old.state != new.state {
+                    send(
+                        bus,
+                        Manager::state_changed(
+                            &live.manager,
+                            &new.props.id,
+                            old.state.as_str(),
+                            new.state.as_str(),
+                            &new.props.attention_reason,
+                        ),
+                    )
+                    .await?;
+                }
+            }
+            None => {
+                let object = SessionObject {
+                    path: path.clone(),
+                    mirror: self.mirror.clone(),
+                };
+                // Emits InterfacesAdded from the object manager.
+                send(bus, async {
+                    live.conn
+                        .object_server()
+                        .at(path.as_str(), object)
+                        .await
+                        .map(|_| ())
+                })
+                .await?;
+            }
+        }
+        let old_attention = old.as_ref().map(|o| (o.state, o.attention.as_ref()));
+        if raises_attention(old_attention, new.state, new.attention.as_ref())
+            && let Some(a) = &new.attention
+        {
+            let summary = attention_summary(a);
+            send(
+                bus,
+                Manager::attention_needed(&live.manager, &new.props.id, &a.reason, &summary),
+            )
+            .await?;
+        }
+        self.counts_changed(before, after).await
+    }
+
+    async fn remove(&mut self, s: &Session) -> Result<(), BusError> {
+        let path = self.mirror.read().find(s).map(str::to_owned);
+        match path {
+            Some(path) => self.remove_path(&path).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn remove_path(&mut self, path: &str) -> Result<(), BusError> {
+        let (before, after) = {
+            let mut m = self.mirror.write();
+            let before = m.counts();
+            m.remove(path);
+            (before, m.counts())
+        };
+        let Some(live) = &self.live else {
+            return Ok(());
+        };
+        // Emits InterfacesRemoved from the object manager.
+        let removed = send(&self.bus_label, async {
+            live.conn
+                .object_server()
+                .remove::<SessionObject, _>(path)
+                .await
+                .map(|_| ())
+        })
+        .await;
+        match removed {
+            Err(BusError::Send {
+                source: zbus::Error::InterfaceNotFound,
+                ..
+            }) => debug!(path, "session object was not registered"),
+            other => other?,
+        }
+        self.counts_changed(before, after).await
+    }
+
+    async fn counts_changed(&self, before: Counts, after: Counts) -> Result<(), BusError> {
+        let Some(live) = &self.live else {
+            return Ok(());
+        };
+        let mut changed = HashMap::new();
+        if before.sessions != after.sessions {
+            changed.insert("SessionCount", Variant::from(after.sessions));
+        }
+        if before.attention != after.attention {
+            changed.insert("AttentionCount", Variant::from(after.attention));
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        send(
+            &self.bus_label,
+            properties_changed(&live.manager, MANAGER_INTERFACE, changed),
+        )
+        .await
+    }
+
+    /// One connection attempt; on failure, schedules the next one.
+    async fn connect(&mut self) {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.register()).await {
+            Ok(Ok(live)) => {
+                let sessions = self.mirror.read().counts().sessions;
+                match self.outage.take() {
+                    Some((_, since)) => info!(
+                        name = %self.config.service_name,
+                        sessions,
+                        after_secs = since.elapsed().as_secs(),
+                        "D-Bus service back on the {}", self.bus_label
+                    ),
+                    None => info!(
+                        name = %self.config.service_name,
+                        sessions,
+                        "D-Bus service registered on the {}", self.bus_label
+                    ),
+                }
+                self.live = Some(live);
+                self.backoff = self.config.retry_initial;
+            }
+            Ok(Err(e)) => self.failed(&e),
+            Err(_) => self.failed(&BusError::Timeout {
+                bus: self.bus_label.clone(),
+                after: CONNECT_TIMEOUT,
+            }),
+        }
+    }
+
+    /// Connects, serves the manager and every mirrored session, then takes the name.
+    async fn register(&self) -> Result<Live, BusError> {
+        let bus = self.bus_label.clone();
+        let builder = match (&self.config.address, self.config.bus) {
+            (Some(address), _) => Builder::address(address.as_str()),
+            (None, BusKind::Session) => Builder::session(),
+            (None, BusKind::System) => Builder::system(),
+        };
+        let manager = Manager {
+            mirror: self.mirror.clone(),
+            control: self.control.clone(),
+        };
+        let conn = builder
+            .serve_at(MANAGER_PATH, manager)
+            .build()
+            .await
+            .map_err(|source| BusError::Connect {
+                bus: bus.clone(),
+                source,
+            })?;
+        let register = |source| BusError::Register {
+            bus: bus.clone(),
+            source,
+        };
+        let server = conn.object_server();
+        let paths: Vec<String> = self.mirror.read().iter().map(|(p, _)| p.clone()).collect();
+        for path in paths {
+            let object = SessionObject {
+                path: path.clone(),
+                mirror: self.mirror.clone(),
+            };
+            server.at(path.as_str(), object).await.map_err(register)?;
+        }
+        server
+            .at(MANAGER_PATH, ObjectManager)
+            .await
+            .map_err(register)?;
+        match conn
+            .request_name_with_flags(
+                self.config.service_name.as_str(),
+                RequestNameFlags::DO_NOT_QUEUE,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(zbus::Error::NameTaken) => {
+                return Err(BusError::NameTaken {
+                    name: self.config.service_name.clone(),
+                    bus,
+                });
+            }
+            Err(source) => return Err(register(source)),
+        }
+        let manager = emitter(&conn, MANAGER_PATH)?;
+        Ok(Live { conn, manager })
+    }
+
+    /// A send failed: a closed or silent bus ends the connection; anything else is one
+    /// message lost, logged, and the service goes on.
+    fn failed_send(&mut self, err: &BusError) {
+        let broken = matches!(err, BusError::Timeout { .. })
+            || self.live.as_ref().is_none_or(|l| l.conn.is_closed());
+        if broken {
+            self.lost(err);
+        } else {
+            match self.send_log.allow() {
+                Some(earlier) => {
+                    warn!(error = %err, earlier_failures = earlier, "D-Bus sink could not publish a change")
+                }
+                None => debug!(error = %err, "D-Bus sink could not publish a change"),
+            }
+        }
+    }
+
+    /// The connection broke while in use.
+    fn lost(&mut self, err: &BusError) {
+        if self.live.take().is_none() {
+            return;
+        }
+        self.backoff = self.config.retry_initial;
+        self.failed(err);
+    }
+
+    /// Logs an outage once (and again only if its cause changes) and schedules a retry.
+    fn failed(&mut self, err: &BusError) {
+        let kind = err.outage();
+        let retry_in = self.backoff;
+        match self.outage {
+            Some((k, _)) if k == kind => {
+                debug!(error = %err, retry_in_ms = retry_in.as_millis() as u64, "D-Bus still unavailable");
+            }
+            Some((_, since)) => {
+                warn!(error = %err, "D-Bus service still unavailable; retrying with backoff while the sink keeps tracking sessions");
+                self.outage = Some((kind, since));
+            }
+            None => {
+                warn!(error = %err, "D-Bus service unavailable; retrying with backoff while the sink keeps tracking sessions");
+                self.outage = Some((kind, Instant::now()));
+            }
+        }
+        self.next_attempt = Instant::now() + retry_in;
+        self.backoff = (self.backoff * 2).min(self.config.retry_max);
+    }
+}
+
+/// An emitter for one of our own paths (always valid: built from escaped segments).
+fn emitter(conn: &Connection, path: &str) -> Result<SignalEmitter<'static>, BusError> {
+    SignalEmitter::new(conn, path.to_owned()).map_err(|source| BusError::Send {
+        bus: format!("object path {path}"),
+        source,
+    })
+}
+
+/// One `PropertiesChanged` carrying exactly `changed`.
+async fn properties_changed(
+    emitter: &SignalEmitter<'_>,
+    interface: &'static str,
+    changed: HashMap<&str, Variant<'_>>,
+) -> zbus::Result<()> {
+    Properties::properties_changed(
+        emitter,
+        InterfaceName::from_static_str_unchecked(interface),
+        changed,
+        Cow::Borrowed(&[]),
+    )
+    .await
+}
+
+/// Runs one bus operation with the send timeout, naming the bus in the error.
+async fn send(bus: &str, op: impl Future<Output = zbus::Result<()>>) -> Result<(), BusError> {
+    match tokio::time::timeout(SEND_TIMEOUT, op).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(BusError::Send {
+            bus: bus.to_owned(),
+            source,
+        }),
+        Err(_) => Err(BusError::Timeout {
+            bus: bus.to_owned(),
+            after: SEND_TIMEOUT,
+        }),
+    }
+}
+
+async fn until_cancelled<T>(cancel: &CancellationToken, f: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => None,
+        v = f => Some(v),
+    }
+}
+
+async fn closed(conn: Option<Connection>) {
+    match conn {
+        Some(c) => c.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,242 @@
+//! `SessionProps`: the typed properties of one session object, computed from a registry
+//! [`Session`], and the diff that drives `PropertiesChanged`.
+//!
+//! The property list lives in one place ([`SessionProps::entries`]): the getters, the
+//! `a{sv}` dictionaries of `ListSessions`/`GetSession` and the change detection all read it, so
+//! a property cannot be added to one and forgotten in another. Absent text is `""` and an
+//! unknown PID is `0`, because D-Bus properties have no null.
+
+use std::collections::HashMap;
+
+use atm_core::{AgentState, Attention, Session};
+use zbus::{OwnedVariant, Variant};
+
+/// What one session object exposes, by D-Bus type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionProps {
+    pub id: String,
+    pub harness: String,
+    pub state: String,
+    pub attention_reason: String,
+    pub tool: String,
+    pub cwd: String,
+    pub project: String,
+    pub branch: String,
+    pub tmux_pane: String,
+    pub model: String,
+    pub cost_usd: f64,
+    pub context_percent: f64,
+    pub started_at: i64,
+    pub last_activity: i64,
+    pub pid: u32,
+}
+
+impl SessionProps {
+    pub fn from_session(s: &Session) -> Self {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        Self {
+            id: s.id.as_str().to_owned(),
+            harness: s.harness.as_str().to_owned(),
+            state: s.state.as_str().to_owned(),
+            attention_reason: s
+                .attention
+                .as_ref()
+                .map(|a| a.reason.clone())
+                .unwrap_or_default(),
+            // The tool a prompt is about when there is one, else what the agent is doing now.
+            tool: s
+                .attention
+                .as_ref()
+                .and_then(|a| a.tool.clone())
+                .or_else(|| s.activity.clone())
+                .unwrap_or_default(),
+            cwd: text(&s.cwd),
+            project: text(&s.git.project_root),
+            branch: text(&s.git.branch),
+            tmux_pane: text(&s.tmux_pane),
+            model: s
+                .model_name
+                .clone()
+                .or_else(|| s.model_id.clone())
+                .unwrap_or_default(),
+            cost_usd: s.usage.cost_usd,
+            context_percent: s.usage.context_used_percentage,
+            started_at: s.started_at.timestamp(),
+            last_activity: s.last_activity.timestamp(),
+            pid: s.pid().unwrap_or(0),
+        }
+    }
+
+    /// Every property with its D-Bus name, in introspection order.
+    pub fn entries(&self) -> [(&'static str, Variant<'_>); 15] {
+        [
+            ("Id", Variant::from(self.id.as_str())),
+            ("Harness", Variant::from(self.harness.as_str())),
+            ("State", Variant::from(self.state.as_str())),
+            (
+                "AttentionReason",
+                Variant::from(self.attention_reason.as_str()),
+            ),
+            ("Tool", Variant::from(self.tool.as_str())),
+            ("Cwd", Variant::from(self.cwd.as_str())),
+            ("Project", Variant::from(self.project.as_str())),
+            ("Branch", Variant::from(self.branch.as_str())),
+            ("TmuxPane", Variant::from(self.tmux_pane.as_str())),
+            ("Model", Variant::from(self.model.as_str())),
+            ("CostUsd", Variant::from(self.cost_usd)),
+            ("ContextPercent", Variant::from(self.context_percent)),
+            ("StartedAt", Variant::from(self.started_at)),
+            ("LastActivity", Variant::from(self.last_activity)),
+            ("Pid", Variant::from(self.pid)),
+        ]
+    }
+
+    /// The properties whose value differs in `new`, with their new values.
+    pub fn changed<'a>(&self, new: &'a SessionProps) -> HashMap<&'static str, Variant<'a>> {
+        self.entries()
+            .into_iter()
+            .zip(new.entries())
+            .filter(|((_, old), (_, new))| old != new)
+            .map(|(_, (name, v))| (name, v))
+            .collect()
+    }
+
+    /// The `a{sv}` dictionary (the same as `Properties.GetAll`).
+    pub fn to_dict(&self) -> HashMap<String, OwnedVariant> {
+        self.entries()
+            .into_iter()
+            .filter_map(|(name, v)| OwnedVariant::try_from(v).ok().map(|v| (name.to_owned(), v)))
+            .collect()
+    }
+}
+
+/// What `AttentionNeeded` says in its `summary`: the tool and what it wants to do, or the
+/// question, in one short line.
+pub fn attention_summary(attention: &Attention) -> String {
+    match (&attention.tool, &attention.detail) {
+        (Some(tool), Some(detail)) => format!("{tool}: {detail}"),
+        (Some(tool), None) => tool.clone(),
+        (None, Some(detail)) => detail.clone(),
+        (None, None) => attention.reason.clone(),
+    }
+}
+
+/// Whether a change (`old` -> `new`) should raise `AttentionNeeded`: entering an attention
+/// state, or a new prompt while already in one (a second permission request).
+pub fn raises_attention(
+    old: Option<(AgentState, Option<&Attention>)>,
+    new_state: AgentState,
+    new_attention: Option<&Attention>,
+) -> bool {
+    if !new_state.needs_attention() || new_attention.is_none() {
+        return false;
+    }
+    match old {
+        None => true,
+        Some((state, attention)) => state != new_state || attention != new_attention,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atm_core::chrono::{TimeZone, Utc};
+    use atm_core::{Harness, ProcessIdentity, SessionId, SessionKey};
+
+    fn session() -> Session {
+        let at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+        Session::new(
+            SessionKey::Id {
+                harness: Harness::claude(),
+                id: SessionId::new("abc"),
+            },
+            SessionId::new("abc"),
+            None,
+            "test",
+            at,
+        )
+    }
+
+    #[test]
+    fn absent_values_are_empty_and_zero() {
+        let p = SessionProps::from_session(&session());
+        assert_eq!(p.id, "abc");
+        assert_eq!(p.harness, "claude");
+        assert_eq!(p.state, "starting");
+        assert_eq!(
+            (p.tool.as_str(), p.cwd.as_str(), p.model.as_str()),
+            ("", "", "")
+        );
+        assert_eq!(p.pid, 0);
+        assert_eq!(p.started_at, 1_700_000_000);
+        assert_eq!(p.to_dict().len(), 15);
+    }
+
+    #[test]
+    fn changed_lists_only_what_differs() {
+        let mut s = session();
+        let before = SessionProps::from_session(&s);
+        assert!(before.changed(&before.clone()).is_empty());
+        s.usage.cost_usd = 1.25;
+        s.process = Some(ProcessIdentity {
+            pid: 42,
+            start_time: 7,
+        });
+        let after = SessionProps::from_session(&s);
+        let changed = before.changed(&after);
+        let mut names: Vec<_> = changed.keys().copied().collect();
+        names.sort_unstable();
+        assert_eq!(names, ["CostUsd", "Pid"]);
+        assert_eq!(changed["CostUsd"], Variant::from(1.25f64));
+        assert_eq!(changed["Pid"], Variant::from(42u32));
+    }
+
+    #[test]
+    fn tool_prefers_the_prompt_over_the_activity() {
+        let mut s = session();
+        s.activity = Some("Thinking".into());
+        assert_eq!(SessionProps::from_session(&s).tool, "Thinking");
+        s.attention = Some(Attention {
+            reason: "permission".into(),
+            tool: Some("Bash".into()),
+            detail: Some("rm -rf build".into()),
+        });
+        let p = SessionProps::from_session(&s);
+        assert_eq!(
+            (p.tool.as_str(), p.attention_reason.as_str()),
+            ("Bash", "permission")
+        );
+        assert_eq!(
+            attention_summary(s.attention.as_ref().unwrap()),
+            "Bash: rm -rf build"
+        );
+    }
+
+    #[test]
+    fn attention_is_raised_on_entry_and_on_a_new_prompt_only() {
+        let a = Attention {
+            reason: "permission".into(),
+            tool: Some("Bash".into()),
+            detail: None,
+        };
+        let b = Attention {
+            tool: Some("Edit".into()),
+            ..a.clone()
+        };
+        let perm = AgentState::NeedsPermission;
+        assert!(raises_attention(None, perm, Some(&a)));
+        assert!(raises_attention(
+            Some((AgentState::Working, None)),
+            perm,
+            Some(&a)
+        ));
+        assert!(!raises_attention(Some((perm, Some(&a))), perm, Some(&a)));
+        assert!(raises_attention(Some((perm, Some(&a))), perm, Some(&b)));
+        assert!(!raises_attention(
+            Some((perm, Some(&a))),
+            AgentState::Working,
+            None
+        ));
+        assert!(!raises_attention(None, AgentState::Idle, None));
+    }
+}

@@ -1,0 +1,323 @@
+//! Shared pieces of the D-Bus sink's integration tests: a sink on a private bus fed by a real
+//! registry, a zbus client, `busctl`/`gdbus` runners, and a signal recorder.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use atm_core::testing::TestHarness;
+use atm_core::{AgentEvent, EventEnvelope, EventSource, Harness, ProcessIdentity, SessionId};
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use zbus::connection::Builder;
+use zbus::{Connection, MessageStream, OwnedObjectPath, OwnedVariant};
+
+use sink_dbus::{DbusConfig, DbusSink};
+
+pub const SERVICE: &str = "io.github.atm.Monitor";
+pub const MANAGER: &str = "/io/github/atm/Monitor1";
+
+#[zbus::proxy(
+    interface = "io.github.atm.Monitor1",
+    default_service = "io.github.atm.Monitor",
+    default_path = "/io/github/atm/Monitor1"
+)]
+pub trait Monitor {
+    fn list_sessions(&self) -> zbus::Result<HashMap<String, HashMap<String, OwnedVariant>>>;
+    fn get_session(
+        &self,
+        id: &str,
+    ) -> zbus::Result<(OwnedObjectPath, HashMap<String, OwnedVariant>)>;
+    fn rescan(&self) -> zbus::Result<(u32, u32)>;
+    #[zbus(property)]
+    fn session_count(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn attention_count(&self) -> zbus::Result<u32>;
+}
+
+/// A config pointing at `address` with fast retries.
+pub fn config(address: &str) -> DbusConfig {
+    DbusConfig {
+        address: Some(address.to_owned()),
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(400),
+        ..DbusConfig::default()
+    }
+}
+
+/// Runs the sink on `harness` until its cancel token fires.
+pub fn start_sink(
+    harness: &TestHarness,
+    config: DbusConfig,
+) -> JoinHandle<Result<(), atm_core::PluginError>> {
+    let ctx = harness.sink_context("dbus");
+    let sink: Box<dyn atm_core::OutputSink> = Box::new(DbusSink::new(config));
+    tokio::spawn(async move { sink.run(ctx).await })
+}
+
+pub async fn client(address: &str) -> Connection {
+    Builder::address(address).build().await.unwrap()
+}
+
+/// A source for a Claude session with a process.
+pub fn source(id: &str, pid: u32) -> EventSource {
+    let mut s = EventSource::new(Harness::claude(), SessionId::new(id), "test");
+    s.process = Some(ProcessIdentity {
+        pid,
+        start_time: 1000 + u64::from(pid),
+    });
+    s
+}
+
+pub async fn apply(harness: &TestHarness, source: &EventSource, event: AgentEvent) {
+    harness
+        .registry
+        .apply_event(EventEnvelope::now(source.clone(), event))
+        .await
+        .unwrap();
+}
+
+pub fn started() -> AgentEvent {
+    AgentEvent::SessionStarted {
+        source: atm_core::StartSource::Startup,
+        model: Some("claude-opus".into()),
+    }
+}
+
+pub fn prompt() -> AgentEvent {
+    AgentEvent::PromptSubmitted {
+        prompt: Some("hello".into()),
+    }
+}
+
+pub fn permission(tool: &str, detail: &str) -> AgentEvent {
+    AgentEvent::PermissionRequested {
+        tool: tool.into(),
+        detail: Some(detail.into()),
+    }
+}
+
+pub fn ended() -> AgentEvent {
+    AgentEvent::SessionEnded {
+        reason: "exit".into(),
+        continues: false,
+    }
+}
+
+/// Polls `check` every 25 ms for up to 5 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until the service owns its name and publishes `count` sessions.
+pub async fn wait_for_sessions(conn: &Connection, count: u32) {
+    let monitor = MonitorProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    eventually(&format!("{count} sessions on the bus"), || {
+        let monitor = monitor.clone();
+        async move { monitor.session_count().await.ok() == Some(count) }
+    })
+    .await;
+}
+
+/// The managed objects: path -> that object's Session properties.
+pub async fn managed(conn: &Connection) -> HashMap<String, HashMap<String, OwnedVariant>> {
+    let om = zbus::fdo::ObjectManagerProxy::builder(conn)
+        .destination(SERVICE)
+        .path(MANAGER)
+        .build()
+        .await
+        .unwrap();
+    om.get_managed_objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(path, mut ifaces)| {
+            let props = ifaces.remove("io.github.atm.Monitor1.Session")?;
+            Some((path.to_string(), props))
+        })
+        .collect()
+}
+
+/// Records every signal below `/io/github/atm/Monitor1`, in arrival order.
+pub struct Recorder {
+    stream: MessageStream,
+}
+
+/// One received signal: its member name and a readable body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    pub path: String,
+    pub member: String,
+    pub body: SignalBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalBody {
+    StateChanged([String; 4]),
+    AttentionNeeded([String; 3]),
+    /// Interface and the names of the changed properties (sorted), with their values.
+    PropertiesChanged(String, Vec<(String, OwnedVariant)>),
+    InterfacesAdded(String, Vec<String>),
+    InterfacesRemoved(String, Vec<String>),
+    Other,
+}
+
+impl Recorder {
+    pub async fn new(conn: &Connection) -> Self {
+        let stream = MessageStream::for_match_rule(
+            "type='signal',path_namespace='/io/github/atm/Monitor1'",
+            conn,
+            None,
+        )
+        .await
+        .unwrap();
+        Self { stream }
+    }
+
+    /// The next signal, within 5 s.
+    pub async fn next(&mut self) -> Signal {
+        let msg = tokio::time::timeout(Duration::from_secs(5), self.stream.next())
+            .await
+            .expect("no signal within 5 s")
+            .expect("stream ended")
+            .unwrap();
+        let header = msg.header();
+        let member = header.member().unwrap().to_string();
+        let path = header.path().unwrap().to_string();
+        let b = msg.body();
+        let body = match member.as_str() {
+            "StateChanged" => {
+                let (a, b2, c, d): (String, String, String, String) = b.deserialize().unwrap();
+                SignalBody::StateChanged([a, b2, c, d])
+            }
+            "AttentionNeeded" => {
+                let (a, b2, c): (String, String, String) = b.deserialize().unwrap();
+                SignalBody::AttentionNeeded([a, b2, c])
+            }
+            "PropertiesChanged" => {
+                let (iface, changed, _inv): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+                    b.deserialize().unwrap();
+                let mut changed: Vec<_> = changed.into_iter().collect();
+                changed.sort_by(|a, b| a.0.cmp(&b.0));
+                SignalBody::PropertiesChanged(iface, changed)
+            }
+            "InterfacesAdded" => {
+                let (p, ifaces): (
+                    OwnedObjectPath,
+                    HashMap<String, HashMap<String, OwnedVariant>>,
+                ) = b.deserialize().unwrap();
+                let mut names: Vec<_> = ifaces.into_keys().collect();
+                names.sort();
+                SignalBody::InterfacesAdded(p.to_string(), names)
+            }
+            "InterfacesRemoved" => {
+                let (p, names): (OwnedObjectPath, Vec<String>) = b.deserialize().unwrap();
+                SignalBody::InterfacesRemoved(p.to_string(), names)
+            }
+            _ => SignalBody::Other,
+        };
+        Signal { path, member, body }
+    }
+
+    /// Skips signals until one matches `pred`; returns it.
+    pub async fn until(&mut self, mut pred: impl FnMut(&Signal) -> bool) -> Signal {
+        loop {
+            let s = self.next().await;
+            if pred(&s) {
+                return s;
+            }
+        }
+    }
+}
+
+/// Runs a command line tool and returns its stdout; panics with its stderr on failure.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `run`, off the async runtime.
+pub async fn run_async(program: &'static str, args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(program, &args)
+    })
+    .await
+    .unwrap()
+}
+
+pub fn str_prop(props: &HashMap<String, OwnedVariant>, name: &str) -> String {
+    let v = props
+        .get(name)
+        .unwrap_or_else(|| panic!("no property {name}"));
+    String::try_from(v.try_clone().unwrap()).unwrap()
+}
+
+/// A `dbus-daemon` on a fixed socket path that the test chooses (PrivateBus picks a random one),
+/// so a bus can go away and come back at the same address. Killed on drop.
+pub struct FixedBus {
+    pub child: std::process::Child,
+}
+
+impl FixedBus {
+    pub fn start(socket: &std::path::Path) -> Self {
+        let _ = std::fs::remove_file(socket);
+        let child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address=unix:path={}", socket.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("dbus-daemon must be installed");
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            socket.exists(),
+            "dbus-daemon did not create {}",
+            socket.display()
+        );
+        Self { child }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for FixedBus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,88 @@
+//! An outage is logged once when it starts and once when it ends, however many retries it
+//! takes (its own test binary, because it installs the global log subscriber).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails by panicking
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use atm_core::testing::TestHarness;
+use common::*;
+use sink_dbus as _;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_with(&self, needle: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_line_per_outage_not_per_retry() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("flaky.sock");
+    let address = format!("unix:path={}", socket.display());
+    let harness = TestHarness::new(dir.path()).await;
+    let sink = start_sink(&harness, config(&address));
+    // 50 ms doubling up to 400 ms: about eight attempts in two seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(captured.lines_with("D-Bus service unavailable"), 1);
+    assert_eq!(
+        captured.lines_with("WARN"),
+        1,
+        "one warning for the whole outage"
+    );
+
+    let mut bus = FixedBus::start(&socket);
+    let conn = client(&address).await;
+    wait_for_sessions(&conn, 0).await;
+    eventually("the end of the outage is logged", || {
+        let c = captured.clone();
+        async move { c.lines_with("D-Bus service back on the") == 1 }
+    })
+    .await;
+
+    // A second outage: the bus goes away, then comes back.
+    drop(conn);
+    bus.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        captured.lines_with("WARN"),
+        2,
+        "one more warning for the second outage"
+    );
+    let _bus = FixedBus::start(&socket);
+    eventually("the end of the second outage is logged", || {
+        let c = captured.clone();
+        async move { c.lines_with("D-Bus service back on the") == 2 }
+    })
+    .await;
+    assert_eq!(captured.lines_with("WARN"), 2);
+
+    harness.cancel.cancel();
+    sink.await.unwrap().unwrap();
+}

@@ -1,0 +1,955 @@
+//! The `notify` sink against a real private `dbus-daemon` with a test notification server on
+//! it, a real registry, and real `tmux -L` servers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers fail the test as assert! does
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atm_core::chrono::{TimeDelta, Utc};
+use atm_core::testing::{PrivateBus, TestHarness, TmuxServer};
+use atm_core::{
+    AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId, UsageUpdate,
+};
+use sink_notify as _;
+use tokio::task::JoinHandle;
+use zbus::object_server::SignalEmitter;
+use zbus::{OwnedVariant, fdo};
+
+const PATH: &str = "/org/freedesktop/Notifications";
+const NAME: &str = "org.freedesktop.Notifications";
+
+/// One `Notify` call as the server saw it.
+#[derive(Debug, Clone)]
+struct Notified {
+    id: u32,
+    replaces_id: u32,
+    app_name: String,
+    summary: String,
+    body: String,
+    actions: Vec<String>,
+    hints: HashMap<String, OwnedVariant>,
+    at: Instant,
+}
+
+impl Notified {
+    fn hint_u8(&self, key: &str) -> Option<u8> {
+        let v = self.hints.get(key)?;
+        u8::try_from(v.try_clone().ok()?).ok()
+    }
+    fn hint_str(&self, key: &str) -> Option<String> {
+        let v = self.hints.get(key)?;
+        String::try_from(v.try_clone().ok()?).ok()
+    }
+    fn hint_bool(&self, key: &str) -> Option<bool> {
+        let v = self.hints.get(key)?;
+        bool::try_from(v.try_clone().ok()?).ok()
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    notified: Vec<Notified>,
+    closed: Vec<u32>,
+}
+
+/// A notification server that records what it is asked and can be told to fail.
+struct TestServer {
+    record: Arc<Mutex<Record>>,
+    next_id: AtomicU32,
+    capabilities: Vec<String>,
+    failing: Arc<AtomicBool>,
+    hanging: Arc<AtomicBool>,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl TestServer {
+    #[allow(clippy::too_many_arguments)]
+    async fn notify(
+        &self,
+        app_name: String,
+        replaces_id: u32,
+        _app_icon: String,
+        summary: String,
+        body: String,
+        actions: Vec<String>,
+        hints: HashMap<String, OwnedVariant>,
+        _expire_timeout: i32,
+    ) -> fdo::Result<u32> {
+        if self.hanging.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(fdo::Error::Failed("the test server is failing".into()));
+        }
+        let id = if replaces_id != 0 {
+            replaces_id
+        } else {
+            self.next_id.fetch_add(1, Ordering::SeqCst)
+        };
+        self.record.lock().unwrap().notified.push(Notified {
+            id,
+            replaces_id,
+            app_name,
+            summary,
+            body,
+            actions,
+            hints,
+            at: Instant::now(),
+        });
+        Ok(id)
+    }
+
+    async fn close_notification(
+        &self,
+        id: u32,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> fdo::Result<()> {
+        self.record.lock().unwrap().closed.push(id);
+        // 3: closed by a call to CloseNotification.
+        let _ = Self::notification_closed(&emitter, id, 3).await;
+        Ok(())
+    }
+
+    fn get_capabilities(&self) -> Vec<String> {
+        self.capabilities.clone()
+    }
+
+    #[zbus(out_args("name", "vendor", "version", "spec_version"))]
+    fn get_server_information(&self) -> (String, String, String, String) {
+        ("atm-test".into(), "atm".into(), "1".into(), "1.2".into())
+    }
+
+    #[zbus(signal)]
+    async fn action_invoked(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        action_key: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn notification_closed(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        reason: u32,
+    ) -> zbus::Result<()>;
+}
+
+/// The server, connected to a bus and owning the name.
+struct Server {
+    conn: zbus::Connection,
+    record: Arc<Mutex<Record>>,
+    failing: Arc<AtomicBool>,
+    hanging: Arc<AtomicBool>,
+}
+
+impl Server {
+    async fn start(bus: &PrivateBus) -> Self {
+        Self::start_with(bus, &["actions", "body", "body-markup"], false).await
+    }
+
+    async fn start_with(bus: &PrivateBus, caps: &[&str], failing: bool) -> Self {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let failing = Arc::new(AtomicBool::new(failing));
+        let hanging = Arc::new(AtomicBool::new(false));
+        let server = TestServer {
+            hanging: hanging.clone(),
+            record: record.clone(),
+            next_id: AtomicU32::new(1),
+            capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
+            failing: failing.clone(),
+        };
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .serve_at(PATH, server)
+            .name(NAME)
+            .build()
+            .await
+            .expect("test notification server starts");
+        Self {
+            conn,
+            record,
+            failing,
+            hanging,
+        }
+    }
+
+    fn notified(&self) -> Vec<Notified> {
+        self.record.lock().unwrap().notified.clone()
+    }
+
+    fn closed(&self) -> Vec<u32> {
+        self.record.lock().unwrap().closed.clone()
+    }
+
+    async fn invoke(&self, id: u32, action: &str) {
+        self.conn
+            .emit_signal(None::<&str>, PATH, NAME, "ActionInvoked", &(id, action))
+            .await
+            .expect("ActionInvoked emitted");
+    }
+
+    /// Waits (up to 5 s) until `n` notifications arrived whose summary contains `needle`.
+    async fn wait_notified(&self, needle: &str, n: usize) -> Vec<Notified> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got: Vec<Notified> = self
+                .notified()
+                .into_iter()
+                .filter(|c| c.summary.contains(needle))
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} notification(s) about {needle:?}; got {:#?}",
+                self.notified()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_closed(&self, id: u32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.closed().contains(&id) {
+            assert!(
+                Instant::now() < deadline,
+                "notification {id} was not closed; closed: {:?}",
+                self.closed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A registry with the sink running on it.
+struct Setup {
+    harness: TestHarness,
+    sink: JoinHandle<Result<(), atm_core::PluginError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(bus: &PrivateBus, extra: &str) -> Self {
+        // `RUST_LOG=sink_notify=debug` shows what the sink decided when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let harness = TestHarness::new(dir.path()).await;
+        // A tmux server that does not exist unless a test names its own: no quiet rule hits.
+        let base = format!(
+            "address = {:?}\nmin_turn = \"200ms\"\nrate_limit = \"0s\"\n\
+             desktop_entry = \"atm-test\"\ntmux_socket_name = \"atm-notify-absent-{}\"",
+            bus.address,
+            std::process::id()
+        );
+        let mut table: atm_core::toml::Table = atm_core::toml::from_str(&base).unwrap();
+        // A test's `extra` keys override the base ones.
+        let extra: atm_core::toml::Table = atm_core::toml::from_str(extra).unwrap();
+        table.extend(extra);
+        let reg = atm_core::plugin::find(atm_core::plugin::PluginKind::Sink, "notify")
+            .expect("notify is registered");
+        let atm_core::plugin::PluginFactory::Sink(factory) = reg.factory else {
+            panic!("notify is not a sink")
+        };
+        let sink = factory(&atm_core::toml::Value::Table(table)).unwrap();
+        let ctx = harness.sink_context("notify");
+        let sink = tokio::spawn(async move { sink.run(ctx).await });
+        // Let it subscribe before the first event.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Self {
+            harness,
+            sink,
+            _dir: dir,
+        }
+    }
+
+    async fn send(
+        &self,
+        src: &EventSource,
+        event: AgentEvent,
+        at: atm_core::chrono::DateTime<Utc>,
+    ) {
+        self.harness
+            .registry
+            .apply_event(EventEnvelope {
+                source: src.clone(),
+                event,
+                at,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn now(&self, src: &EventSource, event: AgentEvent) {
+        self.send(src, event, Utc::now()).await;
+    }
+
+    async fn stop(self) {
+        assert!(!self.sink.is_finished(), "the sink stopped on its own");
+        self.harness.cancel.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(3), self.sink)
+            .await
+            .expect("sink stops when cancelled");
+        stopped.unwrap().unwrap();
+    }
+}
+
+fn source(id: &str, pane: Option<&str>) -> EventSource {
+    let mut s = EventSource::new(Harness::claude(), SessionId::new(id), "test");
+    s.cwd = Some(format!("/home/u/src/{id}-repo"));
+    s.tmux_pane = pane.map(str::to_owned);
+    s
+}
+
+fn permission(tool: &str, detail: &str) -> AgentEvent {
+    AgentEvent::PermissionRequested {
+        tool: tool.into(),
+        detail: Some(detail.into()),
+    }
+}
+
+fn prompt() -> AgentEvent {
+    AgentEvent::PromptSubmitted {
+        prompt: Some("fix the tests".into()),
+    }
+}
+
+fn tool() -> AgentEvent {
+    AgentEvent::ToolStarted {
+        tool: "Bash".into(),
+        detail: None,
+    }
+}
+
+#[tokio::test]
+async fn permission_notifies_once_critically_and_working_closes_it() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, "").await;
+    let a = source("alpha", Some("%42"));
+    setup.now(&a, prompt()).await;
+    setup
+        .harness
+        .registry
+        .update_usage(
+            a.clone(),
+            UsageUpdate {
+                branch: Some("feature/x".into()),
+                project_root: Some("/home/u/src/myrepo".into()),
+                ..UsageUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    setup
+        .now(&a, permission("Bash", "cargo test && rm <tmp>"))
+        .await;
+    let got = server.wait_notified("needs permission", 1).await;
+    let n = &got[0];
+    assert_eq!(n.summary, "Claude needs permission: Bash · myrepo");
+    assert_eq!(
+        n.body,
+        "cargo test &amp;&amp; rm &lt;tmp&gt;\nbranch feature/x · tmux %42"
+    );
+    assert_eq!(n.app_name, "atm");
+    assert_eq!(n.replaces_id, 0);
+    assert_eq!(n.hint_u8("urgency"), Some(2));
+    assert_eq!(n.hint_str("category").as_deref(), Some("x-atm.permission"));
+    assert_eq!(n.hint_str("desktop-entry").as_deref(), Some("atm-test"));
+    assert_eq!(n.hint_bool("transient"), None);
+    assert_eq!(n.actions, ["default", "Focus", "focus", "Focus"]);
+
+    // Data updates in the same state change nothing.
+    setup
+        .harness
+        .registry
+        .update_usage(
+            a.clone(),
+            UsageUpdate {
+                cost_usd: Some(1.5),
+                ..UsageUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Back to work: closed.
+    setup.now(&a, tool()).await;
+    server.wait_closed(n.id).await;
+    assert_eq!(server.notified().len(), 1, "{:#?}", server.notified());
+
+    // Asking again replaces nothing (the old one is closed): a fresh notification.
+    setup.now(&a, permission("Edit", "src/lib.rs")).await;
+    let again = server.wait_notified("needs permission: Edit", 1).await;
+    assert_eq!(again[0].replaces_id, 0);
+    // Input while the permission notification shows: it is replaced, not stacked.
+    setup
+        .now(
+            &a,
+            AgentEvent::InputRequested {
+                reason: "plan_approval".into(),
+                tool: None,
+                detail: Some("Plan: refactor".into()),
+            },
+        )
+        .await;
+    let input = server.wait_notified("needs input", 1).await;
+    assert_eq!(input[0].replaces_id, again[0].id);
+    assert_eq!(
+        input[0].hint_str("category").as_deref(),
+        Some("x-atm.input")
+    );
+    assert_eq!(input[0].hint_u8("urgency"), Some(2));
+    // The session ends: its notification is closed.
+    setup
+        .now(
+            &a,
+            AgentEvent::SessionEnded {
+                reason: "logout".into(),
+                continues: false,
+            },
+        )
+        .await;
+    server.wait_closed(input[0].id).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn idle_after_a_long_turn_notifies_and_a_short_turn_does_not() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, "").await;
+    let long = source("long", None);
+    let short = source("short", None);
+    let now = Utc::now();
+    // The turn started 2 s before it ended (min_turn is 200 ms); times come from the events.
+    setup
+        .send(&long, prompt(), now - TimeDelta::seconds(2))
+        .await;
+    setup.send(&long, AgentEvent::TurnFinished, now).await;
+    let got = server.wait_notified("finished", 1).await;
+    assert_eq!(got[0].summary, "Claude finished · long-repo");
+    assert_eq!(got[0].body, "Worked for 2s\nfix the tests");
+    assert_eq!(got[0].hint_u8("urgency"), Some(1));
+    assert_eq!(got[0].hint_bool("transient"), Some(true));
+    assert_eq!(got[0].hint_str("category").as_deref(), Some("x-atm.idle"));
+    // No pane and the default focus command: nothing to focus, so no actions.
+    assert!(got[0].actions.is_empty(), "{:?}", got[0].actions);
+
+    setup
+        .send(&short, prompt(), now - TimeDelta::milliseconds(50))
+        .await;
+    setup.send(&short, AgentEvent::TurnFinished, now).await;
+    // A turn that failed notifies whatever its length; it also orders after the short one.
+    let failed = source("failed", None);
+    setup.send(&failed, prompt(), now).await;
+    setup
+        .send(
+            &failed,
+            AgentEvent::TurnFailed {
+                error: "rate_limit".into(),
+            },
+            now,
+        )
+        .await;
+    let err = server.wait_notified("stopped on an error", 1).await;
+    assert_eq!(
+        err[0].summary,
+        "Claude stopped on an error: rate limit · failed-repo"
+    );
+    assert_eq!(err[0].hint_str("category").as_deref(), Some("x-atm.error"));
+    assert!(
+        server
+            .notified()
+            .iter()
+            .all(|n| !n.summary.contains("short")),
+        "{:#?}",
+        server.notified()
+    );
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn subagent_events_do_not_notify() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, "").await;
+    let main = source("main", None);
+    let mut sub = main.clone();
+    sub.subagent_id = Some("agent-1".into());
+    let now = Utc::now();
+    setup
+        .send(&main, prompt(), now - TimeDelta::seconds(5))
+        .await;
+    setup
+        .send(
+            &main,
+            AgentEvent::SubagentStarted {
+                agent_id: "agent-1".into(),
+                agent_type: Some("Explore".into()),
+            },
+            now - TimeDelta::seconds(4),
+        )
+        .await;
+    // The subagent's own turn ending and failing, and its stop: the parent keeps working.
+    setup
+        .send(&sub, AgentEvent::TurnFinished, now - TimeDelta::seconds(3))
+        .await;
+    setup
+        .send(
+            &sub,
+            AgentEvent::TurnFailed {
+                error: "overloaded".into(),
+            },
+            now - TimeDelta::seconds(2),
+        )
+        .await;
+    setup
+        .send(
+            &main,
+            AgentEvent::SubagentStopped {
+                agent_id: "agent-1".into(),
+            },
+            now - TimeDelta::seconds(1),
+        )
+        .await;
+    // A barrier: a notification for another session arrives after anything queued before it.
+    let other = source("other", None);
+    setup.now(&other, permission("Bash", "ls")).await;
+    server.wait_notified("other-repo", 1).await;
+    assert_eq!(server.notified().len(), 1, "{:#?}", server.notified());
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn two_sessions_get_two_notifications_and_muted_projects_none() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, "mute_projects = [\"quiet-repo\"]").await;
+    let quiet = source("quiet", None);
+    setup.now(&quiet, permission("Bash", "ls")).await;
+    let one = source("one", None);
+    let two = source("two", None);
+    setup.now(&one, permission("Bash", "ls")).await;
+    setup
+        .now(
+            &two,
+            AgentEvent::InputRequested {
+                reason: "input".into(),
+                tool: Some("AskUserQuestion".into()),
+                detail: Some("Which branch?".into()),
+            },
+        )
+        .await;
+    let a = server.wait_notified("one-repo", 1).await;
+    let b = server.wait_notified("two-repo", 1).await;
+    assert_ne!(a[0].id, b[0].id);
+    assert_eq!(b[0].summary, "Claude needs input · two-repo");
+    assert_eq!(b[0].body, "Which branch?");
+    assert_eq!(server.notified().len(), 2, "{:#?}", server.notified());
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_holds_a_second_popup_until_the_interval_passed() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, "rate_limit = \"1500ms\"").await;
+    let a = source("rated", None);
+    setup.now(&a, permission("Bash", "one")).await;
+    let first = server.wait_notified("rated-repo", 1).await;
+    setup.now(&a, tool()).await;
+    server.wait_closed(first[0].id).await;
+    setup.now(&a, permission("Bash", "two")).await;
+    let both = server.wait_notified("rated-repo", 2).await;
+    assert_eq!(both[1].body, "two");
+    let gap = both[1].at - both[0].at;
+    assert!(
+        gap >= Duration::from_millis(1400),
+        "second popup after {gap:?}"
+    );
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_popup_is_dropped_when_the_session_moves_on() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, "rate_limit = \"1h\"").await;
+    let a = source("held", None);
+    setup.now(&a, permission("Bash", "one")).await;
+    let first = server.wait_notified("held-repo", 1).await;
+    setup.now(&a, tool()).await;
+    server.wait_closed(first[0].id).await;
+    setup.now(&a, permission("Bash", "two")).await;
+    setup.now(&a, tool()).await;
+    let other = source("other", None);
+    setup.now(&other, permission("Bash", "ls")).await;
+    server.wait_notified("other-repo", 1).await;
+    assert_eq!(
+        server
+            .notified()
+            .iter()
+            .filter(|n| n.summary.contains("held-repo"))
+            .count(),
+        1
+    );
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn the_default_action_selects_the_sessions_tmux_pane() {
+    let tmux = TmuxServer::start("notify-focus", "sleep 600");
+    let first = tmux
+        .run(&["list-panes", "-F", "#{pane_id}"])
+        .trim()
+        .to_owned();
+    // The session's pane is neither the active pane of its window nor in the active window.
+    let split = tmux
+        .run(&[
+            "split-window",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-t",
+            &first,
+            "sleep 600",
+        ])
+        .trim()
+        .to_owned();
+    tmux.run(&["new-window", "sleep 600"]);
+    let active = || {
+        tmux.run(&["display-message", "-p", "#{pane_id}"])
+            .trim()
+            .to_owned()
+    };
+    assert_ne!(active(), first);
+
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, &format!("tmux_socket_name = {:?}", tmux.name)).await;
+    // Notified while in the split pane; then the session is seen in `first` (no new state).
+    let a = source("focus", Some(&split));
+    setup.now(&a, permission("Bash", "ls")).await;
+    let got = server.wait_notified("focus-repo", 1).await;
+    // The body names the pane's tmux location (session:window.pane).
+    assert!(got[0].body.ends_with(":0.1"), "{}", got[0].body);
+    let moved = source("focus", Some(&first));
+    setup
+        .now(
+            &moved,
+            AgentEvent::Activity {
+                what: "pane moved".into(),
+            },
+        )
+        .await;
+    // The click focuses where the session is now.
+    server.invoke(got[0].id, "default").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while active() != first {
+        assert!(Instant::now() < deadline, "pane {first} was not selected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let panes = tmux.run(&[
+        "list-panes",
+        "-a",
+        "-F",
+        "#{pane_id} #{pane_active} #{window_active}",
+    ]);
+    assert!(
+        panes.lines().any(|l| l == format!("{first} 1 1")),
+        "{panes}"
+    );
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn no_notification_while_the_pane_is_watched_by_an_attached_client() {
+    let tmux = TmuxServer::start("notify-quiet", "sleep 600");
+    let watched = tmux
+        .run(&["list-panes", "-F", "#{pane_id}"])
+        .trim()
+        .to_owned();
+    tmux.run(&["new-window", "-d", "sleep 600"]);
+    let hidden = tmux
+        .run(&["list-panes", "-a", "-F", "#{pane_id} #{window_active}"])
+        .lines()
+        .find(|l| l.ends_with(" 0"))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_owned();
+    // An attached client needs a terminal: `script` gives it one.
+    let mut client = std::process::Command::new("script")
+        .args([
+            "-qfc",
+            &format!("tmux -L {} attach", tmux.name),
+            "/dev/null",
+        ])
+        .env("TERM", "xterm")
+        .env_remove("TMUX")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tmux.run(&["list-clients", "-F", "#{pane_id}"]).trim() != watched {
+        assert!(Instant::now() < deadline, "the tmux client did not attach");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, &format!("tmux_socket_name = {:?}", tmux.name)).await;
+    setup
+        .now(&source("watched", Some(&watched)), permission("Bash", "ls"))
+        .await;
+    setup
+        .now(&source("hidden", Some(&hidden)), permission("Bash", "ls"))
+        .await;
+    server.wait_notified("hidden-repo", 1).await;
+    assert_eq!(server.notified().len(), 1, "{:#?}", server.notified());
+    setup.stop().await;
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
+#[tokio::test]
+async fn a_server_that_appears_later_gets_the_waiting_notification() {
+    let bus = PrivateBus::start();
+    let setup = Setup::start(&bus, "").await;
+    let a = source("early", None);
+    setup.now(&a, permission("Bash", "ls")).await;
+    // No server yet: the sink keeps running and the registry keeps answering.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!setup.sink.is_finished());
+    let server = Server::start(&bus).await;
+    server.wait_notified("early-repo", 1).await;
+    let b = source("later", None);
+    setup.now(&b, permission("Bash", "ls")).await;
+    server.wait_notified("later-repo", 1).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_server_starts_afresh() {
+    let bus = PrivateBus::start();
+    let first = Server::start(&bus).await;
+    let setup = Setup::start(&bus, "").await;
+    let a = source("moved", None);
+    setup.now(&a, permission("Bash", "ls")).await;
+    let old = first.wait_notified("moved-repo", 1).await;
+    first.conn.release_name(NAME).await.unwrap();
+    let second = Server::start(&bus).await;
+    // Once the second server answered, the name change is known (signals come in bus order).
+    setup
+        .now(&source("other", None), permission("Bash", "ls"))
+        .await;
+    second.wait_notified("other-repo", 1).await;
+    // The old id means nothing to the new server: a fresh notification, nothing replaced.
+    setup
+        .now(
+            &a,
+            AgentEvent::InputRequested {
+                reason: "input".into(),
+                tool: None,
+                detail: None,
+            },
+        )
+        .await;
+    let got = second.wait_notified("moved-repo", 1).await;
+    assert_eq!(
+        got[0].replaces_id, 0,
+        "replaced {} of the old server",
+        old[0].id
+    );
+    assert!(second.closed().is_empty());
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_server_is_retried_and_never_stops_the_sink() {
+    let bus = PrivateBus::start();
+    let server = Server::start_with(&bus, &["body"], true).await;
+    let setup = Setup::start(&bus, "").await;
+    let a = source("retry", None);
+    setup.now(&a, permission("Bash", "a && b")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.notified().is_empty());
+    server.failing.store(false, Ordering::SeqCst);
+    // Retried after the backoff (1 s first).
+    let got = server.wait_notified("retry-repo", 1).await;
+    // No body-markup capability: the text goes as is; no actions capability: no actions.
+    assert_eq!(got[0].body, "a && b");
+    assert!(got[0].actions.is_empty());
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_server_neither_blocks_the_registry_nor_delays_stopping() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    server.hanging.store(true, Ordering::SeqCst);
+    let setup = Setup::start(&bus, "").await;
+    setup
+        .now(&source("hang", None), permission("Bash", "ls"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..20 {
+        setup
+            .now(&source(&format!("more{i}"), None), permission("Bash", "ls"))
+            .await;
+    }
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        setup.harness.registry.snapshot(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // The contract's bound; a deliverer stuck in the call would take the sink's 3 s grace.
+    let started = Instant::now();
+    setup.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn without_a_bus_the_sink_waits_and_stops_cleanly() {
+    let bus = PrivateBus::start();
+    let address = bus.address.clone();
+    bus.kill();
+    drop(bus);
+    let dir = tempfile::tempdir().unwrap();
+    let harness = TestHarness::new(dir.path()).await;
+    let table: atm_core::toml::Table =
+        atm_core::toml::from_str(&format!("address = {address:?}")).unwrap();
+    let sink = sink_notify::NotifySink::new(
+        sink_notify::NotifyConfig::from_toml(&atm_core::toml::Value::Table(table)).unwrap(),
+    );
+    let ctx = harness.sink_context("notify");
+    let task = tokio::spawn(async move { Box::new(sink).run(ctx).await });
+    harness
+        .registry
+        .apply_event(EventEnvelope::now(
+            source("nobus", None),
+            permission("Bash", "ls"),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!task.is_finished());
+    harness.cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(3), task)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn focus_command_runs_for_the_focus_action_and_dismissals_are_forgotten() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let out = tempfile::tempdir().unwrap();
+    let marker = out.path().join("focused");
+    let setup = Setup::start(
+        &bus,
+        &format!(
+            "focus_command = [\"sh\", \"-c\", \"printf '%s %s' '{{session_id}}' '{{pane}}' > {}\"]",
+            marker.display()
+        ),
+    )
+    .await;
+    // No pane, but a focus command: actions are offered.
+    let a = source("custom", None);
+    setup.now(&a, permission("Bash", "ls")).await;
+    let got = server.wait_notified("custom-repo", 1).await;
+    assert_eq!(got[0].actions, ["default", "Focus", "focus", "Focus"]);
+    // An action on an id that is not ours does nothing; "focus" on ours runs the command.
+    server.invoke(got[0].id + 1000, "focus").await;
+    server.invoke(got[0].id, "focus").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&marker)
+            && !text.is_empty()
+        {
+            assert_eq!(text, "custom ");
+            break;
+        }
+        assert!(Instant::now() < deadline, "focus_command did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The user dismisses it (reason 2): the next state gets a fresh notification.
+    server
+        .conn
+        .emit_signal(
+            None::<&str>,
+            PATH,
+            NAME,
+            "NotificationClosed",
+            &(got[0].id, 2u32),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    setup
+        .now(
+            &a,
+            AgentEvent::InputRequested {
+                reason: "input".into(),
+                tool: None,
+                detail: None,
+            },
+        )
+        .await;
+    let input = server.wait_notified("needs input", 1).await;
+    assert_eq!(input[0].replaces_id, 0);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_bus_that_dies_never_stops_the_sink() {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, "").await;
+    let a = source("dies", None);
+    setup.now(&a, permission("Bash", "ls")).await;
+    server.wait_notified("dies-repo", 1).await;
+    bus.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    setup.now(&a, tool()).await;
+    setup
+        .now(&source("after", None), permission("Bash", "ls"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The registry still answers promptly and the sink still runs.
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        setup.harness.registry.snapshot(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = atm_core::plugin::find(atm_core::plugin::PluginKind::Sink, "notify").unwrap();
+    assert!(reg.optional);
+    atm_core::testing::check_sink_contract(
+        "notify",
+        atm_core::testing::sample_table(reg),
+        dir.path(),
+    )
+    .await;
+}
