@@ -93,6 +93,11 @@ pub enum RegistryError {
     Invalid { field: &'static str, reason: String },
 }
 
+/// The removal reason of the old id when a session is re-keyed (the same process got a new
+/// agent session id): clients see `removed(old)` with this reason, then `added(new)`. Sinks that
+/// track sessions by key rather than by id can match it to keep one object.
+pub const REKEYED: &str = "re-keyed";
+
 /// What happened to a session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionChange {
@@ -651,7 +656,7 @@ impl Actor {
         let _ = self.events.send(SessionEvent {
             seq: self.seq,
             change: SessionChange::Removed {
-                reason: "re-keyed".to_owned(),
+                reason: REKEYED.to_owned(),
             },
             session: old,
             previous_state: None,
@@ -674,7 +679,11 @@ impl Actor {
         s.key = key.clone();
         s.process = Some(process);
         self.by_id.insert((harness, s.id.clone()), key.clone());
+        let state = entry.session.state;
+        let after = entry.session.clone();
         self.sessions.insert(key.clone(), entry);
+        // The key changed: sinks that track sessions by key must hear of it.
+        self.emit(SessionChange::Updated, after, Some(state));
         key
     }
 

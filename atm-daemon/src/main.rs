@@ -139,6 +139,10 @@ mod tests {
             [
                 "adapter:claude-hooks",
                 "adapter:claude-statusline",
+                "adapter:codex",
+                "adapter:gemini",
+                "adapter:opencode",
+                "adapter:pi",
                 "adapter:proc-discovery",
                 "sink:dbus",
                 "sink:notify",

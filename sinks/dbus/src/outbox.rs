@@ -98,7 +98,7 @@ impl Outbox {
     pub fn push(&self, event: SessionEvent) {
         // A re-key is sent as removed(old id) + added(new id) for the same key. The object keeps
         // its path and only its `Id` changes, which the `Added` that follows carries.
-        if matches!(&event.change, SessionChange::Removed { reason } if reason == "re-keyed") {
+        if matches!(&event.change, SessionChange::Removed { reason } if reason == atm_core::registry::REKEYED) {
             return;
         }
         {

@@ -20,7 +20,7 @@ use crate::config::{NotifyConfig, NotifyOn};
 
 /// The registry's removal reason for the first half of a re-key: the key stays, so the
 /// notification must stay too.
-const REKEYED: &str = "re-keyed";
+use atm_core::registry::REKEYED;
 
 /// What kind of notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
