@@ -1,26 +1,672 @@
 //! `atmctl list|watch|status|get`: protocol-v1 queries against the daemon's query socket.
-//! (Being written: these placeholders exist so the binary builds.)
+//!
+//! Synchronous on purpose: one request and one reply (or a stream of lines for `watch`) need no
+//! async runtime, and `atmctl status` runs every second from a tmux status bar, so starting fast
+//! matters more than anything else here.
+//!
+//! Exit codes: 0 success, 2 when the daemon is not running (with how to start it), 1 for every
+//! other failure.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use atm_core::protocol::client_line;
+use atm_core::{AgentState, SessionView};
+use serde_json::{Map, Value, json};
+
+/// How long a request may wait for its reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest reply line accepted: a list of 10,000 sessions is about 15 MiB.
+const MAX_REPLY: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SocketArg {
+    /// The daemon's query socket. Default: $ATM_SOCKET, else <runtime dir>/atm.sock.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct ListArgs {}
-#[derive(Debug, clap::Args)]
-pub struct WatchArgs {}
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {}
-#[derive(Debug, clap::Args)]
-pub struct GetArgs {}
+pub struct ListArgs {
+    /// Print a JSON array of session views instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only sessions in this state: starting, working, needs_permission, needs_input, idle, or
+    /// `attention` for both needs_* states.
+    #[arg(long, value_name = "S", value_parser = parse_state_filter)]
+    pub state: Option<StateFilter>,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
 
-pub fn list(_: &ListArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Print every message from the daemon as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
-pub fn watch(_: &WatchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
-pub fn status(_: &StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// A session id, or a prefix of one that matches a single session.
+    pub id: String,
+    /// Print the session's JSON view.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
-pub fn get(_: &GetArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+/// Which sessions `list --state` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    One(AgentState),
+    /// needs_permission or needs_input.
+    Attention,
+}
+
+impl StateFilter {
+    fn matches(self, state: AgentState) -> bool {
+        match self {
+            Self::One(s) => s == state,
+            Self::Attention => state.needs_attention(),
+        }
+    }
+}
+
+fn parse_state_filter(s: &str) -> Result<StateFilter, String> {
+    if s == "attention" {
+        return Ok(StateFilter::Attention);
+    }
+    AgentState::parse(s).map(StateFilter::One).ok_or_else(|| {
+        let names: Vec<_> = AgentState::ALL.iter().map(|s| s.as_str()).collect();
+        format!(
+            "unknown state `{s}`; use one of {}, attention",
+            names.join(", ")
+        )
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("atmd is not running (no socket at {}); start it with `atmd` or `systemctl --user start atmd`", path.display())]
+    NoSocket { path: PathBuf },
+    #[error("atmd is not running (nothing answers on {}); start it with `atmd` or `systemctl --user start atmd`", path.display())]
+    NotAnswering { path: PathBuf },
+    #[error("cannot connect to {}: {source}", path.display())]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the daemon refused this client: {0}; upgrade atmctl or atmd so they speak the same protocol"
+    )]
+    Rejected(String),
+    #[error("the daemon answered with an error ({code}): {message}")]
+    Daemon { code: String, message: String },
+    #[error("the daemon closed the connection")]
+    Closed,
+    #[error("no reply from the daemon within {}s; is atmd stuck? (`systemctl --user restart atmd`)", REPLY_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("talking to the daemon failed: {0}")]
+    Io(std::io::Error),
+    #[error("the daemon sent something unexpected: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    fn not_running(&self) -> bool {
+        matches!(self, Self::NoSocket { .. } | Self::NotAnswering { .. })
+    }
+}
+
+fn io_error(e: std::io::Error) -> ClientError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ClientError::Timeout,
+        _ => ClientError::Io(e),
+    }
+}
+
+/// One connected (handshake done) query connection.
+pub struct Connection {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Connection {
+    /// Connects to `socket` (or the default) and performs the handshake.
+    pub fn open(socket: Option<&Path>) -> Result<Self, ClientError> {
+        let path = socket
+            .map(Path::to_path_buf)
+            .unwrap_or_else(atm_core::paths::query_socket);
+        let stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ClientError::NoSocket { path: path.clone() },
+            std::io::ErrorKind::ConnectionRefused => {
+                ClientError::NotAnswering { path: path.clone() }
+            }
+            _ => ClientError::Connect {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .map_err(ClientError::Io)?;
+        stream
+            .set_write_timeout(Some(REPLY_TIMEOUT))
+            .map_err(ClientError::Io)?;
+        let writer = stream.try_clone().map_err(ClientError::Io)?;
+        let mut conn = Self {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+            writer,
+        };
+        conn.send("connect", json!({"client_id": "atmctl"}))?;
+        let reply = conn.recv()?;
+        match reply.get("type").and_then(Value::as_str) {
+            Some("connected") => Ok(conn),
+            Some("rejected") => Err(ClientError::Rejected(
+                reply
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given")
+                    .to_owned(),
+            )),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    pub fn send(&mut self, kind: &str, fields: Value) -> Result<(), ClientError> {
+        let fields = match fields {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.writer
+            .write_all(&client_line(kind, fields))
+            .map_err(io_error)
+    }
+
+    /// The next message. `error` messages become [`ClientError::Daemon`].
+    pub fn recv(&mut self) -> Result<Value, ClientError> {
+        let mut line = Vec::new();
+        let n = (&mut self.reader)
+            .take(MAX_REPLY)
+            .read_until(b'\n', &mut line)
+            .map_err(io_error)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Err(ClientError::Closed);
+        }
+        let value: Value = serde_json::from_slice(&line)
+            .map_err(|e| ClientError::Protocol(format!("a line that is not JSON ({e})")))?;
+        if value.get("type").and_then(Value::as_str) == Some("error") {
+            return Err(ClientError::Daemon {
+                code: value
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                message: value
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            });
+        }
+        Ok(value)
+    }
+
+    /// Every session, as the daemon's JSON objects (unknown fields kept).
+    pub fn list_sessions(&mut self) -> Result<Vec<Value>, ClientError> {
+        self.send("list_sessions", json!({}))?;
+        loop {
+            let msg = self.recv()?;
+            if msg.get("type").and_then(Value::as_str) == Some("session_list") {
+                return sessions_of(msg);
+            }
+        }
+    }
+
+    /// Stops the reply timeout (for `watch`, where silence is normal).
+    fn wait_forever(&mut self) -> Result<(), ClientError> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(ClientError::Io)
+    }
+}
+
+fn unexpected(msg: &Value) -> ClientError {
+    let mut text = msg.to_string();
+    if text.chars().count() > 200 {
+        text = atm_core::text::truncate_chars(&text, 200);
+    }
+    ClientError::Protocol(text)
+}
+
+fn sessions_of(msg: Value) -> Result<Vec<Value>, ClientError> {
+    match msg {
+        Value::Object(mut m) => match m.remove("sessions") {
+            Some(Value::Array(a)) => Ok(a),
+            _ => Err(ClientError::Protocol(
+                "a session_list without `sessions`".into(),
+            )),
+        },
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn view_of(v: &Value) -> Result<SessionView, ClientError> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| ClientError::Protocol(format!("a session the client cannot read ({e})")))
+}
+
+/// Runs a command body and maps its outcome to an exit code.
+fn run(body: impl FnOnce(&mut dyn Write) -> Result<(), ClientError>) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = body(&mut out).and_then(|()| out.flush().map_err(ClientError::Io));
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // `atmctl list | head`: the reader left; that is not a failure.
+        Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.not_running() => {
+            eprintln!("atmctl: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn out_err(e: std::io::Error) -> ClientError {
+    ClientError::Io(e)
+}
+
+pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    run(|out| {
+        let mut conn = Connection::open(args.socket.socket.as_deref())?;
+        let mut sessions = conn.list_sessions()?;
+        if let Some(filter) = args.state {
+            let mut kept = Vec::new();
+            for s in sessions {
+                if filter.matches(view_of(&s)?.state) {
+                    kept.push(s);
+                }
+            }
+            sessions = kept;
+        }
+        if args.json {
+            serde_json::to_writer_pretty(&mut *out, &sessions)
+                .map_err(|e| ClientError::Io(e.into()))?;
+            writeln!(out).map_err(out_err)?;
+            return Ok(());
+        }
+        let views = sessions
+            .iter()
+            .map(view_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        out.write_all(format_table(&views).as_bytes())
+            .map_err(out_err)
+    })
+}
+
+pub fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
+    run(|out| {
+        let mut conn = Connection::open(args.socket.socket.as_deref())?;
+        conn.send("subscribe", json!({}))?;
+        conn.wait_forever()?;
+        loop {
+            let msg = conn.recv()?;
+            if args.json {
+                writeln!(out, "{msg}").map_err(out_err)?;
+            } else {
+                let time = chrono::Local::now().format("%H:%M:%S").to_string();
+                for line in format_watch(&msg)? {
+                    writeln!(out, "{time}  {line}").map_err(out_err)?;
+                }
+            }
+            out.flush().map_err(out_err)?;
+        }
+    })
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    run(|out| {
+        let mut conn = Connection::open(args.socket.socket.as_deref())?;
+        let views = conn
+            .list_sessions()?
+            .iter()
+            .map(view_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        writeln!(out, "{}", format_status(&views)).map_err(out_err)
+    })
+}
+
+pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
+    run(|out| {
+        let mut conn = Connection::open(args.socket.socket.as_deref())?;
+        let sessions = conn.list_sessions()?;
+        let found = find_session(&sessions, &args.id)?;
+        if args.json {
+            serde_json::to_writer_pretty(&mut *out, found)
+                .map_err(|e| ClientError::Io(e.into()))?;
+            writeln!(out).map_err(out_err)
+        } else {
+            out.write_all(format_details(&view_of(found)?).as_bytes())
+                .map_err(out_err)
+        }
+    })
+}
+
+/// The session whose id is `id`, else the one session whose id starts with it.
+fn find_session<'a>(sessions: &'a [Value], id: &str) -> Result<&'a Value, ClientError> {
+    let id_of = |s: &Value| s.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+    if let Some(exact) = sessions.iter().find(|s| id_of(s) == id) {
+        return Ok(exact);
+    }
+    let matches: Vec<&Value> = sessions
+        .iter()
+        .filter(|s| !id.is_empty() && id_of(s).starts_with(id))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ClientError::Usage(format!(
+            "no session matches `{id}`; `atmctl list` shows the ids"
+        ))),
+        many => {
+            let ids: Vec<String> = many.iter().map(|s| id_of(s)).collect();
+            Err(ClientError::Usage(format!(
+                "`{id}` matches {} sessions ({}); give more characters",
+                many.len(),
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
+/// The last component of the project root, else of the working directory.
+fn project_name(v: &SessionView) -> String {
+    let path = v
+        .project_root
+        .as_deref()
+        .or(v.working_directory.as_deref())
+        .unwrap_or("");
+    let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if name.is_empty() {
+        "-".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+fn activity(v: &SessionView) -> String {
+    v.activity_detail.clone().unwrap_or_else(|| "-".to_owned())
+}
+
+/// `list`'s table, columns padded by characters (ids and paths may be non-ASCII).
+pub fn format_table(views: &[SessionView]) -> String {
+    if views.is_empty() {
+        return "no sessions\n".to_owned();
+    }
+    let header = [
+        "ID", "HARNESS", "STATE", "ACTIVITY", "PROJECT", "CTX", "COST", "AGE",
+    ];
+    let rows: Vec<[String; 8]> = views
+        .iter()
+        .map(|v| {
+            [
+                v.id_short.clone(),
+                v.harness.clone(),
+                v.state.as_str().to_owned(),
+                atm_core::text::truncate_chars(&activity(v), 20),
+                atm_core::text::truncate_chars(&project_name(v), 24),
+                format!("{:.0}%", v.context_percentage),
+                v.cost_display.clone(),
+                v.age_display.trim_end_matches(" ago").to_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: &[String]| {
+        let mut line = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if i + 1 < cells.len() {
+                line.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    push_row(&header.map(str::to_owned));
+    for row in &rows {
+        push_row(row);
+    }
+    out
+}
+
+/// `watch`'s lines for one message (a list gives one line per session).
+pub fn format_watch(msg: &Value) -> Result<Vec<String>, ClientError> {
+    let line_for = |v: &SessionView| {
+        format!(
+            "{}  {}  {}  {}  {}  {:.0}%  {}",
+            v.id_short,
+            v.harness,
+            v.state,
+            activity(v),
+            project_name(v),
+            v.context_percentage,
+            v.cost_display
+        )
+    };
+    match msg.get("type").and_then(Value::as_str) {
+        Some("session_updated") => {
+            let v = view_of(msg.get("session").unwrap_or(&Value::Null))?;
+            Ok(vec![line_for(&v)])
+        }
+        Some("session_removed") => {
+            let id = msg.get("session_id").and_then(Value::as_str).unwrap_or("?");
+            Ok(vec![format!(
+                "{}  removed",
+                atm_core::text::prefix_chars(id, 8)
+            )])
+        }
+        Some("session_list") => {
+            let sessions = sessions_of(msg.clone())?;
+            let mut lines = vec![format!("{} sessions", sessions.len())];
+            for s in &sessions {
+                lines.push(line_for(&view_of(s)?));
+            }
+            Ok(lines)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// `status`'s one line: `2 working · 1 needs you · 3 idle · $4.20`.
+pub fn format_status(views: &[SessionView]) -> String {
+    if views.is_empty() {
+        return "no agents".to_owned();
+    }
+    let count = |f: &dyn Fn(AgentState) -> bool| views.iter().filter(|v| f(v.state)).count();
+    let working = count(&|s| s == AgentState::Working);
+    let needs_you = count(&|s| s.needs_attention());
+    let idle = count(&|s| matches!(s, AgentState::Idle | AgentState::Starting));
+    let cost: f64 = views.iter().map(|v| v.cost_usd).sum();
+    let mut parts = Vec::new();
+    for (n, label) in [
+        (working, "working"),
+        (needs_you, "needs you"),
+        (idle, "idle"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {label}"));
+        }
+    }
+    parts.push(format!("${cost:.2}"));
+    parts.join(" · ")
+}
+
+/// `get`'s details, one `key: value` per line.
+pub fn format_details(v: &SessionView) -> String {
+    let mut rows: Vec<(&str, String)> = vec![
+        ("id", v.id.clone()),
+        ("harness", v.harness.clone()),
+        ("state", format!("{} (since {})", v.state, v.state_since)),
+        ("activity", activity(v)),
+    ];
+    if let Some(a) = &v.attention {
+        let mut text = a.reason.clone();
+        if let Some(t) = &a.tool {
+            text.push_str(&format!(": {t}"));
+        }
+        if let Some(d) = &a.detail {
+            text.push_str(&format!(" ({d})"));
+        }
+        rows.push(("attention", text));
+    }
+    rows.push(("model", v.model.clone()));
+    let optional = [
+        ("directory", &v.working_directory),
+        ("project", &v.project_root),
+        ("branch", &v.worktree_branch),
+        ("tmux pane", &v.tmux_pane),
+        ("error", &v.error),
+    ];
+    for (k, val) in optional {
+        if let Some(val) = val {
+            rows.push((k, val.clone()));
+        }
+    }
+    if let Some(pid) = v.pid {
+        rows.push(("pid", pid.to_string()));
+    }
+    rows.push(("context", v.context_display.clone()));
+    rows.push(("cost", v.cost_display.clone()));
+    rows.push(("duration", v.duration_display.clone()));
+    rows.push(("lines", v.lines_display.clone()));
+    rows.push(("started", format!("{} ({})", v.started_at, v.age_display)));
+    rows.push((
+        "last activity",
+        format!("{} ({})", v.last_activity, v.last_activity_display),
+    ));
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, val) in rows {
+        out.push_str(&format!("{k:<width$}  {val}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atm_core::{Harness, Session, SessionId, SessionKey};
+    use chrono::Utc;
+
+    fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView {
+        let key = SessionKey::Id {
+            harness: Harness::claude(),
+            id: id.into(),
+        };
+        let mut s = Session::new(key, SessionId::new(id), None, "test", Utc::now());
+        s.state = state;
+        s.usage.cost_usd = cost;
+        s.cwd = Some(cwd.into());
+        SessionView::from_session(&s, Utc::now())
+    }
+
+    #[test]
+    fn status_counts_states_and_sums_cost() {
+        let views = [
+            view("a", AgentState::Working, 1.0, "/a"),
+            view("b", AgentState::Working, 2.0, "/b"),
+            view("c", AgentState::NeedsPermission, 0.2, "/c"),
+            view("d", AgentState::Idle, 1.0, "/d"),
+            view("e", AgentState::Starting, 0.0, "/e"),
+        ];
+        assert_eq!(
+            format_status(&views),
+            "2 working · 1 needs you · 2 idle · $4.20"
+        );
+        assert_eq!(format_status(&[]), "no agents");
+        assert_eq!(
+            format_status(&[view("x", AgentState::NeedsInput, 0.0, "/")]),
+            "1 needs you · $0.00"
+        );
+    }
+
+    #[test]
+    fn the_table_aligns_non_ascii_cells_by_characters() {
+        let views = [
+            view(
+                "日本語のセッション",
+                AgentState::Working,
+                0.5,
+                "/home/ü/проект/",
+            ),
+            view("abcdef0123", AgentState::Idle, 12.0, "/srv/app"),
+        ];
+        let table = format_table(&views);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("ID"));
+        assert!(lines[1].contains("日本語のセッショ") && lines[1].contains("проект"));
+        assert!(lines[2].contains("abcdef01") && lines[2].contains("$12.00"));
+        // Columns line up: STATE starts at the same character offset on every line.
+        let col = |l: &str, word: &str| l.find(word).map(|b| l[..b].chars().count());
+        assert_eq!(col(lines[0], "STATE"), col(lines[1], "working"));
+        assert_eq!(col(lines[0], "STATE"), col(lines[2], "idle"));
+        assert_eq!(format_table(&[]), "no sessions\n");
+    }
+
+    #[test]
+    fn ids_resolve_exactly_or_by_unique_prefix() {
+        let sessions = vec![
+            json!({"id": "abc-1"}),
+            json!({"id": "abc-2"}),
+            json!({"id": "abd"}),
+            json!({"id": "ab"}),
+        ];
+        assert_eq!(find_session(&sessions, "abd").unwrap()["id"], "abd");
+        assert_eq!(find_session(&sessions, "abc-2").unwrap()["id"], "abc-2");
+        assert_eq!(find_session(&sessions, "ab").unwrap()["id"], "ab");
+        let err = find_session(&sessions, "abc").unwrap_err().to_string();
+        assert!(err.contains("matches 2 sessions"), "{err}");
+        let err = find_session(&sessions, "zzz").unwrap_err().to_string();
+        assert!(err.contains("no session matches"), "{err}");
+    }
+
+    #[test]
+    fn state_filters_parse_and_explain() {
+        assert_eq!(
+            parse_state_filter("idle"),
+            Ok(StateFilter::One(AgentState::Idle))
+        );
+        assert!(StateFilter::Attention.matches(AgentState::NeedsInput));
+        let err = parse_state_filter("busy").unwrap_err();
+        assert!(err.contains("needs_permission"), "{err}");
+    }
 }

@@ -1,1 +1,241 @@
-//! placeholder
+//! The `socket` sink: atm's query socket, the protocol-v1 server that the published `atm` clients
+//! (the TUI, `atm list`, `atm status`), `atmctl` and scripts read
+//! (`shared/docs/protocol-v1.md`).
+//!
+//! Shape, and why:
+//! - [`table`]: ONE fan-out task follows the registry and renders every change once into a
+//!   shared line; lists are spliced from the same rendered views. Per-subscriber work is a
+//!   reference-count increment, so 1,000 subscribers cost what one does.
+//! - [`outbox`]: every connection has a bounded queue with a stated overflow policy (replies
+//!   wait, updates coalesce per session, then a resync), so one slow client never delays
+//!   another client, the fan-out, or the registry.
+//! - [`connection`]: per connection a reader (protocol, handshake, limits) and a writer (batched
+//!   vectored writes, write timeout). Idle clients are never dropped once connected.
+//!
+//! The socket is created `0600` (a stale file is replaced only when nothing answers on it) and
+//! every peer's uid is checked; connections beyond `max_clients` get `too_many_clients`.
+
+mod connection;
+mod outbox;
+mod table;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atm_core::ingest::{BindError, bind_private, check_peer};
+use atm_core::plugin::{ConfigError, OutputSink, PluginError, SinkContext, duration};
+use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use atm_core::async_trait;
+
+use crate::table::Shared;
+
+atm_core::register_plugin! {
+    sink "socket",
+    description: "The query socket (protocol v1) that atm clients, atmctl and scripts read",
+    sample_config: include_str!("../sample.toml"),
+    factory: |cfg| Ok(Box::new(SocketSink::new(atm_core::plugin::parse_config(cfg)?)?)),
+}
+
+/// Configuration of the `socket` sink. Every key is optional.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// Socket path (`~/` and `$VAR` expanded). Default: `$ATM_SOCKET`, else
+    /// `<runtime dir>/atm.sock`.
+    pub socket: Option<String>,
+    /// Open connections at most; more get `too_many_clients` and are closed.
+    pub max_clients: usize,
+    /// Items (lines or lists) queued per connection before updates start to coalesce.
+    pub queue_capacity: usize,
+    /// Sessions a lagging subscriber may have pending in coalesced form before it is resynced.
+    pub max_coalesced: usize,
+    /// How long coalesced updates may wait before the subscriber is resynced instead.
+    #[serde(with = "duration")]
+    pub max_coalesce_age: Duration,
+    /// A write blocked this long disconnects the client.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+    /// A client that has not sent `connect` within this is disconnected.
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
+    /// How long `discover` waits for the discovery adapters.
+    #[serde(with = "duration")]
+    pub discover_timeout: Duration,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            max_clients: 1000,
+            queue_capacity: 1024,
+            max_coalesced: 1024,
+            max_coalesce_age: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            discover_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SocketConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("max_clients", self.max_clients),
+            ("queue_capacity", self.queue_capacity),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::for_key(
+                    key,
+                    format!("`{key}` must be at least 1"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("write_timeout", self.write_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::for_key(
+                    key,
+                    format!("`{key}` must be above zero"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where to listen: `socket`, else `$ATM_SOCKET`, else `<runtime_dir>/atm.sock`.
+    pub fn socket_path(&self, runtime_dir: &Path) -> PathBuf {
+        if let Some(s) = &self.socket {
+            return atm_core::paths::expand(s);
+        }
+        match std::env::var_os("ATM_SOCKET") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            _ => runtime_dir.join(atm_core::paths::QUERY_SOCKET),
+        }
+    }
+}
+
+/// The query socket server.
+#[derive(Debug)]
+pub struct SocketSink {
+    config: SocketConfig,
+}
+
+impl SocketSink {
+    pub fn new(config: SocketConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+}
+
+/// Removes the socket file on stop, if it is still the one we created.
+struct SocketFile {
+    path: PathBuf,
+    inode: Option<(u64, u64)>,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if ours.is_some() && ours == self.inode {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        info!(path = %self.path.display(), "query socket closed");
+    }
+}
+
+#[async_trait]
+impl OutputSink for SocketSink {
+    async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError> {
+        let path = self.config.socket_path(&ctx.env.runtime_dir);
+        let listener = bind_private(&path).map_err(|e| match e {
+            BindError::InUse => PluginError::Other(format!(
+                "another process is already serving {}; stop the other atmd or set `socket` in the [[sink]] table",
+                path.display()
+            )),
+            BindError::Io(e) => PluginError::io(format!("cannot listen on {}", path.display()), e),
+        })?;
+        let _file = SocketFile {
+            inode: std::fs::symlink_metadata(&path)
+                .ok()
+                .map(|m| (m.dev(), m.ino())),
+            path: path.clone(),
+        };
+        info!(path = %path.display(), "query socket listening");
+
+        let shared = Arc::new(Shared::new(self.config, ctx.control.clone()));
+        let connections = TaskTracker::new();
+        let stop = ctx.cancel.child_token();
+        let result = tokio::select! {
+            r = shared.clone().run(ctx.registry.clone(), stop.clone()) => r,
+            () = accept_loop(listener, shared.clone(), stop.clone(), &connections) => Ok(()),
+        };
+        stop.cancel();
+        connections.close();
+        // Connections end promptly on cancel; never let one hold up the daemon's shutdown.
+        let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
+        result
+    }
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    connections: &TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_clients));
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "query socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if check_peer(&stream, "query").is_none() {
+            continue;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let line = ServerMessage::error(&WireError::new(
+                ErrorCode::TooManyClients,
+                format!(
+                    "more than {} open connections; raise `max_clients` in the socket sink's table",
+                    shared.config.max_clients
+                ),
+            ))
+            .to_line();
+            let _ = stream.try_write(&line);
+            warn!(
+                max_clients = shared.config.max_clients,
+                "query connection refused: too many clients"
+            );
+            continue;
+        };
+        let shared = shared.clone();
+        let conn_stop = stop.child_token();
+        connections.spawn(async move {
+            connection::serve(stream, shared, conn_stop).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,241 @@
+//! `list_sessions` of 10,000 sessions, end to end over the real socket: request written ->
+//! whole `session_list` line read. Run with `cargo bench -p sink-socket --bench list_sessions`.
+//!
+//! Reports two cases: "fresh" (views rendered within the last second are spliced from the
+//! fan-out's cache) and "stale" (every view is older than a second and is rendered again, as for
+//! a registry of idle sessions), plus the process's memory per session.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use atm_core::testing::TestHarness;
+use atm_core::{
+    AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId, StartSource,
+    UsageUpdate,
+};
+use sink_socket::{SocketConfig, SocketSink};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+const SESSIONS: usize = 10_000;
+const ROUNDS: usize = 20;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let harness = TestHarness::new(dir.path()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let baseline = rss_kib();
+    let fill = Instant::now();
+    for i in 0..SESSIONS {
+        let mut source = EventSource::new(
+            Harness::claude(),
+            SessionId::new(format!("{i:08x}-7dc2-432b-9206-928fa5c35731")),
+            "bench",
+        );
+        source.cwd = Some(format!("/home/user/src/project-{i}"));
+        source.tmux_pane = Some(format!("%{i}"));
+        let reg = &harness.registry;
+        reg.apply_event(EventEnvelope::now(
+            source.clone(),
+            AgentEvent::SessionStarted {
+                source: StartSource::Startup,
+                model: Some("claude-opus-4-6".into()),
+            },
+        ))
+        .await
+        .unwrap();
+        reg.update_usage(
+            source,
+            UsageUpdate {
+                model_name: Some("Opus 4.6".into()),
+                cost_usd: Some(0.42),
+                context_tokens: Some(84_000),
+                context_window_size: Some(200_000),
+                context_used_percentage: Some(42.0),
+                lines_added: Some(12),
+                lines_removed: Some(3),
+                ..UsageUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let fill = fill.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_registry = rss_kib();
+    let path = dir.path().join("bench.sock");
+    let sink = Box::new(
+        SocketSink::new(SocketConfig {
+            socket: Some(path.display().to_string()),
+            ..SocketConfig::default()
+        })
+        .unwrap(),
+    );
+    let ctx = harness.sink_context("socket");
+    let task = tokio::spawn(async move { sink.run(ctx).await });
+    while UnixStream::connect(&path).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the fan-out render everything, then weigh it before any client buffer exists.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let registry_kib = with_registry.saturating_sub(baseline);
+    let sink_kib = rss_kib().saturating_sub(with_registry);
+
+    let stream = UnixStream::connect(&path).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::with_capacity(1 << 20, r);
+    let mut line = Vec::with_capacity(32 << 20);
+    w.write_all(b"{\"type\":\"connect\",\"protocol_version\":{\"major\":1,\"minor\":0}}\n")
+        .await
+        .unwrap();
+    r.read_until(b'\n', &mut line).await.unwrap();
+    let request = b"{\"type\":\"list_sessions\",\"protocol_version\":{\"major\":1,\"minor\":0}}\n";
+    // Wait until the sink has seen every session.
+    loop {
+        line.clear();
+        w.write_all(request).await.unwrap();
+        r.read_until(b'\n', &mut line).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        if v["sessions"].as_array().map(Vec::len) == Some(SESSIONS) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bytes = line.len();
+
+    let mut time_lists = async |rounds: usize, pause: Duration| {
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            tokio::time::sleep(pause).await;
+            line.clear();
+            let t = Instant::now();
+            w.write_all(request).await.unwrap();
+            r.read_until(b'\n', &mut line).await.unwrap();
+            times.push(t.elapsed());
+            assert!(line.len() > SESSIONS * 100);
+        }
+        times.sort();
+        times
+    };
+    // Fresh: views rendered moments ago (refresh them with a usage change first).
+    for i in 0..SESSIONS {
+        let source = EventSource::new(
+            Harness::claude(),
+            SessionId::new(format!("{i:08x}-7dc2-432b-9206-928fa5c35731")),
+            "bench",
+        );
+        harness
+            .registry
+            .update_usage(
+                source,
+                UsageUpdate {
+                    cost_usd: Some(0.5),
+                    ..UsageUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cached = time_lists(ROUNDS, Duration::ZERO).await;
+    // Fresh again, but one session changed before each list: no shared rendering to reuse.
+    let mut fresh = Vec::new();
+    for round in 0..ROUNDS {
+        let source = EventSource::new(
+            Harness::claude(),
+            SessionId::new(format!("{round:08x}-7dc2-432b-9206-928fa5c35731")),
+            "bench",
+        );
+        harness
+            .registry
+            .update_usage(
+                source,
+                UsageUpdate {
+                    cost_usd: Some(1.0),
+                    ..UsageUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        line.clear();
+        let t = Instant::now();
+        w.write_all(request).await.unwrap();
+        r.read_until(b'\n', &mut line).await.unwrap();
+        fresh.push(t.elapsed());
+    }
+    fresh.sort();
+    let mut time_lists = async |rounds: usize, pause: Duration| {
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            tokio::time::sleep(pause).await;
+            line.clear();
+            let t = Instant::now();
+            w.write_all(request).await.unwrap();
+            r.read_until(b'\n', &mut line).await.unwrap();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        times
+    };
+    // Stale: every view older than a second, and no shared rendering to reuse.
+    let stale = time_lists(5, Duration::from_millis(1100)).await;
+
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    println!("list_sessions of {SESSIONS} sessions over the socket (request -> whole line read)");
+    println!(
+        "  fill: {:.2} s for {} registry events",
+        fill.as_secs_f64(),
+        SESSIONS * 2
+    );
+    println!(
+        "  reply: {:.1} MiB ({} bytes per session)",
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes / SESSIONS
+    );
+    println!(
+        "  fresh views, spliced:         min {:.2} ms, median {:.2} ms, max {:.2} ms ({ROUNDS} rounds)",
+        ms(&fresh[0]),
+        ms(&fresh[fresh.len() / 2]),
+        ms(&fresh[fresh.len() - 1])
+    );
+    println!(
+        "  fresh views, shared render:    min {:.2} ms, median {:.2} ms, max {:.2} ms ({ROUNDS} rounds)",
+        ms(&cached[0]),
+        ms(&cached[cached.len() / 2]),
+        ms(&cached[cached.len() - 1])
+    );
+    println!(
+        "  stale views, all re-rendered: min {:.2} ms, median {:.2} ms, max {:.2} ms (5 rounds)",
+        ms(&stale[0]),
+        ms(&stale[stale.len() / 2]),
+        ms(&stale[stale.len() - 1])
+    );
+    println!(
+        "  memory (RSS) for {SESSIONS} sessions: registry {:.2} KiB per session, socket sink {:.2} KiB per session",
+        registry_kib as f64 / SESSIONS as f64,
+        sink_kib as f64 / SESSIONS as f64
+    );
+    harness.cancel.cancel();
+    let _ = task.await;
+}

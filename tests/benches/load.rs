@@ -1,0 +1,624 @@
+//! Load benchmark: a protocol-v1 load generator against the real `atmd`, always beside the
+//! reference server (`atm-reference-server`) in the same run, so figures are ratios that hold on a
+//! noisy 2-core machine.
+//!
+//! Run: `./scripts/bench` (builds the release binaries, then `cargo bench -p atm-tests --bench load`).
+//! Scenarios (pick with `ATM_BENCH=burst,stuck,latency,scale,idle`; default all):
+//! - burst: 20,000 hook events over 4 connections, 5 subscribers, sessions backed by live
+//!   processes; send rate, events applied per second, updates and resyncs per subscriber, and
+//!   whether every subscriber ends with the right final state.
+//! - stuck: the same burst with one extra subscriber that never reads.
+//! - latency: 1,000 events/s paced, with 5 and with 100 subscribers; hook line written ->
+//!   `session_updated` read, p50/p99/max.
+//! - one-per-event: 2,000 events, each on its own connection (as atm-hook does).
+//! - scale: 10,000 sessions and 1,000 subscribers; memory per session, `list_sessions` time.
+//! - idle: RSS and wake-ups per second of an idle atmd with the default plugins.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark, not the daemon
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+
+fn release_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let p = dir.join(name);
+    if !p.exists() {
+        eprintln!(
+            "{} is missing: build it first with `cargo build --release -p atm-daemon -p atm-cli -p atm-tests` (or run ./scripts/bench)",
+            p.display()
+        );
+        std::process::exit(2);
+    }
+    p
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    hooks: PathBuf,
+    query: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn atmd(config_extra: &str, default_plugins: bool) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let config = dir.path().join("plugins.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nlog = \"warn\"\n[[adapter]]\ntype = \"claude-hooks\"\n[[adapter]]\ntype = \"claude-statusline\"\n[[sink]]\ntype = \"socket\"\n{config_extra}"
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(release_bin("atmd"));
+        if !default_plugins {
+            cmd.arg("--config").arg(&config);
+        }
+        cmd.env("XDG_RUNTIME_DIR", &run)
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("HOME", dir.path())
+            .env_remove("ATM_SOCKET")
+            .env_remove("ATM_CONFIG")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap();
+        let s = Server {
+            name: "atmd",
+            child,
+            hooks: run.join("atm/hooks.sock"),
+            query: run.join("atm/atm.sock"),
+            _dir: dir,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn reference() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = dir.path().join("hooks.sock");
+        let query = dir.path().join("atm.sock");
+        let child = Command::new(release_bin("atm-reference-server"))
+            .arg(&hooks)
+            .arg(&query)
+            .spawn()
+            .unwrap();
+        let s = Server {
+            name: "reference",
+            child,
+            hooks,
+            query,
+            _dir: dir,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.query).is_ok()
+                && std::os::unix::net::UnixStream::connect(&self.hooks).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} did not start", self.name);
+    }
+
+    fn rss_kib(&self) -> u64 {
+        proc_status_field(self.child.id(), "VmRSS:")
+    }
+
+    fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+    }
+
+    fn context_switches(&self) -> u64 {
+        let mut total = 0;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) {
+            for t in tasks.flatten() {
+                let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                for l in s.lines() {
+                    if l.starts_with("voluntary_ctxt_switches:")
+                        || l.starts_with("nonvoluntary_ctxt_switches:")
+                    {
+                        total += l
+                            .split_whitespace()
+                            .nth(1)
+                            .and_then(|x| x.parse::<u64>().ok())
+                            .unwrap_or(0);
+                    }
+                }
+            }
+        }
+        total
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn hook_line(session: usize, seq: u64, pid: Option<u32>) -> Vec<u8> {
+    let mut data = json!({
+        "hook_event_name": "PreToolUse",
+        "session_id": format!("bench-{session}"),
+        "tool_name": format!("T{seq}"),
+        "tool_input": {"command": "cargo test"},
+        "cwd": "/tmp",
+    });
+    if let Some(pid) = pid {
+        data["pid"] = json!(pid);
+    }
+    let mut l = serde_json::to_vec(
+        &json!({"protocol_version": {"major": 1, "minor": 0}, "type": "hook_event", "data": data}),
+    )
+    .unwrap();
+    l.push(b'\n');
+    l
+}
+
+/// What one subscriber saw.
+#[derive(Default)]
+struct Seen {
+    updates: u64,
+    resyncs: u64,
+    /// Latest activity (`T<seq>`) per session.
+    latest: HashMap<String, String>,
+    /// Receive time of each seq (latency scenarios).
+    received: HashMap<u64, Instant>,
+}
+
+async fn connect(
+    query: &Path,
+    filter: Option<&str>,
+) -> (
+    BufReader<tokio::net::unix::OwnedReadHalf>,
+    tokio::net::unix::OwnedWriteHalf,
+) {
+    let s = UnixStream::connect(query).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"{\"protocol_version\":{\"major\":1,\"minor\":0},\"type\":\"connect\",\"client_id\":\"bench\"}\n").await.unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    let sub = match filter {
+        Some(id) => format!(
+            "{{\"protocol_version\":{{\"major\":1,\"minor\":0}},\"type\":\"subscribe\",\"session_id\":\"{id}\"}}\n"
+        ),
+        None => {
+            "{\"protocol_version\":{\"major\":1,\"minor\":0},\"type\":\"subscribe\"}\n".to_owned()
+        }
+    };
+    w.write_all(sub.as_bytes()).await.unwrap();
+    line.clear();
+    r.read_line(&mut line).await.unwrap();
+    (r, w)
+}
+
+fn apply_line(seen: &mut Seen, line: &str, record_times: bool) {
+    let Ok(v) = serde_json::from_str::<Value>(line) else {
+        return;
+    };
+    match v["type"].as_str() {
+        Some("session_updated") => {
+            seen.updates += 1;
+            let s = &v["session"];
+            if let (Some(id), Some(act)) = (s["id"].as_str(), s["activity_detail"].as_str()) {
+                if record_times
+                    && let Some(seq) = act.strip_prefix('T').and_then(|x| x.parse::<u64>().ok())
+                {
+                    seen.received.entry(seq).or_insert_with(Instant::now);
+                }
+                seen.latest.insert(id.to_owned(), act.to_owned());
+            }
+        }
+        Some("session_list") => {
+            seen.resyncs += 1;
+            seen.latest.clear();
+            for s in v["sessions"].as_array().into_iter().flatten() {
+                if let (Some(id), Some(act)) = (s["id"].as_str(), s["activity_detail"].as_str()) {
+                    seen.latest.insert(id.to_owned(), act.to_owned());
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn spawn_subscriber(
+    query: PathBuf,
+    record_times: bool,
+    seen: Arc<Mutex<Seen>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut r, _w) = connect(&query, None).await;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => apply_line(&mut *seen.lock().await, &line, record_times),
+            }
+        }
+    })
+}
+
+struct Burst {
+    send_rate: f64,
+    applied_rate: f64,
+    updates: Vec<u64>,
+    resyncs: Vec<u64>,
+    correct: Vec<bool>,
+    rss_mib: f64,
+    cpu_s: f64,
+}
+
+async fn burst(
+    server: &Server,
+    events: u64,
+    conns: usize,
+    subs: usize,
+    stuck: usize,
+    pids: &[u32],
+) -> Burst {
+    let sessions = pids.len();
+    let seen: Vec<Arc<Mutex<Seen>>> = (0..subs).map(|_| Arc::default()).collect();
+    let tasks: Vec<_> = seen
+        .iter()
+        .map(|s| spawn_subscriber(server.query.clone(), false, s.clone()))
+        .collect();
+    let mut stuck_conns = Vec::new();
+    for _ in 0..stuck {
+        stuck_conns.push(connect(&server.query, None).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cpu0 = server.cpu_ticks();
+    // Expected final activity per session: connection c owns sessions k with k % conns == c.
+    let mut expected = HashMap::new();
+    let per_conn: Vec<Vec<Vec<u8>>> = (0..conns)
+        .map(|c| {
+            let mut lines = Vec::new();
+            let mut seq = c as u64;
+            while seq < events {
+                // Session k belongs to connection k % conns, so its events arrive in order.
+                let k = ((seq as usize / conns) % (sessions / conns)) * conns + c;
+                lines.push(hook_line(k, seq, Some(pids[k])));
+                seq += conns as u64;
+            }
+            lines
+        })
+        .collect();
+    for lines in &per_conn {
+        for line in lines {
+            let v: Value = serde_json::from_slice(line).unwrap();
+            let k = v["data"]["session_id"].as_str().unwrap().to_owned();
+            expected.insert(k, v["data"]["tool_name"].as_str().unwrap().to_owned());
+        }
+    }
+    let start = Instant::now();
+    let writers: Vec<_> = per_conn
+        .into_iter()
+        .map(|lines| {
+            let hooks = server.hooks.clone();
+            tokio::spawn(async move {
+                let mut s = UnixStream::connect(&hooks).await.unwrap();
+                let mut buf = Vec::with_capacity(64 * 1024);
+                for l in lines {
+                    buf.extend_from_slice(&l);
+                    if buf.len() > 32 * 1024 {
+                        s.write_all(&buf).await.unwrap();
+                        buf.clear();
+                    }
+                }
+                s.write_all(&buf).await.unwrap();
+                s.flush().await.unwrap();
+                // Keep the connection until the server has read everything.
+                s
+            })
+        })
+        .collect();
+    let mut conns_open = Vec::new();
+    for w in writers {
+        conns_open.push(w.await.unwrap());
+    }
+    let send_time = start.elapsed();
+    // Wait until every subscriber shows the expected final state (or 20 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut correct = vec![false; subs];
+    let mut applied_at = send_time;
+    while Instant::now() < deadline {
+        for (i, s) in seen.iter().enumerate() {
+            if !correct[i] {
+                let s = s.lock().await;
+                correct[i] = expected.iter().all(|(k, v)| s.latest.get(k) == Some(v));
+            }
+        }
+        if correct.iter().all(|c| *c) {
+            applied_at = start.elapsed();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cpu_s = (server.cpu_ticks() - cpu0) as f64 / 100.0;
+    let rss_mib = server.rss_kib() as f64 / 1024.0;
+    drop(conns_open);
+    drop(stuck_conns);
+    for t in &tasks {
+        t.abort();
+    }
+    let mut updates = Vec::new();
+    let mut resyncs = Vec::new();
+    for s in &seen {
+        let s = s.lock().await;
+        updates.push(s.updates);
+        resyncs.push(s.resyncs);
+    }
+    Burst {
+        send_rate: events as f64 / send_time.as_secs_f64(),
+        applied_rate: events as f64 / applied_at.as_secs_f64(),
+        updates,
+        resyncs,
+        correct,
+        rss_mib,
+        cpu_s,
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+/// Paced events; returns latencies (send -> receive, every subscriber) and how many were missed.
+async fn latency(
+    server: &Server,
+    rate: u64,
+    seconds: u64,
+    subs: usize,
+    pids: &[u32],
+) -> (Vec<Duration>, u64) {
+    let seen: Vec<Arc<Mutex<Seen>>> = (0..subs).map(|_| Arc::default()).collect();
+    let tasks: Vec<_> = seen
+        .iter()
+        .map(|s| spawn_subscriber(server.query.clone(), true, s.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let total = rate * seconds;
+    let mut sent: Vec<Instant> = Vec::with_capacity(total as usize);
+    let mut s = UnixStream::connect(&server.hooks).await.unwrap();
+    let start = Instant::now();
+    let base = 1_000_000u64;
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let k = (i as usize) % pids.len();
+        let line = hook_line(k, base + i, Some(pids[k]));
+        sent.push(Instant::now());
+        s.write_all(&line).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for t in &tasks {
+        t.abort();
+    }
+    let mut lat = Vec::new();
+    let mut missed = 0;
+    for sub in &seen {
+        let sub = sub.lock().await;
+        for (i, t0) in sent.iter().enumerate() {
+            match sub.received.get(&(base + i as u64)) {
+                Some(t1) => lat.push(t1.saturating_duration_since(*t0)),
+                None => missed += 1,
+            }
+        }
+    }
+    lat.sort();
+    (lat, missed)
+}
+
+async fn one_per_event(server: &Server, events: u64, pids: &[u32]) -> f64 {
+    let start = Instant::now();
+    for i in 0..events {
+        let k = (i as usize) % pids.len();
+        let mut s = UnixStream::connect(&server.hooks).await.unwrap();
+        s.write_all(&hook_line(k, 2_000_000 + i, Some(pids[k])))
+            .await
+            .unwrap();
+    }
+    events as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn scale(server: &Server, sessions: usize, subscribers: usize) -> (f64, Vec<Duration>, f64) {
+    let mut subs = Vec::new();
+    for i in 0..subscribers {
+        // Each subscriber follows one session (a filter), as a status-bar widget would.
+        subs.push(
+            connect(
+                &server.query,
+                Some(&format!("bench-{}", i * (sessions / subscribers))),
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss0 = server.rss_kib();
+    let mut s = UnixStream::connect(&server.hooks).await.unwrap();
+    let mut buf = Vec::new();
+    for k in 0..sessions {
+        buf.extend_from_slice(&hook_line(k, k as u64, None));
+    }
+    s.write_all(&buf).await.unwrap();
+    // Wait until all sessions are listed.
+    let s2 = UnixStream::connect(&server.query).await.unwrap();
+    let (r, mut w) = s2.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"{\"protocol_version\":{\"major\":1,\"minor\":0},\"type\":\"connect\"}\n")
+        .await
+        .unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut times = Vec::new();
+    while Instant::now() < deadline {
+        line.clear();
+        let t0 = Instant::now();
+        w.write_all(
+            b"{\"protocol_version\":{\"major\":1,\"minor\":0},\"type\":\"list_sessions\"}\n",
+        )
+        .await
+        .unwrap();
+        r.read_line(&mut line).await.unwrap();
+        let took = t0.elapsed();
+        let n = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v["sessions"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if n >= sessions {
+            times.push(took);
+            if times.len() >= 7 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = server.rss_kib();
+    times.sort();
+    let per_session = (rss1.saturating_sub(rss0) as f64 * 1024.0) / sessions as f64;
+    drop(subs);
+    (per_session, times, rss1 as f64 / 1024.0)
+}
+
+fn wanted(name: &str) -> bool {
+    match std::env::var("ATM_BENCH") {
+        Ok(list) if !list.is_empty() => list.split(',').any(|x| x.trim() == name),
+        _ => true,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is accepted.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sessions = 200;
+    let agents: Vec<Child> = (0..sessions)
+        .map(|_| Command::new("sleep").arg("3600").spawn().unwrap())
+        .collect();
+    let pids: Vec<u32> = agents.iter().map(Child::id).collect();
+    println!(
+        "# atm load benchmark: {} cores, {sessions} sessions backed by live processes",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    rt.block_on(async {
+        if wanted("burst") || wanted("stuck") {
+            for (label, stuck) in [("burst", 0usize), ("stuck", 1)] {
+                if !wanted(label) {
+                    continue;
+                }
+                println!("\n## {label}: 20,000 hook events, 4 connections, 5 subscribers{}", if stuck > 0 { " + 1 that never reads" } else { "" });
+                println!("| server | send rate (ev/s) | applied (ev/s) | updates per subscriber | resyncs | all final states right | RSS MiB | CPU s |");
+                println!("|---|---|---|---|---|---|---|---|");
+                let mut rates = Vec::new();
+                for server in [Server::reference(), Server::atmd("", false)] {
+                    let b = burst(&server, 20_000, 4, 5, stuck, &pids).await;
+                    println!(
+                        "| {} | {:.0} | {:.0} | {:?} | {:?} | {} | {:.1} | {:.2} |",
+                        server.name, b.send_rate, b.applied_rate, b.updates, b.resyncs,
+                        b.correct.iter().all(|c| *c), b.rss_mib, b.cpu_s
+                    );
+                    rates.push(b.send_rate);
+                }
+                println!("atmd send rate / reference: {:.2}", rates[1] / rates[0]);
+            }
+        }
+        if wanted("latency") {
+            for subs in [5usize, 100] {
+                println!("\n## latency: 1,000 events/s for 5 s, {subs} subscribers (hook line written -> session_updated read)");
+                println!("| server | p50 ms | p99 ms | max ms | missed |");
+                println!("|---|---|---|---|---|");
+                let mut p99 = Vec::new();
+                for server in [Server::reference(), Server::atmd("", false)] {
+                    let (lat, missed) = latency(&server, 1000, 5, subs, &pids).await;
+                    println!("| {} | {} | {} | {} | {missed} |", server.name, ms(pct(&lat, 0.5)), ms(pct(&lat, 0.99)), ms(pct(&lat, 1.0)));
+                    p99.push(pct(&lat, 0.99));
+                }
+                println!("atmd p99 / reference p99: {:.2}", p99[1].as_secs_f64() / p99[0].as_secs_f64().max(1e-9));
+            }
+        }
+        if wanted("one-per-event") {
+            println!("\n## one connection per event (as atm-hook does): 2,000 events");
+            println!("| server | events/s |");
+            println!("|---|---|");
+            for server in [Server::reference(), Server::atmd("", false)] {
+                println!("| {} | {:.0} |", server.name, one_per_event(&server, 2000, &pids).await);
+            }
+        }
+        if wanted("scale") {
+            println!("\n## scale: 10,000 sessions, 1,000 subscribers (atmd)");
+            let server = Server::atmd("[daemon]\n", false);
+            let (per_session, times, rss) = scale(&server, 10_000, 1_000).await;
+            println!("| memory per session | list_sessions p50 | list_sessions max | RSS MiB |");
+            println!("|---|---|---|---|");
+            println!("| {:.0} B | {} ms | {} ms | {rss:.1} |", per_session, ms(pct(&times, 0.5)), ms(pct(&times, 1.0)));
+        }
+        if wanted("idle") {
+            println!("\n## idle: atmd with the default plugins, 10 s");
+            let server = Server::atmd("", true);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (c0, t0, w0) = (server.cpu_ticks(), Instant::now(), server.context_switches());
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let secs = t0.elapsed().as_secs_f64();
+            let cpu = (server.cpu_ticks() - c0) as f64 / 100.0 / secs * 100.0;
+            let wakeups = (server.context_switches() - w0) as f64 / secs;
+            println!("| RSS MiB | CPU % of one core | wake-ups/s |");
+            println!("|---|---|---|");
+            println!("| {:.1} | {cpu:.2} | {wakeups:.1} |", server.rss_kib() as f64 / 1024.0);
+        }
+    });
+    for mut c in agents {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
