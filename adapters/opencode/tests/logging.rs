@@ -1,0 +1,73 @@
+//! The outage log: one warning per outage, however many attempts fail. In a test binary of its
+//! own, because a thread-scoped log subscriber only sees every event when no other test's
+//! thread registers the same log call sites first.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report failures by panicking
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Running, SseServer, status};
+use tokio::net::TcpListener;
+
+/// Captures formatted log lines (this test's runtime is single-threaded, so a thread-default
+/// subscriber sees the adapter's task too).
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(needle)
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn an_outage_is_logged_once() {
+    let logs = LogCapture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(atm_core::tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = atm_core::tracing::subscriber::set_default(subscriber);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let run = Running::start(&format!("http://127.0.0.1:{port}"), None).await;
+    // 250 + 400 + 400 + ... ms: at least three failed attempts in 1.2 s.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        logs.count("unavailable"),
+        1,
+        "one warning per outage: {}",
+        String::from_utf8_lossy(&logs.0.lock().unwrap())
+    );
+    let mut server = SseServer::on(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    let mut conn = server.next_conn().await;
+    conn.send(&status("ses_l", "busy")).await;
+    run.wait_for_state("ses_l", "working").await;
+    assert_eq!(logs.count("opencode event stream back"), 1);
+    // A second outage gets its own single warning.
+    drop(conn);
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(logs.count("unavailable"), 2, "one warning per outage");
+    run.stop().await;
+}
