@@ -1,0 +1,191 @@
+//! The `gemini` input adapter: serves `hook_event:gemini` messages on the shared ingest socket.
+//!
+//! Gemini CLI runs `atm-hook --agent gemini` for each hook event; `atm-hook` adds the Gemini
+//! PID and `$TMUX_PANE`, sends the JSON as a `hook_event` with `"agent":"gemini"`, and prints
+//! nothing (Gemini reads a hook's stdout as its decision, so it must stay silent). The daemon's
+//! ingest hub binds `hooks.sock` once for every adapter, checks peers and caps lines; this
+//! adapter only attaches its route. Per message: translate (pure), resolve the process identity
+//! (one `/proc` read), apply to the registry, count.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use atm_core::event::EventEnvelope;
+use atm_core::ingest::{IngestError, IngestHandler, IngestMessage};
+use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
+use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
+use atm_core::registry::{RegistryError, RegistryHandle};
+use atm_core::serde_json::Value;
+use atm_core::tracing::{debug, info};
+use atm_core::{ApplyOutcome, async_trait};
+use serde::Deserialize;
+
+use crate::translate::translate;
+
+/// The route a `hook_event` with `"agent":"gemini"` is sent to by the ingest hub.
+pub const ROUTES: &[&str] = &["hook_event:gemini"];
+
+/// `[[adapter]] type = "gemini"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeminiConfig {
+    /// The ingest socket (`~/` and `$VAR` expanded). Default: `hooks.sock` in the daemon's
+    /// runtime dir, shared with the other hook adapters.
+    pub socket: Option<String>,
+}
+
+impl GeminiConfig {
+    pub fn socket_path(&self, runtime_dir: &Path) -> PathBuf {
+        match &self.socket {
+            Some(s) => atm_core::paths::expand(s),
+            None => runtime_dir.join("hooks.sock"),
+        }
+    }
+}
+
+/// Counters, readable while the adapter runs (tests, the debug log on stop).
+#[derive(Debug, Default)]
+pub struct GeminiStats {
+    /// Events applied to the registry.
+    pub applied: AtomicU64,
+    /// Events with a name this version does not know (accepted as activity).
+    pub unknown_events: AtomicU64,
+    /// Messages refused as malformed.
+    pub bad_messages: AtomicU64,
+    /// Well-formed events the registry refused (full, shutting down).
+    pub registry_errors: AtomicU64,
+}
+
+impl GeminiStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The adapter instance the daemon builds from a config table.
+#[derive(Debug)]
+pub struct GeminiAdapter {
+    config: GeminiConfig,
+    stats: Arc<GeminiStats>,
+}
+
+impl GeminiAdapter {
+    pub fn new(config: GeminiConfig) -> Self {
+        Self {
+            config,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The factory `register_plugin!` uses.
+    pub fn from_config(cfg: &atm_core::toml::Value) -> Result<Self, ConfigError> {
+        Ok(Self::new(atm_core::plugin::parse_config(cfg)?))
+    }
+
+    /// This instance's counters (shared with the running adapter).
+    pub fn stats(&self) -> Arc<GeminiStats> {
+        self.stats.clone()
+    }
+}
+
+#[async_trait]
+impl InputAdapter for GeminiAdapter {
+    async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), PluginError> {
+        let path = self.config.socket_path(&ctx.env.runtime_dir);
+        let handler = Arc::new(GeminiHandler {
+            registry: ctx.registry.clone(),
+            adapter: ctx.name.clone(),
+            stats: self.stats.clone(),
+        });
+        let attachment = ctx
+            .ingest
+            .attach(&path, ROUTES, handler)
+            .map_err(ingest_error)?;
+        info!(adapter = %ctx.name, socket = %path.display(), "serving Gemini CLI hook events");
+        ctx.cancel.cancelled().await;
+        drop(attachment);
+        let s = &self.stats;
+        debug!(
+            adapter = %ctx.name,
+            applied = GeminiStats::get(&s.applied),
+            unknown_events = GeminiStats::get(&s.unknown_events),
+            bad_messages = GeminiStats::get(&s.bad_messages),
+            registry_errors = GeminiStats::get(&s.registry_errors),
+            "gemini stopped"
+        );
+        Ok(())
+    }
+}
+
+/// Turns an ingest failure into what the daemon reports for this plugin.
+pub fn ingest_error(e: IngestError) -> PluginError {
+    match e {
+        IngestError::Bind { path, source } => {
+            PluginError::io(format!("cannot listen on {}", path.display()), source)
+        }
+        e @ IngestError::RouteTaken { .. } => {
+            PluginError::Config(ConfigError::for_key("socket", e.to_string()))
+        }
+        e @ IngestError::InUse { .. } => PluginError::Other(e.to_string()),
+    }
+}
+
+/// What the client is told when the registry refuses an event.
+pub fn registry_error(e: RegistryError) -> WireError {
+    let code = match &e {
+        RegistryError::RegistryFull { .. } => ErrorCode::RegistryFull,
+        RegistryError::Invalid { .. } | RegistryError::SessionAlreadyExists(_) => {
+            ErrorCode::InvalidMessage
+        }
+        RegistryError::SessionNotFound(_) => ErrorCode::NotFound,
+        RegistryError::ChannelClosed => ErrorCode::Internal,
+    };
+    WireError::new(code, e.to_string())
+}
+
+struct GeminiHandler {
+    registry: RegistryHandle,
+    adapter: String,
+    stats: Arc<GeminiStats>,
+}
+
+#[async_trait]
+impl IngestHandler for GeminiHandler {
+    async fn handle(&self, msg: IngestMessage) -> Result<Option<ServerMessage>, WireError> {
+        let data = msg.raw.body.get("data").unwrap_or(&Value::Null);
+        let t = match translate(data) {
+            Ok(t) => t,
+            Err(e) => {
+                GeminiStats::bump(&self.stats.bad_messages);
+                return Err(e);
+            }
+        };
+        if !t.known {
+            GeminiStats::bump(&self.stats.unknown_events);
+            debug!(event = %t.event_name, "unknown Gemini CLI hook event accepted as activity");
+        }
+        let process = t.pid.and_then(atm_core::process::identity);
+        let source = t.source(process, &self.adapter);
+        match self
+            .registry
+            .apply_event(EventEnvelope::now(source, t.event))
+            .await
+        {
+            Ok(outcome) => {
+                if outcome != ApplyOutcome::Ignored {
+                    GeminiStats::bump(&self.stats.applied);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                GeminiStats::bump(&self.stats.registry_errors);
+                Err(registry_error(e))
+            }
+        }
+    }
+}

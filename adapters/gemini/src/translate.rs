@@ -1,0 +1,559 @@
+//! Gemini CLI hook JSON -> `AgentEvent`, as a pure function.
+//!
+//! [`translate`] does no I/O and holds no state, so every hook event is covered by unit tests and
+//! the function can be fuzzed; the adapter adds what needs the outside world (the process
+//! identity from `/proc`). Only `session_id` and `hook_event_name` are required: Gemini CLI's
+//! hooks are young and gain fields between versions, so every other field is read when it has
+//! the expected type and ignored otherwise, and unknown event names are accepted as activity.
+//!
+//! | Gemini hook | event |
+//! |---|---|
+//! | `SessionStart` (`source`: startup/resume/clear) | `SessionStarted` |
+//! | `SessionEnd` (`reason`) | `SessionEnded` (`clear` continues in the same process) |
+//! | `BeforeAgent` (`prompt`) | `PromptSubmitted`: working |
+//! | `AfterAgent` | `TurnFinished`: idle |
+//! | `BeforeTool` (`tool_name`, `tool_input`) | `ToolStarted`; `ask_user` -> `InputRequested` |
+//! | `AfterTool` (`tool_response.error`) | `ToolFinished` |
+//! | `Notification` `ToolPermission` (`details`) | `PermissionRequested` (`ask_user` -> `InputRequested`) |
+//! | `PreCompress` | `Compacting` |
+//! | `BeforeModel`, `AfterModel`, `BeforeToolSelection`, unknown | `Activity` |
+
+use atm_core::event::{AgentEvent, EventSource, StartSource};
+use atm_core::model::{Harness, ProcessIdentity, SessionId};
+use atm_core::protocol::{ErrorCode, WireError};
+use atm_core::registry::limits;
+use atm_core::serde_json::{Map, Value};
+use atm_core::text::{one_line_preview, truncate_chars};
+
+type Object = Map<String, Value>;
+
+/// Characters kept of a command, file, URL or question in an attention detail.
+pub const PREVIEW_CHARS: usize = 120;
+
+/// Gemini's tool that asks the user a question: a wait for input, not a tool run.
+pub const ASK_USER_TOOL: &str = "ask_user";
+
+/// Every hook event name the translator knows; the rest are accepted as unknown activity.
+pub const KNOWN_EVENTS: &[&str] = &[
+    "SessionStart",
+    "SessionEnd",
+    "BeforeAgent",
+    "AfterAgent",
+    "BeforeTool",
+    "AfterTool",
+    "Notification",
+    "PreCompress",
+    "BeforeModel",
+    "AfterModel",
+    "BeforeToolSelection",
+];
+
+/// One translated Gemini hook event and who raised it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translation {
+    /// Gemini's `hook_event_name` (cut to 64 characters).
+    pub event_name: String,
+    pub session_id: SessionId,
+    /// The Gemini process as `atm-hook` found it; the adapter turns it into an identity.
+    pub pid: Option<u32>,
+    pub tmux_pane: Option<String>,
+    pub cwd: Option<String>,
+    pub event: AgentEvent,
+    /// False for event names this translator does not know (accepted as activity).
+    pub known: bool,
+}
+
+impl Translation {
+    /// The registry's view of who raised the event: always harness `gemini`.
+    pub fn source(&self, process: Option<ProcessIdentity>, adapter: &str) -> EventSource {
+        EventSource {
+            harness: Harness::new(Harness::GEMINI),
+            session_id: self.session_id.clone(),
+            process,
+            tmux_pane: self.tmux_pane.clone(),
+            cwd: self.cwd.clone(),
+            subagent_id: None,
+            adapter: adapter.to_owned(),
+        }
+    }
+}
+
+/// Translates one hook payload: Gemini's hook JSON plus the `pid` / `tmux_pane` that `atm-hook`
+/// adds. Fails only when `data` is not an object or `session_id` / `hook_event_name` are
+/// missing, empty, not strings or absurdly long.
+pub fn translate(data: &Value) -> Result<Translation, WireError> {
+    let Some(obj) = data.as_object() else {
+        return Err(invalid(
+            "field `data` must be a JSON object holding Gemini CLI's hook JSON",
+        ));
+    };
+    let session_id = required(obj, "session_id")?;
+    if session_id.chars().count() > limits::ID {
+        return Err(invalid(format!(
+            "field `data.session_id` is longer than {} characters",
+            limits::ID
+        )));
+    }
+    let event_name = truncate_chars(required(obj, "hook_event_name")?, 64);
+    let event = match event_name.as_str() {
+        "SessionStart" => AgentEvent::SessionStarted {
+            // The reference documents `source`; early builds sent `trigger`.
+            source: StartSource::parse(text(obj, "source").or(text(obj, "trigger")).unwrap_or("")),
+            model: None,
+        },
+        "SessionEnd" => {
+            let reason = text(obj, "reason")
+                .or(text(obj, "trigger"))
+                .unwrap_or("other");
+            AgentEvent::SessionEnded {
+                // `/clear` starts a new session id in the same process.
+                continues: reason == "clear",
+                reason: truncate_chars(reason, limits::NAME),
+            }
+        }
+        "BeforeAgent" => AgentEvent::PromptSubmitted {
+            prompt: text(obj, "prompt").map(|p| one_line_preview(p, limits::FIRST_PROMPT)),
+        },
+        "AfterAgent" => AgentEvent::TurnFinished,
+        "BeforeTool" => before_tool(obj),
+        "AfterTool" => AgentEvent::ToolFinished {
+            tool: text(obj, "tool_name").map(|t| truncate_chars(t, limits::NAME)),
+            failed: tool_failed(obj),
+        },
+        "Notification" => notification(obj),
+        "PreCompress" => AgentEvent::Compacting,
+        other => AgentEvent::Activity {
+            what: other.to_owned(),
+        },
+    };
+    Ok(Translation {
+        known: KNOWN_EVENTS.contains(&event_name.as_str()),
+        session_id: SessionId::new(session_id),
+        pid: pid(obj),
+        tmux_pane: text(obj, "tmux_pane").map(|p| p.trim().to_owned()),
+        cwd: text(obj, "cwd").map(|c| truncate_chars(c, limits::PATH)),
+        event,
+        event_name,
+    })
+}
+
+fn before_tool(obj: &Object) -> AgentEvent {
+    let tool = tool_name(obj);
+    let input = obj.get("tool_input").and_then(Value::as_object);
+    if tool == ASK_USER_TOOL {
+        return AgentEvent::InputRequested {
+            reason: "question".to_owned(),
+            detail: input.and_then(first_question),
+            tool: Some(tool),
+        };
+    }
+    AgentEvent::ToolStarted {
+        detail: input.and_then(tool_detail),
+        tool,
+    }
+}
+
+/// `tool_response.error` set (and not null or empty) means the tool failed.
+fn tool_failed(obj: &Object) -> bool {
+    match obj
+        .get("tool_response")
+        .and_then(Value::as_object)
+        .and_then(|r| r.get("error"))
+    {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Bool(b)) => *b,
+        Some(_) => true,
+    }
+}
+
+/// `ToolPermission` is the confirmation dialog: it fires only when Gemini really asks (never for
+/// an auto-approved call), so it is the immediate "needs permission" signal. Its `details` are
+/// the confirmation details: `type` (`exec`, `edit`, `mcp`, `info`, `ask_user`) and the
+/// command, file, tool or URLs asked about.
+fn notification(obj: &Object) -> AgentEvent {
+    let kind = text(obj, "notification_type").unwrap_or("unknown");
+    let message = text(obj, "message");
+    let details = obj.get("details").and_then(Value::as_object);
+    if kind != "ToolPermission" {
+        return AgentEvent::Notification {
+            kind: truncate_chars(kind, limits::NAME),
+            message: message.map(preview),
+        };
+    }
+    let details_type = details.and_then(|d| text(d, "type")).unwrap_or("");
+    if details_type == ASK_USER_TOOL {
+        return AgentEvent::InputRequested {
+            reason: "question".to_owned(),
+            tool: Some(ASK_USER_TOOL.to_owned()),
+            detail: details.and_then(first_question).or(message.map(preview)),
+        };
+    }
+    let tool = match details_type {
+        "exec" => "run_shell_command".to_owned(),
+        "edit" => "edit".to_owned(),
+        "info" => "web_fetch".to_owned(),
+        "mcp" => details
+            .and_then(|d| text(d, "toolName").or(text(d, "serverName")))
+            .map_or_else(|| "mcp".to_owned(), |t| truncate_chars(t, limits::NAME)),
+        "" => "unknown".to_owned(),
+        other => truncate_chars(other, limits::NAME),
+    };
+    AgentEvent::PermissionRequested {
+        tool,
+        detail: details.and_then(permission_detail).or(message.map(preview)),
+    }
+}
+
+/// What the permission is about, from the confirmation details.
+fn permission_detail(details: &Object) -> Option<String> {
+    const KEYS: [&str; 6] = [
+        "command",
+        "filePath",
+        "fileName",
+        "prompt",
+        "toolDisplayName",
+        "title",
+    ];
+    if let Some(url) = details
+        .get("urls")
+        .and_then(Value::as_array)
+        .and_then(|u| u.first())
+        .and_then(Value::as_str)
+    {
+        return Some(preview(url));
+    }
+    KEYS.iter().find_map(|k| text(details, k)).map(preview)
+}
+
+/// A short preview of what a tool call is about, by Gemini's argument names.
+pub fn tool_detail(input: &Object) -> Option<String> {
+    const KEYS: [&str; 10] = [
+        "command",
+        "file_path",
+        "absolute_path",
+        "path",
+        "dir_path",
+        "pattern",
+        "query",
+        "url",
+        "prompt",
+        "description",
+    ];
+    KEYS.iter().find_map(|k| text(input, k)).map(preview)
+}
+
+/// `ask_user`'s `questions[0].question`, or a top-level `question`.
+fn first_question(obj: &Object) -> Option<String> {
+    obj.get("questions")
+        .and_then(Value::as_array)
+        .and_then(|qs| qs.first())
+        .and_then(Value::as_object)
+        .and_then(|q| text(q, "question"))
+        .or(text(obj, "question"))
+        .map(preview)
+}
+
+fn tool_name(obj: &Object) -> String {
+    text(obj, "tool_name").map_or_else(|| "unknown".to_owned(), |t| truncate_chars(t, limits::NAME))
+}
+
+fn preview(s: &str) -> String {
+    one_line_preview(s, PREVIEW_CHARS)
+}
+
+/// An optional non-blank string; other types count as absent.
+fn text<'a>(obj: &'a Object, key: &str) -> Option<&'a str> {
+    obj.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+fn required<'a>(obj: &'a Object, key: &str) -> Result<&'a str, WireError> {
+    match obj.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(invalid(format!("field `data.{key}` is empty"))),
+        Some(_) => Err(invalid(format!("field `data.{key}` must be a string"))),
+        None => Err(invalid(format!(
+            "missing field `data.{key}` (is this Gemini CLI hook JSON?)"
+        ))),
+    }
+}
+
+/// The agent's PID as `atm-hook` adds it: a positive integer or a string of digits.
+fn pid(obj: &Object) -> Option<u32> {
+    let pid = match obj.get("pid")? {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => s.trim().parse::<u32>().ok(),
+        _ => None,
+    };
+    pid.filter(|p| *p > 0)
+}
+
+fn invalid(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::InvalidMessage, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atm_core::serde_json::json;
+
+    fn event(v: Value) -> AgentEvent {
+        translate(&v).unwrap().event
+    }
+
+    fn base(name: &str) -> Value {
+        json!({"session_id": "g-1", "hook_event_name": name, "cwd": "/w", "timestamp": "2026-01-01T00:00:00Z"})
+    }
+
+    fn with(name: &str, extra: Value) -> Value {
+        let mut v = base(name);
+        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        v
+    }
+
+    #[test]
+    fn lifecycle_events() {
+        assert_eq!(
+            event(with("SessionStart", json!({"source": "resume"}))),
+            AgentEvent::SessionStarted {
+                source: StartSource::Resume,
+                model: None
+            }
+        );
+        assert_eq!(
+            event(with("SessionStart", json!({"trigger": "clear"}))),
+            AgentEvent::SessionStarted {
+                source: StartSource::Clear,
+                model: None
+            }
+        );
+        assert_eq!(
+            event(with("SessionEnd", json!({"reason": "exit"}))),
+            AgentEvent::SessionEnded {
+                reason: "exit".into(),
+                continues: false
+            }
+        );
+        assert_eq!(
+            event(with("SessionEnd", json!({"reason": "clear"}))),
+            AgentEvent::SessionEnded {
+                reason: "clear".into(),
+                continues: true
+            }
+        );
+        assert_eq!(
+            event(base("SessionEnd")),
+            AgentEvent::SessionEnded {
+                reason: "other".into(),
+                continues: false
+            }
+        );
+        assert_eq!(event(base("AfterAgent")), AgentEvent::TurnFinished);
+        assert_eq!(event(base("PreCompress")), AgentEvent::Compacting);
+        assert_eq!(
+            event(with("BeforeAgent", json!({"prompt": "fix\nthe   bug"}))),
+            AgentEvent::PromptSubmitted {
+                prompt: Some("fix the bug".into())
+            }
+        );
+    }
+
+    #[test]
+    fn tools_and_permissions() {
+        let started = event(with(
+            "BeforeTool",
+            json!({"tool_name": "run_shell_command", "tool_input": {"command": "npm test", "description": "run tests"}}),
+        ));
+        assert_eq!(
+            started,
+            AgentEvent::ToolStarted {
+                tool: "run_shell_command".into(),
+                detail: Some("npm test".into())
+            }
+        );
+        let asked = event(with(
+            "BeforeTool",
+            json!({"tool_name": "ask_user", "tool_input": {"questions": [{"question": "Which DB?"}]}}),
+        ));
+        assert!(
+            matches!(asked, AgentEvent::InputRequested { ref reason, ref detail, .. } if reason == "question" && detail.as_deref() == Some("Which DB?"))
+        );
+        let failed = event(with(
+            "AfterTool",
+            json!({"tool_name": "read_file", "tool_response": {"llmContent": "", "error": "ENOENT"}}),
+        ));
+        assert_eq!(
+            failed,
+            AgentEvent::ToolFinished {
+                tool: Some("read_file".into()),
+                failed: true
+            }
+        );
+        let ok = event(with(
+            "AfterTool",
+            json!({"tool_name": "read_file", "tool_response": {"llmContent": "x", "error": null}}),
+        ));
+        assert!(matches!(ok, AgentEvent::ToolFinished { failed: false, .. }));
+
+        let exec = event(with(
+            "Notification",
+            json!({"notification_type": "ToolPermission", "message": "Tool Shell requires execution",
+                   "details": {"type": "exec", "title": "Confirm Shell Command", "command": "rm -rf build", "rootCommand": "rm"}}),
+        ));
+        assert_eq!(
+            exec,
+            AgentEvent::PermissionRequested {
+                tool: "run_shell_command".into(),
+                detail: Some("rm -rf build".into())
+            }
+        );
+        let edit = event(with(
+            "Notification",
+            json!({"notification_type": "ToolPermission", "details": {"type": "edit", "fileName": "a.rs", "filePath": "/w/a.rs"}}),
+        ));
+        assert!(
+            matches!(edit, AgentEvent::PermissionRequested { ref detail, .. } if detail.as_deref() == Some("/w/a.rs"))
+        );
+        let mcp = event(with(
+            "Notification",
+            json!({"notification_type": "ToolPermission", "details": {"type": "mcp", "serverName": "gh", "toolName": "create_issue"}}),
+        ));
+        assert!(
+            matches!(mcp, AgentEvent::PermissionRequested { ref tool, .. } if tool == "create_issue")
+        );
+        let fetch = event(with(
+            "Notification",
+            json!({"notification_type": "ToolPermission", "details": {"type": "info", "urls": ["https://example.com"]}}),
+        ));
+        assert!(
+            matches!(fetch, AgentEvent::PermissionRequested { ref detail, .. } if detail.as_deref() == Some("https://example.com"))
+        );
+        let bare = event(with(
+            "Notification",
+            json!({"notification_type": "ToolPermission", "message": "Tool X requires confirmation"}),
+        ));
+        assert_eq!(
+            bare,
+            AgentEvent::PermissionRequested {
+                tool: "unknown".into(),
+                detail: Some("Tool X requires confirmation".into())
+            }
+        );
+        let question = event(with(
+            "Notification",
+            json!({"notification_type": "ToolPermission", "details": {"type": "ask_user", "questions": [{"question": "Ship it?"}]}}),
+        ));
+        assert!(
+            matches!(question, AgentEvent::InputRequested { ref detail, .. } if detail.as_deref() == Some("Ship it?"))
+        );
+        let other = event(with(
+            "Notification",
+            json!({"notification_type": "SomethingNew", "message": "hi"}),
+        ));
+        assert_eq!(
+            other,
+            AgentEvent::Notification {
+                kind: "SomethingNew".into(),
+                message: Some("hi".into())
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_and_model_events_are_activity() {
+        for name in [
+            "BeforeModel",
+            "AfterModel",
+            "BeforeToolSelection",
+            "SomeFutureEvent",
+        ] {
+            let t = translate(&base(name)).unwrap();
+            assert_eq!(
+                t.event,
+                AgentEvent::Activity {
+                    what: name.to_owned()
+                }
+            );
+            assert_eq!(t.known, name != "SomeFutureEvent");
+        }
+    }
+
+    #[test]
+    fn identity_fields_are_lenient() {
+        let t = translate(&with(
+            "AfterAgent",
+            json!({"pid": "4242", "tmux_pane": " %3 ", "cwd": "/w"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (t.pid, t.tmux_pane.as_deref(), t.cwd.as_deref()),
+            (Some(4242), Some("%3"), Some("/w"))
+        );
+        for bad_pid in [
+            json!(-1),
+            json!(0),
+            json!(null),
+            json!("x"),
+            json!(1u64 << 40),
+        ] {
+            let t = translate(&with("AfterAgent", json!({ "pid": bad_pid }))).unwrap();
+            assert_eq!(t.pid, None);
+        }
+        let t = translate(&with(
+            "BeforeTool",
+            json!({"tool_name": 5, "tool_input": "x"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            t.event,
+            AgentEvent::ToolStarted {
+                tool: "unknown".into(),
+                detail: None
+            }
+        );
+        let src = t.source(None, "gemini");
+        assert_eq!(src.harness.as_str(), "gemini");
+    }
+
+    #[test]
+    fn malformed_payloads_are_refused_with_a_reason() {
+        let cases = [
+            json!("just a string"),
+            json!([1, 2]),
+            json!({}),
+            json!({"session_id": "g"}),
+            json!({"hook_event_name": "AfterAgent"}),
+            json!({"session_id": "", "hook_event_name": "AfterAgent"}),
+            json!({"session_id": 7, "hook_event_name": "AfterAgent"}),
+            json!({"session_id": "g", "hook_event_name": null}),
+            json!({"session_id": "x".repeat(limits::ID + 1), "hook_event_name": "AfterAgent"}),
+        ];
+        for c in cases {
+            let e = translate(&c).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidMessage, "{c}");
+            assert!(!e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn long_and_multibyte_fields_are_cut_by_characters() {
+        let long = "é".repeat(10_000);
+        let t = translate(&with(
+            "BeforeTool",
+            json!({"tool_name": long, "tool_input": {"command": long}}),
+        ))
+        .unwrap();
+        let AgentEvent::ToolStarted { tool, detail } = t.event else {
+            panic!("{:?}", t.event)
+        };
+        assert_eq!(tool.chars().count(), limits::NAME);
+        assert_eq!(detail.unwrap().chars().count(), PREVIEW_CHARS);
+        let t = translate(&with(&long, json!({}))).unwrap();
+        assert_eq!(t.event_name.chars().count(), 64);
+        assert!(!t.known);
+    }
+}
