@@ -1,5 +1,6 @@
 //! The registry actor through its public handle: identity, re-keying, capacity, liveness,
 //! persistence and the change stream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use std::sync::Arc;
 use std::time::Duration;

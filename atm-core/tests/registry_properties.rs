@@ -6,6 +6,7 @@
 //!   last state-changing event that reached it;
 //! - the change stream, replayed by a subscriber, reproduces `list_sessions` exactly
 //!   (the same ids, the same states): what sinks show equals what the registry holds.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

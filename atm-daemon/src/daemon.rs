@@ -77,6 +77,37 @@ pub fn claim_runtime_dir(dir: &Path) -> anyhow::Result<RuntimeDirLock> {
     })
 }
 
+/// `$XDG_STATE_HOME/atm/atmd.pid`, for the published `atm` clients only: before connecting they
+/// check that this file names a live process, and otherwise try to start a daemon themselves.
+/// It is not our single-instance guard (that is the runtime-dir lock); it is removed on exit
+/// if it still names us.
+struct CompatPidFile {
+    path: PathBuf,
+}
+
+impl CompatPidFile {
+    fn write(state_dir: &Path) -> Option<Self> {
+        let path = state_dir.join("atmd.pid");
+        match std::fs::write(&path, format!("{}\n", std::process::id())) {
+            Ok(()) => Some(Self { path }),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot write the pid file that atm clients read");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for CompatPidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|c| c.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 pub fn runtime_dir(config: &Config) -> PathBuf {
     config
         .daemon
@@ -164,13 +195,32 @@ impl PluginSet {
     }
 }
 
+/// Raises the soft open-file limit to the hard limit: every client, hook and subscriber holds a
+/// descriptor, and the common soft default (1024) would make accept fail long before the
+/// configured client limits.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    raise_fd_limit();
     let runtime = runtime_dir(&config);
     let lock = claim_runtime_dir(&runtime)?;
     let state = state_dir(&config)?;
     std::fs::create_dir_all(&state)
         .with_context(|| format!("cannot create state dir {}", state.display()))?;
+    let pid_file = CompatPidFile::write(&state);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.source,
@@ -271,6 +321,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         p.stop(deadline).await;
     }
     info!("atmd stopped");
+    drop(pid_file);
     drop(lock);
     Ok(())
 }

@@ -11,10 +11,17 @@ pub mod supervisor;
 
 use adapter_claude_hooks as _;
 use adapter_claude_statusline as _;
+use adapter_codex as _;
+use adapter_gemini as _;
+use adapter_opencode as _;
+use adapter_pi as _;
 use adapter_proc_discovery as _;
 use sink_dbus as _;
 use sink_notify as _;
 use sink_socket as _;
+
+#[cfg(feature = "example-jsonl")]
+use atm_example_jsonl as _;
 
 /// Call from a binary or test that must see every plugin: referencing this function links this
 /// crate, and with it every plugin crate's registration.

@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use atm_daemon::{config, daemon};
 use clap::{Parser, Subcommand};
 
-
 #[derive(Parser)]
 #[command(
     name = "atmd",
@@ -30,6 +29,13 @@ struct Cli {
 enum Command {
     /// Run in the foreground (the default).
     Run,
+    /// Same as `run`. The published `atm` clients start a missing daemon with `atmd start -d`
+    /// (already in the background, so `-d` changes nothing).
+    #[command(hide = true)]
+    Start {
+        #[arg(short = 'd', long = "daemon")]
+        _detach: bool,
+    },
     /// Validate the config and exit (0 if valid).
     CheckConfig,
     /// List every compiled-in plugin with its description and sample config.
@@ -94,7 +100,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run => {
+        Command::Run | Command::Start { .. } => {
             let config = match config::load(&source) {
                 Ok(c) => c,
                 Err(e) => {

@@ -2,6 +2,7 @@
 //! `atm-hook` binary (as Claude Code runs it: JSON on stdin) into the real `atmd`, checked through
 //! the query socket. The fixtures and the expected states live beside the claude-hooks adapter
 //! (`adapters/claude-hooks/tests/fixtures/replay.json`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use std::io::Write;
 use std::path::PathBuf;

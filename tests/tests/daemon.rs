@@ -1,4 +1,5 @@
 //! The real `atmd` binary: its commands, signals, reload, single-instance lock and restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use std::time::Duration;
 

@@ -28,7 +28,14 @@ use crate::table::Shared;
 const MAX_CLIENT_ID: usize = 128;
 
 /// Serves one accepted (and peer-checked) connection until it ends.
-pub(crate) async fn serve(stream: UnixStream, shared: Arc<Shared>, stop: CancellationToken) {
+/// `handshaken` is set once the client has said hello: until then the accept loop may evict the
+/// connection to make room.
+pub(crate) async fn serve(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    handshaken: Arc<std::sync::atomic::AtomicBool>,
+) {
     let conn = shared.new_connection_id();
     let (read, write) = stream.into_split();
     let outbox = Arc::new(Outbox::new(shared.config.queue_capacity));
@@ -40,6 +47,7 @@ pub(crate) async fn serve(stream: UnixStream, shared: Arc<Shared>, stop: Cancell
     ));
     let mut reader = Reader {
         conn,
+        handshaken,
         frames: FramedRead::new(read, line_codec()),
         outbox: outbox.clone(),
         shared: shared.clone(),
@@ -61,6 +69,7 @@ pub(crate) async fn serve(stream: UnixStream, shared: Arc<Shared>, stop: Cancell
 
 struct Reader {
     conn: u64,
+    handshaken: Arc<std::sync::atomic::AtomicBool>,
     frames: FramedRead<OwnedReadHalf, tokio_util::codec::AnyDelimiterCodec>,
     outbox: Arc<Outbox>,
     shared: Arc<Shared>,
@@ -83,6 +92,8 @@ impl Reader {
         if !first {
             return;
         }
+        self.handshaken
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         while let Next::Line(line) = self.next_line().await {
             match decode_line(&line) {
                 Ok(raw) => {

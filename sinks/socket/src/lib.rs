@@ -32,7 +32,7 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use atm_core::async_trait;
 
@@ -191,6 +191,45 @@ impl OutputSink for SocketSink {
     }
 }
 
+/// How long a new connection waits for an evicted one to release its place.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
+/// Connections that have not completed the handshake, oldest first: the ones evicted when the
+/// client limit is reached. Bounded: finished and handshaken entries are pruned as it grows.
+#[derive(Default)]
+struct PendingHandshakes {
+    queue: std::collections::VecDeque<(CancellationToken, Arc<std::sync::atomic::AtomicBool>)>,
+}
+
+impl PendingHandshakes {
+    fn track(
+        &mut self,
+        stop: &CancellationToken,
+        max: usize,
+    ) -> Arc<std::sync::atomic::AtomicBool> {
+        if self.queue.len() >= max {
+            self.queue.retain(|(t, done)| {
+                !t.is_cancelled() && !done.load(std::sync::atomic::Ordering::Relaxed)
+            });
+        }
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.queue.push_back((stop.clone(), done.clone()));
+        done
+    }
+
+    /// Closes the oldest connection still waiting for its handshake; false if there is none.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((token, done)) = self.queue.pop_front() {
+            if !token.is_cancelled() && !done.load(std::sync::atomic::Ordering::Relaxed) {
+                debug!("client limit reached: closing the oldest connection that never said hello");
+                token.cancel();
+                return true;
+            }
+        }
+        false
+    }
+}
+
 async fn accept_loop(
     listener: UnixListener,
     shared: Arc<Shared>,
@@ -198,6 +237,7 @@ async fn accept_loop(
     connections: &TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(shared.config.max_clients));
+    let mut pending = PendingHandshakes::default();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -215,7 +255,19 @@ async fn accept_loop(
         if check_peer(&stream, "query").is_none() {
             continue;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            // Full: a connection that never said hello yields its place to this one, so idle
+            // or abandoned connections can never lock real clients out.
+            Err(_) if pending.evict_oldest() => {
+                tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
             let line = ServerMessage::error(&WireError::new(
                 ErrorCode::TooManyClients,
                 format!(
@@ -233,8 +285,9 @@ async fn accept_loop(
         };
         let shared = shared.clone();
         let conn_stop = stop.child_token();
+        let handshaken = pending.track(&conn_stop, shared.config.max_clients);
         connections.spawn(async move {
-            connection::serve(stream, shared, conn_stop).await;
+            connection::serve(stream, shared, conn_stop, handshaken).await;
             drop(permit);
         });
     }
