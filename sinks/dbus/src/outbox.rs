@@ -98,7 +98,8 @@ impl Outbox {
     pub fn push(&self, event: SessionEvent) {
         // A re-key is sent as removed(old id) + added(new id) for the same key. The object keeps
         // its path and only its `Id` changes, which the `Added` that follows carries.
-        if matches!(&event.change, SessionChange::Removed { reason } if reason == atm_core::registry::REKEYED) {
+        if matches!(&event.change, SessionChange::Removed { reason } if reason == atm_core::registry::REKEYED)
+        {
             return;
         }
         {
