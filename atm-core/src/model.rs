@@ -220,6 +220,7 @@ pub struct UsageUpdate {
     pub output_tokens: Option<u64>,
     pub rate_limits: Option<RateLimits>,
     pub cwd: Option<String>,
+    /// Git facts; `Some("")` clears the known value (the cwd is no longer in a repository).
     pub project_root: Option<String>,
     pub worktree_path: Option<String>,
     pub branch: Option<String>,
@@ -276,6 +277,10 @@ pub struct Session {
     pub rss_bytes: Option<u64>,
     /// Which adapter saw this session first (`claude-hooks`, `proc-discovery`, ...).
     pub source: String,
+    /// True once an agent event (a hook) has set the state. Until then, what discovery reads
+    /// from the agent itself (its sessions file) drives the state.
+    #[serde(default)]
+    pub hooked: bool,
 }
 
 impl Session {
@@ -314,7 +319,31 @@ impl Session {
             cpu_percent: None,
             rss_bytes: None,
             source: source.to_owned(),
+            hooked: false,
         }
+    }
+
+    /// Sets the state from a hint that carries no reason (discovery reading the agent's own
+    /// status), keeping the rule that attention states always have an attention.
+    pub fn apply_state_hint(&mut self, state: AgentState, now: DateTime<Utc>) {
+        if state == self.state {
+            return;
+        }
+        self.state = state;
+        self.state_since = now;
+        self.attention = match state {
+            AgentState::NeedsPermission => Some(Attention {
+                reason: "permission".to_owned(),
+                tool: None,
+                detail: None,
+            }),
+            AgentState::NeedsInput => Some(Attention {
+                reason: "input".to_owned(),
+                tool: None,
+                detail: None,
+            }),
+            _ => None,
+        };
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -361,9 +390,17 @@ impl Session {
             }
         }
         set_opt(&mut self.cwd, &u.cwd);
-        set_opt(&mut self.git.project_root, &u.project_root);
-        set_opt(&mut self.git.worktree_path, &u.worktree_path);
-        set_opt(&mut self.git.branch, &u.branch);
+        // Git facts: an empty string clears (the cwd left the repository).
+        fn set_git(slot: &mut Option<String>, v: &Option<String>) {
+            match v.as_deref() {
+                None => {}
+                Some("") => *slot = None,
+                Some(x) => *slot = Some(x.to_owned()),
+            }
+        }
+        set_git(&mut self.git.project_root, &u.project_root);
+        set_git(&mut self.git.worktree_path, &u.worktree_path);
+        set_git(&mut self.git.branch, &u.branch);
         set_opt(
             &mut self.cpu_percent,
             &u.cpu_percent.filter(|c| c.is_finite() && *c >= 0.0),

@@ -712,7 +712,7 @@ impl Actor {
                 let now = Utc::now();
                 let mut s = Session::new(key, id, Some(found.process), &found.adapter, now);
                 if let Some(state) = found.state_hint {
-                    s.state = state;
+                    s.apply_state_hint(state, now);
                 }
                 s.cwd = found.cwd.clone();
                 s.tmux_pane = found.tmux_pane.clone();
@@ -737,6 +737,12 @@ impl Actor {
         };
         let before = entry.session.clone();
         let s = Arc::make_mut(&mut entry.session);
+        // Without hooks, the agent's own status (read by discovery) is all we know.
+        if !s.hooked
+            && let Some(state) = found.state_hint
+        {
+            s.apply_state_hint(state, Utc::now());
+        }
         if found.cwd.is_some() {
             s.cwd.clone_from(&found.cwd);
         }
@@ -888,6 +894,9 @@ fn apply_to(
     let outcome = transition(s.state, event, from_subagent);
     if outcome == Outcome::End {
         return outcome;
+    }
+    if !matches!(event, AgentEvent::UsageUpdated(_)) {
+        s.hooked = true;
     }
     if let Outcome::Enter { state, attention } = &outcome {
         if *state != s.state {

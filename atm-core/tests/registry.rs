@@ -651,3 +651,102 @@ async fn many_handles_concurrently_one_owner() {
     assert_eq!(ids.len(), 80);
     let _ = Arc::strong_count(&snap.sessions[0]);
 }
+
+#[tokio::test]
+async fn without_hooks_the_agents_own_status_drives_the_state() {
+    let r = start(config()).await;
+    let child = Child::spawn();
+    let found = |hint: AgentState| Discovered {
+        harness: Harness::claude(),
+        process: child.1,
+        session_id: Some(SessionId::new("nohooks")),
+        cwd: None,
+        tmux_pane: None,
+        state_hint: Some(hint),
+        usage: UsageUpdate::default(),
+        adapter: "proc-discovery".into(),
+    };
+    r.register_discovered(found(AgentState::Working))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_session("nohooks").await.unwrap().state,
+        AgentState::Working
+    );
+    r.register_discovered(found(AgentState::NeedsPermission))
+        .await
+        .unwrap();
+    let s = r.get_session("nohooks").await.unwrap();
+    assert_eq!(s.state, AgentState::NeedsPermission);
+    assert_eq!(
+        s.attention.as_ref().map(|a| a.reason.as_str()),
+        Some("permission")
+    );
+    r.register_discovered(found(AgentState::Idle))
+        .await
+        .unwrap();
+    let s = r.get_session("nohooks").await.unwrap();
+    assert_eq!(s.state, AgentState::Idle);
+    assert!(s.attention.is_none());
+    // A status line is not a hook: hints still apply after it.
+    r.update_usage(
+        src("nohooks", Some(child.1)),
+        UsageUpdate {
+            cost_usd: Some(1.0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    r.register_discovered(found(AgentState::Working))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_session("nohooks").await.unwrap().state,
+        AgentState::Working
+    );
+    // Once hooks speak, they are the authority.
+    apply(&r, src("nohooks", Some(child.1)), AgentEvent::TurnFinished).await;
+    r.register_discovered(found(AgentState::Working))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_session("nohooks").await.unwrap().state,
+        AgentState::Idle
+    );
+}
+
+#[tokio::test]
+async fn git_facts_clear_when_the_cwd_leaves_the_repository() {
+    let r = start(config()).await;
+    let set = |root: &str, branch: &str| UsageUpdate {
+        project_root: Some(root.into()),
+        branch: Some(branch.into()),
+        ..Default::default()
+    };
+    r.update_usage(src("g", None), set("/src/app", "main"))
+        .await
+        .unwrap();
+    let s = r.get_session("g").await.unwrap();
+    assert_eq!(s.git.branch.as_deref(), Some("main"));
+    // Absent: unchanged.
+    r.update_usage(src("g", None), UsageUpdate::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_session("g")
+            .await
+            .unwrap()
+            .git
+            .project_root
+            .as_deref(),
+        Some("/src/app")
+    );
+    // Empty: cleared.
+    r.update_usage(src("g", None), set("", "")).await.unwrap();
+    let s = r.get_session("g").await.unwrap();
+    assert_eq!(
+        (s.git.project_root.as_deref(), s.git.branch.as_deref()),
+        (None, None)
+    );
+}

@@ -488,9 +488,17 @@ impl Scanner {
             ..UsageUpdate::default()
         };
         if let Some(g) = git_facts {
-            usage.project_root = g.project_root;
-            usage.worktree_path = g.worktree_path;
-            usage.branch = g.branch;
+            if g.project_root.is_none() {
+                // Outside any repository: clear what an earlier cwd left behind (an empty
+                // string clears; `None` would mean "unchanged").
+                usage.project_root = Some(String::new());
+                usage.worktree_path = Some(String::new());
+                usage.branch = Some(String::new());
+            } else {
+                usage.project_root = g.project_root;
+                usage.worktree_path = g.worktree_path;
+                usage.branch = g.branch;
+            }
         }
         Some(Discovered {
             harness: agent.harness.clone(),
