@@ -14,8 +14,18 @@
 //! - **Cheap**: std, serde_json and a few raw syscalls; no async runtime, no config file. The
 //!   event is forwarded as one protocol-v1 line on a fresh connection to the ingest socket.
 //!
-//! Input larger than [`MAX_INPUT`] is read to its end and discarded: sending a truncated document
-//! would be worse than sending nothing, and draining lets the writer finish cleanly.
+//! Other agents use the same binary: `--agent NAME` routes the event to that agent's adapter
+//! (`hook_event:NAME`) and picks how the agent's process is recognised among the ancestors
+//! ([`AgentKind`]); `--notify` takes the JSON from the last argument instead of stdin (Codex's
+//! `notify` program contract). Gemini CLI shows a hook's stderr to the user, so atm-hook writes
+//! nothing on stderr either (the binary silences even the panic message).
+//!
+//! Fields no adapter reads but that can be huge (tool output, model requests and responses,
+//! whole transcripts: [`STRIPPED_FIELDS`]) are removed from the parsed event before the size
+//! check, so a big tool result does not cost the whole event. That is why stdin may bring up to
+//! [`MAX_RAW_INPUT`]; what is still over [`MAX_INPUT`] after stripping is dropped. Input larger
+//! than [`MAX_RAW_INPUT`] is read to its end and discarded: sending a truncated document would be
+//! worse than sending nothing, and draining lets the writer finish cleanly.
 //!
 //! `atm-hook statusline [-- CMD ...]` forwards the status-line JSON the same way (`status_update`)
 //! and then prints the status line: the user's own command's output (same stdin, stdout passed
@@ -24,7 +34,7 @@
 //! the message carry `"want_reply": true` (top level) and wait, within the budget, for the
 //! daemon's `{"type":"session_updated","session":{...}}`. It never prints a blank line.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -39,9 +49,23 @@ pub const BUDGET: Duration = Duration::from_millis(50);
 /// Longest time to wait for the caller to finish writing stdin. Claude writes the whole event at
 /// once and closes the pipe; this only keeps a misbehaving caller (or a terminal) from hanging us.
 pub const STDIN_WAIT: Duration = Duration::from_secs(1);
-/// Largest input forwarded; the daemon refuses longer lines anyway.
+/// Largest line forwarded; the daemon refuses longer lines anyway.
 pub const MAX_INPUT: usize = atm_core::protocol::MAX_LINE;
-/// How many ancestors to inspect when looking for the agent process (hook -> shell -> claude is
+/// Largest input read: an event over [`MAX_INPUT`] may fit once [`STRIPPED_FIELDS`] are gone.
+/// Bounded so that a runaway tool output cannot make the hook hold more than a few times this.
+pub const MAX_RAW_INPUT: usize = 8 * MAX_INPUT;
+/// Event fields removed before forwarding: none of the adapters reads them (checked against
+/// claude-hooks, codex and gemini) and each can be megabytes. `tool_response` keeps its `error`
+/// (Gemini's failed-tool signal); the rest go whole.
+pub const STRIPPED_FIELDS: &[&str] = &[
+    "tool_response",
+    "prompt_response",
+    "llm_request",
+    "llm_response",
+    "input-messages",
+    "last-assistant-message",
+];
+/// How many ancestors to inspect when looking for the agent process (hook -> shell -> agent is
 /// two; wrappers such as `npx` or `env` add a few).
 const MAX_ANCESTORS: usize = 8;
 /// Shown when the status line has nothing else to show: never leave Claude's line blank.
@@ -59,14 +83,19 @@ pub struct HookArgs {
     pub statusline: bool,
     /// Everything after `--` in status-line mode: the user's own status-line command.
     pub user_command: Vec<OsString>,
+    /// `--notify`: the event is the last argument, not stdin (Codex's `notify` program gets
+    /// its JSON appended to the configured command). Empty when no argument followed.
+    pub notify: Option<Vec<u8>>,
 }
 
 impl HookArgs {
-    /// Parses `[--agent NAME] [statusline [--agent NAME] [-- CMD ...]]`. Unknown arguments are
-    /// ignored: a hook must not fail because its command line has a typo.
+    /// Parses `[--agent NAME] [statusline [--agent NAME] [-- CMD ...]]` or
+    /// `[--agent NAME] --notify JSON`. Unknown arguments are ignored: a hook must not fail
+    /// because its command line has a typo.
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Self {
         let mut out = Self::default();
         let mut args = args.into_iter();
+        let mut last = None;
         while let Some(arg) = args.next() {
             if arg == "--" {
                 out.user_command = args.collect();
@@ -74,11 +103,20 @@ impl HookArgs {
             }
             if arg == "statusline" {
                 out.statusline = true;
+            } else if arg == "--notify" {
+                out.notify = Some(Vec::new());
             } else if arg == "--agent" {
                 out.agent = args.next().and_then(|a| a.into_string().ok());
             } else if let Some(name) = arg.to_str().and_then(|a| a.strip_prefix("--agent=")) {
                 out.agent = Some(name.to_owned());
             }
+            last = Some(arg);
+        }
+        // The payload is whatever came last, wherever `--notify` stood: Codex appends it.
+        if let Some(payload) = out.notify.as_mut()
+            && let Some(last) = last.filter(|a| a != "--notify")
+        {
+            *payload = last.into_encoded_bytes();
         }
         // Claude is the default route; naming it explicitly must not change the route.
         if out
@@ -90,6 +128,8 @@ impl HookArgs {
         }
         if !out.statusline {
             out.user_command.clear();
+        } else {
+            out.notify = None;
         }
         out
     }
@@ -163,9 +203,17 @@ fn remaining(deadline: Instant) -> Option<Duration> {
 /// Runs `atm-hook` with these arguments and this stdin; the binary's `main` is just this.
 /// Never fails: every error ends in silence (hook mode) or in the default line (status line).
 pub fn run(args: HookArgs, stdin: impl Read + AsFd, stdout: &mut impl Write) {
-    let input = read_input(stdin, MAX_INPUT, STDIN_WAIT);
-    let deadline = Instant::now() + BUDGET;
     let socket = atm_core::paths::hooks_socket();
+    if let Some(payload) = &args.notify {
+        // Stdin is not ours to read here: Codex may leave it at a terminal.
+        let deadline = Instant::now() + BUDGET;
+        if let Some(line) = event_line("hook_event", payload, args.agent.as_deref(), false) {
+            let _ = send(&socket, &line, deadline, false);
+        }
+        return;
+    }
+    let input = read_input(stdin, MAX_RAW_INPUT, STDIN_WAIT);
+    let deadline = Instant::now() + BUDGET;
     if args.statusline {
         run_statusline(&args, input, &socket, deadline, stdout);
     } else if let Input::Complete(bytes) = input
@@ -175,8 +223,9 @@ pub fn run(args: HookArgs, stdin: impl Read + AsFd, stdout: &mut impl Write) {
     }
 }
 
-/// Builds the protocol-v1 line for `input` (a JSON object), adding `pid` and `tmux_pane` to it.
-/// `None` when the input is not a JSON object or the line would exceed the daemon's limit.
+/// Builds the protocol-v1 line for `input` (a JSON object), without [`STRIPPED_FIELDS`] and with
+/// `pid` and `tmux_pane` added. `None` when the input is not a JSON object or the line would
+/// still exceed the daemon's limit.
 pub fn event_line(
     kind: &str,
     input: &[u8],
@@ -184,7 +233,9 @@ pub fn event_line(
     want_reply: bool,
 ) -> Option<Vec<u8>> {
     let mut data: Map<String, Value> = serde_json::from_slice(input).ok()?;
-    let pid = find_agent_pid(Path::new("/proc"), parent_pid()?);
+    strip_large_fields(&mut data);
+    let kind_of_agent = AgentKind::from_name(agent);
+    let pid = find_agent_pid(Path::new("/proc"), parent_pid()?, kind_of_agent);
     data.insert("pid".to_owned(), Value::from(pid));
     if let Some(pane) = std::env::var_os("TMUX_PANE").and_then(|p| p.into_string().ok()) {
         data.insert("tmux_pane".to_owned(), Value::String(pane));
@@ -201,29 +252,87 @@ pub fn event_line(
     (line.len() <= MAX_INPUT).then_some(line)
 }
 
+/// Removes [`STRIPPED_FIELDS`] from an event, keeping `tool_response.error` when it is set.
+pub fn strip_large_fields(data: &mut Map<String, Value>) {
+    for field in STRIPPED_FIELDS {
+        let Some(value) = data.remove(*field) else {
+            continue;
+        };
+        if *field == "tool_response"
+            && let Value::Object(mut response) = value
+            && let Some(error) = response.remove("error").filter(|e| !e.is_null())
+        {
+            let mut kept = Map::new();
+            kept.insert("error".to_owned(), error);
+            data.insert((*field).to_owned(), Value::Object(kept));
+        }
+    }
+}
+
 fn parent_pid() -> Option<u32> {
     rustix::process::getppid().and_then(|p| u32::try_from(p.as_raw_nonzero().get()).ok())
 }
 
-/// The agent process among the ancestors of the hook, starting at `parent`: the first whose
-/// name or executable is `claude`, or a `node` whose command line mentions claude (npm
-/// installs). Falls back to `parent` (Claude may exec the hook directly, or run under a name we
-/// do not know).
-pub fn find_agent_pid(proc_root: &Path, parent: u32) -> u32 {
+/// Which agent runs the hook, so that its process can be recognised among the ancestors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKind {
+    /// `claude`, or `node` running Claude Code's `cli.js` (npm installs).
+    Claude,
+    /// A program whose name starts with `codex` (the npm launcher starts a native binary such
+    /// as `codex-x86_64-unknown-linux-musl`), or `node` running codex.
+    Codex,
+    /// `gemini`, or `node` running Gemini CLI (its usual form).
+    Gemini,
+    /// An agent atm-hook has no rule for: only the fallback applies.
+    Other,
+}
+
+impl AgentKind {
+    /// The kind for `--agent NAME` (`None`: Claude, the default route).
+    pub fn from_name(agent: Option<&str>) -> Self {
+        match agent {
+            None | Some("claude") => Self::Claude,
+            Some("codex") => Self::Codex,
+            Some("gemini") => Self::Gemini,
+            Some(_) => Self::Other,
+        }
+    }
+
+    /// The name its processes carry: what `comm`, the executable or node's command line shows.
+    fn program(self) -> Option<&'static [u8]> {
+        match self {
+            Self::Claude => Some(b"claude"),
+            Self::Codex => Some(b"codex"),
+            Self::Gemini => Some(b"gemini"),
+            Self::Other => None,
+        }
+    }
+}
+
+/// The agent process among the ancestors of the hook, starting at `parent`: the first that
+/// [`AgentKind`] recognises. Without one, the parent, except that transient shells (`sh -c`
+/// and the like, which the agent starts to run the hook command and which exit with it) are
+/// skipped: the registry watches this PID and would drop the session as soon as it exits.
+pub fn find_agent_pid(proc_root: &Path, parent: u32, agent: AgentKind) -> u32 {
     let mut pid = parent;
+    // The fallback: the first ancestor that is not a transient shell, once one is seen.
+    let mut fallback = None;
     for _ in 0..MAX_ANCESTORS {
         let Some((comm, ppid)) = read_stat(proc_root, pid) else {
             break;
         };
-        if is_agent(proc_root, pid, &comm) {
+        if is_agent(proc_root, pid, &comm, agent) {
             return pid;
+        }
+        if fallback.is_none() && !is_transient_shell(proc_root, pid, &comm) {
+            fallback = Some(pid);
         }
         if ppid <= 1 {
             break;
         }
         pid = ppid;
     }
-    parent
+    fallback.unwrap_or(parent)
 }
 
 /// `(comm, ppid)` from `/proc/<pid>/stat`. The name sits in parentheses and may itself contain
@@ -238,18 +347,48 @@ fn read_stat(proc_root: &Path, pid: u32) -> Option<(Vec<u8>, u32)> {
     Some((comm, ppid))
 }
 
-fn is_agent(proc_root: &Path, pid: u32, comm: &[u8]) -> bool {
-    if comm == b"claude" {
+fn is_agent(proc_root: &Path, pid: u32, comm: &[u8], agent: AgentKind) -> bool {
+    let Some(name) = agent.program() else {
+        return false;
+    };
+    // Codex's native binaries carry a target suffix; Claude and Gemini are matched exactly.
+    let matches = |candidate: &[u8]| {
+        if agent == AgentKind::Codex {
+            candidate.starts_with(name)
+        } else {
+            candidate == name
+        }
+    };
+    if matches(comm) {
         return true;
     }
     let dir = proc_root.join(pid.to_string());
     if comm == b"node" {
-        // npm installs: `node .../@anthropic-ai/claude-code/cli.js`.
-        return std::fs::read(dir.join("cmdline"))
-            .is_ok_and(|c| c.windows(6).any(|w| w.eq_ignore_ascii_case(b"claude")));
+        // npm installs: `node .../@anthropic-ai/claude-code/cli.js`, `node .../bin/gemini`.
+        return read_cmdline(&dir)
+            .is_some_and(|c| c.windows(name.len()).any(|w| w.eq_ignore_ascii_case(name)));
     }
-    std::fs::read_link(dir.join("exe"))
-        .is_ok_and(|exe| exe.file_name() == Some(OsStr::new("claude")))
+    std::fs::read_link(dir.join("exe")).is_ok_and(|exe| {
+        exe.file_name()
+            .is_some_and(|n| matches(n.as_encoded_bytes()))
+    })
+}
+
+fn read_cmdline(dir: &Path) -> Option<Vec<u8>> {
+    std::fs::read(dir.join("cmdline")).ok()
+}
+
+/// A shell running a command string (`sh -c ...`): what agents start to run a hook command.
+/// An interactive shell (no `-c`) is where a person ran the hook by hand, so it is kept.
+fn is_transient_shell(proc_root: &Path, pid: u32, comm: &[u8]) -> bool {
+    if !matches!(comm, b"sh" | b"bash" | b"dash" | b"zsh") {
+        return false;
+    }
+    read_cmdline(&proc_root.join(pid.to_string())).is_some_and(|c| {
+        c.split(|&b| b == 0)
+            .skip(1)
+            .any(|arg| arg.starts_with(b"-") && !arg.starts_with(b"--") && arg.contains(&b'c'))
+    })
 }
 
 /// Sends `line` on a fresh connection to `socket` within `deadline`; with `want_reply`, returns
@@ -506,6 +645,46 @@ mod tests {
         assert!(junk.statusline && junk.user_command.is_empty());
         // `--` outside status-line mode carries nothing.
         assert!(HookArgs::parse(os(&["--", "rm"])).user_command.is_empty());
+        // Notify: the payload is the last argument, wherever `--notify` stands.
+        let n = HookArgs::parse(os(&["--agent", "codex", "--notify", r#"{"type":"x"}"#]));
+        assert_eq!(n.agent.as_deref(), Some("codex"));
+        assert_eq!(n.notify.as_deref(), Some(&br#"{"type":"x"}"#[..]));
+        let n = HookArgs::parse(os(&["--notify", "--agent", "codex", "{}"]));
+        assert_eq!(n.notify.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(
+            HookArgs::parse(os(&["--notify"])).notify.as_deref(),
+            Some(&b""[..])
+        );
+        assert_eq!(HookArgs::parse(os(&["{}"])).notify, None);
+        assert_eq!(
+            HookArgs::parse(os(&["statusline", "--notify"])).notify,
+            None
+        );
+    }
+
+    #[test]
+    fn strips_large_fields_keeping_the_tool_error() {
+        let mut data = json!({
+            "session_id": "s",
+            "tool_input": {"command": "ls"},
+            "tool_response": {"llmContent": "x".repeat(100), "error": "ENOENT"},
+            "prompt_response": "long answer",
+            "llm_request": {"messages": []},
+            "llm_response": {"candidates": []},
+            "input-messages": ["a"],
+            "last-assistant-message": "b"
+        });
+        strip_large_fields(data.as_object_mut().unwrap());
+        assert_eq!(
+            data,
+            json!({"session_id": "s", "tool_input": {"command": "ls"},
+                "tool_response": {"error": "ENOENT"}})
+        );
+        for response in [json!({"error": null, "x": 1}), json!("text"), json!({})] {
+            let mut data = json!({"session_id": "s", "tool_response": response});
+            strip_large_fields(data.as_object_mut().unwrap());
+            assert_eq!(data, json!({"session_id": "s"}));
+        }
     }
 
     #[test]
@@ -564,19 +743,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn finds_claude_among_fake_ancestors() {
+    fn fake_proc() -> (tempfile::TempDir, impl Fn(u32, &str, u32, &[u8])) {
         let root = tempfile::tempdir().unwrap();
-        let proc_entry = |pid: u32, comm: &str, ppid: u32, cmdline: &[u8]| {
-            let d = root.path().join(pid.to_string());
+        let base = root.path().to_owned();
+        let entry = move |pid: u32, comm: &str, ppid: u32, cmdline: &[u8]| {
+            let d = base.join(pid.to_string());
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("stat"), format!("{pid} ({comm}) S {ppid} 1 1 0 -1")).unwrap();
             std::fs::write(d.join("cmdline"), cmdline).unwrap();
         };
+        (root, entry)
+    }
+
+    #[test]
+    fn finds_claude_among_fake_ancestors() {
+        let (root, proc_entry) = fake_proc();
+        let find = |pid| find_agent_pid(root.path(), pid, AgentKind::Claude);
         proc_entry(100, "sh", 90, b"sh\0-c\0atm-hook\0");
         proc_entry(90, "claude", 80, b"claude\0");
         proc_entry(80, "bash", 1, b"bash\0");
-        assert_eq!(find_agent_pid(root.path(), 100), 90);
+        assert_eq!(find(100), 90);
         // npm install: node running claude's cli.js, behind a shell whose name has a `) `.
         proc_entry(200, "we ird) x", 190, b"sh\0");
         proc_entry(
@@ -585,17 +771,66 @@ mod tests {
             1,
             b"node\0/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js\0",
         );
-        assert_eq!(find_agent_pid(root.path(), 200), 190);
-        // Plain node and no claude anywhere: the parent.
-        proc_entry(300, "sh", 290, b"sh\0");
+        assert_eq!(find(200), 190);
+        // Plain node and no claude anywhere: the transient `sh -c` is skipped for its parent.
+        proc_entry(300, "sh", 290, b"sh\0-c\0atm-hook\0");
         proc_entry(290, "node", 1, b"node\0server.js\0");
-        assert_eq!(find_agent_pid(root.path(), 300), 300);
+        assert_eq!(find(300), 290);
+        // An interactive shell (someone ran the hook by hand) is kept.
+        proc_entry(350, "bash", 340, b"-bash\0");
+        proc_entry(340, "sshd", 1, b"sshd\0");
+        assert_eq!(find(350), 350);
         // Missing or garbage stat: the parent.
-        assert_eq!(find_agent_pid(root.path(), 999), 999);
+        assert_eq!(find(999), 999);
         let d = root.path().join("400");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("stat"), b"\xff garbage").unwrap();
-        assert_eq!(find_agent_pid(root.path(), 400), 400);
+        assert_eq!(find(400), 400);
+    }
+
+    #[test]
+    fn finds_codex_and_gemini_among_fake_ancestors() {
+        let (root, proc_entry) = fake_proc();
+        // npm Codex: node launcher -> native binary (comm cut to 15 bytes) -> sh -c -> hook.
+        proc_entry(100, "sh", 90, b"sh\0-c\0atm-hook --agent codex\0");
+        proc_entry(
+            90,
+            "codex-x86_64-un",
+            80,
+            b"/usr/lib/codex-x86_64-unknown-linux-musl\0",
+        );
+        proc_entry(
+            80,
+            "node",
+            70,
+            b"node\0/usr/lib/node_modules/@openai/codex/bin/codex.js\0",
+        );
+        proc_entry(70, "bash", 1, b"bash\0");
+        assert_eq!(find_agent_pid(root.path(), 100, AgentKind::Codex), 90);
+        // The same chain is no Claude: skip the shell, take the native binary as the fallback.
+        assert_eq!(find_agent_pid(root.path(), 100, AgentKind::Claude), 90);
+        // Codex running notify directly, under node only.
+        assert_eq!(find_agent_pid(root.path(), 80, AgentKind::Codex), 80);
+
+        // Gemini: node re-launched by node, hook behind `bash -c`.
+        proc_entry(200, "bash", 190, b"bash\0-c\0atm-hook --agent gemini\0");
+        proc_entry(
+            190,
+            "node",
+            180,
+            b"node\0--max-old-space-size=8192\0/usr/bin/gemini\0",
+        );
+        proc_entry(180, "node", 1, b"node\0/usr/bin/gemini\0");
+        assert_eq!(find_agent_pid(root.path(), 200, AgentKind::Gemini), 190);
+        proc_entry(300, "gemini", 1, b"gemini\0");
+        assert_eq!(find_agent_pid(root.path(), 300, AgentKind::Gemini), 300);
+        // Node running something else is not Gemini; an unknown agent gets the fallback only.
+        proc_entry(400, "sh", 390, b"sh\0-c\0x\0");
+        proc_entry(390, "node", 1, b"node\0server.js\0");
+        assert_eq!(find_agent_pid(root.path(), 400, AgentKind::Gemini), 390);
+        assert_eq!(find_agent_pid(root.path(), 100, AgentKind::Other), 90);
+        assert_eq!(AgentKind::from_name(Some("pi")), AgentKind::Other);
+        assert_eq!(AgentKind::from_name(None), AgentKind::Claude);
     }
 
     #[test]

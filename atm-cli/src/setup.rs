@@ -3,19 +3,27 @@
 //! Users keep hand-written settings files, so the edit is conservative by construction:
 //!
 //! - the merge is a pure function from the parsed settings to new settings ([`claude::install`],
-//!   [`claude::uninstall`]), so it can be property-tested without touching files;
-//! - everything else in the file survives, in its order (serde_json's `preserve_order`);
-//! - a file we cannot read as JSON is reported (line and column) and never rewritten;
+//!   [`claude::uninstall`], and the same in [`codex`] and [`gemini`]), so it can be
+//!   property-tested without touching files;
+//! - everything else in the file survives, in its order (serde_json's `preserve_order` for
+//!   JSON; `toml_edit` keeps Codex's TOML comments and layout too);
+//! - a file we cannot read is reported (line and column) and never rewritten; so is a JSON file
+//!   with comments (Gemini allows them), which a rewrite would lose;
 //! - a real change is written atomically (temp file, fsync, rename, same mode) after a
 //!   timestamped backup; no change writes nothing; `--dry-run` prints the diff instead.
 //!
-//! The file handling lives in [`file`], the agent-specific merge in one module per agent.
+//! The file handling lives in [`file`], what the agents share (hook lists, the atm-hook
+//! command, the diff-or-write flow) in [`hooks`], the agent-specific merge in one module per
+//! agent.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub mod claude;
+pub mod codex;
 pub mod file;
+pub mod gemini;
+pub mod hooks;
 
 /// Agents `atmctl setup` knows.
 #[derive(Debug, clap::Subcommand)]
@@ -23,12 +31,19 @@ pub enum SetupCommand {
     /// Claude Code: hooks for every event atm uses, and the status line (wrapping yours) in
     /// settings.json.
     Claude(claude::ClaudeArgs),
+    /// Codex CLI: the `notify` program and `[features] codex_hooks` in config.toml, and hooks
+    /// for every event atm uses in hooks.json.
+    Codex(codex::CodexArgs),
+    /// Gemini CLI: hooks for every event atm uses in settings.json.
+    Gemini(gemini::GeminiArgs),
 }
 
 /// Runs one `atmctl setup` command.
 pub fn run(command: SetupCommand) -> anyhow::Result<ExitCode> {
     match command {
         SetupCommand::Claude(args) => claude::run(&args),
+        SetupCommand::Codex(args) => codex::run(&args),
+        SetupCommand::Gemini(args) => gemini::run(&args),
     }
 }
 
@@ -57,6 +72,30 @@ pub enum SetupError {
         column: usize,
         message: String,
     },
+    #[error(
+        "{path}:{line}:{column}: not valid TOML: {message}; fix it and run again (nothing was changed)"
+    )]
+    MalformedToml {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(
+        "{path}:{line}:{column}: the file has comments, which atmctl cannot keep when it rewrites JSON; \
+         remove them, or add the hooks by hand (see `--dry-run` on a copy without comments); nothing was changed"
+    )]
+    Comments {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    #[error(
+        "{path}: `notify` already runs {existing}; Codex runs only one notify program. Keep yours \
+         (and call `atm-hook --agent codex --notify \"$1\"` from it), or pass --force to replace it \
+         (--uninstall puts it back); nothing was changed"
+    )]
+    NotifyTaken { path: PathBuf, existing: String },
     #[error("{path}: {shape}; fix it by hand and run again (nothing was changed)")]
     Shape { path: PathBuf, shape: ShapeError },
     #[error("cannot back up {path} to {backup}: {source}")]
@@ -72,10 +111,8 @@ pub enum SetupError {
     },
     #[error("{path} changed while atmctl was editing it (another program wrote it); run again")]
     ChangedMeanwhile { path: PathBuf },
-    #[error(
-        "cannot find the settings directory: set CLAUDE_CONFIG_DIR or HOME, or pass --config-dir"
-    )]
-    NoConfigDir,
+    #[error("cannot find the settings directory: set {variable} or HOME, or pass --config-dir")]
+    NoConfigDir { variable: &'static str },
 }
 
 /// A settings document whose shape the merge cannot work with (found by the pure functions,

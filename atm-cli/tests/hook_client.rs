@@ -230,11 +230,14 @@ fn daemon_down_is_silent_and_quick() {
     );
 }
 
-/// A valid event of about 900 KiB: under the 1 MiB cap, over any socket buffer.
+/// A valid event of about 900 KiB: under the 1 MiB cap, over any socket buffer. The blob is in
+/// `tool_input`, which atm-hook forwards (a big `tool_response` would be stripped).
 fn big_event() -> Vec<u8> {
     let blob = "x".repeat(900 * 1024);
-    format!(r#"{{"session_id":"s","hook_event_name":"PostToolUse","tool_response":"{blob}"}}"#)
-        .into_bytes()
+    format!(
+        r#"{{"session_id":"s","hook_event_name":"PreToolUse","tool_input":{{"content":"{blob}"}}}}"#
+    )
+    .into_bytes()
 }
 
 #[test]
@@ -276,11 +279,12 @@ fn stuck_daemon_that_never_accepts() {
 #[test]
 fn bad_input_is_dropped_silently() {
     let daemon = Collector::start();
-    let mut two_mib = big_event();
-    two_mib.extend(std::iter::repeat_n(
-        b' ',
-        2 * 1024 * 1024 - two_mib.len() + 10,
-    ));
+    // 2 MiB that stripping cannot shrink (a forwarded field), so over the daemon's line limit.
+    let two_mib = format!(
+        r#"{{"session_id":"s","hook_event_name":"PreToolUse","tool_input":{{"content":"{}"}}}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    )
+    .into_bytes();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("garbage", b"not json at all {{{".to_vec()),

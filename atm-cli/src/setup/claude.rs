@@ -8,18 +8,17 @@
 //! - the status line: the user's command `C` becomes `<atm-hook> statusline -- 'C'` (its other
 //!   keys, such as `padding`, untouched); without a status line, `<atm-hook> statusline`.
 //!
-//! A handler is recognised as ours by its program: the configured hook path, or any program
-//! named `atm-hook`. That makes install idempotent and lets a reinstall after moving the binary
-//! update the path in place instead of adding a second handler. Uninstall also drops the groups,
-//! event lists and `hooks` object that become empty by the removal, and unwraps the status line
-//! back to the user's command (or removes it when it was ours alone).
+//! Handlers are recognised and removed as [`super::hooks`] describes; uninstall also unwraps the
+//! status line back to the user's command (or removes it when it was ours alone).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::{Map, Value, json};
 
+// Re-exported: the command type was born here, and the fuzz targets still name it so.
+pub use super::hooks::HookCommand;
+use super::hooks::{install_hooks, run_json_file, uninstall_hooks, wrong};
 use super::{SetupError, ShapeError, file};
 
 /// The events the claude-hooks adapter uses, and whether Claude applies a matcher to them.
@@ -47,9 +46,6 @@ pub const EVENTS: &[(&str, bool)] = &[
 /// bounds a machine so loaded that even starting a process is slow.
 pub const HOOK_TIMEOUT_SECS: u64 = 5;
 
-/// The program name that marks a handler as ours wherever it is installed.
-const HOOK_PROGRAM: &str = "atm-hook";
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClaudeArgs {
     /// Print the change as a unified diff; write nothing.
@@ -67,71 +63,32 @@ pub struct ClaudeArgs {
     pub config_dir: Option<PathBuf>,
 }
 
-/// The atm-hook program as it appears in settings: a path, shell-quoted when it needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookCommand {
-    program: String,
-    quoted: String,
+/// The status-line command, wrapping `user` when there is one.
+pub fn statusline_command(hook: &HookCommand, user: Option<&str>) -> Result<String, ShapeError> {
+    Ok(match user {
+        None => format!("{} statusline", hook.event_command()),
+        Some(cmd) => {
+            let q = shlex::try_quote(cmd).map_err(|_| ShapeError::Nul(cmd.to_owned()))?;
+            format!("{} statusline -- {q}", hook.event_command())
+        }
+    })
 }
 
-impl HookCommand {
-    pub fn new(program: &str) -> Result<Self, ShapeError> {
-        let quoted = shlex::try_quote(program)
-            .map_err(|_| ShapeError::Nul(program.to_owned()))?
-            .into_owned();
-        Ok(Self {
-            program: program.to_owned(),
-            quoted,
-        })
+/// For a status-line command of ours: `Some(user command)` (`Some(None)` when it wraps
+/// nothing). `None` when the command is not ours.
+fn unwrap_statusline(hook: &HookCommand, command: &str) -> Option<Option<String>> {
+    let words = shlex::split(command)?;
+    let (program, rest) = words.split_first()?;
+    if !hook.is_ours(program) || rest.first().map(String::as_str) != Some("statusline") {
+        return None;
     }
-
-    /// The command line for hook events.
-    pub fn event_command(&self) -> &str {
-        &self.quoted
-    }
-
-    /// The status-line command, wrapping `user` when there is one.
-    pub fn statusline_command(&self, user: Option<&str>) -> Result<String, ShapeError> {
-        Ok(match user {
-            None => format!("{} statusline", self.quoted),
-            Some(cmd) => {
-                let q = shlex::try_quote(cmd).map_err(|_| ShapeError::Nul(cmd.to_owned()))?;
-                format!("{} statusline -- {q}", self.quoted)
-            }
-        })
-    }
-
-    /// True when `program` (a command's first word) is this hook or any `atm-hook`.
-    fn is_ours(&self, program: &str) -> bool {
-        program == self.program
-            || Path::new(program).file_name() == Some(std::ffi::OsStr::new(HOOK_PROGRAM))
-    }
-
-    fn is_our_handler(&self, handler: &Value) -> bool {
-        handler
-            .get("command")
-            .and_then(Value::as_str)
-            .and_then(shlex::split)
-            .and_then(|words| words.into_iter().next())
-            .is_some_and(|program| self.is_ours(&program))
-    }
-
-    /// For a status-line command of ours: `Some(user command)` (`Some(None)` when it wraps
-    /// nothing). `None` when the command is not ours.
-    fn unwrap_statusline(&self, command: &str) -> Option<Option<String>> {
-        let words = shlex::split(command)?;
-        let (program, rest) = words.split_first()?;
-        if !self.is_ours(program) || rest.first().map(String::as_str) != Some("statusline") {
-            return None;
-        }
-        let Some(sep) = rest.iter().position(|w| w == "--") else {
-            return Some(None);
-        };
-        match rest.get(sep + 1..).unwrap_or_default() {
-            [] => Some(None),
-            [one] => Some(Some(one.clone())),
-            many => Some(shlex::try_join(many.iter().map(String::as_str)).ok()),
-        }
+    let Some(sep) = rest.iter().position(|w| w == "--") else {
+        return Some(None);
+    };
+    match rest.get(sep + 1..).unwrap_or_default() {
+        [] => Some(None),
+        [one] => Some(Some(one.clone())),
+        many => Some(shlex::try_join(many.iter().map(String::as_str)).ok()),
     }
 }
 
@@ -139,11 +96,19 @@ impl HookCommand {
 pub fn install(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
     let mut out = settings.clone();
     let root = out.as_object_mut().ok_or(ShapeError::NotAnObject)?;
-    let hooks = object_entry(root, "hooks")?;
-    for &(event, takes_matcher) in EVENTS {
-        let groups = array_entry(hooks, event)?;
-        install_event(groups, event, takes_matcher, hook)?;
-    }
+    let events: Vec<&str> = EVENTS.iter().map(|(e, _)| *e).collect();
+    install_hooks(root, &events, hook, hook.event_command(), |event| {
+        let handler = json!({
+            "type": "command",
+            "command": hook.event_command(),
+            "timeout": HOOK_TIMEOUT_SECS,
+        });
+        if EVENTS.contains(&(event, true)) {
+            json!({"matcher": "*", "hooks": [handler]})
+        } else {
+            json!({"hooks": [handler]})
+        }
+    })?;
     install_statusline(root, hook)?;
     Ok(out)
 }
@@ -152,31 +117,12 @@ pub fn install(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError
 pub fn uninstall(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
     let mut out = settings.clone();
     let root = out.as_object_mut().ok_or(ShapeError::NotAnObject)?;
-    if let Some(hooks_value) = root.get_mut("hooks") {
-        let hooks = hooks_value
-            .as_object_mut()
-            .ok_or(wrong("hooks", "an object"))?;
-        let mut emptied = Vec::new();
-        for (event, groups) in hooks.iter_mut() {
-            let Some(groups) = groups.as_array_mut() else {
-                continue;
-            };
-            if remove_our_handlers(groups, hook) && groups.is_empty() {
-                emptied.push(event.clone());
-            }
-        }
-        for event in &emptied {
-            hooks.shift_remove(event);
-        }
-        if !emptied.is_empty() && hooks.is_empty() {
-            root.shift_remove("hooks");
-        }
-    }
+    uninstall_hooks(root, hook)?;
     if let Some(Value::Object(line)) = root.get_mut("statusLine")
         && let Some(user) = line
             .get("command")
             .and_then(Value::as_str)
-            .and_then(|c| hook.unwrap_statusline(c))
+            .and_then(|c| unwrap_statusline(hook, c))
     {
         match user {
             Some(cmd) => {
@@ -190,121 +136,12 @@ pub fn uninstall(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeErr
     Ok(out)
 }
 
-fn wrong(key: &str, expected: &'static str) -> ShapeError {
-    ShapeError::WrongType {
-        key: key.to_owned(),
-        expected,
-    }
-}
-
-fn object_entry<'a>(
-    map: &'a mut Map<String, Value>,
-    key: &str,
-) -> Result<&'a mut Map<String, Value>, ShapeError> {
-    map.entry(key)
-        .or_insert_with(|| Value::Object(Map::new()))
-        .as_object_mut()
-        .ok_or_else(|| wrong(key, "an object"))
-}
-
-fn array_entry<'a>(
-    map: &'a mut Map<String, Value>,
-    key: &str,
-) -> Result<&'a mut Vec<Value>, ShapeError> {
-    map.entry(key)
-        .or_insert_with(|| Value::Array(Vec::new()))
-        .as_array_mut()
-        .ok_or_else(|| wrong(&format!("hooks.{key}"), "a list"))
-}
-
-/// Keeps exactly one handler of ours for the event, with the current command: the first one
-/// found (updated in place), else a new group at the end.
-fn install_event(
-    groups: &mut Vec<Value>,
-    event: &str,
-    takes_matcher: bool,
-    hook: &HookCommand,
-) -> Result<(), ShapeError> {
-    let mut kept = false;
-    for group in groups.iter_mut() {
-        let Some(handlers) = group.get_mut("hooks").and_then(Value::as_array_mut) else {
-            continue;
-        };
-        let mut error = None;
-        handlers.retain_mut(|h| {
-            if !hook.is_our_handler(h) {
-                return true;
-            }
-            if kept {
-                return false;
-            }
-            kept = true;
-            match h.as_object_mut() {
-                Some(obj) => {
-                    obj.insert(
-                        "command".to_owned(),
-                        Value::String(hook.event_command().to_owned()),
-                    );
-                }
-                None => {
-                    error = Some(wrong(
-                        &format!("hooks.{event}"),
-                        "a list of handler objects",
-                    ))
-                }
-            }
-            true
-        });
-        if let Some(e) = error {
-            return Err(e);
-        }
-    }
-    // Groups emptied by dropping duplicates of ours held nothing of the user's.
-    groups.retain(|g| {
-        g.get("hooks")
-            .and_then(Value::as_array)
-            .is_none_or(|h| !h.is_empty())
-    });
-    if !kept {
-        let handler = json!({
-            "type": "command",
-            "command": hook.event_command(),
-            "timeout": HOOK_TIMEOUT_SECS,
-        });
-        let group = if takes_matcher {
-            json!({"matcher": "*", "hooks": [handler]})
-        } else {
-            json!({"hooks": [handler]})
-        };
-        groups.push(group);
-    }
-    Ok(())
-}
-
-/// Removes our handlers; drops the groups that held nothing else. True if anything was removed.
-fn remove_our_handlers(groups: &mut Vec<Value>, hook: &HookCommand) -> bool {
-    let mut removed_any = false;
-    groups.retain_mut(|group| {
-        let Some(handlers) = group.get_mut("hooks").and_then(Value::as_array_mut) else {
-            return true;
-        };
-        let before = handlers.len();
-        handlers.retain(|h| !hook.is_our_handler(h));
-        if handlers.len() == before {
-            return true;
-        }
-        removed_any = true;
-        !handlers.is_empty()
-    });
-    removed_any
-}
-
 fn install_statusline(root: &mut Map<String, Value>, hook: &HookCommand) -> Result<(), ShapeError> {
     match root.get_mut("statusLine") {
         None | Some(Value::Null) => {
             root.insert(
                 "statusLine".to_owned(),
-                json!({"type": "command", "command": hook.statusline_command(None)?}),
+                json!({"type": "command", "command": statusline_command(hook, None)?}),
             );
         }
         Some(Value::Object(line)) => {
@@ -312,11 +149,11 @@ fn install_statusline(root: &mut Map<String, Value>, hook: &HookCommand) -> Resu
                 // Not a command status line (a future kind): nothing of ours can wrap it.
                 return Ok(());
             };
-            let user = match hook.unwrap_statusline(current) {
+            let user = match unwrap_statusline(hook, current) {
                 Some(inner) => inner,
                 None => Some(current.to_owned()),
             };
-            let wrapped = hook.statusline_command(user.as_deref())?;
+            let wrapped = statusline_command(hook, user.as_deref())?;
             line.insert("command".to_owned(), Value::String(wrapped));
         }
         Some(_) => return Err(wrong("statusLine", "an object")),
@@ -326,107 +163,39 @@ fn install_statusline(root: &mut Map<String, Value>, hook: &HookCommand) -> Resu
 
 /// Where Claude keeps its settings: `--config-dir`, `$CLAUDE_CONFIG_DIR`, else `~/.claude`.
 pub fn config_dir(args: &ClaudeArgs) -> Result<PathBuf, SetupError> {
-    if let Some(dir) = &args.config_dir {
-        return Ok(dir.clone());
-    }
-    if let Some(dir) = std::env::var_os("CLAUDE_CONFIG_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    atm_core::paths::home_dir()
-        .map(|h| h.join(".claude"))
-        .ok_or(SetupError::NoConfigDir)
-}
-
-/// `--hook-command`, else the atm-hook installed beside this atmctl, else `atm-hook` from PATH.
-fn default_hook_program() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join(HOOK_PROGRAM)))
-        .filter(|p| p.is_file())
-        .and_then(|p| p.into_os_string().into_string().ok())
-        .unwrap_or_else(|| HOOK_PROGRAM.to_owned())
+    super::hooks::config_dir(args.config_dir.as_deref(), "CLAUDE_CONFIG_DIR", ".claude")
 }
 
 pub fn run(args: &ClaudeArgs) -> anyhow::Result<ExitCode> {
     let path = config_dir(args)?.join("settings.json");
-    let program = args
-        .hook_command
-        .clone()
-        .unwrap_or_else(default_hook_program);
-    let hook = HookCommand::new(&program).map_err(|shape| SetupError::Shape {
-        path: PathBuf::from("--hook-command"),
-        shape,
-    })?;
-    let loaded = file::load(&path)?;
-    let shape_err = |shape| SetupError::Shape {
-        path: loaded.path.clone(),
-        shape,
-    };
-    let updated = if args.uninstall {
-        uninstall(&loaded.value, &hook).map_err(shape_err)?
-    } else {
-        install(&loaded.value, &hook).map_err(shape_err)?
-    };
-    let old_text = file::render(&loaded.value, &loaded.style);
-    let new_text = file::render(&updated, &loaded.style);
-    let what = if args.uninstall {
-        "atm's hooks are not installed"
-    } else {
-        "atm's hooks are already installed"
-    };
-    // Compare renderings, not values: key order matters to us, and map equality ignores it.
-    if old_text == new_text && (loaded.original.is_some() || args.uninstall) {
-        say(&format!(
-            "{what} in {}; nothing to change\n",
-            loaded.path.display()
-        ))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.dry_run {
-        let diff = file::unified_diff(&loaded.path, loaded.original_text(), &new_text);
-        say(&format!(
-            "{diff}(dry run: {} was not changed)\n",
-            loaded.path.display()
-        ))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let stamp = chrono::Local::now().format("%Y%m%dT%H%M%S").to_string();
-    let backup = file::save(&loaded, &new_text, &stamp)?;
-    let mut report = if args.uninstall {
-        format!("removed atm's hooks from {}\n", loaded.path.display())
-    } else {
-        format!(
-            "installed {} for {} Claude Code hook events and the status line in {}\n",
-            hook.event_command(),
-            EVENTS.len(),
-            loaded.path.display()
-        )
-    };
-    if let Some(b) = backup {
-        report.push_str(&format!("previous version saved as {}\n", b.display()));
-    }
-    if !args.uninstall {
-        if loaded.value.get("disableAllHooks") == Some(&Value::Bool(true)) {
-            eprintln!(
-                "warning: `disableAllHooks` is true in {}: Claude Code runs no hook until you remove it",
-                loaded.path.display()
-            );
-        }
-        report.push_str(
-            "Claude Code sessions started before now may need a restart to run the hooks.\n",
-        );
-    }
-    say(&report)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Prints to stdout; a closed pipe (`| head`) is not an error worth reporting.
-fn say(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
+    let hook = HookCommand::from_arg(args.hook_command.as_deref())?;
+    run_json_file(
+        &path,
+        args.dry_run,
+        args.uninstall,
+        file::load,
+        |settings| {
+            if args.uninstall {
+                uninstall(settings, &hook)
+            } else {
+                install(settings, &hook)
+            }
+        },
+        |loaded| {
+            let shown = loaded.file.path.display();
+            if loaded.value.get("disableAllHooks") == Some(&Value::Bool(true)) {
+                eprintln!(
+                    "warning: `disableAllHooks` is true in {shown}: Claude Code runs no hook until you remove it"
+                );
+            }
+            format!(
+                "installed {} for {} Claude Code hook events and the status line in {shown}\n\
+                 Claude Code sessions started before now may need a restart to run the hooks.\n",
+                hook.event_command(),
+                EVENTS.len(),
+            )
+        },
+    )
 }
 
 #[cfg(test)]
@@ -546,15 +315,14 @@ mod tests {
     #[test]
     fn statusline_as_argv_is_restored_as_one_command() {
         let h = hook();
-        let joined = h
-            .unwrap_statusline("atm-hook statusline -- printf '%s\\n' 'a b'")
+        let joined = unwrap_statusline(&h, "atm-hook statusline -- printf '%s\\n' 'a b'")
             .unwrap()
             .unwrap();
         assert_eq!(shlex::split(&joined).unwrap(), ["printf", "%s\\n", "a b"]);
-        assert_eq!(h.unwrap_statusline("atm-hook statusline"), Some(None));
-        assert_eq!(h.unwrap_statusline("other statusline -- x"), None);
-        assert_eq!(h.unwrap_statusline("atm-hook --agent x"), None);
-        assert_eq!(h.unwrap_statusline("'unterminated"), None);
+        assert_eq!(unwrap_statusline(&h, "atm-hook statusline"), Some(None));
+        assert_eq!(unwrap_statusline(&h, "other statusline -- x"), None);
+        assert_eq!(unwrap_statusline(&h, "atm-hook --agent x"), None);
+        assert_eq!(unwrap_statusline(&h, "'unterminated"), None);
     }
 
     #[test]
@@ -601,7 +369,9 @@ mod tests {
     /// (which uninstall cannot tell from ones install emptied).
     fn arb_settings() -> impl Strategy<Value = Value> {
         let handler = "[a-z./ '~-]{1,12}"
-            .prop_filter("a user's own command", |c| !c.contains(HOOK_PROGRAM))
+            .prop_filter("a user's own command", |c| {
+                !c.contains(super::super::hooks::HOOK_PROGRAM)
+            })
             .prop_map(|c| json!({"type": "command", "command": c}));
         let group = (
             proptest::option::of("[A-Za-z|*]{1,6}"),

@@ -1,7 +1,8 @@
-//! Reading, diffing and rewriting a JSON settings file without ever leaving it damaged.
+//! Reading, diffing and rewriting a settings file without ever leaving it damaged.
 //!
 //! Agent-neutral: the agent modules decide *what* changes; this module decides *how* a file is
-//! replaced. Reads are strict (UTF-8 and JSON errors carry a position and abort), writes keep the
+//! replaced. [`load_text`] reads any text file (Codex's TOML goes through it); [`load`] adds the
+//! JSON parse. Reads are strict (UTF-8 and JSON errors carry a position and abort), writes keep the
 //! file's indentation, trailing newline and mode, go through a temp file in the same directory
 //! and a rename (so a crash leaves the old or the new file, never half of one), and refuse to
 //! overwrite a file that changed since it was read. A symlinked settings file (dotfile managers)
@@ -36,23 +37,20 @@ impl Default for Style {
     }
 }
 
-/// A settings file as read.
+/// A settings file as read, before any parsing.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub struct TextFile {
     /// The file to edit: the given path, or its target when it is a symlink.
     pub path: PathBuf,
-    /// The bytes read; `None` when the file does not exist yet.
+    /// The bytes read; `None` when the file does not exist yet. Always valid UTF-8.
     pub original: Option<Vec<u8>>,
-    /// The parsed settings (`{}` for a missing or blank file).
-    pub value: Value,
-    pub style: Style,
     /// Permission bits to keep.
     pub mode: Option<u32>,
 }
 
-impl Loaded {
-    /// The original text (empty for a missing file). Only valid UTF-8 is ever loaded.
-    pub fn original_text(&self) -> &str {
+impl TextFile {
+    /// The original text (empty for a missing file).
+    pub fn text(&self) -> &str {
         self.original
             .as_deref()
             .and_then(|b| std::str::from_utf8(b).ok())
@@ -60,48 +58,55 @@ impl Loaded {
     }
 }
 
-/// Reads and parses `path`. A missing file is an empty object.
-pub fn load(path: &Path) -> Result<Loaded, SetupError> {
+/// A JSON settings file as read.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub file: TextFile,
+    /// The parsed settings (`{}` for a missing or blank file).
+    pub value: Value,
+    pub style: Style,
+}
+
+/// Reads `path` as UTF-8 text. A missing file is `original: None`.
+pub fn load_text(path: &Path) -> Result<TextFile, SetupError> {
     let path = resolve_symlink(path);
     let original = read_optional(&path)?;
     let mode = std::fs::metadata(&path)
         .ok()
         .map(|m| m.permissions().mode() & 0o7777);
-    let Some(bytes) = original.as_deref() else {
-        return Ok(Loaded {
-            path,
-            original,
-            value: Value::Object(serde_json::Map::new()),
-            style: Style::default(),
-            mode,
-        });
-    };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
+    if let Some(bytes) = original.as_deref()
+        && let Err(e) = std::str::from_utf8(bytes)
+    {
         let offset = e.valid_up_to();
-        SetupError::NotUtf8 {
-            path: path.clone(),
+        return Err(SetupError::NotUtf8 {
+            path,
             line: bytes.iter().take(offset).filter(|&&b| b == b'\n').count() + 1,
             offset,
-        }
-    })?;
+        });
+    }
+    Ok(TextFile {
+        path,
+        original,
+        mode,
+    })
+}
+
+/// Reads and parses `path` as JSON. A missing or blank file is an empty object.
+pub fn load(path: &Path) -> Result<Loaded, SetupError> {
+    let file = load_text(path)?;
+    let text = file.text();
     let value = if text.trim().is_empty() {
         Value::Object(serde_json::Map::new())
     } else {
         serde_json::from_str(text).map_err(|e| SetupError::Malformed {
-            path: path.clone(),
+            path: file.path.clone(),
             line: e.line(),
             column: e.column(),
             message: e.to_string(),
         })?
     };
     let style = detect_style(text);
-    Ok(Loaded {
-        path,
-        original,
-        value,
-        style,
-        mode,
-    })
+    Ok(Loaded { file, value, style })
 }
 
 fn resolve_symlink(path: &Path) -> PathBuf {
@@ -168,7 +173,7 @@ pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
 
 /// Replaces the file with `new_text` after a timestamped backup of the original (when there was
 /// one). Returns the backup's path.
-pub fn save(loaded: &Loaded, new_text: &str, stamp: &str) -> Result<Option<PathBuf>, SetupError> {
+pub fn save(loaded: &TextFile, new_text: &str, stamp: &str) -> Result<Option<PathBuf>, SetupError> {
     let path = &loaded.path;
     let write_err = |source| SetupError::Write {
         path: path.clone(),
@@ -296,7 +301,7 @@ mod tests {
         let link = dir.path().join("settings.json");
         std::os::unix::fs::symlink(&real, &link).unwrap();
 
-        let loaded = load(&link).unwrap();
+        let loaded = load(&link).unwrap().file;
         assert_eq!(loaded.path, real.canonicalize().unwrap());
         let backup = save(&loaded, "{\"a\": 1}\n", "STAMP").unwrap().unwrap();
         assert_eq!(std::fs::read_to_string(&backup).unwrap(), "{}\n");
@@ -310,7 +315,7 @@ mod tests {
         let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
 
-        let stale = load(&link).unwrap();
+        let stale = load_text(&link).unwrap();
         std::fs::write(&real, "{\"someone\": \"else\"}\n").unwrap();
         assert!(matches!(
             save(&stale, "{}\n", "STAMP2"),
