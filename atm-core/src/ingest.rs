@@ -9,7 +9,10 @@
 //! Every connection is checked with `SO_PEERCRED` (other users are refused), lines are capped at
 //! 1 MiB while reading, a connection that sends nothing for 10 s is closed, and the number of
 //! open connections is bounded (extra ones get `too_many_clients` and are closed). Messages on
-//! one connection are handled in order; connections never wait on each other.
+//! one connection are handled in order; connections never wait on each other. Each connection
+//! reads ahead of the message being handled (at most 4096 messages, and 16 MiB of lines across
+//! the whole socket), so a burst lands at once while memory stays bounded; past the budget,
+//! reading pauses: the kernel's socket buffer, then the writer, waits.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +24,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -74,6 +77,10 @@ pub struct IngestLimits {
     pub max_connections: usize,
     pub first_message_timeout: Duration,
     pub write_timeout: Duration,
+    /// Messages one connection may have read ahead of the one being handled.
+    pub read_ahead_messages: usize,
+    /// Bytes of read-ahead lines across all connections of one socket (at least `MAX_LINE`).
+    pub read_ahead_bytes: usize,
 }
 
 impl Default for IngestLimits {
@@ -82,6 +89,8 @@ impl Default for IngestLimits {
             max_connections: 1024,
             first_message_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(2),
+            read_ahead_messages: 4096,
+            read_ahead_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -275,6 +284,9 @@ async fn accept_loop(
     limits: IngestLimits,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let budget = Arc::new(Semaphore::new(
+        limits.read_ahead_bytes.max(crate::protocol::MAX_LINE + 1),
+    ));
     loop {
         let accepted = tokio::select! {
             () = cancel.cancelled() => return,
@@ -307,111 +319,158 @@ async fn accept_loop(
         };
         let routes = routes.clone();
         let cancel = cancel.clone();
+        let budget = budget.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = serve_connection(stream, peer, routes, limits) => {}
+                () = serve_connection(stream, peer, routes, limits, budget) => {}
             }
             drop(permit);
         });
     }
 }
 
+/// What the reader hands the handler, in arrival order (replies must keep that order).
+enum Work {
+    Message(RawMessage),
+    Reply(ServerMessage),
+    /// Reply, then close the connection.
+    Close(Option<ServerMessage>),
+}
+
+/// Serves one connection as two halves: a reader that decodes lines ahead into a bounded queue,
+/// and a handler that applies them in order and writes the replies. Reading ahead lets a burst
+/// land without waiting for the registry's answer to each event; the shared `budget` (bytes
+/// of queued lines, across every connection on the socket) bounds what is buffered.
 async fn serve_connection(
     stream: UnixStream,
     peer: Peer,
     routes: Weak<Routes>,
     limits: IngestLimits,
+    budget: Arc<Semaphore>,
 ) {
     let (read, mut write) = stream.into_split();
-    let mut frames = FramedRead::new(read, line_codec());
-    let mut first = true;
-    loop {
-        let next = if first {
-            match tokio::time::timeout(limits.first_message_timeout, frames.next()).await {
-                Ok(n) => n,
-                Err(_) => {
-                    debug!("ingest connection sent nothing; closed");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Work, Option<OwnedSemaphorePermit>)>(
+        limits.read_ahead_messages.max(1),
+    );
+    let reader = async move {
+        let mut frames = FramedRead::new(read, line_codec());
+        let mut first = true;
+        loop {
+            let next = if first {
+                match tokio::time::timeout(limits.first_message_timeout, frames.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        debug!("ingest connection sent nothing; closed");
+                        return;
+                    }
+                }
+            } else {
+                frames.next().await
+            };
+            first = false;
+            let line = match next {
+                None => return,
+                Some(Ok(line)) => line,
+                Some(Err(tokio_util::codec::AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+                    let e = WireError::new(
+                        ErrorCode::TooLarge,
+                        format!("line exceeds the {}-byte limit", crate::protocol::MAX_LINE),
+                    );
+                    debug!("ingest line too large; connection closed");
+                    let _ = tx
+                        .send((Work::Close(Some(ServerMessage::error(&e))), None))
+                        .await;
                     return;
                 }
+                Some(Err(e)) => {
+                    debug!(error = %e, "ingest read failed");
+                    return;
+                }
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
             }
-        } else {
-            frames.next().await
-        };
-        first = false;
-        let line = match next {
-            None => return,
-            Some(Ok(line)) => line,
-            Some(Err(tokio_util::codec::AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                let e = WireError::new(
-                    ErrorCode::TooLarge,
-                    format!("line exceeds the {}-byte limit", crate::protocol::MAX_LINE),
-                );
-                debug!("ingest line too large; connection closed");
-                reply(&mut write, &ServerMessage::error(&e), limits).await;
+            let work = match decode_line(&line) {
+                Ok(raw) => match raw.kind.as_str() {
+                    "ping" => {
+                        let seq = raw
+                            .body
+                            .get("seq")
+                            .and_then(serde_json::Value::as_u64)
+                            .unwrap_or(0);
+                        Work::Reply(ServerMessage::Pong { seq })
+                    }
+                    "connect" => Work::Reply(ServerMessage::Connected {
+                        protocol_version: ProtocolVersion::CURRENT,
+                        client_id: raw.str_field("client_id").unwrap_or("hook").to_owned(),
+                    }),
+                    "disconnect" => Work::Close(None),
+                    _ => Work::Message(raw),
+                },
+                Err(e) => {
+                    debug!(code = e.code.as_str(), error = %e.message, "bad ingest line");
+                    Work::Reply(ServerMessage::error(&e))
+                }
+            };
+            let closing = matches!(work, Work::Close(_));
+            // Lines are at most MAX_LINE bytes and the budget is larger, so this always fits.
+            let cost = u32::try_from(line.len().max(1)).unwrap_or(u32::MAX);
+            let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+                return;
+            };
+            if tx.send((work, Some(permit))).await.is_err() || closing {
                 return;
             }
-            Some(Err(e)) => {
-                debug!(error = %e, "ingest read failed");
-                return;
-            }
-        };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
         }
-        let raw = match decode_line(&line) {
-            Ok(raw) => raw,
-            Err(e) => {
-                debug!(code = e.code.as_str(), error = %e.message, "bad ingest line");
-                reply(&mut write, &ServerMessage::error(&e), limits).await;
-                continue;
+    };
+    let handler = async move {
+        while let Some((work, permit)) = rx.recv().await {
+            match work {
+                Work::Reply(msg) => reply(&mut write, &msg, limits).await,
+                Work::Close(msg) => {
+                    if let Some(msg) = msg {
+                        reply(&mut write, &msg, limits).await;
+                    }
+                    return;
+                }
+                Work::Message(raw) => handle_message(&mut write, raw, peer, &routes, limits).await,
             }
-        };
-        match raw.kind.as_str() {
-            "ping" => {
-                let seq = raw
-                    .body
-                    .get("seq")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(0);
-                reply(&mut write, &ServerMessage::Pong { seq }, limits).await;
-                continue;
-            }
-            "connect" => {
-                let client_id = raw.str_field("client_id").unwrap_or("hook").to_owned();
-                let msg = ServerMessage::Connected {
-                    protocol_version: ProtocolVersion::CURRENT,
-                    client_id,
-                };
-                reply(&mut write, &msg, limits).await;
-                continue;
-            }
-            "disconnect" => return,
-            _ => {}
+            drop(permit);
         }
-        let route = match raw.str_field("agent") {
-            Some(agent) => format!("{}:{agent}", raw.kind),
-            None => raw.kind.clone(),
-        };
-        let handler = routes
-            .upgrade()
-            .and_then(|r| r.read().ok().and_then(|t| t.get(&route).cloned()));
-        let Some(handler) = handler else {
-            let e = WireError::new(
-                ErrorCode::UnknownType,
-                format!("no adapter on this socket handles `{route}`"),
-            );
-            debug!(route, "unrouted ingest message");
-            reply(&mut write, &ServerMessage::error(&e), limits).await;
-            continue;
-        };
-        match handler.handle(IngestMessage { raw, peer }).await {
-            Ok(None) => {}
-            Ok(Some(answer)) => reply(&mut write, &answer, limits).await,
-            Err(e) => {
-                debug!(code = e.code.as_str(), error = %e.message, route, "ingest message rejected");
-                reply(&mut write, &ServerMessage::error(&e), limits).await;
-            }
+    };
+    tokio::join!(reader, handler);
+}
+
+async fn handle_message(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    raw: RawMessage,
+    peer: Peer,
+    routes: &Weak<Routes>,
+    limits: IngestLimits,
+) {
+    let route = match raw.str_field("agent") {
+        Some(agent) => format!("{}:{agent}", raw.kind),
+        None => raw.kind.clone(),
+    };
+    let handler = routes
+        .upgrade()
+        .and_then(|r| r.read().ok().and_then(|t| t.get(&route).cloned()));
+    let Some(handler) = handler else {
+        let e = WireError::new(
+            ErrorCode::UnknownType,
+            format!("no adapter on this socket handles `{route}`"),
+        );
+        debug!(route, "unrouted ingest message");
+        reply(write, &ServerMessage::error(&e), limits).await;
+        return;
+    };
+    match handler.handle(IngestMessage { raw, peer }).await {
+        Ok(None) => {}
+        Ok(Some(answer)) => reply(write, &answer, limits).await,
+        Err(e) => {
+            debug!(code = e.code.as_str(), error = %e.message, route, "ingest message rejected");
+            reply(write, &ServerMessage::error(&e), limits).await;
         }
     }
 }

@@ -597,7 +597,7 @@ fn main() {
         }
         if wanted("scale") {
             println!("\n## scale: 10,000 sessions, 1,000 subscribers (atmd)");
-            let server = Server::atmd("[daemon]\n", false);
+            let server = Server::atmd("", false);
             let (per_session, times, rss) = scale(&server, 10_000, 1_000).await;
             println!("| memory per session | list_sessions p50 | list_sessions max | RSS MiB |");
             println!("|---|---|---|---|");

@@ -57,6 +57,8 @@ pub struct SocketConfig {
     /// Items (lines or lists) queued per connection before updates start to coalesce.
     pub queue_capacity: usize,
     /// Sessions a lagging subscriber may have pending in coalesced form before it is resynced.
+    /// 0 (the default): the first overflow resyncs, so a client gets every update or a fresh
+    /// `session_list`, never a silently thinned stream.
     pub max_coalesced: usize,
     /// How long coalesced updates may wait before the subscriber is resynced instead.
     #[serde(with = "duration")]
@@ -77,8 +79,10 @@ impl Default for SocketConfig {
         Self {
             socket: None,
             max_clients: 1000,
-            queue_capacity: 1024,
-            max_coalesced: 1024,
+            queue_capacity: 4096,
+            // Every update or a resync: a coalesced stream would lose intermediate states
+            // without the client knowing. Raise it for clients that only want the latest.
+            max_coalesced: 0,
             max_coalesce_age: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(10),
