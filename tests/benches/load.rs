@@ -72,8 +72,11 @@ impl Server {
             .env_remove("ATM_CONFIG")
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null());
+        // ATM_BENCH_LOG=1 shows atmd's warnings, to explain a failed scenario.
+        if std::env::var_os("ATM_BENCH_LOG").is_none() {
+            cmd.stderr(Stdio::null());
+        }
         let child = cmd.spawn().unwrap();
         let s = Server {
             name: "atmd",
