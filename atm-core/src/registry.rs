@@ -68,7 +68,7 @@ impl Default for RegistryConfig {
             max_sessions: 10_000,
             silence_expiry: Duration::from_secs(30 * 60),
             command_capacity: 1024,
-            broadcast_capacity: 4096,
+            broadcast_capacity: 16_384,
             snapshot_path: None,
             snapshot_debounce: Duration::from_millis(250),
             cleanup_interval: Duration::from_secs(5),

@@ -56,7 +56,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "[daemon]\nlog = \"warn\"\n[[adapter]]\ntype = \"claude-hooks\"\n[[adapter]]\ntype = \"claude-statusline\"\n[[sink]]\ntype = \"socket\"\n{config_extra}"
+                "[daemon]\nlog = \"warn\"\n[[adapter]]\ntype = \"claude-hooks\"\n[[adapter]]\ntype = \"claude-statusline\"\n[[sink]]\ntype = \"socket\"\n# 1,000 subscribers plus the measuring clients.\nmax_clients = 1100\n{config_extra}"
             ),
         )
         .unwrap();
