@@ -483,3 +483,19 @@ async fn reply(
     // Hook clients often close right after writing: a failed reply is not an error.
     let _ = tokio::time::timeout(limits.write_timeout, write.write_all(&msg.to_line())).await;
 }
+
+impl From<IngestError> for crate::plugin::PluginError {
+    fn from(e: IngestError) -> Self {
+        use crate::plugin::{ConfigError, PluginError};
+        match e {
+            IngestError::Bind { path, source } => {
+                PluginError::io(format!("cannot listen on {}", path.display()), source)
+            }
+            // Two adapters claiming one route on one socket is a configuration mistake.
+            e @ IngestError::RouteTaken { .. } => {
+                PluginError::Config(ConfigError::for_key("socket", e.to_string()))
+            }
+            e @ IngestError::InUse { .. } => PluginError::Other(e.to_string()),
+        }
+    }
+}

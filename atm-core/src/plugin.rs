@@ -158,6 +158,21 @@ impl AdapterContext {
         }
     }
 
+    /// Serves `routes` on the shared ingest socket at `path` with `handler` until the adapter is
+    /// cancelled: the whole life of an adapter whose input arrives on the ingest socket.
+    pub async fn serve_ingest(
+        &self,
+        path: &std::path::Path,
+        routes: &[&str],
+        handler: std::sync::Arc<dyn crate::ingest::IngestHandler>,
+    ) -> Result<(), PluginError> {
+        let attachment = self.ingest.attach(path, routes, handler)?;
+        tracing::info!(adapter = %self.name, socket = %path.display(), ?routes, "serving ingest routes");
+        self.cancel.cancelled().await;
+        drop(attachment);
+        Ok(())
+    }
+
     /// Starts receiving control requests (rescan). Adapters that never call this are never
     /// asked; keep the receiver for as long as you serve requests.
     pub fn control_requests(&self) -> mpsc::Receiver<ControlRequest> {

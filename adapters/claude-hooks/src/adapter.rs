@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use atm_core::event::{AgentEvent, EventEnvelope};
-use atm_core::ingest::{IngestError, IngestHandler, IngestMessage};
+use atm_core::ingest::{IngestHandler, IngestMessage};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ServerMessage, WireError};
 use atm_core::registry::RegistryHandle;
-use atm_core::tracing::{debug, info};
+use atm_core::tracing::debug;
 use atm_core::{ApplyOutcome, async_trait};
 use serde::Deserialize;
 
@@ -104,13 +104,7 @@ impl InputAdapter for ClaudeHooksAdapter {
             adapter: ctx.name.clone(),
             stats: self.stats.clone(),
         });
-        let attachment = ctx
-            .ingest
-            .attach(&path, ROUTES, handler)
-            .map_err(ingest_error)?;
-        info!(adapter = %ctx.name, socket = %path.display(), "serving Claude Code hook events");
-        ctx.cancel.cancelled().await;
-        drop(attachment);
+        ctx.serve_ingest(&path, ROUTES, handler).await?;
         let s = &self.stats;
         debug!(
             adapter = %ctx.name,
@@ -122,19 +116,6 @@ impl InputAdapter for ClaudeHooksAdapter {
             "claude-hooks stopped"
         );
         Ok(())
-    }
-}
-
-/// Turns an ingest failure into what the daemon reports for this plugin.
-pub fn ingest_error(e: IngestError) -> PluginError {
-    match e {
-        IngestError::Bind { path, source } => {
-            PluginError::io(format!("cannot listen on {}", path.display()), source)
-        }
-        e @ IngestError::RouteTaken { .. } => {
-            PluginError::Config(ConfigError::for_key("socket", e.to_string()))
-        }
-        e @ IngestError::InUse { .. } => PluginError::Other(e.to_string()),
     }
 }
 

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use adapter_claude_hooks::adapter::ingest_error;
 use adapter_claude_hooks::fields;
 use atm_core::chrono::Utc;
 use atm_core::event::EventSource;
@@ -20,7 +19,7 @@ use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
 use atm_core::registry::{RegistryError, RegistryHandle};
 use atm_core::serde_json::Value;
-use atm_core::tracing::{debug, info};
+use atm_core::tracing::debug;
 use atm_core::{Session, SessionView, async_trait};
 use serde::Deserialize;
 
@@ -102,13 +101,7 @@ impl InputAdapter for ClaudeStatuslineAdapter {
             adapter: ctx.name.clone(),
             stats: self.stats.clone(),
         });
-        let attachment = ctx
-            .ingest
-            .attach(&path, ROUTES, handler)
-            .map_err(ingest_error)?;
-        info!(adapter = %ctx.name, socket = %path.display(), "serving Claude Code status lines");
-        ctx.cancel.cancelled().await;
-        drop(attachment);
+        ctx.serve_ingest(&path, ROUTES, handler).await?;
         let s = &self.stats;
         debug!(
             adapter = %ctx.name,

@@ -13,14 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use adapter_claude_hooks::adapter::ingest_error;
 use adapter_claude_hooks::fields;
 use atm_core::event::{AgentEvent, EventEnvelope};
 use atm_core::ingest::{IngestHandler, IngestMessage};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ServerMessage, WireError};
 use atm_core::registry::RegistryHandle;
-use atm_core::tracing::{debug, info};
+use atm_core::tracing::debug;
 use atm_core::{ApplyOutcome, async_trait};
 use serde::Deserialize;
 
@@ -106,13 +105,7 @@ impl InputAdapter for CodexAdapter {
             adapter: ctx.name.clone(),
             stats: self.stats.clone(),
         });
-        let attachment = ctx
-            .ingest
-            .attach(&path, ROUTES, handler)
-            .map_err(ingest_error)?;
-        info!(adapter = %ctx.name, socket = %path.display(), "serving Codex hook and notify events");
-        ctx.cancel.cancelled().await;
-        drop(attachment);
+        ctx.serve_ingest(&path, ROUTES, handler).await?;
         let s = &self.stats;
         debug!(
             adapter = %ctx.name,

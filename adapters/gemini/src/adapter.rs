@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use atm_core::event::EventEnvelope;
-use atm_core::ingest::{IngestError, IngestHandler, IngestMessage};
+use atm_core::ingest::{IngestHandler, IngestMessage};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
 use atm_core::registry::{RegistryError, RegistryHandle};
 use atm_core::serde_json::Value;
-use atm_core::tracing::{debug, info};
+use atm_core::tracing::debug;
 use atm_core::{ApplyOutcome, async_trait};
 use serde::Deserialize;
 
@@ -102,13 +102,7 @@ impl InputAdapter for GeminiAdapter {
             adapter: ctx.name.clone(),
             stats: self.stats.clone(),
         });
-        let attachment = ctx
-            .ingest
-            .attach(&path, ROUTES, handler)
-            .map_err(ingest_error)?;
-        info!(adapter = %ctx.name, socket = %path.display(), "serving Gemini CLI hook events");
-        ctx.cancel.cancelled().await;
-        drop(attachment);
+        ctx.serve_ingest(&path, ROUTES, handler).await?;
         let s = &self.stats;
         debug!(
             adapter = %ctx.name,
@@ -119,19 +113,6 @@ impl InputAdapter for GeminiAdapter {
             "gemini stopped"
         );
         Ok(())
-    }
-}
-
-/// Turns an ingest failure into what the daemon reports for this plugin.
-pub fn ingest_error(e: IngestError) -> PluginError {
-    match e {
-        IngestError::Bind { path, source } => {
-            PluginError::io(format!("cannot listen on {}", path.display()), source)
-        }
-        e @ IngestError::RouteTaken { .. } => {
-            PluginError::Config(ConfigError::for_key("socket", e.to_string()))
-        }
-        e @ IngestError::InUse { .. } => PluginError::Other(e.to_string()),
     }
 }
 
