@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use atm_core::event::{AgentEvent, EventEnvelope};
 use atm_core::ingest::{IngestHandler, IngestMessage};
@@ -45,29 +44,7 @@ impl ClaudeHooksConfig {
 }
 
 /// Counters, readable while the adapter runs (tests, debug logs).
-#[derive(Debug, Default)]
-pub struct HookStats {
-    /// Events applied to the registry.
-    pub applied: AtomicU64,
-    /// Events with a name this version does not know (accepted as activity).
-    pub unknown_events: AtomicU64,
-    /// Events deliberately dropped (a subagent's `Stop`).
-    pub ignored: AtomicU64,
-    /// Messages refused as malformed.
-    pub bad_messages: AtomicU64,
-    /// Well-formed events the registry refused (full, shutting down).
-    pub registry_errors: AtomicU64,
-}
-
-impl HookStats {
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
+pub type HookStats = atm_core::ingest::IngestStats;
 
 /// The adapter instance the daemon builds from a config table.
 #[derive(Debug)]
@@ -105,16 +82,7 @@ impl InputAdapter for ClaudeHooksAdapter {
             stats: self.stats.clone(),
         });
         ctx.serve_ingest(&path, ROUTES, handler).await?;
-        let s = &self.stats;
-        debug!(
-            adapter = %ctx.name,
-            applied = HookStats::get(&s.applied),
-            unknown_events = HookStats::get(&s.unknown_events),
-            ignored = HookStats::get(&s.ignored),
-            bad_messages = HookStats::get(&s.bad_messages),
-            registry_errors = HookStats::get(&s.registry_errors),
-            "claude-hooks stopped"
-        );
+        self.stats.log_summary(&ctx.name);
         Ok(())
     }
 }

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use adapter_claude_hooks::fields;
 use atm_core::chrono::Utc;
@@ -19,7 +18,6 @@ use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
 use atm_core::registry::{RegistryError, RegistryHandle};
 use atm_core::serde_json::Value;
-use atm_core::tracing::debug;
 use atm_core::{Session, SessionView, async_trait};
 use serde::Deserialize;
 
@@ -47,25 +45,7 @@ impl ClaudeStatuslineConfig {
 }
 
 /// Counters, readable while the adapter runs.
-#[derive(Debug, Default)]
-pub struct StatuslineStats {
-    /// Status lines applied.
-    pub applied: AtomicU64,
-    /// Messages refused as malformed.
-    pub bad_messages: AtomicU64,
-    /// Well-formed status lines the registry refused.
-    pub registry_errors: AtomicU64,
-}
-
-impl StatuslineStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
+pub type StatuslineStats = atm_core::ingest::IngestStats;
 
 /// The adapter instance the daemon builds from a config table.
 #[derive(Debug)]
@@ -102,14 +82,7 @@ impl InputAdapter for ClaudeStatuslineAdapter {
             stats: self.stats.clone(),
         });
         ctx.serve_ingest(&path, ROUTES, handler).await?;
-        let s = &self.stats;
-        debug!(
-            adapter = %ctx.name,
-            applied = StatuslineStats::get(&s.applied),
-            bad_messages = StatuslineStats::get(&s.bad_messages),
-            registry_errors = StatuslineStats::get(&s.registry_errors),
-            "claude-statusline stopped"
-        );
+        self.stats.log_summary(&ctx.name);
         Ok(())
     }
 }

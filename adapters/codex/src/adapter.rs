@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use adapter_claude_hooks::fields;
 use atm_core::event::{AgentEvent, EventEnvelope};
@@ -48,27 +47,7 @@ impl CodexConfig {
 }
 
 /// Counters, readable while the adapter runs (tests, the debug log on stop).
-#[derive(Debug, Default)]
-pub struct CodexStats {
-    /// Events applied to the registry.
-    pub applied: AtomicU64,
-    /// Hook events or notify types this version does not know (accepted as activity).
-    pub unknown_events: AtomicU64,
-    /// Messages refused as malformed.
-    pub bad_messages: AtomicU64,
-    /// Well-formed events the registry refused (full, shutting down).
-    pub registry_errors: AtomicU64,
-}
-
-impl CodexStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
+pub type CodexStats = atm_core::ingest::IngestStats;
 
 /// The adapter instance the daemon builds from a config table.
 #[derive(Debug)]
@@ -106,15 +85,7 @@ impl InputAdapter for CodexAdapter {
             stats: self.stats.clone(),
         });
         ctx.serve_ingest(&path, ROUTES, handler).await?;
-        let s = &self.stats;
-        debug!(
-            adapter = %ctx.name,
-            applied = CodexStats::get(&s.applied),
-            unknown_events = CodexStats::get(&s.unknown_events),
-            bad_messages = CodexStats::get(&s.bad_messages),
-            registry_errors = CodexStats::get(&s.registry_errors),
-            "codex stopped"
-        );
+        self.stats.log_summary(&ctx.name);
         Ok(())
     }
 }

@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use atm_core::event::EventEnvelope;
 use atm_core::ingest::{IngestHandler, IngestMessage};
@@ -45,27 +44,7 @@ impl GeminiConfig {
 }
 
 /// Counters, readable while the adapter runs (tests, the debug log on stop).
-#[derive(Debug, Default)]
-pub struct GeminiStats {
-    /// Events applied to the registry.
-    pub applied: AtomicU64,
-    /// Events with a name this version does not know (accepted as activity).
-    pub unknown_events: AtomicU64,
-    /// Messages refused as malformed.
-    pub bad_messages: AtomicU64,
-    /// Well-formed events the registry refused (full, shutting down).
-    pub registry_errors: AtomicU64,
-}
-
-impl GeminiStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
+pub type GeminiStats = atm_core::ingest::IngestStats;
 
 /// The adapter instance the daemon builds from a config table.
 #[derive(Debug)]
@@ -103,15 +82,7 @@ impl InputAdapter for GeminiAdapter {
             stats: self.stats.clone(),
         });
         ctx.serve_ingest(&path, ROUTES, handler).await?;
-        let s = &self.stats;
-        debug!(
-            adapter = %ctx.name,
-            applied = GeminiStats::get(&s.applied),
-            unknown_events = GeminiStats::get(&s.unknown_events),
-            bad_messages = GeminiStats::get(&s.bad_messages),
-            registry_errors = GeminiStats::get(&s.registry_errors),
-            "gemini stopped"
-        );
+        self.stats.log_summary(&ctx.name);
         Ok(())
     }
 }
