@@ -538,3 +538,12 @@ impl IngestStats {
         );
     }
 }
+
+/// The ingest socket an adapter serves: its configured `socket` (with `~/` and `$VAR` expanded),
+/// else the shared `hooks.sock` in the runtime dir, where `atm-hook` looks without configuration.
+pub fn socket_path(configured: Option<&str>, runtime_dir: &Path) -> PathBuf {
+    match configured {
+        Some(s) => crate::paths::expand(s),
+        None => runtime_dir.join(crate::paths::HOOKS_SOCKET),
+    }
+}

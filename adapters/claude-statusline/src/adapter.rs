@@ -37,10 +37,7 @@ pub struct ClaudeStatuslineConfig {
 
 impl ClaudeStatuslineConfig {
     pub fn socket_path(&self, runtime_dir: &std::path::Path) -> PathBuf {
-        match &self.socket {
-            Some(s) => atm_core::paths::expand(s),
-            None => runtime_dir.join("hooks.sock"),
-        }
+        atm_core::ingest::socket_path(self.socket.as_deref(), runtime_dir)
     }
 }
 

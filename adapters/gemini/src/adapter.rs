@@ -36,10 +36,7 @@ pub struct GeminiConfig {
 
 impl GeminiConfig {
     pub fn socket_path(&self, runtime_dir: &Path) -> PathBuf {
-        match &self.socket {
-            Some(s) => atm_core::paths::expand(s),
-            None => runtime_dir.join("hooks.sock"),
-        }
+        atm_core::ingest::socket_path(self.socket.as_deref(), runtime_dir)
     }
 }
 
