@@ -48,7 +48,6 @@ pub fn save(path: &Path, sessions: &[Arc<Session>]) -> Result<(), PersistError> 
         saved_at: Utc::now(),
         sessions,
     };
-    let bytes = serde_json::to_vec(&file)?;
     let err = |source| PersistError::Write {
         path: path.to_owned(),
         source,
@@ -56,7 +55,18 @@ pub fn save(path: &Path, sessions: &[Arc<Session>]) -> Result<(), PersistError> 
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(&bytes).map_err(err)?;
+    // Streamed through a small buffer: serializing 10,000 sessions into one Vec first would
+    // allocate tens of MiB at every save, which the allocator keeps long after.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, tmp.as_file_mut());
+    serde_json::to_writer(&mut out, &file).map_err(|e| {
+        if e.is_io() {
+            err(std::io::Error::from(e))
+        } else {
+            PersistError::Encode(e)
+        }
+    })?;
+    out.flush().map_err(err)?;
+    drop(out);
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
