@@ -332,16 +332,19 @@ async fn accept_loop(
 
 /// What the reader hands the handler, in arrival order (replies must keep that order).
 enum Work {
-    Message(RawMessage),
-    Reply(ServerMessage),
+    /// One raw line, decoded by the handler: the reader stays a cheap split-and-queue loop, so
+    /// a burst is taken off the socket as fast as the client writes it, and what waits in the
+    /// queue is the line's bytes (one shared read buffer), not a parsed tree per message.
+    Line(bytes::Bytes),
     /// Reply, then close the connection.
     Close(Option<ServerMessage>),
 }
 
-/// Serves one connection as two halves: a reader that decodes lines ahead into a bounded queue,
-/// and a handler that applies them in order and writes the replies. Reading ahead lets a burst
-/// land without waiting for the registry's answer to each event; the shared `budget` (bytes
-/// of queued lines, across every connection on the socket) bounds what is buffered.
+/// Serves one connection as two halves: a reader that splits lines ahead into a bounded queue,
+/// and a handler that decodes and applies them in order and writes the replies. Reading ahead
+/// lets a burst land without waiting for the registry's answer to each event; the shared
+/// `budget` (bytes of queued lines, across every connection on the socket) bounds what is
+/// buffered.
 async fn serve_connection(
     stream: UnixStream,
     peer: Peer,
@@ -391,55 +394,65 @@ async fn serve_connection(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let work = match decode_line(&line) {
-                Ok(raw) => match raw.kind.as_str() {
-                    "ping" => {
-                        let seq = raw
-                            .body
-                            .get("seq")
-                            .and_then(serde_json::Value::as_u64)
-                            .unwrap_or(0);
-                        Work::Reply(ServerMessage::Pong { seq })
-                    }
-                    "connect" => Work::Reply(ServerMessage::Connected {
-                        protocol_version: ProtocolVersion::CURRENT,
-                        client_id: raw.str_field("client_id").unwrap_or("hook").to_owned(),
-                    }),
-                    "disconnect" => Work::Close(None),
-                    _ => Work::Message(raw),
-                },
-                Err(e) => {
-                    debug!(code = e.code.as_str(), error = %e.message, "bad ingest line");
-                    Work::Reply(ServerMessage::error(&e))
-                }
-            };
-            let closing = matches!(work, Work::Close(_));
             // Lines are at most MAX_LINE bytes and the budget is larger, so this always fits.
             let cost = u32::try_from(line.len().max(1)).unwrap_or(u32::MAX);
             let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
                 return;
             };
-            if tx.send((work, Some(permit))).await.is_err() || closing {
+            if tx.send((Work::Line(line), Some(permit))).await.is_err() {
                 return;
             }
         }
     };
     let handler = async move {
         while let Some((work, permit)) = rx.recv().await {
-            match work {
-                Work::Reply(msg) => reply(&mut write, &msg, limits).await,
+            let line = match work {
+                Work::Line(line) => line,
                 Work::Close(msg) => {
                     if let Some(msg) = msg {
                         reply(&mut write, &msg, limits).await;
                     }
                     return;
                 }
-                Work::Message(raw) => handle_message(&mut write, raw, peer, &routes, limits).await,
+            };
+            let raw = match decode_line(&line) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    debug!(code = e.code.as_str(), error = %e.message, "bad ingest line");
+                    reply(&mut write, &ServerMessage::error(&e), limits).await;
+                    continue;
+                }
+            };
+            // The line's bytes are no longer needed: give its budget back before handling.
+            drop((line, permit));
+            match raw.kind.as_str() {
+                "ping" => {
+                    let seq = raw
+                        .body
+                        .get("seq")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0);
+                    reply(&mut write, &ServerMessage::Pong { seq }, limits).await;
+                }
+                "connect" => {
+                    let connected = ServerMessage::Connected {
+                        protocol_version: ProtocolVersion::CURRENT,
+                        client_id: raw.str_field("client_id").unwrap_or("hook").to_owned(),
+                    };
+                    reply(&mut write, &connected, limits).await;
+                }
+                "disconnect" => return,
+                _ => handle_message(&mut write, raw, peer, &routes, limits).await,
             }
-            drop(permit);
         }
     };
-    tokio::join!(reader, handler);
+    tokio::pin!(handler);
+    tokio::select! {
+        // The client stopped sending: answer what it sent, then close.
+        () = reader => handler.await,
+        // The handler closed the connection (`disconnect`, a line too large): stop reading.
+        () = &mut handler => {}
+    }
 }
 
 async fn handle_message(
