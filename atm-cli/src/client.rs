@@ -267,7 +267,7 @@ fn sessions_of(msg: Value) -> Result<Vec<Value>, ClientError> {
     }
 }
 
-fn view_of(v: &Value) -> Result<SessionView, ClientError> {
+fn view_of(v: &Value) -> Result<SessionView<'static>, ClientError> {
     serde_json::from_value(v.clone())
         .map_err(|e| ClientError::Protocol(format!("a session the client cannot read ({e})")))
 }
@@ -413,7 +413,7 @@ fn project_name(v: &SessionView) -> String {
 }
 
 fn activity(v: &SessionView) -> String {
-    v.activity_detail.clone().unwrap_or_else(|| "-".to_owned())
+    v.activity_detail.as_deref().unwrap_or("-").to_owned()
 }
 
 /// `list`'s table, columns padded by characters (ids and paths may be non-ASCII).
@@ -428,13 +428,13 @@ pub fn format_table(views: &[SessionView]) -> String {
         .iter()
         .map(|v| {
             [
-                v.id_short.clone(),
-                v.harness.clone(),
+                v.id_short.to_string(),
+                v.harness.to_string(),
                 v.state.as_str().to_owned(),
                 atm_core::text::truncate_chars(&activity(v), 20),
                 atm_core::text::truncate_chars(&project_name(v), 24),
                 format!("{:.0}%", v.context_percentage),
-                v.cost_display.clone(),
+                v.cost_display.to_string(),
                 v.age_display.trim_end_matches(" ago").to_owned(),
             ]
         })
@@ -532,8 +532,8 @@ pub fn format_status(views: &[SessionView]) -> String {
 /// `get`'s details, one `key: value` per line.
 pub fn format_details(v: &SessionView) -> String {
     let mut rows: Vec<(&str, String)> = vec![
-        ("id", v.id.clone()),
-        ("harness", v.harness.clone()),
+        ("id", v.id.to_string()),
+        ("harness", v.harness.to_string()),
         ("state", format!("{} (since {})", v.state, v.state_since)),
         ("activity", activity(v)),
     ];
@@ -547,7 +547,7 @@ pub fn format_details(v: &SessionView) -> String {
         }
         rows.push(("attention", text));
     }
-    rows.push(("model", v.model.clone()));
+    rows.push(("model", v.model.to_string()));
     let optional = [
         ("directory", &v.working_directory),
         ("project", &v.project_root),
@@ -557,16 +557,16 @@ pub fn format_details(v: &SessionView) -> String {
     ];
     for (k, val) in optional {
         if let Some(val) = val {
-            rows.push((k, val.clone()));
+            rows.push((k, val.to_string()));
         }
     }
     if let Some(pid) = v.pid {
         rows.push(("pid", pid.to_string()));
     }
-    rows.push(("context", v.context_display.clone()));
-    rows.push(("cost", v.cost_display.clone()));
-    rows.push(("duration", v.duration_display.clone()));
-    rows.push(("lines", v.lines_display.clone()));
+    rows.push(("context", v.context_display.to_string()));
+    rows.push(("cost", v.cost_display.to_string()));
+    rows.push(("duration", v.duration_display.to_string()));
+    rows.push(("lines", v.lines_display.to_string()));
     rows.push(("started", format!("{} ({})", v.started_at, v.age_display)));
     rows.push((
         "last activity",
@@ -586,7 +586,7 @@ mod tests {
     use atm_core::{Harness, Session, SessionId, SessionKey};
     use chrono::Utc;
 
-    fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView {
+    fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView<'static> {
         let key = SessionKey::Id {
             harness: Harness::claude(),
             id: id.into(),
@@ -595,7 +595,7 @@ mod tests {
         s.state = state;
         s.usage.cost_usd = cost;
         s.cwd = Some(cwd.into());
-        SessionView::from_session(&s, Utc::now())
+        SessionView::from_session(&s, Utc::now()).into_owned()
     }
 
     #[test]

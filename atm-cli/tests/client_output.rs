@@ -13,7 +13,7 @@ use atm_core::{AgentState, Harness, Session, SessionId, SessionKey, SessionView}
 use chrono::Utc;
 use serde_json::Value;
 
-fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView {
+fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView<'static> {
     let key = SessionKey::Id {
         harness: Harness::claude(),
         id: id.into(),
@@ -23,10 +23,10 @@ fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView {
     s.usage.cost_usd = cost;
     s.cwd = Some(cwd.into());
     s.activity = Some("Bash".into());
-    SessionView::from_session(&s, Utc::now())
+    SessionView::from_session(&s, Utc::now()).into_owned()
 }
 
-fn sessions() -> Vec<SessionView> {
+fn sessions() -> Vec<SessionView<'static>> {
     vec![
         view(
             "8e11bfb5-7dc2-432b",
@@ -52,7 +52,7 @@ struct FakeDaemon {
 }
 
 impl FakeDaemon {
-    fn start(sessions: Vec<SessionView>) -> Self {
+    fn start(sessions: Vec<SessionView<'static>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("atm.sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -67,7 +67,7 @@ impl FakeDaemon {
     }
 }
 
-fn serve(stream: UnixStream, sessions: &[SessionView]) {
+fn serve(stream: UnixStream, sessions: &[SessionView<'static>]) {
     let mut out = stream.try_clone().unwrap();
     let mut send = |m: ServerMessage| out.write_all(&m.to_line());
     for line in BufReader::new(stream).lines() {
@@ -91,7 +91,7 @@ fn serve(stream: UnixStream, sessions: &[SessionView]) {
                     session: Box::new(changed),
                 });
                 let _ = send(ServerMessage::SessionRemoved {
-                    session_id: sessions[1].id.clone(),
+                    session_id: sessions[1].id.to_string(),
                 });
                 return;
             }

@@ -38,7 +38,7 @@ impl IngestHandler for Recorder {
             let mut s = Session::new(key, id, None, "test", now);
             s.state = AgentState::NeedsInput;
             ServerMessage::SessionUpdated {
-                session: Box::new(SessionView::from_session(&s, now)),
+                session: Box::new(SessionView::from_session(&s, now).into_owned()),
             }
         });
         let _ = self.seen.send(msg);

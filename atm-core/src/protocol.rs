@@ -189,10 +189,10 @@ pub enum ServerMessage {
         protocol_version: ProtocolVersion,
     },
     SessionList {
-        sessions: Vec<SessionView>,
+        sessions: Vec<SessionView<'static>>,
     },
     SessionUpdated {
-        session: Box<SessionView>,
+        session: Box<SessionView<'static>>,
     },
     SessionRemoved {
         session_id: String,

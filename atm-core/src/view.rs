@@ -4,75 +4,93 @@
 //! Views are computed from a [`Session`] at snapshot time, because several fields are relative to
 //! "now" (`5s ago`).
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AgentState, Attention, RateLimits, Session};
 use crate::text::prefix_chars;
 
+/// View text: borrowed from the session where it can be, owned where it is computed.
+pub type Text<'a> = Cow<'a, str>;
+
+#[allow(clippy::ptr_arg)] // serde hands `skip_serializing_if` the field itself
+fn is_empty_slice(v: &Cow<'_, [String]>) -> bool {
+    v.is_empty()
+}
+
+#[allow(clippy::ptr_arg)] // as above
+fn is_empty_map(v: &Cow<'_, RateLimits>) -> bool {
+    v.is_empty()
+}
+
+/// One session as clients see it. Text borrows from the [`Session`] it was made from, so the
+/// daemon renders views (10,000 for one `session_list`) without copying every string first;
+/// what clients deserialize is owned (`SessionView<'static>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionView {
-    pub id: String,
-    pub id_short: String,
-    pub agent_type: String,
-    pub model: String,
-    pub status: String,
-    pub status_label: String,
-    pub activity_detail: Option<String>,
+pub struct SessionView<'a> {
+    pub id: Text<'a>,
+    pub id_short: Text<'a>,
+    pub agent_type: Text<'a>,
+    pub model: Text<'a>,
+    pub status: Text<'a>,
+    pub status_label: Text<'a>,
+    pub activity_detail: Option<Text<'a>>,
     pub should_blink: bool,
-    pub status_icon: String,
+    pub status_icon: Text<'a>,
     pub context_percentage: f64,
-    pub context_display: String,
+    pub context_display: Text<'a>,
     pub context_warning: bool,
     pub context_critical: bool,
     pub cost_usd: f64,
-    pub cost_display: String,
+    pub cost_display: Text<'a>,
     pub duration_seconds: f64,
-    pub duration_display: String,
-    pub lines_display: String,
-    pub working_directory: Option<String>,
+    pub duration_display: Text<'a>,
+    pub lines_display: Text<'a>,
+    pub working_directory: Option<Text<'a>>,
     pub needs_attention: bool,
-    pub last_activity_display: String,
-    pub age_display: String,
-    pub started_at: String,
-    pub last_activity: String,
-    pub tmux_pane: Option<String>,
+    pub last_activity_display: Text<'a>,
+    pub age_display: Text<'a>,
+    pub started_at: Text<'a>,
+    pub last_activity: Text<'a>,
+    pub tmux_pane: Option<Text<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project_root: Option<String>,
+    pub project_root: Option<Text<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worktree_path: Option<String>,
+    pub worktree_path: Option<Text<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worktree_branch: Option<String>,
+    pub worktree_branch: Option<Text<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent_session_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub child_session_ids: Vec<String>,
+    pub parent_session_id: Option<Text<'a>>,
+    #[serde(default, skip_serializing_if = "is_empty_slice")]
+    pub child_session_ids: Cow<'a, [String]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_prompt: Option<String>,
-    pub harness: String,
+    pub first_prompt: Option<Text<'a>>,
+    pub harness: Text<'a>,
     // ---- additions (never renames) ----
     pub state: AgentState,
-    pub state_since: String,
+    pub state_since: Text<'a>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attention: Option<Attention>,
+    pub attention: Option<Cow<'a, Attention>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Text<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model_id: Option<String>,
+    pub model_id: Option<Text<'a>>,
     pub context_window_size: u64,
     pub context_tokens: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    #[serde(default, skip_serializing_if = "RateLimits::is_empty")]
-    pub rate_limits: RateLimits,
+    #[serde(default, skip_serializing_if = "is_empty_map")]
+    pub rate_limits: Cow<'a, RateLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_version: Option<String>,
+    pub agent_version: Option<Text<'a>>,
 }
 
 /// `1m 5s`, `2h 3m`, `42s`.
@@ -126,8 +144,8 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-impl SessionView {
-    pub fn from_session(s: &Session, now: DateTime<Utc>) -> Self {
+impl<'a> SessionView<'a> {
+    pub fn from_session(s: &'a Session, now: DateTime<Utc>) -> Self {
         let attention_state = s.state.needs_attention();
         let (status, status_label, icon) = match s.state {
             AgentState::NeedsPermission | AgentState::NeedsInput => {
@@ -162,56 +180,160 @@ impl SessionView {
             0.0
         };
         Self {
-            id: s.id.as_str().to_owned(),
-            id_short: prefix_chars(s.id.as_str(), 8).to_owned(),
-            agent_type: s.agent_type.clone(),
-            model: s
-                .model_name
-                .clone()
-                .or_else(|| s.model_id.clone())
-                .unwrap_or_else(|| "unknown".to_owned()),
-            status: status.to_owned(),
-            status_label: status_label.to_owned(),
-            activity_detail: s.activity.clone(),
+            id: Cow::Borrowed(s.id.as_str()),
+            id_short: Cow::Borrowed(prefix_chars(s.id.as_str(), 8)),
+            agent_type: Cow::Borrowed(&s.agent_type),
+            model: Cow::Borrowed(
+                s.model_name
+                    .as_deref()
+                    .or(s.model_id.as_deref())
+                    .unwrap_or("unknown"),
+            ),
+            status: Cow::Borrowed(status),
+            status_label: Cow::Borrowed(status_label),
+            activity_detail: s.activity.as_deref().map(Cow::Borrowed),
             should_blink: attention_state,
-            status_icon: icon.to_owned(),
+            status_icon: Cow::Borrowed(icon),
             context_percentage: pct,
-            context_display,
+            context_display: Cow::Owned(context_display),
             context_warning: pct >= 80.0,
             context_critical: pct >= 90.0,
             cost_usd: cost,
-            cost_display: format!("${cost:.2}"),
+            cost_display: Cow::Owned(format!("${cost:.2}")),
             duration_seconds: round1(duration_seconds),
-            duration_display: format_duration(duration_seconds),
-            lines_display: format!("+{} -{}", u.lines_added, u.lines_removed),
-            working_directory: s.cwd.clone(),
+            duration_display: Cow::Owned(format_duration(duration_seconds)),
+            lines_display: Cow::Owned(format!("+{} -{}", u.lines_added, u.lines_removed)),
+            working_directory: s.cwd.as_deref().map(Cow::Borrowed),
             needs_attention: attention_state || pct >= 80.0,
-            last_activity_display: format_ago(s.last_activity, now),
-            age_display: format_ago(s.started_at, now),
-            started_at: s.started_at.to_rfc3339(),
-            last_activity: s.last_activity.to_rfc3339(),
-            tmux_pane: s.tmux_pane.clone(),
-            project_root: s.git.project_root.clone(),
-            worktree_path: s.git.worktree_path.clone(),
-            worktree_branch: s.git.branch.clone(),
-            parent_session_id: s.parent_id.as_ref().map(|p| p.as_str().to_owned()),
-            child_session_ids: s.children.clone(),
-            first_prompt: s.first_prompt.clone(),
-            harness: s.harness.as_str().to_owned(),
+            last_activity_display: Cow::Owned(format_ago(s.last_activity, now)),
+            age_display: Cow::Owned(format_ago(s.started_at, now)),
+            started_at: Cow::Owned(s.started_at.to_rfc3339()),
+            last_activity: Cow::Owned(s.last_activity.to_rfc3339()),
+            tmux_pane: s.tmux_pane.as_deref().map(Cow::Borrowed),
+            project_root: s.git.project_root.as_deref().map(Cow::Borrowed),
+            worktree_path: s.git.worktree_path.as_deref().map(Cow::Borrowed),
+            worktree_branch: s.git.branch.as_deref().map(Cow::Borrowed),
+            parent_session_id: s.parent_id.as_ref().map(|p| Cow::Borrowed(p.as_str())),
+            child_session_ids: Cow::Borrowed(&s.children),
+            first_prompt: s.first_prompt.as_deref().map(Cow::Borrowed),
+            harness: Cow::Borrowed(s.harness.as_str()),
             state: s.state,
-            state_since: s.state_since.to_rfc3339(),
-            attention: s.attention.clone(),
-            error: s.last_error.clone(),
+            state_since: Cow::Owned(s.state_since.to_rfc3339()),
+            attention: s.attention.as_ref().map(Cow::Borrowed),
+            error: s.last_error.as_deref().map(Cow::Borrowed),
             pid: s.pid(),
-            model_id: s.model_id.clone(),
+            model_id: s.model_id.as_deref().map(Cow::Borrowed),
             context_window_size: u.context_window_size,
             context_tokens: u.context_tokens,
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
-            rate_limits: u.rate_limits.clone(),
+            rate_limits: Cow::Borrowed(&u.rate_limits),
             cpu_percent: s.cpu_percent.map(round1),
             rss_bytes: s.rss_bytes,
-            agent_version: s.agent_version.clone(),
+            agent_version: s.agent_version.as_deref().map(Cow::Borrowed),
+        }
+    }
+
+    /// The same view, owning its text (for messages that outlive the session they describe).
+    pub fn into_owned(self) -> SessionView<'static> {
+        fn own(t: Text<'_>) -> Text<'static> {
+            Cow::Owned(t.into_owned())
+        }
+        let SessionView {
+            id,
+            id_short,
+            agent_type,
+            model,
+            status,
+            status_label,
+            activity_detail,
+            should_blink,
+            status_icon,
+            context_percentage,
+            context_display,
+            context_warning,
+            context_critical,
+            cost_usd,
+            cost_display,
+            duration_seconds,
+            duration_display,
+            lines_display,
+            working_directory,
+            needs_attention,
+            last_activity_display,
+            age_display,
+            started_at,
+            last_activity,
+            tmux_pane,
+            project_root,
+            worktree_path,
+            worktree_branch,
+            parent_session_id,
+            child_session_ids,
+            first_prompt,
+            harness,
+            state,
+            state_since,
+            attention,
+            error,
+            pid,
+            model_id,
+            context_window_size,
+            context_tokens,
+            input_tokens,
+            output_tokens,
+            rate_limits,
+            cpu_percent,
+            rss_bytes,
+            agent_version,
+        } = self;
+        SessionView {
+            id: own(id),
+            id_short: own(id_short),
+            agent_type: own(agent_type),
+            model: own(model),
+            status: own(status),
+            status_label: own(status_label),
+            activity_detail: activity_detail.map(own),
+            should_blink,
+            status_icon: own(status_icon),
+            context_percentage,
+            context_display: own(context_display),
+            context_warning,
+            context_critical,
+            cost_usd,
+            cost_display: own(cost_display),
+            duration_seconds,
+            duration_display: own(duration_display),
+            lines_display: own(lines_display),
+            working_directory: working_directory.map(own),
+            needs_attention,
+            last_activity_display: own(last_activity_display),
+            age_display: own(age_display),
+            started_at: own(started_at),
+            last_activity: own(last_activity),
+            tmux_pane: tmux_pane.map(own),
+            project_root: project_root.map(own),
+            worktree_path: worktree_path.map(own),
+            worktree_branch: worktree_branch.map(own),
+            parent_session_id: parent_session_id.map(own),
+            child_session_ids: Cow::Owned(child_session_ids.into_owned()),
+            first_prompt: first_prompt.map(own),
+            harness: own(harness),
+            state,
+            state_since: own(state_since),
+            attention: attention.map(|a| Cow::Owned(a.into_owned())),
+            error: error.map(own),
+            pid,
+            model_id: model_id.map(own),
+            context_window_size,
+            context_tokens,
+            input_tokens,
+            output_tokens,
+            rate_limits: Cow::Owned(rate_limits.into_owned()),
+            cpu_percent,
+            rss_bytes,
+            agent_version: agent_version.map(own),
         }
     }
 }
@@ -307,5 +429,40 @@ mod tests {
         let v = SessionView::from_session(&s, Utc::now());
         assert_eq!(v.id_short, "日本語のセッショ");
         assert_eq!(v.working_directory.as_deref(), Some("/home/ü/проект/🦀"));
+    }
+
+    #[test]
+    fn borrowed_and_owned_views_serialize_alike() {
+        let mut s = session();
+        s.state = AgentState::NeedsPermission;
+        s.attention = Some(Attention {
+            reason: "permission".into(),
+            tool: Some("Bash".into()),
+            detail: Some("rm -rf target".into()),
+        });
+        s.children = vec!["agent-1".into(), "agent-2".into()];
+        s.git.project_root = Some("/src/atm".into());
+        s.git.branch = Some("main".into());
+        s.parent_id = Some(SessionId::new("parent"));
+        s.usage.rate_limits.insert(
+            "five_hour".into(),
+            crate::model::RateLimit {
+                used_percentage: 12.5,
+                resets_at: None,
+            },
+        );
+        s.activity = Some("Bash: \"quoted\" \u{1F980}".into());
+        let now = Utc::now();
+        let borrowed = SessionView::from_session(&s, now);
+        let json = serde_json::to_string(&borrowed).unwrap();
+        let owned = borrowed.clone().into_owned();
+        assert_eq!(serde_json::to_string(&owned).unwrap(), json);
+        let back: SessionView<'static> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, owned);
+        assert_eq!(back.child_session_ids.len(), 2);
+        assert_eq!(
+            back.attention.as_ref().map(|a| a.reason.as_str()),
+            Some("permission")
+        );
     }
 }

@@ -131,7 +131,7 @@ impl IngestHandler for StatusHandler {
                 )
             })?;
         Ok(Some(ServerMessage::SessionUpdated {
-            session: Box::new(SessionView::from_session(&session, Utc::now())),
+            session: Box::new(SessionView::from_session(&session, Utc::now()).into_owned()),
         }))
     }
 }

@@ -331,8 +331,8 @@ async fn run_writer(
             }
             Work::Lines(mut lines) => write_bounded(&mut write, &mut lines, timeout, &stop).await,
             Work::List(job) => {
-                let mut bytes = shared.render_list(job).await;
-                write_bounded(&mut write, &mut bytes, timeout, &stop).await
+                let reply = shared.render_list(job).await;
+                write_pieces(&mut write, &reply.pieces, timeout, &stop).await
             }
             Work::Resync => {
                 let Some(job) = shared.take_resync(&outbox) else {
@@ -343,8 +343,8 @@ async fn run_writer(
                     resyncs = outbox.resyncs(),
                     "resyncing a subscriber that fell behind"
                 );
-                let mut bytes = shared.render_list(job).await;
-                write_bounded(&mut write, &mut bytes, timeout, &stop).await
+                let reply = shared.render_list(job).await;
+                write_pieces(&mut write, &reply.pieces, timeout, &stop).await
             }
         };
         match outcome {
@@ -372,6 +372,23 @@ enum Written {
     Stopped,
     Failed(std::io::Error),
     TimedOut,
+}
+
+/// Writes every piece in order; the write timeout applies to each (it bounds how long a client
+/// may stop reading, not how long a large reply takes).
+async fn write_pieces(
+    write: &mut OwnedWriteHalf,
+    pieces: &[bytes::Bytes],
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> Written {
+    for piece in pieces {
+        match write_bounded(write, &mut piece.clone(), timeout, stop).await {
+            Written::All => {}
+            other => return other,
+        }
+    }
+    Written::All
 }
 
 /// Writes all of `buf` unless it takes longer than `timeout` or the connection is stopped.

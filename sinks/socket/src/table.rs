@@ -3,10 +3,16 @@
 //!
 //! Why it is shaped so: with 1,000 subscribers, per-subscriber JSON work would cost a thousand
 //! serializations per change. Here a change costs one `SessionView` render and one allocation;
-//! subscribers receive a reference-counted [`Bytes`]. The same rendered views are spliced into
-//! `session_list` replies, so listing 10,000 sessions is mostly a memory copy.
+//! subscribers receive a reference-counted [`Bytes`].
 //!
-//! Consistency: the table (latest rendered view per session, in registry order) is updated and
+//! The table keeps the sessions themselves (the registry's own `Arc`s, so no copy), not their
+//! rendered views: a cached view would double the memory per session, and several view fields
+//! are relative to "now" (`5s ago`) so cached ones go stale anyway. A `session_list` renders
+//! every view when asked, from borrowed text, on the blocking pool when it is large; unfiltered
+//! lists of one table state are shared for a second, so a thousand subscribers resyncing at
+//! once cost one render.
+//!
+//! Consistency: the table (latest version of each session, in registry order) is updated and
 //! the change delivered to subscribers under the same write lock. A subscriber's initial list or
 //! resync list is taken under the read lock together with its subscription state, so every
 //! change is either in the list or delivered after it, never neither.
@@ -14,13 +20,12 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use atm_core::control::ControlBus;
 use atm_core::protocol::ServerMessage;
 use atm_core::registry::{RegistryHandle, SessionChange, SessionEvent, Snapshot};
-use atm_core::view::{format_ago, format_duration};
 use atm_core::{Harness, Session, SessionId, SessionView};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -31,13 +36,16 @@ use tracing::{debug, warn};
 use crate::SocketConfig;
 use crate::outbox::Outbox;
 
-/// A rendered view is reused in lists while younger than this; older ones are rendered again so
-/// that `5s ago` and friends are right to the second.
-const VIEW_FRESHNESS: Duration = Duration::from_secs(1);
+/// An unfiltered list is shared by the replies asking for the same table state within this
+/// long; the time-relative fields (`5s ago`) have one-second resolution.
+const LIST_SHARING: Duration = Duration::from_secs(1);
 
 /// Lists with more sessions than this are rendered on the blocking pool, so one large reply
 /// never stalls the runtime's workers.
 const INLINE_RENDER_LIMIT: usize = 256;
+
+/// A large list is rendered in at most this many parts at once.
+const MAX_RENDER_PARTS: usize = 4;
 
 /// At most this many changes are applied under one lock acquisition.
 const APPLY_BATCH: usize = 256;
@@ -47,130 +55,31 @@ const UPDATED_SUFFIX: &[u8] = b"}\n";
 const LIST_PREFIX: &[u8] = b"{\"type\":\"session_list\",\"sessions\":[";
 const LIST_SUFFIX: &[u8] = b"]}\n";
 
-/// The `SessionView` fields whose values depend on "now", in serialization order. Matched with
-/// the leading comma: inside a JSON string every `"` is escaped, so `,"key":` is always a key.
-/// Nested objects with caller-chosen keys (`rate_limits`) come after all of these.
-const RELATIVE_KEYS: [&[u8]; 4] = [
-    b",\"duration_seconds\":",
-    b",\"duration_display\":",
-    b",\"last_activity_display\":",
-    b",\"age_display\":",
-];
-
-/// Byte ranges of the values of [`RELATIVE_KEYS`] in a serialized view (`None` if the view's
-/// shape is not the expected one: then stale views are fully rendered again).
-fn relative_ranges(view: &[u8]) -> Option<[(usize, usize); 4]> {
-    let mut ranges = [(0, 0); 4];
-    let mut from = 0;
-    for (slot, key) in ranges.iter_mut().zip(RELATIVE_KEYS) {
-        let start = from + memchr::memmem::find(view.get(from..)?, key)? + key.len();
-        // Numbers and the short ASCII strings these fields hold contain no `,` or `}`.
-        let end = start + memchr::memchr2(b',', b'}', view.get(start..)?)?;
-        *slot = (start, end);
-        from = end;
-    }
-    Some(ranges)
-}
+/// Bytes reserved per session when a list is rendered (a typical view is 700-900).
+const VIEW_SIZE_HINT: usize = 1024;
 
 thread_local! {
-    /// Views are serialized into this reused buffer and kept as an exact-size copy: the table
-    /// holds one line per session for as long as it lives, so spare capacity (or the fragments
-    /// a shrink leaves behind) would cost memory per session.
+    /// Update lines are serialized into this reused buffer and sent as an exact-size copy.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
 }
 
-/// One session as last rendered.
-#[derive(Debug)]
-pub(crate) struct Rendered {
-    pub(crate) session: Arc<Session>,
-    /// The whole `session_updated` line; `view` is a slice of it.
-    line: Bytes,
-    /// The `SessionView` JSON object, without framing.
-    view: Bytes,
-    rendered_at: Instant,
-    /// Where the time-relative values sit in `view`, to refresh them without a full render.
-    relative: Option<[(usize, usize); 4]>,
-}
-
-impl Rendered {
-    fn new(session: Arc<Session>) -> Self {
-        Self::at(session, Utc::now())
-    }
-
-    fn at(session: Arc<Session>, now: DateTime<Utc>) -> Self {
-        let view = SessionView::from_session(&session, now);
-        let (line, view_end) = SCRATCH.with_borrow_mut(|buf| {
-            buf.clear();
-            buf.extend_from_slice(UPDATED_PREFIX);
-            // A SessionView holds strings, numbers and maps with string keys: it always
-            // serializes.
-            let _ = serde_json::to_writer(&mut *buf, &view);
-            let view_end = buf.len();
-            buf.extend_from_slice(UPDATED_SUFFIX);
-            (Bytes::copy_from_slice(buf), view_end)
-        });
-        let view = line.slice(UPDATED_PREFIX.len()..view_end);
-        Self {
-            session,
-            relative: relative_ranges(&view),
-            view,
-            line,
-            rendered_at: Instant::now(),
-        }
-    }
-
-    pub(crate) fn id(&self) -> &str {
-        self.session.id.as_str()
-    }
-
-    /// Appends this session's view; if the cached one is too old, its time-relative values are
-    /// computed again for `wall`.
-    fn write_view(&self, out: &mut Vec<u8>, now: Instant, wall: DateTime<Utc>) {
-        if now.saturating_duration_since(self.rendered_at) <= VIEW_FRESHNESS {
-            out.extend_from_slice(&self.view);
-        } else if let Some(ranges) = &self.relative {
-            self.write_refreshed(out, ranges, wall);
-        } else {
-            let view = SessionView::from_session(&self.session, wall);
-            let _ = serde_json::to_writer(&mut *out, &view);
-        }
-    }
-
-    /// The cached view with its four time-relative values replaced, computed exactly as
-    /// `SessionView::from_session` does (a unit test holds the two together). Idle sessions'
-    /// views go stale every second; this keeps a list of 10,000 of them a memory copy plus a
-    /// few small formats each instead of 10,000 full renders.
-    fn write_refreshed(
-        &self,
-        out: &mut Vec<u8>,
-        ranges: &[(usize, usize); 4],
-        wall: DateTime<Utc>,
-    ) {
-        let s = &self.session;
-        let secs = if s.usage.total_duration_ms > 0 {
-            s.usage.total_duration_ms as f64 / 1000.0
-        } else {
-            ((wall - s.started_at).num_milliseconds().max(0) as f64) / 1000.0
-        };
-        let mut pos = 0;
-        for (i, (start, end)) in ranges.iter().enumerate() {
-            out.extend_from_slice(&self.view[pos..*start]);
-            let _ = match i {
-                0 => serde_json::to_writer(&mut *out, &((secs * 10.0).round() / 10.0)),
-                1 => serde_json::to_writer(&mut *out, &format_duration(secs)),
-                2 => serde_json::to_writer(&mut *out, &format_ago(s.last_activity, wall)),
-                _ => serde_json::to_writer(&mut *out, &format_ago(s.started_at, wall)),
-            };
-            pos = *end;
-        }
-        out.extend_from_slice(&self.view[pos..]);
-    }
+/// The `session_updated` line for `session`.
+fn updated_line(session: &Session) -> Bytes {
+    let view = SessionView::from_session(session, Utc::now());
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(UPDATED_PREFIX);
+        // A SessionView holds strings, numbers and maps with string keys: it always serializes.
+        let _ = serde_json::to_writer(&mut *buf, &view);
+        buf.extend_from_slice(UPDATED_SUFFIX);
+        Bytes::copy_from_slice(buf)
+    })
 }
 
 /// A point-in-time list for one reply: which sessions, and whether it is the unfiltered list at
 /// table sequence `seq` (those can share one rendering).
 pub(crate) struct ListJob {
-    entries: Vec<Arc<Rendered>>,
+    entries: Vec<Arc<Session>>,
     seq: u64,
     complete: bool,
 }
@@ -183,7 +92,7 @@ impl ListJob {
 
 type TableKey = (Harness, SessionId);
 
-/// Latest rendered view of every session, and the subscribers to tell about changes.
+/// Latest version of every session, and the subscribers to tell about changes.
 #[derive(Default)]
 pub(crate) struct Table {
     /// Sequence number of the last registry change reflected.
@@ -191,16 +100,13 @@ pub(crate) struct Table {
     next_order: u64,
     order_of: HashMap<TableKey, u64>,
     /// In registry insertion order, oldest first.
-    entries: BTreeMap<u64, Arc<Rendered>>,
+    entries: BTreeMap<u64, Arc<Session>>,
     subscribers: HashMap<u64, Arc<Outbox>>,
 }
 
 impl Table {
-    fn insert_or_replace(&mut self, rendered: Arc<Rendered>) {
-        let key = (
-            rendered.session.harness.clone(),
-            rendered.session.id.clone(),
-        );
+    fn insert_or_replace(&mut self, session: Arc<Session>) {
+        let key = (session.harness.clone(), session.id.clone());
         let order = match self.order_of.get(&key) {
             Some(o) => *o,
             None => {
@@ -209,7 +115,7 @@ impl Table {
                 self.next_order
             }
         };
-        self.entries.insert(order, rendered);
+        self.entries.insert(order, session);
     }
 
     fn remove(&mut self, session: &Session) {
@@ -228,7 +134,7 @@ impl Table {
             Some(id) => self
                 .entries
                 .values()
-                .filter(|e| e.id() == id)
+                .filter(|e| e.id.as_str() == id)
                 .cloned()
                 .collect(),
         };
@@ -245,14 +151,15 @@ struct Delivery {
     seq: u64,
     id: String,
     line: Bytes,
-    update: Option<Arc<Rendered>>,
+    update: Option<Arc<Session>>,
     removed: Option<Arc<Session>>,
 }
 
 /// The shared state of one socket sink: the table, the limits, and what connections need.
 pub(crate) struct Shared {
     table: RwLock<Table>,
-    list_cache: Mutex<Option<(u64, Instant, Bytes)>>,
+    /// The last unfiltered list, while some writer still holds it (see [`Shared::render_list`]).
+    list_cache: Mutex<Option<(u64, Instant, Weak<ListReply>)>>,
     pub(crate) config: SocketConfig,
     pub(crate) control: ControlBus,
     next_client: AtomicU64,
@@ -312,48 +219,48 @@ impl Shared {
         outbox.end_subscription();
     }
 
-    /// Renders a list reply. Unfiltered lists of the same table state share one rendering for
-    /// up to [`VIEW_FRESHNESS`], so a thousand subscribers resyncing at once cost one render.
-    pub(crate) async fn render_list(&self, job: ListJob) -> Bytes {
+    /// Renders a list reply. An unfiltered list of one table state is shared, for up to
+    /// [`LIST_SHARING`], with the replies asked for while it is still being written, so a
+    /// thousand subscribers resyncing at once cost one render. Nothing is kept once the last
+    /// writer is done: a cached 10,000-session list would hold megabytes for nobody.
+    pub(crate) async fn render_list(&self, job: ListJob) -> Arc<ListReply> {
         if job.complete
             && let Ok(cache) = self.list_cache.lock()
-            && let Some((seq, at, bytes)) = cache.as_ref()
+            && let Some((seq, at, reply)) = cache.as_ref()
             && *seq == job.seq
-            && at.elapsed() <= VIEW_FRESHNESS
+            && at.elapsed() <= LIST_SHARING
+            && let Some(reply) = reply.upgrade()
         {
-            return bytes.clone();
+            return reply;
         }
         let (complete, seq) = (job.complete, job.seq);
-        let bytes = if job.entries.len() > INLINE_RENDER_LIMIT {
-            match tokio::task::spawn_blocking(move || render_list_now(&job.entries)).await {
-                Ok(b) => b,
-                Err(e) => {
+        let reply = if job.entries.len() > INLINE_RENDER_LIMIT {
+            render_list_in_parallel(&job.entries)
+                .await
+                .unwrap_or_else(|e| {
                     warn!(error = %e, "rendering a session list failed");
-                    Bytes::from(
-                        ServerMessage::Error {
-                            message: "cannot render the session list".into(),
-                            code: atm_core::protocol::ErrorCode::Internal,
-                        }
-                        .to_line(),
-                    )
-                }
-            }
+                    ListReply {
+                        pieces: vec![Bytes::from(
+                            ServerMessage::Error {
+                                message: "cannot render the session list".into(),
+                                code: atm_core::protocol::ErrorCode::Internal,
+                            }
+                            .to_line(),
+                        )],
+                    }
+                })
         } else {
             render_list_now(&job.entries)
         };
+        let reply = Arc::new(reply);
         if complete && let Ok(mut cache) = self.list_cache.lock() {
-            *cache = Some((seq, Instant::now(), bytes.clone()));
+            *cache = Some((seq, Instant::now(), Arc::downgrade(&reply)));
         }
-        bytes
+        reply
     }
 
     /// Rebuilds the table from a registry snapshot; existing subscribers get a resync.
     fn reset(&self, snapshot: Snapshot) {
-        let rendered: Vec<Arc<Rendered>> = snapshot
-            .sessions
-            .into_iter()
-            .map(|s| Arc::new(Rendered::new(s)))
-            .collect();
         let mut table = self.write_table();
         let subscribers = std::mem::take(&mut table.subscribers);
         *table = Table {
@@ -361,8 +268,8 @@ impl Shared {
             subscribers,
             ..Table::default()
         };
-        for r in rendered {
-            table.insert_or_replace(r);
+        for s in snapshot.sessions {
+            table.insert_or_replace(s);
         }
         for outbox in table.subscribers.values() {
             outbox.request_resync();
@@ -453,16 +360,13 @@ impl Shared {
 
 fn render_change(event: SessionEvent) -> Delivery {
     match event.change {
-        SessionChange::Added | SessionChange::Updated => {
-            let rendered = Arc::new(Rendered::new(event.session));
-            Delivery {
-                seq: event.seq,
-                id: rendered.id().to_owned(),
-                line: rendered.line.clone(),
-                update: Some(rendered),
-                removed: None,
-            }
-        }
+        SessionChange::Added | SessionChange::Updated => Delivery {
+            seq: event.seq,
+            id: event.session.id.as_str().to_owned(),
+            line: updated_line(&event.session),
+            update: Some(event.session),
+            removed: None,
+        },
         SessionChange::Removed { .. } => {
             let id = event.session.id.as_str().to_owned();
             let line = ServerMessage::SessionRemoved {
@@ -480,20 +384,116 @@ fn render_change(event: SessionEvent) -> Delivery {
     }
 }
 
-fn render_list_now(entries: &[Arc<Rendered>]) -> Bytes {
-    let now = Instant::now();
-    let wall = Utc::now();
-    let size: usize = entries.iter().map(|e| e.view.len() + 1).sum();
-    let mut out = Vec::with_capacity(LIST_PREFIX.len() + size + LIST_SUFFIX.len());
-    out.extend_from_slice(LIST_PREFIX);
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        e.write_view(&mut out, now, wall);
+/// A rendered `session_list` line, in pieces of about [`PIECE_SIZE`] bytes. Pieces rather than
+/// one buffer: a 10,000-session list is about 9 MiB, and buffers that large make the allocator
+/// raise its threshold for returning memory to the system, so the daemon would keep the peak.
+#[derive(Debug, Default)]
+pub(crate) struct ListReply {
+    pub(crate) pieces: Vec<Bytes>,
+}
+
+impl ListReply {
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        self.pieces.concat()
     }
-    out.extend_from_slice(LIST_SUFFIX);
-    Bytes::from(out)
+}
+
+/// Target size of one [`ListReply`] piece (below glibc's default mmap threshold of 128 KiB).
+const PIECE_SIZE: usize = 64 * 1024;
+
+/// Collects rendered JSON into pieces.
+struct PieceWriter {
+    pieces: Vec<Bytes>,
+    current: Vec<u8>,
+}
+
+impl PieceWriter {
+    fn new() -> Self {
+        Self {
+            pieces: Vec::new(),
+            current: Vec::with_capacity(PIECE_SIZE + VIEW_SIZE_HINT),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.current.extend_from_slice(bytes);
+    }
+
+    /// Starts a new piece if the current one is full (only between views).
+    fn maybe_cut(&mut self) {
+        if self.current.len() >= PIECE_SIZE {
+            self.cut();
+        }
+    }
+
+    fn cut(&mut self) {
+        let next = Vec::with_capacity(PIECE_SIZE + VIEW_SIZE_HINT);
+        let full = std::mem::replace(&mut self.current, next);
+        if !full.is_empty() {
+            self.pieces.push(Bytes::from(full));
+        }
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.current.is_empty() {
+            let last = std::mem::take(&mut self.current);
+            self.pieces.push(Bytes::from(last));
+        }
+        self.pieces
+    }
+
+    /// Appends the views of `entries`, comma-separated.
+    fn views(&mut self, entries: &[Arc<Session>], wall: DateTime<Utc>) {
+        for (i, s) in entries.iter().enumerate() {
+            if i > 0 {
+                self.current.push(b',');
+            }
+            // A SessionView holds strings, numbers and maps with string keys: it always
+            // serializes.
+            let _ = serde_json::to_writer(&mut self.current, &SessionView::from_session(s, wall));
+            self.maybe_cut();
+        }
+    }
+}
+
+fn render_list_now(entries: &[Arc<Session>]) -> ListReply {
+    let mut w = PieceWriter::new();
+    w.push(LIST_PREFIX);
+    w.views(entries, Utc::now());
+    w.push(LIST_SUFFIX);
+    ListReply { pieces: w.finish() }
+}
+
+/// Renders a large list on the blocking pool, one part per core (at most
+/// [`MAX_RENDER_PARTS`]), so the reply's latency is not one core's worth of serialization.
+async fn render_list_in_parallel(
+    entries: &[Arc<Session>],
+) -> Result<ListReply, tokio::task::JoinError> {
+    let wall = Utc::now();
+    let parts = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, MAX_RENDER_PARTS);
+    let tasks: Vec<_> = entries
+        .chunks(entries.len().div_ceil(parts).max(1))
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            tokio::task::spawn_blocking(move || {
+                let mut w = PieceWriter::new();
+                w.views(&chunk, wall);
+                w.finish()
+            })
+        })
+        .collect();
+    let mut pieces = vec![Bytes::from_static(LIST_PREFIX)];
+    for (i, task) in tasks.into_iter().enumerate() {
+        if i > 0 {
+            pieces.push(Bytes::from_static(b","));
+        }
+        pieces.extend(task.await?);
+    }
+    pieces.push(Bytes::from_static(LIST_SUFFIX));
+    Ok(ListReply { pieces })
 }
 
 #[cfg(test)]
@@ -514,22 +514,22 @@ mod tests {
     #[test]
     fn spliced_lines_equal_the_protocol_messages() {
         let s = session("8e11bfb5-日本");
-        let r = Rendered::new(s.clone());
-        let parsed: ServerMessage = serde_json::from_slice(&r.line).unwrap();
+        let line = updated_line(&s);
+        let parsed: ServerMessage = serde_json::from_slice(&line).unwrap();
         let ServerMessage::SessionUpdated { session: view } = parsed else {
             panic!("not an update: {parsed:?}");
         };
         assert_eq!(view.id, "8e11bfb5-日本");
-        assert_eq!(view.working_directory, s.cwd);
-        assert_eq!(*r.line.last().unwrap(), b'\n');
-        let list = render_list_now(&[Arc::new(r), Arc::new(Rendered::new(session("b")))]);
+        assert_eq!(view.working_directory.as_deref(), s.cwd.as_deref());
+        assert_eq!(*line.last().unwrap(), b'\n');
+        let list = render_list_now(&[s.clone(), session("b")]).to_vec();
         let parsed: ServerMessage = serde_json::from_slice(&list).unwrap();
         let ServerMessage::SessionList { sessions } = parsed else {
             panic!("not a list");
         };
         assert_eq!(sessions.len(), 2);
         assert_eq!(sessions[1].id, "b");
-        let empty: ServerMessage = serde_json::from_slice(&render_list_now(&[])).unwrap();
+        let empty: ServerMessage = serde_json::from_slice(&render_list_now(&[]).to_vec()).unwrap();
         assert_eq!(
             empty,
             ServerMessage::SessionList {
@@ -539,72 +539,27 @@ mod tests {
     }
 
     #[test]
-    fn stale_views_are_rendered_again_for_lists() {
+    fn lists_show_time_relative_fields_as_of_now() {
         let mut s = (*session("old")).clone();
         s.last_activity = Utc::now() - chrono::Duration::seconds(125);
-        let mut r = Rendered::new(Arc::new(s));
-        r.rendered_at = Instant::now() - Duration::from_secs(5);
-        let list = render_list_now(&[Arc::new(r)]);
+        let list = render_list_now(&[Arc::new(s)]).to_vec();
         let v: serde_json::Value = serde_json::from_slice(&list).unwrap();
         assert_eq!(v["sessions"][0]["last_activity_display"], "2m ago");
-    }
-
-    #[test]
-    fn refreshed_views_equal_full_renders() {
-        let t0 = Utc::now();
-        let mut cases = Vec::new();
-        for (started_ago, active_ago, duration_ms) in [
-            (0, 0, 0),
-            (65, 3, 0),
-            (7322, 59, 0),
-            (90_000, 4000, 0),
-            (30, 2, 65_432),
-        ] {
-            let mut s = (*session("r")).clone();
-            s.started_at = t0 - chrono::Duration::seconds(started_ago);
-            s.last_activity = t0 - chrono::Duration::seconds(active_ago);
-            s.usage.total_duration_ms = duration_ms;
-            s.rss_bytes = Some(1);
-            s.usage.rate_limits.insert(
-                "age_display".into(),
-                atm_core::model::RateLimit {
-                    used_percentage: 1.0,
-                    resets_at: None,
-                },
-            );
-            cases.push(s);
-        }
-        for s in cases {
-            let s = Arc::new(s);
-            let r = Rendered::at(s.clone(), t0);
-            let ranges = r.relative.expect("relative fields found");
-            for later in [0.0, 0.35, 1.0, 59.96, 61.0, 3599.9, 3600.0, 86_400.5] {
-                let wall = t0 + chrono::Duration::milliseconds((later * 1000.0) as i64);
-                let mut patched = Vec::new();
-                r.write_refreshed(&mut patched, &ranges, wall);
-                let full = serde_json::to_vec(&SessionView::from_session(&s, wall)).unwrap();
-                assert_eq!(
-                    String::from_utf8(patched).unwrap(),
-                    String::from_utf8(full).unwrap(),
-                    "{later}s later"
-                );
-            }
-        }
     }
 
     #[test]
     fn table_keeps_registry_order_and_replaces_in_place() {
         let mut t = Table::default();
         for id in ["a", "b", "c"] {
-            t.insert_or_replace(Arc::new(Rendered::new(session(id))));
+            t.insert_or_replace(session(id));
         }
-        t.insert_or_replace(Arc::new(Rendered::new(session("a"))));
+        t.insert_or_replace(session("a"));
         t.remove(&session("b"));
         let ids: Vec<_> = t
             .list(None)
             .entries
             .iter()
-            .map(|e| e.id().to_owned())
+            .map(|e| e.id.as_str().to_owned())
             .collect();
         assert_eq!(ids, ["a", "c"]);
         assert_eq!(t.list(Some("c")).len(), 1);
