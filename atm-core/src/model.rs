@@ -6,24 +6,28 @@
 //! fork. The agent's id ([`SessionId`]) is an attribute of the record and is what clients see.
 
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The agent's own session id (Claude's `session_id`), or `pending-<pid>` until it is known.
 /// This is the `id` clients see; it can change for the same process.
+///
+/// Shared (`Arc<str>`): the record, its key, the registry's indexes and every sink's table hold
+/// the same id, so a copy is a reference count, not an allocation per holder.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct SessionId(String);
+pub struct SessionId(Arc<str>);
 
 impl SessionId {
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(Arc::from(id.into()))
     }
 
     /// The placeholder id of a process found before any hook named its session.
     pub fn pending(pid: u32) -> Self {
-        Self(format!("pending-{pid}"))
+        Self::new(format!("pending-{pid}"))
     }
 
     pub fn is_pending(&self) -> bool {
@@ -43,15 +47,29 @@ impl fmt::Display for SessionId {
 
 impl From<&str> for SessionId {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self(Arc::from(s))
     }
 }
 
 /// Which agent runs the session: `claude`, `codex`, `gemini`, `pi`, `opencode`, or any name an
 /// out-of-tree adapter brings. A string, not an enum, so new agents need no change here.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// The built-in names are interned: every session of an agent shares one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct Harness(String);
+pub struct Harness(Arc<str>);
+
+/// The built-in harness names, allocated once.
+static KNOWN_HARNESSES: LazyLock<[Arc<str>; 5]> = LazyLock::new(|| {
+    [
+        Harness::CLAUDE,
+        Harness::CODEX,
+        Harness::GEMINI,
+        Harness::PI,
+        Harness::OPENCODE,
+    ]
+    .map(Arc::from)
+});
 
 impl Harness {
     pub const CLAUDE: &'static str = "claude";
@@ -60,8 +78,12 @@ impl Harness {
     pub const PI: &'static str = "pi";
     pub const OPENCODE: &'static str = "opencode";
 
-    pub fn new(name: impl Into<String>) -> Self {
-        Self(name.into())
+    pub fn new(name: impl AsRef<str>) -> Self {
+        let name = name.as_ref();
+        match KNOWN_HARNESSES.iter().find(|k| &***k == name) {
+            Some(known) => Self(known.clone()),
+            None => Self(Arc::from(name)),
+        }
     }
 
     pub fn claude() -> Self {
@@ -70,6 +92,12 @@ impl Harness {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Harness {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
     }
 }
 
@@ -406,5 +434,39 @@ impl Session {
             &u.cpu_percent.filter(|c| c.is_finite() && *c >= 0.0),
         );
         set_opt(&mut self.rss_bytes, &u.rss_bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_harnesses_share_one_allocation_and_others_still_work() {
+        let a = Harness::claude();
+        let b: Harness = serde_json::from_str("\"claude\"").unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(
+            Harness::new(String::from("codex")),
+            Harness::new(Harness::CODEX)
+        );
+        let custom: Harness = serde_json::from_str("\"my-agent\"").unwrap();
+        assert_eq!(custom.as_str(), "my-agent");
+        assert_eq!(serde_json::to_string(&custom).unwrap(), "\"my-agent\"");
+    }
+
+    #[test]
+    fn session_ids_are_shared_not_copied() {
+        let id = SessionId::new("8e11bfb5-7dc2");
+        let key = SessionKey::Id {
+            harness: Harness::claude(),
+            id: id.clone(),
+        };
+        let SessionKey::Id { id: in_key, .. } = &key else {
+            unreachable!()
+        };
+        assert!(Arc::ptr_eq(&id.0, &in_key.0));
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"8e11bfb5-7dc2\"");
+        assert!(SessionId::pending(42).is_pending());
     }
 }
