@@ -319,30 +319,35 @@ impl BusTask {
     }
 
     async fn remove_path(&mut self, path: &str) -> Result<(), BusError> {
+        // Off the bus first, out of the mirror second: while the object is published its
+        // getters must find it, or a GetManagedObjects in between would list it without
+        // properties. Emits InterfacesRemoved from the object manager.
+        let removed = match &self.live {
+            Some(live) => Some(
+                send(&self.bus_label, async {
+                    live.conn
+                        .object_server()
+                        .remove::<SessionObject, _>(path)
+                        .await
+                        .map(|_| ())
+                })
+                .await,
+            ),
+            None => None,
+        };
         let (before, after) = {
             let mut m = self.mirror.write();
             let before = m.counts();
             m.remove(path);
             (before, m.counts())
         };
-        let Some(live) = &self.live else {
-            return Ok(());
-        };
-        // Emits InterfacesRemoved from the object manager.
-        let removed = send(&self.bus_label, async {
-            live.conn
-                .object_server()
-                .remove::<SessionObject, _>(path)
-                .await
-                .map(|_| ())
-        })
-        .await;
         match removed {
-            Err(BusError::Send {
+            None => return Ok(()),
+            Some(Err(BusError::Send {
                 source: zbus::Error::InterfaceNotFound,
                 ..
-            }) => debug!(path, "session object was not registered"),
-            other => other?,
+            })) => debug!(path, "session object was not registered"),
+            Some(other) => other?,
         }
         self.counts_changed(before, after).await
     }
