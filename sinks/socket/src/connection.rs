@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::outbox::{Item, Outbox, Work};
-use crate::table::Shared;
+use crate::table::{ListJob, Shared};
 
 /// Longest client id we keep, in characters.
 const MAX_CLIENT_ID: usize = 128;
@@ -330,10 +330,7 @@ async fn run_writer(
                 break;
             }
             Work::Lines(mut lines) => write_bounded(&mut write, &mut lines, timeout, &stop).await,
-            Work::List(job) => {
-                let reply = shared.render_list(job).await;
-                write_pieces(&mut write, &reply.pieces, timeout, &stop).await
-            }
+            Work::List(job) => write_list(&mut write, job, timeout, &stop).await,
             Work::Resync => {
                 let Some(job) = shared.take_resync(&outbox) else {
                     continue;
@@ -343,8 +340,7 @@ async fn run_writer(
                     resyncs = outbox.resyncs(),
                     "resyncing a subscriber that fell behind"
                 );
-                let reply = shared.render_list(job).await;
-                write_pieces(&mut write, &reply.pieces, timeout, &stop).await
+                write_list(&mut write, job, timeout, &stop).await
             }
         };
         match outcome {
@@ -374,22 +370,37 @@ enum Written {
     TimedOut,
 }
 
-/// Writes every piece in order; the write timeout applies to each (it bounds how long a client
-/// may stop reading, not how long a large reply takes).
-async fn write_pieces(
+/// Renders and writes a list piece by piece (see [`ListJob::into_pieces`]). Large lists are
+/// rendered on the blocking pool, [`RENDER_AHEAD`] pieces at once, so rendering uses every core
+/// and overlaps the writes while no worker thread is held up. The write timeout applies to
+/// each piece: it bounds how long a client may stop reading, not how long a large reply takes.
+async fn write_list(
     write: &mut OwnedWriteHalf,
-    pieces: &[bytes::Bytes],
+    job: ListJob,
     timeout: Duration,
     stop: &CancellationToken,
 ) -> Written {
-    for piece in pieces {
-        match write_bounded(write, &mut piece.clone(), timeout, stop).await {
+    let mut pieces = job.into_pieces();
+    if let [only] = pieces.as_slice() {
+        return write_bounded(write, &mut only.render().as_slice(), timeout, stop).await;
+    }
+    let mut rendered = futures_util::stream::iter(pieces.drain(..))
+        .map(|piece| tokio::task::spawn_blocking(move || piece.render()))
+        .buffered(RENDER_AHEAD);
+    while let Some(piece) = rendered.next().await {
+        let Ok(piece) = piece else {
+            return Written::Failed(std::io::Error::other("rendering a session list failed"));
+        };
+        match write_bounded(write, &mut piece.as_slice(), timeout, stop).await {
             Written::All => {}
             other => return other,
         }
     }
     Written::All
 }
+
+/// Pieces of a list rendered ahead of the one being written.
+const RENDER_AHEAD: usize = 3;
 
 /// Writes all of `buf` unless it takes longer than `timeout` or the connection is stopped.
 async fn write_bounded(

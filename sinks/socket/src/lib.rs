@@ -79,7 +79,7 @@ impl Default for SocketConfig {
         Self {
             socket: None,
             max_clients: 1000,
-            queue_capacity: 4096,
+            queue_capacity: 16_384,
             // Every update or a resync: a coalesced stream would lose intermediate states
             // without the client knowing. Raise it for clients that only want the latest.
             max_coalesced: 0,

@@ -29,6 +29,9 @@ use crate::table::ListJob;
 /// Lines handed to the writer at once (one vectored write each, at most).
 const WRITE_BATCH: usize = 256;
 
+/// Queue slots an idle connection keeps allocated.
+const IDLE_QUEUE_SLOTS: usize = 64;
+
 pub(crate) enum Item {
     Line(Bytes),
     List(ListJob),
@@ -239,6 +242,14 @@ impl Outbox {
             None if s.resync => Work::Resync,
             None => Work::Idle,
         };
+        // A burst may have grown the queue to thousands of slots; once it drains, give them
+        // back rather than keep the peak for every connection that ever lagged.
+        if s.queue.is_empty() && s.queue.capacity() > IDLE_QUEUE_SLOTS {
+            s.queue.shrink_to(IDLE_QUEUE_SLOTS);
+        }
+        if s.coalesced.is_empty() && s.coalesced.capacity() > IDLE_QUEUE_SLOTS {
+            s.coalesced.shrink_to(IDLE_QUEUE_SLOTS);
+        }
         drop(s);
         if !matches!(work, Work::Idle) {
             self.space.notify_one();
@@ -423,5 +434,20 @@ mod tests {
         assert_eq!(b.chunks_vectored(&mut slices), 1);
         b.advance(1);
         assert!(!b.has_remaining());
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_burst_capacity_back() {
+        let o = subscribed(10_000);
+        let cfg = SocketConfig {
+            queue_capacity: 10_000,
+            ..SocketConfig::default()
+        };
+        for i in 0..5_000 {
+            o.deliver(&format!("s{i}"), &Bytes::from_static(b"x\n"), &cfg);
+        }
+        assert!(o.lock().queue.capacity() >= 5_000);
+        assert_eq!(drain_lines(&o).len(), 5_000);
+        assert!(o.lock().queue.capacity() <= IDLE_QUEUE_SLOTS);
     }
 }

@@ -7,10 +7,9 @@
 //!
 //! The table keeps the sessions themselves (the registry's own `Arc`s, so no copy), not their
 //! rendered views: a cached view would double the memory per session, and several view fields
-//! are relative to "now" (`5s ago`) so cached ones go stale anyway. A `session_list` renders
-//! every view when asked, from borrowed text, on the blocking pool when it is large; unfiltered
-//! lists of one table state are shared for a second, so a thousand subscribers resyncing at
-//! once cost one render.
+//! are relative to "now" (`5s ago`) so cached ones go stale anyway. A `session_list` is
+//! rendered from borrowed text as the connection's writer sends it, one 64 KiB piece at a time
+//! ([`ListJob::into_pieces`]), so a reply of 10,000 sessions never exists in memory as a whole.
 //!
 //! Consistency: the table (latest version of each session, in registry order) is updated and
 //! the change delivered to subscribers under the same write lock. A subscriber's initial list or
@@ -20,8 +19,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use atm_core::control::ControlBus;
 use atm_core::protocol::ServerMessage;
@@ -36,17 +34,6 @@ use tracing::{debug, warn};
 use crate::SocketConfig;
 use crate::outbox::Outbox;
 
-/// An unfiltered list is shared by the replies asking for the same table state within this
-/// long; the time-relative fields (`5s ago`) have one-second resolution.
-const LIST_SHARING: Duration = Duration::from_secs(1);
-
-/// Lists with more sessions than this are rendered on the blocking pool, so one large reply
-/// never stalls the runtime's workers.
-const INLINE_RENDER_LIMIT: usize = 256;
-
-/// A large list is rendered in at most this many parts at once.
-const MAX_RENDER_PARTS: usize = 4;
-
 /// At most this many changes are applied under one lock acquisition.
 const APPLY_BATCH: usize = 256;
 
@@ -54,9 +41,6 @@ const UPDATED_PREFIX: &[u8] = b"{\"type\":\"session_updated\",\"session\":";
 const UPDATED_SUFFIX: &[u8] = b"}\n";
 const LIST_PREFIX: &[u8] = b"{\"type\":\"session_list\",\"sessions\":[";
 const LIST_SUFFIX: &[u8] = b"]}\n";
-
-/// Bytes reserved per session when a list is rendered (a typical view is 700-900).
-const VIEW_SIZE_HINT: usize = 1024;
 
 thread_local! {
     /// Update lines are serialized into this reused buffer and sent as an exact-size copy.
@@ -76,12 +60,9 @@ fn updated_line(session: &Session) -> Bytes {
     })
 }
 
-/// A point-in-time list for one reply: which sessions, and whether it is the unfiltered list at
-/// table sequence `seq` (those can share one rendering).
+/// A point-in-time list for one reply: the sessions as they were when it was taken.
 pub(crate) struct ListJob {
     entries: Vec<Arc<Session>>,
-    seq: u64,
-    complete: bool,
 }
 
 impl ListJob {
@@ -138,11 +119,7 @@ impl Table {
                 .cloned()
                 .collect(),
         };
-        ListJob {
-            entries,
-            seq: self.seq,
-            complete: filter.is_none(),
-        }
+        ListJob { entries }
     }
 }
 
@@ -158,8 +135,6 @@ struct Delivery {
 /// The shared state of one socket sink: the table, the limits, and what connections need.
 pub(crate) struct Shared {
     table: RwLock<Table>,
-    /// The last unfiltered list, while some writer still holds it (see [`Shared::render_list`]).
-    list_cache: Mutex<Option<(u64, Instant, Weak<ListReply>)>>,
     pub(crate) config: SocketConfig,
     pub(crate) control: ControlBus,
     next_client: AtomicU64,
@@ -170,7 +145,6 @@ impl Shared {
     pub(crate) fn new(config: SocketConfig, control: ControlBus) -> Self {
         Self {
             table: RwLock::default(),
-            list_cache: Mutex::default(),
             config,
             control,
             next_client: AtomicU64::new(1),
@@ -217,46 +191,6 @@ impl Shared {
         let mut table = self.write_table();
         table.subscribers.remove(&conn);
         outbox.end_subscription();
-    }
-
-    /// Renders a list reply. An unfiltered list of one table state is shared, for up to
-    /// [`LIST_SHARING`], with the replies asked for while it is still being written, so a
-    /// thousand subscribers resyncing at once cost one render. Nothing is kept once the last
-    /// writer is done: a cached 10,000-session list would hold megabytes for nobody.
-    pub(crate) async fn render_list(&self, job: ListJob) -> Arc<ListReply> {
-        if job.complete
-            && let Ok(cache) = self.list_cache.lock()
-            && let Some((seq, at, reply)) = cache.as_ref()
-            && *seq == job.seq
-            && at.elapsed() <= LIST_SHARING
-            && let Some(reply) = reply.upgrade()
-        {
-            return reply;
-        }
-        let (complete, seq) = (job.complete, job.seq);
-        let reply = if job.entries.len() > INLINE_RENDER_LIMIT {
-            render_list_in_parallel(&job.entries)
-                .await
-                .unwrap_or_else(|e| {
-                    warn!(error = %e, "rendering a session list failed");
-                    ListReply {
-                        pieces: vec![Bytes::from(
-                            ServerMessage::Error {
-                                message: "cannot render the session list".into(),
-                                code: atm_core::protocol::ErrorCode::Internal,
-                            }
-                            .to_line(),
-                        )],
-                    }
-                })
-        } else {
-            render_list_now(&job.entries)
-        };
-        let reply = Arc::new(reply);
-        if complete && let Ok(mut cache) = self.list_cache.lock() {
-            *cache = Some((seq, Instant::now(), Arc::downgrade(&reply)));
-        }
-        reply
     }
 
     /// Rebuilds the table from a registry snapshot; existing subscribers get a resync.
@@ -384,116 +318,73 @@ fn render_change(event: SessionEvent) -> Delivery {
     }
 }
 
-/// A rendered `session_list` line, in pieces of about [`PIECE_SIZE`] bytes. Pieces rather than
-/// one buffer: a 10,000-session list is about 9 MiB, and buffers that large make the allocator
-/// raise its threshold for returning memory to the system, so the daemon would keep the peak.
-#[derive(Debug, Default)]
-pub(crate) struct ListReply {
-    pub(crate) pieces: Vec<Bytes>,
+/// Sessions per piece of a `session_list` line: about 60 KiB, below glibc's mmap threshold, and
+/// well under a millisecond to render.
+const PIECE_SESSIONS: usize = 64;
+
+/// One piece of a `session_list` line: a run of the list's sessions, with the line's opening
+/// and closing where they fall.
+pub(crate) struct ListPiece {
+    entries: Arc<[Arc<Session>]>,
+    range: std::ops::Range<usize>,
+    first: bool,
+    last: bool,
+    wall: DateTime<Utc>,
 }
 
-impl ListReply {
-    #[cfg(test)]
-    fn to_vec(&self) -> Vec<u8> {
-        self.pieces.concat()
-    }
-}
-
-/// Target size of one [`ListReply`] piece (below glibc's default mmap threshold of 128 KiB).
-const PIECE_SIZE: usize = 64 * 1024;
-
-/// Collects rendered JSON into pieces.
-struct PieceWriter {
-    pieces: Vec<Bytes>,
-    current: Vec<u8>,
-}
-
-impl PieceWriter {
-    fn new() -> Self {
-        Self {
-            pieces: Vec::new(),
-            current: Vec::with_capacity(PIECE_SIZE + VIEW_SIZE_HINT),
+impl ListPiece {
+    pub(crate) fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.range.len() * 1024 + LIST_PREFIX.len());
+        if self.first {
+            out.extend_from_slice(LIST_PREFIX);
         }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.current.extend_from_slice(bytes);
-    }
-
-    /// Starts a new piece if the current one is full (only between views).
-    fn maybe_cut(&mut self) {
-        if self.current.len() >= PIECE_SIZE {
-            self.cut();
-        }
-    }
-
-    fn cut(&mut self) {
-        let next = Vec::with_capacity(PIECE_SIZE + VIEW_SIZE_HINT);
-        let full = std::mem::replace(&mut self.current, next);
-        if !full.is_empty() {
-            self.pieces.push(Bytes::from(full));
-        }
-    }
-
-    fn finish(mut self) -> Vec<Bytes> {
-        if !self.current.is_empty() {
-            let last = std::mem::take(&mut self.current);
-            self.pieces.push(Bytes::from(last));
-        }
-        self.pieces
-    }
-
-    /// Appends the views of `entries`, comma-separated.
-    fn views(&mut self, entries: &[Arc<Session>], wall: DateTime<Utc>) {
-        for (i, s) in entries.iter().enumerate() {
-            if i > 0 {
-                self.current.push(b',');
+        for (i, s) in self.entries[self.range.clone()].iter().enumerate() {
+            if i > 0 || !self.first {
+                out.push(b',');
             }
             // A SessionView holds strings, numbers and maps with string keys: it always
             // serializes.
-            let _ = serde_json::to_writer(&mut self.current, &SessionView::from_session(s, wall));
-            self.maybe_cut();
+            let _ = serde_json::to_writer(&mut out, &SessionView::from_session(s, self.wall));
         }
+        if self.last {
+            out.extend_from_slice(LIST_SUFFIX);
+        }
+        out
     }
 }
 
-fn render_list_now(entries: &[Arc<Session>]) -> ListReply {
-    let mut w = PieceWriter::new();
-    w.push(LIST_PREFIX);
-    w.views(entries, Utc::now());
-    w.push(LIST_SUFFIX);
-    ListReply { pieces: w.finish() }
-}
-
-/// Renders a large list on the blocking pool, one part per core (at most
-/// [`MAX_RENDER_PARTS`]), so the reply's latency is not one core's worth of serialization.
-async fn render_list_in_parallel(
-    entries: &[Arc<Session>],
-) -> Result<ListReply, tokio::task::JoinError> {
-    let wall = Utc::now();
-    let parts = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .clamp(1, MAX_RENDER_PARTS);
-    let tasks: Vec<_> = entries
-        .chunks(entries.len().div_ceil(parts).max(1))
-        .map(|chunk| {
-            let chunk = chunk.to_vec();
-            tokio::task::spawn_blocking(move || {
-                let mut w = PieceWriter::new();
-                w.views(&chunk, wall);
-                w.finish()
+impl ListJob {
+    /// The reply in pieces, to be rendered as the connection's writer sends them: memory per
+    /// list in flight is a few pieces, whatever the number of sessions, and the client starts
+    /// receiving at once. (Rendering whole replies first held about 9 MiB per 10,000-session
+    /// list, which the allocator then kept.) The sessions are the versions taken with the
+    /// list, so the reply is the table at that instant; time-relative fields are as of now.
+    pub(crate) fn into_pieces(self) -> Vec<ListPiece> {
+        let wall = Utc::now();
+        let entries: Arc<[Arc<Session>]> = self.entries.into();
+        let n = entries.len();
+        let count = n.div_ceil(PIECE_SESSIONS).max(1);
+        (0..count)
+            .map(|i| ListPiece {
+                entries: entries.clone(),
+                range: (i * PIECE_SESSIONS).min(n)..((i + 1) * PIECE_SESSIONS).min(n),
+                first: i == 0,
+                last: i + 1 == count,
+                wall,
             })
-        })
-        .collect();
-    let mut pieces = vec![Bytes::from_static(LIST_PREFIX)];
-    for (i, task) in tasks.into_iter().enumerate() {
-        if i > 0 {
-            pieces.push(Bytes::from_static(b","));
-        }
-        pieces.extend(task.await?);
+            .collect()
     }
-    pieces.push(Bytes::from_static(LIST_SUFFIX));
-    Ok(ListReply { pieces })
+}
+
+#[cfg(test)]
+fn render_list_now(entries: &[Arc<Session>]) -> Vec<u8> {
+    ListJob {
+        entries: entries.to_vec(),
+    }
+    .into_pieces()
+    .iter()
+    .flat_map(ListPiece::render)
+    .collect()
 }
 
 #[cfg(test)]
@@ -522,14 +413,14 @@ mod tests {
         assert_eq!(view.id, "8e11bfb5-日本");
         assert_eq!(view.working_directory.as_deref(), s.cwd.as_deref());
         assert_eq!(*line.last().unwrap(), b'\n');
-        let list = render_list_now(&[s.clone(), session("b")]).to_vec();
+        let list = render_list_now(&[s.clone(), session("b")]);
         let parsed: ServerMessage = serde_json::from_slice(&list).unwrap();
         let ServerMessage::SessionList { sessions } = parsed else {
             panic!("not a list");
         };
         assert_eq!(sessions.len(), 2);
         assert_eq!(sessions[1].id, "b");
-        let empty: ServerMessage = serde_json::from_slice(&render_list_now(&[]).to_vec()).unwrap();
+        let empty: ServerMessage = serde_json::from_slice(&render_list_now(&[])).unwrap();
         assert_eq!(
             empty,
             ServerMessage::SessionList {
@@ -542,7 +433,7 @@ mod tests {
     fn lists_show_time_relative_fields_as_of_now() {
         let mut s = (*session("old")).clone();
         s.last_activity = Utc::now() - chrono::Duration::seconds(125);
-        let list = render_list_now(&[Arc::new(s)]).to_vec();
+        let list = render_list_now(&[Arc::new(s)]);
         let v: serde_json::Value = serde_json::from_slice(&list).unwrap();
         assert_eq!(v["sessions"][0]["last_activity_display"], "2m ago");
     }
@@ -563,7 +454,6 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a", "c"]);
         assert_eq!(t.list(Some("c")).len(), 1);
-        assert!(!t.list(Some("c")).complete);
         assert_eq!(t.list(Some("zz")).len(), 0);
     }
 }
