@@ -4,7 +4,10 @@
 //! process start time (clock ticks since boot), which is what makes "the same process" decidable.
 //! The `/proc` root is a parameter so tests can point it at a fake tree.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::model::ProcessIdentity;
 
@@ -46,6 +49,67 @@ pub fn parent_pid(pid: u32) -> Option<u32> {
     u32::try_from(stat.ppid).ok()
 }
 
+/// Recently read identities, so that a burst of hook events from one agent reads `/proc` once
+/// instead of once per event (about 10 µs each, on the path every event takes).
+///
+/// Why a short TTL is safe: a cached entry can only be wrong if the process exited and the
+/// kernel handed its PID to a new agent process that sent an event, all within the TTL. PIDs are
+/// allocated in increasing order up to `pid_max` before they wrap, so that takes `pid_max`
+/// process creations within the TTL. Failed reads are not cached: a process that is not there
+/// yet (or any more) is looked up again next time.
+#[derive(Debug)]
+pub struct IdentityCache {
+    ttl: Duration,
+    proc_root: std::path::PathBuf,
+    entries: Mutex<HashMap<u32, (ProcessIdentity, Instant)>>,
+}
+
+/// Entries an [`IdentityCache`] holds at most; past it, expired entries go, then all.
+const IDENTITY_CACHE_ENTRIES: usize = 4096;
+
+impl IdentityCache {
+    pub fn new(proc_root: &Path, ttl: Duration) -> Self {
+        Self {
+            ttl,
+            proc_root: proc_root.to_owned(),
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The identity of `pid`, from the cache if it was read within the TTL.
+    pub fn identity(&self, pid: u32) -> Option<ProcessIdentity> {
+        let now = Instant::now();
+        let lock = || match self.entries.lock() {
+            Ok(e) => e,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((id, at)) = lock().get(&pid)
+            && now.saturating_duration_since(*at) < self.ttl
+        {
+            return Some(*id);
+        }
+        // Read outside the lock: other lookups never wait on this one's `/proc` read.
+        let id = identity_in(&self.proc_root, pid)?;
+        let mut entries = lock();
+        if entries.len() >= IDENTITY_CACHE_ENTRIES {
+            entries.retain(|_, (_, at)| now.saturating_duration_since(*at) < self.ttl);
+            if entries.len() >= IDENTITY_CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(pid, (id, now));
+        Some(id)
+    }
+}
+
+/// The identity of `pid` in the real `/proc`, read at most once a second per PID (see
+/// [`IdentityCache`]). For adapters resolving the PID an event names.
+pub fn identity_recent(pid: u32) -> Option<ProcessIdentity> {
+    static CACHE: LazyLock<IdentityCache> =
+        LazyLock::new(|| IdentityCache::new(Path::new(PROC_ROOT), Duration::from_secs(1)));
+    CACHE.identity(pid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +141,29 @@ mod tests {
     fn missing_proc_root_is_not_a_panic() {
         assert_eq!(identity_in(Path::new("/nonexistent-proc"), 1), None);
         assert_eq!(identity(u32::MAX), None);
+    }
+
+    #[test]
+    fn cached_identities_expire_and_failures_are_not_cached() {
+        let cache = IdentityCache::new(Path::new(PROC_ROOT), Duration::from_millis(200));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let id = cache.identity(child.id()).unwrap();
+        assert_eq!(id, identity(child.id()).unwrap());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Within the TTL the cached identity stands; the registry's liveness check (which
+        // reads /proc itself) is what notices the exit.
+        assert_eq!(cache.identity(child.id()), Some(id));
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(cache.identity(child.id()), None);
+        assert_eq!(cache.identity(u32::MAX), None);
+        assert!(cache.entries.lock().unwrap().get(&u32::MAX).is_none());
+        assert_eq!(
+            identity_recent(std::process::id()),
+            identity(std::process::id())
+        );
     }
 }

@@ -115,9 +115,10 @@ pub fn tmux_pane(obj: &Object) -> Option<String> {
 }
 
 /// The identity (PID + start time) of the agent process, or `None` when the PID is unknown or
-/// the process is gone. Reads one small `/proc` file: cheap enough to do inline.
+/// the process is gone. Reads one small `/proc` file at most once a second per PID
+/// ([`atm_core::process::identity_recent`]): a burst of hooks reads it once.
 pub fn process_of(pid: Option<u32>) -> Option<ProcessIdentity> {
-    pid.and_then(atm_core::process::identity)
+    pid.and_then(atm_core::process::identity_recent)
 }
 
 /// What the client is told when the registry refuses an event.

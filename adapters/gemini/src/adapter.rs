@@ -118,7 +118,7 @@ impl IngestHandler for GeminiHandler {
             GeminiStats::bump(&self.stats.unknown_events);
             debug!(event = %t.event_name, "unknown Gemini CLI hook event accepted as activity");
         }
-        let process = t.pid.and_then(atm_core::process::identity);
+        let process = t.pid.and_then(atm_core::process::identity_recent);
         let source = t.source(process, &self.adapter);
         match self
             .registry

@@ -116,7 +116,7 @@ impl IngestHandler for PiHandler {
             return Ok(None);
         };
         let mut source = EventSource::new(Harness::new(Harness::PI), t.session_id, &self.adapter);
-        source.process = t.pid.and_then(atm_core::process::identity);
+        source.process = t.pid.and_then(atm_core::process::identity_recent);
         source.tmux_pane = t.tmux_pane;
         match self
             .registry
