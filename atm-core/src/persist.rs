@@ -41,7 +41,13 @@ pub enum PersistError {
     Encode(#[from] serde_json::Error),
 }
 
-/// Writes the snapshot atomically.
+/// Writes the snapshot atomically (a new file renamed over the old one).
+///
+/// Not `fsync`ed: the snapshot exists to carry live sessions across an atmd restart or crash,
+/// and the page cache survives both. What an fsync would add is survival of a power loss or
+/// kernel crash, after which every agent process is gone and nothing in the snapshot would be
+/// restored anyway (a file left torn by one is moved aside at load). Syncing several times a
+/// second under load cost the event path measurable latency.
 pub fn save(path: &Path, sessions: &[Arc<Session>]) -> Result<(), PersistError> {
     let file = SnapshotFile {
         version: SNAPSHOT_VERSION,
@@ -67,7 +73,6 @@ pub fn save(path: &Path, sessions: &[Arc<Session>]) -> Result<(), PersistError> 
     })?;
     out.flush().map_err(err)?;
     drop(out);
-    tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }
@@ -141,12 +146,18 @@ fn move_aside(path: &Path, why: &str) {
     }
 }
 
-/// The debounced writer the registry actor drives. At most one write runs at a time; changes
-/// made during a write schedule another.
+/// Writes start at most this often, however busy the registry: each one serializes every
+/// session, and under a stream of changes a write per debounce period took CPU from the events.
+pub(crate) const MIN_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The debounced writer the registry actor drives. A change is written `debounce` after it, or
+/// [`MIN_WRITE_INTERVAL`] after the previous write started if that is later. At most one write
+/// runs at a time; changes made during a write schedule another.
 pub(crate) struct Writer {
     path: Option<PathBuf>,
     debounce: Duration,
     due: Option<Instant>,
+    last_write: Option<Instant>,
     in_flight: Option<JoinHandle<()>>,
 }
 
@@ -156,13 +167,18 @@ impl Writer {
             path,
             debounce,
             due: None,
+            last_write: None,
             in_flight: None,
         }
     }
 
     pub(crate) fn mark_dirty(&mut self) {
         if self.path.is_some() && self.due.is_none() {
-            self.due = Some(Instant::now() + self.debounce);
+            let soonest = Instant::now() + self.debounce;
+            self.due = Some(match self.last_write {
+                Some(last) => soonest.max(last + MIN_WRITE_INTERVAL),
+                None => soonest,
+            });
         }
     }
 
@@ -181,6 +197,7 @@ impl Writer {
             return;
         }
         self.due = None;
+        self.last_write = Some(Instant::now());
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             if let Err(e) = save(&path, &sessions) {
                 warn!(error = %e, "session snapshot not saved");
@@ -202,5 +219,36 @@ impl Writer {
             Ok(Err(e)) => warn!(error = %e, "final session snapshot not saved"),
             Err(e) => warn!(error = %e, "final session snapshot task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_follow_the_debounce_but_come_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let debounce = Duration::from_millis(250);
+        let mut w = Writer::new(Some(dir.path().join("sessions.json")), debounce);
+        let t0 = Instant::now();
+        w.mark_dirty();
+        assert_eq!(w.deadline(), Some(t0 + debounce));
+        // More changes before the write do not postpone it.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        w.mark_dirty();
+        assert_eq!(w.deadline(), Some(t0 + debounce));
+        tokio::time::advance(Duration::from_millis(150)).await;
+        let wrote_at = Instant::now();
+        w.write_in_background(Vec::new());
+        assert_eq!(w.deadline(), None);
+        // The next change waits for the minimum interval, not just the debounce.
+        w.mark_dirty();
+        assert_eq!(w.deadline(), Some(wrote_at + MIN_WRITE_INTERVAL));
+        // After a quiet spell, the debounce alone applies again.
+        w.flush_now(Vec::new()).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        w.mark_dirty();
+        assert_eq!(w.deadline(), Some(Instant::now() + debounce));
     }
 }

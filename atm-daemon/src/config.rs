@@ -88,8 +88,14 @@ pub struct DaemonSection {
     pub session_expiry: Option<String>,
     /// How often dead processes are looked for (default `5s`).
     pub cleanup_interval: Option<String>,
-    /// Delay before a change is written to the snapshot (default `250ms`).
+    /// Delay before a change is written to the snapshot (default `250ms`; under a stream of
+    /// changes, writes still come at most once a second).
     pub snapshot_debounce: Option<String>,
+    /// Threads of the async runtime (default 1; read at start only). atmd's work is I/O around
+    /// one registry actor, and large lists render on separate blocking threads: one worker
+    /// gives the lowest latency on a small machine shared with the agents. Raise it for
+    /// thousands of busy subscribers on a many-core machine.
+    pub worker_threads: Option<usize>,
 }
 
 /// One `[[adapter]]` or `[[sink]]` block, validated.
@@ -205,6 +211,14 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
             ),
         }),
     };
+    if daemon.worker_threads == Some(0) {
+        return Err(ConfigError::Whole {
+            source_name: source_name.clone(),
+            message: "[daemon] worker_threads = 0: atmd needs at least one thread; remove the \
+                      key for the default (1)"
+                .to_owned(),
+        });
+    }
     let daemon_durations = DaemonDurations {
         session_expiry: duration(
             "session_expiry",
@@ -348,6 +362,18 @@ mod tests {
         let c = load(&ConfigSource::Embedded).unwrap();
         assert!(c.plugins.iter().any(|p| p.plugin == "socket"));
         assert!(c.plugins.iter().any(|p| p.plugin == "claude-hooks"));
+    }
+
+    #[test]
+    fn worker_threads_are_read_and_zero_is_refused() {
+        let c = parse_str("[daemon]\nworker_threads = 2\n").unwrap();
+        assert_eq!(c.daemon.worker_threads, Some(2));
+        assert_eq!(parse_str("").unwrap().daemon.worker_threads, None);
+        let err = parse_str("[daemon]\nworker_threads = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker_threads = 0"), "{err}");
+        assert!(err.contains("at least one"), "{err}");
     }
 
     #[test]

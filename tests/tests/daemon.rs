@@ -184,8 +184,16 @@ fn restart_after_kill_9_keeps_cost_context_state_and_first_prompt() {
         find(s, "persist-1")
             .is_some_and(|x| x["state"] == "needs_permission" && x["cost_usd"] == 1.75)
     });
-    // Let the debounced snapshot land, then crash.
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the debounced snapshot land (at most a second apart under changes), then crash.
+    let snapshot = d.state_dir().join("sessions.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&snapshot).is_ok_and(|s| s.contains("cargo publish")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot never showed the permission request"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     d.kill9();
     d.spawn();
     let sessions = d.wait_sessions("the restored session", |s| find(s, "persist-1").is_some());
