@@ -110,6 +110,7 @@ fn main() -> ExitCode {
             };
             init_logging(config.daemon.log.as_deref());
             let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.daemon.worker_threads.unwrap_or(1))
                 .enable_all()
                 .build()
             {
