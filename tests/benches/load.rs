@@ -11,7 +11,7 @@
 //! - latency: 1,000 events/s paced, with 5 and with 100 subscribers; hook line written ->
 //!   `session_updated` read, p50/p99/max.
 //!
-//! burst, stuck and latency run `ATM_BENCH_ROUNDS` rounds (default 5), the reference server and
+//! burst, stuck and latency run `ATM_BENCH_ROUNDS` rounds (default 7), the reference server and
 //! atmd alternating which goes first, and report the median of the per-round ratios.
 //! - one-per-event: 2,000 events, each on its own connection (as atm-hook does).
 //! - scale: 10,000 sessions and 1,000 subscribers; memory per session, `list_sessions` time.
@@ -534,14 +534,14 @@ async fn scale(server: &Server, sessions: usize, subscribers: usize) -> (f64, Ve
     (per_session, times, rss1 as f64 / 1024.0)
 }
 
-/// Rounds per comparative scenario (`ATM_BENCH_ROUNDS`, default 5). One round of a scenario on
+/// Rounds per comparative scenario (`ATM_BENCH_ROUNDS`, default 7). One round of a scenario on
 /// a shared 2-core machine can be off by 2x either way; the median of interleaved rounds holds.
 fn rounds() -> usize {
     std::env::var("ATM_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .filter(|r| *r > 0)
-        .unwrap_or(5)
+        .unwrap_or(7)
 }
 
 /// Which server goes first in a round: alternating, so slow drift of the machine favours neither.
