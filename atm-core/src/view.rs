@@ -94,7 +94,7 @@ pub struct SessionView<'a> {
 }
 
 /// `1m 5s`, `2h 3m`, `42s`.
-pub fn format_duration(secs: f64) -> String {
+fn format_duration(secs: f64) -> String {
     let total = if secs.is_finite() && secs > 0.0 {
         secs as u64
     } else {
@@ -111,7 +111,7 @@ pub fn format_duration(secs: f64) -> String {
 }
 
 /// `5s ago`, `3m ago`, `2h ago`, `4d ago`.
-pub fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (now - then).num_seconds().max(0);
     if secs < 60 {
         format!("{secs}s ago")
@@ -125,7 +125,7 @@ pub fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// `84K`, `1.2M`, `950`.
-pub fn format_tokens(n: u64) -> String {
+fn format_tokens(n: u64) -> String {
     if n >= 1_000_000 {
         let m = n as f64 / 1_000_000.0;
         if (m - m.round()).abs() < 0.05 {

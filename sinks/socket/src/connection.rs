@@ -380,11 +380,11 @@ async fn write_list(
     timeout: Duration,
     stop: &CancellationToken,
 ) -> Written {
-    let mut pieces = job.into_pieces();
+    let pieces = job.into_pieces();
     if let [only] = pieces.as_slice() {
         return write_bounded(write, &mut only.render().as_slice(), timeout, stop).await;
     }
-    let mut rendered = futures_util::stream::iter(pieces.drain(..))
+    let mut rendered = futures_util::stream::iter(pieces)
         .map(|piece| tokio::task::spawn_blocking(move || piece.render()))
         .buffered(RENDER_AHEAD);
     while let Some(piece) = rendered.next().await {

@@ -47,14 +47,18 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
 }
 
+/// Appends the view of `session` as of `wall`.
+fn write_view(out: &mut Vec<u8>, session: &Session, wall: DateTime<Utc>) {
+    // A SessionView holds strings, numbers and maps with string keys: it always serializes.
+    let _ = serde_json::to_writer(out, &SessionView::from_session(session, wall));
+}
+
 /// The `session_updated` line for `session`.
 fn updated_line(session: &Session) -> Bytes {
-    let view = SessionView::from_session(session, Utc::now());
     SCRATCH.with_borrow_mut(|buf| {
         buf.clear();
         buf.extend_from_slice(UPDATED_PREFIX);
-        // A SessionView holds strings, numbers and maps with string keys: it always serializes.
-        let _ = serde_json::to_writer(&mut *buf, &view);
+        write_view(buf, session, Utc::now());
         buf.extend_from_slice(UPDATED_SUFFIX);
         Bytes::copy_from_slice(buf)
     })
@@ -323,30 +327,27 @@ fn render_change(event: SessionEvent) -> Delivery {
 const PIECE_SESSIONS: usize = 64;
 
 /// One piece of a `session_list` line: a run of the list's sessions, with the line's opening
-/// and closing where they fall.
+/// (first piece) and closing (last piece).
 pub(crate) struct ListPiece {
     entries: Arc<[Arc<Session>]>,
     range: std::ops::Range<usize>,
-    first: bool,
-    last: bool,
     wall: DateTime<Utc>,
 }
 
 impl ListPiece {
     pub(crate) fn render(&self) -> Vec<u8> {
+        let first = self.range.start == 0;
         let mut out = Vec::with_capacity(self.range.len() * 1024 + LIST_PREFIX.len());
-        if self.first {
+        if first {
             out.extend_from_slice(LIST_PREFIX);
         }
         for (i, s) in self.entries[self.range.clone()].iter().enumerate() {
-            if i > 0 || !self.first {
+            if i > 0 || !first {
                 out.push(b',');
             }
-            // A SessionView holds strings, numbers and maps with string keys: it always
-            // serializes.
-            let _ = serde_json::to_writer(&mut out, &SessionView::from_session(s, self.wall));
+            write_view(&mut out, s, self.wall);
         }
-        if self.last {
+        if self.range.end == self.entries.len() {
             out.extend_from_slice(LIST_SUFFIX);
         }
         out
@@ -368,8 +369,6 @@ impl ListJob {
             .map(|i| ListPiece {
                 entries: entries.clone(),
                 range: (i * PIECE_SESSIONS).min(n)..((i + 1) * PIECE_SESSIONS).min(n),
-                first: i == 0,
-                last: i + 1 == count,
                 wall,
             })
             .collect()
@@ -427,6 +426,27 @@ mod tests {
                 sessions: Vec::new()
             }
         );
+    }
+
+    #[test]
+    fn a_list_cut_into_pieces_is_one_valid_line_in_order() {
+        let sessions: Vec<_> = (0..PIECE_SESSIONS * 2 + 3)
+            .map(|i| session(&format!("s{i}")))
+            .collect();
+        let pieces = ListJob {
+            entries: sessions.clone(),
+        }
+        .into_pieces();
+        assert_eq!(pieces.len(), 3);
+        let line: Vec<u8> = pieces.iter().flat_map(ListPiece::render).collect();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let parsed: ServerMessage = serde_json::from_slice(&line).unwrap();
+        let ServerMessage::SessionList { sessions: views } = parsed else {
+            panic!("not a list");
+        };
+        let ids: Vec<_> = views.iter().map(|v| v.id.to_string()).collect();
+        let expected: Vec<_> = sessions.iter().map(|s| s.id.to_string()).collect();
+        assert_eq!(ids, expected);
     }
 
     #[test]
