@@ -112,6 +112,15 @@ impl Server {
         s
     }
 
+    /// Server `which` of a comparison: 0 the reference, 1 atmd (see [`alternate`]).
+    fn compared(which: usize) -> Server {
+        if which == 0 {
+            Server::reference()
+        } else {
+            Server::atmd("", false)
+        }
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -604,7 +613,7 @@ fn main() {
                 for round in 1..=rounds {
                     let mut rate = [0.0f64; 2];
                     for which in alternate(round) {
-                        let server = if which == 0 { Server::reference() } else { Server::atmd("", false) };
+                        let server = Server::compared(which);
                         let b = burst(&server, 20_000, 4, 5, stuck, &pids).await;
                         let right = b.correct.iter().all(|c| *c);
                         // The reference drops updates for a full queue by design; only atmd
@@ -633,7 +642,7 @@ fn main() {
                 for round in 1..=rounds {
                     let mut p99 = [Duration::ZERO; 2];
                     for which in alternate(round) {
-                        let server = if which == 0 { Server::reference() } else { Server::atmd("", false) };
+                        let server = Server::compared(which);
                         let (lat, missed) = latency(&server, 1000, 3, subs, &pids).await;
                         println!("| {round} | {} | {} | {} | {} | {missed} |", server.name, ms(pct(&lat, 0.5)), ms(pct(&lat, 0.99)), ms(pct(&lat, 1.0)));
                         p99[which] = pct(&lat, 0.99);
