@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// A child process standing in for an agent, so PIDs and start times are real.
+pub use atm_core::testing::ingest::FakeAgent;
+
 /// Directory holding atmd, atm-hook and atmctl.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ATM_BIN_DIR") {
@@ -283,25 +286,6 @@ impl Client {
                 return r["sessions"].as_array().cloned().unwrap_or_default();
             }
         }
-    }
-}
-
-/// A child process standing in for an agent, so PIDs and start times are real.
-pub struct FakeAgent(pub Child);
-
-impl FakeAgent {
-    pub fn spawn() -> FakeAgent {
-        FakeAgent(Command::new("sleep").arg("300").spawn().unwrap())
-    }
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for FakeAgent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

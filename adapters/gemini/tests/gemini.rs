@@ -5,18 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use adapter_gemini::{GeminiAdapter, GeminiConfig, GeminiStats};
+use atm_core::Session;
+use atm_core::registry::RegistryConfig;
 use atm_core::serde_json::{self, Value, json};
-use atm_core::testing::{TestHarness, check_adapter_contract};
-use atm_core::{InputAdapter, PluginError, Session};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::task::JoinHandle;
-
-const WAIT: Duration = Duration::from_secs(5);
+use atm_core::testing::check_adapter_contract;
+use atm_core::testing::ingest::{FakeAgent, IngestClient, RunningAdapter};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -27,128 +22,29 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-/// A real process standing in for Gemini CLI, so process identity comes from the real `/proc`.
-struct FakeGemini(std::process::Child);
-
-impl FakeGemini {
-    fn spawn() -> Self {
-        Self(
-            std::process::Command::new("sleep")
-                .arg("30")
-                .spawn()
-                .unwrap(),
-        )
-    }
+/// The gemini adapter running on its own socket against a real registry, and its counters.
+async fn start() -> (RunningAdapter, Arc<GeminiStats>) {
+    let mut stats = None;
+    let run = RunningAdapter::start(RegistryConfig::default(), |cfg| {
+        let a = GeminiAdapter::from_config(cfg).unwrap();
+        stats = Some(a.stats());
+        a
+    })
+    .await;
+    (run, stats.unwrap())
 }
 
-impl Drop for FakeGemini {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Sends Gemini's JSON as `atm-hook --agent gemini` does (adding pid and pane when given).
+async fn send_hook(c: &mut IngestClient, mut data: Value, pid: Option<u32>) {
+    if let Some(pid) = pid {
+        data["pid"] = json!(pid);
+        data["tmux_pane"] = json!("%7");
     }
+    c.send("hook_event", data, json!({"agent": "gemini"})).await;
 }
 
-struct Running {
-    harness: TestHarness,
-    socket: PathBuf,
-    stats: Arc<GeminiStats>,
-    task: JoinHandle<Result<(), PluginError>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Running {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let harness = TestHarness::new(dir.path()).await;
-        let socket = dir.path().join("hooks.sock");
-        let adapter = GeminiAdapter::new(GeminiConfig {
-            socket: Some(socket.display().to_string()),
-        });
-        let stats = adapter.stats();
-        let task = tokio::spawn(Box::new(adapter).run(harness.adapter_context("gemini")));
-        Self {
-            harness,
-            socket,
-            stats,
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn client(&self) -> Client {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(s) = UnixStream::connect(&self.socket).await {
-                let (r, w) = s.into_split();
-                return Client {
-                    r: BufReader::new(r),
-                    w,
-                };
-            }
-            assert!(tokio::time::Instant::now() < deadline, "never listened");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn sessions(&self) -> Vec<Arc<Session>> {
-        self.harness.registry.snapshot().await.unwrap().sessions
-    }
-
-    /// Polls (up to 5 s) until `pred` holds for the sessions.
-    async fn wait_until(&self, what: &str, pred: impl Fn(&[Arc<Session>]) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let all = self.sessions().await;
-            if pred(&all) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: never held; sessions: {all:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.harness.cancel.cancel();
-        let r = tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(r.is_ok(), "{r:?}");
-        assert!(!self.socket.exists(), "the socket is removed on stop");
-    }
-}
-
-struct Client {
-    r: BufReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
-}
-
-impl Client {
-    /// Sends Gemini's hook JSON as `atm-hook --agent gemini` does (adding pid and pane).
-    async fn send_hook(&mut self, mut data: Value, pid: Option<u32>) {
-        if let Some(pid) = pid {
-            data["pid"] = json!(pid);
-            data["tmux_pane"] = json!("%7");
-        }
-        let line = json!({"protocol_version": {"major": 1, "minor": 0}, "type": "hook_event", "agent": "gemini", "data": data});
-        self.send_raw(format!("{line}\n").as_bytes()).await;
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).await.unwrap();
-    }
-
-    async fn read(&mut self) -> Value {
-        let mut line = String::new();
-        tokio::time::timeout(WAIT, self.r.read_line(&mut line))
-            .await
-            .expect("a reply")
-            .unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
-    }
+async fn read(c: &mut IngestClient) -> Value {
+    c.next_reply().await.expect("a reply")
 }
 
 fn attention_json(s: &Session) -> Value {
@@ -194,16 +90,16 @@ fn matches(all: &[Arc<Session>], expect: &serde_json::Map<String, Value>) -> boo
 
 #[tokio::test]
 async fn replays_every_fixture_in_a_realistic_order() {
-    let run = Running::start().await;
-    let gemini = FakeGemini::spawn();
-    let pid = gemini.0.id();
+    let (run, stats) = start().await;
+    let gemini = FakeAgent::spawn();
+    let pid = gemini.pid();
     let mut client = run.client().await;
     let replay = fixture("replay.json");
     let mut used = std::collections::HashSet::new();
     for step in replay["steps"].as_array().unwrap() {
         let name = step["fixture"].as_str().unwrap();
         used.insert(name.to_owned());
-        client.send_hook(fixture(name), Some(pid)).await;
+        send_hook(&mut client, fixture(name), Some(pid)).await;
         let expect = step["expect"].as_object().unwrap();
         run.wait_until(name, |all| matches(all, expect)).await;
         if let [s] = run.sessions().await.as_slice() {
@@ -220,8 +116,8 @@ async fn replays_every_fixture_in_a_realistic_order() {
             "fixture {n} is not replayed"
         );
     }
-    assert_eq!(GeminiStats::get(&run.stats.unknown_events), 1);
-    assert_eq!(GeminiStats::get(&run.stats.bad_messages), 0);
+    assert_eq!(GeminiStats::get(&stats.unknown_events), 1);
+    assert_eq!(GeminiStats::get(&stats.bad_messages), 0);
     run.stop().await;
 }
 
@@ -239,11 +135,14 @@ async fn every_fixture_translates_with_the_right_known_flag() {
 
 #[tokio::test]
 async fn a_permission_without_a_pid_still_makes_a_gemini_session() {
-    let run = Running::start().await;
+    let (run, _) = start().await;
     let mut client = run.client().await;
-    client
-        .send_hook(fixture("Notification.ToolPermission.exec.json"), None)
-        .await;
+    send_hook(
+        &mut client,
+        fixture("Notification.ToolPermission.exec.json"),
+        None,
+    )
+    .await;
     run.wait_until("needs_permission", |all| {
         all.len() == 1 && all[0].state.as_str() == "needs_permission" && all[0].process.is_none()
     })
@@ -253,7 +152,7 @@ async fn a_permission_without_a_pid_still_makes_a_gemini_session() {
 
 #[tokio::test]
 async fn bad_input_gets_error_replies_and_the_connection_keeps_serving() {
-    let run = Running::start().await;
+    let (run, stats) = start().await;
     let mut c = run.client().await;
     let env = |data: &str| {
         format!(r#"{{"type":"hook_event","agent":"gemini","data":{data}}}"#).into_bytes()
@@ -295,8 +194,8 @@ async fn bad_input_gets_error_replies_and_the_connection_keeps_serving() {
         ),
     ];
     for (line, code) in cases {
-        c.send_raw(&[line.as_slice(), b"\n"].concat()).await;
-        let reply = c.read().await;
+        c.write_raw(&[line.as_slice(), b"\n"].concat()).await;
+        let reply = read(&mut c).await;
         assert_eq!(reply["type"], "error", "{}", String::from_utf8_lossy(&line));
         assert_eq!(
             reply["code"],
@@ -305,22 +204,22 @@ async fn bad_input_gets_error_replies_and_the_connection_keeps_serving() {
             String::from_utf8_lossy(&line)
         );
     }
-    c.send_hook(fixture("BeforeAgent.json"), None).await;
+    send_hook(&mut c, fixture("BeforeAgent.json"), None).await;
     run.wait_until("served after errors", |all| {
         all.len() == 1 && all[0].state.as_str() == "working"
     })
     .await;
-    assert_eq!(GeminiStats::get(&run.stats.bad_messages), 5);
+    assert_eq!(GeminiStats::get(&stats.bad_messages), 5);
 
     // An oversized line is refused and closes that connection; others keep being served.
     let mut huge = fixture("BeforeAgent.json");
     huge["prompt"] = json!("p".repeat(2 * 1024 * 1024));
     let line = json!({"type": "hook_event", "agent": "gemini", "data": huge});
     // The daemon may close before the whole line is written: a broken pipe is expected.
-    let _ = c.w.write_all(format!("{line}\n").as_bytes()).await;
-    assert_eq!(c.read().await["code"], "too_large");
+    let _ = c.try_write_raw(format!("{line}\n").as_bytes()).await;
+    assert_eq!(read(&mut c).await["code"], "too_large");
     let mut other = run.client().await;
-    other.send_hook(fixture("AfterAgent.json"), None).await;
+    send_hook(&mut other, fixture("AfterAgent.json"), None).await;
     run.wait_until("idle", |all| {
         all.len() == 1 && all[0].state.as_str() == "idle"
     })

@@ -9,6 +9,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub mod ingest;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::control::ControlBus;
