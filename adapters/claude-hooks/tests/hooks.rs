@@ -8,7 +8,8 @@ mod common;
 use adapter_claude_hooks as _; // links the plugin registration for the contract test
 use adapter_claude_hooks::{ClaudeHooksAdapter, HookStats, translate};
 use atm_core::registry::RegistryConfig;
-use atm_core::{AgentState, InputAdapter, Session};
+use atm_core::testing::ingest::check_replay_step;
+use atm_core::{AgentState, InputAdapter};
 use common::{FakeClaude, Running, fixture, patch, with_process};
 use serde_json::{Value, json};
 
@@ -24,37 +25,10 @@ async fn start_with(config: RegistryConfig) -> Running {
     Running::start(config, |cfg| ClaudeHooksAdapter::from_config(cfg).unwrap()).await
 }
 
-fn attention_json(s: &Session) -> Value {
-    match &s.attention {
-        None => Value::Null,
-        Some(a) => json!({"reason": a.reason, "tool": a.tool, "detail": a.detail}),
-    }
-}
-
 /// Checks the keys of `expect` (see `fixtures/replay.json`) against the registry.
 async fn check_expectations(run: &Running, step: &str, expect: &serde_json::Map<String, Value>) {
-    let sessions = run.sessions().await;
-    if let Some(n) = expect.get("sessions") {
-        assert_eq!(json!(sessions.len()), *n, "{step}: session count");
-    }
-    let Some(s) = sessions.first() else {
-        return;
-    };
-    for (key, want) in expect {
-        let got = match key.as_str() {
-            "sessions" => continue,
-            "id" => json!(s.id.as_str()),
-            "state" => json!(s.state.as_str()),
-            "attention" => attention_json(s),
-            "activity" => json!(s.activity),
-            "last_error" => json!(s.last_error),
-            "first_prompt" => json!(s.first_prompt),
-            "model_id" => json!(s.model_id),
-            "cwd" => json!(s.cwd),
-            "children" => json!(s.children),
-            other => panic!("{step}: unknown expectation key {other}"),
-        };
-        assert_eq!(got, *want, "{step}: {key}");
+    if let Err(e) = check_replay_step(&run.sessions().await, expect) {
+        panic!("{step}: {e}");
     }
 }
 
@@ -642,5 +616,38 @@ fn config_rejects_unknown_keys_and_defaults_the_socket() {
     assert_eq!(
         cfg.socket_path(std::path::Path::new("/run/u/atm")),
         std::path::PathBuf::from("/run/u/atm/hooks.sock")
+    );
+}
+
+#[test]
+fn replay_checks_report_every_kind_of_difference() {
+    use atm_core::{Harness, SessionId, SessionKey};
+    let key = SessionKey::Id {
+        harness: Harness::claude(),
+        id: SessionId::new(A),
+    };
+    let s = std::sync::Arc::new(atm_core::Session::new(
+        key,
+        SessionId::new(A),
+        None,
+        "test",
+        atm_core::chrono::Utc::now(),
+    ));
+    let expect = |v: Value| v.as_object().unwrap().clone();
+    let all = [s];
+    assert_eq!(
+        check_replay_step(
+            &all,
+            &expect(json!({"sessions": 1, "id": A, "state": "starting"}))
+        ),
+        Ok(())
+    );
+    assert!(check_replay_step(&all, &expect(json!({"sessions": 2}))).is_err());
+    assert!(check_replay_step(&all, &expect(json!({"state": "working"}))).is_err());
+    assert!(check_replay_step(&all, &expect(json!({"attention": {"reason": "x"}}))).is_err());
+    assert!(check_replay_step(&[], &expect(json!({"state": "idle"}))).is_err());
+    assert_eq!(
+        check_replay_step(&[], &expect(json!({"sessions": 0}))),
+        Ok(())
     );
 }

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adapter_gemini::{GeminiAdapter, GeminiConfig, GeminiStats};
-use atm_core::Session;
 use atm_core::registry::RegistryConfig;
 use atm_core::serde_json::{self, Value, json};
 use atm_core::testing::check_adapter_contract;
-use atm_core::testing::ingest::{FakeAgent, IngestClient, RunningAdapter};
+use atm_core::testing::ingest::{FakeAgent, IngestClient, RunningAdapter, check_replay_step};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -47,47 +46,6 @@ async fn read(c: &mut IngestClient) -> Value {
     c.next_reply().await.expect("a reply")
 }
 
-fn attention_json(s: &Session) -> Value {
-    match &s.attention {
-        None => Value::Null,
-        Some(a) => json!({"reason": a.reason, "tool": a.tool, "detail": a.detail}),
-    }
-}
-
-fn matches(all: &[Arc<Session>], expect: &serde_json::Map<String, Value>) -> bool {
-    if let Some(n) = expect.get("sessions")
-        && all.len() as u64 != n.as_u64().unwrap()
-    {
-        return false;
-    }
-    if all.len() != 1 {
-        return expect.len() == 1 && expect.contains_key("sessions");
-    }
-    let s = &all[0];
-    expect.iter().all(|(k, v)| match k.as_str() {
-        "sessions" => true,
-        "id" => s.id.as_str() == v,
-        "harness" => s.harness.as_str() == v,
-        "state" => s.state.as_str() == v,
-        "attention" => attention_json(s) == *v,
-        "activity" => {
-            s.activity
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::Null)
-                == *v
-        }
-        "first_prompt" => {
-            s.first_prompt
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::Null)
-                == *v
-        }
-        other => panic!("unknown expectation key {other}"),
-    })
-}
-
 #[tokio::test]
 async fn replays_every_fixture_in_a_realistic_order() {
     let (run, stats) = start().await;
@@ -101,7 +59,8 @@ async fn replays_every_fixture_in_a_realistic_order() {
         used.insert(name.to_owned());
         send_hook(&mut client, fixture(name), Some(pid)).await;
         let expect = step["expect"].as_object().unwrap();
-        run.wait_until(name, |all| matches(all, expect)).await;
+        run.wait_until(name, |all| check_replay_step(all, expect).is_ok())
+            .await;
         if let [s] = run.sessions().await.as_slice() {
             assert_eq!(s.harness.as_str(), "gemini");
             assert_eq!(s.pid(), Some(pid), "{name}: the real Gemini process");

@@ -274,3 +274,52 @@ impl IngestClient {
             .collect()
     }
 }
+
+/// A session's attention as a replay fixture writes it.
+pub fn attention_json(s: &Session) -> Value {
+    match &s.attention {
+        None => Value::Null,
+        Some(a) => json!({"reason": a.reason, "tool": a.tool, "detail": a.detail}),
+    }
+}
+
+/// Checks the registry's `sessions` against one step of a replay fixture (`replay.json`):
+/// `"sessions"` is how many there are; every other key is a field of the one session there must
+/// then be (`id`, `harness`, `state`, `attention`, `activity`, `last_error`, `first_prompt`,
+/// `model_id`, `cwd`, `children`). `Err` says what differs; an unknown key fails the test.
+pub fn check_replay_step(
+    sessions: &[Arc<Session>],
+    expect: &serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    if let Some(n) = expect.get("sessions")
+        && json!(sessions.len()) != *n
+    {
+        return Err(format!("{} sessions, expected {n}", sessions.len()));
+    }
+    let fields: Vec<_> = expect.iter().filter(|(k, _)| *k != "sessions").collect();
+    if fields.is_empty() {
+        return Ok(());
+    }
+    let [s] = sessions else {
+        return Err(format!("{} sessions, expected one", sessions.len()));
+    };
+    for (key, want) in fields {
+        let got = match key.as_str() {
+            "id" => json!(s.id.as_str()),
+            "harness" => json!(s.harness.as_str()),
+            "state" => json!(s.state.as_str()),
+            "attention" => attention_json(s),
+            "activity" => json!(s.activity),
+            "last_error" => json!(s.last_error),
+            "first_prompt" => json!(s.first_prompt),
+            "model_id" => json!(s.model_id),
+            "cwd" => json!(s.cwd),
+            "children" => json!(s.children),
+            other => panic!("unknown expectation key {other}"),
+        };
+        if got != *want {
+            return Err(format!("{key} is {got}, expected {want}"));
+        }
+    }
+    Ok(())
+}
