@@ -16,6 +16,7 @@ use atm_core::{
 use sink_socket::{SocketConfig, SocketSink};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 const SESSIONS: usize = 10_000;
 const ROUNDS: usize = 20;
@@ -29,6 +30,48 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+const REQUEST: &[u8] =
+    b"{\"type\":\"list_sessions\",\"protocol_version\":{\"major\":1,\"minor\":0}}\n";
+
+/// The event source of bench session `i`.
+fn source(i: usize) -> EventSource {
+    EventSource::new(
+        Harness::claude(),
+        SessionId::new(format!("{i:08x}-7dc2-432b-9206-928fa5c35731")),
+        "bench",
+    )
+}
+
+/// Changes session `i` (its cost), so the list that follows reflects a change.
+async fn set_cost(harness: &TestHarness, i: usize, cost: f64) {
+    harness
+        .registry
+        .update_usage(
+            source(i),
+            UsageUpdate {
+                cost_usd: Some(cost),
+                ..UsageUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// One `list_sessions`, from the request written to the whole reply line read.
+async fn timed_list(
+    w: &mut OwnedWriteHalf,
+    r: &mut BufReader<OwnedReadHalf>,
+    line: &mut Vec<u8>,
+) -> Duration {
+    line.clear();
+    let t = Instant::now();
+    w.write_all(REQUEST).await.unwrap();
+    r.read_until(b'\n', line).await.unwrap();
+    let took = t.elapsed();
+    assert!(line.len() > SESSIONS * 100, "a whole list");
+    took
 }
 
 fn main() {
@@ -47,11 +90,7 @@ async fn run() {
     let baseline = rss_kib();
     let fill = Instant::now();
     for i in 0..SESSIONS {
-        let mut source = EventSource::new(
-            Harness::claude(),
-            SessionId::new(format!("{i:08x}-7dc2-432b-9206-928fa5c35731")),
-            "bench",
-        );
+        let mut source = source(i);
         source.cwd = Some(format!("/home/user/src/project-{i}"));
         source.tmux_pane = Some(format!("%{i}"));
         let reg = &harness.registry;
@@ -96,7 +135,7 @@ async fn run() {
     while UnixStream::connect(&path).await.is_err() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // Let the fan-out render everything, then weigh it before any client buffer exists.
+    // Let the fan-out take in everything, then weigh it before any client buffer exists.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let registry_kib = with_registry.saturating_sub(baseline);
     let sink_kib = rss_kib().saturating_sub(with_registry);
@@ -109,11 +148,10 @@ async fn run() {
         .await
         .unwrap();
     r.read_until(b'\n', &mut line).await.unwrap();
-    let request = b"{\"type\":\"list_sessions\",\"protocol_version\":{\"major\":1,\"minor\":0}}\n";
     // Wait until the sink has seen every session.
     loop {
         line.clear();
-        w.write_all(request).await.unwrap();
+        w.write_all(REQUEST).await.unwrap();
         r.read_until(b'\n', &mut line).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         if v["sessions"].as_array().map(Vec::len) == Some(SESSIONS) {
@@ -123,83 +161,31 @@ async fn run() {
     }
     let bytes = line.len();
 
-    let mut time_lists = async |rounds: usize, pause: Duration| {
-        let mut times = Vec::new();
-        for _ in 0..rounds {
-            tokio::time::sleep(pause).await;
-            line.clear();
-            let t = Instant::now();
-            w.write_all(request).await.unwrap();
-            r.read_until(b'\n', &mut line).await.unwrap();
-            times.push(t.elapsed());
-            assert!(line.len() > SESSIONS * 100);
-        }
-        times.sort();
-        times
-    };
     // Back to back, after every session changed once.
     for i in 0..SESSIONS {
-        let source = EventSource::new(
-            Harness::claude(),
-            SessionId::new(format!("{i:08x}-7dc2-432b-9206-928fa5c35731")),
-            "bench",
-        );
-        harness
-            .registry
-            .update_usage(
-                source,
-                UsageUpdate {
-                    cost_usd: Some(0.5),
-                    ..UsageUpdate::default()
-                },
-            )
-            .await
-            .unwrap();
+        set_cost(&harness, i, 0.5).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let back_to_back = time_lists(ROUNDS, Duration::ZERO).await;
+    let mut back_to_back = Vec::new();
+    for _ in 0..ROUNDS {
+        back_to_back.push(timed_list(&mut w, &mut r, &mut line).await);
+    }
+    back_to_back.sort();
     // One session changed before each list.
     let mut after_change = Vec::new();
     for round in 0..ROUNDS {
-        let source = EventSource::new(
-            Harness::claude(),
-            SessionId::new(format!("{round:08x}-7dc2-432b-9206-928fa5c35731")),
-            "bench",
-        );
-        harness
-            .registry
-            .update_usage(
-                source,
-                UsageUpdate {
-                    cost_usd: Some(1.0),
-                    ..UsageUpdate::default()
-                },
-            )
-            .await
-            .unwrap();
+        set_cost(&harness, round, 1.0).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        line.clear();
-        let t = Instant::now();
-        w.write_all(request).await.unwrap();
-        r.read_until(b'\n', &mut line).await.unwrap();
-        after_change.push(t.elapsed());
+        after_change.push(timed_list(&mut w, &mut r, &mut line).await);
     }
     after_change.sort();
-    let mut time_lists = async |rounds: usize, pause: Duration| {
-        let mut times = Vec::new();
-        for _ in 0..rounds {
-            tokio::time::sleep(pause).await;
-            line.clear();
-            let t = Instant::now();
-            w.write_all(request).await.unwrap();
-            r.read_until(b'\n', &mut line).await.unwrap();
-            times.push(t.elapsed());
-        }
-        times.sort();
-        times
-    };
     // A second apart.
-    let apart = time_lists(5, Duration::from_millis(1100)).await;
+    let mut apart = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        apart.push(timed_list(&mut w, &mut r, &mut line).await);
+    }
+    apart.sort();
 
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     println!("list_sessions of {SESSIONS} sessions over the socket (request -> whole line read)");
