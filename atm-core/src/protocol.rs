@@ -86,6 +86,22 @@ impl WireError {
     }
 }
 
+/// What a client is told when the registry refuses its message.
+impl From<crate::registry::RegistryError> for WireError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        use crate::registry::RegistryError;
+        let code = match &e {
+            RegistryError::RegistryFull { .. } => ErrorCode::RegistryFull,
+            RegistryError::Invalid { .. } | RegistryError::SessionAlreadyExists(_) => {
+                ErrorCode::InvalidMessage
+            }
+            RegistryError::SessionNotFound(_) => ErrorCode::NotFound,
+            RegistryError::ChannelClosed => ErrorCode::Internal,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
 /// A decoded line: its `type`, its version (if it carried one) and the whole object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawMessage {
@@ -255,6 +271,22 @@ pub fn line_codec() -> tokio_util::codec::AnyDelimiterCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_errors_keep_stable_codes() {
+        use crate::registry::RegistryError;
+        let full = WireError::from(RegistryError::RegistryFull { max: 3 });
+        assert_eq!(full.code, ErrorCode::RegistryFull);
+        assert!(full.message.contains("max_sessions"), "{}", full.message);
+        assert_eq!(
+            WireError::from(RegistryError::ChannelClosed).code,
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            WireError::from(RegistryError::SessionNotFound("x".into())).code,
+            ErrorCode::NotFound
+        );
+    }
 
     #[test]
     fn decodes_and_rejects_with_stable_codes() {

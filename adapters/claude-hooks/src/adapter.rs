@@ -142,7 +142,7 @@ impl HookHandler {
             }
             Err(e) => {
                 HookStats::bump(&self.stats.registry_errors);
-                Err(fields::registry_error(e))
+                Err(e.into())
             }
         }
     }

@@ -7,7 +7,6 @@
 
 use atm_core::model::ProcessIdentity;
 use atm_core::protocol::{ErrorCode, WireError};
-use atm_core::registry::RegistryError;
 use atm_core::serde_json::{Map, Value};
 use atm_core::{SessionId, registry::limits};
 
@@ -121,19 +120,6 @@ pub fn process_of(pid: Option<u32>) -> Option<ProcessIdentity> {
     pid.and_then(atm_core::process::identity_recent)
 }
 
-/// What the client is told when the registry refuses an event.
-pub fn registry_error(e: RegistryError) -> WireError {
-    let code = match &e {
-        RegistryError::RegistryFull { .. } => ErrorCode::RegistryFull,
-        RegistryError::Invalid { .. } | RegistryError::SessionAlreadyExists(_) => {
-            ErrorCode::InvalidMessage
-        }
-        RegistryError::SessionNotFound(_) => ErrorCode::NotFound,
-        RegistryError::ChannelClosed => ErrorCode::Internal,
-    };
-    WireError::new(code, e.to_string())
-}
-
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -208,18 +194,6 @@ mod tests {
             Some("%5".into())
         );
         assert_eq!(tmux_pane(&obj(json!({"tmux_pane": null}))), None);
-    }
-
-    #[test]
-    fn registry_errors_keep_stable_codes() {
-        assert_eq!(
-            registry_error(RegistryError::RegistryFull { max: 3 }).code,
-            ErrorCode::RegistryFull
-        );
-        assert_eq!(
-            registry_error(RegistryError::ChannelClosed).code,
-            ErrorCode::Internal
-        );
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl IngestHandler for StatusHandler {
         };
         if let Err(e) = self.registry.update_usage(source, status.usage).await {
             StatuslineStats::bump(&self.stats.registry_errors);
-            return Err(fields::registry_error(e));
+            return Err(e.into());
         }
         StatuslineStats::bump(&self.stats.applied);
         if !want_reply {
@@ -123,7 +123,7 @@ impl IngestHandler for StatusHandler {
         let session = self
             .current(status.session_id.as_str(), process)
             .await
-            .map_err(fields::registry_error)?
+            .map_err(WireError::from)?
             .ok_or_else(|| {
                 WireError::new(
                     ErrorCode::NotFound,

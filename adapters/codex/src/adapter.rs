@@ -138,7 +138,7 @@ impl CodexHandler {
             }
             Err(e) => {
                 CodexStats::bump(&self.stats.registry_errors);
-                Err(fields::registry_error(e))
+                Err(e.into())
             }
         }
     }

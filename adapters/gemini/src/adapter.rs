@@ -13,8 +13,8 @@ use std::sync::Arc;
 use atm_core::event::EventEnvelope;
 use atm_core::ingest::{IngestHandler, IngestMessage};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
-use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
-use atm_core::registry::{RegistryError, RegistryHandle};
+use atm_core::protocol::{ServerMessage, WireError};
+use atm_core::registry::RegistryHandle;
 use atm_core::serde_json::Value;
 use atm_core::tracing::debug;
 use atm_core::{ApplyOutcome, async_trait};
@@ -84,19 +84,6 @@ impl InputAdapter for GeminiAdapter {
     }
 }
 
-/// What the client is told when the registry refuses an event.
-pub fn registry_error(e: RegistryError) -> WireError {
-    let code = match &e {
-        RegistryError::RegistryFull { .. } => ErrorCode::RegistryFull,
-        RegistryError::Invalid { .. } | RegistryError::SessionAlreadyExists(_) => {
-            ErrorCode::InvalidMessage
-        }
-        RegistryError::SessionNotFound(_) => ErrorCode::NotFound,
-        RegistryError::ChannelClosed => ErrorCode::Internal,
-    };
-    WireError::new(code, e.to_string())
-}
-
 struct GeminiHandler {
     registry: RegistryHandle,
     adapter: String,
@@ -133,7 +120,7 @@ impl IngestHandler for GeminiHandler {
             }
             Err(e) => {
                 GeminiStats::bump(&self.stats.registry_errors);
-                Err(registry_error(e))
+                Err(e.into())
             }
         }
     }

@@ -13,7 +13,7 @@ use atm_core::ingest::{IngestHandler, IngestMessage};
 use atm_core::model::Harness;
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
-use atm_core::registry::{RegistryError, RegistryHandle};
+use atm_core::registry::RegistryHandle;
 use atm_core::tracing::debug;
 use atm_core::{ApplyOutcome, async_trait};
 use serde::Deserialize;
@@ -131,21 +131,8 @@ impl IngestHandler for PiHandler {
             }
             Err(e) => {
                 PiStats::bump(&self.stats.registry_errors);
-                Err(registry_error(e))
+                Err(e.into())
             }
         }
     }
-}
-
-/// What the client is told when the registry refuses an event.
-fn registry_error(e: RegistryError) -> WireError {
-    let code = match &e {
-        RegistryError::RegistryFull { .. } => ErrorCode::RegistryFull,
-        RegistryError::Invalid { .. } | RegistryError::SessionAlreadyExists(_) => {
-            ErrorCode::InvalidMessage
-        }
-        RegistryError::SessionNotFound(_) => ErrorCode::NotFound,
-        RegistryError::ChannelClosed => ErrorCode::Internal,
-    };
-    WireError::new(code, e.to_string())
 }
