@@ -32,6 +32,7 @@ pub mod testing;
 pub use async_trait::async_trait;
 pub use chrono;
 pub use inventory;
+pub use serde;
 pub use serde_json;
 pub use tokio;
 pub use tokio_util;

@@ -10,6 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 pub mod ingest;
+pub mod wait;
+
+pub use wait::{wait_for, wait_until, wait_until_blocking, wait_until_within};
 
 use tokio_util::sync::CancellationToken;
 
