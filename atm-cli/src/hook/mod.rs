@@ -1,0 +1,101 @@
+//! `atm-hook`: the program Claude Code runs for every hook event and status-line refresh.
+//!
+//! It sits on the agent's critical path (a synchronous hook delays every tool call), so it is
+//! shaped by three promises rather than by convenience:
+//!
+//! - **Silent**: nothing on stdout in hook mode (Claude reads a hook's stdout as a decision or as
+//!   model context) and exit status 0 whatever happens (other codes block actions or show errors).
+//!   That is also why arguments are parsed by hand: a parser that exits 2 on a typo would break
+//!   the user's Claude session.
+//! - **Bounded**: after the input has arrived, everything that involves the daemon (connecting,
+//!   writing, waiting for a reply) shares one [`BUDGET`] of 50 ms, enforced with socket timeouts
+//!   on the remaining time, so an absent, stuck or slow daemon costs at most that. Waiting for the
+//!   caller to close stdin is bounded separately ([`STDIN_WAIT`]).
+//! - **Cheap**: std, serde_json and a few raw syscalls; no async runtime, no config file. The
+//!   event is forwarded as one protocol-v1 line on a fresh connection to the ingest socket.
+//!
+//! Other agents use the same binary: `--agent NAME` routes the event to that agent's adapter
+//! (`hook_event:NAME`) and picks how the agent's process is recognised among the ancestors
+//! ([`AgentKind`]); `--notify` takes the JSON from the last argument instead of stdin (Codex's
+//! `notify` program contract). Gemini CLI shows a hook's stderr to the user, so atm-hook writes
+//! nothing on stderr either (the binary silences even the panic message).
+//!
+//! Fields no adapter reads but that can be huge (tool output, model requests and responses,
+//! whole transcripts: [`STRIPPED_FIELDS`]) are removed from the parsed event before the size
+//! check, so a big tool result does not cost the whole event. That is why stdin may bring up to
+//! [`MAX_RAW_INPUT`]; what is still over [`MAX_INPUT`] after stripping is dropped. Input larger
+//! than [`MAX_RAW_INPUT`] is read to its end and discarded: sending a truncated document would be
+//! worse than sending nothing, and draining lets the writer finish cleanly.
+//!
+//! `atm-hook statusline [-- CMD ...]` forwards the status-line JSON the same way (`status_update`)
+//! and then prints the status line: the user's own command's output (same stdin, stdout passed
+//! through unchanged; the command runs while we talk to the daemon), or a compact default built
+//! from the JSON and the daemon's reply. Only the default line needs that reply, so only then does
+//! the message carry `"want_reply": true` (top level) and wait, within the budget, for the
+//! daemon's `{"type":"session_updated","session":{...}}`. It never prints a blank line.
+//!
+//! The pieces, one role each: [`args`] (the hand-parsed command line), [`input`] (bounded,
+//! time-limited stdin), [`event`] (the protocol line: stripping and identity fields),
+//! [`agent_process`] (which ancestor is the agent), [`connection`] (the bounded exchange with
+//! the daemon) and [`statusline`] (status-line mode and its default line).
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+mod agent_process;
+mod args;
+mod connection;
+mod event;
+mod input;
+mod statusline;
+
+pub use agent_process::{AgentKind, find_agent_pid};
+pub use args::HookArgs;
+pub use connection::send;
+pub use event::{STRIPPED_FIELDS, event_line, strip_large_fields};
+pub use input::{Input, read_input};
+pub use statusline::default_status_line;
+
+/// Time allowed for everything that involves the daemon, counted once the input has arrived.
+pub const BUDGET: Duration = Duration::from_millis(50);
+/// Longest time to wait for the caller to finish writing stdin. Claude writes the whole event at
+/// once and closes the pipe; this only keeps a misbehaving caller (or a terminal) from hanging us.
+pub const STDIN_WAIT: Duration = Duration::from_secs(1);
+/// Largest line forwarded; the daemon refuses longer lines anyway.
+pub const MAX_INPUT: usize = atm_core::protocol::MAX_LINE;
+/// Largest input read: an event over [`MAX_INPUT`] may fit once [`STRIPPED_FIELDS`] are gone.
+/// Bounded so that a runaway tool output cannot make the hook hold more than a few times this.
+pub const MAX_RAW_INPUT: usize = 8 * MAX_INPUT;
+/// Smallest remaining budget worth a syscall; also keeps socket timeouts away from zero, which
+/// the kernel reads as "no timeout".
+const MIN_SLICE: Duration = Duration::from_millis(1);
+
+/// Time left until `deadline`, or `None` when too little is left to be worth a syscall.
+fn remaining(deadline: Instant) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (left >= MIN_SLICE).then_some(left)
+}
+
+/// Runs `atm-hook` with these arguments and this stdin; the binary's `main` is just this.
+/// Never fails: every error ends in silence (hook mode) or in the default line (status line).
+pub fn run(args: HookArgs, stdin: impl Read + AsFd, stdout: &mut impl Write) {
+    let socket = atm_core::paths::hooks_socket();
+    if let Some(payload) = &args.notify {
+        // Stdin is not ours to read here: Codex may leave it at a terminal.
+        let deadline = Instant::now() + BUDGET;
+        if let Some(line) = event_line("hook_event", payload, args.agent.as_deref(), false) {
+            let _ = send(&socket, &line, deadline, false);
+        }
+        return;
+    }
+    let input = read_input(stdin, MAX_RAW_INPUT, STDIN_WAIT);
+    let deadline = Instant::now() + BUDGET;
+    if args.statusline {
+        statusline::run_statusline(&args, input, &socket, deadline, stdout);
+    } else if let Input::Complete(bytes) = input
+        && let Some(line) = event_line("hook_event", &bytes, args.agent.as_deref(), false)
+    {
+        let _ = send(&socket, &line, deadline, false);
+    }
+}
