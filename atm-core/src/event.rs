@@ -95,6 +95,16 @@ pub enum AgentEvent {
     Activity {
         what: String,
     },
+    /// A late, coarser echo of something the session may already show: Claude's
+    /// `permission_prompt` notification about 6 s after the `PermissionRequest` that named the
+    /// tool and command, its `idle_prompt` 60 s after a question was asked, opencode's repeated
+    /// `running` tool parts and `busy` statuses while a permission is pending. The state machine
+    /// decides: if the session already waits on its user, the richer attention stays and only
+    /// `last_activity` moves; otherwise `of` applies as itself. An adapter says what the event
+    /// is and never reads the session to decide.
+    Reminder {
+        of: Box<AgentEvent>,
+    },
 }
 
 impl AgentEvent {
@@ -118,7 +128,13 @@ impl AgentEvent {
             Self::CwdChanged { .. } => "cwd_changed",
             Self::Notification { .. } => "notification",
             Self::Activity { .. } => "activity",
+            Self::Reminder { .. } => "reminder",
         }
+    }
+
+    /// `of`, as a reminder of a wait that may already be shown ([`AgentEvent::Reminder`]).
+    pub fn reminder(of: AgentEvent) -> Self {
+        Self::Reminder { of: Box::new(of) }
     }
 }
 

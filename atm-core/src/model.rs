@@ -190,13 +190,18 @@ impl fmt::Display for AgentState {
 
 /// Why a session needs its user: `permission` / `input` / `plan_approval` / ..., the tool and a
 /// short preview of the command, file or question (already cut by characters).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attention {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The subagent that asked, when a subagent did: its next event means the request was
+    /// answered (see `state::speaker`). Internal bookkeeping, so not serialized: not on the
+    /// wire, and not in the snapshot (after a restart the parent's next event clears the wait).
+    #[serde(skip)]
+    pub subagent_id: Option<String>,
 }
 
 /// One rate-limit window reported by the agent (Claude's five-hour and seven-day windows).
@@ -362,13 +367,11 @@ impl Session {
         self.attention = match state {
             AgentState::NeedsPermission => Some(Attention {
                 reason: "permission".to_owned(),
-                tool: None,
-                detail: None,
+                ..Attention::default()
             }),
             AgentState::NeedsInput => Some(Attention {
                 reason: "input".to_owned(),
-                tool: None,
-                detail: None,
+                ..Attention::default()
             }),
             _ => None,
         };

@@ -30,7 +30,7 @@ use crate::model::{
     AgentState, Harness, ProcessIdentity, Session, SessionId, SessionKey, UsageUpdate,
 };
 use crate::persist;
-use crate::state::{Outcome, activity_after, transition};
+use crate::state::{Outcome, activity_after, resolve, speaker, transition};
 use crate::text::{one_line_preview, truncate_chars};
 
 /// Limits on what one session may hold, so memory stays bounded whatever adapters send.
@@ -890,8 +890,11 @@ fn apply_to(
     event: &AgentEvent,
     at: DateTime<Utc>,
 ) -> Outcome {
-    let from_subagent = source.subagent_id.is_some();
-    let outcome = transition(s.state, event, from_subagent);
+    let subagent = source.subagent_id.as_deref();
+    // Who speaks and what the event amounts to are judged on the state before the event.
+    let moves_parent = speaker(s.state, s.attention.as_ref(), subagent).moves_parent();
+    let applied = resolve(s.state, event);
+    let outcome = transition(s.state, s.attention.as_ref(), event, subagent);
     if outcome == Outcome::End {
         return outcome;
     }
@@ -910,11 +913,12 @@ fn apply_to(
         s.state = *state;
         s.attention.clone_from(attention);
     }
-    if !from_subagent && let Some(activity) = activity_after(event) {
+    if moves_parent && let Some(activity) = applied.and_then(activity_after) {
         s.activity = activity;
     }
-    match event {
-        AgentEvent::SessionStarted { source: src, model } => {
+    // The event's facts; a reminder of a wait already shown has none.
+    match applied {
+        Some(AgentEvent::SessionStarted { source: src, model }) => {
             if let Some(m) = model {
                 s.model_id = Some(m.clone());
             }
@@ -928,7 +932,7 @@ fn apply_to(
                 s.turn_started_at = None;
             }
         }
-        AgentEvent::PromptSubmitted { prompt } => {
+        Some(AgentEvent::PromptSubmitted { prompt }) => {
             s.last_error = None;
             if s.first_prompt.is_none()
                 && let Some(p) = prompt
@@ -939,15 +943,15 @@ fn apply_to(
                 }
             }
         }
-        AgentEvent::TurnFailed { error } => s.last_error = Some(error.clone()),
-        AgentEvent::SubagentStarted { agent_id, .. }
+        Some(AgentEvent::TurnFailed { error }) => s.last_error = Some(error.clone()),
+        Some(AgentEvent::SubagentStarted { agent_id, .. })
             if !s.children.contains(agent_id) && s.children.len() < limits::CHILDREN =>
         {
             s.children.push(agent_id.clone());
         }
-        AgentEvent::SubagentStopped { agent_id } => s.children.retain(|c| c != agent_id),
-        AgentEvent::UsageUpdated(u) => s.apply_usage(u),
-        AgentEvent::CwdChanged { cwd } => {
+        Some(AgentEvent::SubagentStopped { agent_id }) => s.children.retain(|c| c != agent_id),
+        Some(AgentEvent::UsageUpdated(u)) => s.apply_usage(u),
+        Some(AgentEvent::CwdChanged { cwd }) => {
             s.cwd = Some(cwd.clone());
             s.git = Default::default();
         }
@@ -999,6 +1003,7 @@ fn sanitize(s: &mut Session) {
         }
         cut(&mut a.tool, limits::NAME);
         cut(&mut a.detail, limits::PREVIEW);
+        cut(&mut a.subagent_id, limits::ID);
     }
     s.children.truncate(limits::CHILDREN);
     for c in &mut s.children {

@@ -1,7 +1,11 @@
-//! The state machine, as a pure function: (current state, event) -> outcome.
+//! The state machine, as a pure function: (current state and attention, event, who raised it)
+//! -> outcome.
 //!
 //! Kept free of I/O and of the registry so that every (state, event) pair is covered by one
 //! table-driven test, and so adapters for new agents can reason about it without running anything.
+//! Every rule that depends on what a session is doing lives here, never in an adapter: an adapter
+//! says what an event *is* (a [`AgentEvent::Reminder`] of a wait that may already be shown, an
+//! event raised inside a subagent) and this module decides what it does.
 
 use crate::event::{AgentEvent, StartSource};
 use crate::model::{AgentState, Attention};
@@ -27,28 +31,132 @@ fn enter(state: AgentState) -> Outcome {
     }
 }
 
-fn attention(state: AgentState, reason: &str, tool: Option<&str>, detail: Option<&str>) -> Outcome {
+fn ask(
+    state: AgentState,
+    reason: &str,
+    tool: Option<&str>,
+    detail: Option<&str>,
+    asked_by: Option<&str>,
+) -> Outcome {
     Outcome::Enter {
         state,
         attention: Some(Attention {
             reason: reason.to_owned(),
             tool: tool.map(str::to_owned),
             detail: detail.map(str::to_owned),
+            subagent_id: asked_by.map(str::to_owned),
         }),
     }
 }
 
-/// The transition function. `from_subagent` is true when the event was raised inside a
-/// subagent: such events never change the parent's state, except a permission or input request
-/// (the user must answer it whoever asked).
-pub fn transition(current: AgentState, event: &AgentEvent, from_subagent: bool) -> Outcome {
+/// Whom an event speaks for, as far as the session's own state and activity are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker<'a> {
+    /// The session itself.
+    Parent,
+    /// A subagent of the session: its events leave the parent's state and activity alone,
+    /// except a permission or input request (the user must answer it whoever asked).
+    Subagent(&'a str),
+    /// The subagent whose request the session waits on. That it acts again means the request
+    /// was answered (a granted permission lets its tool run and finish), so its event moves
+    /// the parent as the parent's own would; without this the parent would keep waiting until
+    /// its own next event.
+    Asker(&'a str),
+}
+
+impl<'a> Speaker<'a> {
+    /// True when the event moves the session's state and activity.
+    pub fn moves_parent(self) -> bool {
+        !matches!(self, Self::Subagent(_))
+    }
+
+    /// The subagent that raised the event, if one did.
+    pub fn subagent(self) -> Option<&'a str> {
+        match self {
+            Self::Parent => None,
+            Self::Subagent(id) | Self::Asker(id) => Some(id),
+        }
+    }
+}
+
+/// Who an event raised by `subagent` (`None`: by the session itself) speaks for, in a session
+/// in `state` with `attention`.
+pub fn speaker<'a>(
+    state: AgentState,
+    attention: Option<&Attention>,
+    subagent: Option<&'a str>,
+) -> Speaker<'a> {
+    match subagent {
+        None => Speaker::Parent,
+        Some(id) if state.needs_attention() && asked_by(attention) == Some(id) => {
+            Speaker::Asker(id)
+        }
+        Some(id) => Speaker::Subagent(id),
+    }
+}
+
+fn asked_by(attention: Option<&Attention>) -> Option<&str> {
+    attention.and_then(|a| a.subagent_id.as_deref())
+}
+
+/// What an event amounts to in `state`: a reminder of a wait the session already shows
+/// amounts to nothing (the richer attention stays); any other reminder, to what it reminds of.
+pub fn resolve(state: AgentState, event: &AgentEvent) -> Option<&AgentEvent> {
+    match event {
+        AgentEvent::Reminder { of } if !state.needs_attention() => resolve(state, of),
+        AgentEvent::Reminder { .. } => None,
+        other => Some(other),
+    }
+}
+
+/// The transition function: what `event`, raised by `subagent` (`None`: by the session
+/// itself), does to a session in state `current` with `attention`. See [`Speaker`] for how subagent
+/// events count and [`AgentEvent::Reminder`] for reminders.
+pub fn transition(
+    current: AgentState,
+    attention: Option<&Attention>,
+    event: &AgentEvent,
+    subagent: Option<&str>,
+) -> Outcome {
     use AgentEvent as E;
     use AgentState as S;
-    let is_attention_request = matches!(
-        event,
-        E::PermissionRequested { .. } | E::InputRequested { .. }
-    );
-    if from_subagent && !is_attention_request {
+    let Some(event) = resolve(current, event) else {
+        return Outcome::Stay;
+    };
+    let speaker = speaker(current, attention, subagent);
+    match event {
+        // A request is the user's to answer, whoever asked; who asked is remembered.
+        E::PermissionRequested { tool, detail } => {
+            return ask(
+                S::NeedsPermission,
+                "permission",
+                Some(tool),
+                detail.as_deref(),
+                speaker.subagent(),
+            );
+        }
+        E::InputRequested {
+            reason,
+            tool,
+            detail,
+        } => {
+            return ask(
+                S::NeedsInput,
+                reason,
+                tool.as_deref(),
+                detail.as_deref(),
+                speaker.subagent(),
+            );
+        }
+        // The subagent that asked is gone, and its request with it; the parent's turn goes on.
+        E::SubagentStopped { agent_id }
+            if current.needs_attention() && asked_by(attention) == Some(agent_id) =>
+        {
+            return enter(S::Working);
+        }
+        _ => {}
+    }
+    if !speaker.moves_parent() {
         return Outcome::Stay;
     }
     match event {
@@ -72,17 +180,6 @@ pub fn transition(current: AgentState, event: &AgentEvent, from_subagent: bool) 
         E::PromptSubmitted { .. } => enter(S::Working),
         E::ToolStarted { .. } => enter(S::Working),
         E::ToolFinished { .. } => enter(S::Working),
-        E::PermissionRequested { tool, detail } => attention(
-            S::NeedsPermission,
-            "permission",
-            Some(tool),
-            detail.as_deref(),
-        ),
-        E::InputRequested {
-            reason,
-            tool,
-            detail,
-        } => attention(S::NeedsInput, reason, tool.as_deref(), detail.as_deref()),
         E::TurnFinished | E::TurnFailed { .. } => enter(S::Idle),
         E::Compacting => enter(S::Working),
         E::CompactFinished => Outcome::Stay,
@@ -92,10 +189,16 @@ pub fn transition(current: AgentState, event: &AgentEvent, from_subagent: bool) 
         E::CwdChanged { .. } => Outcome::Stay,
         E::Notification { .. } => Outcome::Stay,
         E::Activity { .. } => Outcome::Stay,
+        // Handled above; listed so a new event kind must be placed here.
+        E::PermissionRequested { .. } | E::InputRequested { .. } | E::Reminder { .. } => {
+            Outcome::Stay
+        }
     }
 }
 
-/// The activity detail an event leaves behind (`None` = unchanged).
+/// The activity detail an event leaves behind (`None` = unchanged). `event` is what the event
+/// amounts to ([`resolve`]); only events that move the parent ([`Speaker::moves_parent`]) set
+/// the activity.
 pub fn activity_after(event: &AgentEvent) -> Option<Option<String>> {
     use AgentEvent as E;
     match event {
@@ -181,14 +284,48 @@ mod tests {
             E::Activity {
                 what: "TaskCreated".into(),
             },
+            E::reminder(E::PermissionRequested {
+                tool: "unknown".into(),
+                detail: None,
+            }),
+            E::reminder(E::InputRequested {
+                reason: "input".into(),
+                tool: None,
+                detail: None,
+            }),
+            E::reminder(E::TurnFinished),
+            E::reminder(E::PromptSubmitted { prompt: None }),
+            E::reminder(E::ToolStarted {
+                tool: "bash".into(),
+                detail: None,
+            }),
+            E::reminder(E::reminder(E::TurnFinished)),
         ]
     }
 
-    /// The expected state after each event, whatever the state before it; `None` = unchanged,
+    /// The attention a session in `state` has when the session itself asked.
+    fn own_attention(state: S) -> Option<Attention> {
+        state.needs_attention().then(|| Attention {
+            reason: "permission".into(),
+            ..Attention::default()
+        })
+    }
+
+    /// The attention a session in `state` has when subagent `id` asked.
+    fn asked_by(state: S, id: &str) -> Option<Attention> {
+        own_attention(state).map(|a| Attention {
+            subagent_id: Some(id.into()),
+            ..a
+        })
+    }
+
+    /// The expected state after each event from the state before it; `None` = unchanged,
     /// `Some(None)` = ended. Startup from `starting` stays, which the test handles separately.
-    fn expected(event: &AgentEvent) -> Option<Option<S>> {
+    fn expected(state: S, event: &AgentEvent) -> Option<Option<S>> {
         use AgentEvent as E;
         match event {
+            E::Reminder { .. } if state.needs_attention() => None,
+            E::Reminder { of } => expected(state, of),
             E::SessionStarted { source, .. } => match source {
                 StartSource::Compact => None,
                 _ => Some(Some(S::Starting)),
@@ -211,17 +348,17 @@ mod tests {
         let mut checked = 0;
         for state in S::ALL {
             for event in &events {
-                let got = transition(state, event, false);
+                let got = transition(state, own_attention(state).as_ref(), event, None);
                 let got_state = match &got {
                     Outcome::Stay => state,
                     Outcome::Enter { state, .. } => *state,
                     Outcome::End => {
-                        assert_eq!(expected(event), Some(None), "{state} + {event:?}");
+                        assert_eq!(expected(state, event), Some(None), "{state} + {event:?}");
                         checked += 1;
                         continue;
                     }
                 };
-                let want = match expected(event) {
+                let want = match expected(state, event) {
                     None => state,
                     Some(Some(s)) => s,
                     Some(None) => panic!("{state} + {event:?} should end"),
@@ -241,11 +378,11 @@ mod tests {
     fn subagent_events_never_move_the_parent() {
         for state in S::ALL {
             for event in every_event() {
-                let got = transition(state, &event, true);
-                match event {
-                    AgentEvent::PermissionRequested { .. } | AgentEvent::InputRequested { .. } => {
-                        assert!(matches!(got, Outcome::Enter { .. }))
-                    }
+                let got = transition(state, own_attention(state).as_ref(), &event, Some("a1"));
+                match resolve(state, &event) {
+                    Some(
+                        AgentEvent::PermissionRequested { .. } | AgentEvent::InputRequested { .. },
+                    ) => assert!(matches!(got, Outcome::Enter { .. })),
                     _ => assert_eq!(got, Outcome::Stay, "{state} + {event:?}"),
                 }
             }
@@ -256,11 +393,12 @@ mod tests {
     fn permission_attention_carries_tool_and_detail() {
         let got = transition(
             S::Working,
+            None,
             &AgentEvent::PermissionRequested {
                 tool: "Bash".into(),
                 detail: Some("cargo test".into()),
             },
-            false,
+            None,
         );
         assert_eq!(
             got,
@@ -269,9 +407,213 @@ mod tests {
                 attention: Some(Attention {
                     reason: "permission".into(),
                     tool: Some("Bash".into()),
-                    detail: Some("cargo test".into())
+                    detail: Some("cargo test".into()),
+                    subagent_id: None,
                 })
             }
+        );
+    }
+
+    #[test]
+    fn a_reminder_keeps_a_wait_already_shown_and_is_its_event_otherwise() {
+        let events = every_event();
+        let mut checked = 0;
+        for state in S::ALL {
+            for event in &events {
+                let AgentEvent::Reminder { of } = event else {
+                    continue;
+                };
+                let attention = own_attention(state);
+                let got = transition(state, attention.as_ref(), event, None);
+                if state.needs_attention() {
+                    assert_eq!(got, Outcome::Stay, "{state} + {event:?}");
+                    assert_eq!(resolve(state, event), None);
+                    assert_eq!(activity_after_resolved(state, event), None);
+                } else {
+                    assert_eq!(
+                        got,
+                        transition(state, attention.as_ref(), of, None),
+                        "{state} + {event:?}"
+                    );
+                    assert_ne!(resolve(state, event), None);
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, S::ALL.len() * 6);
+        // A reminder that alone raises the wait carries what it knows.
+        let got = transition(
+            S::Working,
+            None,
+            &AgentEvent::reminder(AgentEvent::PermissionRequested {
+                tool: "Bash".into(),
+                detail: None,
+            }),
+            None,
+        );
+        assert_eq!(
+            got,
+            Outcome::Enter {
+                state: S::NeedsPermission,
+                attention: Some(Attention {
+                    reason: "permission".into(),
+                    tool: Some("Bash".into()),
+                    ..Attention::default()
+                })
+            }
+        );
+    }
+
+    /// What the registry sets the activity to: `activity_after` of the resolved event.
+    fn activity_after_resolved(state: S, event: &AgentEvent) -> Option<Option<String>> {
+        resolve(state, event).and_then(activity_after)
+    }
+
+    #[test]
+    fn speakers() {
+        let mine = asked_by(S::NeedsPermission, "a1");
+        let own = own_attention(S::NeedsPermission);
+        let table: [(S, Option<&Attention>, Option<&str>, Speaker); 7] = [
+            (S::Working, None, None, Speaker::Parent),
+            (S::NeedsPermission, mine.as_ref(), None, Speaker::Parent),
+            (S::Working, None, Some("a1"), Speaker::Subagent("a1")),
+            (
+                S::NeedsPermission,
+                own.as_ref(),
+                Some("a1"),
+                Speaker::Subagent("a1"),
+            ),
+            (
+                S::NeedsPermission,
+                mine.as_ref(),
+                Some("a2"),
+                Speaker::Subagent("a2"),
+            ),
+            (
+                S::NeedsPermission,
+                mine.as_ref(),
+                Some("a1"),
+                Speaker::Asker("a1"),
+            ),
+            // Only a wait has an asker: a stale attention outside one names nobody.
+            (
+                S::Working,
+                mine.as_ref(),
+                Some("a1"),
+                Speaker::Subagent("a1"),
+            ),
+        ];
+        for (state, attention, subagent, want) in table {
+            assert_eq!(
+                speaker(state, attention, subagent),
+                want,
+                "{state} {subagent:?}"
+            );
+            assert_eq!(want.moves_parent(), !matches!(want, Speaker::Subagent(_)));
+            assert_eq!(want.subagent(), subagent);
+        }
+    }
+
+    #[test]
+    fn a_subagent_request_remembers_who_asked() {
+        for state in S::ALL {
+            for (subagent, want) in [(None, None), (Some("a1"), Some("a1".to_owned()))] {
+                for event in [
+                    AgentEvent::PermissionRequested {
+                        tool: "WebFetch".into(),
+                        detail: None,
+                    },
+                    AgentEvent::InputRequested {
+                        reason: "question".into(),
+                        tool: None,
+                        detail: None,
+                    },
+                ] {
+                    let got = transition(state, own_attention(state).as_ref(), &event, subagent);
+                    let Outcome::Enter {
+                        attention: Some(a), ..
+                    } = got
+                    else {
+                        panic!("{state} + {event:?} from {subagent:?}: {got:?}");
+                    };
+                    assert_eq!(a.subagent_id, want, "{state} + {event:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_asking_subagents_next_event_is_the_parents_answer() {
+        // In a wait raised by subagent a1: a1's events move the parent as the parent's own
+        // would (a reminder still keeps the wait); another subagent's events do not; the
+        // parent's own events behave as in every other wait.
+        let events = every_event();
+        let mut checked = 0;
+        for state in [S::NeedsPermission, S::NeedsInput] {
+            let attention = asked_by(state, "a1");
+            for event in &events {
+                let as_parent = transition(state, own_attention(state).as_ref(), event, None);
+                let from_asker = transition(state, attention.as_ref(), event, Some("a1"));
+                let from_other = transition(state, attention.as_ref(), event, Some("a2"));
+                let from_parent = transition(state, attention.as_ref(), event, None);
+                match event {
+                    AgentEvent::PermissionRequested { .. } | AgentEvent::InputRequested { .. } => {
+                        let who = |o: &Outcome| match o {
+                            Outcome::Enter {
+                                attention: Some(a), ..
+                            } => a.subagent_id.clone(),
+                            _ => panic!("{o:?}"),
+                        };
+                        assert_eq!(who(&from_asker).as_deref(), Some("a1"));
+                        assert_eq!(who(&from_other).as_deref(), Some("a2"));
+                        assert_eq!(who(&from_parent), None);
+                        assert_eq!(from_parent, as_parent);
+                    }
+                    // a1 stopping ends the wait whoever reports it.
+                    AgentEvent::SubagentStopped { agent_id } if agent_id == "a1" => {
+                        assert_eq!(from_asker, enter(S::Working));
+                        assert_eq!(from_parent, enter(S::Working));
+                        assert_eq!(from_other, enter(S::Working));
+                    }
+                    _ => {
+                        assert_eq!(from_asker, as_parent, "{state} + {event:?} from a1");
+                        assert_eq!(from_other, Outcome::Stay, "{state} + {event:?} from a2");
+                        assert_eq!(from_parent, as_parent, "{state} + {event:?}");
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 2 * events.len());
+        // The case the rule is for: a1's tool ran after the permission, so the parent works on.
+        let finished = AgentEvent::ToolFinished {
+            tool: Some("WebFetch".into()),
+            failed: false,
+        };
+        let attention = asked_by(S::NeedsPermission, "a1");
+        assert_eq!(
+            transition(
+                S::NeedsPermission,
+                attention.as_ref(),
+                &finished,
+                Some("a1")
+            ),
+            enter(S::Working)
+        );
+        let stopped = AgentEvent::SubagentStopped {
+            agent_id: "a1".into(),
+        };
+        for subagent in [Some("a1"), Some("a2"), None] {
+            assert_eq!(
+                transition(S::NeedsPermission, attention.as_ref(), &stopped, subagent),
+                enter(S::Working),
+                "{subagent:?}"
+            );
+        }
+        // Outside a wait, a1 is an ordinary subagent again.
+        assert_eq!(
+            transition(S::Working, None, &finished, Some("a1")),
+            Outcome::Stay
         );
     }
 }

@@ -439,6 +439,7 @@ mod tests {
             reason: "permission".into(),
             tool: Some("Bash".into()),
             detail: Some("rm -rf target".into()),
+            subagent_id: None,
         });
         s.children = vec!["agent-1".into(), "agent-2".into()];
         s.git.project_root = Some("/src/atm".into());

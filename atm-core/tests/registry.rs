@@ -591,6 +591,162 @@ async fn subagent_stop_does_not_idle_the_parent() {
 }
 
 #[tokio::test]
+async fn a_reminder_keeps_the_richer_wait_and_alone_raises_it() {
+    let r = start(config()).await;
+    apply(
+        &r,
+        src("p", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    apply(
+        &r,
+        src("p", None),
+        AgentEvent::PermissionRequested {
+            tool: "Bash".into(),
+            detail: Some("cargo test".into()),
+        },
+    )
+    .await;
+    let before = r.get_session("p").await.unwrap();
+    let coarse = AgentEvent::reminder(AgentEvent::PermissionRequested {
+        tool: "unknown".into(),
+        detail: None,
+    });
+    apply(&r, src("p", None), coarse.clone()).await;
+    apply(
+        &r,
+        src("p", None),
+        AgentEvent::reminder(AgentEvent::TurnFinished),
+    )
+    .await;
+    let after = r.get_session("p").await.unwrap();
+    assert_eq!(after.state, AgentState::NeedsPermission);
+    assert_eq!(after.attention, before.attention);
+    assert_eq!(after.activity.as_deref(), Some("Permission"));
+    assert!(after.last_activity >= before.last_activity);
+    // Not waiting: the reminder is its event, facts and activity included.
+    apply(
+        &r,
+        src("q", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    apply(&r, src("q", None), coarse).await;
+    let q = r.get_session("q").await.unwrap();
+    assert_eq!(q.state, AgentState::NeedsPermission);
+    assert_eq!(
+        q.attention.as_ref().unwrap().tool.as_deref(),
+        Some("unknown")
+    );
+    assert_eq!(q.activity.as_deref(), Some("Permission"));
+    apply(
+        &r,
+        src("q", None),
+        AgentEvent::ToolFinished {
+            tool: None,
+            failed: false,
+        },
+    )
+    .await;
+    apply(
+        &r,
+        src("q", None),
+        AgentEvent::reminder(AgentEvent::TurnFinished),
+    )
+    .await;
+    let q = r.get_session("q").await.unwrap();
+    assert_eq!(q.state, AgentState::Idle);
+    assert_eq!(q.activity, None);
+}
+
+#[tokio::test]
+async fn the_subagent_that_asked_ends_the_wait_with_its_next_event() {
+    let r = start(config()).await;
+    apply(
+        &r,
+        src("p", None),
+        AgentEvent::PromptSubmitted { prompt: None },
+    )
+    .await;
+    let mut asker = src("p", None);
+    asker.subagent_id = Some("ag1".into());
+    let mut other = src("p", None);
+    other.subagent_id = Some("ag2".into());
+    let finished = |tool: &str| AgentEvent::ToolFinished {
+        tool: Some(tool.into()),
+        failed: false,
+    };
+    apply(
+        &r,
+        asker.clone(),
+        AgentEvent::PermissionRequested {
+            tool: "WebFetch".into(),
+            detail: None,
+        },
+    )
+    .await;
+    let s = r.get_session("p").await.unwrap();
+    assert_eq!(s.state, AgentState::NeedsPermission);
+    assert_eq!(
+        s.attention.as_ref().unwrap().subagent_id.as_deref(),
+        Some("ag1")
+    );
+    // Another subagent finishing the same tool answers nothing.
+    apply(&r, other, finished("WebFetch")).await;
+    assert_eq!(
+        r.get_session("p").await.unwrap().state,
+        AgentState::NeedsPermission
+    );
+    // The asker moving on (whatever its tool is called) is the answer.
+    apply(&r, asker.clone(), finished("web_fetch")).await;
+    let s = r.get_session("p").await.unwrap();
+    assert_eq!(s.state, AgentState::Working);
+    assert_eq!(s.attention, None);
+    assert_eq!(s.activity.as_deref(), Some("Thinking"));
+    // Outside a wait it is an ordinary subagent again.
+    apply(
+        &r,
+        asker.clone(),
+        AgentEvent::ToolStarted {
+            tool: "Grep".into(),
+            detail: None,
+        },
+    )
+    .await;
+    assert_eq!(
+        r.get_session("p").await.unwrap().activity.as_deref(),
+        Some("Thinking")
+    );
+    // A subagent that stops while its question is open takes the question with it.
+    apply(
+        &r,
+        asker.clone(),
+        AgentEvent::InputRequested {
+            reason: "question".into(),
+            tool: None,
+            detail: None,
+        },
+    )
+    .await;
+    assert_eq!(
+        r.get_session("p").await.unwrap().state,
+        AgentState::NeedsInput
+    );
+    apply(
+        &r,
+        asker,
+        AgentEvent::SubagentStopped {
+            agent_id: "ag1".into(),
+        },
+    )
+    .await;
+    let s = r.get_session("p").await.unwrap();
+    assert_eq!(s.state, AgentState::Working);
+    assert_eq!(s.attention, None);
+}
+
+#[tokio::test]
 async fn huge_and_multibyte_text_is_cut_by_characters() {
     let r = start(config()).await;
     let mut s = src("m", None);

@@ -65,6 +65,11 @@ fn event() -> impl Strategy<Value = AgentEvent> {
             detail: None
         }),
         Just(AgentEvent::TurnFinished),
+        Just(AgentEvent::reminder(AgentEvent::PermissionRequested {
+            tool: "unknown".into(),
+            detail: None
+        })),
+        Just(AgentEvent::reminder(AgentEvent::TurnFinished)),
         Just(AgentEvent::TurnFailed {
             error: "overloaded".into()
         }),
@@ -207,7 +212,7 @@ proptest! {
             for e in &events {
                 let src = EventSource::new(Harness::claude(), SessionId::new("one"), "prop");
                 r.apply_event(EventEnvelope::now(src, e.clone())).await.unwrap();
-                expected = match (expected, atm_core::state::transition(expected.unwrap_or(AgentState::Starting), e, false)) {
+                expected = match (expected, atm_core::state::transition(expected.unwrap_or(AgentState::Starting), None, e, None)) {
                     (None, _) if matches!(e, AgentEvent::SessionEnded { .. }) => None,
                     (_, atm_core::state::Outcome::End) => None,
                     (cur, atm_core::state::Outcome::Stay) => Some(cur.unwrap_or(AgentState::Starting)),

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use atm_core::event::{AgentEvent, EventEnvelope};
+use atm_core::event::EventEnvelope;
 use atm_core::ingest::{IngestHandler, IngestMessage};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ServerMessage, WireError};
@@ -110,25 +110,14 @@ impl IngestHandler for HookHandler {
 }
 
 impl HookHandler {
+    /// Applies the event as it is: whether a reminder keeps a wait already shown, or a
+    /// subagent's event answers the wait it raised, is the state machine's to decide.
     async fn apply(&self, mut t: Translation) -> Result<(), WireError> {
-        let Some(mut event) = t.event.take() else {
+        let Some(event) = t.event.take() else {
             HookStats::bump(&self.stats.ignored);
             return Ok(());
         };
-        if t.yields_to_attention && self.already_waiting(&t).await {
-            // Keep the richer attention (tool, command) the earlier event raised.
-            event = AgentEvent::Notification {
-                kind: t.event_name.clone(),
-                message: None,
-            };
-        }
-        let mut source = t.source(fields::process_of(t.pid), &self.adapter);
-        if self.ends_subagent_wait(&t, &event).await {
-            // The state machine leaves the parent alone for subagent events, except requests;
-            // without this, a permission granted to a subagent would keep the parent waiting
-            // until the parent's own next event.
-            source.subagent_id = None;
-        }
+        let source = t.source(fields::process_of(t.pid), &self.adapter);
         match self
             .registry
             .apply_event(EventEnvelope::now(source, event))
@@ -145,38 +134,5 @@ impl HookHandler {
                 Err(e.into())
             }
         }
-    }
-
-    /// True when a subagent finished the very tool whose permission or question the session
-    /// waits on (matched by tool name: parallel subagents using the same tool are rare).
-    async fn ends_subagent_wait(&self, t: &Translation, event: &AgentEvent) -> bool {
-        let (
-            Some(_),
-            AgentEvent::ToolFinished {
-                tool: Some(tool), ..
-            },
-        ) = (&t.subagent_id, event)
-        else {
-            return false;
-        };
-        self.registry
-            .get_session(t.session_id.as_str())
-            .await
-            .is_ok_and(|s| {
-                s.state.needs_attention()
-                    && s.attention
-                        .as_ref()
-                        .is_some_and(|a| a.tool.as_deref() == Some(tool.as_str()))
-            })
-    }
-
-    /// True when the session already waits on its user. Read, then applied: an event from
-    /// another connection can land in between; at worst one late notification is misjudged,
-    /// and the session's next hook event sets the state right.
-    async fn already_waiting(&self, t: &Translation) -> bool {
-        self.registry
-            .get_session(t.session_id.as_str())
-            .await
-            .is_ok_and(|s| s.state.needs_attention())
     }
 }

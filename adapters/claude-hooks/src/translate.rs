@@ -2,8 +2,8 @@
 //!
 //! [`translate`] does no I/O and holds no state, so every hook event of `claude-code.md` is
 //! covered by unit tests and the function can be fuzzed. What needs the outside world (the
-//! process identity from `/proc`, the session's current state) is left to the adapter, which
-//! gets everything it needs in a [`Translation`].
+//! process identity from `/proc`) is left to the adapter, which gets everything it needs in a
+//! [`Translation`]; what depends on the session's current state is the state machine's.
 //!
 //! Parsing is lenient by design: only `session_id` and `hook_event_name` are required, unknown
 //! fields are ignored, unknown event names become `Activity` (accepted and counted), and a field
@@ -74,11 +74,6 @@ pub struct Translation {
     pub event: Option<AgentEvent>,
     /// False for event names this translator does not know (accepted as activity).
     pub known: bool,
-    /// True for a late, coarser echo of a wait the session may already be in (the
-    /// `permission_prompt` notification about 6 s after `PermissionRequest`, `idle_prompt` 60 s
-    /// after a question was asked). When the session already waits on its user, the adapter
-    /// applies it as a plain notification so the richer attention (tool, command) survives.
-    pub yields_to_attention: bool,
 }
 
 impl Translation {
@@ -115,7 +110,6 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
     let session_id = fields::session_id(obj)?;
     let event_name = truncate_chars(fields::required_str(obj, "hook_event_name")?, 64);
     let subagent_id = fields::opt_str(obj, "agent_id").map(|a| truncate_chars(a, limits::ID));
-    let mut yields_to_attention = false;
     let event = match event_name.as_str() {
         "SessionStart" => Some(AgentEvent::SessionStarted {
             source: StartSource::parse(fields::opt_str(obj, "source").unwrap_or("")),
@@ -141,11 +135,7 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
             tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
             failed: true,
         }),
-        "Notification" => {
-            let (event, yields) = notification(obj);
-            yields_to_attention = yields;
-            Some(event)
-        }
+        "Notification" => Some(notification(obj)),
         // A subagent's Stop is noise: the parent's turn goes on.
         "Stop" if subagent_id.is_some() => None,
         "Stop" => Some(AgentEvent::TurnFinished),
@@ -198,7 +188,6 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
         subagent_id,
         event,
         known,
-        yields_to_attention,
         event_name,
     })
 }
@@ -287,8 +276,10 @@ fn first_question(obj: &Object) -> Option<&str> {
         .or_else(|| fields::opt_str(obj, "question"))
 }
 
-/// Maps a Notification to an event, and whether it yields to an attention already raised.
-fn notification(obj: &Object) -> (AgentEvent, bool) {
+/// Maps a Notification to an event. The ones that echo a wait (`permission_prompt` about 6 s
+/// after `PermissionRequest`, `idle_prompt` 60 s after a question) are reminders: the state
+/// machine keeps the richer attention (tool, command) when the session already waits.
+fn notification(obj: &Object) -> AgentEvent {
     let message = fields::opt_str(obj, "message");
     let kind = match fields::opt_str(obj, "notification_type") {
         Some(k) => k,
@@ -306,7 +297,7 @@ fn notification(obj: &Object) -> (AgentEvent, bool) {
                 },
                 tool: tool.unwrap_or_else(|| "unknown".to_owned()),
             };
-            (event, true)
+            AgentEvent::reminder(event)
         }
         "elicitation_dialog" | "agent_needs_input" => {
             let reason = if kind == "elicitation_dialog" {
@@ -319,16 +310,13 @@ fn notification(obj: &Object) -> (AgentEvent, bool) {
                 tool: None,
                 detail: preview(message),
             };
-            (event, true)
+            AgentEvent::reminder(event)
         }
-        "idle_prompt" => (AgentEvent::TurnFinished, true),
-        other => (
-            AgentEvent::Notification {
-                kind: truncate_chars(other, limits::NAME),
-                message: preview(message),
-            },
-            false,
-        ),
+        "idle_prompt" => AgentEvent::reminder(AgentEvent::TurnFinished),
+        other => AgentEvent::Notification {
+            kind: truncate_chars(other, limits::NAME),
+            message: preview(message),
+        },
     }
 }
 
@@ -431,7 +419,8 @@ mod tests {
         assert_eq!(t.pid, Some(42));
         assert_eq!(t.tmux_pane.as_deref(), Some("%3"));
         assert_eq!(t.cwd.as_deref(), Some("/home/u/app"));
-        assert!(t.known && !t.yields_to_attention && t.subagent_id.is_none());
+        assert!(t.known && t.subagent_id.is_none());
+        assert!(!matches!(t.event, Some(AgentEvent::Reminder { .. })));
         assert_eq!(
             t.event,
             Some(AgentEvent::PromptSubmitted {
@@ -570,29 +559,34 @@ mod tests {
         let n = |v: Value| translate(&hook("Notification", v)).unwrap();
         let t = n(json!({"notification_type": "permission_prompt",
                          "message": "Claude needs your permission to use Bash"}));
-        assert!(t.yields_to_attention);
         assert_eq!(
             t.event,
-            Some(AgentEvent::PermissionRequested {
+            Some(AgentEvent::reminder(AgentEvent::PermissionRequested {
                 tool: "Bash".into(),
                 detail: None
-            })
+            }))
         );
+        let reminded = |t: Translation| match t.event {
+            Some(AgentEvent::Reminder { of }) => *of,
+            other => panic!("not a reminder: {other:?}"),
+        };
         let t = n(json!({"notification_type": "elicitation_dialog", "message": "Sign in"}));
         assert!(
-            matches!(t.event, Some(AgentEvent::InputRequested { ref reason, .. }) if reason == "elicitation")
+            matches!(reminded(t), AgentEvent::InputRequested { ref reason, .. } if reason == "elicitation")
         );
         let t = n(json!({"notification_type": "agent_needs_input", "message": "?"}));
         assert!(
-            matches!(t.event, Some(AgentEvent::InputRequested { ref reason, .. }) if reason == "input")
+            matches!(reminded(t), AgentEvent::InputRequested { ref reason, .. } if reason == "input")
         );
         let t = n(
             json!({"notification_type": "idle_prompt", "message": "Claude is waiting for your input"}),
         );
-        assert_eq!(t.event, Some(AgentEvent::TurnFinished));
-        assert!(t.yields_to_attention);
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::reminder(AgentEvent::TurnFinished))
+        );
         let t = n(json!({"notification_type": "auth_success", "message": "ok"}));
-        assert!(!t.yields_to_attention);
+        assert!(!matches!(t.event, Some(AgentEvent::Reminder { .. })));
         assert_eq!(
             t.event,
             Some(AgentEvent::Notification {
@@ -604,13 +598,16 @@ mod tests {
         let t = n(json!({"message": "Claude needs your permission to use WebFetch."}));
         assert_eq!(
             t.event,
-            Some(AgentEvent::PermissionRequested {
+            Some(AgentEvent::reminder(AgentEvent::PermissionRequested {
                 tool: "WebFetch".into(),
                 detail: None
-            })
+            }))
         );
         let t = n(json!({"message": "Claude is waiting for your input"}));
-        assert_eq!(t.event, Some(AgentEvent::TurnFinished));
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::reminder(AgentEvent::TurnFinished))
+        );
         let t = n(json!({}));
         assert!(matches!(t.event, Some(AgentEvent::Notification { .. })));
     }

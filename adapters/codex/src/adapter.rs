@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adapter_claude_hooks::fields;
-use atm_core::event::{AgentEvent, EventEnvelope};
+use atm_core::event::EventEnvelope;
 use atm_core::ingest::{IngestHandler, IngestMessage};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ServerMessage, WireError};
@@ -114,16 +114,9 @@ impl IngestHandler for CodexHandler {
 
 impl CodexHandler {
     async fn apply(&self, mut t: Translation) -> Result<(), WireError> {
-        let Some(mut event) = t.event.take() else {
+        let Some(event) = t.event.take() else {
             return Ok(());
         };
-        if t.yields_to_attention && self.already_waiting(&t).await {
-            // A late, coarser echo of a wait already shown keeps the richer attention.
-            event = AgentEvent::Notification {
-                kind: t.event_name.clone(),
-                message: None,
-            };
-        }
         let source = source(&t, fields::process_of(t.pid), &self.adapter);
         match self
             .registry
@@ -141,12 +134,5 @@ impl CodexHandler {
                 Err(e.into())
             }
         }
-    }
-
-    async fn already_waiting(&self, t: &Translation) -> bool {
-        self.registry
-            .get_session(t.session_id.as_str())
-            .await
-            .is_ok_and(|s| s.state.needs_attention())
     }
 }

@@ -90,7 +90,6 @@ fn notify(obj: &Object, kind: &str) -> Result<Translation, WireError> {
         subagent_id: None,
         event: Some(event),
         known,
-        yields_to_attention: false,
     })
 }
 

@@ -444,7 +444,6 @@ impl OpencodeAdapter {
                     session_id: s.id.clone(),
                     cwd: None,
                     event: AgentEvent::TurnFinished,
-                    yields_to_attention: false,
                 },
                 ctx,
             )
@@ -481,20 +480,9 @@ impl OpencodeAdapter {
     }
 
     async fn apply(&self, t: Translation, ctx: &AdapterContext) {
-        let mut event = t.event;
-        if t.yields_to_attention
-            && ctx
-                .registry
-                .get_session(t.session_id.as_str())
-                .await
-                .is_ok_and(|s| s.state.needs_attention())
-        {
-            // Read, then applied: a reply landing in between is applied after this, so the
-            // worst case is one echo shown as activity.
-            event = AgentEvent::Activity {
-                what: t.event_type.clone(),
-            };
-        }
+        // A reminder (a repeated `running` part or `busy` status) is the state machine's to
+        // weigh against a wait already shown: nothing here reads the session.
+        let event = t.event;
         let mut source = EventSource::new(Harness::new(Harness::OPENCODE), t.session_id, &ctx.name);
         source.cwd = t.cwd;
         match ctx

@@ -42,11 +42,10 @@ pub struct Translation {
     pub session_id: SessionId,
     /// The session's directory, when the event carries it.
     pub cwd: Option<String>,
+    /// Events that repeat while a tool runs (`running` tool parts, `busy` status) are
+    /// [`AgentEvent::Reminder`]s: when the session already waits on its user, the state machine
+    /// keeps the wait rather than letting an echo of the tool that asked clear it.
     pub event: AgentEvent,
-    /// True for events that repeat while a tool runs (`running` tool parts, `busy` status):
-    /// when the session already waits on its user, the adapter applies them as activity so
-    /// the wait is not cleared by an echo of the tool that asked.
-    pub yields_to_attention: bool,
 }
 
 /// Decodes one SSE event's data into JSON, unwrapping the `/global/event` envelope.
@@ -285,8 +284,11 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
         event_type: ty.to_owned(),
         session_id: SessionId::new(session),
         cwd: cwd.map(|c| atm_core::text::truncate_chars(&c, limits::PATH)),
-        event,
-        yields_to_attention: yields,
+        event: if yields {
+            AgentEvent::reminder(event)
+        } else {
+            event
+        },
     }))
 }
 
@@ -422,8 +424,10 @@ mod tests {
             AgentEvent::TurnFinished
         );
         let busy = tr(json!({"type": "session.status", "properties": {"sessionID": "s", "status": {"type": "busy"}}})).unwrap();
-        assert_eq!(busy.event, AgentEvent::PromptSubmitted { prompt: None });
-        assert!(busy.yields_to_attention);
+        assert_eq!(
+            busy.event,
+            AgentEvent::reminder(AgentEvent::PromptSubmitted { prompt: None })
+        );
         assert_eq!(
             ev(
                 json!({"type": "session.status", "properties": {"sessionID": "s", "status": {"type": "idle"}}})
@@ -528,12 +532,11 @@ mod tests {
         let running = tr(part("running")).unwrap();
         assert_eq!(
             running.event,
-            AgentEvent::ToolStarted {
+            AgentEvent::reminder(AgentEvent::ToolStarted {
                 tool: "bash".into(),
                 detail: Some("cargo test".into())
-            }
+            })
         );
-        assert!(running.yields_to_attention);
         assert_eq!(
             ev(part("completed")),
             AgentEvent::ToolFinished {
@@ -596,8 +599,10 @@ mod tests {
         .unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].session_id.as_str(), "ses_a");
-        assert_eq!(got[0].event, AgentEvent::PromptSubmitted { prompt: None });
-        assert!(got[0].yields_to_attention);
+        assert_eq!(
+            got[0].event,
+            AgentEvent::reminder(AgentEvent::PromptSubmitted { prompt: None })
+        );
         assert!(parse_statuses(b"{}").unwrap().is_empty());
         assert!(parse_statuses(b"[]").is_err());
         assert!(parse_statuses(b"{\"ses_a\":").is_err());

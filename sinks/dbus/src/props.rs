@@ -200,6 +200,7 @@ mod tests {
             reason: "permission".into(),
             tool: Some("Bash".into()),
             detail: Some("rm -rf build".into()),
+            subagent_id: None,
         });
         let p = SessionProps::from_session(&s);
         assert_eq!(
@@ -218,6 +219,7 @@ mod tests {
             reason: "permission".into(),
             tool: Some("Bash".into()),
             detail: None,
+            subagent_id: None,
         };
         let b = Attention {
             tool: Some("Edit".into()),

@@ -158,6 +158,7 @@ mod tests {
                 reason: "permission".into(),
                 tool: Some("Bash".into()),
                 detail: Some("cargo test && echo <ok>".into()),
+                subagent_id: None,
             })
         });
         let t = render(&sh, Some("work:1.0"), true);
@@ -177,6 +178,7 @@ mod tests {
                 reason: "plan_approval".into(),
                 tool: None,
                 detail: None,
+                subagent_id: None,
             })
         });
         assert_eq!(
@@ -206,6 +208,7 @@ mod tests {
                 reason: "permission".into(),
                 tool: Some("ツール".repeat(100)),
                 detail: Some("é&".repeat(500)),
+                subagent_id: None,
             });
             s.git.project_root = None;
             s.cwd = None;
@@ -228,6 +231,7 @@ mod tests {
                 reason: "permission".into(),
                 tool: Some("Ba\nsh\u{1b}".into()),
                 detail: None,
+                subagent_id: None,
             })
         });
         let t = render(&sh, None, false);

@@ -278,6 +278,7 @@ mod tests {
             reason: "permission".into(),
             tool: Some("Bash".into()),
             detail: Some("ls".into()),
+            subagent_id: None,
         });
         assert_eq!(
             shown(moved(&mut p, s.clone(), AgentState::Working)),
