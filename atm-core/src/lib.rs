@@ -7,13 +7,18 @@
 //! - [`plugin`]: the `InputAdapter` / `OutputSink` traits and `register_plugin!`.
 //! - [`protocol`], [`ingest`], [`control`], [`paths`], [`process`], [`persist`], [`text`]:
 //!   the wire format, the shared ingest socket, sink-to-adapter requests, file locations,
-//!   process identity, snapshots and text cutting.
+//!   process identity, snapshots and text cutting; [`unix_socket`]: private sockets and peer
+//!   checks for every listener.
+//! - [`ingest_adapter`]: the one adapter every hook-style agent uses; an agent supplies a
+//!   [`ingest_adapter::Translator`]. [`fields`]: the lenient JSON field readers translators share.
 //!
 //! Plugin crates depend on this crate only.
 
 pub mod control;
 pub mod event;
+pub mod fields;
 pub mod ingest;
+pub mod ingest_adapter;
 pub mod model;
 pub mod paths;
 pub mod persist;
@@ -23,6 +28,7 @@ pub mod protocol;
 pub mod registry;
 pub mod state;
 pub mod text;
+pub mod unix_socket;
 pub mod view;
 
 #[cfg(feature = "testing")]

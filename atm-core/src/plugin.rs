@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{ControlBus, ControlRequest};
-use crate::ingest::IngestHub;
+use crate::ingest::{IngestError, IngestHub};
 use crate::registry::RegistryHandle;
 
 /// Input or output.
@@ -113,6 +113,21 @@ impl PluginError {
         Self::Io {
             what: what.into(),
             source,
+        }
+    }
+}
+
+impl From<IngestError> for PluginError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Bind { path, source } => {
+                PluginError::io(format!("cannot listen on {}", path.display()), source)
+            }
+            // Two adapters claiming one route on one socket is a configuration mistake.
+            e @ IngestError::RouteTaken { .. } => {
+                PluginError::Config(ConfigError::for_key("socket", e.to_string()))
+            }
+            e @ IngestError::InUse { .. } => PluginError::Other(e.to_string()),
         }
     }
 }

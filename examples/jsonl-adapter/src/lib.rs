@@ -2,12 +2,12 @@
 //! `{"session":"s1","state":"working"}` to a Unix socket or a FIFO. Depends on `atm-core` alone.
 
 use atm_core::event::{AgentEvent as E, EventEnvelope, EventSource, StartSource};
-use atm_core::ingest::{BindError, bind_private, check_peer};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::protocol::{ErrorCode, MAX_LINE, ServerMessage, WireError};
 use atm_core::tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use atm_core::tokio::net::unix::{OwnedWriteHalf as Writer, pipe};
 use atm_core::tokio::{sync::Semaphore, time::timeout};
+use atm_core::unix_socket::{BindError, bind_private, check_peer};
 use atm_core::{Harness, SessionId, async_trait, paths::expand, serde_json, tokio};
 
 atm_core::register_plugin! {

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atm_core::ingest::{BindError, bind_private, check_peer};
 use atm_core::plugin::{ConfigError, OutputSink, PluginError, SinkContext, duration};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
+use atm_core::unix_socket::{BindError, bind_private, check_peer};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;

@@ -1,0 +1,241 @@
+//! One ingest socket's accept loop and the serving of each accepted connection: read lines
+//! ahead into a bounded queue, decode, answer `connect`/`ping`, route the rest to the handler of
+//! their route, and write replies in order.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::hub::Routes;
+use super::{IngestLimits, IngestMessage, Peer};
+use crate::protocol::{
+    ErrorCode, ProtocolVersion, RawMessage, ServerMessage, WireError, decode_line, line_codec,
+};
+use crate::unix_socket::check_peer;
+
+pub(super) async fn accept_loop(
+    socket: UnixListener,
+    routes: Weak<Routes>,
+    cancel: CancellationToken,
+    limits: IngestLimits,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let budget = Arc::new(Semaphore::new(
+        limits.read_ahead_bytes.max(crate::protocol::MAX_LINE + 1),
+    ));
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = socket.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "ingest accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(peer) = check_peer(&stream, "ingest") else {
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let line = ServerMessage::error(&WireError::new(
+                ErrorCode::TooManyClients,
+                format!(
+                    "more than {} open ingest connections",
+                    limits.max_connections
+                ),
+            ))
+            .to_line();
+            let _ = stream.try_write(&line);
+            drop(stream);
+            continue;
+        };
+        let routes = routes.clone();
+        let cancel = cancel.clone();
+        let budget = budget.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = serve_connection(stream, peer, routes, limits, budget) => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// What the reader hands the handler, in arrival order (replies must keep that order).
+enum Work {
+    /// One raw line, decoded by the handler: the reader stays a cheap split-and-queue loop, so
+    /// a burst is taken off the socket as fast as the client writes it, and what waits in the
+    /// queue is the line's bytes (one shared read buffer), not a parsed tree per message.
+    Line(bytes::Bytes),
+    /// Reply, then close the connection.
+    Close(Option<ServerMessage>),
+}
+
+/// Serves one connection as two halves: a reader that splits lines ahead into a bounded queue,
+/// and a handler that decodes and applies them in order and writes the replies. Reading ahead
+/// lets a burst land without waiting for the registry's answer to each event; the shared
+/// `budget` (bytes of queued lines, across every connection on the socket) bounds what is
+/// buffered.
+async fn serve_connection(
+    stream: UnixStream,
+    peer: Peer,
+    routes: Weak<Routes>,
+    limits: IngestLimits,
+    budget: Arc<Semaphore>,
+) {
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Work, Option<OwnedSemaphorePermit>)>(
+        limits.read_ahead_messages.max(1),
+    );
+    let reader = async move {
+        let mut frames = FramedRead::new(read, line_codec());
+        let mut first = true;
+        loop {
+            let next = if first {
+                match tokio::time::timeout(limits.first_message_timeout, frames.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        debug!("ingest connection sent nothing; closed");
+                        return;
+                    }
+                }
+            } else {
+                frames.next().await
+            };
+            first = false;
+            let line = match next {
+                None => return,
+                Some(Ok(line)) => line,
+                Some(Err(tokio_util::codec::AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+                    let e = WireError::new(
+                        ErrorCode::TooLarge,
+                        format!("line exceeds the {}-byte limit", crate::protocol::MAX_LINE),
+                    );
+                    debug!("ingest line too large; connection closed");
+                    let _ = tx
+                        .send((Work::Close(Some(ServerMessage::error(&e))), None))
+                        .await;
+                    return;
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "ingest read failed");
+                    return;
+                }
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            // Lines are at most MAX_LINE bytes and the budget is larger, so this always fits.
+            let cost = u32::try_from(line.len().max(1)).unwrap_or(u32::MAX);
+            let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+                return;
+            };
+            if tx.send((Work::Line(line), Some(permit))).await.is_err() {
+                return;
+            }
+        }
+    };
+    let handler = async move {
+        while let Some((work, permit)) = rx.recv().await {
+            let line = match work {
+                Work::Line(line) => line,
+                Work::Close(msg) => {
+                    if let Some(msg) = msg {
+                        reply(&mut write, &msg, limits).await;
+                    }
+                    return;
+                }
+            };
+            let raw = match decode_line(&line) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    debug!(code = e.code.as_str(), error = %e.message, "bad ingest line");
+                    reply(&mut write, &ServerMessage::error(&e), limits).await;
+                    continue;
+                }
+            };
+            // The line's bytes are no longer needed: give its budget back before handling.
+            drop((line, permit));
+            match raw.kind.as_str() {
+                "ping" => {
+                    let seq = raw
+                        .body
+                        .get("seq")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0);
+                    reply(&mut write, &ServerMessage::Pong { seq }, limits).await;
+                }
+                "connect" => {
+                    let connected = ServerMessage::Connected {
+                        protocol_version: ProtocolVersion::CURRENT,
+                        client_id: raw.str_field("client_id").unwrap_or("hook").to_owned(),
+                    };
+                    reply(&mut write, &connected, limits).await;
+                }
+                "disconnect" => return,
+                _ => handle_message(&mut write, raw, peer, &routes, limits).await,
+            }
+        }
+    };
+    tokio::pin!(handler);
+    tokio::select! {
+        // The client stopped sending: answer what it sent, then close.
+        () = reader => handler.await,
+        // The handler closed the connection (`disconnect`, a line too large): stop reading.
+        () = &mut handler => {}
+    }
+}
+
+async fn handle_message(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    raw: RawMessage,
+    peer: Peer,
+    routes: &Weak<Routes>,
+    limits: IngestLimits,
+) {
+    let route = match raw.str_field("agent") {
+        Some(agent) => format!("{}:{agent}", raw.kind),
+        None => raw.kind.clone(),
+    };
+    let handler = routes
+        .upgrade()
+        .and_then(|r| r.read().ok().and_then(|t| t.get(&route).cloned()));
+    let Some(handler) = handler else {
+        let e = WireError::new(
+            ErrorCode::UnknownType,
+            format!("no adapter on this socket handles `{route}`"),
+        );
+        debug!(route, "unrouted ingest message");
+        reply(write, &ServerMessage::error(&e), limits).await;
+        return;
+    };
+    match handler.handle(IngestMessage { raw, peer }).await {
+        Ok(None) => {}
+        Ok(Some(answer)) => reply(write, &answer, limits).await,
+        Err(e) => {
+            debug!(code = e.code.as_str(), error = %e.message, route, "ingest message rejected");
+            reply(write, &ServerMessage::error(&e), limits).await;
+        }
+    }
+}
+
+async fn reply(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    msg: &ServerMessage,
+    limits: IngestLimits,
+) {
+    // Hook clients often close right after writing: a failed reply is not an error.
+    let _ = tokio::time::timeout(limits.write_timeout, write.write_all(&msg.to_line())).await;
+}
