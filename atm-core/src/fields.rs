@@ -116,6 +116,26 @@ pub fn tmux_pane(obj: &Object) -> Option<String> {
     opt_str(obj, "tmux_pane").map(|p| p.trim().to_owned())
 }
 
+/// A model named either as a string or as an object with an `id` (agents have sent both).
+pub fn model_id(obj: &Object, key: &str) -> Option<String> {
+    match obj.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(m) => opt_str(m, "id").map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// A one-line preview (at most `chars` characters) of what a tool call is about: its input when
+/// that is a string, else the first of `keys` that the input object has as a non-blank string.
+pub fn tool_input_preview(input: Option<&Value>, keys: &[&str], chars: usize) -> Option<String> {
+    let text = match input? {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => keys.iter().find_map(|k| opt_str(o, k))?,
+        _ => return None,
+    };
+    Some(crate::text::one_line_preview(text, chars)).filter(|p| !p.is_empty())
+}
+
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -166,6 +186,30 @@ mod tests {
             );
         }
         assert!(data_object(&obj(json!({"data": {}})), "x").is_ok());
+    }
+
+    #[test]
+    fn models_and_tool_previews_are_lenient() {
+        let o = obj(json!({"m": "gpt-5", "o": {"id": "opus"}, "n": 5, "e": ""}));
+        assert_eq!(model_id(&o, "m").as_deref(), Some("gpt-5"));
+        assert_eq!(model_id(&o, "o").as_deref(), Some("opus"));
+        assert_eq!(model_id(&o, "n"), None);
+        assert_eq!(model_id(&o, "e"), None);
+        let keys = ["command", "path"];
+        let p = |v: Value| tool_input_preview(Some(&v), &keys, 5);
+        assert_eq!(
+            p(json!({"path": "/a", "command": "ls -la /tmp"})).as_deref(),
+            Some("ls -…")
+        );
+        assert_eq!(
+            p(json!({"command": " ", "path": "/a"})).as_deref(),
+            Some("/a")
+        );
+        assert_eq!(p(json!("echo\nhi")).as_deref(), Some("echo…"));
+        assert_eq!(p(json!({"other": "x"})), None);
+        assert_eq!(p(json!(7)), None);
+        assert_eq!(p(json!("  ")), None);
+        assert_eq!(tool_input_preview(None, &keys, 5), None);
     }
 
     #[test]

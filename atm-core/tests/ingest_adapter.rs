@@ -10,8 +10,9 @@ mod example_translator;
 
 use std::sync::Arc;
 
-use atm_core::ingest::IngestStats;
-use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig};
+use atm_core::ingest::{IngestMessage, IngestStats};
+use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::protocol::WireError;
 use atm_core::registry::RegistryConfig;
 use atm_core::testing::ingest::{FakeAgent, IngestClient, RunningAdapter, socket_table};
 use atm_core::{AgentState, InputAdapter};
@@ -19,6 +20,21 @@ use example_translator::ExampleHooks;
 use serde_json::{Value, json};
 
 type ExampleAdapter = IngestAdapter<ExampleHooks>;
+
+/// A second agent speaking the same hook JSON on plain `hook_event` (as Claude Code and Codex
+/// do), to check that adapters sharing a socket keep their sessions apart.
+#[derive(Debug, Default)]
+struct PlainHooks;
+
+impl Translator for PlainHooks {
+    const ROUTES: &'static [&'static str] = &["hook_event"];
+    const HARNESS: &'static str = "plain";
+    const AGENT: &'static str = "Plain Agent";
+
+    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
+        example_translator::translate(atm_core::fields::data_object(&msg.raw.body, "hook JSON")?)
+    }
+}
 
 const ID: &str = "5b0c6a1e-example";
 
@@ -265,6 +281,36 @@ async fn a_full_registry_answers_registry_full() {
     send(&mut client, hook("UserPromptSubmit", None)).await;
     client.sync_ok().await;
     assert_eq!(run.only_session().await.state, AgentState::Working);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn adapters_sharing_a_socket_keep_their_harnesses_apart() {
+    let (mut run, _) = start().await;
+    run.spawn_also(IngestAdapter::<PlainHooks>::from_config(&socket_table(&run.socket)).unwrap());
+    let mut client = run.client().await;
+    client.wait_for_route("hook_event").await;
+    // The same hook JSON, once without `agent` and once from the example agent.
+    let mut plain = hook("PermissionRequest", None);
+    plain["session_id"] = json!("plain-1");
+    client.send("hook_event", plain, json!({})).await;
+    send(&mut client, hook("PermissionRequest", None)).await;
+    client.sync_ok().await;
+    let harness_of = |all: &[Arc<atm_core::Session>], id: &str| {
+        all.iter()
+            .find(|s| s.id.as_str() == id)
+            .map(|s| (s.harness.as_str().to_owned(), s.state.as_str()))
+    };
+    let all = run.sessions().await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(
+        harness_of(&all, "plain-1"),
+        Some(("plain".into(), "needs_permission"))
+    );
+    assert_eq!(
+        harness_of(&all, ID),
+        Some(("example".into(), "needs_permission"))
+    );
     run.stop().await;
 }
 

@@ -2,18 +2,56 @@
 //! limits, version, worktree) as session usage.
 //!
 //! Claude runs `atm-hook statusline` as its status-line command; `atm-hook` forwards the JSON
-//! as a protocol-v1 `status_update`. This crate parses it ([`parse_status_line`], pure) and
-//! applies it as a usage update that never changes state ([`adapter`]).
+//! as a protocol-v1 `status_update` on the shared ingest socket (by default the same
+//! `hooks.sock` as `claude-hooks`). This crate is a translator: [`parse_status_line`] (pure)
+//! turns the JSON into a usage update, which never changes a session's state, and
+//! [`ClaudeStatusLine`] hands it to atm-core's generic ingest adapter. A client that sets
+//! `"want_reply": true` gets the session's current view back (`session_updated`), which is what
+//! `atm-hook statusline` prints the live state from.
 
-pub mod adapter;
 pub mod parse;
 
-pub use adapter::{ClaudeStatuslineAdapter, ClaudeStatuslineConfig, StatuslineStats};
+use atm_core::event::AgentEvent;
+use atm_core::fields;
+use atm_core::ingest::IngestMessage;
+use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::model::Harness;
+use atm_core::protocol::WireError;
+
 pub use parse::{StatusLine, parse_status_line};
 
-atm_core::register_plugin! {
-    adapter "claude-statusline",
+/// Claude Code's status line, for the generic ingest adapter.
+#[derive(Debug, Default)]
+pub struct ClaudeStatusLine;
+
+impl Translator for ClaudeStatusLine {
+    const ROUTES: &'static [&'static str] = &["status_update", "status_update:claude"];
+    const HARNESS: &'static str = Harness::CLAUDE;
+    const AGENT: &'static str = "Claude Code status line";
+
+    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
+        let data = fields::data_object(&msg.raw.body, "Claude's status-line JSON")?;
+        let status = parse::parse_status_object(data)?;
+        let event = AgentEvent::UsageUpdated(Box::new(status.usage));
+        let mut t = Translation::new("status_line", status.session_id, event);
+        t.pid = status.pid;
+        t.tmux_pane = status.tmux_pane;
+        t.cwd = status.cwd;
+        t.want_reply = msg.wants_reply();
+        Ok(t)
+    }
+}
+
+/// `[[adapter]] type = "claude-statusline"`: the generic ingest adapter with
+/// [`ClaudeStatusLine`].
+pub type ClaudeStatuslineAdapter = IngestAdapter<ClaudeStatusLine>;
+/// Its config (`socket`; a path of its own works as well as the shared one).
+pub type ClaudeStatuslineConfig = IngestAdapterConfig;
+/// Its counters.
+pub type StatuslineStats = atm_core::ingest::IngestStats;
+
+atm_core::register_translator! {
+    "claude-statusline", ClaudeStatusLine,
     description: "Claude Code status-line data (cost, context, model, rate limits) sent by atm-hook",
     sample_config: include_str!("../sample.toml"),
-    factory: |cfg| Ok(Box::new(ClaudeStatuslineAdapter::from_config(cfg)?)),
 }

@@ -6,9 +6,9 @@
 //! of the update is `None` unless the payload carries a usable value for it. Nothing here
 //! touches state: a status line is data, not activity.
 
-use adapter_claude_hooks::fields::{self, Object};
 use atm_core::SessionId;
 use atm_core::chrono::{DateTime, Utc};
+use atm_core::fields::{self, Object};
 use atm_core::model::{RateLimit, RateLimits, UsageUpdate};
 use atm_core::protocol::{ErrorCode, WireError};
 use atm_core::registry::limits;

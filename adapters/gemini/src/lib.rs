@@ -1,20 +1,47 @@
 //! `gemini`: Gemini CLI hook events as atm sessions (harness `gemini`).
 //!
 //! Gemini CLI runs `atm-hook --agent gemini` for each hook event configured in its
-//! `settings.json`; the hook JSON reaches this adapter on the shared ingest socket.
+//! `settings.json`; `atm-hook` adds the Gemini PID and `$TMUX_PANE`, sends the JSON as a
+//! `hook_event` with `"agent":"gemini"` (routed to `hook_event:gemini`) and prints nothing
+//! (Gemini reads a hook's stdout as its decision, so it must stay silent).
 //!
-//! - [`translate`]: the pure translator (every documented Gemini hook event);
-//! - [`adapter`]: the plugin that serves the `hook_event:gemini` route.
+//! This crate is a translator: [`translate`] is the pure mapping of every documented Gemini
+//! hook event; [`GeminiHooks`] hands it to atm-core's generic ingest adapter, which serves the
+//! route, resolves the process identity, applies to the registry and counts.
 
-pub mod adapter;
 pub mod translate;
 
-pub use adapter::{GeminiAdapter, GeminiConfig, GeminiStats};
-pub use translate::{Translation, translate};
+use atm_core::ingest::IngestMessage;
+use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::model::Harness;
+use atm_core::protocol::WireError;
+use atm_core::serde_json::Value;
 
-atm_core::register_plugin! {
-    adapter "gemini",
+pub use translate::translate;
+
+/// Gemini CLI's hook events, for the generic ingest adapter.
+#[derive(Debug, Default)]
+pub struct GeminiHooks;
+
+impl Translator for GeminiHooks {
+    const ROUTES: &'static [&'static str] = &["hook_event:gemini"];
+    const HARNESS: &'static str = Harness::GEMINI;
+    const AGENT: &'static str = "Gemini CLI";
+
+    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
+        translate(msg.raw.body.get("data").unwrap_or(&Value::Null))
+    }
+}
+
+/// `[[adapter]] type = "gemini"`: the generic ingest adapter with [`GeminiHooks`].
+pub type GeminiAdapter = IngestAdapter<GeminiHooks>;
+/// Its config (`socket`).
+pub type GeminiConfig = IngestAdapterConfig;
+/// Its counters.
+pub type GeminiStats = atm_core::ingest::IngestStats;
+
+atm_core::register_translator! {
+    "gemini", GeminiHooks,
     description: "Gemini CLI hook events (BeforeTool, Notification ToolPermission, AfterAgent, ...) sent by atm-hook",
     sample_config: include_str!("../sample.toml"),
-    factory: |cfg| Ok(Box::new(GeminiAdapter::from_config(cfg)?)),
 }

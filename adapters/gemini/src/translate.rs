@@ -18,14 +18,13 @@
 //! | `PreCompress` | `Compacting` |
 //! | `BeforeModel`, `AfterModel`, `BeforeToolSelection`, unknown | `Activity` |
 
-use atm_core::event::{AgentEvent, EventSource, StartSource};
-use atm_core::model::{Harness, ProcessIdentity, SessionId};
+use atm_core::event::{AgentEvent, StartSource};
+use atm_core::fields::{self, Object, opt_str as text};
+use atm_core::ingest_adapter::Translation;
 use atm_core::protocol::{ErrorCode, WireError};
 use atm_core::registry::limits;
-use atm_core::serde_json::{Map, Value};
+use atm_core::serde_json::Value;
 use atm_core::text::{one_line_preview, truncate_chars};
-
-type Object = Map<String, Value>;
 
 /// Characters kept of a command, file, URL or question in an attention detail.
 pub const PREVIEW_CHARS: usize = 120;
@@ -48,36 +47,6 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "BeforeToolSelection",
 ];
 
-/// One translated Gemini hook event and who raised it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Translation {
-    /// Gemini's `hook_event_name` (cut to 64 characters).
-    pub event_name: String,
-    pub session_id: SessionId,
-    /// The Gemini process as `atm-hook` found it; the adapter turns it into an identity.
-    pub pid: Option<u32>,
-    pub tmux_pane: Option<String>,
-    pub cwd: Option<String>,
-    pub event: AgentEvent,
-    /// False for event names this translator does not know (accepted as activity).
-    pub known: bool,
-}
-
-impl Translation {
-    /// The registry's view of who raised the event: always harness `gemini`.
-    pub fn source(&self, process: Option<ProcessIdentity>, adapter: &str) -> EventSource {
-        EventSource {
-            harness: Harness::new(Harness::GEMINI),
-            session_id: self.session_id.clone(),
-            process,
-            tmux_pane: self.tmux_pane.clone(),
-            cwd: self.cwd.clone(),
-            subagent_id: None,
-            adapter: adapter.to_owned(),
-        }
-    }
-}
-
 /// Translates one hook payload: Gemini's hook JSON plus the `pid` / `tmux_pane` that `atm-hook`
 /// adds. Fails only when `data` is not an object or `session_id` / `hook_event_name` are
 /// missing, empty, not strings or absurdly long.
@@ -87,14 +56,8 @@ pub fn translate(data: &Value) -> Result<Translation, WireError> {
             "field `data` must be a JSON object holding Gemini CLI's hook JSON",
         ));
     };
-    let session_id = required(obj, "session_id")?;
-    if session_id.chars().count() > limits::ID {
-        return Err(invalid(format!(
-            "field `data.session_id` is longer than {} characters",
-            limits::ID
-        )));
-    }
-    let event_name = truncate_chars(required(obj, "hook_event_name")?, 64);
+    let session_id = fields::session_id(obj)?;
+    let event_name = truncate_chars(fields::required_str(obj, "hook_event_name")?, 64);
     let event = match event_name.as_str() {
         "SessionStart" => AgentEvent::SessionStarted {
             // The reference documents `source`; early builds sent `trigger`.
@@ -126,15 +89,10 @@ pub fn translate(data: &Value) -> Result<Translation, WireError> {
             what: other.to_owned(),
         },
     };
-    Ok(Translation {
-        known: KNOWN_EVENTS.contains(&event_name.as_str()),
-        session_id: SessionId::new(session_id),
-        pid: pid(obj),
-        tmux_pane: text(obj, "tmux_pane").map(|p| p.trim().to_owned()),
-        cwd: text(obj, "cwd").map(|c| truncate_chars(c, limits::PATH)),
-        event,
-        event_name,
-    })
+    let known = KNOWN_EVENTS.contains(&event_name.as_str());
+    let mut t = Translation::new(event_name, session_id, event).with_hook_fields(obj);
+    t.known = known;
+    Ok(t)
 }
 
 fn before_tool(obj: &Object) -> AgentEvent {
@@ -262,34 +220,6 @@ fn preview(s: &str) -> String {
     one_line_preview(s, PREVIEW_CHARS)
 }
 
-/// An optional non-blank string; other types count as absent.
-fn text<'a>(obj: &'a Object, key: &str) -> Option<&'a str> {
-    obj.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-}
-
-fn required<'a>(obj: &'a Object, key: &str) -> Result<&'a str, WireError> {
-    match obj.get(key) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(invalid(format!("field `data.{key}` is empty"))),
-        Some(_) => Err(invalid(format!("field `data.{key}` must be a string"))),
-        None => Err(invalid(format!(
-            "missing field `data.{key}` (is this Gemini CLI hook JSON?)"
-        ))),
-    }
-}
-
-/// The agent's PID as `atm-hook` adds it: a positive integer or a string of digits.
-fn pid(obj: &Object) -> Option<u32> {
-    let pid = match obj.get("pid")? {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => s.trim().parse::<u32>().ok(),
-        _ => None,
-    };
-    pid.filter(|p| *p > 0)
-}
-
 fn invalid(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::InvalidMessage, message)
 }
@@ -300,7 +230,7 @@ mod tests {
     use atm_core::serde_json::json;
 
     fn event(v: Value) -> AgentEvent {
-        translate(&v).unwrap().event
+        translate(&v).unwrap().event.unwrap()
     }
 
     fn base(name: &str) -> Value {
@@ -474,9 +404,9 @@ mod tests {
             let t = translate(&base(name)).unwrap();
             assert_eq!(
                 t.event,
-                AgentEvent::Activity {
+                Some(AgentEvent::Activity {
                     what: name.to_owned()
-                }
+                })
             );
             assert_eq!(t.known, name != "SomeFutureEvent");
         }
@@ -510,13 +440,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             t.event,
-            AgentEvent::ToolStarted {
+            Some(AgentEvent::ToolStarted {
                 tool: "unknown".into(),
                 detail: None
-            }
+            })
         );
-        let src = t.source(None, "gemini");
-        assert_eq!(src.harness.as_str(), "gemini");
+        use atm_core::ingest_adapter::Translator;
+        assert_eq!(<crate::GeminiHooks as Translator>::HARNESS, "gemini");
     }
 
     #[test]
@@ -530,6 +460,7 @@ mod tests {
             json!({"session_id": "", "hook_event_name": "AfterAgent"}),
             json!({"session_id": 7, "hook_event_name": "AfterAgent"}),
             json!({"session_id": "g", "hook_event_name": null}),
+            json!({"session_id": "g", "hook_event_name": 7}),
             json!({"session_id": "x".repeat(limits::ID + 1), "hook_event_name": "AfterAgent"}),
         ];
         for c in cases {
@@ -547,7 +478,7 @@ mod tests {
             json!({"tool_name": long, "tool_input": {"command": long}}),
         ))
         .unwrap();
-        let AgentEvent::ToolStarted { tool, detail } = t.event else {
+        let Some(AgentEvent::ToolStarted { tool, detail }) = t.event else {
             panic!("{:?}", t.event)
         };
         assert_eq!(tool.chars().count(), limits::NAME);

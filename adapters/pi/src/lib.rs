@@ -2,20 +2,53 @@
 //!
 //! pi (`@mariozechner/pi-coding-agent`) has no hook programs; it has an extension API. The
 //! `pi-atm` extension published with `atm` 0.2.3+ subscribes to pi's events and sends each one
-//! over a persistent connection to the ingest socket as a protocol-v1 `pi_event` message:
+//! over a persistent connection to the ingest socket as a protocol-v1 `pi_event` message.
 //!
-//! - [`translate`]: the pure translator (every event the extension forwards, fuzzed);
-//! - [`adapter`]: the plugin that serves the `pi_event` route on the shared ingest socket.
+//! This crate is a translator: [`translate`] is the pure mapping of every event the extension
+//! forwards (fuzzed); [`PiEvents`] hands it to atm-core's generic ingest adapter, which serves
+//! the routes, answers `connect`/`ping`, resolves the process identity, applies and counts.
 
-pub mod adapter;
 pub mod translate;
 
-pub use adapter::{PiAdapter, PiConfig, PiStats};
-pub use translate::{Translation, translate, translate_from};
+use atm_core::ingest::IngestMessage;
+use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::model::Harness;
+use atm_core::protocol::{ErrorCode, WireError};
 
-atm_core::register_plugin! {
-    adapter "pi",
+pub use translate::{translate, translate_from};
+
+/// The pi extension's events, for the generic ingest adapter.
+#[derive(Debug, Default)]
+pub struct PiEvents;
+
+impl Translator for PiEvents {
+    /// `pi_event`, and `pi_event:pi` for a client that sets `"agent":"pi"`.
+    const ROUTES: &'static [&'static str] = &["pi_event", "pi_event:pi"];
+    const HARNESS: &'static str = Harness::PI;
+    const AGENT: &'static str = "pi";
+
+    /// The extension runs inside pi, so the connection's peer is the pi process: its PID is the
+    /// fallback for an envelope that names none.
+    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
+        match msg.raw.body.get("data") {
+            Some(data) => translate_from(data, msg.peer.pid),
+            None => Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                "missing field `data` (the pi extension's event envelope)",
+            )),
+        }
+    }
+}
+
+/// `[[adapter]] type = "pi"`: the generic ingest adapter with [`PiEvents`].
+pub type PiAdapter = IngestAdapter<PiEvents>;
+/// Its config (`socket`).
+pub type PiConfig = IngestAdapterConfig;
+/// Its counters.
+pub type PiStats = atm_core::ingest::IngestStats;
+
+atm_core::register_translator! {
+    "pi", PiEvents,
     description: "pi coding agent events (pi_event) sent by the pi-atm extension",
     sample_config: include_str!("../sample.toml"),
-    factory: |cfg| Ok(Box::new(PiAdapter::from_config(cfg)?)),
 }

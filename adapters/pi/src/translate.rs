@@ -11,6 +11,7 @@
 //! numbers or objects with an `id` (pi has sent all three); unknown events become activity.
 
 use atm_core::event::{AgentEvent, StartSource};
+use atm_core::ingest_adapter::Translation;
 use atm_core::model::{SessionId, UsageUpdate};
 use atm_core::protocol::{ErrorCode, WireError};
 use atm_core::registry::limits;
@@ -60,22 +61,6 @@ pub const KNOWN_EVENTS: &[&str] = &[
 /// `session_start` / `session_shutdown` reasons that mean "another conversation follows in the
 /// same pi process" (`/new`, `/resume`, `/fork`, extension reload), not "pi exited".
 const CONTINUING_REASONS: &[&str] = &["new", "resume", "fork", "reload", "switch"];
-
-/// One translated pi event and who raised it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Translation {
-    /// pi's event name (cut to a sane length).
-    pub event_name: String,
-    /// pi's session id, or `pending-<pid>` for events sent before the extension learnt it.
-    pub session_id: SessionId,
-    /// The pi process, as the extension reported it.
-    pub pid: Option<u32>,
-    pub tmux_pane: Option<String>,
-    /// What to apply. `None`: the event is deliberately ignored (a duplicate of another one).
-    pub event: Option<AgentEvent>,
-    /// False for event names this translator does not know (accepted as activity).
-    pub known: bool,
-}
 
 /// Translates the `data` envelope of one `pi_event` message.
 pub fn translate(data: &Value) -> Result<Translation, WireError> {
@@ -138,8 +123,11 @@ pub fn translate_from(data: &Value, peer_pid: Option<u32>) -> Result<Translation
         session_id,
         pid,
         tmux_pane,
+        cwd: None,
+        subagent_id: None,
         event,
         known,
+        want_reply: false,
     })
 }
 

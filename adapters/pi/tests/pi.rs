@@ -137,19 +137,10 @@ async fn without_session_id_or_pid_the_peer_process_is_the_session() {
 }
 
 #[tokio::test]
-async fn bad_input_gets_errors_and_the_connection_keeps_working() {
+async fn bad_envelopes_get_errors_and_the_connection_keeps_working() {
     let (run, stats) = start().await;
     let mut client = connect_extension(&run.socket).await;
     let bad: Vec<(&[u8], &str)> = vec![
-        (
-            b"{\"type\":\"pi_event\",\"data\":{\"event\":\"agent_st",
-            "parse_error",
-        ), // truncated
-        (b"not json at all", "parse_error"),
-        (
-            b"{\"type\":\"pi_event\",\"data\":\"\xff\xfe\"}",
-            "parse_error",
-        ), // not UTF-8
         (br#"{"type":"pi_event"}"#, "invalid_message"),
         (br#"{"type":"pi_event","data":[1,2]}"#, "invalid_message"),
         (
@@ -189,20 +180,5 @@ async fn bad_input_gets_errors_and_the_connection_keeps_working() {
     assert_eq!(sessions[0].state.as_str(), "idle");
     assert_eq!(PiStats::get(&stats.bad_messages), 4);
 
-    // An oversized line is refused while reading (never buffered whole) and closes only
-    // that connection; a new connection works.
-    let mut big = br#"{"type":"pi_event","data":{"event":"context","session_id":"s-ok","payload":{"messages":[""#.to_vec();
-    big.extend(std::iter::repeat_n(b'x', 1024 * 1024 + 10));
-    big.extend(br#""]}}}"#);
-    client.send_line(&big).await;
-    let reply = client.next_reply().await.expect("an error before close");
-    assert_eq!(reply["code"], "too_large");
-    assert!(client.next_reply().await.is_none(), "connection closed");
-    let mut again = connect_extension(&run.socket).await;
-    again
-        .send_line(br#"{"type":"pi_event","data":{"event":"agent_start","session_id":"s-ok","pid":4000000}}"#)
-        .await;
-    assert!(again.sync().await.is_empty());
-    assert_eq!(run.sessions().await[0].state.as_str(), "working");
     run.stop().await;
 }
