@@ -1,21 +1,50 @@
-//! `codex`: Codex CLI sessions from its Claude-style hooks and its `notify` program (harness
-//! `codex`).
+//! `codex`: Codex CLI sessions from its hooks and its `notify` program (harness `codex`).
 //!
-//! - [`translate`]: the pure translator. Hooks reuse `adapter-claude-hooks`' translator (Codex
-//!   copied Claude Code's hook contract); the notify payload (`agent-turn-complete`) is mapped
-//!   here.
-//! - [`adapter`]: the plugin that serves `hook_event:codex` and `codex_notify` on the shared
-//!   ingest socket.
+//! Codex runs `atm-hook --agent codex` for each hook in `~/.codex/hooks.json` (JSON on stdin)
+//! and `atm-hook --agent codex --notify <json>` as its `notify` program (JSON as the argument);
+//! either way `atm-hook` adds the Codex PID and `$TMUX_PANE` and sends a `hook_event` with
+//! `"agent":"codex"`, which the ingest hub routes to `hook_event:codex`. A client may also send
+//! a notify payload as `{"type":"codex_notify","data":{...}}`.
+//!
+//! This crate is a translator: [`translate`] is the pure mapping of both payload shapes;
+//! [`CodexHooks`] hands it to atm-core's generic ingest adapter, which serves the routes,
+//! resolves the process identity, applies to the registry and counts.
 
-pub mod adapter;
 pub mod translate;
 
-pub use adapter::{CodexAdapter, CodexConfig, CodexStats};
+use atm_core::ingest::IngestMessage;
+use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::model::Harness;
+use atm_core::protocol::WireError;
+use atm_core::serde_json::Value;
+
 pub use translate::translate;
 
-atm_core::register_plugin! {
-    adapter "codex",
+/// Codex's hook and notify payloads, for the generic ingest adapter.
+#[derive(Debug, Default)]
+pub struct CodexHooks;
+
+impl Translator for CodexHooks {
+    /// `hook_event` with `"agent":"codex"` (hooks and notify through `atm-hook`), and
+    /// `codex_notify` for a client that sends a notify payload under its own type.
+    const ROUTES: &'static [&'static str] = &["hook_event:codex", "codex_notify"];
+    const HARNESS: &'static str = Harness::CODEX;
+    const AGENT: &'static str = "Codex";
+
+    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
+        translate(msg.raw.body.get("data").unwrap_or(&Value::Null))
+    }
+}
+
+/// `[[adapter]] type = "codex"`: the generic ingest adapter with [`CodexHooks`].
+pub type CodexAdapter = IngestAdapter<CodexHooks>;
+/// Its config (`socket`).
+pub type CodexConfig = IngestAdapterConfig;
+/// Its counters.
+pub type CodexStats = atm_core::ingest::IngestStats;
+
+atm_core::register_translator! {
+    "codex", CodexHooks,
     description: "Codex CLI hook events and notify turn completions sent by atm-hook",
     sample_config: include_str!("../sample.toml"),
-    factory: |cfg| Ok(Box::new(CodexAdapter::from_config(cfg)?)),
 }

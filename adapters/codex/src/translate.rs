@@ -1,11 +1,11 @@
 //! Codex CLI payloads -> `AgentEvent`, as a pure function. Codex speaks two shapes:
 //!
-//! - **Claude-style hooks** (`~/.codex/hooks.json`): `session_id`, `hook_event_name`
-//!   (`SessionStart`, `UserPromptSubmit`, `PreToolUse`, `PermissionRequest`, `PostToolUse`,
-//!   `Stop`, `PreCompact`, `PostCompact`), `tool_name`, `tool_input`, `cwd`, `model`. Codex
-//!   copied Claude Code's hook contract, field names and meanings included, so these go through
-//!   `adapter-claude-hooks`' translator unchanged; only the harness differs (`codex`), which
-//!   [`source`] sets.
+//! - **Hooks** (`~/.codex/hooks.json`): `session_id`, `hook_event_name` (`SessionStart`,
+//!   `UserPromptSubmit`, `PreToolUse`, `PermissionRequest`, `PostToolUse`, `Stop`, `PreCompact`,
+//!   `PostCompact`), `tool_name`, `tool_input`, `cwd`, `model`, `source`. Codex modelled these on
+//!   Claude Code's hook contract, field names and meanings included; this crate maps the events
+//!   Codex documents with atm-core's shared field readers, and nothing of Claude's that Codex
+//!   does not send.
 //! - **The `notify` program** (`notify = [...]` in `~/.codex/config.toml`): one JSON argument,
 //!   `{"type":"agent-turn-complete","thread-id","turn-id","cwd","input-messages",
 //!   "last-assistant-message"}`, which `atm-hook --agent codex --notify` forwards as the `data`
@@ -16,19 +16,44 @@
 //! `hook_event_name` is a notify payload. Unknown hook events and notify types are accepted as
 //! activity and flagged `known: false`.
 
-use adapter_claude_hooks::fields::{self, Object};
-use adapter_claude_hooks::translate::translate_object;
-use atm_core::event::{AgentEvent, EventSource};
-use atm_core::model::{Harness, ProcessIdentity, SessionId};
+use atm_core::event::{AgentEvent, StartSource};
+use atm_core::fields::{self, Object};
+use atm_core::ingest_adapter::Translation;
+use atm_core::model::SessionId;
 use atm_core::protocol::{ErrorCode, WireError};
 use atm_core::registry::limits;
 use atm_core::serde_json::Value;
-use atm_core::text::truncate_chars;
-
-pub use adapter_claude_hooks::Translation;
+use atm_core::text::{one_line_preview, truncate_chars};
 
 /// The notify payload type Codex sends when a turn ends.
 pub const TURN_COMPLETE: &str = "agent-turn-complete";
+
+/// Characters kept of a command, file or pattern in an attention detail.
+pub const PREVIEW_CHARS: usize = 120;
+
+/// Every hook event Codex sends (the rest are accepted as unknown activity).
+pub const KNOWN_EVENTS: &[&str] = &[
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PermissionRequest",
+    "PostToolUse",
+    "Stop",
+    "PreCompact",
+    "PostCompact",
+];
+
+/// `tool_input` keys that say what a tool call is about, in order of preference.
+const DETAIL_KEYS: &[&str] = &[
+    "command",
+    "file_path",
+    "url",
+    "pattern",
+    "query",
+    "path",
+    "description",
+    "prompt",
+];
 
 /// Translates one Codex payload (hook JSON or notify JSON, plus the `pid` / `tmux_pane` that
 /// `atm-hook` adds).
@@ -48,16 +73,50 @@ pub fn translate_codex_object(obj: &Object) -> Result<Translation, WireError> {
         (None, _) => Err(invalid(
             "`data` is neither a Codex hook (no `hook_event_name`) nor a notify payload (no string `type`)",
         )),
-        (Some(_), _) => translate_object(obj),
+        (Some(_), _) => hook(obj),
     }
 }
 
-/// The registry's view of who raised the event: the hook translator's, with harness `codex`.
-pub fn source(t: &Translation, process: Option<ProcessIdentity>, adapter: &str) -> EventSource {
-    EventSource {
-        harness: Harness::new(Harness::CODEX),
-        ..t.source(process, adapter)
-    }
+fn hook(obj: &Object) -> Result<Translation, WireError> {
+    let session_id = fields::session_id(obj)?;
+    let event_name = truncate_chars(fields::required_str(obj, "hook_event_name")?, 64);
+    let tool = || {
+        fields::opt_str(obj, "tool_name")
+            .map_or_else(|| "unknown".to_owned(), |t| truncate_chars(t, limits::NAME))
+    };
+    let detail = || fields::tool_input_preview(obj.get("tool_input"), DETAIL_KEYS, PREVIEW_CHARS);
+    let event = match event_name.as_str() {
+        "SessionStart" => AgentEvent::SessionStarted {
+            source: StartSource::parse(fields::opt_str(obj, "source").unwrap_or("")),
+            model: fields::model_id(obj, "model"),
+        },
+        "UserPromptSubmit" => AgentEvent::PromptSubmitted {
+            prompt: fields::opt_str(obj, "prompt")
+                .map(|p| one_line_preview(p, limits::FIRST_PROMPT)),
+        },
+        "PreToolUse" => AgentEvent::ToolStarted {
+            tool: tool(),
+            detail: detail(),
+        },
+        "PermissionRequest" => AgentEvent::PermissionRequested {
+            tool: tool(),
+            detail: detail(),
+        },
+        "PostToolUse" => AgentEvent::ToolFinished {
+            tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
+            failed: false,
+        },
+        "Stop" => AgentEvent::TurnFinished,
+        "PreCompact" => AgentEvent::Compacting,
+        "PostCompact" => AgentEvent::CompactFinished,
+        other => AgentEvent::Activity {
+            what: other.to_owned(),
+        },
+    };
+    let known = KNOWN_EVENTS.contains(&event_name.as_str());
+    let mut t = Translation::new(event_name, session_id, event).with_hook_fields(obj);
+    t.known = known;
+    Ok(t)
 }
 
 fn notify(obj: &Object, kind: &str) -> Result<Translation, WireError> {
@@ -81,16 +140,9 @@ fn notify(obj: &Object, kind: &str) -> Result<Translation, WireError> {
             what: event_name.clone(),
         }
     };
-    Ok(Translation {
-        event_name,
-        session_id: SessionId::new(thread),
-        pid: fields::pid(obj),
-        tmux_pane: fields::tmux_pane(obj),
-        cwd: fields::opt_str(obj, "cwd").map(str::to_owned),
-        subagent_id: None,
-        event: Some(event),
-        known,
-    })
+    let mut t = Translation::new(event_name, SessionId::new(thread), event).with_hook_fields(obj);
+    t.known = known;
+    Ok(t)
 }
 
 fn invalid(message: impl Into<String>) -> WireError {
@@ -123,7 +175,6 @@ mod tests {
         assert_eq!((t.pid, t.tmux_pane.as_deref()), (Some(4242), Some("%2")));
         assert_eq!(t.cwd.as_deref(), Some("/home/dev/src/api"));
         assert!(t.known);
-        assert_eq!(source(&t, None, "codex").harness.as_str(), "codex");
     }
 
     #[test]
@@ -139,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn hooks_use_the_claude_contract_with_harness_codex() {
+    fn hooks_map_codex_events_with_harness_codex() {
         let t = translate(&json!({
             "session_id": "s", "turn_id": "1", "hook_event_name": "PermissionRequest",
             "model": "gpt-5-codex", "permission_mode": "default", "cwd": "/w",
@@ -153,10 +204,10 @@ mod tests {
                 detail: Some("rm -f /tmp/x".into())
             })
         );
-        let src = source(&t, None, "codex");
-        assert_eq!(src.harness.as_str(), "codex");
-        assert_eq!(src.session_id.as_str(), "s");
-        assert_eq!(src.adapter, "codex");
+        assert_eq!(t.session_id.as_str(), "s");
+        assert_eq!(t.cwd.as_deref(), Some("/w"));
+        use atm_core::ingest_adapter::Translator;
+        assert_eq!(<crate::CodexHooks as Translator>::HARNESS, "codex");
     }
 
     #[test]
