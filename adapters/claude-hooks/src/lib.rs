@@ -1,23 +1,48 @@
 //! `claude-hooks`: Claude Code hook events as atm sessions.
 //!
 //! Claude Code runs `atm-hook` for each hook event; `atm-hook` adds the Claude PID and
-//! `$TMUX_PANE` and sends the JSON to the ingest socket as a protocol-v1 `hook_event`. This
-//! crate translates those payloads into agent-neutral `AgentEvent`s:
+//! `$TMUX_PANE` and sends the JSON to the shared ingest socket as a protocol-v1 `hook_event`
+//! (by default `hooks.sock`, shared with the status-line adapter).
 //!
-//! - [`translate`]: the pure translator (every event of `claude-code.md`, fuzzed);
-//! - [`adapter`]: the plugin that serves the `hook_event` routes on the shared ingest socket;
-//! - [`fields`]: lenient field access, shared with the `claude-statusline` adapter.
+//! This crate is a translator: [`translate`] is the pure mapping of every event of
+//! `claude-code.md` (fuzzed); [`ClaudeHooks`] hands it to atm-core's generic ingest adapter,
+//! which serves the routes, resolves the process identity, applies to the registry and counts.
 
-pub mod adapter;
-pub mod fields;
 pub mod translate;
 
-pub use adapter::{ClaudeHooksAdapter, ClaudeHooksConfig, HookStats};
-pub use translate::{Translation, translate};
+use atm_core::fields;
+use atm_core::ingest::IngestMessage;
+use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::model::Harness;
+use atm_core::protocol::WireError;
 
-atm_core::register_plugin! {
-    adapter "claude-hooks",
+pub use translate::{translate, translate_object};
+
+/// Claude Code's hook events, for the generic ingest adapter.
+#[derive(Debug, Default)]
+pub struct ClaudeHooks;
+
+impl Translator for ClaudeHooks {
+    /// `hook_event` (what `atm-hook` sends), and `hook_event:claude`, where a client that sets
+    /// `"agent":"claude"` is routed.
+    const ROUTES: &'static [&'static str] = &["hook_event", "hook_event:claude"];
+    const HARNESS: &'static str = Harness::CLAUDE;
+    const AGENT: &'static str = "Claude Code";
+
+    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
+        fields::data_object(&msg.raw.body, "Claude's hook JSON").and_then(translate_object)
+    }
+}
+
+/// `[[adapter]] type = "claude-hooks"`: the generic ingest adapter with [`ClaudeHooks`].
+pub type ClaudeHooksAdapter = IngestAdapter<ClaudeHooks>;
+/// Its config (`socket`).
+pub type ClaudeHooksConfig = IngestAdapterConfig;
+/// Its counters, readable while the adapter runs (tests, debug logs).
+pub type HookStats = atm_core::ingest::IngestStats;
+
+atm_core::register_translator! {
+    "claude-hooks", ClaudeHooks,
     description: "Claude Code hook events (PermissionRequest, Stop, ...) sent by atm-hook",
     sample_config: include_str!("../sample.toml"),
-    factory: |cfg| Ok(Box::new(ClaudeHooksAdapter::from_config(cfg)?)),
 }

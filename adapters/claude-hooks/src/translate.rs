@@ -2,21 +2,21 @@
 //!
 //! [`translate`] does no I/O and holds no state, so every hook event of `claude-code.md` is
 //! covered by unit tests and the function can be fuzzed. What needs the outside world (the
-//! process identity from `/proc`) is left to the adapter, which gets everything it needs in a
-//! [`Translation`]; what depends on the session's current state is the state machine's.
+//! process identity from `/proc`) is left to atm-core's generic ingest adapter, which gets
+//! everything it needs in a [`Translation`]; what depends on the session's current state is the
+//! state machine's.
 //!
 //! Parsing is lenient by design: only `session_id` and `hook_event_name` are required, unknown
 //! fields are ignored, unknown event names become `Activity` (accepted and counted), and a field
 //! of the wrong type is treated as absent rather than failing the event.
 
-use atm_core::event::{AgentEvent, EventSource, StartSource};
-use atm_core::model::{Harness, ProcessIdentity, SessionId};
+use atm_core::event::{AgentEvent, StartSource};
+use atm_core::fields::{self, Object};
+use atm_core::ingest_adapter::Translation;
 use atm_core::protocol::{ErrorCode, WireError};
 use atm_core::registry::limits;
 use atm_core::serde_json::Value;
 use atm_core::text::{one_line_preview, truncate_chars};
-
-use crate::fields::{self, Object};
 
 /// Characters kept of a command, file, URL, pattern or question in an attention detail.
 pub const PREVIEW_CHARS: usize = 120;
@@ -58,39 +58,6 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "SessionEnd",
 ];
 
-/// One translated hook event and the facts about who raised it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Translation {
-    /// Claude's `hook_event_name` (cut to a sane length).
-    pub event_name: String,
-    pub session_id: SessionId,
-    /// The Claude process as `atm-hook` found it; the adapter turns it into an identity.
-    pub pid: Option<u32>,
-    pub tmux_pane: Option<String>,
-    pub cwd: Option<String>,
-    /// Claude's `agent_id`: set when the event was raised inside a subagent.
-    pub subagent_id: Option<String>,
-    /// What to apply. `None` means the event is deliberately ignored (a subagent's `Stop`).
-    pub event: Option<AgentEvent>,
-    /// False for event names this translator does not know (accepted as activity).
-    pub known: bool,
-}
-
-impl Translation {
-    /// The registry's view of who raised the event.
-    pub fn source(&self, process: Option<ProcessIdentity>, adapter: &str) -> EventSource {
-        EventSource {
-            harness: Harness::claude(),
-            session_id: self.session_id.clone(),
-            process,
-            tmux_pane: self.tmux_pane.clone(),
-            cwd: self.cwd.clone(),
-            subagent_id: self.subagent_id.clone(),
-            adapter: adapter.to_owned(),
-        }
-    }
-}
-
 /// Translates one hook payload (Claude's hook JSON plus `pid` / `tmux_pane`).
 ///
 /// Fails only when `data` is not an object or `session_id` / `hook_event_name` are missing,
@@ -113,7 +80,7 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
     let event = match event_name.as_str() {
         "SessionStart" => Some(AgentEvent::SessionStarted {
             source: StartSource::parse(fields::opt_str(obj, "source").unwrap_or("")),
-            model: model_id(obj),
+            model: fields::model_id(obj, "model"),
         }),
         "UserPromptSubmit" => Some(AgentEvent::PromptSubmitted {
             prompt: fields::opt_str(obj, "prompt")
@@ -188,6 +155,7 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
         subagent_id,
         event,
         known,
+        want_reply: false,
         event_name,
     })
 }
@@ -207,15 +175,6 @@ fn tool_name(obj: &Object) -> String {
     fields::opt_str(obj, "tool_name")
         .map(|t| truncate_chars(t, limits::NAME))
         .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// `model` on SessionStart: a model id string; tolerate an object with `id` as well.
-fn model_id(obj: &Object) -> Option<String> {
-    match obj.get("model")? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Object(m) => fields::opt_str(m, "id").map(str::to_owned),
-        _ => None,
-    }
 }
 
 fn tool_started(obj: &Object) -> AgentEvent {
@@ -253,17 +212,15 @@ pub fn tool_detail(tool: &str, input: Option<&Value>) -> Option<String> {
         "description",
         "prompt",
     ];
-    let input = input?;
-    if let Some(s) = input.as_str() {
-        return preview(Some(s));
-    }
-    let obj = input.as_object()?;
-    let specific = match tool {
-        "AskUserQuestion" => first_question(obj),
-        "ExitPlanMode" => fields::opt_str(obj, "plan"),
+    let specific = match (tool, input.and_then(Value::as_object)) {
+        ("AskUserQuestion", Some(obj)) => first_question(obj),
+        ("ExitPlanMode", Some(obj)) => fields::opt_str(obj, "plan"),
         _ => None,
     };
-    preview(specific.or_else(|| KEYS.iter().find_map(|k| fields::opt_str(obj, k))))
+    match specific {
+        Some(text) => preview(Some(text)),
+        None => fields::tool_input_preview(input, &KEYS, PREVIEW_CHARS),
+    }
 }
 
 /// AskUserQuestion's `questions[0].question` (older versions: a top-level `question`).
@@ -427,9 +384,8 @@ mod tests {
                 prompt: Some("fix the bug".into())
             })
         );
-        let src = t.source(None, "claude-hooks");
-        assert_eq!(src.harness.as_str(), "claude");
-        assert_eq!(src.adapter, "claude-hooks");
+        use atm_core::ingest_adapter::Translator;
+        assert_eq!(<crate::ClaudeHooks as Translator>::HARNESS, "claude");
     }
 
     #[test]

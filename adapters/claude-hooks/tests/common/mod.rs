@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 pub use atm_core::testing::ingest::{
-    FakeAgent as FakeClaude, IngestClient as Client, RunningAdapter as Running, WAIT, socket_table,
+    FakeAgent as FakeClaude, IngestClient as Client, RunningAdapter as Running, socket_table,
 };
 use serde_json::{Value, json};
 
