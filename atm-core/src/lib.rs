@@ -11,20 +11,25 @@
 //!   checks for every listener.
 //! - [`ingest_adapter`]: the one adapter every hook-style agent uses; an agent supplies a
 //!   [`ingest_adapter::Translator`]. [`fields`]: the lenient JSON field readers translators share.
+//! - [`lines`], [`follow`], [`ready`]: for adapters whose input is not the ingest socket:
+//!   bounded line reading, following a growing file, and saying "I am serving".
 //!
 //! Plugin crates depend on this crate only.
 
 pub mod control;
 pub mod event;
 pub mod fields;
+pub mod follow;
 pub mod ingest;
 pub mod ingest_adapter;
+pub mod lines;
 pub mod model;
 pub mod paths;
 pub mod persist;
 pub mod plugin;
 pub mod process;
 pub mod protocol;
+pub mod ready;
 pub mod registry;
 pub mod state;
 pub mod text;

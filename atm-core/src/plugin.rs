@@ -16,9 +16,11 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::control::{ControlBus, ControlRequest};
 use crate::ingest::{IngestError, IngestHub};
+use crate::ready::Readiness;
 use crate::registry::RegistryHandle;
 
 /// Input or output.
@@ -68,9 +70,27 @@ impl ConfigError {
 pub fn parse_config<T: DeserializeOwned>(value: &toml::Value) -> Result<T, ConfigError> {
     value.clone().try_into::<T>().map_err(|e| {
         let message = e.message().trim().to_owned();
-        let key = extract_key(&message);
+        let key = extract_key(&message).or_else(|| blame_key::<T>(value, &message));
         ConfigError { message, key }
     })
+}
+
+/// The key a message without one is about (serde's "invalid type: integer `3`, expected a
+/// string" names no key): the first key whose removal makes that error go away. Config tables
+/// are a handful of keys, so trying each is cheap, and only done for an invalid config.
+fn blame_key<T: DeserializeOwned>(value: &toml::Value, message: &str) -> Option<String> {
+    let table = value.as_table()?;
+    table
+        .keys()
+        .find(|key| {
+            let mut rest = table.clone();
+            rest.remove(key.as_str());
+            match toml::Value::Table(rest).try_into::<T>() {
+                Ok(_) => true,
+                Err(e) => e.message().trim() != message,
+            }
+        })
+        .cloned()
 }
 
 /// Pulls the key out of serde's "unknown field `x`" / "missing field `x`" / "... for key `x`".
@@ -152,6 +172,10 @@ pub struct AdapterContext {
     pub ingest: IngestHub,
     pub env: PluginEnv,
     control: ControlBus,
+    ready: Readiness,
+    /// The tasks this run started ([`AdapterContext::spawn`]); the daemon waits for them when
+    /// the run ends.
+    tasks: TaskTracker,
 }
 
 impl AdapterContext {
@@ -170,7 +194,37 @@ impl AdapterContext {
             ingest,
             env,
             control,
+            ready: Readiness::new(),
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// Says "I am serving": call it once the adapter takes input (its socket is bound, its
+    /// file is open). [`AdapterContext::serve_ingest`] calls it for you. Whoever started the
+    /// adapter (the supervisor, a test) awaits [`AdapterContext::readiness`] instead of polling.
+    pub fn mark_ready(&self) {
+        self.ready.mark_ready();
+    }
+
+    /// The readiness flag of this adapter, to await before talking to it.
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
+    }
+
+    /// Runs a task of the adapter's own (a connection, a reader) so that the daemon can wait
+    /// for it: when the run ends, the daemon cancels `cancel` and waits for these tasks. Tasks
+    /// must stop when `cancel` is cancelled.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// The tracker of the tasks [`AdapterContext::spawn`] started.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Serves `routes` on the shared ingest socket at `path` with `handler` until the adapter is
@@ -182,6 +236,7 @@ impl AdapterContext {
         handler: std::sync::Arc<dyn crate::ingest::IngestHandler>,
     ) -> Result<(), PluginError> {
         let attachment = self.ingest.attach(path, routes, handler)?;
+        self.mark_ready();
         tracing::info!(adapter = %self.name, socket = %path.display(), ?routes, "serving ingest routes");
         self.cancel.cancelled().await;
         drop(attachment);
@@ -242,6 +297,9 @@ pub struct PluginRegistration {
     /// logged and retried but never alarm.
     pub optional: bool,
     pub factory: PluginFactory,
+    /// Where the registration was written (`module_path!()` of the `register_plugin!` call: the
+    /// crate, then the module), so that two plugins claiming one name can both be named.
+    pub defined_in: &'static str,
 }
 
 impl PluginRegistration {
@@ -260,6 +318,49 @@ pub fn registered() -> Vec<&'static PluginRegistration> {
     let mut all: Vec<_> = inventory::iter::<PluginRegistration>.into_iter().collect();
     all.sort_by_key(|p| (p.kind(), p.name));
     all
+}
+
+/// Two linked plugins that register the same kind and name: the daemon could not tell which one
+/// a config block means, so it refuses to start rather than pick one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "two plugins register {kind} `{name}`: one in `{first}`, one in `{second}`; link only one \
+     of them, or give one another name in its register_plugin!",
+    kind = kind.table()
+)]
+pub struct DuplicatePlugin {
+    pub kind: PluginKind,
+    pub name: &'static str,
+    pub first: &'static str,
+    pub second: &'static str,
+}
+
+/// Checks that no two linked plugins share a kind and name. The daemon calls this before
+/// anything else; [`find`] would otherwise silently take one of them.
+pub fn check_unique() -> Result<(), DuplicatePlugin> {
+    unique(&registered())
+}
+
+fn unique(sorted: &[&'static PluginRegistration]) -> Result<(), DuplicatePlugin> {
+    for pair in sorted.windows(2) {
+        if let [a, b] = pair
+            && a.kind() == b.kind()
+            && a.name == b.name
+        {
+            let (first, second) = if a.defined_in <= b.defined_in {
+                (a.defined_in, b.defined_in)
+            } else {
+                (b.defined_in, a.defined_in)
+            };
+            return Err(DuplicatePlugin {
+                kind: a.kind(),
+                name: a.name,
+                first,
+                second,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Finds a compiled-in plugin by kind and name.
@@ -291,6 +392,7 @@ macro_rules! register_plugin {
                 sample_config: $sample,
                 optional: $crate::register_plugin!(@optional $($opt)?),
                 factory: $crate::plugin::PluginFactory::Adapter($factory),
+                defined_in: ::core::module_path!(),
             }
         }
     };
@@ -302,6 +404,7 @@ macro_rules! register_plugin {
                 sample_config: $sample,
                 optional: $crate::register_plugin!(@optional $($opt)?),
                 factory: $crate::plugin::PluginFactory::Sink($factory),
+                defined_in: ::core::module_path!(),
             }
         }
     };
@@ -351,6 +454,32 @@ mod tests {
         toml::Value::Table(toml::from_str(s).unwrap())
     }
 
+    fn registration(name: &'static str, defined_in: &'static str) -> PluginRegistration {
+        PluginRegistration {
+            name,
+            description: "",
+            sample_config: "",
+            optional: false,
+            factory: PluginFactory::Sink(|_| Err(ConfigError::new("test"))),
+            defined_in,
+        }
+    }
+
+    #[test]
+    fn two_plugins_with_one_name_are_refused_naming_both() {
+        let a = Box::leak(Box::new(registration("web", "crate_b::plugin")));
+        let b = Box::leak(Box::new(registration("web", "crate_a")));
+        let c = Box::leak(Box::new(registration("zz", "crate_c")));
+        let err = unique(&[a, b, c]).unwrap_err();
+        assert_eq!((err.first, err.second), ("crate_a", "crate_b::plugin"));
+        let message = err.to_string();
+        assert!(message.contains("sink `web`"), "{message}");
+        assert!(message.contains("`crate_a`") && message.contains("`crate_b::plugin`"));
+        assert_eq!(unique(&[a, c]), Ok(()));
+        // The plugins linked into this test binary are unique.
+        assert_eq!(check_unique(), Ok(()));
+    }
+
     #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
         let err = parse_config::<DemoConfig>(&table("intervl = \"3s\"")).unwrap_err();
@@ -368,5 +497,9 @@ mod tests {
         assert!(err.message.contains("invalid duration"), "{}", err.message);
         let err = parse_config::<DemoConfig>(&table("interval = 5")).unwrap_err();
         assert!(err.message.contains("invalid type"), "{}", err.message);
+        // serde names no key for a wrong type; the key is found all the same.
+        assert_eq!(err.key.as_deref(), Some("interval"));
+        let err = parse_config::<DemoConfig>(&table("socket = \"s\"\ninterval = [1]")).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("interval"));
     }
 }

@@ -12,14 +12,17 @@ use std::time::Duration;
 pub mod ingest;
 pub mod wait;
 
-pub use wait::{wait_for, wait_until, wait_until_blocking, wait_until_within};
+pub use wait::{
+    wait_for, wait_until, wait_until_blocking, wait_until_blocking_within, wait_until_within,
+};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::control::ControlBus;
 use crate::ingest::IngestHub;
 use crate::plugin::{
-    AdapterContext, PluginEnv, PluginFactory, PluginKind, PluginRegistration, SinkContext,
+    AdapterContext, InputAdapter, PluginEnv, PluginError, PluginFactory, PluginKind,
+    PluginRegistration, SinkContext,
 };
 use crate::registry::{Registry, RegistryConfig, RegistryHandle};
 
@@ -72,6 +75,28 @@ impl TestHarness {
             self.control.clone(),
             self.env.clone(),
         )
+    }
+
+    /// Starts `adapter` as instance `name` and returns its task once it says it is serving
+    /// ([`AdapterContext::mark_ready`]). Panics if it ends first, or is not serving within
+    /// [`wait::DEADLINE`].
+    pub async fn start_adapter(
+        &self,
+        name: &str,
+        adapter: Box<dyn InputAdapter>,
+    ) -> tokio::task::JoinHandle<Result<(), PluginError>> {
+        let ctx = self.adapter_context(name);
+        let ready = ctx.readiness();
+        let mut task = tokio::spawn(adapter.run(ctx));
+        tokio::select! {
+            biased;
+            () = ready.wait() => task,
+            ended = &mut task => panic!("adapter {name} ended before it was serving: {ended:?}"),
+            () = tokio::time::sleep(wait::DEADLINE) => panic!(
+                "adapter {name} was not serving after {:?} (does it call ctx.mark_ready()?)",
+                wait::DEADLINE
+            ),
+        }
     }
 
     pub fn sink_context(&self, name: &str) -> SinkContext {

@@ -61,14 +61,20 @@ where
 }
 
 /// The blocking twin of [`wait_until`], for tests without a runtime (CLI binaries, tmux).
-pub fn wait_until_blocking(what: &str, mut check: impl FnMut() -> bool) {
-    let until = std::time::Instant::now() + DEADLINE;
+pub fn wait_until_blocking(what: &str, check: impl FnMut() -> bool) {
+    wait_until_blocking_within(DEADLINE, what, check);
+}
+
+/// [`wait_until_blocking`] with its own deadline, for conditions that take a known long time
+/// (a daemon's idle timeout).
+pub fn wait_until_blocking_within(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + deadline;
     loop {
         if check() {
             return;
         }
         if std::time::Instant::now() >= until {
-            panic!("waited {DEADLINE:?} for: {what}");
+            panic!("waited {deadline:?} for: {what}");
         }
         std::thread::sleep(POLL);
     }
