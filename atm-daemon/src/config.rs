@@ -246,6 +246,11 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
         for block in blocks {
             let block_span = block.span();
             let table = block.into_inner();
+            // The built-in default names the built-in plugins; a build that leaves some out
+            // (per-plugin features) runs the default without them instead of refusing it.
+            if source == ConfigSource::Embedded && !compiled_in(kind, &table) {
+                continue;
+            }
             let entry = validate_block(kind, block_span, table, &at, &mut seen_names)?;
             plugins.push(entry);
         }
@@ -265,6 +270,15 @@ fn allowed_names(kind: PluginKind) -> String {
         .map(|p| p.name)
         .collect();
     names.join(", ")
+}
+
+/// Whether the plugin a block's `type` names is linked into this binary.
+fn compiled_in(kind: PluginKind, table: &SpannedTable) -> bool {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref() == "type")
+        .and_then(|(_, v)| v.get_ref().as_str())
+        .is_some_and(|name| plugin::find(kind, name).is_some())
 }
 
 fn validate_block(

@@ -1,9 +1,15 @@
 //! The daemon's life: claim the runtime dir, start the registry and the plugins, serve until a
 //! signal, reload on SIGHUP, and shut down in order.
 //!
-//! Shutdown is a tree of cancellation tokens: inputs stop first (no new events), then the
-//! registry drains its queue and writes its snapshot, then sinks see the change stream end and
-//! flush; everything under a 2-second deadline.
+//! Shutdown is a tree of cancellation tokens with a task tracker per branch
+//! ([`TaskGroup`]): inputs stop first (no new events), then the registry drains its queue and
+//! writes its snapshot, then sinks see the change stream end and flush; everything under a
+//! 2-second deadline. Every task a plugin runs is on its branch's tracker, so "stopped" means
+//! every task ended, not just the first.
+//!
+//! The registry actor is the one part nothing can replace: if its task ends while the daemon
+//! runs (a panic), the daemon stops its plugins and returns an error, so `atmd` exits non-zero
+//! and its service manager restarts it.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -17,11 +23,10 @@ use atm_core::plugin::{PluginEnv, PluginKind};
 use atm_core::registry::{Registry, RegistryConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, ConfigSource, PluginEntry};
-use crate::supervisor::{RunningPlugin, Shared};
+use crate::supervisor::{RunningPlugin, Shared, TaskGroup};
 
 /// The whole shutdown must finish within this.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1800);
@@ -132,8 +137,8 @@ impl PluginSet {
     fn start(
         entries: &[PluginEntry],
         shared: &Shared,
-        inputs: &CancellationToken,
-        outputs: &CancellationToken,
+        inputs: &TaskGroup,
+        outputs: &TaskGroup,
     ) -> Self {
         let running = entries
             .iter()
@@ -155,8 +160,8 @@ impl PluginSet {
         &mut self,
         entries: &[PluginEntry],
         shared: &Shared,
-        inputs: &CancellationToken,
-        outputs: &CancellationToken,
+        inputs: &TaskGroup,
+        outputs: &TaskGroup,
     ) {
         let mut keep = Vec::new();
         let mut stop = Vec::new();
@@ -214,6 +219,7 @@ fn raise_fd_limit() {
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    atm_core::plugin::check_unique()?;
     raise_fd_limit();
     let runtime = runtime_dir(&config);
     let lock = claim_runtime_dir(&runtime)?;
@@ -248,8 +254,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             state_dir: state.clone(),
         },
     };
-    let inputs = CancellationToken::new();
-    let outputs = CancellationToken::new();
+    let inputs = TaskGroup::default();
+    let outputs = TaskGroup::default();
     // Sinks first, so nothing an adapter reports at start-up is missed by a sink.
     let (sinks, adapters): (Vec<_>, Vec<_>) = config
         .plugins
@@ -265,8 +271,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut current = config;
+    let Registry {
+        handle,
+        task: mut registry_task,
+    } = registry;
+    let mut registry_died = None;
     loop {
         tokio::select! {
+            joined = &mut registry_task => {
+                let why = match joined {
+                    Err(e) if e.is_panic() => "panicked",
+                    _ => "stopped",
+                };
+                error!("the registry {why} while atmd was running; stopping so that atmd is restarted");
+                registry_died = Some(why);
+                break;
+            }
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
@@ -289,41 +309,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let deadline = Instant::now() + SHUTDOWN_BUDGET;
     // 1. Inputs stop: no new events.
-    inputs.cancel();
     let input_deadline = Instant::now() + Duration::from_millis(600);
     for p in plugins.take(PluginKind::Adapter) {
         p.stop(input_deadline).await;
     }
+    if !inputs.stop(input_deadline).await {
+        warn!("some adapter tasks did not stop in time");
+    }
     // 2. The registry drains what was queued and writes its snapshot.
-    let Registry { handle, task } = registry;
-    if tokio::time::timeout_at(deadline, handle.shutdown())
-        .await
-        .is_err()
+    if registry_died.is_none()
+        && tokio::time::timeout_at(deadline, handle.shutdown())
+            .await
+            .is_err()
     {
         warn!("registry did not drain in time");
     }
     drop(handle);
     drop(shared);
-    let _ = tokio::time::timeout_at(deadline, task).await;
-    // 3. Sinks have seen the change stream end; give them a moment to flush, then cancel.
+    if registry_died.is_none() {
+        let _ = tokio::time::timeout_at(deadline, registry_task).await;
+    }
+    // 3. Sinks have seen the change stream end and flush; whatever is still running after a
+    //    moment is cancelled.
     let sinks = plugins.take(PluginKind::Sink);
     let flush_deadline = Instant::now() + Duration::from_millis(200);
-    for p in &sinks {
-        let _ = tokio::time::timeout_at(flush_deadline, async {
-            while !p.task.is_finished() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+    if !outputs.wait(flush_deadline).await {
+        debug!("sinks still flushing; cancelling them");
     }
-    outputs.cancel();
     for p in sinks {
         p.stop(deadline).await;
+    }
+    if !outputs.stop(deadline).await {
+        warn!("some sink tasks did not stop in time");
     }
     info!("atmd stopped");
     drop(pid_file);
     drop(lock);
-    Ok(())
+    match registry_died {
+        None => Ok(()),
+        Some(why) => Err(anyhow::anyhow!(
+            "the session registry {why} unexpectedly; atmd stopped (see the log above for the cause)"
+        )),
+    }
 }
 
 /// Validates a config source: parse and build every plugin, without starting anything.
