@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use atm_core::testing::wait_until_blocking;
 use atm_tests::{Daemon, FakeAgent, basic_config, bin, find, hook, status};
 use rustix::process::Signal;
 use serde_json::json;
@@ -153,7 +154,9 @@ fn sighup_reloads_keeping_unchanged_plugins_and_rejects_bad_files() {
     // An invalid file is rejected; the running config stays.
     std::fs::write(&d.config_path, "[[sink]]\ntype = \"nope\"\n").unwrap();
     d.signal(Signal::HUP);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until_blocking("the invalid configuration to be rejected", || {
+        d.log().contains("new configuration rejected")
+    });
     assert!(second.exists());
     let log = d.log();
     assert!(log.contains("new configuration rejected"), "{log}");
@@ -186,14 +189,9 @@ fn restart_after_kill_9_keeps_cost_context_state_and_first_prompt() {
     });
     // Let the debounced snapshot land (at most a second apart under changes), then crash.
     let snapshot = d.state_dir().join("sessions.json");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&snapshot).is_ok_and(|s| s.contains("cargo publish")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the snapshot never showed the permission request"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_blocking("the snapshot to show the permission request", || {
+        std::fs::read_to_string(&snapshot).is_ok_and(|s| s.contains("cargo publish"))
+    });
     d.kill9();
     d.spawn();
     let sessions = d.wait_sessions("the restored session", |s| find(s, "persist-1").is_some());
@@ -212,6 +210,7 @@ fn restart_after_kill_9_keeps_cost_context_state_and_first_prompt() {
     d.signal(Signal::TERM);
     d.wait_exit(Duration::from_secs(5));
     d.spawn();
-    std::thread::sleep(Duration::from_millis(200));
+    // The snapshot is loaded (and dead processes dropped) before the query socket serves.
+    d.wait_for_socket(&d.query_socket());
     assert!(d.client().list().is_empty());
 }

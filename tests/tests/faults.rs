@@ -5,6 +5,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use atm_core::testing::wait_until_blocking_within;
 use atm_tests::{Daemon, basic_config, find, hook, status};
 use serde_json::json;
 
@@ -93,10 +94,11 @@ fn two_thousand_idle_connections_are_closed_without_leaking_descriptors() {
         t0.elapsed()
     );
     // Unused connections are closed by the daemon after its 10 s handshake window.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fd_count(pid) > baseline + 5 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_blocking_within(
+        Duration::from_secs(20),
+        "the idle connections to be closed",
+        || fd_count(pid) <= baseline + 5,
+    );
     let after = fd_count(pid);
     assert!(
         after <= baseline + 5,

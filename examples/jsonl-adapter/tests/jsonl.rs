@@ -32,63 +32,79 @@ impl Running {
         let harness = TestHarness::new(dir.path()).await;
         let config = config(dir.path());
         let path = PathBuf::from(config.socket.clone().or(config.fifo.clone()).unwrap());
-        let task =
-            tokio::spawn(Box::new(JsonlAdapter(config)).run(harness.adapter_context("jsonl")));
-        (Self { harness, task, _dir: dir }, path)
+        // Returns once the adapter says it is serving (`ctx.mark_ready()`): no polling for the
+        // socket to appear.
+        let task = harness
+            .start_adapter("jsonl", Box::new(JsonlAdapter(config)))
+            .await;
+        (
+            Self {
+                harness,
+                task,
+                _dir: dir,
+            },
+            path,
+        )
     }
 
-    /// Polls the registry (up to 5 s) until session `id` satisfies `pred`.
+    /// Waits until session `id` satisfies `pred`.
     async fn wait_for(
         &self,
         id: &str,
         pred: impl Fn(Option<&Session>) -> bool,
     ) -> Option<Arc<Session>> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let what = format!("session {id} to match");
+        atm_core::testing::wait_for(&what, || async {
             let s = self.harness.registry.get_session(id).await.ok();
-            if pred(s.as_deref()) {
-                return s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "session {id} never matched; last: {s:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            pred(s.as_deref()).then_some(s)
+        })
+        .await
     }
 
     async fn stop(self) {
         self.harness.cancel.cancel();
-        let result = tokio::time::timeout(WAIT, self.task).await.unwrap().unwrap();
+        let result = tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(result.is_ok(), "{result:?}");
     }
 }
 
+/// Connects to the adapter's socket (it is listening: `Running::start` waited for that).
 async fn connect(
     path: &Path,
-) -> (BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(s) = UnixStream::connect(path).await {
-            let (r, w) = s.into_split();
-            return (BufReader::new(r), w);
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never listened on {}", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+) -> (
+    BufReader<tokio::net::unix::OwnedReadHalf>,
+    tokio::net::unix::OwnedWriteHalf,
+) {
+    let s = UnixStream::connect(path)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", path.display()));
+    let (r, w) = s.into_split();
+    (BufReader::new(r), w)
 }
 
 async fn read_error(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> (String, String) {
     let mut line = String::new();
-    tokio::time::timeout(WAIT, r.read_line(&mut line)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, r.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
     let v: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     assert_eq!(v["type"], "error", "{line}");
-    (v["code"].as_str().unwrap().to_owned(), v["message"].as_str().unwrap().to_owned())
+    (
+        v["code"].as_str().unwrap().to_owned(),
+        v["message"].as_str().unwrap().to_owned(),
+    )
 }
 
 fn socket_config(dir: &Path) -> JsonlConfig {
-    JsonlConfig { socket: Some(dir.join("jsonl.sock").display().to_string()), fifo: None }
+    JsonlConfig {
+        socket: Some(dir.join("jsonl.sock").display().to_string()),
+        fifo: None,
+    }
 }
 
 #[tokio::test]
@@ -113,9 +129,13 @@ async fn lines_through_the_socket_change_the_registry() {
     let working = format!(
         r#"{{"session":"s1","state":"working","harness":"myagent","tool":"cargo","detail":"cargo test","pid":{me},"cwd":"/src/app"}}"#
     );
-    w.write_all(format!("{working}\n").as_bytes()).await.unwrap();
-    let s =
-        run.wait_for("s1", |s| s.is_some_and(|s| s.state == AgentState::Working)).await.unwrap();
+    w.write_all(format!("{working}\n").as_bytes())
+        .await
+        .unwrap();
+    let s = run
+        .wait_for("s1", |s| s.is_some_and(|s| s.state == AgentState::Working))
+        .await
+        .unwrap();
     assert_eq!(s.harness.as_str(), "myagent");
     assert_eq!(s.activity.as_deref(), Some("cargo"));
     assert_eq!(s.cwd.as_deref(), Some("/src/app"));
@@ -123,7 +143,9 @@ async fn lines_through_the_socket_change_the_registry() {
 
     w.write_all(b"{\"session\":\"s1\",\"harness\":\"myagent\",\"state\":\"needs_permission\",\"tool\":\"Bash\",\"detail\":\"rm -rf target\"}\n").await.unwrap();
     let s = run
-        .wait_for("s1", |s| s.is_some_and(|s| s.state == AgentState::NeedsPermission))
+        .wait_for("s1", |s| {
+            s.is_some_and(|s| s.state == AgentState::NeedsPermission)
+        })
         .await
         .unwrap();
     let attention = s.attention.clone().unwrap();
@@ -139,14 +161,19 @@ async fn lines_through_the_socket_change_the_registry() {
     )
     .await
     .unwrap();
-    let s2 =
-        run.wait_for("s2", |s| s.is_some_and(|s| s.state == AgentState::NeedsInput)).await.unwrap();
+    let s2 = run
+        .wait_for("s2", |s| {
+            s.is_some_and(|s| s.state == AgentState::NeedsInput)
+        })
+        .await
+        .unwrap();
     assert_eq!(s2.harness.as_str(), "jsonl", "default harness");
 
     w.write_all(b"{\"session\":\"s1\",\"harness\":\"myagent\",\"state\":\"idle\"}\n")
         .await
         .unwrap();
-    run.wait_for("s1", |s| s.is_some_and(|s| s.state == AgentState::Idle)).await;
+    run.wait_for("s1", |s| s.is_some_and(|s| s.state == AgentState::Idle))
+        .await;
     w.write_all(b"{\"session\":\"s1\",\"harness\":\"myagent\",\"state\":\"ended\"}\n")
         .await
         .unwrap();
@@ -162,38 +189,67 @@ async fn bad_lines_get_an_error_and_the_socket_keeps_serving() {
     let cases: [(&[u8], &str, &str); 8] = [
         (b"not json", "parse_error", "not JSON"),
         (b"{\"session\":\"s1\",\"sta", "parse_error", "not JSON"),
-        (b"{\"session\":\"s\xff1\",\"state\":\"idle\"}", "parse_error", "UTF-8"),
+        (
+            b"{\"session\":\"s\xff1\",\"state\":\"idle\"}",
+            "parse_error",
+            "UTF-8",
+        ),
         (b"[1,2,3]", "invalid_message", "state"),
         (b"{\"session\":\"s1\"}", "invalid_message", "state"),
-        (b"{\"session\":\"s1\",\"state\":\"sleeping\"}", "invalid_message", "needs_permission"),
+        (
+            b"{\"session\":\"s1\",\"state\":\"sleeping\"}",
+            "invalid_message",
+            "needs_permission",
+        ),
         (b"{\"state\":\"idle\"}", "invalid_message", "session"),
-        (b"{\"session\":5,\"state\":\"idle\"}", "invalid_message", "session"),
+        (
+            b"{\"session\":5,\"state\":\"idle\"}",
+            "invalid_message",
+            "session",
+        ),
     ];
     for (line, code, words) in cases {
         w.write_all(&[line, b"\n"].concat()).await.unwrap();
         let (got, message) = read_error(&mut r).await;
         assert_eq!(got, code, "{}", String::from_utf8_lossy(line));
-        assert!(message.contains(words), "{message:?} should mention {words:?}");
+        assert!(
+            message.contains(words),
+            "{message:?} should mention {words:?}"
+        );
     }
-    let long_id = format!("{{\"session\":\"{}\",\"state\":\"idle\"}}\n", "x".repeat(257));
+    let long_id = format!(
+        "{{\"session\":\"{}\",\"state\":\"idle\"}}\n",
+        "x".repeat(257)
+    );
     w.write_all(long_id.as_bytes()).await.unwrap();
     assert_eq!(read_error(&mut r).await.0, "invalid_message");
 
     // After all that, the same connection still applies a good line.
-    w.write_all(b"{\"session\":\"ok\",\"state\":\"working\"}\n").await.unwrap();
-    run.wait_for("ok", |s| s.is_some_and(|s| s.state == AgentState::Working)).await;
+    w.write_all(b"{\"session\":\"ok\",\"state\":\"working\"}\n")
+        .await
+        .unwrap();
+    run.wait_for("ok", |s| s.is_some_and(|s| s.state == AgentState::Working))
+        .await;
 
     // An oversized line (2 MiB, no newline yet) is refused and that connection closed...
     let huge = vec![b'x'; 2 * 1024 * 1024];
     let _ = w.write_all(&huge).await;
     assert_eq!(read_error(&mut r).await.0, "too_large");
     let mut rest = String::new();
-    let eof = tokio::time::timeout(WAIT, r.read_line(&mut rest)).await.unwrap();
-    assert!(matches!(eof, Ok(0) | Err(_)), "connection closed after an oversized line: {rest:?}");
+    let eof = tokio::time::timeout(WAIT, r.read_line(&mut rest))
+        .await
+        .unwrap();
+    assert!(
+        matches!(eof, Ok(0) | Err(_)),
+        "connection closed after an oversized line: {rest:?}"
+    );
     // ...while the socket keeps serving new connections.
     let (_r2, mut w2) = connect(&sock).await;
-    w2.write_all(b"{\"session\":\"ok\",\"state\":\"idle\"}\n").await.unwrap();
-    run.wait_for("ok", |s| s.is_some_and(|s| s.state == AgentState::Idle)).await;
+    w2.write_all(b"{\"session\":\"ok\",\"state\":\"idle\"}\n")
+        .await
+        .unwrap();
+    run.wait_for("ok", |s| s.is_some_and(|s| s.state == AgentState::Idle))
+        .await;
     run.stop().await;
 }
 
@@ -201,10 +257,17 @@ async fn bad_lines_get_an_error_and_the_socket_keeps_serving() {
 async fn a_fifo_feeds_the_registry_across_writers() {
     let (run, fifo) = Running::start(|dir| {
         let fifo = dir.join("jsonl.fifo");
-        let ok =
-            std::process::Command::new("mkfifo").arg("-m").arg("600").arg(&fifo).status().unwrap();
+        let ok = std::process::Command::new("mkfifo")
+            .arg("-m")
+            .arg("600")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(ok.success());
-        JsonlConfig { socket: None, fifo: Some(fifo.display().to_string()) }
+        JsonlConfig {
+            socket: None,
+            fifo: Some(fifo.display().to_string()),
+        }
     })
     .await;
     // Two writers one after the other, as shell scripts do (`echo ... > fifo`): the adapter keeps
@@ -225,11 +288,16 @@ async fn a_fifo_feeds_the_registry_across_writers() {
         .unwrap();
     }
     let s = run
-        .wait_for("f1", |s| s.is_some_and(|s| s.state == AgentState::NeedsPermission))
+        .wait_for("f1", |s| {
+            s.is_some_and(|s| s.state == AgentState::NeedsPermission)
+        })
         .await
         .unwrap();
     assert_eq!(s.harness.as_str(), "script");
-    assert_eq!(s.attention.as_ref().and_then(|a| a.tool.as_deref()), Some("unknown"));
+    assert_eq!(
+        s.attention.as_ref().and_then(|a| a.tool.as_deref()),
+        Some("unknown")
+    );
     run.stop().await;
 }
 
@@ -238,7 +306,10 @@ async fn a_missing_fifo_is_an_error_that_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let harness = TestHarness::new(dir.path()).await;
     let fifo = dir.path().join("absent.fifo");
-    let config = JsonlConfig { socket: None, fifo: Some(fifo.display().to_string()) };
+    let config = JsonlConfig {
+        socket: None,
+        fifo: Some(fifo.display().to_string()),
+    };
     let result = tokio::time::timeout(
         WAIT,
         Box::new(JsonlAdapter(config)).run(harness.adapter_context("jsonl")),
@@ -251,7 +322,10 @@ async fn a_missing_fifo_is_an_error_that_names_it() {
 
 #[test]
 fn config_is_checked_like_deny_unknown_fields() {
-    assert_eq!(JsonlConfig::parse(&table("")).unwrap(), JsonlConfig::default());
+    assert_eq!(
+        JsonlConfig::parse(&table("")).unwrap(),
+        JsonlConfig::default()
+    );
     let ok = JsonlConfig::parse(&table("socket = \"/tmp/x.sock\"")).unwrap();
     assert_eq!(ok.socket.as_deref(), Some("/tmp/x.sock"));
     let err = JsonlConfig::parse(&table("sockt = \"/tmp/x.sock\"")).unwrap_err();
@@ -265,15 +339,30 @@ fn translate_maps_every_state_and_rejects_the_rest() {
     use atm_core::AgentEvent as E;
     let ev = |state: &str| {
         let line = format!("{{\"session\":\"t\",\"state\":\"{state}\"}}");
-        atm_example_jsonl::translate(line.as_bytes(), "jsonl").unwrap().unwrap().event
+        atm_example_jsonl::translate(line.as_bytes(), "jsonl")
+            .unwrap()
+            .unwrap()
+            .event
     };
     assert!(matches!(ev("starting"), E::SessionStarted { .. }));
     assert!(matches!(ev("working"), E::ToolStarted { .. }));
-    assert!(matches!(ev("needs_permission"), E::PermissionRequested { .. }));
+    assert!(matches!(
+        ev("needs_permission"),
+        E::PermissionRequested { .. }
+    ));
     assert!(matches!(ev("needs_input"), E::InputRequested { .. }));
     assert_eq!(ev("idle"), E::TurnFinished);
-    assert!(matches!(ev("ended"), E::SessionEnded { continues: false, .. }));
-    assert_eq!(atm_example_jsonl::translate(b"  \r\n", "jsonl").unwrap(), None);
+    assert!(matches!(
+        ev("ended"),
+        E::SessionEnded {
+            continues: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        atm_example_jsonl::translate(b"  \r\n", "jsonl").unwrap(),
+        None
+    );
     let huge = vec![b' '; atm_core::protocol::MAX_LINE + 1];
     let err = atm_example_jsonl::translate(&huge, "jsonl").unwrap_err();
     assert_eq!(err.code, atm_core::protocol::ErrorCode::TooLarge);
