@@ -5,6 +5,8 @@
 //! - [`state`]: the state machine as a pure function.
 //! - [`registry`]: the actor that owns every session, and its cheap `RegistryHandle`.
 //! - [`plugin`]: the `InputAdapter` / `OutputSink` traits and `register_plugin!`.
+//! - [`registry_follow`], [`coalesce`]: how a sink follows the registry (snapshot, changes, resync) and
+//!   the bounded latest-per-key queue between it and anything slower.
 //! - [`protocol`], [`ingest`], [`control`], [`paths`], [`process`], [`persist`], [`text`]:
 //!   the wire format, the shared ingest socket, sink-to-adapter requests, file locations,
 //!   process identity, snapshots and text cutting; [`unix_socket`]: private sockets and peer
@@ -16,6 +18,7 @@
 //!
 //! Plugin crates depend on this crate only.
 
+pub mod coalesce;
 pub mod control;
 pub mod event;
 pub mod fields;
@@ -31,6 +34,7 @@ pub mod process;
 pub mod protocol;
 pub mod ready;
 pub mod registry;
+pub mod registry_follow;
 pub mod state;
 pub mod text;
 pub mod unix_socket;

@@ -250,8 +250,9 @@ impl AdapterContext {
     }
 }
 
-/// What an output sink gets. Call `registry.subscribe()` for a consistent snapshot and stream of
-/// changes; on `Lagged`, resynchronise from a fresh snapshot.
+/// What an output sink gets. Follow the registry with [`SinkContext::follow`] (a consistent
+/// snapshot, then changes, a resync when the sink fell behind; see [`crate::registry_follow`]) and put a
+/// [`crate::coalesce::SharedQueue`] before anything slower than the registry.
 #[derive(Debug, Clone)]
 pub struct SinkContext {
     pub name: String,
