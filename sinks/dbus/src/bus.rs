@@ -1,7 +1,7 @@
 //! `BusTask`: owns the D-Bus connection and turns registry changes into objects and signals.
 //!
 //! It is the only writer of the [`Mirror`] and the only user of the connection, and it takes
-//! its input from the [`Outbox`], so nothing it waits on (a slow bus, a reconnect) can reach the
+//! its input from the [`ChangeQueue`], so nothing it waits on (a slow bus, a reconnect) can reach the
 //! registry. Changes are applied to the mirror whether or not a bus is connected; connecting
 //! publishes the whole mirror before the well-known name is requested, so a client that sees
 //! the name appear finds every session already there.
@@ -17,8 +17,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atm_core::coalesce::Batch;
 use atm_core::registry::RegistryError;
-use atm_core::{RegistryHandle, Session, SessionChange, Snapshot};
+use atm_core::{RegistryHandle, Session, SessionChange, SessionEvent, Snapshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -29,12 +30,13 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, Variant};
 
 use crate::config::{BusKind, DbusConfig};
-use crate::outbox::{Batch, Outbox, Throttle};
+use crate::handoff::ChangeQueue;
 use crate::path::MANAGER_PATH;
 use crate::props::{attention_summary, raises_attention};
 use crate::service::{
     Counts, MANAGER_INTERFACE, Manager, Published, SESSION_INTERFACE, SessionObject, SharedMirror,
 };
+use crate::throttle::Throttle;
 
 /// Longest wait for connecting, authenticating and registering.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,7 +105,7 @@ struct Live {
 pub struct BusTask {
     config: DbusConfig,
     registry: RegistryHandle,
-    outbox: Arc<Outbox>,
+    queue: Arc<ChangeQueue>,
     mirror: SharedMirror,
     control: atm_core::control::ControlBus,
     /// The last registry change reflected in the mirror.
@@ -122,7 +124,7 @@ impl BusTask {
         config: DbusConfig,
         registry: RegistryHandle,
         control: atm_core::control::ControlBus,
-        outbox: Arc<Outbox>,
+        queue: Arc<ChangeQueue>,
         mirror: SharedMirror,
     ) -> Self {
         let bus_label = match (&config.address, config.bus) {
@@ -134,7 +136,7 @@ impl BusTask {
             backoff: config.retry_initial,
             config,
             registry,
-            outbox,
+            queue,
             mirror,
             control,
             applied_seq: 0,
@@ -146,19 +148,19 @@ impl BusTask {
         }
     }
 
-    /// Publishes `initial`, then follows the outbox until cancelled or the outbox is closed
+    /// Publishes `initial`, then follows the queue until cancelled or the queue is closed
     /// (after applying what it held).
     pub async fn run(mut self, initial: Snapshot, cancel: CancellationToken) {
         self.resync_to(initial).await;
-        let outbox = self.outbox.clone();
+        let queue = self.queue.clone();
         loop {
             let conn = self.live.as_ref().map(|l| l.conn.clone());
             let retry_at = self.live.is_none().then_some(self.next_attempt);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                () = outbox.ready() => {
-                    let batch = outbox.take();
+                () = queue.ready() => {
+                    let batch = queue.take();
                     let closed = batch.closed;
                     if until_cancelled(&cancel, self.apply(batch)).await.is_none() || closed {
                         break;
@@ -181,7 +183,7 @@ impl BusTask {
         }
     }
 
-    async fn apply(&mut self, batch: Batch) {
+    async fn apply(&mut self, batch: Batch<SessionEvent>) {
         if batch.resync {
             match self.registry.snapshot().await {
                 Ok(snapshot) => self.resync_to(snapshot).await,
@@ -189,7 +191,7 @@ impl BusTask {
                 Err(e) => warn!(error = %e, "D-Bus sink could not resynchronise"),
             }
         }
-        for event in batch.events {
+        for event in batch.entries {
             if event.seq <= self.applied_seq {
                 continue;
             }

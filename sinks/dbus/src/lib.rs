@@ -3,9 +3,9 @@
 //! `io.github.atm.Monitor1.Session`; see the README for the whole contract).
 //!
 //! Two tasks, so that D-Bus can never slow the registry down:
-//! - the **consumer** (this module's `run`) follows the registry broadcast and hands each change
-//!   to the bounded [`outbox::Outbox`] without ever waiting (coalescing per session when full,
-//!   resynchronising from a snapshot on `Lagged`);
+//! - the **follower** (this module's `run`) follows the registry (`atm_core::registry_follow`) and hands
+//!   each change to the bounded [`handoff::ChangeQueue`] without ever waiting (coalescing per
+//!   session when full, resynchronising from a snapshot when it lags);
 //! - the **bus task** ([`bus::BusTask`]) applies the changes to the published [`service::Mirror`],
 //!   emits the signals, and owns the connection with its reconnect-with-backoff loop.
 //!
@@ -14,17 +14,18 @@
 
 mod bus;
 pub mod config;
-mod outbox;
+mod handoff;
 mod path;
 mod props;
 mod service;
+mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use atm_core::tokio::sync::broadcast::error::RecvError;
+use atm_core::registry_follow::Followed;
 use atm_core::{OutputSink, PluginError, SinkContext};
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub use config::{BusKind, DbusConfig};
 pub use path::{MANAGER_PATH, SESSIONS_PATH};
@@ -56,42 +57,31 @@ impl DbusSink {
 #[atm_core::async_trait]
 impl OutputSink for DbusSink {
     async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError> {
-        let (snapshot, mut changes) = ctx
-            .registry
-            .subscribe()
-            .await
-            .map_err(|e| PluginError::Other(format!("cannot follow the registry: {e}")))?;
-        let outbox = Arc::new(outbox::Outbox::new(self.config.queue_capacity));
+        let (snapshot, mut follower) = ctx.follow().await?;
+        let queue = Arc::new(handoff::change_queue(self.config.queue_capacity));
         let task = bus::BusTask::new(
             self.config,
             ctx.registry.clone(),
             ctx.control.clone(),
-            outbox.clone(),
+            queue.clone(),
             service::SharedMirror::default(),
         );
         let bus_cancel = ctx.cancel.child_token();
         let mut bus = tokio::spawn(task.run(snapshot, bus_cancel.clone()));
-        let mut lag_log = outbox::Throttle::default();
+        let mut handoff = handoff::Handoff::default();
 
         loop {
             tokio::select! {
                 biased;
-                () = ctx.cancel.cancelled() => break,
-                change = changes.recv() => match change {
-                    Ok(event) => outbox.push(event),
-                    Err(RecvError::Lagged(missed)) => {
-                        match lag_log.allow() {
-                            Some(earlier) => warn!(
-                                missed,
-                                earlier_lags = earlier,
-                                "D-Bus sink fell behind the registry; resynchronising from a snapshot"
-                            ),
-                            None => debug!(missed, "D-Bus sink fell behind the registry again"),
+                followed = follower.next() => match followed {
+                    Some(Followed::Changes(changes)) => {
+                        for event in changes {
+                            handoff.push(&queue, event);
                         }
-                        outbox.request_resync();
                     }
-                    Err(RecvError::Closed) => {
-                        debug!("registry stopped; flushing the D-Bus sink");
+                    Some(Followed::Resync { missed, .. }) => handoff.lagged(&queue, missed),
+                    None => {
+                        debug!("registry stopped or sink cancelled; flushing the D-Bus sink");
                         break;
                     }
                 },
@@ -100,7 +90,7 @@ impl OutputSink for DbusSink {
                 }
             }
         }
-        outbox.close();
+        queue.close();
         if tokio::time::timeout(FLUSH_TIMEOUT, &mut bus).await.is_err() {
             bus_cancel.cancel();
             let _ = bus.await;

@@ -1,10 +1,9 @@
-//! The deliverer: the one task that owns the D-Bus connection and speaks
-//! `org.freedesktop.Notifications`.
+//! The deliverer: the one task that owns the D-Bus connection ([`crate::server`]) and turns
+//! wishes into notifications.
 //!
-//! One long-lived connection, because servers (dunst, GNOME Shell, ...) send `ActionInvoked`
-//! and `NotificationClosed` only to the connection that created the notification. The task
-//! keeps, per session, the notification it shows (so a new state *replaces* it and `working`
-//! closes it) and the wish it has not delivered yet (rate limit, absent server).
+//! The task keeps, per session, the notification it shows ([`crate::shown`], so a new state
+//! *replaces* it and `working` closes it) and the wish it has not delivered yet (rate limit,
+//! absent server).
 //!
 //! Failure policy, so that nothing here is ever fatal or blocks other sinks:
 //! - no bus: one log line, then reconnect with backoff (1 s doubling to 60 s);
@@ -12,106 +11,30 @@
 //!   and retried with backoff, and at once when a server takes the name;
 //! - a lost connection: reconnect; notifications of the old connection are forgotten;
 //! - the name changes hands (a server restarts, or is started by D-Bus activation): only the
-//!   notifications the new owner answered for are kept (see `Shown::owner`). Server signals are
-//!   handled before new wishes, so no wish goes out with an id of a server that is gone.
+//!   notifications the new owner answered for are kept (see [`crate::shown`]). Server signals
+//!   are handled before new wishes, so no wish goes out with an id of a server that is gone.
 //!
 //! Rate limit: a session's next popup waits until `rate_limit` after its last one; if the
 //! session moves on meanwhile, the newer wish replaces the waiting one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use atm_core::{RegistryHandle, Session, SessionKey};
+use atm_core::{RegistryHandle, SessionKey};
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use zbus::Variant;
-use zbus::connection::Builder;
-use zbus::proxy::CacheProperties;
 
 use crate::config::NotifyConfig;
 use crate::content;
+use crate::focus::Focus;
 use crate::plan::{Desired, Show};
 use crate::queue::DesiredQueue;
+use crate::server::{self, Backoff, Bus, Caps, Notification, NotificationsProxy, connection_lost};
+use crate::shown::{OnScreen, Shown};
 use crate::tmux::Tmux;
-
-/// The longest a D-Bus call may take before the server counts as failing.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest a custom focus command may run.
-const FOCUS_TIMEOUT: Duration = Duration::from_secs(5);
-/// At most this many focus actions run at once; more clicks meanwhile are ignored.
-const FOCUS_SLOTS: usize = 4;
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
-
-#[zbus::proxy(
-    interface = "org.freedesktop.Notifications",
-    default_service = "org.freedesktop.Notifications",
-    default_path = "/org/freedesktop/Notifications"
-)]
-trait Notifications {
-    // `Notify` is called through `Proxy::call_method`: its reply's sender tells which server
-    // instance holds the notification (see `Shown::owner`).
-
-    fn close_notification(&self, id: u32) -> zbus::Result<()>;
-
-    fn get_capabilities(&self) -> zbus::Result<Vec<String>>;
-
-    #[zbus(signal)]
-    fn action_invoked(&self, id: u32, action_key: &str) -> zbus::Result<()>;
-
-    #[zbus(signal)]
-    fn notification_closed(&self, id: u32, reason: u32) -> zbus::Result<()>;
-}
-
-/// Doubling delays between `BACKOFF_MIN` and `BACKOFF_MAX`.
-#[derive(Debug)]
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Self(BACKOFF_MIN)
-    }
-
-    fn next(&mut self) -> Duration {
-        let now = self.0;
-        self.0 = (self.0 * 2).min(BACKOFF_MAX);
-        now
-    }
-
-    fn reset(&mut self) {
-        self.0 = BACKOFF_MIN;
-    }
-}
-
-/// What the server can do, from `GetCapabilities`.
-#[derive(Debug, Clone, Copy)]
-struct Caps {
-    actions: bool,
-    markup: bool,
-}
-
-/// A notification on screen.
-struct Shown {
-    id: u32,
-    session: Arc<Session>,
-    /// The unique bus name of the server that answered. When the name changes hands, only
-    /// notifications held by the new owner survive: a server started by D-Bus activation for
-    /// our very first `Notify` takes the name *before* it answers, and that notification must
-    /// not be forgotten.
-    owner: Option<String>,
-}
-
-/// The connection and the streams that must live as long as it.
-struct Bus {
-    proxy: NotificationsProxy<'static>,
-    actions: ActionInvokedStream,
-    closed: NotificationClosedStream,
-    owners: zbus::proxy::OwnerChangedStream<'static>,
-}
 
 /// Why `serve` returned.
 enum Served {
@@ -130,22 +53,14 @@ enum Wake {
     StreamEnded,
 }
 
-/// A zbus error seen from here: the server's fault, or the connection's.
-fn connection_lost(e: &zbus::Error) -> bool {
-    matches!(e, zbus::Error::InputOutput(io) if io.kind() != std::io::ErrorKind::TimedOut)
-}
-
 pub struct Deliverer {
     config: Arc<NotifyConfig>,
-    /// Where the focus action looks up the session's current pane.
-    registry: Option<RegistryHandle>,
     queue: Arc<DesiredQueue>,
     tmux: Tmux,
-    focus_slots: Arc<Semaphore>,
+    focus: Focus,
     /// Wishes not delivered yet, one per session.
     pending: HashMap<SessionKey, Desired>,
-    shown: HashMap<SessionKey, Shown>,
-    by_id: HashMap<u32, SessionKey>,
+    on_screen: OnScreen,
     /// When each session last popped up (for the rate limit); dropped with the session.
     last_popup: HashMap<SessionKey, Instant>,
     caps: Option<Caps>,
@@ -157,15 +72,14 @@ pub struct Deliverer {
 
 impl Deliverer {
     pub fn new(config: Arc<NotifyConfig>, queue: Arc<DesiredQueue>, tmux: Tmux) -> Self {
+        let focus = Focus::new(tmux.clone(), config.focus_command.clone());
         Self {
             config,
-            registry: None,
             queue,
             tmux,
-            focus_slots: Arc::new(Semaphore::new(FOCUS_SLOTS)),
+            focus,
             pending: HashMap::new(),
-            shown: HashMap::new(),
-            by_id: HashMap::new(),
+            on_screen: OnScreen::default(),
             last_popup: HashMap::new(),
             caps: None,
             retry_at: None,
@@ -176,7 +90,7 @@ impl Deliverer {
 
     /// Lets the focus action use the session as it is at the click, not as it was notified.
     pub fn with_registry(mut self, registry: RegistryHandle) -> Self {
-        self.registry = Some(registry);
+        self.focus.set_registry(registry);
         self
     }
 
@@ -187,7 +101,7 @@ impl Deliverer {
         loop {
             let connected = tokio::select! {
                 () = cancel.cancelled() => return,
-                c = self.connect() => c,
+                c = server::connect(self.config.address.as_deref()) => c,
             };
             match connected {
                 Ok(mut bus) => {
@@ -219,35 +133,6 @@ impl Deliverer {
                 () = tokio::time::sleep(backoff.next()) => {}
             }
         }
-    }
-
-    async fn connect(&self) -> zbus::Result<Bus> {
-        let builder = match &self.config.address {
-            Some(address) => Builder::address(address.as_str()),
-            None => Builder::session(),
-        };
-        let conn = tokio::time::timeout(CALL_TIMEOUT, builder.method_timeout(CALL_TIMEOUT).build())
-            .await
-            .map_err(|_| {
-                zbus::Error::InputOutput(Arc::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connecting to the bus timed out",
-                )))
-            })??;
-        // No property cache: it would introspect, which could auto-start a server just to look.
-        let proxy = NotificationsProxy::builder(&conn)
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?;
-        let actions = proxy.receive_action_invoked().await?;
-        let closed = proxy.receive_notification_closed().await?;
-        let owners = proxy.inner().receive_owner_changed().await?;
-        Ok(Bus {
-            proxy,
-            actions,
-            closed,
-            owners,
-        })
     }
 
     async fn serve(&mut self, bus: &mut Bus, cancel: &CancellationToken) -> Served {
@@ -295,13 +180,7 @@ impl Deliverer {
                 Wake::Cancelled => return Served::Cancelled,
                 Wake::Queue | Wake::Timer => {}
                 Wake::Action(id, key) => self.on_action(id, &key),
-                Wake::Closed(id) => {
-                    if let Some(key) = self.by_id.remove(&id)
-                        && self.shown.get(&key).is_some_and(|s| s.id == id)
-                    {
-                        self.shown.remove(&key);
-                    }
-                }
+                Wake::Closed(id) => self.on_screen.closed_by_server(id),
                 Wake::OwnerChanged(owner) => {
                     debug!(?owner, "notification server changed");
                     self.server_changed(owner.as_deref());
@@ -319,11 +198,7 @@ impl Deliverer {
     /// The name has a new owner (or none): other servers' ids mean nothing to it, its
     /// capabilities may differ, and a server that just appeared deserves a try at once.
     fn server_changed(&mut self, owner: Option<&str>) {
-        self.shown
-            .retain(|_, s| owner.is_some() && s.owner.as_deref() == owner);
-        let shown = &self.shown;
-        self.by_id
-            .retain(|id, key| shown.get(key).is_some_and(|s| s.id == *id));
+        self.on_screen.server_changed(owner);
         self.caps = None;
         self.retry_at = None;
         self.server_backoff.reset();
@@ -405,7 +280,7 @@ impl Deliverer {
             None => None,
         };
         let text = content::render(&show, location.as_deref(), caps.markup);
-        let actions: &[&str] = if caps.actions && self.can_focus(&show.session) {
+        let actions: &[&str] = if caps.actions && self.focus.can_focus(&show.session) {
             &["default", "Focus", "focus", "Focus"]
         } else {
             &[]
@@ -419,41 +294,26 @@ impl Deliverer {
         if show.kind.transient() {
             hints.insert("transient", Variant::Bool(true));
         }
-        let replaces = self.shown.get(&key).map_or(0, |s| s.id);
-        let body = (
-            self.config.app_name.as_str(),
+        let replaces = self.on_screen.replaces(&key);
+        let notification = Notification {
+            app_name: &self.config.app_name,
             replaces,
-            "",
-            text.summary.as_str(),
-            text.body.as_str(),
+            summary: &text.summary,
+            body: &text.body,
             actions,
             hints,
-            -1i32,
-        );
-        let sent = match proxy.inner().call_method("Notify", &body).await {
-            Ok(reply) => reply.body().deserialize::<u32>().map(|id| {
-                let owner = reply.header().sender().map(|n| n.to_string());
-                (id, owner)
-            }),
-            Err(e) => Err(e),
         };
-        match sent {
+        match server::notify(proxy, notification).await {
             Ok((id, owner)) => {
                 self.server_ok();
-                if replaces != 0 && replaces != id {
-                    self.by_id.remove(&replaces);
-                }
                 debug!(id, session = %show.session.id, kind = ?show.kind, "notified");
-                self.by_id.insert(id, key.clone());
                 self.last_popup.insert(key.clone(), Instant::now());
-                self.shown.insert(
-                    key,
-                    Shown {
-                        id,
-                        session: show.session,
-                        owner,
-                    },
-                );
+                let shown = Shown {
+                    id,
+                    session: show.session,
+                    owner,
+                };
+                self.on_screen.record(key, replaces, shown);
                 Ok(())
             }
             Err(e) => self.server_failed(key, show, "Notify", e),
@@ -465,10 +325,9 @@ impl Deliverer {
         proxy: &NotificationsProxy<'static>,
         key: &SessionKey,
     ) -> Result<(), String> {
-        let Some(shown) = self.shown.remove(key) else {
+        let Some(shown) = self.on_screen.take(key) else {
             return Ok(());
         };
-        self.by_id.remove(&shown.id);
         match proxy.close_notification(shown.id).await {
             Ok(()) => Ok(()),
             Err(e) if connection_lost(&e) => Err(e.to_string()),
@@ -484,11 +343,7 @@ impl Deliverer {
         if let Some(caps) = self.caps {
             return Ok(caps);
         }
-        let list = proxy.get_capabilities().await?;
-        let caps = Caps {
-            actions: list.iter().any(|c| c == "actions"),
-            markup: list.iter().any(|c| c == "body-markup"),
-        };
+        let caps = Caps::fetch(proxy).await?;
         self.caps = Some(caps);
         Ok(caps)
     }
@@ -528,86 +383,14 @@ impl Deliverer {
         self.server_backoff.reset();
     }
 
-    fn can_focus(&self, s: &Session) -> bool {
-        self.config.focus_command.is_some() || s.tmux_pane.is_some()
-    }
-
     /// `default` or `focus` on one of our notifications: take the user to the session.
     fn on_action(&self, id: u32, action: &str) {
         if action != "default" && action != "focus" {
             return;
         }
-        let Some((key, shown)) = self
-            .by_id
-            .get(&id)
-            .and_then(|k| Some((k.clone(), self.shown.get(k)?)))
-        else {
-            return;
-        };
-        let Ok(permit) = self.focus_slots.clone().try_acquire_owned() else {
-            debug!("focus actions busy; click ignored");
-            return;
-        };
-        let notified = shown.session.clone();
-        let registry = self.registry.clone();
-        let tmux = self.tmux.clone();
-        let command = self.config.focus_command.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            // The pane may have changed since the notification went out.
-            let session = match registry {
-                Some(r) => current_session(&r, &key).await.unwrap_or(notified),
-                None => notified,
-            };
-            let result = match command {
-                Some(argv) => run_focus_command(&argv, &session).await,
-                None => match &session.tmux_pane {
-                    Some(pane) => tmux.focus(pane).await.map_err(|e| e.to_string()),
-                    None => Ok(()),
-                },
-            };
-            if let Err(e) = result {
-                warn!(error = %e, session = %session.id, "focusing the session failed");
-            }
-        });
-    }
-}
-
-/// The session under `key` now, if the registry answers promptly.
-async fn current_session(registry: &RegistryHandle, key: &SessionKey) -> Option<Arc<Session>> {
-    let snapshot = tokio::time::timeout(CALL_TIMEOUT, registry.snapshot())
-        .await
-        .ok()?
-        .ok()?;
-    snapshot.sessions.into_iter().find(|s| s.key == *key)
-}
-
-/// Runs the configured focus command with `{pane}`, `{session_id}` and `{cwd}` replaced.
-async fn run_focus_command(argv: &[String], s: &Session) -> Result<(), String> {
-    let fill = |arg: &String| {
-        arg.replace("{pane}", s.tmux_pane.as_deref().unwrap_or_default())
-            .replace("{session_id}", s.id.as_str())
-            .replace("{cwd}", s.cwd.as_deref().unwrap_or_default())
-    };
-    let Some((program, args)) = argv.split_first() else {
-        return Err("focus_command is empty".to_owned());
-    };
-    let mut cmd = tokio::process::Command::new(fill(program));
-    cmd.args(args.iter().map(fill))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not run focus_command {program:?}: {e}"))?;
-    match tokio::time::timeout(FOCUS_TIMEOUT, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("focus_command {program:?} exited with {status}")),
-        Ok(Err(e)) => Err(format!("focus_command {program:?}: {e}")),
-        Err(_) => Err(format!(
-            "focus_command {program:?} did not finish within {FOCUS_TIMEOUT:?}"
-        )),
+        if let Some((key, notified)) = self.on_screen.clicked(id) {
+            self.focus.start(key, notified);
+        }
     }
 }
 
@@ -621,24 +404,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new();
-        assert_eq!(b.next(), Duration::from_secs(1));
-        assert_eq!(b.next(), Duration::from_secs(2));
-        for _ in 0..20 {
-            b.next();
-        }
-        assert_eq!(b.next(), BACKOFF_MAX);
-        b.reset();
-        assert_eq!(b.next(), BACKOFF_MIN);
-    }
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_popup_waits_for_the_rate_limit_and_a_failing_server_but_closes_never_wait() {
         use atm_core::chrono::Utc;
-        use atm_core::{Harness, SessionId};
+        use atm_core::{Harness, Session, SessionId};
         let config = NotifyConfig {
             rate_limit: Duration::from_secs(10),
             ..NotifyConfig::default()
@@ -670,48 +441,5 @@ mod tests {
         d.pending.insert(key.clone(), Desired::Close);
         let next = d.next_due().unwrap();
         assert!(d.due_at(&key, &Desired::Close, Instant::now()) >= next);
-    }
-
-    #[tokio::test]
-    async fn a_new_server_keeps_only_its_own_notifications() {
-        use atm_core::chrono::Utc;
-        use atm_core::{Harness, SessionId};
-        let mut d = Deliverer::new(
-            Arc::default(),
-            Arc::default(),
-            Tmux::new(crate::tmux::TmuxSocket::Default),
-        );
-        let key = |id: &str| SessionKey::Id {
-            harness: Harness::claude(),
-            id: SessionId::new(id),
-        };
-        for (n, owner) in [(1, ":1.7"), (2, ":1.9")] {
-            let k = key(&format!("s{n}"));
-            let session = Session::new(k.clone(), SessionId::new("s"), None, "t", Utc::now());
-            d.by_id.insert(n, k.clone());
-            d.shown.insert(
-                k,
-                Shown {
-                    id: n,
-                    session: Arc::new(session),
-                    owner: Some(owner.to_owned()),
-                },
-            );
-        }
-        // An activated server took the name after answering our first call: its ids stay.
-        d.server_changed(Some(":1.9"));
-        assert_eq!(d.by_id.keys().copied().collect::<Vec<_>>(), [2]);
-        assert!(d.shown.contains_key(&key("s2")) && !d.shown.contains_key(&key("s1")));
-        // The server left: nothing it showed can be closed or clicked any more.
-        d.server_changed(None);
-        assert!(d.shown.is_empty() && d.by_id.is_empty());
-    }
-
-    #[test]
-    fn only_io_errors_other_than_timeouts_mean_a_lost_connection() {
-        let io = |k| zbus::Error::InputOutput(Arc::new(std::io::Error::from(k)));
-        assert!(connection_lost(&io(std::io::ErrorKind::BrokenPipe)));
-        assert!(!connection_lost(&io(std::io::ErrorKind::TimedOut)));
-        assert!(!connection_lost(&zbus::Error::Failure("x".into())));
     }
 }

@@ -3,24 +3,28 @@
 //!
 //! Two tasks, so that a slow or absent notification server can never make this sink stop
 //! reading the registry's broadcast (which would make it lag) or block anyone else:
-//! - the reader ([`NotifySink::run`]) consumes registry changes and turns them, through the pure
-//!   [`plan::Planner`], into one wish per session ("show this", "close", "forget"), handed over
+//! - the reader ([`NotifySink::run`]) follows the registry (`atm_core::registry_follow`) and turns
+//!   changes, through the pure [`plan::Planner`], into one wish per session ("show this", "close", "forget"), handed over
 //!   through [`queue::DesiredQueue`] (latest wish per session wins; bounded);
-//! - the [`deliver::Deliverer`] owns the single D-Bus connection, applies the rate limit and the
-//!   tmux quiet rule, talks `org.freedesktop.Notifications` and runs the focus action.
+//! - the [`deliver::Deliverer`] owns the single D-Bus connection ([`server`]), applies the rate
+//!   limit and the tmux quiet rule, keeps the notifications on screen ([`shown`]) and runs the
+//!   focus action ([`focus`]).
 
 pub mod config;
 pub mod content;
 pub mod deliver;
+mod focus;
 pub mod plan;
 pub mod queue;
+mod server;
+mod shown;
 pub mod tmux;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use atm_core::registry_follow::Followed;
 use atm_core::plugin::{OutputSink, PluginError, SinkContext};
-use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
 pub use config::{NotifyConfig, NotifyOn};
@@ -67,9 +71,7 @@ impl NotifySink {
 #[atm_core::async_trait]
 impl OutputSink for NotifySink {
     async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError> {
-        let (snapshot, mut changes) = ctx.registry.subscribe().await.map_err(|e| {
-            PluginError::Other(format!("notify: subscribing to the registry failed: {e}"))
-        })?;
+        let (snapshot, mut follower) = ctx.follow().await?;
         let mut planner = Planner::new(self.config.clone(), &snapshot);
         let queue = Arc::new(DesiredQueue::default());
         let deliver_cancel = ctx.cancel.child_token();
@@ -78,40 +80,28 @@ impl OutputSink for NotifySink {
                 .with_registry(ctx.registry.clone())
                 .run(deliver_cancel.clone()),
         );
-        loop {
-            let received = tokio::select! {
-                () = ctx.cancel.cancelled() => break,
-                r = changes.recv() => r,
-            };
-            match received {
-                Ok(event) => {
-                    if let Some((key, desired)) = planner.on_event(&event) {
-                        debug!(
-                            session = %event.session.id,
-                            state = %event.session.state,
-                            wish = desired.label(),
-                            "notification wish"
-                        );
+        while let Some(followed) = follower.next().await {
+            match followed {
+                Followed::Changes(changes) => {
+                    for event in &changes {
+                        if let Some((key, desired)) = planner.on_event(event) {
+                            debug!(
+                                session = %event.session.id,
+                                state = %event.session.state,
+                                wish = desired.label(),
+                                "notification wish"
+                            );
+                            queue.push(key, desired);
+                        }
+                    }
+                }
+                Followed::Resync { snapshot, missed } => {
+                    // Old changes are old news: resynchronise, never replay them.
+                    warn!(missed, "notify fell behind the registry; resynchronising");
+                    for (key, desired) in planner.resync(&snapshot) {
                         queue.push(key, desired);
                     }
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    // Old changes are old news: resynchronise, never replay them.
-                    warn!(missed, "notify fell behind the registry; resynchronising");
-                    match ctx.registry.subscribe().await {
-                        Ok((snapshot, fresh)) => {
-                            changes = fresh;
-                            for (key, desired) in planner.resync(&snapshot) {
-                                queue.push(key, desired);
-                            }
-                        }
-                        Err(e) => {
-                            debug!(error = %e, "registry gone while resynchronising");
-                            break;
-                        }
-                    }
-                }
-                Err(RecvError::Closed) => break,
             }
         }
         deliver_cancel.cancel();

@@ -1,17 +1,17 @@
-//! The hand-off between the task that reads registry changes and the task that talks D-Bus.
+//! The hand-off between the task that reads registry changes and the task that talks D-Bus:
+//! atm-core's bounded coalescing queue ([`SharedQueue`]) holding only the latest wish per session
+//! ([`QueuePolicy::latest_per_key`]).
 //!
 //! One slot per session: a newer wish for a session replaces the older one (the latest state is
 //! the only one worth showing), so a slow or absent notification server never makes the reader
 //! wait and never grows memory beyond one entry per session. The map is additionally capped at
 //! [`MAX_SESSIONS`]; when full, a wish for a session not yet in it is dropped and counted (the
 //! registry's own session cap is lower by default, so this is a safety net, not a policy users
-//! meet).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! meet). There is no resync in the queue: when the reader lags it resynchronises its planner
+//! from a fresh snapshot, which pushes the wishes that bring every session up to date.
 
 use atm_core::SessionKey;
-use tokio::sync::Notify;
+use atm_core::coalesce::{Pushed, QueuePolicy, SharedQueue};
 use tracing::warn;
 
 use crate::plan::Desired;
@@ -19,51 +19,40 @@ use crate::plan::Desired;
 /// The most sessions with a wish waiting.
 pub const MAX_SESSIONS: usize = 16_384;
 
-#[derive(Default)]
 pub struct DesiredQueue {
-    slots: Mutex<Slots>,
-    wake: Notify,
+    queue: SharedQueue<SessionKey, (SessionKey, Desired)>,
 }
 
-#[derive(Default)]
-struct Slots {
-    map: HashMap<SessionKey, Desired>,
-    dropped: u64,
+impl Default for DesiredQueue {
+    fn default() -> Self {
+        Self {
+            queue: SharedQueue::new(QueuePolicy::latest_per_key(MAX_SESSIONS)),
+        }
+    }
 }
 
 impl DesiredQueue {
     /// Records the latest wish for `key`. Never waits.
     pub fn push(&self, key: SessionKey, desired: Desired) {
+        let slot = key.clone();
+        if let Pushed::Dropped { total } = self.queue.push(&slot, (key, desired))
+            && total.is_power_of_two()
         {
-            let Ok(mut slots) = self.slots.lock() else {
-                return;
-            };
-            if slots.map.len() >= MAX_SESSIONS && !slots.map.contains_key(&key) {
-                slots.dropped += 1;
-                if slots.dropped.is_power_of_two() {
-                    warn!(
-                        dropped = slots.dropped,
-                        "notification queue full; dropping notifications for new sessions"
-                    );
-                }
-                return;
-            }
-            slots.map.insert(key, desired);
+            warn!(
+                dropped = total,
+                "notification queue full; dropping notifications for new sessions"
+            );
         }
-        self.wake.notify_one();
     }
 
     /// Takes every waiting wish.
     pub fn drain(&self) -> Vec<(SessionKey, Desired)> {
-        match self.slots.lock() {
-            Ok(mut slots) => slots.map.drain().collect(),
-            Err(_) => Vec::new(),
-        }
+        self.queue.take().entries
     }
 
     /// Resolves once something was pushed since the last wake-up.
     pub async fn changed(&self) {
-        self.wake.notified().await;
+        self.queue.ready().await;
     }
 }
 

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::outbox::{Item, Outbox, Work};
-use crate::table::{ListJob, Shared};
+use crate::render::ListJob;
+use crate::table::Shared;
 
 /// Longest client id we keep, in characters.
 const MAX_CLIENT_ID: usize = 128;
@@ -38,7 +39,7 @@ pub(crate) async fn serve(
 ) {
     let conn = shared.new_connection_id();
     let (read, write) = stream.into_split();
-    let outbox = Arc::new(Outbox::new(shared.config.queue_capacity));
+    let outbox = Arc::new(Outbox::new(shared.config.queue_policy()));
     let writer = tokio::spawn(run_writer(
         write,
         outbox.clone(),

@@ -3,12 +3,12 @@
 //! (`shared/docs/protocol-v1.md`).
 //!
 //! Shape, and why:
-//! - [`table`]: ONE fan-out task follows the registry and renders every change once into a
-//!   shared line; lists are spliced from the same rendered views. Per-subscriber work is a
-//!   reference-count increment, so 1,000 subscribers cost what one does.
-//! - [`outbox`]: every connection has a bounded queue with a stated overflow policy (replies
-//!   wait, updates coalesce per session, then a resync), so one slow client never delays
-//!   another client, the fan-out, or the registry.
+//! - [`table`]: ONE fan-out task follows the registry (`atm_core::registry_follow`) and hands every
+//!   change, rendered once ([`render`]) into a shared line, to the subscribers. Per-subscriber
+//!   work is a reference-count increment, so 1,000 subscribers cost what one does.
+//! - [`outbox`]: every connection has a bounded queue (atm-core's coalescing queue) with a
+//!   stated overflow policy (replies wait, updates queue, then a resync), so one slow client
+//!   never delays another client, the fan-out, or the registry.
 //! - [`connection`]: per connection a reader (protocol, handshake, limits) and a writer (batched
 //!   vectored writes, write timeout). Idle clients are never dropped once connected.
 //!
@@ -17,6 +17,7 @@
 
 mod connection;
 mod outbox;
+mod render;
 mod table;
 
 use std::os::unix::fs::MetadataExt;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use atm_core::coalesce::{Overflow, QueuePolicy, ResyncAt};
 use atm_core::plugin::{ConfigError, OutputSink, PluginError, SinkContext, duration};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
 use atm_core::unix_socket::{BindError, bind_private, check_peer};
@@ -116,6 +118,19 @@ impl SocketConfig {
             }
         }
         Ok(())
+    }
+
+    /// The overflow policy of each connection's queue (see `outbox`): `queue_capacity` items in
+    /// order, then updates coalesced per session up to `max_coalesced` sessions and
+    /// `max_coalesce_age`, then a resync after what is queued (replies are never dropped).
+    pub(crate) fn queue_policy(&self) -> QueuePolicy {
+        QueuePolicy {
+            ordered: self.queue_capacity.max(1),
+            max_keys: self.max_coalesced,
+            max_age: Some(self.max_coalesce_age),
+            on_overflow: Overflow::Resync,
+            resync: ResyncAt::AfterQueued,
+        }
     }
 
     /// Where to listen: `socket`, else `$ATM_SOCKET`, else `<runtime_dir>/atm.sock`.

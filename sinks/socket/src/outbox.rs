@@ -1,30 +1,34 @@
 //! One connection's outgoing queue, shared by its reader (replies), the fan-out (updates) and
-//! its writer.
+//! its writer: a [`CoalescingQueue`] (atm-core's one latest-per-key queue with resync) plus
+//! the connection's subscription, under one lock.
 //!
-//! Overflow policy, the reason this module exists:
+//! Overflow policy, the reason this module exists ([`SocketConfig::queue_policy`]):
 //! - Replies (`pong`, `error`, lists) are never dropped: when the queue is full the reader waits,
 //!   which stops it reading the socket (the client's own backpressure).
 //! - Updates never wait, so the fan-out never waits for a subscriber. While the queue has room
 //!   they are queued in order. Once it is full the subscriber is behind: further updates are
 //!   coalesced, keeping only the latest line per session id (removals too), and written after
-//!   the queue drains. If the coalesced set grows past `max_coalesced` sessions or stays unsent
-//!   longer than `max_coalesce_age`, it is dropped and the subscriber gets a fresh
-//!   `session_list` (a resync) once it catches up; updates meanwhile are covered by that list.
+//!   the queue drains. If the coalesced set grows past `max_coalesced` sessions (default 0: at
+//!   once) or stays unsent longer than `max_coalesce_age`, it is dropped and the subscriber gets
+//!   a fresh `session_list` (a resync) once what is queued is written
+//!   ([`ResyncAt::AfterQueued`](atm_core::coalesce::ResyncAt)); updates meanwhile are covered by
+//!   that list, which is taken from the table when the writer reaches it.
 //! - A writer blocked longer than `write_timeout` disconnects its client (see `connection`).
 //!
 //! Memory per connection is therefore bounded by `queue_capacity` items plus `max_coalesced`
-//! shared lines, whatever the client does.
+//! shared lines, whatever the client does, and a burst's room is given back once it drains.
+//!
+//! [`SocketConfig::queue_policy`]: crate::SocketConfig::queue_policy
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
 
+use atm_core::coalesce::{CoalescingQueue, Pushed, QueuePolicy};
 use bytes::{Buf, Bytes};
 use tokio::sync::Notify;
 
-use crate::SocketConfig;
-use crate::table::ListJob;
+use crate::render::ListJob;
 
 /// Lines handed to the writer at once (one vectored write each, at most).
 const WRITE_BATCH: usize = 256;
@@ -49,33 +53,31 @@ pub(crate) enum Work {
     Idle,
 }
 
-#[derive(Default)]
 struct State {
-    queue: VecDeque<Item>,
-    coalesced: HashMap<String, Bytes>,
-    coalescing_since: Option<Instant>,
-    resync: bool,
+    /// Replies and updates in write order, then coalesced updates keyed by session id.
+    queue: CoalescingQueue<String, Item>,
     /// `None`: not subscribed; `Some(None)`: every session; `Some(Some(id))`: one.
     subscription: Option<Option<String>>,
     /// No more writes will happen (the writer gave up or the connection ended).
     aborted: bool,
-    resyncs: u64,
 }
 
 pub(crate) struct Outbox {
     state: Mutex<State>,
     writer_wake: Notify,
     space: Notify,
-    capacity: usize,
 }
 
 impl Outbox {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(policy: QueuePolicy) -> Self {
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                queue: CoalescingQueue::new(policy),
+                subscription: None,
+                aborted: false,
+            }),
             writer_wake: Notify::new(),
             space: Notify::new(),
-            capacity: capacity.max(1),
         }
     }
 
@@ -95,9 +97,9 @@ impl Outbox {
                 if s.aborted {
                     return false;
                 }
-                if s.queue.len() < self.capacity {
+                if s.queue.has_room() {
                     if let Some(i) = item.take() {
-                        s.queue.push_back(i);
+                        s.queue.push_in_order(i);
                     }
                     drop(s);
                     self.writer_wake.notify_one();
@@ -117,7 +119,7 @@ impl Outbox {
                 if s.aborted {
                     return false;
                 }
-                if s.queue.len() < self.capacity {
+                if s.queue.has_room() {
                     return true;
                 }
             }
@@ -130,7 +132,7 @@ impl Outbox {
     pub(crate) fn push_now(&self, item: Item) {
         let mut s = self.lock();
         if !s.aborted {
-            s.queue.push_back(item);
+            s.queue.push_in_order(item);
         }
         drop(s);
         self.writer_wake.notify_one();
@@ -141,7 +143,6 @@ impl Outbox {
         let mut s = self.lock();
         s.aborted = true;
         s.queue.clear();
-        s.coalesced.clear();
         drop(s);
         self.writer_wake.notify_one();
         self.space.notify_one();
@@ -150,11 +151,10 @@ impl Outbox {
     pub(crate) fn start_subscription(&self, filter: Option<String>, list: ListJob) {
         let mut s = self.lock();
         s.subscription = Some(filter);
-        s.coalesced.clear();
-        s.coalescing_since = None;
-        s.resync = false;
+        // The list covers whatever was coalesced or due for a resync.
+        s.queue.forget_updates();
         if !s.aborted {
-            s.queue.push_back(Item::List(list));
+            s.queue.push_in_order(Item::List(list));
         }
         drop(s);
         self.writer_wake.notify_one();
@@ -163,46 +163,32 @@ impl Outbox {
     pub(crate) fn end_subscription(&self) {
         let mut s = self.lock();
         s.subscription = None;
-        s.coalesced.clear();
-        s.coalescing_since = None;
-        s.resync = false;
+        s.queue.forget_updates();
     }
 
     /// The registry's stream was lost: send a fresh list when caught up.
     pub(crate) fn request_resync(&self) {
         let mut s = self.lock();
         if s.subscription.is_some() {
-            s.coalesced.clear();
-            s.coalescing_since = None;
-            s.resync = true;
+            s.queue.request_resync();
         }
         drop(s);
         self.writer_wake.notify_one();
     }
 
     /// Offers one change to this subscriber (never waits; see the module docs).
-    pub(crate) fn deliver(&self, id: &str, line: &Bytes, config: &SocketConfig) {
+    pub(crate) fn deliver(&self, id: &str, line: &Bytes) {
         let mut s = self.lock();
         let interested = match &s.subscription {
             Some(None) => true,
             Some(Some(only)) => only == id,
             None => false,
         };
-        if !interested || s.aborted || s.resync {
+        if !interested || s.aborted {
             return;
         }
-        if s.coalesced.is_empty() && s.queue.len() < self.capacity {
-            s.queue.push_back(Item::Line(line.clone()));
-        } else {
-            let since = *s.coalescing_since.get_or_insert_with(Instant::now);
-            s.coalesced.insert(id.to_owned(), line.clone());
-            if s.coalesced.len() > config.max_coalesced || since.elapsed() > config.max_coalesce_age
-            {
-                s.coalesced = HashMap::new();
-                s.coalescing_since = None;
-                s.resync = true;
-                s.resyncs += 1;
-            }
+        if let Pushed::Covered = s.queue.push(id, Item::Line(line.clone())) {
+            return;
         }
         drop(s);
         self.writer_wake.notify_one();
@@ -214,42 +200,39 @@ impl Outbox {
         if s.aborted {
             return Work::Close;
         }
-        let work = match s.queue.front() {
+        let queue = &mut s.queue;
+        let work = match queue.front() {
             Some(Item::Line(_)) => {
                 let mut lines = LinesBuf::default();
                 while lines.len() < WRITE_BATCH
-                    && let Some(Item::Line(_)) = s.queue.front()
+                    && let Some(Item::Line(_)) = queue.front()
                 {
-                    if let Some(Item::Line(l)) = s.queue.pop_front() {
+                    if let Some(Item::Line(l)) = queue.pop_front() {
                         lines.push(l);
                     }
                 }
                 Work::Lines(lines)
             }
-            Some(Item::List(_)) => match s.queue.pop_front() {
+            Some(Item::List(_)) => match queue.pop_front() {
                 Some(Item::List(job)) => Work::List(job),
                 _ => Work::Idle,
             },
             Some(Item::Close) => Work::Close,
-            None if !s.coalesced.is_empty() => {
+            None if queue.has_coalesced() => {
                 let mut lines = LinesBuf::default();
-                for (_, l) in s.coalesced.drain() {
-                    lines.push(l);
+                for item in queue.take_coalesced() {
+                    if let Item::Line(l) = item {
+                        lines.push(l);
+                    }
                 }
-                s.coalescing_since = None;
                 Work::Lines(lines)
             }
-            None if s.resync => Work::Resync,
+            None if queue.resync_due() => Work::Resync,
             None => Work::Idle,
         };
         // A burst may have grown the queue to thousands of slots; once it drains, give them
         // back rather than keep the peak for every connection that ever lagged.
-        if s.queue.is_empty() && s.queue.capacity() > IDLE_QUEUE_SLOTS {
-            s.queue.shrink_to(IDLE_QUEUE_SLOTS);
-        }
-        if s.coalesced.is_empty() && s.coalesced.capacity() > IDLE_QUEUE_SLOTS {
-            s.coalesced.shrink_to(IDLE_QUEUE_SLOTS);
-        }
+        queue.release_idle_capacity(IDLE_QUEUE_SLOTS);
         drop(s);
         if !matches!(work, Work::Idle) {
             self.space.notify_one();
@@ -257,17 +240,16 @@ impl Outbox {
         work
     }
 
-    /// Takes a due resync: clears the flag and builds the list with `list` while the outbox is
+    /// Takes a due resync: clears it and builds the list with `list` while the outbox is
     /// locked (the caller holds the table's read lock, so no change falls in between).
     pub(crate) fn take_resync(
         &self,
         list: impl FnOnce(Option<&str>) -> ListJob,
     ) -> Option<ListJob> {
         let mut s = self.lock();
-        if !s.resync || s.aborted {
+        if s.aborted || !s.queue.take_resync() {
             return None;
         }
-        s.resync = false;
         let filter = s.subscription.clone()?;
         Some(list(filter.as_deref()))
     }
@@ -278,7 +260,7 @@ impl Outbox {
 
     /// How many times this subscriber was resynced after falling behind.
     pub(crate) fn resyncs(&self) -> u64 {
-        self.lock().resyncs
+        self.lock().queue.resyncs()
     }
 }
 
@@ -340,15 +322,17 @@ impl Buf for LinesBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SocketConfig;
     use std::time::Duration;
 
-    fn config(max_coalesced: usize) -> SocketConfig {
+    fn config(max_coalesced: usize) -> QueuePolicy {
         SocketConfig {
             queue_capacity: 2,
             max_coalesced,
             max_coalesce_age: Duration::from_secs(60),
             ..SocketConfig::default()
         }
+        .queue_policy()
     }
 
     fn drain_lines(o: &Outbox) -> Vec<Bytes> {
@@ -365,15 +349,15 @@ mod tests {
                 Work::Idle => return out,
                 Work::Resync => {
                     out.push(Bytes::from_static(b"RESYNC"));
-                    o.lock().resync = false;
+                    assert!(o.lock().queue.take_resync());
                 }
                 _ => panic!("unexpected work"),
             }
         }
     }
 
-    fn subscribed(capacity: usize) -> Outbox {
-        let o = Outbox::new(capacity);
+    fn subscribed(policy: QueuePolicy) -> Outbox {
+        let o = Outbox::new(policy);
         o.lock().subscription = Some(None);
         o
     }
@@ -381,7 +365,7 @@ mod tests {
     #[test]
     fn a_full_queue_coalesces_to_the_latest_line_per_session() {
         let cfg = config(100);
-        let o = subscribed(cfg.queue_capacity);
+        let o = subscribed(cfg);
         for (id, line) in [
             ("a", "a1"),
             ("b", "b1"),
@@ -389,22 +373,22 @@ mod tests {
             ("b", "b2"),
             ("a", "a3"),
         ] {
-            o.deliver(id, &Bytes::from(line), &cfg);
+            o.deliver(id, &Bytes::from(line));
         }
         let mut got = drain_lines(&o);
         got[2..].sort();
         assert_eq!(got, ["a1", "b1", "a3", "b2"]);
         // Once drained, updates queue in order again.
-        o.deliver("c", &Bytes::from_static(b"c1"), &cfg);
+        o.deliver("c", &Bytes::from_static(b"c1"));
         assert_eq!(drain_lines(&o), ["c1"]);
     }
 
     #[test]
     fn too_many_coalesced_sessions_turn_into_a_resync() {
         let cfg = config(2);
-        let o = subscribed(cfg.queue_capacity);
+        let o = subscribed(cfg);
         for i in 0..10 {
-            o.deliver(&format!("s{i}"), &Bytes::from(format!("l{i}")), &cfg);
+            o.deliver(&format!("s{i}"), &Bytes::from(format!("l{i}")));
         }
         assert_eq!(drain_lines(&o), ["l0", "l1", "RESYNC"]);
         assert_eq!(o.resyncs(), 1);
@@ -413,11 +397,11 @@ mod tests {
     #[test]
     fn filters_and_unsubscribed_outboxes_receive_nothing_else() {
         let cfg = config(100);
-        let o = Outbox::new(8);
-        o.deliver("a", &Bytes::from_static(b"x"), &cfg);
+        let o = Outbox::new(cfg);
+        o.deliver("a", &Bytes::from_static(b"x"));
         o.lock().subscription = Some(Some("b".into()));
-        o.deliver("a", &Bytes::from_static(b"a"), &cfg);
-        o.deliver("b", &Bytes::from_static(b"b"), &cfg);
+        o.deliver("a", &Bytes::from_static(b"a"));
+        o.deliver("b", &Bytes::from_static(b"b"));
         assert_eq!(drain_lines(&o), ["b"]);
     }
 
@@ -438,16 +422,18 @@ mod tests {
 
     #[test]
     fn a_drained_queue_gives_its_burst_capacity_back() {
-        let o = subscribed(10_000);
-        let cfg = SocketConfig {
-            queue_capacity: 10_000,
-            ..SocketConfig::default()
-        };
+        let o = subscribed(
+            SocketConfig {
+                queue_capacity: 10_000,
+                ..SocketConfig::default()
+            }
+            .queue_policy(),
+        );
         for i in 0..5_000 {
-            o.deliver(&format!("s{i}"), &Bytes::from_static(b"x\n"), &cfg);
+            o.deliver(&format!("s{i}"), &Bytes::from_static(b"x\n"));
         }
-        assert!(o.lock().queue.capacity() >= 5_000);
+        assert!(o.lock().queue.ordered_capacity() >= 5_000);
         assert_eq!(drain_lines(&o).len(), 5_000);
-        assert!(o.lock().queue.capacity() <= IDLE_QUEUE_SLOTS);
+        assert!(o.lock().queue.ordered_capacity() <= IDLE_QUEUE_SLOTS);
     }
 }
