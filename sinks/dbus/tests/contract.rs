@@ -55,7 +55,8 @@ async fn the_sink_stops_when_the_registry_stops() {
     let bus = PrivateBus::start();
     let harness = TestHarness::new(dir.path()).await;
     let sink = start_sink(&harness, config(&bus.address));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Stopped while serving, not while starting.
+    wait_for_sessions(&client(&bus.address).await, 0).await;
     harness.registry.shutdown().await.unwrap();
     tokio::time::timeout(Duration::from_secs(3), sink)
         .await

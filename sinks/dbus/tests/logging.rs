@@ -7,7 +7,6 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use atm_core::testing::TestHarness;
 use common::*;
@@ -38,7 +37,8 @@ async fn one_line_per_outage_not_per_retry() {
     let captured = Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
+        // Retries log at debug level: counted to know that several happened.
+        .with_env_filter("info,sink_dbus=debug")
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .init();
@@ -48,8 +48,12 @@ async fn one_line_per_outage_not_per_retry() {
     let address = format!("unix:path={}", socket.display());
     let harness = TestHarness::new(dir.path()).await;
     let sink = start_sink(&harness, config(&address));
-    // 50 ms doubling up to 400 ms: about eight attempts in two seconds.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // 50 ms doubling up to 400 ms: several attempts, only the first one a warning.
+    wait_until("four failed attempts", || {
+        let c = captured.clone();
+        async move { c.lines_with("D-Bus still unavailable") >= 3 }
+    })
+    .await;
     assert_eq!(captured.lines_with("D-Bus service unavailable"), 1);
     assert_eq!(
         captured.lines_with("WARN"),
@@ -60,7 +64,7 @@ async fn one_line_per_outage_not_per_retry() {
     let mut bus = FixedBus::start(&socket);
     let conn = client(&address).await;
     wait_for_sessions(&conn, 0).await;
-    eventually("the end of the outage is logged", || {
+    wait_until("the end of the outage is logged", || {
         let c = captured.clone();
         async move { c.lines_with("D-Bus service back on the") == 1 }
     })
@@ -68,15 +72,20 @@ async fn one_line_per_outage_not_per_retry() {
 
     // A second outage: the bus goes away, then comes back.
     drop(conn);
+    let retries_before = captured.lines_with("D-Bus still unavailable");
     bus.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until("four failed attempts in the second outage", || {
+        let c = captured.clone();
+        async move { c.lines_with("D-Bus still unavailable") >= retries_before + 3 }
+    })
+    .await;
     assert_eq!(
         captured.lines_with("WARN"),
         2,
         "one more warning for the second outage"
     );
     let _bus = FixedBus::start(&socket);
-    eventually("the end of the second outage is logged", || {
+    wait_until("the end of the second outage is logged", || {
         let c = captured.clone();
         async move { c.lines_with("D-Bus service back on the") == 2 }
     })

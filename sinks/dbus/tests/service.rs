@@ -344,7 +344,7 @@ async fn manager_methods_and_properties_answer_over_the_bus() {
         .build()
         .await
         .unwrap();
-    eventually("AttentionCount 1", || {
+    wait_until("AttentionCount 1", || {
         let m = monitor.clone();
         async move { m.attention_count().await.ok() == Some(1) }
     })
@@ -612,7 +612,7 @@ async fn a_burst_through_tiny_queues_ends_in_the_registry_state() {
         .map(|s| (s.id.to_string(), s.state.to_string()))
         .collect();
     expected.sort();
-    eventually("the bus shows the registry's final state", || {
+    wait_until("the bus shows the registry's final state", || {
         let conn = conn.clone();
         let expected = expected.clone();
         async move {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atm_core::chrono::{TimeDelta, Utc};
-use atm_core::testing::{PrivateBus, TestHarness, TmuxServer};
+use atm_core::testing::{PrivateBus, TestHarness, TmuxServer, wait_for, wait_until};
 use atm_core::{
     AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId, UsageUpdate,
 };
@@ -62,6 +62,8 @@ struct TestServer {
     capabilities: Vec<String>,
     failing: Arc<AtomicBool>,
     hanging: Arc<AtomicBool>,
+    /// `Notify` calls received, answered or not.
+    calls: Arc<AtomicU32>,
 }
 
 #[zbus::interface(name = "org.freedesktop.Notifications")]
@@ -78,6 +80,7 @@ impl TestServer {
         hints: HashMap<String, OwnedVariant>,
         _expire_timeout: i32,
     ) -> fdo::Result<u32> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         if self.hanging.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
@@ -143,6 +146,7 @@ struct Server {
     record: Arc<Mutex<Record>>,
     failing: Arc<AtomicBool>,
     hanging: Arc<AtomicBool>,
+    calls: Arc<AtomicU32>,
 }
 
 impl Server {
@@ -154,8 +158,10 @@ impl Server {
         let record = Arc::new(Mutex::new(Record::default()));
         let failing = Arc::new(AtomicBool::new(failing));
         let hanging = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU32::new(0));
         let server = TestServer {
             hanging: hanging.clone(),
+            calls: calls.clone(),
             record: record.clone(),
             next_id: AtomicU32::new(1),
             capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
@@ -172,7 +178,16 @@ impl Server {
             record,
             failing,
             hanging,
+            calls,
         }
+    }
+
+    /// Waits until the sink has called `Notify` at least `n` times, answered or not.
+    async fn wait_calls(&self, n: u32) {
+        wait_until(&format!("{n} Notify call(s)"), || async {
+            self.calls.load(Ordering::SeqCst) >= n
+        })
+        .await;
     }
 
     fn notified(&self) -> Vec<Notified> {
@@ -190,37 +205,25 @@ impl Server {
             .expect("ActionInvoked emitted");
     }
 
-    /// Waits (up to 5 s) until `n` notifications arrived whose summary contains `needle`.
+    /// Waits until `n` notifications arrived whose summary contains `needle`.
     async fn wait_notified(&self, needle: &str, n: usize) -> Vec<Notified> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        let what = format!("{n} notification(s) about {needle:?}");
+        wait_for(&what, || async {
             let got: Vec<Notified> = self
                 .notified()
                 .into_iter()
                 .filter(|c| c.summary.contains(needle))
                 .collect();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} notification(s) about {needle:?}; got {:#?}",
-                self.notified()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (got.len() >= n).then_some(got)
+        })
+        .await
     }
 
     async fn wait_closed(&self, id: u32) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.closed().contains(&id) {
-            assert!(
-                Instant::now() < deadline,
-                "notification {id} was not closed; closed: {:?}",
-                self.closed()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(&format!("notification {id} closed"), || async {
+            self.closed().contains(&id)
+        })
+        .await;
     }
 }
 
@@ -257,10 +260,20 @@ impl Setup {
             panic!("notify is not a sink")
         };
         let sink = factory(&atm_core::toml::Value::Table(table)).unwrap();
+        // The sink subscribes to the registry before its deliverer connects: a new name on the
+        // bus means the first event will be seen.
+        let watcher = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let names = zbus::fdo::DBusProxy::new(&watcher).await.unwrap();
+        let before = names.list_names().await.unwrap().len();
         let ctx = harness.sink_context("notify");
         let sink = tokio::spawn(async move { sink.run(ctx).await });
-        // Let it subscribe before the first event.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_until("the sink to subscribe and connect to the bus", || async {
+            names.list_names().await.unwrap().len() > before
+        })
+        .await;
         Self {
             harness,
             sink,
@@ -649,11 +662,10 @@ async fn the_default_action_selects_the_sessions_tmux_pane() {
         .await;
     // The click focuses where the session is now.
     server.invoke(got[0].id, "default").await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while active() != first {
-        assert!(Instant::now() < deadline, "pane {first} was not selected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(&format!("pane {first} to be selected"), || async {
+        active() == first
+    })
+    .await;
     let panes = tmux.run(&[
         "list-panes",
         "-a",
@@ -696,11 +708,10 @@ async fn no_notification_while_the_pane_is_watched_by_an_attached_client() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("script (util-linux) runs");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tmux.run(&["list-clients", "-F", "#{pane_id}"]).trim() != watched {
-        assert!(Instant::now() < deadline, "the tmux client did not attach");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the tmux client to attach", || async {
+        tmux.run(&["list-clients", "-F", "#{pane_id}"]).trim() == watched
+    })
+    .await;
 
     let bus = PrivateBus::start();
     let server = Server::start(&bus).await;
@@ -778,7 +789,7 @@ async fn a_failing_server_is_retried_and_never_stops_the_sink() {
     let setup = Setup::start(&bus, "").await;
     let a = source("retry", None);
     setup.now(&a, permission("Bash", "a && b")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.wait_calls(1).await;
     assert!(server.notified().is_empty());
     server.failing.store(false, Ordering::SeqCst);
     // Retried after the backoff (1 s first).
@@ -798,7 +809,8 @@ async fn a_hanging_server_neither_blocks_the_registry_nor_delays_stopping() {
     setup
         .now(&source("hang", None), permission("Bash", "ls"))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The deliverer is inside the call that hangs.
+    server.wait_calls(1).await;
     for i in 0..20 {
         setup
             .now(&source(&format!("more{i}"), None), permission("Bash", "ls"))
@@ -876,17 +888,13 @@ async fn focus_command_runs_for_the_focus_action_and_dismissals_are_forgotten() 
     // An action on an id that is not ours does nothing; "focus" on ours runs the command.
     server.invoke(got[0].id + 1000, "focus").await;
     server.invoke(got[0].id, "focus").await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&marker)
-            && !text.is_empty()
-        {
-            assert_eq!(text, "custom ");
-            break;
-        }
-        assert!(Instant::now() < deadline, "focus_command did not run");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let text = wait_for("focus_command to run", || async {
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|t| !t.is_empty())
+    })
+    .await;
+    assert_eq!(text, "custom ");
     // The user dismisses it (reason 2): the next state gets a fresh notification.
     server
         .conn

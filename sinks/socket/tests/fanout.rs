@@ -85,9 +85,17 @@ async fn a_stuck_subscriber_never_costs_the_others_an_update() {
         assert_eq!(tokio::time::timeout(WAIT, r).await.unwrap().unwrap(), 3000);
     }
     // The stuck one is disconnected once a write has been blocked for the write timeout,
-    // rather than buffered without bound. (Its last line may be cut: it was mid-write.)
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // rather than buffered without bound. (Its last line may be cut: it was mid-write.) It is
+    // closed when writing to it fails; blank lines are ignored by the server, so probing with
+    // them adds nothing to what it queues.
     let mut stuck = stuck;
+    let probe = tokio::sync::Mutex::new(&mut stuck.writer);
+    atm_core::testing::wait_until("the stuck subscriber to be disconnected", || async {
+        tokio::io::AsyncWriteExt::write_all(*probe.lock().await, b"\n")
+            .await
+            .is_err()
+    })
+    .await;
     let mut rest = Vec::new();
     let read = tokio::time::timeout(
         WAIT,

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use atm_core::control::{ControlRequest, RescanReport};
+use atm_core::testing::{wait_for, wait_until};
 use common::*;
 use serde_json::json;
 use sink_socket::SocketConfig;
@@ -114,6 +115,12 @@ async fn malformed_unknown_and_non_utf8_messages_get_errors_and_stay_open() {
     server.stop().await;
 }
 
+/// A gap between two writes, so that the first part is likely read on its own. Not a wait for
+/// anything: the assertions hold either way, the gap only makes the split real.
+async fn pause_between_writes() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
 #[tokio::test]
 async fn a_line_split_across_writes_is_one_message() {
     let server = Server::start(config()).await;
@@ -121,7 +128,7 @@ async fn a_line_split_across_writes_is_one_message() {
     let line = atm_core::protocol::client_line("connect", serde_json::Map::new());
     let (head, tail) = line.split_at(7);
     c.send_raw(head).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    pause_between_writes().await;
     c.send_raw(tail).await;
     assert_eq!(c.recv().await["type"], "connected");
     // Two messages in one write, the second split mid-character of a UTF-8 id.
@@ -129,7 +136,7 @@ async fn a_line_split_across_writes_is_one_message() {
         b"{\"type\":\"ping\",\"seq\":1}\n{\"type\":\"subscribe\",\"session_id\":\"\xc3".to_vec();
     c.send_raw(&buf).await;
     assert_eq!(c.recv().await, json!({"type": "pong", "seq": 1}));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    pause_between_writes().await;
     buf = b"\xa9t\xc3\xa9\"}\n".to_vec();
     c.send_raw(&buf).await;
     let list = c.recv().await;
@@ -147,18 +154,16 @@ async fn list_sessions_returns_views_in_registry_order() {
         add_session(&server, id).await;
     }
     set_cost(&server, "s-2", 1.25).await;
-    let mut c = server.connected(None).await;
+    let c = server.connected(None).await;
     // The sink follows the registry asynchronously: poll until it has caught up.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let list = loop {
+    let c = tokio::sync::Mutex::new(c);
+    let list = wait_for("the sink to list s-2 at $1.25", || async {
+        let mut c = c.lock().await;
         c.send("list_sessions", json!({})).await;
         let list = c.recv().await;
-        if list["sessions"][1]["cost_usd"] == 1.25 {
-            break list;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{list}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (list["sessions"][1]["cost_usd"] == 1.25).then_some(list)
+    })
+    .await;
     assert_eq!(list_ids(&list), ["s-1", "s-2", "s-3"]);
     let view = &list["sessions"][1];
     for field in [
@@ -209,10 +214,17 @@ async fn subscribe_sends_the_list_then_updates_and_removals_until_unsubscribed()
     );
     c.send("unsubscribe", json!({})).await;
     assert!(c.sync(1).await.is_empty());
+    // A subscriber that sees both changes proves the fan-out has handed them out: nothing may
+    // reach the unsubscribed client before its pong.
+    let mut witness = server.connected(None).await;
+    witness.send("subscribe", json!({})).await;
+    witness.recv().await;
     set_cost(&server, "b", 9.0).await;
     add_session(&server, "c").await;
-    // Give the fan-out a moment; nothing may arrive before the pong.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut mirror = Mirror::default();
+    while !mirror.sessions.contains_key("c") {
+        mirror.apply(&witness.recv().await);
+    }
     assert!(c.sync(2).await.is_empty());
     server.stop().await;
 }
@@ -222,15 +234,16 @@ async fn subscribe_with_a_filter_sees_only_that_session() {
     let server = Server::start(config()).await;
     add_session(&server, "keep").await;
     add_session(&server, "other").await;
-    let mut c = server.connected(None).await;
+    let c = server.connected(None).await;
     // Wait until the sink knows both sessions, then subscribe to one.
-    loop {
+    let c = tokio::sync::Mutex::new(c);
+    wait_until("the sink to know both sessions", || async {
+        let mut c = c.lock().await;
         c.send("list_sessions", json!({})).await;
-        if list_ids(&c.recv().await).len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        list_ids(&c.recv().await).len() == 2
+    })
+    .await;
+    let mut c = c.into_inner();
     c.send("subscribe", json!({"session_id": "keep"})).await;
     assert_eq!(list_ids(&c.recv().await), ["keep"]);
     set_cost(&server, "other", 1.0).await;
@@ -351,6 +364,7 @@ async fn silence_before_the_handshake_closes_but_idle_clients_stay() {
         ..config()
     })
     .await;
+    let idle_since = tokio::time::Instant::now();
     let mut idle = server.connected(None).await;
     idle.send("subscribe", json!({})).await;
     idle.recv().await;
@@ -358,7 +372,9 @@ async fn silence_before_the_handshake_closes_but_idle_clients_stay() {
     // A partial line is not a handshake either.
     silent.send_raw(b"{\"type\":\"conn").await;
     silent.expect_closed().await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // What is tested is time itself: the idle client outlives twice the handshake timeout
+    // (most of which the silent client's closing already took).
+    tokio::time::sleep_until(idle_since + Duration::from_millis(600)).await;
     assert!(idle.sync(1).await.is_empty());
     server.stop().await;
 }
@@ -479,16 +495,11 @@ async fn connections_beyond_max_clients_get_too_many_clients() {
     c.expect_closed().await;
     drop(_b);
     // A freed slot is reusable.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    wait_until("the freed slot to be reusable", || async {
         let mut d = server.client().await;
-        let reply = d.handshake(None).await;
-        if reply["type"] == "connected" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        d.handshake(None).await["type"] == "connected"
+    })
+    .await;
     assert!(a.sync(1).await.is_empty());
     server.stop().await;
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use atm_core::testing::TestHarness;
+pub use atm_core::testing::wait_until;
 use atm_core::{AgentEvent, EventEnvelope, EventSource, Harness, ProcessIdentity, SessionId};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
@@ -106,24 +107,6 @@ pub fn ended() -> AgentEvent {
     }
 }
 
-/// Polls `check` every 25 ms for up to 5 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// Waits until the service owns its name and publishes `count` sessions.
 pub async fn wait_for_sessions(conn: &Connection, count: u32) {
     let monitor = MonitorProxy::builder(conn)
@@ -131,7 +114,7 @@ pub async fn wait_for_sessions(conn: &Connection, count: u32) {
         .build()
         .await
         .unwrap();
-    eventually(&format!("{count} sessions on the bus"), || {
+    wait_until(&format!("{count} sessions on the bus"), || {
         let monitor = monitor.clone();
         async move { monitor.session_count().await.ok() == Some(count) }
     })

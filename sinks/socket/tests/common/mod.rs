@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use atm_core::testing::TestHarness;
+use atm_core::testing::{TestHarness, wait_until};
 use atm_core::{
     AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId, StartSource,
     UsageUpdate,
@@ -51,15 +51,11 @@ impl Server {
         let sink = Box::new(SocketSink::new(config).unwrap());
         let ctx = harness.sink_context("socket");
         let task = tokio::spawn(async move { sink.run(ctx).await });
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while UnixStream::connect(&path).await.is_err() {
+        wait_until("the query socket comes up", || async {
             assert!(!task.is_finished(), "sink stopped while starting");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "socket never came up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            UnixStream::connect(&path).await.is_ok()
+        })
+        .await;
         Server {
             harness,
             path,
