@@ -1,8 +1,8 @@
 //! `BusTask`: owns the D-Bus connection and turns registry changes into objects and signals.
 //!
 //! It is the only writer of the [`Mirror`] and the only user of the connection, and it takes
-//! its input from the [`ChangeQueue`], so nothing it waits on (a slow bus, a reconnect) can reach the
-//! registry. Changes are applied to the mirror whether or not a bus is connected; connecting
+//! its input from the [`ChangeQueue`], so nothing it waits on (a slow bus, a reconnect) can
+//! reach the registry. Changes are applied to the mirror whether or not a bus is connected; connecting
 //! publishes the whole mirror before the well-known name is requested, so a client that sees
 //! the name appear finds every session already there.
 //!
@@ -11,9 +11,7 @@
 //! up to `retry_max`). Each outage is logged once when it starts (and again only if its cause
 //! changes), and once when it ends; the attempts in between log at debug level.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use zbus::connection::Builder;
-use zbus::fdo::{ObjectManager, Properties, RequestNameFlags};
-use zbus::names::InterfaceName;
+use zbus::fdo::{ObjectManager, RequestNameFlags};
 use zbus::object_server::SignalEmitter;
 use zbus::{Connection, Variant};
 
@@ -33,6 +30,9 @@ use crate::config::{BusKind, DbusConfig};
 use crate::handoff::ChangeQueue;
 use crate::path::MANAGER_PATH;
 use crate::props::{attention_summary, raises_attention};
+use crate::send::{
+    BusError, Outage, closed, emitter, properties_changed, send, sleep_until_opt, until_cancelled,
+};
 use crate::service::{
     Counts, MANAGER_INTERFACE, Manager, Published, SESSION_INTERFACE, SessionObject, SharedMirror,
 };
@@ -40,61 +40,6 @@ use crate::throttle::Throttle;
 
 /// Longest wait for connecting, authenticating and registering.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A bus that takes longer than this to accept one message is treated as gone.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why the service is not on the bus, as logged once per outage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outage {
-    /// No bus, a bus that went away or stopped answering: the same outage while it lasts.
-    NoBus,
-    /// A bus, but someone else owns the name.
-    NameTaken,
-}
-
-/// A failed D-Bus step.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    #[error("cannot reach the {bus}: {source} (is a bus running? set `address` to choose one)")]
-    Connect {
-        bus: String,
-        #[source]
-        source: zbus::Error,
-    },
-    #[error(
-        "the name {name} is owned by another process on the {bus} (another atmd?); waiting for it to be released"
-    )]
-    NameTaken { name: String, bus: String },
-    #[error("registering the D-Bus objects on the {bus} failed: {source}")]
-    Register {
-        bus: String,
-        #[source]
-        source: zbus::Error,
-    },
-    #[error("the {bus} did not answer within {}s", .after.as_secs())]
-    Timeout { bus: String, after: Duration },
-    #[error("the {bus} went away (the connection was closed)")]
-    Lost { bus: String },
-    #[error("sending on the {bus} failed: {source}")]
-    Send {
-        bus: String,
-        #[source]
-        source: zbus::Error,
-    },
-}
-
-impl BusError {
-    fn outage(&self) -> Outage {
-        match self {
-            Self::NameTaken { .. } => Outage::NameTaken,
-            Self::Connect { .. }
-            | Self::Register { .. }
-            | Self::Timeout { .. }
-            | Self::Lost { .. }
-            | Self::Send { .. } => Outage::NoBus,
-        }
-    }
-}
 
 /// A live registration: the connection and the emitter of the manager object.
 struct Live {
@@ -506,65 +451,5 @@ impl BusTask {
         }
         self.next_attempt = Instant::now() + retry_in;
         self.backoff = (self.backoff * 2).min(self.config.retry_max);
-    }
-}
-
-/// An emitter for one of our own paths (always valid: built from escaped segments).
-fn emitter(conn: &Connection, path: &str) -> Result<SignalEmitter<'static>, BusError> {
-    SignalEmitter::new(conn, path.to_owned()).map_err(|source| BusError::Send {
-        bus: format!("object path {path}"),
-        source,
-    })
-}
-
-/// One `PropertiesChanged` carrying exactly `changed`.
-async fn properties_changed(
-    emitter: &SignalEmitter<'_>,
-    interface: &'static str,
-    changed: HashMap<&str, Variant<'_>>,
-) -> zbus::Result<()> {
-    Properties::properties_changed(
-        emitter,
-        InterfaceName::from_static_str_unchecked(interface),
-        changed,
-        Cow::Borrowed(&[]),
-    )
-    .await
-}
-
-/// Runs one bus operation with the send timeout, naming the bus in the error.
-async fn send(bus: &str, op: impl Future<Output = zbus::Result<()>>) -> Result<(), BusError> {
-    match tokio::time::timeout(SEND_TIMEOUT, op).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(source)) => Err(BusError::Send {
-            bus: bus.to_owned(),
-            source,
-        }),
-        Err(_) => Err(BusError::Timeout {
-            bus: bus.to_owned(),
-            after: SEND_TIMEOUT,
-        }),
-    }
-}
-
-async fn until_cancelled<T>(cancel: &CancellationToken, f: impl Future<Output = T>) -> Option<T> {
-    tokio::select! {
-        biased;
-        () = cancel.cancelled() => None,
-        v = f => Some(v),
-    }
-}
-
-async fn closed(conn: Option<Connection>) {
-    match conn {
-        Some(c) => c.closed().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

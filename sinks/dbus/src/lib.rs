@@ -17,6 +17,7 @@ pub mod config;
 mod handoff;
 mod path;
 mod props;
+mod send;
 mod service;
 mod throttle;
 
