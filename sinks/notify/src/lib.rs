@@ -23,8 +23,8 @@ pub mod tmux;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atm_core::registry_follow::Followed;
 use atm_core::plugin::{OutputSink, PluginError, SinkContext};
+use atm_core::registry_follow::Followed;
 use tracing::{debug, warn};
 
 pub use config::{NotifyConfig, NotifyOn};

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use atm_core::control::ControlBus;
-use atm_core::registry_follow::{Followed, RegistryFollower};
 use atm_core::registry::{RegistryHandle, SessionChange, SessionEvent, Snapshot};
+use atm_core::registry_follow::{Followed, RegistryFollower};
 use atm_core::{Harness, Session, SessionId};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
