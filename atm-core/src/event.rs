@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Harness, ProcessIdentity, SessionId, UsageUpdate};
+use crate::model::{AgentState, Harness, ProcessIdentity, SessionId, UsageUpdate};
 
 /// Why a session (re)started. `Clear`, `Resume` and `Fork` bring a new session id for the same
 /// process: the registry re-keys instead of adding a second row.
@@ -53,9 +53,10 @@ pub enum AgentEvent {
         tool: String,
         detail: Option<String>,
     },
+    /// A tool call ended, whether it succeeded, failed or was denied: the agent goes on
+    /// thinking either way, which is all a watcher needs (no sink shows how a tool ended).
     ToolFinished {
         tool: Option<String>,
-        failed: bool,
     },
     PermissionRequested {
         tool: String,
@@ -74,9 +75,9 @@ pub enum AgentEvent {
     },
     Compacting,
     CompactFinished,
+    /// A subagent started; the session lists it among its children (by id) until it stops.
     SubagentStarted {
         agent_id: String,
-        agent_type: Option<String>,
     },
     SubagentStopped {
         agent_id: String,
@@ -184,4 +185,19 @@ impl EventEnvelope {
             at: Utc::now(),
         }
     }
+}
+
+/// A process found by a discovery adapter: what `RegistryHandle::register_discovered` takes.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub harness: Harness,
+    pub process: ProcessIdentity,
+    /// The agent's session id, when the adapter could learn it without a hook.
+    pub session_id: Option<SessionId>,
+    pub cwd: Option<String>,
+    pub tmux_pane: Option<String>,
+    /// What the agent itself said it was doing: sets the state until a hook has.
+    pub state_hint: Option<AgentState>,
+    pub usage: UsageUpdate,
+    pub adapter: String,
 }

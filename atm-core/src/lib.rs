@@ -2,7 +2,8 @@
 //!
 //! - [`model`]: sessions, identity, states, usage; [`view`]: the wire view clients read.
 //! - [`event`]: the agent-neutral `AgentEvent` vocabulary adapters translate into.
-//! - [`state`]: the state machine as a pure function.
+//! - [`state`]: the state machine as pure functions: the transition, what an event does to a
+//!   record, re-keying. [`limits`]: what one session may hold.
 //! - [`registry`]: the actor that owns every session, and its cheap `RegistryHandle`.
 //! - [`plugin`]: the `InputAdapter` / `OutputSink` traits and `register_plugin!`.
 //! - [`registry_follow`], [`coalesce`]: how a sink follows the registry (snapshot, changes, resync) and
@@ -25,6 +26,7 @@ pub mod fields;
 pub mod follow;
 pub mod ingest;
 pub mod ingest_adapter;
+pub mod limits;
 pub mod lines;
 pub mod model;
 pub mod paths;

@@ -299,7 +299,6 @@ pub struct Session {
     pub tmux_pane: Option<String>,
     pub usage: Usage,
     pub first_prompt: Option<String>,
-    pub parent_id: Option<SessionId>,
     /// Running subagents (their agent ids), in start order.
     pub children: Vec<String>,
     pub started_at: DateTime<Utc>,
@@ -344,7 +343,6 @@ impl Session {
             tmux_pane: None,
             usage: Usage::default(),
             first_prompt: None,
-            parent_id: None,
             children: Vec::new(),
             started_at: now,
             last_activity: now,

@@ -92,9 +92,7 @@ impl From<crate::registry::RegistryError> for WireError {
         use crate::registry::RegistryError;
         let code = match &e {
             RegistryError::RegistryFull { .. } => ErrorCode::RegistryFull,
-            RegistryError::Invalid { .. } | RegistryError::SessionAlreadyExists(_) => {
-                ErrorCode::InvalidMessage
-            }
+            RegistryError::Invalid { .. } => ErrorCode::InvalidMessage,
             RegistryError::SessionNotFound(_) => ErrorCode::NotFound,
             RegistryError::ChannelClosed => ErrorCode::Internal,
         };

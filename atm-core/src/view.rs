@@ -213,7 +213,9 @@ impl<'a> SessionView<'a> {
             project_root: s.git.project_root.as_deref().map(Cow::Borrowed),
             worktree_path: s.git.worktree_path.as_deref().map(Cow::Borrowed),
             worktree_branch: s.git.branch.as_deref().map(Cow::Borrowed),
-            parent_session_id: s.parent_id.as_ref().map(|p| Cow::Borrowed(p.as_str())),
+            // Protocol v1 field: atm tracks subagents as their parent's children, never as
+            // sessions of their own, so no session has a parent.
+            parent_session_id: None,
             child_session_ids: Cow::Borrowed(&s.children),
             first_prompt: s.first_prompt.as_deref().map(Cow::Borrowed),
             harness: Cow::Borrowed(s.harness.as_str()),
@@ -444,7 +446,6 @@ mod tests {
         s.children = vec!["agent-1".into(), "agent-2".into()];
         s.git.project_root = Some("/src/atm".into());
         s.git.branch = Some("main".into());
-        s.parent_id = Some(SessionId::new("parent"));
         s.usage.rate_limits.insert(
             "five_hour".into(),
             crate::model::RateLimit {

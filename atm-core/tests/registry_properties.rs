@@ -51,10 +51,7 @@ fn event() -> impl Strategy<Value = AgentEvent> {
             tool: "Bash".into(),
             detail: None
         }),
-        Just(AgentEvent::ToolFinished {
-            tool: None,
-            failed: false
-        }),
+        Just(AgentEvent::ToolFinished { tool: None }),
         ".{0,8}".prop_map(|d| AgentEvent::PermissionRequested {
             tool: "Edit".into(),
             detail: Some(d)
@@ -76,7 +73,6 @@ fn event() -> impl Strategy<Value = AgentEvent> {
         Just(AgentEvent::Compacting),
         Just(AgentEvent::SubagentStarted {
             agent_id: "a1".into(),
-            agent_type: None
         }),
         Just(AgentEvent::SubagentStopped {
             agent_id: "a1".into()

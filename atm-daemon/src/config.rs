@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use atm_core::RegistryConfig;
 use atm_core::plugin::{self, PluginFactory, PluginKind, PluginRegistration};
 use serde::Deserialize;
 use toml::Spanned;
@@ -219,21 +220,22 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
                 .to_owned(),
         });
     }
+    // The registry's defaults are written once, in atm-core.
     let daemon_durations = DaemonDurations {
         session_expiry: duration(
             "session_expiry",
             &daemon.session_expiry,
-            Duration::from_secs(1800),
+            RegistryConfig::DEFAULT_SILENCE_EXPIRY,
         )?,
         cleanup_interval: duration(
             "cleanup_interval",
             &daemon.cleanup_interval,
-            Duration::from_secs(5),
+            RegistryConfig::DEFAULT_CLEANUP_INTERVAL,
         )?,
         snapshot_debounce: duration(
             "snapshot_debounce",
             &daemon.snapshot_debounce,
-            Duration::from_millis(250),
+            RegistryConfig::DEFAULT_SNAPSHOT_DEBOUNCE,
         )?,
     };
 
@@ -409,6 +411,35 @@ mod tests {
             .to_string();
         assert!(err.starts_with("/etc/test.toml:4:1:"), "{err}");
         assert!(err.contains("sockett"), "{err}");
+    }
+
+    #[test]
+    fn the_commented_defaults_are_the_registrys() {
+        // plugins.toml documents the defaults in comments; atm-core's RegistryConfig is their
+        // one source, and this keeps the comments honest.
+        let commented = |key: &str| {
+            EMBEDDED_DEFAULT
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("# {key} = ")))
+                .and_then(|v| v.split_whitespace().next())
+                .map(|v| v.trim_matches('"').to_owned())
+                .unwrap_or_else(|| panic!("plugins.toml has no commented `{key}`"))
+        };
+        assert_eq!(
+            commented("max_sessions").parse::<usize>().unwrap(),
+            RegistryConfig::DEFAULT_MAX_SESSIONS
+        );
+        assert_eq!(
+            humantime::parse_duration(&commented("session_expiry")).unwrap(),
+            RegistryConfig::DEFAULT_SILENCE_EXPIRY
+        );
+        let d = parse_str("").unwrap().daemon_durations;
+        assert_eq!(d.session_expiry, RegistryConfig::DEFAULT_SILENCE_EXPIRY);
+        assert_eq!(d.cleanup_interval, RegistryConfig::DEFAULT_CLEANUP_INTERVAL);
+        assert_eq!(
+            d.snapshot_debounce,
+            RegistryConfig::DEFAULT_SNAPSHOT_DEBOUNCE
+        );
     }
 
     #[test]

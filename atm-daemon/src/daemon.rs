@@ -236,14 +236,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let d = &config.daemon_durations;
-    let registry = Registry::start(RegistryConfig {
-        max_sessions: config.daemon.max_sessions.unwrap_or(10_000),
-        silence_expiry: d.session_expiry,
-        cleanup_interval: d.cleanup_interval,
-        snapshot_debounce: d.snapshot_debounce,
-        snapshot_path: Some(state.join(atm_core::paths::SNAPSHOT_FILE)),
-        ..RegistryConfig::default()
-    })
+    let inputs = TaskGroup::default();
+    let outputs = TaskGroup::default();
+    // The janitor removes sessions, like an input: it stops with the inputs.
+    let registry = Registry::start_in(
+        RegistryConfig {
+            max_sessions: config
+                .daemon
+                .max_sessions
+                .unwrap_or(RegistryConfig::DEFAULT_MAX_SESSIONS),
+            silence_expiry: d.session_expiry,
+            cleanup_interval: d.cleanup_interval,
+            snapshot_debounce: d.snapshot_debounce,
+            snapshot_path: Some(state.join(atm_core::paths::SNAPSHOT_FILE)),
+            ..RegistryConfig::default()
+        },
+        &inputs.cancel,
+    )
     .await;
     let shared = Shared {
         registry: registry.handle.clone(),
@@ -254,8 +263,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             state_dir: state.clone(),
         },
     };
-    let inputs = TaskGroup::default();
-    let outputs = TaskGroup::default();
     // Sinks first, so nothing an adapter reports at start-up is missed by a sink.
     let (sinks, adapters): (Vec<_>, Vec<_>) = config
         .plugins
@@ -274,6 +281,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let Registry {
         handle,
         task: mut registry_task,
+        janitor,
     } = registry;
     let mut registry_died = None;
     loop {
@@ -317,6 +325,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         warn!("some adapter tasks did not stop in time");
     }
     // 2. The registry drains what was queued and writes its snapshot.
+    janitor.stop().await;
     if registry_died.is_none()
         && tokio::time::timeout_at(deadline, handle.shutdown())
             .await

@@ -96,11 +96,9 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
         }
         "PostToolUse" | "PostToolUseFailure" => Some(AgentEvent::ToolFinished {
             tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
-            failed: event_name == "PostToolUseFailure",
         }),
         "PermissionDenied" => Some(AgentEvent::ToolFinished {
             tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
-            failed: true,
         }),
         "Notification" => Some(notification(obj)),
         // A subagent's Stop is noise: the parent's turn goes on.
@@ -112,8 +110,6 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
         "SubagentStart" | "SubagentStop" => Some(match &subagent_id {
             Some(agent_id) if event_name == "SubagentStart" => AgentEvent::SubagentStarted {
                 agent_id: agent_id.clone(),
-                agent_type: fields::opt_str(obj, "agent_type")
-                    .map(|t| truncate_chars(t, limits::NAME)),
             },
             Some(agent_id) => AgentEvent::SubagentStopped {
                 agent_id: agent_id.clone(),
@@ -485,7 +481,6 @@ mod tests {
             event("PostToolUse", json!({"tool_name": "Bash"})),
             AgentEvent::ToolFinished {
                 tool: Some("Bash".into()),
-                failed: false
             }
         );
         assert_eq!(
@@ -495,7 +490,6 @@ mod tests {
             ),
             AgentEvent::ToolFinished {
                 tool: Some("Bash".into()),
-                failed: true
             }
         );
         assert_eq!(
@@ -505,7 +499,6 @@ mod tests {
             ),
             AgentEvent::ToolFinished {
                 tool: Some("Bash".into()),
-                failed: true
             }
         );
     }
@@ -620,7 +613,6 @@ mod tests {
             t.event,
             Some(AgentEvent::SubagentStarted {
                 agent_id: "a1".into(),
-                agent_type: Some("Explore".into())
             })
         );
         assert_eq!(

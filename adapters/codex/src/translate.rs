@@ -104,7 +104,6 @@ fn hook(obj: &Object) -> Result<Translation, WireError> {
         },
         "PostToolUse" => AgentEvent::ToolFinished {
             tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
-            failed: false,
         },
         "Stop" => AgentEvent::TurnFinished,
         "PreCompact" => AgentEvent::Compacting,

@@ -81,7 +81,6 @@ pub fn translate(data: &Value) -> Result<Translation, WireError> {
         "BeforeTool" => before_tool(obj),
         "AfterTool" => AgentEvent::ToolFinished {
             tool: text(obj, "tool_name").map(|t| truncate_chars(t, limits::NAME)),
-            failed: tool_failed(obj),
         },
         "Notification" => notification(obj),
         "PreCompress" => AgentEvent::Compacting,
@@ -108,20 +107,6 @@ fn before_tool(obj: &Object) -> AgentEvent {
     AgentEvent::ToolStarted {
         detail: input.and_then(tool_detail),
         tool,
-    }
-}
-
-/// `tool_response.error` set (and not null or empty) means the tool failed.
-fn tool_failed(obj: &Object) -> bool {
-    match obj
-        .get("tool_response")
-        .and_then(Value::as_object)
-        .and_then(|r| r.get("error"))
-    {
-        None | Some(Value::Null) => false,
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Bool(b)) => *b,
-        Some(_) => true,
     }
 }
 
@@ -320,14 +305,13 @@ mod tests {
             failed,
             AgentEvent::ToolFinished {
                 tool: Some("read_file".into()),
-                failed: true
             }
         );
         let ok = event(with(
             "AfterTool",
             json!({"tool_name": "read_file", "tool_response": {"llmContent": "x", "error": null}}),
         ));
-        assert!(matches!(ok, AgentEvent::ToolFinished { failed: false, .. }));
+        assert!(matches!(ok, AgentEvent::ToolFinished { .. }));
 
         let exec = event(with(
             "Notification",

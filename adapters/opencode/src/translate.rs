@@ -178,16 +178,11 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
                 },
             )
         }
-        "permission.replied" => {
-            let reply = str_field(p, "reply").or_else(|| str_field(p, "response"));
-            (
-                str_field(p, "sessionID"),
-                AgentEvent::ToolFinished {
-                    tool: None,
-                    failed: reply == Some("reject"),
-                },
-            )
-        }
+        // Granted or rejected, the wait is over and the agent goes on.
+        "permission.replied" => (
+            str_field(p, "sessionID"),
+            AgentEvent::ToolFinished { tool: None },
+        ),
         "question.asked" => {
             let first = p
                 .get("questions")
@@ -211,7 +206,6 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
             str_field(p, "sessionID"),
             AgentEvent::ToolFinished {
                 tool: Some("question".to_owned()),
-                failed: ty == "question.rejected",
             },
         ),
         "message.part.updated" => {
@@ -235,14 +229,8 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
                         tool,
                     }
                 }
-                Some("completed") => AgentEvent::ToolFinished {
-                    tool: Some(tool),
-                    failed: false,
-                },
-                Some("error") => AgentEvent::ToolFinished {
-                    tool: Some(tool),
-                    failed: true,
-                },
+                Some("completed") => AgentEvent::ToolFinished { tool: Some(tool) },
+                Some("error") => AgentEvent::ToolFinished { tool: Some(tool) },
                 _ => return Ok(None),
             };
             (
@@ -485,19 +473,13 @@ mod tests {
             ev(
                 json!({"type": "permission.replied", "properties": {"sessionID": "s", "requestID": "per_1", "reply": "reject"}})
             ),
-            AgentEvent::ToolFinished {
-                tool: None,
-                failed: true
-            }
+            AgentEvent::ToolFinished { tool: None }
         );
         assert_eq!(
             ev(
                 json!({"type": "permission.replied", "properties": {"sessionID": "s", "permissionID": "per_1", "response": "once"}})
             ),
-            AgentEvent::ToolFinished {
-                tool: None,
-                failed: false
-            }
+            AgentEvent::ToolFinished { tool: None }
         );
         assert_eq!(
             ev(
@@ -516,7 +498,6 @@ mod tests {
             ),
             AgentEvent::ToolFinished {
                 tool: Some("question".into()),
-                failed: true
             }
         );
     }
@@ -541,14 +522,12 @@ mod tests {
             ev(part("completed")),
             AgentEvent::ToolFinished {
                 tool: Some("bash".into()),
-                failed: false
             }
         );
         assert_eq!(
             ev(part("error")),
             AgentEvent::ToolFinished {
                 tool: Some("bash".into()),
-                failed: true
             }
         );
         assert_eq!(

@@ -178,10 +178,7 @@ fn event_for(name: &str, p: &Map<String, Value>) -> Option<AgentEvent> {
         // pi fires these in pairs with `tool_call` / `tool_execution_end`; one of each pair is
         // forwarded so a tool is counted once (the original daemon's choice, kept).
         "tool_execution_start" | "tool_result" => return None,
-        "tool_execution_end" => AgentEvent::ToolFinished {
-            tool: tool_name(p),
-            failed: p.get("isError").and_then(Value::as_bool) == Some(true),
-        },
+        "tool_execution_end" => AgentEvent::ToolFinished { tool: tool_name(p) },
         "session_before_compact" => AgentEvent::Compacting,
         "session_compact" => AgentEvent::CompactFinished,
         "model_select" => {
@@ -208,10 +205,7 @@ fn event_for(name: &str, p: &Map<String, Value>) -> Option<AgentEvent> {
                 .map(|t| one_line_preview(t, PREVIEW_CHARS))
                 .filter(|t| !t.is_empty()),
         },
-        "atm_needs_input_resolved" => AgentEvent::ToolFinished {
-            tool: None,
-            failed: false,
-        },
+        "atm_needs_input_resolved" => AgentEvent::ToolFinished { tool: None },
         other => AgentEvent::Activity {
             what: other.to_owned(),
         },
@@ -454,7 +448,6 @@ mod tests {
             ),
             Some(AgentEvent::ToolFinished {
                 tool: Some("ls".into()),
-                failed: true
             })
         );
         assert_eq!(
@@ -481,10 +474,7 @@ mod tests {
         );
         assert_eq!(
             ev("atm_needs_input_resolved", json!({})),
-            Some(AgentEvent::ToolFinished {
-                tool: None,
-                failed: false
-            })
+            Some(AgentEvent::ToolFinished { tool: None })
         );
     }
 

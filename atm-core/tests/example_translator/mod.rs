@@ -51,7 +51,6 @@ pub fn translate(obj: &Object) -> Result<Translation, WireError> {
         },
         "PostToolUse" => AgentEvent::ToolFinished {
             tool: text("tool_name"),
-            failed: false,
         },
         "Stop" => AgentEvent::TurnFinished,
         "SessionEnd" => AgentEvent::SessionEnded {

@@ -503,7 +503,6 @@ async fn subagent_events_do_not_notify() {
             &main,
             AgentEvent::SubagentStarted {
                 agent_id: "agent-1".into(),
-                agent_type: Some("Explore".into()),
             },
             now - TimeDelta::seconds(4),
         )

@@ -3,9 +3,15 @@
 //!
 //! Kept free of I/O and of the registry so that every (state, event) pair is covered by one
 //! table-driven test, and so adapters for new agents can reason about it without running anything.
+//! Beside the transition, [`apply`] applies its outcome and an event's facts to a session record
+//! (turn timing, first prompt, children, discovery) and [`identity`] decides re-keying; the
+//! registry actor only stores and emits what these return.
 //! Every rule that depends on what a session is doing lives here, never in an adapter: an adapter
 //! says what an event *is* (a [`AgentEvent::Reminder`] of a wait that may already be shown, an
 //! event raised inside a subagent) and this module decides what it does.
+
+pub mod apply;
+pub mod identity;
 
 use crate::event::{AgentEvent, StartSource};
 use crate::model::{AgentState, Attention};
@@ -249,10 +255,7 @@ mod tests {
                 tool: "Bash".into(),
                 detail: None,
             },
-            E::ToolFinished {
-                tool: None,
-                failed: false,
-            },
+            E::ToolFinished { tool: None },
             E::PermissionRequested {
                 tool: "Bash".into(),
                 detail: Some("ls".into()),
@@ -270,7 +273,6 @@ mod tests {
             E::CompactFinished,
             E::SubagentStarted {
                 agent_id: "a".into(),
-                agent_type: None,
             },
             E::SubagentStopped {
                 agent_id: "a".into(),
@@ -588,7 +590,6 @@ mod tests {
         // The case the rule is for: a1's tool ran after the permission, so the parent works on.
         let finished = AgentEvent::ToolFinished {
             tool: Some("WebFetch".into()),
-            failed: false,
         };
         let attention = asked_by(S::NeedsPermission, "a1");
         assert_eq!(

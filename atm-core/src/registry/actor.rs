@@ -1,0 +1,187 @@
+//! The registry actor: the one task that owns every session, and its one emit path.
+//!
+//! Commands arrive in order on a bounded queue and are handled one at a time, so the order of
+//! changes is the order of the sequence numbers sinks see. Every change, whatever caused it
+//! (an event, discovery, a removal, a re-key), leaves through [`Actor::emit`]: one sequence
+//! number, one broadcast, one mark for the snapshot writer.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::command::Command;
+use super::index::Index;
+use super::{RegistryConfig, RegistryError, SessionChange, SessionEvent, Snapshot, janitor};
+use crate::limits::sanitize;
+use crate::model::{AgentState, Session, SessionKey};
+use crate::persist;
+
+pub(super) struct Actor {
+    pub(super) index: Index,
+    seq: u64,
+    events: broadcast::Sender<SessionEvent>,
+    persist: persist::Writer,
+    pub(super) config: RegistryConfig,
+}
+
+impl Actor {
+    pub fn new(config: RegistryConfig, events: broadcast::Sender<SessionEvent>) -> Self {
+        Self {
+            index: Index::default(),
+            seq: 0,
+            events,
+            persist: persist::Writer::new(config.snapshot_path.clone(), config.snapshot_debounce),
+            config,
+        }
+    }
+
+    /// Takes a restored session in without announcing it (nobody subscribed yet).
+    pub fn restore(&mut self, session: Session) {
+        self.index.insert(Arc::new(session));
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        loop {
+            let deadline = self.persist.deadline();
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => {
+                        self.persist.flush_now(self.index.all()).await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(cmd) => self.handle(cmd),
+                    None => {
+                        self.persist.flush_now(self.index.all()).await;
+                        break;
+                    }
+                },
+                () = sleep_until_opt(deadline) => {
+                    self.persist.write_in_background(self.index.all());
+                }
+            }
+        }
+        debug!("registry stopped");
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::RegisterDiscovered { found, reply } => {
+                let _ = reply.send(self.register_discovered(*found));
+            }
+            Command::Apply { envelope, reply } => {
+                let _ = reply.send(self.apply(*envelope));
+            }
+            Command::Get { id, reply } => {
+                let found = self
+                    .index
+                    .key_by_client_id(&id)
+                    .and_then(|k| self.index.get(&k))
+                    .map(|e| e.session.clone());
+                let _ = reply.send(found);
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Subscribe { reply } => {
+                let rx = self.events.subscribe();
+                let _ = reply.send((self.snapshot(), rx));
+            }
+            Command::Remove { id, reason, reply } => {
+                let result = match self.index.key_by_client_id(&id) {
+                    Some(key) => {
+                        self.remove(&key, &reason);
+                        Ok(())
+                    }
+                    None => Err(RegistryError::SessionNotFound(id)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::RemoveStale { stale, reply } => {
+                let mut removed = Vec::new();
+                let now = Utc::now();
+                let expiry = self.config.silence_expiry;
+                for (key, reason) in stale {
+                    let still = self
+                        .index
+                        .get(&key)
+                        .is_some_and(|e| janitor::still_stale(&e.session, expiry, now));
+                    if still && let Some(s) = self.remove(&key, &reason) {
+                        removed.push(s.id.clone());
+                    }
+                }
+                let _ = reply.send(removed);
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            seq: self.seq,
+            sessions: self.index.all(),
+        }
+    }
+
+    /// The one way a change leaves the actor: numbered, broadcast, and marked for the snapshot.
+    pub(super) fn emit(
+        &mut self,
+        change: SessionChange,
+        session: Arc<Session>,
+        previous_state: Option<AgentState>,
+    ) {
+        self.seq += 1;
+        // No receivers is fine: the change is still reflected in snapshots.
+        let _ = self.events.send(SessionEvent {
+            seq: self.seq,
+            change,
+            session,
+            previous_state,
+        });
+        self.persist.mark_dirty();
+    }
+
+    /// Adds a new session, replacing another row that held its id, and announces it.
+    pub(super) fn add(&mut self, mut session: Session) -> Result<(), RegistryError> {
+        if self.index.len() >= self.config.max_sessions {
+            return Err(RegistryError::RegistryFull {
+                max: self.config.max_sessions,
+            });
+        }
+        sanitize(&mut session);
+        // An id lives in one row: a process that takes over an id replaces the old holder.
+        if let Some(old) = self.index.key_of(&session.harness, &session.id)
+            && old != session.key
+        {
+            self.remove(&old, "session id moved to another process");
+        }
+        let session = Arc::new(session);
+        self.index.insert(session.clone());
+        self.emit(SessionChange::Added, session, None);
+        Ok(())
+    }
+
+    /// Removes the session under `key` and announces it, as it was.
+    pub(super) fn remove(&mut self, key: &SessionKey, reason: &str) -> Option<Arc<Session>> {
+        let s = self.index.remove(key)?;
+        info!(id = %s.id, harness = %s.harness, reason, "session removed");
+        self.emit(
+            SessionChange::Removed {
+                reason: reason.to_owned(),
+            },
+            s.clone(),
+            Some(s.state),
+        );
+        Some(s)
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,43 @@
+//! What a [`RegistryHandle`](super::RegistryHandle) asks the actor: one command per call, each
+//! with a `oneshot` for the answer.
+
+use tokio::sync::{broadcast, oneshot};
+
+use super::{ApplyOutcome, RegistryError, SessionEvent, Snapshot};
+use crate::event::{Discovered, EventEnvelope};
+use crate::model::{Session, SessionId, SessionKey};
+use std::sync::Arc;
+
+pub(super) enum Command {
+    RegisterDiscovered {
+        found: Box<Discovered>,
+        reply: oneshot::Sender<Result<ApplyOutcome, RegistryError>>,
+    },
+    Apply {
+        envelope: Box<EventEnvelope>,
+        reply: oneshot::Sender<Result<ApplyOutcome, RegistryError>>,
+    },
+    Get {
+        id: String,
+        reply: oneshot::Sender<Option<Arc<Session>>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
+    Subscribe {
+        reply: oneshot::Sender<(Snapshot, broadcast::Receiver<SessionEvent>)>,
+    },
+    Remove {
+        id: String,
+        reason: String,
+        reply: oneshot::Sender<Result<(), RegistryError>>,
+    },
+    /// Remove these sessions if they are still the ones that were judged stale.
+    RemoveStale {
+        stale: Vec<(SessionKey, String)>,
+        reply: oneshot::Sender<Vec<SessionId>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}

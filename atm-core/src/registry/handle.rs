@@ -1,0 +1,162 @@
+//! [`RegistryHandle`]: what everyone but the actor holds. A cheap clone of a bounded command
+//! sender; every call is one command and one `oneshot` answer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::command::Command;
+use super::{ApplyOutcome, RegistryError, SessionEvent, Snapshot, janitor};
+use crate::event::{AgentEvent, Discovered, EventEnvelope, EventSource};
+use crate::model::{Session, SessionId, UsageUpdate};
+
+/// A cheap, cloneable handle to the registry actor.
+#[derive(Clone)]
+pub struct RegistryHandle {
+    tx: mpsc::Sender<Command>,
+    proc_root: Arc<PathBuf>,
+    silence_expiry: Duration,
+}
+
+impl std::fmt::Debug for RegistryHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryHandle")
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl RegistryHandle {
+    pub(super) fn new(
+        tx: mpsc::Sender<Command>,
+        proc_root: PathBuf,
+        silence_expiry: Duration,
+    ) -> Self {
+        Self {
+            tx,
+            proc_root: Arc::new(proc_root),
+            silence_expiry,
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RegistryError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| RegistryError::ChannelClosed)?;
+        rx.await.map_err(|_| RegistryError::ChannelClosed)
+    }
+
+    /// Adds or refreshes a process found by discovery. Never downgrades a real id to
+    /// `pending-<pid>`, and merges with a session a hook already created for the same process.
+    pub async fn register_discovered(
+        &self,
+        found: Discovered,
+    ) -> Result<ApplyOutcome, RegistryError> {
+        self.ask(|reply| Command::RegisterDiscovered {
+            found: Box::new(found),
+            reply,
+        })
+        .await?
+    }
+
+    /// Applies one agent event, creating the session if it is new.
+    pub async fn apply_event(
+        &self,
+        envelope: EventEnvelope,
+    ) -> Result<ApplyOutcome, RegistryError> {
+        self.ask(|reply| Command::Apply {
+            envelope: Box::new(envelope),
+            reply,
+        })
+        .await?
+    }
+
+    /// Applies a usage report (cost, context, model...). Never changes the session's state.
+    pub async fn update_usage(
+        &self,
+        source: EventSource,
+        update: UsageUpdate,
+    ) -> Result<ApplyOutcome, RegistryError> {
+        self.apply_event(EventEnvelope::now(
+            source,
+            AgentEvent::UsageUpdated(Box::new(update)),
+        ))
+        .await
+    }
+
+    /// One session by the id clients see.
+    pub async fn get_session(&self, id: &str) -> Result<Arc<Session>, RegistryError> {
+        self.ask(|reply| Command::Get {
+            id: id.to_owned(),
+            reply,
+        })
+        .await?
+        .ok_or_else(|| RegistryError::SessionNotFound(id.to_owned()))
+    }
+
+    /// Every session, oldest first.
+    pub async fn get_all_sessions(&self) -> Result<Vec<Arc<Session>>, RegistryError> {
+        Ok(self.snapshot().await?.sessions)
+    }
+
+    /// Every session and the sequence number of the last change reflected.
+    pub async fn snapshot(&self) -> Result<Snapshot, RegistryError> {
+        self.ask(|reply| Command::Snapshot { reply }).await
+    }
+
+    /// A consistent snapshot and a receiver for every change after it.
+    pub async fn subscribe(
+        &self,
+    ) -> Result<(Snapshot, broadcast::Receiver<SessionEvent>), RegistryError> {
+        self.ask(|reply| Command::Subscribe { reply }).await
+    }
+
+    pub async fn remove(&self, id: &str, reason: &str) -> Result<(), RegistryError> {
+        self.ask(|reply| Command::Remove {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Removes sessions whose process is gone ("process exited") and sessions with no process
+    /// that have been silent longer than the expiry ("expired"). The `/proc` reads happen here,
+    /// off the actor. Returns the removed ids.
+    pub async fn cleanup_stale(&self) -> Result<Vec<SessionId>, RegistryError> {
+        let snapshot = self.snapshot().await?;
+        let proc_root = self.proc_root.clone();
+        let expiry = self.silence_expiry;
+        let stale = tokio::task::spawn_blocking(move || {
+            janitor::judge(&snapshot.sessions, &proc_root, expiry, chrono::Utc::now())
+        })
+        .await
+        .map_err(|e| RegistryError::Invalid {
+            field: "cleanup",
+            reason: e.to_string(),
+        })?;
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ask(|reply| Command::RemoveStale { stale, reply })
+            .await
+    }
+
+    /// True while the actor runs.
+    pub fn is_connected(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Asks the actor to write its final snapshot and stop. Pending commands queued before this
+    /// one are handled first.
+    pub async fn shutdown(&self) -> Result<(), RegistryError> {
+        self.ask(|reply| Command::Shutdown { reply }).await
+    }
+}
