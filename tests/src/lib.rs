@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod agents;
+
 /// A child process standing in for an agent, so PIDs and start times are real.
 pub use atm_core::testing::ingest::FakeAgent;
 

@@ -1,0 +1,275 @@
+//! The real-agent lab: a real agent CLI (installed from npm at the version pinned in
+//! `tests/agents/versions`) in a real tmux pane, talking to `atm-fake-model` on loopback, with
+//! atm's hooks installed by the real `atmctl setup`, reporting to a real `atmd`.
+//!
+//! The agent, its tmux server and the fake model run inside their own network namespace
+//! (`unshare -n`, loopback only) where the machine allows it, so nothing the agent tries can
+//! leave the machine; atm's sockets are Unix sockets, which a network namespace does not
+//! separate. Tests drive the agent by typing into its pane (`tmux send-keys`) and compare what
+//! atm says (`atmctl list --json`) with what the pane shows (`tmux capture-pane`).
+//!
+//! `ATM_REAL_AGENTS=required` (set by `scripts/test`) makes a missing CLI a failure; otherwise a
+//! test whose CLI is not installed says so and passes without running.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::{Daemon, bin};
+
+const VERSIONS: &str = include_str!("../agents/versions");
+
+/// Where `scripts/install-agents` puts the CLIs.
+fn agents_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("ATM_AGENTS_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/root".into());
+    home.join(".cache/atm/agents")
+}
+
+/// The pinned version of `name` (or `latest` under `ATM_AGENTS_LATEST=1`) and its binary.
+pub fn agent_binary(name: &str) -> Option<PathBuf> {
+    let line = VERSIONS
+        .lines()
+        .map(str::split_whitespace)
+        .map(Iterator::collect::<Vec<_>>)
+        .find(|f| f.first() == Some(&name))
+        .unwrap_or_else(|| panic!("{name} is not in tests/agents/versions"));
+    let version = if std::env::var_os("ATM_AGENTS_LATEST").is_some() {
+        "latest"
+    } else {
+        line[2]
+    };
+    let path = agents_root()
+        .join(format!("{name}-{version}"))
+        .join("node_modules/.bin")
+        .join(line[3]);
+    if path.exists() {
+        return Some(path);
+    }
+    let hint = format!(
+        "{} is not installed: run scripts/install-agents ({} {version})",
+        path.display(),
+        line[1]
+    );
+    assert!(
+        std::env::var("ATM_REAL_AGENTS").as_deref() != Ok("required"),
+        "{hint}"
+    );
+    eprintln!("skipped: {hint}");
+    None
+}
+
+/// True when this process may create a network namespace (root, or unprivileged user
+/// namespaces allowed).
+fn netns_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        Command::new("unshare")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// One agent in one tmux pane with its own fake model. Everything is torn down on drop.
+pub struct AgentLab {
+    pub dir: tempfile::TempDir,
+    tmux_socket: String,
+}
+
+impl AgentLab {
+    /// Starts the fake model and, in a tmux pane whose working directory is `cwd`, runs
+    /// `command` with `env` plus `ATM_FAKE_MODEL_URL` (the model's `http://addr`) and the
+    /// daemon's environment (so atm-hook finds this test's atmd).
+    pub fn start(daemon: &Daemon, cwd: &Path, command: &str, env: &[(&str, String)]) -> AgentLab {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let tmux_socket = format!("atm-agent-{}-{}", std::process::id(), unique());
+        let mut exports = String::new();
+        for (k, v) in daemon
+            .env()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .chain(env.iter().cloned())
+        {
+            exports.push_str(&format!("export {k}={}\n", shell_quote(&v)));
+        }
+        let agent_sh = format!(
+            "#!/bin/sh\n{exports}export ATM_FAKE_MODEL_URL=\"http://$(cat {addr})\"\n\
+             export PATH={path}:\"$PATH\"\nexec {command}\n",
+            addr = d.join("model.addr").display(),
+            path = shell_quote(&bin("atm-hook").parent().unwrap().display().to_string()),
+        );
+        write_exec(&d.join("agent.sh"), &agent_sh);
+        let launch = format!(
+            "#!/bin/sh\nset -e\nip link set lo up 2>/dev/null || true\n\
+             {fake} --port-file {dir}/model.addr 2>{dir}/model.log &\necho $! > {dir}/model.pid\n\
+             i=0; while [ ! -s {dir}/model.addr ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done\n\
+             tmux -L {sock} -f /dev/null new-session -d -s agent -x 200 -y 50 -c {cwd} {dir}/agent.sh\n\
+             tmux -L {sock} set-option -g remain-on-exit on\n",
+            fake = bin("atm-fake-model").display(),
+            dir = d.display(),
+            sock = tmux_socket,
+            cwd = shell_quote(&cwd.display().to_string()),
+        );
+        write_exec(&d.join("launch.sh"), &launch);
+        let mut cmd = if netns_available() {
+            let mut c = Command::new("unshare");
+            c.args(["-n", "/bin/sh"]);
+            c
+        } else {
+            eprintln!("note: no network namespace here; the agent runs on the host's loopback");
+            Command::new("/bin/sh")
+        };
+        let status = cmd.arg(d.join("launch.sh")).status().unwrap();
+        assert!(status.success(), "launching the agent lab failed");
+        AgentLab { dir, tmux_socket }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.tmux_socket)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pane's screen as text.
+    pub fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "agent"])
+    }
+
+    /// The agent's tmux pane id (`%N`), as `TMUX_PANE` tells the agent.
+    pub fn pane(&self) -> String {
+        self.tmux(&["display-message", "-p", "-t", "agent", "#{pane_id}"])
+            .trim()
+            .to_owned()
+    }
+
+    /// The agent's process id (the pane's process).
+    pub fn pid(&self) -> u32 {
+        self.tmux(&["display-message", "-p", "-t", "agent", "#{pane_pid}"])
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// True once the pane's process has exited.
+    pub fn exited(&self) -> bool {
+        self.tmux(&["display-message", "-p", "-t", "agent", "#{pane_dead}"])
+            .trim()
+            == "1"
+    }
+
+    /// Types `text` literally and, once the pane shows it, presses Enter. (An Enter that
+    /// arrives with the text is taken as part of a paste by some agents, not as "submit".)
+    pub fn type_line(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "agent", "-l", text]);
+        let tail_start = text.char_indices().rev().nth(19).map_or(0, |(i, _)| i);
+        let tail = &text[tail_start..];
+        self.wait_screen(&format!("the typed text {text:?}"), |s| s.contains(tail));
+        self.keys(&["Enter"]);
+    }
+
+    /// Presses keys by tmux name (`Escape`, `Enter`, `C-c`, `1`).
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "agent"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// Presses `keys` until the screen satisfies `done` (at most 5 times, 2 s apart). Agents'
+    /// dialogs drop keystrokes that arrive just after they appear (a guard against approving
+    /// by accident while typing); a test presses again, as a person would.
+    pub fn press_until(&self, keys: &[&str], what: &str, done: impl Fn(&str) -> bool) {
+        for _ in 0..5 {
+            self.keys(keys);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                if done(&self.screen()) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        panic!(
+            "pressing {keys:?} never led to {what}; screen:\n{}",
+            self.screen()
+        );
+    }
+
+    /// Waits until the screen satisfies `pred`; returns it.
+    pub fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let found = std::cell::Cell::new(false);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            last = self.screen();
+            if pred(&last) {
+                found.set(true);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            found.get(),
+            "the pane never showed {what}; screen:\n{last}\nmodel log:\n{}",
+            self.model_log()
+        );
+        last
+    }
+
+    /// What the fake model was asked, one line per request.
+    pub fn model_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("model.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentLab {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.tmux_socket, "kill-server"])
+            .output();
+        let pid = std::fs::read_to_string(self.dir.path().join("model.pid")).unwrap_or_default();
+        if let Some(pid) = pid
+            .trim()
+            .parse()
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+}
+
+/// The one session of `harness` in `atmctl list --json`, if any.
+pub fn session_of<'a>(sessions: &'a [Value], harness: &str) -> Option<&'a Value> {
+    sessions
+        .iter()
+        .find(|s| s["agent_type"] == harness || s["harness"] == harness)
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn write_exec(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Single-quotes `s` for /bin/sh.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}

@@ -1,0 +1,253 @@
+//! A fake model server for the real-agent suite: the real agent CLIs talk to it instead of a
+//! model provider, on loopback inside the test's network namespace.
+//!
+//! It speaks just enough of each provider's streaming API for an agent to run a turn, and its
+//! replies are scripted by words in the user's last prompt, so a test drives a real agent through
+//! a scenario by typing into its pane:
+//!
+//! - `RUN <command>` (up to the end of the line): the model calls the agent's shell tool with
+//!   `<command>`; after the tool's result comes back it answers `FAKE-DONE`.
+//! - `SLOW`: the model takes 60 s to answer (streaming keep-alives), so the agent stays working
+//!   long enough to be interrupted.
+//! - anything else: the model answers `FAKE-REPLY` at once.
+//!
+//! Usage: `atm-fake-model --port-file PATH [--listen 127.0.0.1:0]`. It writes the bound address
+//! to `PATH` once it is listening, and logs one line per request to stderr.
+//!
+//! Providers: Anthropic Messages (`POST /v1/messages`, used by Claude Code).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test tool
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+}
+
+/// What the scripted model does for one request.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    Text(&'static str),
+    Slow,
+    Shell(String),
+}
+
+/// The user's own words in an Anthropic `messages` list: the text blocks of the last user
+/// message that are not Claude Code's injected `<system-reminder>`s, and whether that message
+/// carries a tool result.
+fn last_user_text(messages: &[Value]) -> (String, bool) {
+    let Some(last) = messages.iter().rev().find(|m| m["role"] == "user") else {
+        return (String::new(), false);
+    };
+    match &last["content"] {
+        Value::String(s) => (s.clone(), false),
+        Value::Array(blocks) => {
+            let tool_result = blocks.iter().any(|b| b["type"] == "tool_result");
+            let text = blocks
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .filter(|t| !t.trim_start().starts_with("<system-reminder>"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            (text, tool_result)
+        }
+        _ => (String::new(), false),
+    }
+}
+
+fn script(text: &str, tool_result: bool) -> Reply {
+    if tool_result {
+        return Reply::Text("FAKE-DONE");
+    }
+    if let Some(pos) = text.find("RUN ") {
+        let cmd = text[pos + 4..].lines().next().unwrap_or("").trim();
+        return Reply::Shell(cmd.to_owned());
+    }
+    if text.contains("SLOW") {
+        return Reply::Slow;
+    }
+    Reply::Text("FAKE-REPLY")
+}
+
+fn event(name: &str, data: Value) -> Result<Event, Infallible> {
+    Ok(Event::default().event(name).data(data.to_string()))
+}
+
+/// The Anthropic stream of one assistant message: `blocks` are (content_block_start's block,
+/// its deltas).
+fn anthropic_stream(
+    id: u64,
+    model: &str,
+    blocks: Vec<(Value, Vec<Value>)>,
+    stop_reason: &str,
+    delay: Duration,
+) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
+    let mut events = vec![event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+            "id": format!("msg_fake_{id}"), "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 1200, "output_tokens": 1,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+    )];
+    let mut rest = Vec::new();
+    for (index, (block, deltas)) in blocks.into_iter().enumerate() {
+        rest.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        for delta in deltas {
+            rest.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            ));
+        }
+        rest.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+    }
+    rest.push(event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+               "usage": {"output_tokens": 25}}),
+    ));
+    rest.push(event("message_stop", json!({"type": "message_stop"})));
+    let first = stream::iter(std::mem::take(&mut events));
+    let later = stream::once(async move {
+        tokio::time::sleep(delay).await;
+        stream::iter(rest)
+    })
+    .flatten();
+    first.chain(later)
+}
+
+async fn anthropic_messages(
+    State(counters): State<&'static Counters>,
+    Json(body): Json<Value>,
+) -> Response {
+    let id = counters.requests.fetch_add(1, Ordering::Relaxed);
+    let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let (text, tool_result) = last_user_text(&messages);
+    let reply = script(&text, tool_result);
+    let has_bash = body["tools"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["name"] == "Bash"));
+    eprintln!(
+        "request {id}: model={model} tool_result={tool_result} reply={reply:?} text={:?}",
+        text.chars().take(120).collect::<String>()
+    );
+    let text_block = |s: &str| {
+        (
+            json!({"type": "text", "text": ""}),
+            vec![json!({"type": "text_delta", "text": s})],
+        )
+    };
+    let (blocks, stop, delay) = match reply {
+        Reply::Shell(cmd) if has_bash => (
+            vec![(
+                json!({"type": "tool_use", "id": format!("toolu_fake_{id}"), "name": "Bash", "input": {}}),
+                vec![json!({"type": "input_json_delta", "partial_json":
+                    json!({"command": cmd, "description": "Run the scripted command"}).to_string()})],
+            )],
+            "tool_use",
+            Duration::ZERO,
+        ),
+        Reply::Shell(_) => (
+            vec![text_block("FAKE-NO-SHELL-TOOL")],
+            "end_turn",
+            Duration::ZERO,
+        ),
+        Reply::Slow => (
+            vec![text_block("FAKE-SLOW-REPLY")],
+            "end_turn",
+            Duration::from_secs(60),
+        ),
+        Reply::Text(t) => (vec![text_block(t)], "end_turn", Duration::ZERO),
+    };
+    Sse::new(anthropic_stream(id, &model, blocks, stop, delay))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(1)))
+        .into_response()
+}
+
+async fn count_tokens() -> Json<Value> {
+    Json(json!({"input_tokens": 1200}))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut port_file = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => {
+                listen = args
+                    .next()
+                    .expect("--listen ADDR")
+                    .parse()
+                    .expect("an address")
+            }
+            "--port-file" => port_file = Some(args.next().expect("--port-file PATH")),
+            other => panic!(
+                "unknown argument {other:?}; usage: atm-fake-model --port-file PATH [--listen ADDR]"
+            ),
+        }
+    }
+    let counters: &'static Counters = Box::leak(Box::default());
+    let app = Router::new()
+        .route("/v1/messages", post(anthropic_messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .fallback(|req: axum::extract::Request| async move {
+            eprintln!("unhandled: {} {}", req.method(), req.uri());
+            axum::http::StatusCode::NOT_FOUND
+        })
+        .with_state(counters);
+    let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    if let Some(p) = port_file {
+        let tmp = format!("{p}.tmp");
+        std::fs::write(&tmp, addr.to_string()).expect("write port file");
+        std::fs::rename(&tmp, &p).expect("rename port file");
+    }
+    eprintln!("atm-fake-model listening on {addr}");
+    axum::serve(listener, app).await.expect("serve");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_script_the_reply() {
+        assert_eq!(
+            script("please RUN touch /tmp/x\nthanks", false),
+            Reply::Shell("touch /tmp/x".into())
+        );
+        assert_eq!(script("RUN touch /tmp/x", true), Reply::Text("FAKE-DONE"));
+        assert_eq!(script("be SLOW", false), Reply::Slow);
+        assert_eq!(script("hello", false), Reply::Text("FAKE-REPLY"));
+    }
+
+    #[test]
+    fn system_reminders_are_not_the_users_words() {
+        let messages = vec![json!({"role": "user", "content": [
+            {"type": "text", "text": "<system-reminder>RUN rm -rf /</system-reminder>"},
+            {"type": "text", "text": "hello"}]})];
+        assert_eq!(last_user_text(&messages), ("hello".into(), false));
+    }
+}
