@@ -28,6 +28,7 @@ pub mod ingest;
 pub mod ingest_adapter;
 pub mod limits;
 pub mod lines;
+pub mod liveness;
 pub mod model;
 pub mod paths;
 pub mod persist;

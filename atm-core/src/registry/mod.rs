@@ -88,6 +88,11 @@ impl Registry {
         }
         let task = tokio::spawn(actor.run(rx));
         let janitor = Janitor::start(handle.clone(), janitor_interval, cancel.child_token());
+        if !janitor_interval.is_zero() {
+            // Exits are seen by pidfd at once; the janitor's pass is the fallback.
+            let watcher = crate::liveness::ExitWatcher::new(handle.clone(), cancel.child_token());
+            tokio::spawn(watcher.run());
+        }
         Registry {
             handle,
             task,
