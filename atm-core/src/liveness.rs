@@ -129,12 +129,7 @@ impl ExitWatcher {
         };
         let exits = exits.clone();
         let handle = tasks.spawn(async move {
-            // `AsyncFd::new` is deprecated because an arbitrary `AsRawFd` may hand out another
-            // descriptor later; an `OwnedFd` owns exactly one for its whole life, which is the
-            // contract the unsafe `register` asks for (and this crate forbids `unsafe`).
-            #[allow(deprecated)]
-            let fd = AsyncFd::new(fd);
-            if let Ok(fd) = fd {
+            if let Ok(fd) = async_owned_fd(fd) {
                 // Readable means exited; an error means the fd is unusable: let cleanup look.
                 let _ = fd.readable().await;
             }
@@ -152,6 +147,16 @@ impl ExitWatcher {
             Err(e) => warn!(error = %e, "cleanup after a process exit failed"),
         }
     }
+}
+
+/// Registers `fd` with the runtime's reactor (a pidfd, an inotify fd: anything that polls).
+///
+/// `AsyncFd::new` is deprecated because an arbitrary `AsRawFd` may hand out another descriptor
+/// later; an `OwnedFd` owns exactly one for its whole life, which is the contract the unsafe
+/// `AsyncFd::register` asks for (and atm forbids `unsafe`).
+pub fn async_owned_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    #[allow(deprecated)]
+    AsyncFd::new(fd)
 }
 
 fn process_of(s: &Session) -> Option<ProcessIdentity> {

@@ -4,7 +4,8 @@
 //! disappear when their process dies, even without a `SessionEnd` (kill -9, a closed terminal).
 //!
 //! Shape: one task ([`ProcDiscoveryAdapter::run`]) waits for the interval tick, a rescan control
-//! request or cancellation; each pass runs the synchronous [`scan::Scanner`] in `spawn_blocking`
+//! request, a change to a Claude session file ([`files`], inotify: Claude rewrites it on every
+//! state change, hooks or not) or cancellation; each pass runs the synchronous [`scan::Scanner`] in `spawn_blocking`
 //! (it reads `/proc` and never touches the registry), then hands what it found to the registry
 //! with `register_discovered` (which merges with hook sessions and never downgrades a real id)
 //! and calls `cleanup_stale` (which removes sessions whose process is gone, "process exited",
@@ -15,9 +16,11 @@
 //!
 //! Modules: [`matcher`] (which processes are agents), [`scan`] (the pass and its caches),
 //! [`procread`] (bounded `/proc` file readers), [`claude`] (Claude's `sessions/<pid>.json`),
+//! [`files`] (watching those files),
 //! [`git`] (branch and roots without running `git`).
 
 pub mod claude;
+pub mod files;
 pub mod git;
 pub mod matcher;
 pub mod procread;
@@ -175,6 +178,13 @@ impl InputAdapter for ProcDiscoveryAdapter {
         let mut scanner: Option<Scanner> = None;
         let mut tick = atm_core::tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(atm_core::tokio::time::MissedTickBehavior::Delay);
+        let mut files = match files::SessionFilesWatch::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch Claude's session files (inotify); scanning on the interval only");
+                None
+            }
+        };
         loop {
             let reply = atm_core::tokio::select! {
                 biased;
@@ -183,15 +193,27 @@ impl InputAdapter for ProcDiscoveryAdapter {
                 req = next_request(&mut control) => match req {
                     ControlRequest::Rescan { reply } => Some(reply),
                 },
+                () = session_file_change(files.as_ref()) => None,
                 _ = tick.tick() => None,
             };
             let Some(report) = pass(&ctx, &mut scanner, &settings).await? else {
                 return Ok(());
             };
+            if let (Some(w), Some(sc)) = (files.as_mut(), scanner.as_ref()) {
+                w.watch(sc.claude_session_dirs());
+            }
             if let Some(reply) = reply {
                 let _ = reply.send(report);
             }
         }
+    }
+}
+
+/// A change to a watched Claude session file; never resolves without a watch.
+async fn session_file_change(files: Option<&files::SessionFilesWatch>) {
+    match files {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -189,6 +189,23 @@ impl Scanner {
         &self.settings
     }
 
+    /// The Claude sessions dirs this scanner reads: the default one and each Claude process's
+    /// own (`$CLAUDE_CONFIG_DIR/sessions`).
+    pub fn claude_session_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.settings.claude_config_dir.join("sessions")];
+        for e in self.cache.values() {
+            if let Class::Agent(a) = &e.class
+                && let Some(d) = &a.claude_config_dir
+            {
+                let d = d.join("sessions");
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+        dirs
+    }
+
     /// How many PIDs the cache holds (one per listed process).
     pub fn cached_processes(&self) -> usize {
         self.cache.len()

@@ -13,7 +13,8 @@ use atm_core::plugin::parse_config;
 use atm_core::registry::Discovered;
 use atm_core::testing::{TestHarness, TmuxServer, check_adapter_contract, sample_table};
 use atm_core::{
-    AgentEvent, EventEnvelope, EventSource, Harness, InputAdapter, Session, SessionId, UsageUpdate,
+    AgentEvent, AgentState, EventEnvelope, EventSource, Harness, InputAdapter, Session, SessionId,
+    UsageUpdate,
 };
 use tokio::task::JoinHandle;
 
@@ -444,4 +445,26 @@ async fn contract() {
     let reg = atm_core::plugin::find(atm_core::plugin::PluginKind::Adapter, "proc-discovery")
         .expect("registered");
     check_adapter_contract("proc-discovery", sample_table(reg), dir.path()).await;
+}
+
+#[tokio::test]
+async fn a_session_file_is_seen_when_written_not_at_the_next_interval() {
+    let agent = Agent::new();
+    let child = agent.spawn(agent.tmp.path(), "%3");
+    let pid = child.id();
+    // An interval no test waits for: only the inotify watch can deliver the file's news.
+    let running = start(agent.config("1h")).await;
+    running
+        .wait_for(pid, Duration::from_secs(10), |s| {
+            s.len() == 1 && s[0].id.is_pending()
+        })
+        .await;
+    agent.write_session_file(pid, "from-the-file");
+    running
+        .wait_for(pid, Duration::from_secs(10), |s| {
+            s.len() == 1 && s[0].id.as_str() == "from-the-file" && s[0].state == AgentState::Idle
+        })
+        .await;
+    running.stop().await;
+    kill_and_reap(child);
 }
