@@ -69,7 +69,9 @@ fn last_user_text(messages: &[Value]) -> (String, bool) {
 }
 
 fn script(text: &str, tool_result: bool) -> Reply {
-    if tool_result {
+    // A message that carries a tool's result and no words of the user's continues the turn; one
+    // with words (typed after a declined tool, say) is a new request.
+    if tool_result && text.trim().is_empty() {
         return Reply::Text("FAKE-DONE");
     }
     if let Some(pos) = text.find("RUN ") {
@@ -238,7 +240,12 @@ mod tests {
             script("please RUN touch /tmp/x\nthanks", false),
             Reply::Shell("touch /tmp/x".into())
         );
-        assert_eq!(script("RUN touch /tmp/x", true), Reply::Text("FAKE-DONE"));
+        assert_eq!(script("", true), Reply::Text("FAKE-DONE"));
+        assert_eq!(
+            script("be SLOW", true),
+            Reply::Slow,
+            "words after a tool result"
+        );
         assert_eq!(script("be SLOW", false), Reply::Slow);
         assert_eq!(script("hello", false), Reply::Text("FAKE-REPLY"));
     }
