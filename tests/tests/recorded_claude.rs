@@ -83,9 +83,8 @@ fn the_recorded_session_replays_to_the_states_the_screen_showed() {
         if let Some(s) = sessions.first() {
             assert_eq!(s["harness"], "claude");
             assert_eq!(s["tmux_pane"], "%4");
-            assert_eq!(
+            assert!(
                 s["model_id"].as_str().is_some(),
-                true,
                 "{name}: the model is known"
             );
         }
