@@ -1,4 +1,5 @@
-//! `atmctl list|watch|status|get`: protocol-v1 queries against the daemon's query socket.
+//! `atmctl list|watch|get`, and the one query connection every `atmctl` command uses
+//! ([`Connection::open`]): protocol-v1 queries against the daemon's query socket.
 //!
 //! Synchronous on purpose: one request and one reply (or a stream of lines for `watch`) need no
 //! async runtime, and `atmctl status` runs every second from a tmux status bar, so starting fast
@@ -47,12 +48,6 @@ pub struct WatchArgs {
     /// Print every message from the daemon as one JSON line.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub socket: SocketArg,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
     #[command(flatten)]
     pub socket: SocketArg,
 }
@@ -128,7 +123,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    fn not_running(&self) -> bool {
+    pub(crate) fn not_running(&self) -> bool {
         matches!(self, Self::NoSocket { .. } | Self::NotAnswering { .. })
     }
 }
@@ -239,7 +234,7 @@ impl Connection {
     }
 
     /// Stops the reply timeout (for `watch`, where silence is normal).
-    fn wait_forever(&mut self) -> Result<(), ClientError> {
+    pub(crate) fn wait_forever(&mut self) -> Result<(), ClientError> {
         self.reader
             .get_ref()
             .set_read_timeout(None)
@@ -267,13 +262,15 @@ fn sessions_of(msg: Value) -> Result<Vec<Value>, ClientError> {
     }
 }
 
-fn view_of(v: &Value) -> Result<SessionView<'static>, ClientError> {
+pub(crate) fn view_of(v: &Value) -> Result<SessionView<'static>, ClientError> {
     serde_json::from_value(v.clone())
         .map_err(|e| ClientError::Protocol(format!("a session the client cannot read ({e})")))
 }
 
 /// Runs a command body and maps its outcome to an exit code.
-fn run(body: impl FnOnce(&mut dyn Write) -> Result<(), ClientError>) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    body: impl FnOnce(&mut dyn Write) -> Result<(), ClientError>,
+) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let result = body(&mut out).and_then(|()| out.flush().map_err(ClientError::Io));
@@ -291,7 +288,7 @@ fn run(body: impl FnOnce(&mut dyn Write) -> Result<(), ClientError>) -> anyhow::
     }
 }
 
-fn out_err(e: std::io::Error) -> ClientError {
+pub(crate) fn out_err(e: std::io::Error) -> ClientError {
     ClientError::Io(e)
 }
 
@@ -343,18 +340,6 @@ pub fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    run(|out| {
-        let mut conn = Connection::open(args.socket.socket.as_deref())?;
-        let views = conn
-            .list_sessions()?
-            .iter()
-            .map(view_of)
-            .collect::<Result<Vec<_>, _>>()?;
-        writeln!(out, "{}", format_status(&views)).map_err(out_err)
-    })
-}
-
 pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
     run(|out| {
         let mut conn = Connection::open(args.socket.socket.as_deref())?;
@@ -372,7 +357,7 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The session whose id is `id`, else the one session whose id starts with it.
-fn find_session<'a>(sessions: &'a [Value], id: &str) -> Result<&'a Value, ClientError> {
+pub(crate) fn find_session<'a>(sessions: &'a [Value], id: &str) -> Result<&'a Value, ClientError> {
     let id_of = |s: &Value| s.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
     if let Some(exact) = sessions.iter().find(|s| id_of(s) == id) {
         return Ok(exact);
@@ -398,7 +383,7 @@ fn find_session<'a>(sessions: &'a [Value], id: &str) -> Result<&'a Value, Client
 }
 
 /// The last component of the project root, else of the working directory.
-fn project_name(v: &SessionView) -> String {
+pub(crate) fn project_name(v: &SessionView) -> String {
     let path = v
         .project_root
         .as_deref()
@@ -505,30 +490,6 @@ pub fn format_watch(msg: &Value) -> Result<Vec<String>, ClientError> {
     }
 }
 
-/// `status`'s one line: `2 working · 1 needs you · 3 idle · $4.20`.
-pub fn format_status(views: &[SessionView]) -> String {
-    if views.is_empty() {
-        return "no agents".to_owned();
-    }
-    let count = |f: &dyn Fn(AgentState) -> bool| views.iter().filter(|v| f(v.state)).count();
-    let working = count(&|s| s == AgentState::Working);
-    let needs_you = count(&|s| s.needs_attention());
-    let idle = count(&|s| matches!(s, AgentState::Idle | AgentState::Starting));
-    let cost: f64 = views.iter().map(|v| v.cost_usd).sum();
-    let mut parts = Vec::new();
-    for (n, label) in [
-        (working, "working"),
-        (needs_you, "needs you"),
-        (idle, "idle"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {label}"));
-        }
-    }
-    parts.push(format!("${cost:.2}"));
-    parts.join(" · ")
-}
-
 /// `get`'s details, one `key: value` per line.
 pub fn format_details(v: &SessionView) -> String {
     let mut rows: Vec<(&str, String)> = vec![
@@ -596,26 +557,6 @@ mod tests {
         s.usage.cost_usd = cost;
         s.cwd = Some(cwd.into());
         SessionView::from_session(&s, Utc::now()).into_owned()
-    }
-
-    #[test]
-    fn status_counts_states_and_sums_cost() {
-        let views = [
-            view("a", AgentState::Working, 1.0, "/a"),
-            view("b", AgentState::Working, 2.0, "/b"),
-            view("c", AgentState::NeedsPermission, 0.2, "/c"),
-            view("d", AgentState::Idle, 1.0, "/d"),
-            view("e", AgentState::Starting, 0.0, "/e"),
-        ];
-        assert_eq!(
-            format_status(&views),
-            "2 working · 1 needs you · 2 idle · $4.20"
-        );
-        assert_eq!(format_status(&[]), "no agents");
-        assert_eq!(
-            format_status(&[view("x", AgentState::NeedsInput, 0.0, "/")]),
-            "1 needs you · $0.00"
-        );
     }
 
     #[test]

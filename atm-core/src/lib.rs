@@ -17,6 +17,9 @@
 //! - [`lines`], [`follow`], [`ready`]: for adapters whose input is not the ingest socket:
 //!   bounded line reading, following a growing file, and saying "I am serving".
 //!
+//! - [`tmux`]: where a session's pane is, whether it is watched, and taking the user there
+//!   (`atmctl focus`, notify's Focus action and tmux marks share it).
+//!
 //! Plugin crates depend on this crate only.
 
 pub mod coalesce;
@@ -40,6 +43,7 @@ pub mod registry;
 pub mod registry_follow;
 pub mod state;
 pub mod text;
+pub mod tmux;
 pub mod unix_socket;
 pub mod view;
 

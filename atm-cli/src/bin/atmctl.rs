@@ -1,5 +1,5 @@
 //! `atmctl`: the command-line client for people and scripts. Thin: every subcommand lives in the
-//! library (`atm_cli::client`, `atm_cli::setup`).
+//! library (`atm_cli::client`, `status`, `focus`, `setup`).
 
 use std::process::ExitCode;
 
@@ -22,10 +22,13 @@ enum Command {
     List(atm_cli::client::ListArgs),
     /// Print live session updates as lines.
     Watch(atm_cli::client::WatchArgs),
-    /// One short line for a status bar: counts per state and total cost.
-    Status(atm_cli::client::StatusArgs),
+    /// One short line for a status bar: counts per state and total cost (--format for tmux,
+    /// waybar, i3blocks, polybar; --follow to print each change).
+    Status(atm_cli::status::StatusArgs),
     /// Show one session.
     Get(atm_cli::client::GetArgs),
+    /// Switch the attached tmux client to an agent's pane (or the next one that waits for you).
+    Focus(atm_cli::focus::FocusArgs),
     /// Install or remove atm's hooks in an agent's settings.
     #[command(subcommand)]
     Setup(atm_cli::setup::SetupCommand),
@@ -36,8 +39,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List(a) => atm_cli::client::list(&a),
         Command::Watch(a) => atm_cli::client::watch(&a),
-        Command::Status(a) => atm_cli::client::status(&a),
+        Command::Status(a) => atm_cli::status::status(&a),
         Command::Get(a) => atm_cli::client::get(&a),
+        Command::Focus(a) => atm_cli::focus::focus(&a),
         Command::Setup(c) => atm_cli::setup::run(c),
     };
     match result {
