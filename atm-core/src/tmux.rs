@@ -32,6 +32,18 @@ pub enum TmuxSocket {
     Name(String),
 }
 
+impl TmuxSocket {
+    /// The server a plugin config names: `tmux_socket` (a path, `~` expanded) wins over
+    /// `tmux_socket_name` (a `-L` name); neither means tmux's default.
+    pub fn from_config(path: Option<&str>, name: Option<&str>) -> Self {
+        match (path, name) {
+            (Some(path), _) => Self::Path(crate::paths::expand(path)),
+            (None, Some(name)) => Self::Name(name.to_owned()),
+            (None, None) => Self::Default,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TmuxError {
     #[error("could not run tmux (is it installed?): {0}")]

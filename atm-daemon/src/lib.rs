@@ -33,6 +33,8 @@ use sink_dbus as _;
 use sink_notify as _;
 #[cfg(feature = "socket")]
 use sink_socket as _;
+#[cfg(feature = "tmux-marks")]
+use sink_tmux_marks as _;
 
 /// Call from a binary or test that must see every plugin: referencing this function links this
 /// crate, and with it every plugin crate's registration.
@@ -55,6 +57,7 @@ pub fn built_in_plugins() -> Vec<&'static str> {
         (cfg!(feature = "dbus"), "sink:dbus"),
         (cfg!(feature = "notify"), "sink:notify"),
         (cfg!(feature = "socket"), "sink:socket"),
+        (cfg!(feature = "tmux-marks"), "sink:tmux-marks"),
     ];
     all.into_iter()
         .filter_map(|(on, name)| on.then_some(name))
