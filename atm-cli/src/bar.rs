@@ -145,7 +145,7 @@ fn tooltip(views: &[SessionView]) -> String {
             v.id_short,
             v.harness,
             v.state,
-            crate::client::project_name(v),
+            crate::format::project_name(v),
             v.context_percentage,
             v.cost_display
         );
@@ -252,21 +252,8 @@ pub fn render_down(format: BarFormat, down: &Down) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atm_core::{Harness, Session, SessionId, SessionKey};
-    use chrono::Utc;
+    use crate::format::tests::view;
     use serde_json::Value;
-
-    fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView<'static> {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: id.into(),
-        };
-        let mut s = Session::new(key, SessionId::new(id), None, "test", Utc::now());
-        s.state = state;
-        s.usage.cost_usd = cost;
-        s.cwd = Some(cwd.into());
-        SessionView::from_session(&s, Utc::now()).into_owned()
-    }
 
     fn mixed() -> Vec<SessionView<'static>> {
         let mut full = view("c", AgentState::NeedsPermission, 0.2, "/src/a&b<c>");

@@ -3,13 +3,15 @@
 //! - [`hook`]: `atm-hook`, the tiny program agents' hooks and status lines run. It has no async
 //!   runtime and reads no config file, because it sits on the agent's critical path.
 //! - [`setup`]: `atmctl setup <agent>`: installs and removes hook configuration safely.
-//! - [`client`]: `atmctl list|watch|get`, and the one query connection every command opens.
+//! - [`client`]: `atmctl list|watch|get`, and the one query connection every command opens;
+//!   [`format`] renders their output.
 //! - [`status`]: `atmctl status [--format] [--follow]`, rendered by [`bar`] for each status bar.
 //! - [`focus`]: `atmctl focus`: takes the attached tmux client to an agent's pane.
 
 pub mod bar;
 pub mod client;
 pub mod focus;
+pub mod format;
 pub mod hook;
 pub mod setup;
 pub mod status;
