@@ -22,6 +22,9 @@ use serde_json::{Map, Value, json};
 
 /// How long a request may wait for its reply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// `atmctl status` runs from status bars every second: a stopped or stuck daemon must not hang
+/// the bar, so it gives up much sooner.
+pub(crate) const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest reply line accepted: a list of 10,000 sessions is about 15 MiB.
 const MAX_REPLY: u64 = 256 * 1024 * 1024;
 
@@ -101,11 +104,8 @@ pub enum ClientError {
     NoSocket { path: PathBuf },
     #[error("atmd is not running (nothing answers on {}); start it with `atmd` or `systemctl --user start atmd`", path.display())]
     NotAnswering { path: PathBuf },
-    #[error("cannot connect to {}: {source}", path.display())]
-    Connect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    Connect(atm_core::trust::ConnectError),
     #[error(
         "the daemon refused this client: {0}; upgrade atmctl or atmd so they speak the same protocol"
     )]
@@ -114,8 +114,8 @@ pub enum ClientError {
     Daemon { code: String, message: String },
     #[error("the daemon closed the connection")]
     Closed,
-    #[error("no reply from the daemon within {}s; is atmd stuck? (`systemctl --user restart atmd`)", REPLY_TIMEOUT.as_secs())]
-    Timeout,
+    #[error("atmd not answering: no reply within {}ms; is atmd stopped or stuck? (`systemctl --user restart atmd`)", .0.as_millis())]
+    Timeout(Duration),
     #[error("talking to the daemon failed: {0}")]
     Io(std::io::Error),
     #[error("the daemon sent something unexpected: {0}")]
@@ -130,9 +130,11 @@ impl ClientError {
     }
 }
 
-fn io_error(e: std::io::Error) -> ClientError {
+fn io_error(e: std::io::Error, timeout: Duration) -> ClientError {
     match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ClientError::Timeout,
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            ClientError::Timeout(timeout)
+        }
         _ => ClientError::Io(e),
     }
 }
@@ -141,34 +143,41 @@ fn io_error(e: std::io::Error) -> ClientError {
 pub struct Connection {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    timeout: Duration,
 }
 
 impl Connection {
     /// Connects to `socket` (or the default) and performs the handshake.
     pub fn open(socket: Option<&Path>) -> Result<Self, ClientError> {
+        Self::open_within(socket, REPLY_TIMEOUT)
+    }
+
+    /// [`Connection::open`] where every reply must come within `timeout`.
+    pub fn open_within(socket: Option<&Path>, timeout: Duration) -> Result<Self, ClientError> {
         let path = socket
             .map(Path::to_path_buf)
             .unwrap_or_else(atm_core::paths::query_socket);
-        let stream = UnixStream::connect(&path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ClientError::NoSocket { path: path.clone() },
-            std::io::ErrorKind::ConnectionRefused => {
+        let stream = atm_core::trust::connect(&path, timeout).map_err(|e| match e.io_kind() {
+            Some(std::io::ErrorKind::NotFound) => ClientError::NoSocket { path: path.clone() },
+            Some(std::io::ErrorKind::ConnectionRefused) => {
                 ClientError::NotAnswering { path: path.clone() }
             }
-            _ => ClientError::Connect {
-                path: path.clone(),
-                source,
-            },
+            Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                ClientError::Timeout(timeout)
+            }
+            _ => ClientError::Connect(e),
         })?;
         stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .set_read_timeout(Some(timeout))
             .map_err(ClientError::Io)?;
         stream
-            .set_write_timeout(Some(REPLY_TIMEOUT))
+            .set_write_timeout(Some(timeout))
             .map_err(ClientError::Io)?;
         let writer = stream.try_clone().map_err(ClientError::Io)?;
         let mut conn = Self {
             reader: BufReader::with_capacity(64 * 1024, stream),
             writer,
+            timeout,
         };
         conn.send("connect", json!({"client_id": "atmctl"}))?;
         let reply = conn.recv()?;
@@ -190,18 +199,20 @@ impl Connection {
             Value::Object(m) => m,
             _ => Map::new(),
         };
+        let timeout = self.timeout;
         self.writer
             .write_all(&client_line(kind, fields))
-            .map_err(io_error)
+            .map_err(|e| io_error(e, timeout))
     }
 
     /// The next message. `error` messages become [`ClientError::Daemon`].
     pub fn recv(&mut self) -> Result<Value, ClientError> {
         let mut line = Vec::new();
+        let timeout = self.timeout;
         let n = (&mut self.reader)
             .take(MAX_REPLY)
             .read_until(b'\n', &mut line)
-            .map_err(io_error)?;
+            .map_err(|e| io_error(e, timeout))?;
         if n == 0 || line.last() != Some(&b'\n') {
             return Err(ClientError::Closed);
         }

@@ -22,7 +22,7 @@ use atm_core::SessionView;
 use serde_json::{Value, json};
 
 use crate::bar::{BarFormat, Down, render, render_down};
-use crate::client::{ClientError, Connection, SocketArg, out_err, run, view_of};
+use crate::client::{ClientError, Connection, STATUS_TIMEOUT, SocketArg, out_err, run, view_of};
 
 /// The first wait before reconnecting; doubled after each failed attempt.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -48,7 +48,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         return follow(args);
     }
     run(|out| {
-        let views = Connection::open(args.socket.socket.as_deref()).and_then(|mut conn| {
+        let views = Connection::open_within(args.socket.socket.as_deref(), STATUS_TIMEOUT).and_then(|mut conn| {
             conn.list_sessions()?
                 .iter()
                 .map(view_of)
@@ -136,7 +136,8 @@ fn follow_connection<W: Write>(
     delay: &mut Duration,
 ) -> Result<Infallible, FollowEnd> {
     let daemon = FollowEnd::Daemon;
-    let mut conn = Connection::open(args.socket.socket.as_deref()).map_err(daemon)?;
+    let mut conn =
+        Connection::open_within(args.socket.socket.as_deref(), STATUS_TIMEOUT).map_err(daemon)?;
     conn.send("subscribe", json!({})).map_err(daemon)?;
     conn.wait_forever().map_err(daemon)?;
     let mut sessions: BTreeMap<String, SessionView<'static>> = BTreeMap::new();

@@ -19,6 +19,7 @@
 //!
 //! - [`tmux`]: where a session's pane is, whether it is watched, and taking the user there
 //!   (`atmctl focus`, notify's Focus action and tmux marks share it).
+//! - [`trust`]: the check every client makes before talking to a daemon socket.
 //!
 //! Plugin crates depend on this crate only.
 
@@ -44,6 +45,7 @@ pub mod registry_follow;
 pub mod state;
 pub mod text;
 pub mod tmux;
+pub mod trust;
 pub mod unix_socket;
 pub mod view;
 

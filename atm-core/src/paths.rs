@@ -4,7 +4,7 @@
 //! created `0700` and refused when another user owns it or others can write to it (a shared
 //! `/tmp` must not let another user plant our sockets).
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Name of the query socket in the runtime dir (`ATM_SOCKET` overrides the full path).
@@ -29,6 +29,10 @@ pub enum PathError {
         "{path} is writable by other users (mode {mode:o}); run `chmod 700 {path}` or remove it"
     )]
     Insecure { path: PathBuf, mode: u32 },
+    #[error(
+        "{path} is a symbolic link; atmd does not follow links for its runtime dir (another user could re-point it): remove it, or set XDG_RUNTIME_DIR to a directory you own"
+    )]
+    Symlink { path: PathBuf },
     #[error("cannot find a home directory: set HOME or the XDG_* variables")]
     NoHome,
 }
@@ -128,25 +132,41 @@ pub fn expand(path: &str) -> PathBuf {
     PathBuf::from(out)
 }
 
-/// Creates `dir` (and parents) as `0700` if missing, then checks that we own it and that no one
-/// else can write to it.
+/// Makes `options` refuse a symlink as the file's last component (`O_NOFOLLOW`: the open fails
+/// with `ELOOP`). atmd opens its lock and state files this way, so a link planted in their place
+/// can never make it read or truncate another file.
+pub fn no_follow(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    // O_NOFOLLOW is a small positive flag; the cast cannot wrap.
+    options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+}
+
+/// Creates `dir` (and parents) as `0700` if missing, then checks that it is a real directory
+/// (never a symlink: a link in a shared `/tmp` can be re-pointed by whoever made it), that we own
+/// it and that no one else can write to it. A directory of ours that others can only read or
+/// enter is tightened to `0700`, since clients talk only to sockets in a `0700` directory
+/// ([`crate::trust`]).
 pub fn ensure_private_dir(dir: &Path) -> Result<(), PathError> {
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| PathError::Create {
-                path: dir.to_owned(),
-                source,
-            })?;
-        // `recursive` applies the mode only to the last component on some systems; be sure.
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    }
-    let meta = std::fs::metadata(dir).map_err(|source| PathError::Create {
+    let create = |source| PathError::Create {
         path: dir.to_owned(),
         source,
-    })?;
+    };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(create)?;
+            std::fs::symlink_metadata(dir).map_err(create)?
+        }
+        Err(e) => return Err(create(e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(PathError::Symlink {
+            path: dir.to_owned(),
+        });
+    }
     let me = uid();
     if meta.uid() != me {
         return Err(PathError::WrongOwner {
@@ -161,6 +181,11 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), PathError> {
             path: dir.to_owned(),
             mode,
         });
+    }
+    if mode != 0o700 {
+        // `recursive` applies the mode only to the last component on some systems, and an
+        // older atm may have left it readable: tighten what we own.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(create)?;
     }
     Ok(())
 }
@@ -179,6 +204,23 @@ mod tests {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = ensure_private_dir(&d).unwrap_err();
         assert!(err.to_string().contains("chmod 700"), "{err}");
+        // Readable by others but not writable: ours to tighten.
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&d).unwrap();
+        let mode = std::fs::metadata(&d).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_symlinked_runtime_dir_is_refused_even_to_a_private_target() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        ensure_private_dir(&real).unwrap();
+        let link = tmp.path().join("atm-link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = ensure_private_dir(&link).unwrap_err();
+        assert!(matches!(err, PathError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]

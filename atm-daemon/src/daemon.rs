@@ -41,13 +41,15 @@ pub struct RuntimeDirLock {
 pub fn claim_runtime_dir(dir: &Path) -> anyhow::Result<RuntimeDirLock> {
     atm_core::paths::ensure_private_dir(dir)?;
     let path = dir.join(atm_core::paths::LOCK_FILE);
-    let mut file = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    let mut file = atm_core::paths::no_follow(
+        File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+    .open(&path)
+    .with_context(|| format!("cannot open lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -1,6 +1,6 @@
 //! The exchange with the daemon: one fresh connection to the ingest socket, one line written,
 //! at most one line read back, every step cut off at the shared deadline ([`super::BUDGET`]).
-//! Raw syscalls for `connect` so that its timeout is set before connecting.
+//! The connect itself is the clients' shared trusted connect in atm-core.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -32,34 +32,20 @@ pub fn send(socket: &Path, line: &[u8], deadline: Instant, want_reply: bool) -> 
     read_reply_line(&mut stream, deadline)
 }
 
-/// Connects with the send timeout set first: on Linux it also bounds `connect` on a Unix socket
-/// whose accept queue is full (a daemon that stopped accepting).
+/// Connects through the clients' one trusted connect ([`atm_core::trust::connect`]: send
+/// timeout set before connecting, then the directory and the peer checked before a byte is
+/// sent). A socket that is not to be trusted (another user's directory or process) is the one
+/// thing atm-hook reports, once, on stderr: the user must hear that someone else may be posing
+/// as atmd to read their events.
 fn connect(socket: &Path, deadline: Instant) -> Option<UnixStream> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let addr = SocketAddrUnix::new(socket).ok()?;
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .ok()?;
-    rustix::net::sockopt::set_socket_timeout(
-        &fd,
-        rustix::net::sockopt::Timeout::Send,
-        Some(remaining(deadline)?),
-    )
-    .ok()?;
-    loop {
-        match rustix::net::connect(&fd, &addr) {
-            Ok(()) => break,
-            Err(rustix::io::Errno::INTR) => {
-                remaining(deadline)?;
-            }
-            Err(_) => return None,
+    match atm_core::trust::connect(socket, remaining(deadline)?) {
+        Ok(stream) => Some(stream),
+        Err(e @ atm_core::trust::ConnectError::Untrusted(_)) => {
+            let _ = writeln!(std::io::stderr(), "atm-hook: {e}");
+            None
         }
+        Err(_) => None,
     }
-    Some(UnixStream::from(fd))
 }
 
 /// Reads one `\n`-terminated line (at most [`MAX_INPUT`] bytes) before `deadline`.
