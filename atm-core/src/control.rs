@@ -76,7 +76,8 @@ impl ControlBus {
             }
         }
         let mut total = RescanReport::default();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline =
+            crate::plugin::duration::deadline_after(tokio::time::Instant::now(), timeout);
         for rx in waits {
             if let Ok(Ok(r)) = tokio::time::timeout_at(deadline, rx).await {
                 total.discovered += r.discovered;

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::model::Session;
+use crate::plugin::duration::deadline_after;
 
 /// Bumped when the file's meaning changes; older files are moved aside, not misread.
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -264,7 +265,7 @@ impl Writer {
 
     pub(crate) fn mark_dirty(&mut self) {
         if self.path.is_some() && self.due.is_none() {
-            let soonest = Instant::now() + self.debounce;
+            let soonest = deadline_after(Instant::now(), self.debounce);
             self.due = Some(match self.last_write {
                 Some(last) => soonest.max(last + MIN_WRITE_INTERVAL),
                 None => soonest,
@@ -283,7 +284,7 @@ impl Writer {
         };
         if self.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
             // Try again shortly; the running write has older data.
-            self.due = Some(Instant::now() + self.debounce);
+            self.due = Some(deadline_after(Instant::now(), self.debounce));
             return;
         }
         self.due = None;

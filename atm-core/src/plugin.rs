@@ -70,8 +70,21 @@ impl ConfigError {
 pub fn parse_config<T: DeserializeOwned>(value: &toml::Value) -> Result<T, ConfigError> {
     value.clone().try_into::<T>().map_err(|e| {
         let message = e.message().trim().to_owned();
-        let key = extract_key(&message).or_else(|| blame_key::<T>(value, &message));
-        ConfigError { message, key }
+        match extract_key(&message) {
+            Some(key) => ConfigError {
+                message,
+                key: Some(key),
+            },
+            // A value's own error (a duration out of range, a bad type) does not say whose
+            // value it is: find the key and say it.
+            None => match blame_key::<T>(value, &message) {
+                Some(key) => ConfigError {
+                    message: format!("`{key}`: {message}"),
+                    key: Some(key),
+                },
+                None => ConfigError { message, key: None },
+            },
+        }
     })
 }
 
@@ -413,11 +426,66 @@ macro_rules! register_plugin {
     (@optional $opt:expr) => { $opt };
 }
 
-/// Serde helper for durations written as `"2s"`, `"500ms"`, `"30min"` in plugin configs.
+/// Serde helper for durations written as `"2s"`, `"500ms"`, `"30min"` in plugin configs, and
+/// [`duration::Within`], the same with a range every config duration must have (a duration
+/// nobody meant, such as `"300000000000y"`, is refused at load and by `atmd check-config`,
+/// never left to overflow time arithmetic later).
 pub mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
+
+    /// A duration from `MIN_MS` to `MAX_MS` milliseconds (both included), for
+    /// `#[serde(with = "atm_core::plugin::duration::Within::<100, 600_000>")]`. The error names
+    /// the range and an example; the config loader adds the key.
+    pub struct Within<const MIN_MS: u64, const MAX_MS: u64>;
+
+    impl<const MIN_MS: u64, const MAX_MS: u64> Within<MIN_MS, MAX_MS> {
+        pub const MIN: Duration = Duration::from_millis(MIN_MS);
+        pub const MAX: Duration = Duration::from_millis(MAX_MS);
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            let value = deserialize(d)?;
+            check_range(value, Self::MIN, Self::MAX).map_err(serde::de::Error::custom)
+        }
+
+        pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            serialize(d, s)
+        }
+    }
+
+    /// `value` if it lies in `min..=max`; otherwise what to write instead.
+    pub fn check_range(value: Duration, min: Duration, max: Duration) -> Result<Duration, String> {
+        if (min..=max).contains(&value) {
+            return Ok(value);
+        }
+        let example = Duration::from_secs(10).clamp(min, max);
+        Err(format!(
+            "{} is out of range: use a duration from {} to {} (e.g. \"{}\")",
+            humantime::format_duration(value),
+            show(min),
+            show(max),
+            humantime::format_duration(example),
+        ))
+    }
+
+    /// `from + d`, saturating: a deadline that would overflow `Instant` becomes about 30 years
+    /// ahead ("never") instead of a panic. Every deadline computed from a configured duration
+    /// uses this, so even a duration that escaped its range cannot stop a task.
+    pub fn deadline_after(from: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+        const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+        from.checked_add(d)
+            .or_else(|| from.checked_add(FAR))
+            .unwrap_or(from)
+    }
+
+    fn show(d: Duration) -> String {
+        if d.is_zero() {
+            "0s".to_owned()
+        } else {
+            humantime::format_duration(d).to_string()
+        }
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
@@ -502,5 +570,40 @@ mod tests {
         assert_eq!(err.key.as_deref(), Some("interval"));
         let err = parse_config::<DemoConfig>(&table("socket = \"s\"\ninterval = [1]")).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("interval"));
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RangedConfig {
+        #[serde(with = "duration::Within::<100, 3_600_000>")]
+        timeout: std::time::Duration,
+    }
+
+    #[test]
+    fn ranged_durations_refuse_what_would_overflow_and_name_key_range_and_example() {
+        let ok = parse_config::<RangedConfig>(&table("timeout = \"1h\"")).unwrap();
+        assert_eq!(ok.timeout, std::time::Duration::from_secs(3600));
+        for bad in ["300000000000y", "1h 1ms", "99ms", "0s"] {
+            let err =
+                parse_config::<RangedConfig>(&table(&format!("timeout = \"{bad}\""))).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("timeout"), "{bad}: {err:?}");
+            for part in [
+                "`timeout`",
+                "out of range",
+                "from 100ms to 1h",
+                "e.g. \"10s\"",
+            ] {
+                assert!(err.message.contains(part), "{bad}: {}", err.message);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn deadlines_saturate_instead_of_overflowing() {
+        let now = tokio::time::Instant::now();
+        let far = duration::deadline_after(now, std::time::Duration::MAX);
+        assert!(far > now + std::time::Duration::from_secs(3600 * 24 * 365));
+        let near = duration::deadline_after(now, std::time::Duration::from_secs(1));
+        assert_eq!(near, now + std::time::Duration::from_secs(1));
     }
 }

@@ -53,7 +53,8 @@ fn init_logging(config_level: Option<&str>) {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // One event, one line: ids and reasons from agents cannot forge log lines.
+        .with_writer(|| atm_core::text::OneLinePerEvent(std::io::stderr()))
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();

@@ -126,6 +126,22 @@ pub struct Config {
     pub plugins: Vec<PluginEntry>,
 }
 
+/// The range of each `[daemon]` duration: `session_expiry` from 1 s to 30 days,
+/// `cleanup_interval` from 0 (off) to 1 hour, `snapshot_debounce` from 0 to 1 minute.
+pub const DAEMON_RANGES: [(&str, Duration, Duration); 3] = [
+    (
+        "session_expiry",
+        Duration::from_secs(1),
+        Duration::from_secs(30 * 24 * 3600),
+    ),
+    (
+        "cleanup_interval",
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    ),
+    ("snapshot_debounce", Duration::ZERO, Duration::from_secs(60)),
+];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonDurations {
     pub session_expiry: Duration,
@@ -203,14 +219,27 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
     })?;
 
     let daemon = raw.daemon.map(Spanned::into_inner).unwrap_or_default();
-    let duration = |key: &str, value: &Option<String>, default: Duration| match value {
-        None => Ok(default),
-        Some(v) => humantime::parse_duration(v).map_err(|e| ConfigError::Whole {
+    // Every duration has a range (see `DAEMON_RANGES`): a value nobody meant must be refused
+    // here, not overflow the registry's time arithmetic later.
+    let duration = |key: &str, value: &Option<String>, default: Duration| {
+        let Some(v) = value else {
+            return Ok(default);
+        };
+        let whole = |message| ConfigError::Whole {
             source_name: source_name.clone(),
-            message: format!(
+            message,
+        };
+        let parsed = humantime::parse_duration(v).map_err(|e| {
+            whole(format!(
                 "[daemon] {key} = {v:?} is not a duration ({e}); write e.g. \"5s\" or \"30min\""
-            ),
-        }),
+            ))
+        })?;
+        let (min, max) = DAEMON_RANGES
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map_or((Duration::ZERO, Duration::MAX), |&(_, min, max)| (min, max));
+        atm_core::plugin::duration::check_range(parsed, min, max)
+            .map_err(|m| whole(format!("[daemon] {key} = {v:?}: {m}")))
     };
     if daemon.worker_threads == Some(0) {
         return Err(ConfigError::Whole {

@@ -97,3 +97,97 @@ fn status_answers_within_a_second_when_the_daemon_is_stopped() {
     assert!(stderr.contains("atmd not answering"), "{stderr}");
     assert!(took < Duration::from_millis(1500), "took {took:?}");
 }
+
+/// Durations `check-config` used to accept and that then overflowed time arithmetic: the
+/// notify sink's rate limit, the socket sink's handshake timeout, the registry's debounce.
+const OVERFLOWING: [(&str, &str); 3] = [
+    (
+        "[[sink]]\ntype = \"notify\"\nrate_limit = \"300000000000y\"\n",
+        "rate_limit",
+    ),
+    (
+        "[[sink]]\ntype = \"socket\"\nhandshake_timeout = \"300000000000y\"\n",
+        "handshake_timeout",
+    ),
+    (
+        "[daemon]\nsnapshot_debounce = \"300000000000y\"\n",
+        "snapshot_debounce",
+    ),
+];
+
+fn assert_names_key_and_range(stderr: &str, key: &str) {
+    for part in [key, "out of range", "use a duration from", "e.g."] {
+        assert!(stderr.contains(part), "{part:?} missing in: {stderr}");
+    }
+}
+
+#[test]
+fn overflowing_durations_are_refused_by_check_config_and_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (body, key) in OVERFLOWING {
+        let path = tmp.path().join(format!("{key}.toml"));
+        std::fs::write(&path, body).unwrap();
+        let out = Command::new(bin("atmd"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}: {out:?}");
+        assert_names_key_and_range(&String::from_utf8_lossy(&out.stderr), key);
+        // The line and column of the value, like every other config error.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("{}:", path.display())), "{stderr}");
+    }
+}
+
+#[test]
+fn a_running_daemon_keeps_its_config_when_a_reload_overflows() {
+    let d = Daemon::start(&basic_config(""));
+    for (round, (body, key)) in OVERFLOWING.into_iter().enumerate() {
+        // The daemon's own keys go into its [daemon] table; plugin blocks are appended.
+        let config = if body.starts_with("[daemon]") {
+            basic_config("").replacen("[daemon]\n", body, 1)
+        } else {
+            basic_config(body)
+        };
+        std::fs::write(&d.config_path, config).unwrap();
+        d.signal(rustix::process::Signal::HUP);
+        let rejected = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("new configuration rejected"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        atm_core::testing::wait_until_blocking("the reload to be rejected", || {
+            rejected(&d.log()).len() > round
+        });
+        let line = rejected(&d.log()).pop().unwrap();
+        assert_names_key_and_range(&line, key);
+        // Still serving: queries and hooks.
+        d.send_hooks(&[atm_tests::hook(serde_json::json!({
+            "hook_event_name": "UserPromptSubmit", "session_id": format!("after-{key}"), "prompt": "p"
+        }))]);
+        d.wait_sessions("a session sent after the rejected reload", |s| {
+            atm_tests::find(s, &format!("after-{key}")).is_some()
+        });
+    }
+}
+
+#[test]
+fn a_newline_in_a_session_id_cannot_forge_log_lines() {
+    let d = Daemon::start(&basic_config(""));
+    let id = "forge\nERROR FORGED-LINE\r\u{0}";
+    d.send_hooks(&[
+        atm_tests::hook(serde_json::json!({"hook_event_name": "SessionStart", "session_id": id, "source": "startup"})),
+        atm_tests::hook(serde_json::json!({"hook_event_name": "SessionEnd", "session_id": id, "reason": "exit"})),
+    ]);
+    atm_core::testing::wait_until_blocking("the session to be logged as removed", || {
+        d.log().contains("forge\\nERROR FORGED-LINE\\r\\0")
+    });
+    let log = d.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR FORGED-LINE")),
+        "a forged line: {log}"
+    );
+    assert!(!log.contains('\0') && !log.contains('\r'), "{log:?}");
+}

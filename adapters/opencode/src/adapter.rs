@@ -47,12 +47,15 @@ pub struct OpencodeConfig {
     /// event stream is `<url>/event`; a URL that already ends in `/event` is used as it is.
     /// Absent: the adapter stays idle.
     pub url: Option<String>,
-    /// Longest wait between reconnection attempts.
-    #[serde(with = "atm_core::plugin::duration", default = "default_max_backoff")]
-    pub max_backoff: Duration,
-    /// How long connecting and receiving the response headers may take.
+    /// Longest wait between reconnection attempts (250 ms to 24 h).
     #[serde(
-        with = "atm_core::plugin::duration",
+        with = "atm_core::plugin::duration::Within::<250, 86_400_000>",
+        default = "default_max_backoff"
+    )]
+    pub max_backoff: Duration,
+    /// How long connecting and receiving the response headers may take (100 ms to 10 min).
+    #[serde(
+        with = "atm_core::plugin::duration::Within::<100, 600_000>",
         default = "default_connect_timeout"
     )]
     pub connect_timeout: Duration,

@@ -60,8 +60,11 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcDiscoveryConfig {
-    /// How often to scan and sample (default "2s").
-    #[serde(with = "atm_core::plugin::duration", default = "default_interval")]
+    /// How often to scan and sample (default "2s"; 100 ms to 1 h).
+    #[serde(
+        with = "atm_core::plugin::duration::Within::<100, 3_600_000>",
+        default = "default_interval"
+    )]
     pub interval: Duration,
     /// Where procfs is mounted (default "/proc"; tests point it at a fake tree).
     #[serde(default = "default_proc_root")]

@@ -18,7 +18,8 @@
 //! (`hook_event:NAME`) and picks how the agent's process is recognised among the ancestors
 //! ([`AgentKind`]); `--notify` takes the JSON from the last argument instead of stdin (Codex's
 //! `notify` program contract). Gemini CLI shows a hook's stderr to the user, so atm-hook writes
-//! nothing on stderr either (the binary silences even the panic message).
+//! nothing on stderr either (the binary silences even the panic message), with one exception
+//! meant to be seen: a socket that belongs to another user is refused with one line there.
 //!
 //! Fields no adapter reads but that can be huge (tool output, model requests and responses,
 //! whole transcripts: [`STRIPPED_FIELDS`]) are removed from the parsed event before the size

@@ -250,7 +250,12 @@ impl BusTask {
             let summary = attention_summary(a);
             send(
                 bus,
-                Manager::attention_needed(&live.manager, &new.props.id, &a.reason, &summary),
+                Manager::attention_needed(
+                    &live.manager,
+                    &new.props.id,
+                    &new.props.attention_reason,
+                    &summary,
+                ),
             )
             .await?;
         }
@@ -449,7 +454,7 @@ impl BusTask {
                 self.outage = Some((kind, Instant::now()));
             }
         }
-        self.next_attempt = Instant::now() + retry_in;
+        self.next_attempt = atm_core::plugin::duration::deadline_after(Instant::now(), retry_in);
         self.backoff = (self.backoff * 2).min(self.config.retry_max);
     }
 }

@@ -36,11 +36,17 @@ pub struct DbusConfig {
     /// The well-known name to own.
     #[serde(default = "default_service_name")]
     pub service_name: String,
-    /// First wait before retrying a failed connection; doubles up to `retry_max`.
-    #[serde(default = "default_retry_initial", with = "atm_core::plugin::duration")]
+    /// First wait before retrying a failed connection; doubles up to `retry_max` (10 ms to 1 h).
+    #[serde(
+        default = "default_retry_initial",
+        with = "atm_core::plugin::duration::Within::<10, 3_600_000>"
+    )]
     pub retry_initial: Duration,
-    /// Longest wait between two connection attempts.
-    #[serde(default = "default_retry_max", with = "atm_core::plugin::duration")]
+    /// Longest wait between two connection attempts (10 ms to 24 h).
+    #[serde(
+        default = "default_retry_max",
+        with = "atm_core::plugin::duration::Within::<10, 86_400_000>"
+    )]
     pub retry_max: Duration,
     /// Changes queued toward the bus before changes are coalesced per session.
     #[serde(default = "default_queue_capacity")]

@@ -4,10 +4,14 @@
 //! The property list lives in one place ([`SessionProps::entries`]): the getters, the
 //! `a{sv}` dictionaries of `ListSessions`/`GetSession` and the change detection all read it, so
 //! a property cannot be added to one and forgotten in another. Absent text is `""` and an
-//! unknown PID is `0`, because D-Bus properties have no null.
+//! unknown PID is `0`, because D-Bus properties have no null. Every text goes through
+//! [`portable`] here, the one place session text becomes D-Bus text: a NUL would make the bus
+//! drop our connection, and a noncharacter makes clients such as `busctl` reject the whole
+//! `ListSessions` reply.
 
 use std::collections::HashMap;
 
+use atm_core::text::portable;
 use atm_core::{AgentState, Attention, Session};
 use zbus::{OwnedVariant, Variant};
 
@@ -33,32 +37,24 @@ pub struct SessionProps {
 
 impl SessionProps {
     pub fn from_session(s: &Session) -> Self {
-        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let text = |v: Option<&String>| v.map(|t| portable(t).into_owned()).unwrap_or_default();
         Self {
-            id: s.id.as_str().to_owned(),
-            harness: s.harness.as_str().to_owned(),
+            id: portable(s.id.as_str()).into_owned(),
+            harness: portable(s.harness.as_str()).into_owned(),
             state: s.state.as_str().to_owned(),
-            attention_reason: s
-                .attention
-                .as_ref()
-                .map(|a| a.reason.clone())
-                .unwrap_or_default(),
+            attention_reason: text(s.attention.as_ref().map(|a| &a.reason)),
             // The tool a prompt is about when there is one, else what the agent is doing now.
-            tool: s
-                .attention
-                .as_ref()
-                .and_then(|a| a.tool.clone())
-                .or_else(|| s.activity.clone())
-                .unwrap_or_default(),
-            cwd: text(&s.cwd),
-            project: text(&s.git.project_root),
-            branch: text(&s.git.branch),
-            tmux_pane: text(&s.tmux_pane),
-            model: s
-                .model_name
-                .clone()
-                .or_else(|| s.model_id.clone())
-                .unwrap_or_default(),
+            tool: text(
+                s.attention
+                    .as_ref()
+                    .and_then(|a| a.tool.as_ref())
+                    .or(s.activity.as_ref()),
+            ),
+            cwd: text(s.cwd.as_ref()),
+            project: text(s.git.project_root.as_ref()),
+            branch: text(s.git.branch.as_ref()),
+            tmux_pane: text(s.tmux_pane.as_ref()),
+            model: text(s.model_name.as_ref().or(s.model_id.as_ref())),
             cost_usd: s.usage.cost_usd,
             context_percent: s.usage.context_used_percentage,
             started_at: s.started_at.timestamp(),
@@ -111,14 +107,15 @@ impl SessionProps {
 }
 
 /// What `AttentionNeeded` says in its `summary`: the tool and what it wants to do, or the
-/// question, in one short line.
+/// question, in one short line (made [`portable`] like every property).
 pub fn attention_summary(attention: &Attention) -> String {
-    match (&attention.tool, &attention.detail) {
+    let summary = match (&attention.tool, &attention.detail) {
         (Some(tool), Some(detail)) => format!("{tool}: {detail}"),
         (Some(tool), None) => tool.clone(),
         (None, Some(detail)) => detail.clone(),
         (None, None) => attention.reason.clone(),
-    }
+    };
+    portable(&summary).into_owned()
 }
 
 /// Whether a change (`old` -> `new`) should raise `AttentionNeeded`: entering an attention

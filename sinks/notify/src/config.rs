@@ -32,7 +32,11 @@ pub struct NotifyConfig {
     #[serde(default = "default_on")]
     pub on: Vec<NotifyOn>,
     /// An idle notification needs a turn at least this long: short answers need no popup.
-    #[serde(with = "duration", default = "default_min_turn")]
+    /// From 0 to 24 hours.
+    #[serde(
+        with = "duration::Within::<0, 86_400_000>",
+        default = "default_min_turn"
+    )]
     pub min_turn: Duration,
     /// No notification while the session's tmux pane is the active pane of an attached client
     /// (the user is looking at it already).
@@ -43,8 +47,12 @@ pub struct NotifyConfig {
     #[serde(default)]
     pub mute_projects: Vec<String>,
     /// The minimum time between two notifications popping up for one session. A notification
-    /// that comes sooner waits (and is dropped if the session moves on meanwhile).
-    #[serde(with = "duration", default = "default_rate_limit")]
+    /// that comes sooner waits (and is dropped if the session moves on meanwhile). From 0 to 24
+    /// hours.
+    #[serde(
+        with = "duration::Within::<0, 86_400_000>",
+        default = "default_rate_limit"
+    )]
     pub rate_limit: Duration,
     /// The command the `default` and `Focus` actions run, instead of selecting the tmux pane:
     /// program and arguments, no shell. `{pane}`, `{session_id}` and `{cwd}` are replaced.

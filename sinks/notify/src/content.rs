@@ -3,12 +3,14 @@
 //! The summary names the agent, why and the project ("Claude needs permission: Bash · myrepo");
 //! the body the command or file preview, the branch and the tmux location. Everything is cut
 //! by characters (never bytes), and the body is escaped only for servers that render body
-//! markup: a server without markup would show `&amp;` literally.
+//! markup: a server without markup would show `&amp;` literally. Every line is made
+//! [`portable`] (no NUL, control characters or noncharacters), since the text goes over D-Bus
+//! to the notification server.
 
 use std::time::Duration;
 
 use atm_core::Session;
-use atm_core::text::{one_line_preview, truncate_chars};
+use atm_core::text::{one_line_preview, portable, truncate_chars};
 
 use crate::plan::{Kind, Show, project_name};
 
@@ -64,7 +66,7 @@ pub fn render(show: &Show, location: Option<&str>, markup: bool) -> Text {
     let body = lines
         .iter()
         .map(|l| {
-            let cut = truncate_chars(l, LINE_MAX);
+            let cut = truncate_chars(&portable(l), LINE_MAX);
             if markup { escape(&cut) } else { cut }
         })
         .collect::<Vec<_>>()
@@ -148,6 +150,35 @@ mod tests {
             kind,
             session: Arc::new(s),
             turn: None,
+        }
+    }
+
+    #[test]
+    fn nul_noncharacters_and_controls_never_reach_the_notification_server() {
+        let sh = show(Kind::Permission, |s| {
+            s.attention = Some(Attention {
+                reason: "permission".into(),
+                tool: Some("Ba\u{0}sh\u{FFFE}".into()),
+                detail: Some("rm\u{0} -rf \u{FDD0}x".into()),
+                subagent_id: None,
+            });
+            s.git.branch = Some("ma\u{0}in\u{FFFF}\u{7}".into());
+            s.tmux_pane = Some("%5\u{1b}".into());
+        });
+        for markup in [true, false] {
+            let t = render(&sh, None, markup);
+            for text in [&t.summary, &t.body] {
+                assert!(
+                    text.chars()
+                        .all(|c| atm_core::text::is_portable(c) || c == '\n'),
+                    "{text:?}"
+                );
+            }
+            assert!(
+                t.body.contains("branch ma\u{FFFD}in\u{FFFD}\u{FFFD}"),
+                "{:?}",
+                t.body
+            );
         }
     }
 

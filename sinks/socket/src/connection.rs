@@ -85,7 +85,10 @@ enum Next {
 
 impl Reader {
     async fn run(&mut self) {
-        let deadline = tokio::time::Instant::now() + self.shared.config.handshake_timeout;
+        let deadline = atm_core::plugin::duration::deadline_after(
+            tokio::time::Instant::now(),
+            self.shared.config.handshake_timeout,
+        );
         let Ok(first) = tokio::time::timeout_at(deadline, self.handshake()).await else {
             debug!(conn = self.conn, "no handshake within the timeout; closed");
             return;

@@ -62,17 +62,17 @@ pub struct SocketConfig {
     /// 0 (the default): the first overflow resyncs, so a client gets every update or a fresh
     /// `session_list`, never a silently thinned stream.
     pub max_coalesced: usize,
-    /// How long coalesced updates may wait before the subscriber is resynced instead.
-    #[serde(with = "duration")]
+    /// How long coalesced updates may wait before the subscriber is resynced instead (0 to 1 h).
+    #[serde(with = "duration::Within::<0, 3_600_000>")]
     pub max_coalesce_age: Duration,
-    /// A write blocked this long disconnects the client.
-    #[serde(with = "duration")]
+    /// A write blocked this long disconnects the client (100 ms to 10 min).
+    #[serde(with = "duration::Within::<100, 600_000>")]
     pub write_timeout: Duration,
-    /// A client that has not sent `connect` within this is disconnected.
-    #[serde(with = "duration")]
+    /// A client that has not sent `connect` within this is disconnected (100 ms to 1 h).
+    #[serde(with = "duration::Within::<100, 3_600_000>")]
     pub handshake_timeout: Duration,
-    /// How long `discover` waits for the discovery adapters.
-    #[serde(with = "duration")]
+    /// How long `discover` waits for the discovery adapters (100 ms to 10 min).
+    #[serde(with = "duration::Within::<100, 600_000>")]
     pub discover_timeout: Duration,
 }
 
