@@ -60,9 +60,10 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcDiscoveryConfig {
-    /// How often to scan and sample (default "2s"; 100 ms to 1 h).
+    /// How often to scan and sample (default "2s"; 100 ms to 1 h, the lower bound checked by
+    /// `scan_settings` with its own advice).
     #[serde(
-        with = "atm_core::plugin::duration::Within::<100, 3_600_000>",
+        with = "atm_core::plugin::duration::Within::<0, 3_600_000>",
         default = "default_interval"
     )]
     pub interval: Duration,
