@@ -48,12 +48,13 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         return follow(args);
     }
     run(|out| {
-        let views = Connection::open_within(args.socket.socket.as_deref(), STATUS_TIMEOUT).and_then(|mut conn| {
-            conn.list_sessions()?
-                .iter()
-                .map(view_of)
-                .collect::<Result<Vec<_>, _>>()
-        });
+        let views = Connection::open_within(args.socket.socket.as_deref(), STATUS_TIMEOUT)
+            .and_then(|mut conn| {
+                conn.list_sessions()?
+                    .iter()
+                    .map(view_of)
+                    .collect::<Result<Vec<_>, _>>()
+            });
         match views {
             Ok(views) => writeln!(out, "{}", render(args.format, &views)).map_err(out_err),
             // A plain line is for people: the error on stderr says it all. A bar shows what it
