@@ -84,19 +84,20 @@ pub fn run(args: HookArgs, stdin: impl Read + AsFd, stdout: &mut impl Write) {
     let socket = atm_core::paths::hooks_socket();
     if let Some(payload) = &args.notify {
         // Stdin is not ours to read here: Codex may leave it at a terminal.
-        let deadline = Instant::now() + BUDGET;
         if let Some(line) = event_line("hook_event", payload, args.agent.as_deref(), false) {
-            let _ = send(&socket, &line, deadline, false);
+            let _ = send(&socket, &line, Instant::now() + BUDGET, false);
         }
         return;
     }
     let input = read_input(stdin, MAX_RAW_INPUT, STDIN_WAIT);
-    let deadline = Instant::now() + BUDGET;
     if args.statusline {
+        let deadline = Instant::now() + BUDGET;
         statusline::run_statusline(&args, input, &socket, deadline, stdout);
     } else if let Input::Complete(bytes) = input
         && let Some(line) = event_line("hook_event", &bytes, args.agent.as_deref(), false)
     {
-        let _ = send(&socket, &line, deadline, false);
+        // The budget is for the daemon (connect, write): it starts once the line is built, so a
+        // large payload that takes a while to strip is still delivered.
+        let _ = send(&socket, &line, Instant::now() + BUDGET, false);
     }
 }
