@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 // Re-exported: the command type was born here, and the fuzz targets still name it so.
 pub use super::hooks::HookCommand;
-use super::hooks::{install_hooks, run_json_file, uninstall_hooks, wrong};
+use super::hooks::{HooksOff, JsonAgent, install_hooks, run_json_file, uninstall_hooks, wrong};
 use super::{SetupError, ShapeError, file};
 
 /// The events the claude-hooks adapter uses, and whether Claude applies a matcher to them.
@@ -166,35 +166,38 @@ pub fn config_dir(args: &ClaudeArgs) -> Result<PathBuf, SetupError> {
     super::hooks::config_dir(args.config_dir.as_deref(), "CLAUDE_CONFIG_DIR", ".claude")
 }
 
+/// Claude Code for [`run_json_file`].
+const AGENT: JsonAgent = JsonAgent {
+    name: "Claude Code",
+    load: file::load,
+    install,
+    uninstall,
+    hooks_off: HooksOff {
+        pointer: "/disableAllHooks",
+        key: "disableAllHooks",
+        off: true,
+        undo: "remove it",
+    },
+};
+
 pub fn run(args: &ClaudeArgs) -> anyhow::Result<ExitCode> {
     let path = config_dir(args)?.join("settings.json");
     let hook = HookCommand::from_arg(args.hook_command.as_deref())?;
+    let installed = |shown: &str| {
+        format!(
+            "installed {} for {} Claude Code hook events and the status line in {shown}\n\
+             Claude Code sessions started before now may need a restart to run the hooks.\n",
+            hook.event_command(),
+            EVENTS.len(),
+        )
+    };
     run_json_file(
+        &AGENT,
         &path,
+        &hook,
         args.dry_run,
         args.uninstall,
-        file::load,
-        |settings| {
-            if args.uninstall {
-                uninstall(settings, &hook)
-            } else {
-                install(settings, &hook)
-            }
-        },
-        |loaded| {
-            let shown = loaded.file.path.display();
-            if loaded.value.get("disableAllHooks") == Some(&Value::Bool(true)) {
-                eprintln!(
-                    "warning: `disableAllHooks` is true in {shown}: Claude Code runs no hook until you remove it"
-                );
-            }
-            format!(
-                "installed {} for {} Claude Code hook events and the status line in {shown}\n\
-                 Claude Code sessions started before now may need a restart to run the hooks.\n",
-                hook.event_command(),
-                EVENTS.len(),
-            )
-        },
+        installed,
     )
 }
 
@@ -350,19 +353,7 @@ mod tests {
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            "[a-z ]{0,6}".prop_map(Value::from),
-        ];
-        leaf.prop_recursive(3, 16, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                prop::collection::vec(("[a-zA-Z]{1,5}", inner), 0..4)
-                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-            ]
-        })
+        atm_core::testing::arb_json(&["hooks", "statusLine", "type", "command", "matcher"])
     }
 
     /// Settings in the shape users write, without anything of ours and without empty containers

@@ -18,7 +18,9 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use super::hooks::{HookCommand, install_hooks, run_json_file, uninstall_hooks};
+use super::hooks::{
+    HookCommand, HooksOff, JsonAgent, install_hooks, run_json_file, uninstall_hooks,
+};
 use super::{SetupError, ShapeError, file};
 
 /// The Gemini CLI hook events the gemini adapter uses.
@@ -132,35 +134,38 @@ fn comment_at(text: &str, line: usize, column: usize) -> bool {
             .is_some_and(|r| r.starts_with("//") || r.starts_with("/*"))
 }
 
+/// Gemini CLI for [`run_json_file`].
+const AGENT: JsonAgent = JsonAgent {
+    name: "Gemini CLI",
+    load,
+    install,
+    uninstall,
+    hooks_off: HooksOff {
+        pointer: "/hooksConfig/enabled",
+        key: "hooksConfig.enabled",
+        off: false,
+        undo: "change it",
+    },
+};
+
 pub fn run(args: &GeminiArgs) -> anyhow::Result<ExitCode> {
     let path = config_dir(args)?.join("settings.json");
     let hook = HookCommand::from_arg(args.hook_command.as_deref())?;
+    let installed = |shown: &str| {
+        format!(
+            "installed {} for {} Gemini CLI hook events in {shown}\n\
+             Gemini CLI sessions started before now need a restart to run the hooks.\n",
+            hook.agent_command("gemini"),
+            EVENTS.len(),
+        )
+    };
     run_json_file(
+        &AGENT,
         &path,
+        &hook,
         args.dry_run,
         args.uninstall,
-        load,
-        |settings| {
-            if args.uninstall {
-                uninstall(settings, &hook)
-            } else {
-                install(settings, &hook)
-            }
-        },
-        |loaded| {
-            let shown = loaded.file.path.display();
-            if loaded.value.pointer("/hooksConfig/enabled") == Some(&Value::Bool(false)) {
-                eprintln!(
-                    "warning: `hooksConfig.enabled` is false in {shown}: Gemini CLI runs no hook until you change it"
-                );
-            }
-            format!(
-                "installed {} for {} Gemini CLI hook events in {shown}\n\
-                 Gemini CLI sessions started before now need a restart to run the hooks.\n",
-                hook.agent_command("gemini"),
-                EVENTS.len(),
-            )
-        },
+        installed,
     )
 }
 

@@ -247,33 +247,67 @@ pub fn json_edit(loaded: &Loaded, updated: &Value) -> Option<Edit> {
     })
 }
 
-/// The whole run for an agent whose settings are one JSON file (Claude Code, Gemini CLI):
-/// load with `load`, apply the pure `change` (install or uninstall), then [`finish`].
-/// `installed` says what an install did (and may warn on stderr); the other messages are
-/// common.
+/// An agent whose settings are one JSON file (Claude Code, Gemini CLI): what [`run_json_file`]
+/// needs to know about it.
+pub struct JsonAgent {
+    /// Its name in messages ("Claude Code").
+    pub name: &'static str,
+    /// Reads the settings file (the agent may refuse more than [`file::load`] does).
+    pub load: fn(&Path) -> Result<Loaded, SetupError>,
+    /// The pure merges.
+    pub install: fn(&Value, &HookCommand) -> Result<Value, ShapeError>,
+    pub uninstall: fn(&Value, &HookCommand) -> Result<Value, ShapeError>,
+    /// A setting of the user's that switches every hook off, warned about after an install.
+    pub hooks_off: HooksOff,
+}
+
+/// A setting that switches all of an agent's hooks off: at JSON `pointer`, the value `off`;
+/// the warning says `"<key> is <off>"` and that the agent runs no hook until you `undo` it.
+pub struct HooksOff {
+    pub pointer: &'static str,
+    pub key: &'static str,
+    pub off: bool,
+    pub undo: &'static str,
+}
+
+/// The whole run for a [`JsonAgent`]: load, apply the pure install or uninstall, then
+/// [`finish`]. `installed` says what an install did, given the file's name; the other messages
+/// are common.
 pub fn run_json_file(
+    agent: &JsonAgent,
     path: &Path,
+    hook: &HookCommand,
     dry_run: bool,
     uninstall: bool,
-    load: fn(&Path) -> Result<Loaded, SetupError>,
-    change: impl FnOnce(&Value) -> Result<Value, ShapeError>,
-    installed: impl FnOnce(&Loaded) -> String,
+    installed: impl FnOnce(&str) -> String,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = load(path)?;
-    let updated = change(&loaded.value).map_err(|shape| SetupError::Shape {
+    let loaded = (agent.load)(path)?;
+    let change = if uninstall {
+        agent.uninstall
+    } else {
+        agent.install
+    };
+    let updated = change(&loaded.value, hook).map_err(|shape| SetupError::Shape {
         path: loaded.file.path.clone(),
         shape,
     })?;
-    let shown = loaded.file.path.display();
+    let shown = loaded.file.path.display().to_string();
     let (unchanged, done) = if uninstall {
         (
             format!("atm's hooks are not installed in {shown}"),
             format!("removed atm's hooks from {shown}\n"),
         )
     } else {
+        let off = &agent.hooks_off;
+        if loaded.value.pointer(off.pointer) == Some(&Value::Bool(off.off)) {
+            eprintln!(
+                "warning: `{}` is {} in {shown}: {} runs no hook until you {}",
+                off.key, off.off, agent.name, off.undo
+            );
+        }
         (
             format!("atm's hooks are already installed in {shown}"),
-            installed(&loaded),
+            installed(&shown),
         )
     };
     let edits: Vec<_> = json_edit(&loaded, &updated).into_iter().collect();
