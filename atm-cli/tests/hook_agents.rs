@@ -10,8 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use adapter_codex::{CodexAdapter, CodexConfig};
-use adapter_gemini::{GeminiAdapter, GeminiConfig};
+use adapter_codex::CodexAdapter;
+use adapter_gemini::GeminiAdapter;
+use atm_core::ingest_adapter::IngestAdapterConfig;
 use atm_core::testing::TestHarness;
 use atm_core::{InputAdapter, Session};
 use serde_json::{Value, json};
@@ -396,7 +397,7 @@ async fn replay_through(name: &str, make: impl FnOnce(String) -> Box<dyn InputAd
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_fixtures_through_atm_hook_into_the_codex_adapter() {
     replay_through("codex", |socket| {
-        Box::new(CodexAdapter::new(CodexConfig {
+        Box::new(CodexAdapter::new(IngestAdapterConfig {
             socket: Some(socket),
         }))
     })
@@ -406,7 +407,7 @@ async fn codex_fixtures_through_atm_hook_into_the_codex_adapter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_fixtures_through_atm_hook_into_the_gemini_adapter() {
     replay_through("gemini", |socket| {
-        Box::new(GeminiAdapter::new(GeminiConfig {
+        Box::new(GeminiAdapter::new(IngestAdapterConfig {
             socket: Some(socket),
         }))
     })

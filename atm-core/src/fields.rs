@@ -15,6 +15,21 @@ use crate::registry::limits;
 /// A JSON object, as serde_json represents one.
 pub type Object = Map<String, Value>;
 
+/// Characters an attention detail keeps of what it previews (a command, file, URL, pattern,
+/// question): one line of a notification or a status bar, for every agent alike.
+pub const PREVIEW_CHARS: usize = 120;
+
+/// `data` (an agent's payload) as the object it must be; `what` names what it should hold, for
+/// the error (`"Claude's hook JSON"`).
+pub fn object<'a>(data: &'a Value, what: &str) -> Result<&'a Object, WireError> {
+    data.as_object().ok_or_else(|| {
+        WireError::new(
+            ErrorCode::InvalidMessage,
+            format!("field `data` must be a JSON object holding {what}"),
+        )
+    })
+}
+
 /// The `data` object of an ingest message (`hook_event`, `status_update`, ...). `what` names
 /// what it should hold, for the error (`"Claude's hook JSON"`).
 pub fn data_object<'a>(body: &'a Object, what: &str) -> Result<&'a Object, WireError> {

@@ -12,7 +12,7 @@ pub mod translate;
 
 use atm_core::fields;
 use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::Harness;
 use atm_core::protocol::WireError;
 
@@ -34,15 +34,9 @@ impl Translator for ClaudeHooks {
     }
 }
 
-/// `[[adapter]] type = "claude-hooks"`: the generic ingest adapter with [`ClaudeHooks`].
-pub type ClaudeHooksAdapter = IngestAdapter<ClaudeHooks>;
-/// Its config (`socket`).
-pub type ClaudeHooksConfig = IngestAdapterConfig;
-/// Its counters, readable while the adapter runs (tests, debug logs).
-pub type HookStats = atm_core::ingest::IngestStats;
-
 atm_core::register_translator! {
     "claude-hooks", ClaudeHooks,
+    adapter: ClaudeHooksAdapter,
     description: "Claude Code hook events (PermissionRequest, Stop, ...) sent by atm-hook",
     sample_config: include_str!("../sample.toml"),
 }

@@ -13,13 +13,12 @@
 use atm_core::event::{AgentEvent, StartSource};
 use atm_core::fields::{self, Object};
 use atm_core::ingest_adapter::Translation;
-use atm_core::protocol::{ErrorCode, WireError};
+use atm_core::protocol::WireError;
 use atm_core::registry::limits;
 use atm_core::serde_json::Value;
 use atm_core::text::{one_line_preview, truncate_chars};
 
-/// Characters kept of a command, file, URL, pattern or question in an attention detail.
-pub const PREVIEW_CHARS: usize = 120;
+pub use atm_core::fields::PREVIEW_CHARS;
 
 /// Hook events that only mean "something happened": they move `last_activity`, nothing else.
 pub const ACTIVITY_EVENTS: &[&str] = &[
@@ -63,13 +62,7 @@ pub const KNOWN_EVENTS: &[&str] = &[
 /// Fails only when `data` is not an object or `session_id` / `hook_event_name` are missing,
 /// empty or not strings; everything else is optional.
 pub fn translate(data: &Value) -> Result<Translation, WireError> {
-    match data.as_object() {
-        Some(obj) => translate_object(obj),
-        None => Err(WireError::new(
-            ErrorCode::InvalidMessage,
-            "field `data` must be a JSON object holding Claude's hook JSON",
-        )),
-    }
+    fields::object(data, "Claude's hook JSON").and_then(translate_object)
 }
 
 /// [`translate`] for a payload already known to be an object.
@@ -309,6 +302,7 @@ fn stop_error(obj: &Object) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atm_core::protocol::ErrorCode;
     use atm_core::serde_json::json;
     use proptest::prelude::*;
 
@@ -709,33 +703,15 @@ mod tests {
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| json!(n)),
-            any::<f64>().prop_map(|f| json!(f)),
-            ".{0,40}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 32, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map(
-                    prop_oneof![
-                        Just("session_id".to_owned()),
-                        Just("hook_event_name".to_owned()),
-                        Just("tool_name".to_owned()),
-                        Just("tool_input".to_owned()),
-                        Just("agent_id".to_owned()),
-                        Just("message".to_owned()),
-                        Just("questions".to_owned()),
-                        ".{0,8}"
-                    ],
-                    inner,
-                    0..6
-                )
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+        atm_core::testing::arb_json(&[
+            "session_id",
+            "hook_event_name",
+            "tool_name",
+            "tool_input",
+            "agent_id",
+            "message",
+            "questions",
+        ])
     }
 
     proptest! {

@@ -6,8 +6,9 @@
 mod common;
 
 use adapter_claude_hooks as _; // links the plugin registration for the contract test
-use adapter_claude_hooks::{ClaudeHooksAdapter, HookStats, translate};
+use adapter_claude_hooks::{ClaudeHooksAdapter, translate};
 use atm_core::AgentState;
+use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
 use atm_core::testing::ingest::check_replay_step;
 use common::{FakeClaude, Running, fixture, patch, with_process};
@@ -314,7 +315,7 @@ async fn unknown_events_are_accepted_and_counted() {
         send(&mut client, with_process(data, claude.pid(), PANE)).await;
     }
     client.sync_ok().await;
-    assert_eq!(HookStats::get(&stats.unknown_events), 3);
+    assert_eq!(IngestStats::get(&stats.unknown_events), 3);
     let s = run.only_session().await;
     assert_eq!(
         s.state,
@@ -329,7 +330,7 @@ async fn unknown_events_are_accepted_and_counted() {
     send(&mut client, data).await;
     client.sync_ok().await;
     assert_eq!(run.sessions().await.len(), 2);
-    assert_eq!(HookStats::get(&stats.bad_messages), 0);
+    assert_eq!(IngestStats::get(&stats.bad_messages), 0);
     // A subagent's Stop is counted as ignored.
     send(
         &mut client,
@@ -337,7 +338,7 @@ async fn unknown_events_are_accepted_and_counted() {
     )
     .await;
     client.sync_ok().await;
-    assert_eq!(HookStats::get(&stats.ignored), 1);
+    assert_eq!(IngestStats::get(&stats.ignored), 1);
     run.stop().await;
 }
 

@@ -14,7 +14,7 @@ pub mod parse;
 use atm_core::event::AgentEvent;
 use atm_core::fields;
 use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::Harness;
 use atm_core::protocol::WireError;
 
@@ -42,16 +42,9 @@ impl Translator for ClaudeStatusLine {
     }
 }
 
-/// `[[adapter]] type = "claude-statusline"`: the generic ingest adapter with
-/// [`ClaudeStatusLine`].
-pub type ClaudeStatuslineAdapter = IngestAdapter<ClaudeStatusLine>;
-/// Its config (`socket`; a path of its own works as well as the shared one).
-pub type ClaudeStatuslineConfig = IngestAdapterConfig;
-/// Its counters.
-pub type StatuslineStats = atm_core::ingest::IngestStats;
-
 atm_core::register_translator! {
     "claude-statusline", ClaudeStatusLine,
+    adapter: ClaudeStatuslineAdapter,
     description: "Claude Code status-line data (cost, context, model, rate limits) sent by atm-hook",
     sample_config: include_str!("../sample.toml"),
 }

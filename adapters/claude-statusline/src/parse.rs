@@ -10,7 +10,7 @@ use atm_core::SessionId;
 use atm_core::chrono::{DateTime, Utc};
 use atm_core::fields::{self, Object};
 use atm_core::model::{RateLimit, RateLimits, UsageUpdate};
-use atm_core::protocol::{ErrorCode, WireError};
+use atm_core::protocol::WireError;
 use atm_core::registry::limits;
 use atm_core::serde_json::Value;
 use atm_core::text::truncate_chars;
@@ -33,13 +33,7 @@ pub struct StatusLine {
 /// Parses one status-line payload (Claude's JSON plus `pid` / `tmux_pane`). Fails only when
 /// `data` is not an object or `session_id` is missing, empty or not a string.
 pub fn parse_status_line(data: &Value) -> Result<StatusLine, WireError> {
-    match data.as_object() {
-        Some(obj) => parse_status_object(obj),
-        None => Err(WireError::new(
-            ErrorCode::InvalidMessage,
-            "field `data` must be a JSON object holding Claude's status-line JSON",
-        )),
-    }
+    fields::object(data, "Claude's status-line JSON").and_then(parse_status_object)
 }
 
 /// [`parse_status_line`] for a payload already known to be an object.
@@ -189,6 +183,7 @@ fn worktree_block(w: Option<&Object>, usage: &mut UsageUpdate) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atm_core::protocol::ErrorCode;
     use atm_core::serde_json::json;
     use proptest::prelude::*;
 
@@ -383,51 +378,32 @@ mod tests {
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(|n| json!(n)),
-            any::<u64>().prop_map(|n| json!(n)),
-            any::<f64>().prop_map(|f| json!(f)),
-            ".{0,20}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 48, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
-                prop::collection::btree_map(
-                    prop::sample::select(vec![
-                        "session_id",
-                        "model",
-                        "id",
-                        "display_name",
-                        "cost",
-                        "total_cost_usd",
-                        "context_window",
-                        "context_window_size",
-                        "used_percentage",
-                        "current_usage",
-                        "input_tokens",
-                        "rate_limits",
-                        "five_hour",
-                        "resets_at",
-                        "workspace",
-                        "git_worktree",
-                        "worktree",
-                        "repo",
-                        "path",
-                        "branch",
-                        "version",
-                        "pid",
-                        "tmux_pane",
-                        "x",
-                    ])
-                    .prop_map(str::to_owned),
-                    inner,
-                    0..6
-                )
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+        atm_core::testing::arb_json(&[
+            "session_id",
+            "model",
+            "id",
+            "display_name",
+            "cost",
+            "total_cost_usd",
+            "context_window",
+            "context_window_size",
+            "used_percentage",
+            "current_usage",
+            "input_tokens",
+            "rate_limits",
+            "five_hour",
+            "resets_at",
+            "workspace",
+            "git_worktree",
+            "worktree",
+            "repo",
+            "path",
+            "branch",
+            "version",
+            "pid",
+            "tmux_pane",
+            "x",
+        ])
     }
 
     proptest! {

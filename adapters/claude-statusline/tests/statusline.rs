@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use adapter_claude_statusline as _; // links the plugin registration for the contract test
-use adapter_claude_statusline::{ClaudeStatuslineAdapter, StatuslineStats, parse_status_line};
+use adapter_claude_statusline::{ClaudeStatuslineAdapter, parse_status_line};
 use atm_core::event::{AgentEvent, EventEnvelope, EventSource, StartSource};
+use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
 use atm_core::testing::ingest::{
     FakeAgent as FakeClaude, IngestClient as Client, RunningAdapter as Running, socket_table,
@@ -245,7 +246,7 @@ async fn bad_status_lines_get_error_replies_and_are_counted() {
             String::from_utf8_lossy(line)
         );
     }
-    assert_eq!(StatuslineStats::get(&stats.bad_messages), 4);
+    assert_eq!(IngestStats::get(&stats.bad_messages), 4);
     assert!(run.sessions().await.is_empty());
     status(&mut client, &claude, "StatusLine.full.json", false).await;
     client.sync_ok().await;
@@ -254,7 +255,7 @@ async fn bad_status_lines_get_error_replies_and_are_counted() {
     status(&mut client, &claude, "StatusLine.no_cost.json", false).await;
     client.sync_ok().await;
     assert_eq!(run.only_session().await.usage.context_used_percentage, 44.0);
-    assert_eq!(StatuslineStats::get(&stats.applied), 2);
+    assert_eq!(IngestStats::get(&stats.applied), 2);
     run.stop().await;
 }
 

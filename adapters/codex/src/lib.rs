@@ -13,10 +13,9 @@
 pub mod translate;
 
 use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::Harness;
 use atm_core::protocol::WireError;
-use atm_core::serde_json::Value;
 
 pub use translate::translate;
 
@@ -32,19 +31,13 @@ impl Translator for CodexHooks {
     const AGENT: &'static str = "Codex";
 
     fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
-        translate(msg.raw.body.get("data").unwrap_or(&Value::Null))
+        translate(msg.data())
     }
 }
 
-/// `[[adapter]] type = "codex"`: the generic ingest adapter with [`CodexHooks`].
-pub type CodexAdapter = IngestAdapter<CodexHooks>;
-/// Its config (`socket`).
-pub type CodexConfig = IngestAdapterConfig;
-/// Its counters.
-pub type CodexStats = atm_core::ingest::IngestStats;
-
 atm_core::register_translator! {
     "codex", CodexHooks,
+    adapter: CodexAdapter,
     description: "Codex CLI hook events and notify turn completions sent by atm-hook",
     sample_config: include_str!("../sample.toml"),
 }

@@ -28,8 +28,7 @@ use atm_core::text::{one_line_preview, truncate_chars};
 /// The notify payload type Codex sends when a turn ends.
 pub const TURN_COMPLETE: &str = "agent-turn-complete";
 
-/// Characters kept of a command, file or pattern in an attention detail.
-pub const PREVIEW_CHARS: usize = 120;
+pub use atm_core::fields::PREVIEW_CHARS;
 
 /// Every hook event Codex sends (the rest are accepted as unknown activity).
 pub const KNOWN_EVENTS: &[&str] = &[
@@ -58,12 +57,7 @@ const DETAIL_KEYS: &[&str] = &[
 /// Translates one Codex payload (hook JSON or notify JSON, plus the `pid` / `tmux_pane` that
 /// `atm-hook` adds).
 pub fn translate(data: &Value) -> Result<Translation, WireError> {
-    match data.as_object() {
-        Some(obj) => translate_codex_object(obj),
-        None => Err(invalid(
-            "field `data` must be a JSON object holding Codex's hook or notify JSON",
-        )),
-    }
+    fields::object(data, "Codex's hook or notify JSON").and_then(translate_codex_object)
 }
 
 /// [`translate`] for a payload already known to be an object.
@@ -112,10 +106,9 @@ fn hook(obj: &Object) -> Result<Translation, WireError> {
             what: other.to_owned(),
         },
     };
-    let known = KNOWN_EVENTS.contains(&event_name.as_str());
-    let mut t = Translation::new(event_name, session_id, event).with_hook_fields(obj);
-    t.known = known;
-    Ok(t)
+    Ok(Translation::new(event_name, session_id, event)
+        .with_hook_fields(obj)
+        .known_among(KNOWN_EVENTS))
 }
 
 fn notify(obj: &Object, kind: &str) -> Result<Translation, WireError> {

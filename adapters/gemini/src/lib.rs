@@ -12,10 +12,9 @@
 pub mod translate;
 
 use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::Harness;
 use atm_core::protocol::WireError;
-use atm_core::serde_json::Value;
 
 pub use translate::translate;
 
@@ -29,19 +28,13 @@ impl Translator for GeminiHooks {
     const AGENT: &'static str = "Gemini CLI";
 
     fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
-        translate(msg.raw.body.get("data").unwrap_or(&Value::Null))
+        translate(msg.data())
     }
 }
 
-/// `[[adapter]] type = "gemini"`: the generic ingest adapter with [`GeminiHooks`].
-pub type GeminiAdapter = IngestAdapter<GeminiHooks>;
-/// Its config (`socket`).
-pub type GeminiConfig = IngestAdapterConfig;
-/// Its counters.
-pub type GeminiStats = atm_core::ingest::IngestStats;
-
 atm_core::register_translator! {
     "gemini", GeminiHooks,
+    adapter: GeminiAdapter,
     description: "Gemini CLI hook events (BeforeTool, Notification ToolPermission, AfterAgent, ...) sent by atm-hook",
     sample_config: include_str!("../sample.toml"),
 }

@@ -21,13 +21,12 @@
 use atm_core::event::{AgentEvent, StartSource};
 use atm_core::fields::{self, Object, opt_str as text};
 use atm_core::ingest_adapter::Translation;
-use atm_core::protocol::{ErrorCode, WireError};
+use atm_core::protocol::WireError;
 use atm_core::registry::limits;
 use atm_core::serde_json::Value;
 use atm_core::text::{one_line_preview, truncate_chars};
 
-/// Characters kept of a command, file, URL or question in an attention detail.
-pub const PREVIEW_CHARS: usize = 120;
+pub use atm_core::fields::PREVIEW_CHARS;
 
 /// Gemini's tool that asks the user a question: a wait for input, not a tool run.
 pub const ASK_USER_TOOL: &str = "ask_user";
@@ -51,11 +50,7 @@ pub const KNOWN_EVENTS: &[&str] = &[
 /// adds. Fails only when `data` is not an object or `session_id` / `hook_event_name` are
 /// missing, empty, not strings or absurdly long.
 pub fn translate(data: &Value) -> Result<Translation, WireError> {
-    let Some(obj) = data.as_object() else {
-        return Err(invalid(
-            "field `data` must be a JSON object holding Gemini CLI's hook JSON",
-        ));
-    };
+    let obj = fields::object(data, "Gemini CLI's hook JSON")?;
     let session_id = fields::session_id(obj)?;
     let event_name = truncate_chars(fields::required_str(obj, "hook_event_name")?, 64);
     let event = match event_name.as_str() {
@@ -88,10 +83,9 @@ pub fn translate(data: &Value) -> Result<Translation, WireError> {
             what: other.to_owned(),
         },
     };
-    let known = KNOWN_EVENTS.contains(&event_name.as_str());
-    let mut t = Translation::new(event_name, session_id, event).with_hook_fields(obj);
-    t.known = known;
-    Ok(t)
+    Ok(Translation::new(event_name, session_id, event)
+        .with_hook_fields(obj)
+        .known_among(KNOWN_EVENTS))
 }
 
 fn before_tool(obj: &Object) -> AgentEvent {
@@ -205,13 +199,10 @@ fn preview(s: &str) -> String {
     one_line_preview(s, PREVIEW_CHARS)
 }
 
-fn invalid(message: impl Into<String>) -> WireError {
-    WireError::new(ErrorCode::InvalidMessage, message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atm_core::protocol::ErrorCode;
     use atm_core::serde_json::json;
 
     fn event(v: Value) -> AgentEvent {

@@ -16,8 +16,7 @@ use atm_core::registry::limits;
 use atm_core::serde_json::{Map, Value};
 use atm_core::text::one_line_preview;
 
-/// Characters kept of a command, pattern or question in an attention detail.
-pub const PREVIEW_CHARS: usize = 120;
+pub use atm_core::fields::PREVIEW_CHARS;
 
 /// Why an event could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -632,36 +631,19 @@ mod tests {
         ];
 
         fn json_value() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::from),
-                any::<i64>().prop_map(Value::from),
-                ".{0,20}".prop_map(Value::from),
-            ];
-            leaf.prop_recursive(4, 64, 8, |inner| {
-                prop_oneof![
-                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                    proptest::collection::btree_map(
-                        prop_oneof![
-                            Just("sessionID".to_owned()),
-                            Just("info".to_owned()),
-                            Just("part".to_owned()),
-                            Just("state".to_owned()),
-                            Just("status".to_owned()),
-                            Just("type".to_owned()),
-                            Just("tool".to_owned()),
-                            Just("id".to_owned()),
-                            Just("tokens".to_owned()),
-                            Just("questions".to_owned()),
-                            Just("patterns".to_owned()),
-                            ".{0,6}"
-                        ],
-                        inner,
-                        0..6
-                    )
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-                ]
-            })
+            atm_core::testing::arb_json(&[
+                "sessionID",
+                "info",
+                "part",
+                "state",
+                "status",
+                "type",
+                "tool",
+                "id",
+                "tokens",
+                "questions",
+                "patterns",
+            ])
         }
 
         proptest! {

@@ -11,7 +11,7 @@
 pub mod translate;
 
 use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{IngestAdapter, IngestAdapterConfig, Translation, Translator};
+use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::Harness;
 use atm_core::protocol::{ErrorCode, WireError};
 
@@ -40,15 +40,9 @@ impl Translator for PiEvents {
     }
 }
 
-/// `[[adapter]] type = "pi"`: the generic ingest adapter with [`PiEvents`].
-pub type PiAdapter = IngestAdapter<PiEvents>;
-/// Its config (`socket`).
-pub type PiConfig = IngestAdapterConfig;
-/// Its counters.
-pub type PiStats = atm_core::ingest::IngestStats;
-
 atm_core::register_translator! {
     "pi", PiEvents,
+    adapter: PiAdapter,
     description: "pi coding agent events (pi_event) sent by the pi-atm extension",
     sample_config: include_str!("../sample.toml"),
 }

@@ -18,8 +18,7 @@ use atm_core::registry::limits;
 use atm_core::serde_json::{Map, Value};
 use atm_core::text::one_line_preview;
 
-/// Characters kept of a command, path, prompt or dialog title in an attention detail.
-pub const PREVIEW_CHARS: usize = 120;
+pub use atm_core::fields::PREVIEW_CHARS;
 
 /// Every event name the translator knows (the rest are accepted as unknown activity).
 pub const KNOWN_EVENTS: &[&str] = &[
@@ -572,33 +571,15 @@ mod tests {
         use proptest::prelude::*;
 
         fn json_value() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::from),
-                any::<i64>().prop_map(Value::from),
-                any::<f64>().prop_map(|f| json!(f)),
-                ".{0,40}".prop_map(Value::from),
-            ];
-            leaf.prop_recursive(4, 64, 8, |inner| {
-                prop_oneof![
-                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
-                    prop::collection::btree_map(
-                        prop_oneof![
-                            Just("event".to_owned()),
-                            Just("payload".to_owned()),
-                            Just("session_id".to_owned()),
-                            Just("pid".to_owned()),
-                            Just("toolName".to_owned()),
-                            Just("messages".to_owned()),
-                            Just("usage".to_owned()),
-                            ".{0,8}"
-                        ],
-                        inner,
-                        0..6
-                    )
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-                ]
-            })
+            atm_core::testing::arb_json(&[
+                "event",
+                "payload",
+                "session_id",
+                "pid",
+                "toolName",
+                "messages",
+                "usage",
+            ])
         }
 
         proptest! {

@@ -7,13 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use adapter_pi as _; // links the plugin registration for the contract test
-use adapter_pi::{PiAdapter, PiStats};
+use adapter_pi::PiAdapter;
+use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
 use atm_core::testing::ingest::{FakeAgent, IngestClient, RunningAdapter, socket_table};
 use serde_json::{Value, json};
 
 /// The pi adapter running on its own socket against a real registry, and its counters.
-async fn start() -> (RunningAdapter, Arc<PiStats>) {
+async fn start() -> (RunningAdapter, Arc<IngestStats>) {
     let mut stats = None;
     let run = RunningAdapter::start(RegistryConfig::default(), |cfg| {
         let a = PiAdapter::from_config(cfg).unwrap();
@@ -113,8 +114,8 @@ async fn a_pi_session_over_one_persistent_connection() {
             assert_eq!(s.usage.context_tokens, 10750);
         }
     }
-    assert_eq!(PiStats::get(&stats.bad_messages), 0);
-    assert!(PiStats::get(&stats.applied) >= 12);
+    assert_eq!(IngestStats::get(&stats.bad_messages), 0);
+    assert!(IngestStats::get(&stats.applied) >= 12);
     run.stop().await;
 }
 
@@ -178,7 +179,7 @@ async fn bad_envelopes_get_errors_and_the_connection_keeps_working() {
     let sessions = run.sessions().await;
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].state.as_str(), "idle");
-    assert_eq!(PiStats::get(&stats.bad_messages), 4);
+    assert_eq!(IngestStats::get(&stats.bad_messages), 4);
 
     run.stop().await;
 }

@@ -47,6 +47,13 @@ impl IngestMessage {
     pub fn wants_reply(&self) -> bool {
         self.raw.body.get("want_reply") == Some(&serde_json::Value::Bool(true))
     }
+
+    /// The message's `data` (the agent's payload), `null` when it has none: a translator then
+    /// refuses a missing payload the way it refuses a malformed one.
+    pub fn data(&self) -> &serde_json::Value {
+        static NULL: serde_json::Value = serde_json::Value::Null;
+        self.raw.body.get("data").unwrap_or(&NULL)
+    }
 }
 
 /// What an adapter implements to serve routes on the ingest socket.

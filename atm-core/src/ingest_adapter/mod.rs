@@ -81,6 +81,14 @@ impl Translation {
         }
     }
 
+    /// Known exactly when the event's name is one of `known` (an agent's documented events;
+    /// any other is accepted as activity and counted as unknown).
+    #[must_use]
+    pub fn known_among(mut self, known: &[&str]) -> Self {
+        self.known = known.contains(&self.event_name.as_str());
+        self
+    }
+
     /// Reads what `atm-hook` adds to every payload (`pid`, `tmux_pane`) and the agent's `cwd`.
     #[must_use]
     pub fn with_hook_fields(mut self, obj: &Object) -> Self {
@@ -92,17 +100,26 @@ impl Translation {
 }
 
 /// Registers a [`Translator`] as an adapter plugin: [`register_plugin!`](crate::register_plugin)
-/// with the generic [`IngestAdapter`] as the factory.
+/// with the generic [`IngestAdapter`] as the factory. With `adapter: Name`, it also names the
+/// adapter (`pub type Name = IngestAdapter<Translator>`), for tests and programs that start it
+/// themselves.
 ///
 /// ```ignore
 /// atm_core::register_translator! {
 ///     "amp", AmpHooks,
+///     adapter: AmpAdapter,
 ///     description: "Amp hook events sent by atm-hook",
 ///     sample_config: include_str!("../sample.toml"),
 /// }
 /// ```
 #[macro_export]
 macro_rules! register_translator {
+    ($name:literal, $translator:ty, adapter: $adapter:ident, description: $desc:expr, sample_config: $sample:expr $(,)?) => {
+        #[doc = concat!("`[[adapter]] type = \"", $name, "\"`: the generic ingest adapter with [`", stringify!($translator), "`].")]
+        pub type $adapter = $crate::ingest_adapter::IngestAdapter<$translator>;
+
+        $crate::register_translator!($name, $translator, description: $desc, sample_config: $sample);
+    };
     ($name:literal, $translator:ty, description: $desc:expr, sample_config: $sample:expr $(,)?) => {
         $crate::register_plugin! {
             adapter $name,

@@ -13,6 +13,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 
 use super::TestHarness;
+use crate::ingest::IngestStats;
+use crate::ingest_adapter::{IngestAdapter, Translator};
 use crate::model::Session;
 use crate::plugin::{InputAdapter, PluginError};
 use crate::registry::RegistryConfig;
@@ -82,6 +84,21 @@ impl RunningAdapter {
         };
         me.wait_until_listening().await;
         me
+    }
+
+    /// The generic ingest adapter with translator `T`, started as [`start`](Self::start)
+    /// starts one, and its counters.
+    pub async fn start_translator<T: Translator>(
+        config: RegistryConfig,
+    ) -> (Self, Arc<IngestStats>) {
+        let mut stats = None;
+        let run = Self::start(config, |cfg| {
+            let adapter = IngestAdapter::<T>::from_config(cfg).unwrap();
+            stats = Some(adapter.stats());
+            adapter
+        })
+        .await;
+        (run, stats.unwrap())
     }
 
     async fn wait_until_listening(&self) {

@@ -1,5 +1,5 @@
 //! Test helpers for plugin authors (feature `testing`): a real registry with contexts around it,
-//! and the contract every plugin must keep.
+//! the contract every plugin must keep, recorded fixtures and arbitrary JSON.
 //!
 //! These use the real registry actor, not a fake: a plugin's tests then exercise the same
 //! identity and state rules as the daemon.
@@ -9,8 +9,12 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub mod fixtures;
 pub mod ingest;
+pub mod json;
 pub mod wait;
+
+pub use json::arb_json;
 
 pub use wait::{
     wait_for, wait_until, wait_until_blocking, wait_until_blocking_within, wait_until_within,

@@ -1,0 +1,147 @@
+//! Recorded payloads in a crate's `tests/fixtures`: one loader, and the checks every hook-style
+//! translator's fixtures get (each one translated, each one surviving mutated fields, all of
+//! them replayed in a realistic order through the running adapter).
+//!
+//! A fixture directory holds one payload a file, as the agent sends it (without what `atm-hook`
+//! adds), and [`REPLAY`]: `{"steps": [{"fixture": <file>, "expect": {...}}, ...]}`, where
+//! `expect` is checked by [`check_replay_step`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::ingest::{RunningAdapter, check_replay_step};
+use crate::ingest_adapter::Translation;
+use crate::model::Session;
+use crate::protocol::{ErrorCode, WireError};
+
+/// The file of replay steps; every other file in a fixture directory is one payload.
+pub const REPLAY: &str = "replay.json";
+
+/// The pane [`Fixtures::replay`] says the agent runs in.
+pub const PANE: &str = "%7";
+
+/// A crate's fixture directory.
+#[derive(Debug, Clone)]
+pub struct Fixtures {
+    dir: PathBuf,
+}
+
+impl Fixtures {
+    /// `tests/fixtures` of the crate at `manifest_dir` (`env!("CARGO_MANIFEST_DIR")`).
+    pub fn of(manifest_dir: &str) -> Self {
+        Self {
+            dir: Path::new(manifest_dir).join("tests/fixtures"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// One fixture's JSON; fails the test naming the file.
+    pub fn load(&self, name: &str) -> Value {
+        let path = self.dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+    }
+
+    /// The names of the payload files (every file but [`REPLAY`]), sorted.
+    pub fn payloads(&self) -> Vec<String> {
+        let entries = std::fs::read_dir(&self.dir)
+            .unwrap_or_else(|e| panic!("fixtures {}: {e}", self.dir.display()));
+        let mut names: Vec<String> = entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != REPLAY)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every payload translates, and is known unless its name says `unknown`.
+    pub fn check_translated(&self, translate: impl Fn(&Value) -> Result<Translation, WireError>) {
+        for n in self.payloads() {
+            let t = translate(&self.load(&n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+            assert_eq!(t.known, !n.contains("unknown"), "{n}");
+        }
+    }
+
+    /// Every field of every payload removed or replaced by a value of another type (or a huge
+    /// or multi-byte string): `translate` never panics, and only the `required` fields make it
+    /// refuse the payload, with `invalid_message`.
+    pub fn check_mutated_fields(
+        &self,
+        translate: impl Fn(&Value) -> Result<Translation, WireError>,
+        required: &[&str],
+    ) {
+        let replacements = [
+            Value::Null,
+            json!(5),
+            json!(-1.5),
+            json!(true),
+            json!([]),
+            json!({}),
+            json!(""),
+            json!("é".repeat(100_000)),
+        ];
+        for n in self.payloads() {
+            let original = self.load(&n);
+            for key in original.as_object().unwrap().keys() {
+                let mut removed = original.clone();
+                removed.as_object_mut().unwrap().remove(key);
+                let replaced = replacements.iter().map(|r| {
+                    let mut v = original.clone();
+                    v[key.as_str()] = r.clone();
+                    v
+                });
+                for v in std::iter::once(removed).chain(replaced) {
+                    if let Err(e) = translate(&v) {
+                        assert_eq!(e.code, ErrorCode::InvalidMessage, "{n}/{key}");
+                        assert!(
+                            required.contains(&key.as_str()),
+                            "{n}: `{key}` is not required: {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Plays [`REPLAY`] through `run`: each step's payload is sent as `atm-hook` sends it (a
+    /// `hook_event` with `extra` beside `data`, e.g. `{"agent": "codex"}`, and the agent's `pid`
+    /// and [`PANE`] added), then the registry must come to match the step's `expect`, and
+    /// while there is one session `each_step(session, fixture)` checks it. Fails when a payload
+    /// file takes no part in the replay.
+    pub async fn replay(
+        &self,
+        run: &RunningAdapter,
+        pid: u32,
+        extra: Value,
+        each_step: impl Fn(&Session, &str),
+    ) {
+        let replay = self.load(REPLAY);
+        let mut client = run.client().await;
+        let mut used = BTreeSet::new();
+        for step in replay["steps"].as_array().unwrap() {
+            let name = step["fixture"].as_str().unwrap();
+            used.insert(name.to_owned());
+            let mut data = self.load(name);
+            data["pid"] = json!(pid);
+            data["tmux_pane"] = json!(PANE);
+            client.send("hook_event", data, extra.clone()).await;
+            let expect = step["expect"].as_object().unwrap();
+            run.wait_until(name, |all| check_replay_step(all, expect).is_ok())
+                .await;
+            if let [s] = run.sessions().await.as_slice() {
+                assert_eq!(s.pid(), Some(pid), "{name}: the agent's process");
+                assert_eq!(s.tmux_pane.as_deref(), Some(PANE), "{name}");
+                each_step(s, name);
+            }
+        }
+        for n in self.payloads() {
+            assert!(used.contains(&n), "fixture {n} is not replayed");
+        }
+    }
+}
