@@ -398,26 +398,20 @@ pub fn find(kind: PluginKind, name: &str) -> Option<&'static PluginRegistration>
 /// that depend on something outside atm.
 #[macro_export]
 macro_rules! register_plugin {
-    (adapter $name:literal, description: $desc:expr, sample_config: $sample:expr, $(optional: $opt:expr,)? factory: $factory:expr $(,)?) => {
-        $crate::inventory::submit! {
-            $crate::plugin::PluginRegistration {
-                name: $name,
-                description: $desc,
-                sample_config: $sample,
-                optional: $crate::register_plugin!(@optional $($opt)?),
-                factory: $crate::plugin::PluginFactory::Adapter($factory),
-                defined_in: ::core::module_path!(),
-            }
-        }
+    (adapter $name:literal, $($rest:tt)*) => {
+        $crate::register_plugin!(@submit Adapter $name, $($rest)*);
     };
-    (sink $name:literal, description: $desc:expr, sample_config: $sample:expr, $(optional: $opt:expr,)? factory: $factory:expr $(,)?) => {
+    (sink $name:literal, $($rest:tt)*) => {
+        $crate::register_plugin!(@submit Sink $name, $($rest)*);
+    };
+    (@submit $kind:ident $name:literal, description: $desc:expr, sample_config: $sample:expr, $(optional: $opt:expr,)? factory: $factory:expr $(,)?) => {
         $crate::inventory::submit! {
             $crate::plugin::PluginRegistration {
                 name: $name,
                 description: $desc,
                 sample_config: $sample,
                 optional: $crate::register_plugin!(@optional $($opt)?),
-                factory: $crate::plugin::PluginFactory::Sink($factory),
+                factory: $crate::plugin::PluginFactory::$kind($factory),
                 defined_in: ::core::module_path!(),
             }
         }

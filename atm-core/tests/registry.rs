@@ -60,6 +60,36 @@ async fn apply(r: &RegistryHandle, source: EventSource, event: AgentEvent) -> Ap
         .unwrap()
 }
 
+fn prompt() -> AgentEvent {
+    AgentEvent::PromptSubmitted { prompt: None }
+}
+
+fn tool(name: &str) -> AgentEvent {
+    AgentEvent::ToolStarted {
+        tool: name.into(),
+        detail: None,
+    }
+}
+
+fn permission(tool: &str, detail: Option<&str>) -> AgentEvent {
+    AgentEvent::PermissionRequested {
+        tool: tool.into(),
+        detail: detail.map(str::to_owned),
+    }
+}
+
+fn subagent_started(id: &str) -> AgentEvent {
+    AgentEvent::SubagentStarted {
+        agent_id: id.into(),
+    }
+}
+
+fn subagent_stopped(id: &str) -> AgentEvent {
+    AgentEvent::SubagentStopped {
+        agent_id: id.into(),
+    }
+}
+
 fn start_ev(source: StartSource) -> AgentEvent {
     AgentEvent::SessionStarted {
         source,
@@ -155,12 +185,7 @@ async fn end_then_start_in_either_order_keeps_one_row() {
 #[tokio::test]
 async fn status_line_never_changes_state_and_absent_figures_stay() {
     let r = start(config()).await;
-    apply(
-        &r,
-        src("s", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("s", None), prompt()).await;
     apply(&r, src("s", None), AgentEvent::TurnFinished).await;
     let update = UsageUpdate {
         cost_usd: Some(1.25),
@@ -170,15 +195,11 @@ async fn status_line_never_changes_state_and_absent_figures_stay() {
     };
     r.update_usage(src("s", None), update).await.unwrap();
     // A later status line without cost must not zero it.
-    r.update_usage(
-        src("s", None),
-        UsageUpdate {
-            lines_added: Some(3),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let lines_only = || UsageUpdate {
+        lines_added: Some(3),
+        ..Default::default()
+    };
+    r.update_usage(src("s", None), lines_only()).await.unwrap();
     let s = r.get_session("s").await.unwrap();
     assert_eq!(s.state, AgentState::Idle);
     assert_eq!(s.usage.cost_usd, 1.25);
@@ -186,15 +207,7 @@ async fn status_line_never_changes_state_and_absent_figures_stay() {
     assert_eq!(s.usage.lines_added, 3);
     // An identical status line is not a change.
     assert_eq!(
-        r.update_usage(
-            src("s", None),
-            UsageUpdate {
-                lines_added: Some(3),
-                ..Default::default()
-            }
-        )
-        .await
-        .unwrap(),
+        r.update_usage(src("s", None), lines_only()).await.unwrap(),
         ApplyOutcome::Unchanged
     );
 }
@@ -210,6 +223,7 @@ async fn discovery_never_downgrades_a_real_id_and_merges_with_hooks() {
         cwd: Some("/tmp".into()),
         tmux_pane: Some("%3".into()),
         state_hint: None,
+        state_hint_at: None,
         usage: UsageUpdate::default(),
         adapter: "proc-discovery".into(),
     };
@@ -220,12 +234,7 @@ async fn discovery_never_downgrades_a_real_id_and_merges_with_hooks() {
     let pending = format!("pending-{}", child.1.pid);
     assert!(r.get_session(&pending).await.is_ok());
     // A hook names the real id for the same process: one row, re-keyed.
-    apply(
-        &r,
-        src("real", Some(child.1)),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("real", Some(child.1)), prompt()).await;
     // A rescan that still knows no id must not bring pending back.
     r.register_discovered(found(None)).await.unwrap();
     let all = r.get_all_sessions().await.unwrap();
@@ -239,12 +248,7 @@ async fn discovery_never_downgrades_a_real_id_and_merges_with_hooks() {
 async fn hook_without_pid_then_discovery_is_one_session() {
     let r = start(config()).await;
     let child = Child::spawn();
-    apply(
-        &r,
-        src("sid", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("sid", None), prompt()).await;
     r.register_discovered(Discovered {
         harness: Harness::claude(),
         process: child.1,
@@ -252,6 +256,7 @@ async fn hook_without_pid_then_discovery_is_one_session() {
         cwd: None,
         tmux_pane: None,
         state_hint: Some(AgentState::Idle),
+        state_hint_at: None,
         usage: UsageUpdate::default(),
         adapter: "proc-discovery".into(),
     })
@@ -274,18 +279,8 @@ async fn capacity_is_enforced_on_every_creating_path() {
         ..config()
     })
     .await;
-    apply(
-        &r,
-        src("a", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
-    apply(
-        &r,
-        src("b", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("a", None), prompt()).await;
+    apply(&r, src("b", None), prompt()).await;
     let full = r
         .apply_event(EventEnvelope::now(src("c", None), AgentEvent::TurnFinished))
         .await;
@@ -299,6 +294,7 @@ async fn capacity_is_enforced_on_every_creating_path() {
             cwd: None,
             tmux_pane: None,
             state_hint: None,
+            state_hint_at: None,
             usage: UsageUpdate::default(),
             adapter: "t".into(),
         })
@@ -330,18 +326,8 @@ async fn dead_processes_and_silent_sessions_are_cleaned_up() {
     })
     .await;
     let mut child = Child::spawn();
-    apply(
-        &r,
-        src("live", Some(child.1)),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
-    apply(
-        &r,
-        src("nopid", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("live", Some(child.1)), prompt()).await;
+    apply(&r, src("nopid", None), prompt()).await;
     assert!(r.cleanup_stale().await.unwrap().is_empty());
     child.kill();
     let gone = child.1;
@@ -384,12 +370,7 @@ async fn the_janitor_runs_until_its_token_is_cancelled() {
     )
     .await;
     let r = registry.handle.clone();
-    apply(
-        &r,
-        src("quiet", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("quiet", None), prompt()).await;
     wait_until("the janitor removes the silent session", || {
         let r = r.clone();
         async move { r.get_all_sessions().await.is_ok_and(|all| all.is_empty()) }
@@ -403,12 +384,7 @@ async fn the_janitor_runs_until_its_token_is_cancelled() {
     })
     .await;
     // The registry itself still runs; the silent session is no longer swept.
-    apply(
-        &r,
-        src("quiet2", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("quiet2", None), prompt()).await;
     let later = Registry::start(config()).await;
     assert!(
         !later.janitor.is_running(),
@@ -461,18 +437,10 @@ async fn snapshot_survives_restart_and_keeps_only_live_processes() {
     apply(
         &r,
         src("keep", Some(live.1)),
-        AgentEvent::PermissionRequested {
-            tool: "Bash".into(),
-            detail: Some("rm -rf build".into()),
-        },
+        permission("Bash", Some("rm -rf build")),
     )
     .await;
-    apply(
-        &r,
-        src("gone", Some(dead.1)),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("gone", Some(dead.1)), prompt()).await;
     // No shutdown: the debounced write alone must have saved it (as after kill -9).
     wait_until("the debounced snapshot is written", || {
         let saved = std::fs::read_to_string(&path)
@@ -534,12 +502,7 @@ async fn shutdown_writes_the_final_snapshot_and_closes_the_handle() {
     })
     .await;
     let r = registry.handle.clone();
-    apply(
-        &r,
-        src("x", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("x", None), prompt()).await;
     r.shutdown().await.unwrap();
     registry.task.await.unwrap();
     assert!(!r.is_connected());
@@ -559,12 +522,7 @@ async fn lagging_subscriber_learns_it_and_can_resync() {
     .await;
     let (_, mut rx) = r.subscribe().await.unwrap();
     for i in 0..20 {
-        apply(
-            &r,
-            src(&format!("s{i}"), None),
-            AgentEvent::PromptSubmitted { prompt: None },
-        )
-        .await;
+        apply(&r, src(&format!("s{i}"), None), prompt()).await;
     }
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Lagged(_))));
     let snap = r.snapshot().await.unwrap();
@@ -575,89 +533,37 @@ async fn lagging_subscriber_learns_it_and_can_resync() {
 #[tokio::test]
 async fn subagent_stop_does_not_idle_the_parent() {
     let r = start(config()).await;
-    apply(
-        &r,
-        src("p", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
-    apply(
-        &r,
-        src("p", None),
-        AgentEvent::SubagentStarted {
-            agent_id: "ag1".into(),
-        },
-    )
-    .await;
+    apply(&r, src("p", None), prompt()).await;
+    apply(&r, src("p", None), subagent_started("ag1")).await;
     let mut inside = src("p", None);
     inside.subagent_id = Some("ag1".into());
-    apply(
-        &r,
-        inside.clone(),
-        AgentEvent::ToolStarted {
-            tool: "Grep".into(),
-            detail: None,
-        },
-    )
-    .await;
+    apply(&r, inside.clone(), tool("Grep")).await;
     apply(&r, inside, AgentEvent::TurnFinished).await;
     let s = r.get_session("p").await.unwrap();
     assert_eq!(s.state, AgentState::Working);
     assert_eq!(s.children, vec!["ag1".to_owned()]);
     assert_eq!(s.activity.as_deref(), Some("Thinking"));
-    apply(
-        &r,
-        src("p", None),
-        AgentEvent::SubagentStopped {
-            agent_id: "ag1".into(),
-        },
-    )
-    .await;
+    apply(&r, src("p", None), subagent_stopped("ag1")).await;
     assert!(r.get_session("p").await.unwrap().children.is_empty());
 }
 
 #[tokio::test]
 async fn a_reminder_keeps_the_richer_wait_and_alone_raises_it() {
     let r = start(config()).await;
-    apply(
-        &r,
-        src("p", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
-    apply(
-        &r,
-        src("p", None),
-        AgentEvent::PermissionRequested {
-            tool: "Bash".into(),
-            detail: Some("cargo test".into()),
-        },
-    )
-    .await;
+    apply(&r, src("p", None), prompt()).await;
+    apply(&r, src("p", None), permission("Bash", Some("cargo test"))).await;
     let before = r.get_session("p").await.unwrap();
-    let coarse = AgentEvent::reminder(AgentEvent::PermissionRequested {
-        tool: "unknown".into(),
-        detail: None,
-    });
+    let coarse = AgentEvent::reminder(permission("unknown", None));
     apply(&r, src("p", None), coarse.clone()).await;
-    apply(
-        &r,
-        src("p", None),
-        AgentEvent::reminder(AgentEvent::TurnFinished),
-    )
-    .await;
+    let late_stop = || AgentEvent::reminder(AgentEvent::TurnFinished);
+    apply(&r, src("p", None), late_stop()).await;
     let after = r.get_session("p").await.unwrap();
     assert_eq!(after.state, AgentState::NeedsPermission);
     assert_eq!(after.attention, before.attention);
     assert_eq!(after.activity.as_deref(), Some("Permission"));
     assert!(after.last_activity >= before.last_activity);
     // Not waiting: the reminder is its event, facts and activity included.
-    apply(
-        &r,
-        src("q", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("q", None), prompt()).await;
     apply(&r, src("q", None), coarse).await;
     let q = r.get_session("q").await.unwrap();
     assert_eq!(q.state, AgentState::NeedsPermission);
@@ -667,12 +573,7 @@ async fn a_reminder_keeps_the_richer_wait_and_alone_raises_it() {
     );
     assert_eq!(q.activity.as_deref(), Some("Permission"));
     apply(&r, src("q", None), AgentEvent::ToolFinished { tool: None }).await;
-    apply(
-        &r,
-        src("q", None),
-        AgentEvent::reminder(AgentEvent::TurnFinished),
-    )
-    .await;
+    apply(&r, src("q", None), late_stop()).await;
     let q = r.get_session("q").await.unwrap();
     assert_eq!(q.state, AgentState::Idle);
     assert_eq!(q.activity, None);
@@ -681,12 +582,7 @@ async fn a_reminder_keeps_the_richer_wait_and_alone_raises_it() {
 #[tokio::test]
 async fn the_subagent_that_asked_ends_the_wait_with_its_next_event() {
     let r = start(config()).await;
-    apply(
-        &r,
-        src("p", None),
-        AgentEvent::PromptSubmitted { prompt: None },
-    )
-    .await;
+    apply(&r, src("p", None), prompt()).await;
     let mut asker = src("p", None);
     asker.subagent_id = Some("ag1".into());
     let mut other = src("p", None);
@@ -694,15 +590,7 @@ async fn the_subagent_that_asked_ends_the_wait_with_its_next_event() {
     let finished = |tool: &str| AgentEvent::ToolFinished {
         tool: Some(tool.into()),
     };
-    apply(
-        &r,
-        asker.clone(),
-        AgentEvent::PermissionRequested {
-            tool: "WebFetch".into(),
-            detail: None,
-        },
-    )
-    .await;
+    apply(&r, asker.clone(), permission("WebFetch", None)).await;
     let s = r.get_session("p").await.unwrap();
     assert_eq!(s.state, AgentState::NeedsPermission);
     assert_eq!(
@@ -722,15 +610,7 @@ async fn the_subagent_that_asked_ends_the_wait_with_its_next_event() {
     assert_eq!(s.attention, None);
     assert_eq!(s.activity.as_deref(), Some("Thinking"));
     // Outside a wait it is an ordinary subagent again.
-    apply(
-        &r,
-        asker.clone(),
-        AgentEvent::ToolStarted {
-            tool: "Grep".into(),
-            detail: None,
-        },
-    )
-    .await;
+    apply(&r, asker.clone(), tool("Grep")).await;
     assert_eq!(
         r.get_session("p").await.unwrap().activity.as_deref(),
         Some("Thinking")
@@ -750,14 +630,7 @@ async fn the_subagent_that_asked_ends_the_wait_with_its_next_event() {
         r.get_session("p").await.unwrap().state,
         AgentState::NeedsInput
     );
-    apply(
-        &r,
-        asker,
-        AgentEvent::SubagentStopped {
-            agent_id: "ag1".into(),
-        },
-    )
-    .await;
+    apply(&r, asker, subagent_stopped("ag1")).await;
     let s = r.get_session("p").await.unwrap();
     assert_eq!(s.state, AgentState::Working);
     assert_eq!(s.attention, None);
@@ -803,15 +676,9 @@ async fn many_handles_concurrently_one_owner() {
         tasks.push(tokio::spawn(async move {
             for i in 0..100 {
                 let id = format!("t{t}-{}", i % 10);
-                r.apply_event(EventEnvelope::now(
-                    src(&id, None),
-                    AgentEvent::ToolStarted {
-                        tool: "Read".into(),
-                        detail: None,
-                    },
-                ))
-                .await
-                .unwrap();
+                r.apply_event(EventEnvelope::now(src(&id, None), tool("Read")))
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -836,6 +703,7 @@ async fn without_hooks_the_agents_own_status_drives_the_state() {
         cwd: None,
         tmux_pane: None,
         state_hint: Some(hint),
+        state_hint_at: None,
         usage: UsageUpdate::default(),
         adapter: "proc-discovery".into(),
     };
