@@ -196,8 +196,12 @@ pub struct Discovered {
     pub session_id: Option<SessionId>,
     pub cwd: Option<String>,
     pub tmux_pane: Option<String>,
-    /// What the agent itself said it was doing: sets the state until a hook has.
+    /// What the agent itself said it was doing: sets the state until a hook has, and after
+    /// that when it is newer than the last hook (see [`crate::state::hint`]).
     pub state_hint: Option<AgentState>,
+    /// When the agent wrote `state_hint`, by its own clock (Claude's `statusUpdatedAt`); `None`
+    /// when it does not say.
+    pub state_hint_at: Option<DateTime<Utc>>,
     pub usage: UsageUpdate,
     pub adapter: String,
 }

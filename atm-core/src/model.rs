@@ -309,10 +309,11 @@ pub struct Session {
     pub rss_bytes: Option<u64>,
     /// Which adapter saw this session first (`claude-hooks`, `proc-discovery`, ...).
     pub source: String,
-    /// True once an agent event (a hook) has set the state. Until then, what discovery reads
-    /// from the agent itself (its sessions file) drives the state.
+    /// When an agent event (a hook) last had its say on the state. Until one has, what discovery
+    /// reads from the agent itself (its sessions file) drives the state; after, only a status
+    /// newer than this does (see [`crate::state::hint`]).
     #[serde(default)]
-    pub hooked: bool,
+    pub last_hook_at: Option<DateTime<Utc>>,
 }
 
 impl Session {
@@ -350,29 +351,8 @@ impl Session {
             cpu_percent: None,
             rss_bytes: None,
             source: source.to_owned(),
-            hooked: false,
+            last_hook_at: None,
         }
-    }
-
-    /// Sets the state from a hint that carries no reason (discovery reading the agent's own
-    /// status), keeping the rule that attention states always have an attention.
-    pub fn apply_state_hint(&mut self, state: AgentState, now: DateTime<Utc>) {
-        if state == self.state {
-            return;
-        }
-        self.state = state;
-        self.state_since = now;
-        self.attention = match state {
-            AgentState::NeedsPermission => Some(Attention {
-                reason: "permission".to_owned(),
-                ..Attention::default()
-            }),
-            AgentState::NeedsInput => Some(Attention {
-                reason: "input".to_owned(),
-                ..Attention::default()
-            }),
-            _ => None,
-        };
     }
 
     pub fn pid(&self) -> Option<u32> {

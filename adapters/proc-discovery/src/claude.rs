@@ -2,7 +2,8 @@
 //!
 //! Claude Code writes it for every running process (undocumented): `pid`, `sessionId`, `cwd`,
 //! `startedAt` (milliseconds since the epoch) and, in newer versions, `status`
-//! (`busy`/`idle`/`waiting`) and `waitingFor`. It survives crashes, so a file can describe a dead
+//! (`busy`/`idle`/`waiting`), `waitingFor` and `statusUpdatedAt` (when the status last changed,
+//! milliseconds since the epoch). It survives crashes, so a file can describe a dead
 //! process whose PID was reused: it is believed only when its `pid` is the process's PID and it
 //! was not started before the process was. Anything malformed, oversized or not UTF-8 is
 //! ignored (the session then stays `pending-<pid>` until a hook or a later file names it).
@@ -10,6 +11,7 @@
 use std::path::Path;
 
 use atm_core::AgentState;
+use atm_core::chrono::{DateTime, Utc};
 use atm_core::registry::limits;
 use serde::Deserialize;
 
@@ -31,6 +33,7 @@ struct RawSessionFile {
     started_at: Option<serde_json::Value>,
     status: Option<String>,
     waiting_for: Option<serde_json::Value>,
+    status_updated_at: Option<serde_json::Value>,
 }
 
 /// What a valid session file says.
@@ -41,9 +44,12 @@ pub struct SessionFile {
     /// `busy` -> working, `idle` -> idle, `waiting` -> needs input (needs permission when
     /// `waitingFor` mentions a permission).
     pub state: Option<AgentState>,
+    /// When the status was written (`statusUpdatedAt`): a newer status than the last hook
+    /// corrects the state (Esc, a declined or approved permission fire no hook).
+    pub status_at: Option<DateTime<Utc>>,
 }
 
-fn started_at_ms(v: &serde_json::Value) -> Option<i64> {
+fn epoch_ms(v: &serde_json::Value) -> Option<i64> {
     match v {
         serde_json::Value::Number(n) => n.as_i64(),
         serde_json::Value::String(s) => atm_core::chrono::DateTime::parse_from_rfc3339(s)
@@ -67,10 +73,9 @@ pub fn parse(bytes: &[u8], pid: u32, process_start_ms: Option<i64>) -> Option<Se
     if raw.pid != Some(u64::from(pid)) {
         return None;
     }
-    if let (Some(started), Some(process)) = (
-        raw.started_at.as_ref().and_then(started_at_ms),
-        process_start_ms,
-    ) && started < process - START_TOLERANCE_MS
+    if let (Some(started), Some(process)) =
+        (raw.started_at.as_ref().and_then(epoch_ms), process_start_ms)
+        && started < process - START_TOLERANCE_MS
     {
         return None;
     }
@@ -89,10 +94,15 @@ pub fn parse(bytes: &[u8], pid: u32, process_start_ms: Option<i64>) -> Option<Se
     let cwd = raw
         .cwd
         .filter(|c| c.starts_with('/') && c.len() <= limits::PATH);
+    let status_at = state
+        .and(raw.status_updated_at.as_ref())
+        .and_then(epoch_ms)
+        .and_then(DateTime::from_timestamp_millis);
     Some(SessionFile {
         session_id,
         cwd,
         state,
+        status_at,
     })
 }
 
@@ -148,6 +158,30 @@ mod tests {
         let odd = br#"{"pid":1,"sessionId":"a","status":"dancing","cwd":"relative"}"#;
         let s = parse(odd, 1, None).unwrap();
         assert_eq!((s.state, s.cwd), (None, None));
+    }
+
+    #[test]
+    fn status_time_is_read_in_milliseconds_or_rfc3339_and_only_with_a_status() {
+        let at = |f: &[u8]| parse(f, 1, None).unwrap().status_at;
+        let want = DateTime::from_timestamp_millis(1_700_000_000_123);
+        assert_eq!(
+            at(br#"{"pid":1,"sessionId":"a","status":"idle","statusUpdatedAt":1700000000123}"#),
+            want
+        );
+        assert_eq!(
+            at(br#"{"pid":1,"sessionId":"a","status":"idle","statusUpdatedAt":"2023-11-14T22:13:20.123Z"}"#),
+            want
+        );
+        for odd in [
+            &br#"{"pid":1,"sessionId":"a","status":"idle","statusUpdatedAt":"soon"}"#[..],
+            br#"{"pid":1,"sessionId":"a","status":"idle","statusUpdatedAt":1e300}"#,
+            br#"{"pid":1,"sessionId":"a","status":"idle","statusUpdatedAt":9223372036854775807}"#,
+            br#"{"pid":1,"sessionId":"a","status":"idle","statusUpdatedAt":null}"#,
+            br#"{"pid":1,"sessionId":"a","statusUpdatedAt":1700000000123}"#,
+            br#"{"pid":1,"sessionId":"a","status":"dancing","statusUpdatedAt":1700000000123}"#,
+        ] {
+            assert_eq!(at(odd), None, "{}", String::from_utf8_lossy(odd));
+        }
     }
 
     #[test]

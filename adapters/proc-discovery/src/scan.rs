@@ -526,6 +526,7 @@ impl Scanner {
             cwd: cwd.or_else(|| session.as_ref().and_then(|s| s.cwd.clone())),
             tmux_pane: agent.tmux_pane.clone(),
             state_hint: session.as_ref().and_then(|s| s.state),
+            state_hint_at: session.as_ref().and_then(|s| s.status_at),
             usage,
             adapter: self.settings.adapter_name.clone(),
         })

@@ -305,6 +305,7 @@ async fn pending_session_learns_its_id_and_never_reverts() {
             cwd: None,
             tmux_pane: None,
             state_hint: None,
+            state_hint_at: None,
             usage: UsageUpdate::default(),
             adapter: "test".into(),
         })

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::hint::{apply_hint, hint_applies};
 use super::{Outcome, activity_after, resolve, speaker, transition};
 use crate::event::{AgentEvent, Discovered, EventSource, StartSource};
 use crate::limits::{self, sanitize};
@@ -58,7 +59,7 @@ pub fn apply_event(
     }
     let is_usage = matches!(event, AgentEvent::UsageUpdated(_));
     if !is_usage {
-        s.hooked = true;
+        s.last_hook_at = Some(s.last_hook_at.map_or(at, |t| t.max(at)));
     }
     if let Outcome::Enter { state, attention } = &outcome {
         if *state != s.state {
@@ -153,6 +154,10 @@ pub fn end_reason(event: &AgentEvent) -> String {
     }
 }
 
+/// How far in the future an agent's status time may be and still be believed: the agent and
+/// atm read the same clock, so only rounding separates them.
+const FUTURE_TOLERANCE_SECS: i64 = 2;
+
 /// A new record for a process discovery found: what the agent itself said it was doing sets
 /// the state (no hook has yet).
 pub fn session_from_discovery(key: SessionKey, found: &Discovered, now: DateTime<Utc>) -> Session {
@@ -162,7 +167,7 @@ pub fn session_from_discovery(key: SessionKey, found: &Discovered, now: DateTime
         .unwrap_or_else(|| SessionId::pending(found.process.pid));
     let mut s = Session::new(key, id, Some(found.process), &found.adapter, now);
     if let Some(state) = found.state_hint {
-        s.apply_state_hint(state, now);
+        apply_hint(&mut s, state, now);
     }
     s.cwd.clone_from(&found.cwd);
     s.tmux_pane.clone_from(&found.tmux_pane);
@@ -171,13 +176,19 @@ pub fn session_from_discovery(key: SessionKey, found: &Discovered, now: DateTime
     s
 }
 
-/// Refreshes a known process's record with what discovery found. The agent's own status
-/// drives the state only until a hook has set it; absent facts keep their known values.
+/// Refreshes a known process's record with what discovery found. The agent's own status sets
+/// the state when [`hint_applies`] says so (no hook yet, or a status newer than the last hook);
+/// absent facts keep their known values.
 pub fn apply_discovery(s: &mut Session, found: &Discovered, now: DateTime<Utc>) {
-    if !s.hooked
-        && let Some(state) = found.state_hint
+    // A status dated in the future (a skewed or corrupt clock) would outrank every later
+    // hook; it counts as undated instead.
+    let hint_at = found
+        .state_hint_at
+        .filter(|at| *at <= now + chrono::Duration::seconds(FUTURE_TOLERANCE_SECS));
+    if let Some(state) = found.state_hint
+        && hint_applies(s.state, s.last_hook_at, state, hint_at)
     {
-        s.apply_state_hint(state, now);
+        apply_hint(s, state, now);
     }
     if found.cwd.is_some() {
         s.cwd.clone_from(&found.cwd);
@@ -209,7 +220,7 @@ mod tests {
             id: SessionId::new("s"),
         };
         let mut s = Session::new(key, SessionId::new("s"), None, "test", at(0));
-        s.apply_state_hint(state, at(0));
+        apply_hint(&mut s, state, at(0));
         s
     }
 
@@ -351,10 +362,10 @@ mod tests {
         apply_event(&mut s, &source(), &update, at(9));
         assert_eq!(s.usage.cost_usd, 1.5);
         assert_eq!(s.last_activity, at(0));
-        assert!(!s.hooked);
+        assert_eq!(s.last_hook_at, None);
         apply_event(&mut s, &source(), &AgentEvent::TurnFinished, at(9));
         assert_eq!(s.last_activity, at(9));
-        assert!(s.hooked);
+        assert!(s.last_hook_at.is_some());
         // Time never goes back.
         apply_event(&mut s, &source(), &AgentEvent::TurnFinished, at(3));
         assert_eq!(s.last_activity, at(9));
@@ -429,18 +440,19 @@ mod tests {
     }
 
     #[test]
-    fn discovery_drives_the_state_only_until_a_hook_does() {
+    fn discovery_drives_the_state_until_a_hook_does_then_only_when_newer() {
         let process = ProcessIdentity {
             pid: 42,
             start_time: 9,
         };
-        let found = |hint: Option<S>| Discovered {
+        let found = |hint: Option<S>, hint_at: Option<DateTime<Utc>>| Discovered {
             harness: Harness::claude(),
             process,
             session_id: None,
             cwd: Some("/p".into()),
             tmux_pane: None,
             state_hint: hint,
+            state_hint_at: hint_at,
             usage: UsageUpdate::default(),
             adapter: "proc-discovery".into(),
         };
@@ -449,15 +461,52 @@ mod tests {
             pid: 42,
             start_time: 9,
         };
-        let mut s = session_from_discovery(key, &found(Some(S::Working)), at(0));
+        let mut s = session_from_discovery(key, &found(Some(S::Working), None), at(0));
         assert_eq!(s.id, SessionId::pending(42));
         assert_eq!(s.state, S::Working);
-        apply_discovery(&mut s, &found(Some(S::NeedsInput)), at(1));
+        assert_eq!(s.activity.as_deref(), Some("Thinking"));
+        apply_discovery(&mut s, &found(Some(S::NeedsInput), None), at(1));
         assert_eq!(s.state, S::NeedsInput);
         assert!(s.attention.is_some());
         apply_event(&mut s, &source(), &AgentEvent::TurnFinished, at(2));
-        apply_discovery(&mut s, &found(Some(S::Working)), at(3));
-        assert_eq!(s.state, S::Idle, "a hook has spoken: hints no longer apply");
+        apply_discovery(&mut s, &found(Some(S::Working), None), at(3));
+        assert_eq!(
+            s.state,
+            S::Idle,
+            "a hook has spoken: an undated hint no longer applies"
+        );
+        apply_discovery(&mut s, &found(Some(S::Working), Some(at(1))), at(3));
+        assert_eq!(s.state, S::Idle, "nor does one older than the hook");
         assert_eq!(s.cwd.as_deref(), Some("/p"));
+        // A permission the hook raised, then approved: no hook says so, the agent's file does.
+        let ask = AgentEvent::PermissionRequested {
+            tool: "Bash".into(),
+            detail: Some("cargo build".into()),
+        };
+        apply_event(&mut s, &source(), &ask, at(4));
+        assert_eq!(s.state, S::NeedsPermission);
+        apply_discovery(&mut s, &found(Some(S::NeedsPermission), Some(at(5))), at(5));
+        assert_eq!(
+            s.attention.as_ref().and_then(|a| a.detail.as_deref()),
+            Some("cargo build"),
+            "the same state from the file keeps the hook's richer attention"
+        );
+        apply_discovery(&mut s, &found(Some(S::Working), Some(at(6))), at(6));
+        assert_eq!(s.state, S::Working);
+        assert_eq!(s.attention, None);
+        assert_eq!(
+            s.activity.as_deref(),
+            Some("Bash"),
+            "the approved tool runs"
+        );
+        assert_eq!(s.state_since, at(6));
+        // Esc: no hook, the file says idle.
+        apply_discovery(&mut s, &found(Some(S::Idle), Some(at(7))), at(7));
+        assert_eq!(s.state, S::Idle);
+        assert_eq!(s.activity, None);
+        // A status from the future is undated: it cannot outrank the hooks that follow.
+        apply_event(&mut s, &source(), &prompt("next"), at(8));
+        apply_discovery(&mut s, &found(Some(S::Idle), Some(at(3600))), at(9));
+        assert_eq!(s.state, S::Working);
     }
 }

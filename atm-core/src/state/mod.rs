@@ -11,6 +11,7 @@
 //! event raised inside a subagent) and this module decides what it does.
 
 pub mod apply;
+pub mod hint;
 pub mod identity;
 
 use crate::event::{AgentEvent, StartSource};
