@@ -2,7 +2,8 @@
 //! ahead into a bounded queue, decode, answer `connect`/`ping`, route the rest to the handler of
 //! their route, and write replies in order.
 
-use std::sync::{Arc, Weak};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -20,12 +21,48 @@ use crate::protocol::{
 };
 use crate::unix_socket::check_peer;
 
+/// The routes of one socket already warned about as unrouted: a user who ran `atmctl setup`
+/// for an agent whose adapter is off learns it once, at warn, with the fix; every later message
+/// of that route is logged at debug. Bounded: past the cap, new routes are only debug-logged.
+#[derive(Default)]
+struct UnroutedWarnings(Mutex<HashSet<String>>);
+
+impl UnroutedWarnings {
+    const MAX_ROUTES: usize = 64;
+
+    /// True the first time `route` is seen (and while there is room to remember it).
+    fn first_time(&self, route: &str) -> bool {
+        let mut seen = match self.0.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if seen.contains(route) || seen.len() >= Self::MAX_ROUTES {
+            return false;
+        }
+        seen.insert(route.to_owned())
+    }
+}
+
+/// How to make atm serve `route` (`kind` or `kind:agent`).
+fn unrouted_fix(route: &str) -> String {
+    match route.split_once(':') {
+        Some((_, agent)) if !agent.is_empty() => format!(
+            "enable its adapter: add `[[adapter]]` with `type = \"{agent}\"` to plugins.toml \
+             (`atmd plugins` lists the adapters), then restart atmd"
+        ),
+        _ => "enable the adapter for that agent in plugins.toml (`atmd plugins` lists the \
+              adapters), then restart atmd"
+            .to_owned(),
+    }
+}
+
 pub(super) async fn accept_loop(
     socket: UnixListener,
     routes: Weak<Routes>,
     cancel: CancellationToken,
     limits: IngestLimits,
 ) {
+    let warnings = Arc::new(UnroutedWarnings::default());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let budget = Arc::new(Semaphore::new(
         limits.read_ahead_bytes.max(crate::protocol::MAX_LINE + 1),
@@ -60,7 +97,10 @@ pub(super) async fn accept_loop(
             drop(stream);
             continue;
         };
-        let routes = routes.clone();
+        let routes = Served {
+            routes: routes.clone(),
+            warnings: warnings.clone(),
+        };
         let cancel = cancel.clone();
         let budget = budget.clone();
         tokio::spawn(async move {
@@ -71,6 +111,12 @@ pub(super) async fn accept_loop(
             drop(permit);
         });
     }
+}
+
+/// A socket's routes, and what was already said about messages none of them takes.
+struct Served {
+    routes: Weak<Routes>,
+    warnings: Arc<UnroutedWarnings>,
 }
 
 /// What the reader hands the handler, in arrival order (replies must keep that order).
@@ -91,7 +137,7 @@ enum Work {
 async fn serve_connection(
     stream: UnixStream,
     peer: Peer,
-    routes: Weak<Routes>,
+    routes: Served,
     limits: IngestLimits,
     budget: Arc<Semaphore>,
 ) {
@@ -202,14 +248,15 @@ async fn handle_message(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     raw: RawMessage,
     peer: Peer,
-    routes: &Weak<Routes>,
+    served: &Served,
     limits: IngestLimits,
 ) {
     let route = match raw.str_field("agent") {
         Some(agent) => format!("{}:{agent}", raw.kind),
         None => raw.kind.clone(),
     };
-    let handler = routes
+    let handler = served
+        .routes
         .upgrade()
         .and_then(|r| r.read().ok().and_then(|t| t.get(&route).cloned()));
     let Some(handler) = handler else {
@@ -217,7 +264,16 @@ async fn handle_message(
             ErrorCode::UnknownType,
             format!("no adapter on this socket handles `{route}`"),
         );
-        debug!(route, "unrouted ingest message");
+        if served.warnings.first_time(&route) {
+            warn!(
+                route,
+                fix = %unrouted_fix(&route),
+                "an agent sent an event no adapter on this socket handles; its events are \
+                 dropped until the adapter is enabled (logged once per route)"
+            );
+        } else {
+            debug!(route, "unrouted ingest message");
+        }
         reply(write, &ServerMessage::error(&e), limits).await;
         return;
     };
@@ -238,4 +294,35 @@ async fn reply(
 ) {
     // Hook clients often close right after writing: a failed reply is not an error.
     let _ = tokio::time::timeout(limits.write_timeout, write.write_all(&msg.to_line())).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unrouted_route_is_warned_about_once_and_the_memory_is_bounded() {
+        let w = UnroutedWarnings::default();
+        assert!(w.first_time("hook_event:codex"));
+        assert!(!w.first_time("hook_event:codex"));
+        assert!(w.first_time("hook_event:gemini"));
+        for i in 0..200 {
+            w.first_time(&format!("hook_event:agent{i}"));
+        }
+        assert!(!w.first_time("hook_event:one-too-many"));
+        let remembered = w.0.lock().unwrap().len();
+        assert_eq!(remembered, UnroutedWarnings::MAX_ROUTES);
+    }
+
+    #[test]
+    fn the_fix_names_the_adapter_when_the_route_names_the_agent() {
+        let fix = unrouted_fix("hook_event:codex");
+        assert!(fix.contains(r#"type = "codex""#), "{fix}");
+        assert!(fix.contains("plugins.toml"), "{fix}");
+        for bare in ["teleport", "hook_event:"] {
+            let fix = unrouted_fix(bare);
+            assert!(fix.contains("atmd plugins"), "{fix}");
+            assert!(!fix.contains("type ="), "{fix}");
+        }
+    }
 }
