@@ -13,6 +13,9 @@
 //!
 //! burst, stuck and latency run `ATM_BENCH_ROUNDS` rounds (default 7), the reference server and
 //! atmd alternating which goes first, and report the median of the per-round ratios.
+//! `ATM_BENCH_BASELINE=/path/to/older/atmd` adds that build as a third server in every round
+//! (the three take turns going first) and reports the median of atmd / baseline too: how a change
+//! is shown not to make atmd slower, measured in one process on the same noisy machine.
 //! - one-per-event: 2,000 events, each on its own connection (as atm-hook does).
 //! - scale: 10,000 sessions and 1,000 subscribers; memory per session, `list_sessions` time.
 //! - idle: RSS and wake-ups per second of an idle atmd with the default plugins.
@@ -53,6 +56,28 @@ struct Server {
 
 impl Server {
     fn atmd(config_extra: &str, default_plugins: bool) -> Server {
+        Server::atmd_from(release_bin("atmd"), "atmd", config_extra, default_plugins)
+    }
+
+    /// The build named by `ATM_BENCH_BASELINE`, if any.
+    fn baseline_bin() -> Option<PathBuf> {
+        let path = PathBuf::from(std::env::var_os("ATM_BENCH_BASELINE")?);
+        if !path.is_file() {
+            eprintln!(
+                "ATM_BENCH_BASELINE={} is not a file: point it at an atmd binary",
+                path.display()
+            );
+            std::process::exit(2);
+        }
+        Some(path)
+    }
+
+    fn atmd_from(
+        bin: PathBuf,
+        name: &'static str,
+        config_extra: &str,
+        default_plugins: bool,
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         let config = dir.path().join("plugins.toml");
@@ -63,7 +88,7 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut cmd = Command::new(release_bin("atmd"));
+        let mut cmd = Command::new(bin);
         if !default_plugins {
             cmd.arg("--config").arg(&config);
         }
@@ -82,7 +107,7 @@ impl Server {
         }
         let child = cmd.spawn().unwrap();
         let s = Server {
-            name: "atmd",
+            name,
             child,
             hooks: run.join("atm/hooks.sock"),
             query: run.join("atm/atm.sock"),
@@ -112,12 +137,13 @@ impl Server {
         s
     }
 
-    /// Server `which` of a comparison: 0 the reference, 1 atmd (see [`alternate`]).
-    fn compared(which: usize) -> Server {
-        if which == 0 {
-            Server::reference()
-        } else {
-            Server::atmd("", false)
+    /// Server `which` of a comparison: 0 the reference, 1 atmd, 2 the baseline build (see
+    /// [`order`]).
+    fn compared(which: usize, baseline: &Option<PathBuf>) -> Server {
+        match (which, baseline) {
+            (0, _) => Server::reference(),
+            (2, Some(bin)) => Server::atmd_from(bin.clone(), "baseline", "", false),
+            _ => Server::atmd("", false),
         }
     }
 
@@ -553,9 +579,38 @@ fn rounds() -> usize {
         .unwrap_or(7)
 }
 
-/// Which server goes first in a round: alternating, so slow drift of the machine favours neither.
-fn alternate(round: usize) -> [usize; 2] {
-    if round % 2 == 1 { [0, 1] } else { [1, 0] }
+/// The order of the servers in a round: with two, alternating; with a baseline, each of the three
+/// goes first, second and last in turn. Slow drift of the machine favours none of them.
+fn order(round: usize, baseline: &Option<PathBuf>) -> Vec<usize> {
+    if baseline.is_none() {
+        return if round % 2 == 1 {
+            vec![0, 1]
+        } else {
+            vec![1, 0]
+        };
+    }
+    let first = round % 3;
+    (0..3).map(|i| (first + i) % 3).collect()
+}
+
+/// The closing lines of a comparative scenario: atmd against the reference, and against the
+/// baseline build when there is one.
+fn report_ratios(
+    what: &str,
+    ratios: &[f64],
+    target: &str,
+    baseline_ratios: &[f64],
+    baseline_target: &str,
+) {
+    println!("atmd {what} / reference, per round: {}", list(ratios));
+    println!("median: {:.2} ({target})", median(ratios));
+    if !baseline_ratios.is_empty() {
+        println!(
+            "atmd {what} / baseline build, per round: {}",
+            list(baseline_ratios)
+        );
+        println!("median: {:.2} ({baseline_target})", median(baseline_ratios));
+    }
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -600,6 +655,7 @@ fn main() {
     );
     rt.block_on(async {
         let rounds = rounds();
+        let baseline = Server::baseline_bin();
         if wanted("burst") || wanted("stuck") {
             for (label, stuck) in [("burst", 0usize), ("stuck", 1)] {
                 if !wanted(label) {
@@ -608,12 +664,12 @@ fn main() {
                 println!("\n## {label}: 20,000 hook events, 4 connections, 5 subscribers{}; {rounds} rounds, servers alternating", if stuck > 0 { " + 1 that never reads" } else { "" });
                 println!("| round | server | send rate (ev/s) | applied (ev/s) | updates per subscriber | resyncs | all final states right | RSS MiB | CPU s |");
                 println!("|---|---|---|---|---|---|---|---|---|");
-                let mut ratios = Vec::new();
+                let (mut ratios, mut baseline_ratios) = (Vec::new(), Vec::new());
                 let mut all_right = true;
                 for round in 1..=rounds {
-                    let mut rate = [0.0f64; 2];
-                    for which in alternate(round) {
-                        let server = Server::compared(which);
+                    let mut rate = [0.0f64; 3];
+                    for which in order(round, &baseline) {
+                        let server = Server::compared(which, &baseline);
                         let b = burst(&server, 20_000, 4, 5, stuck, &pids).await;
                         let right = b.correct.iter().all(|c| *c);
                         // The reference drops updates for a full queue by design; only atmd
@@ -628,9 +684,12 @@ fn main() {
                         rate[which] = b.send_rate;
                     }
                     ratios.push(rate[1] / rate[0]);
+                    if baseline.is_some() {
+                        baseline_ratios.push(rate[1] / rate[2]);
+                    }
                 }
-                println!("atmd send rate / reference, per round: {}", list(&ratios));
-                println!("median: {:.2} (target >= 0.90); every atmd subscriber got every update or a resync, and the right final states: {all_right}", median(&ratios));
+                report_ratios("send rate", &ratios, "target >= 0.90", &baseline_ratios, "target >= 0.95: not slower");
+                println!("every atmd subscriber got every update or a resync, and the right final states: {all_right}");
             }
         }
         if wanted("latency") {
@@ -638,19 +697,21 @@ fn main() {
                 println!("\n## latency: 1,000 events/s for 3 s, {subs} subscribers (hook line written -> session_updated read); {rounds} rounds, servers alternating");
                 println!("| round | server | p50 ms | p99 ms | max ms | missed |");
                 println!("|---|---|---|---|---|---|");
-                let mut ratios = Vec::new();
+                let (mut ratios, mut baseline_ratios) = (Vec::new(), Vec::new());
                 for round in 1..=rounds {
-                    let mut p99 = [Duration::ZERO; 2];
-                    for which in alternate(round) {
-                        let server = Server::compared(which);
+                    let mut p99 = [Duration::ZERO; 3];
+                    for which in order(round, &baseline) {
+                        let server = Server::compared(which, &baseline);
                         let (lat, missed) = latency(&server, 1000, 3, subs, &pids).await;
                         println!("| {round} | {} | {} | {} | {} | {missed} |", server.name, ms(pct(&lat, 0.5)), ms(pct(&lat, 0.99)), ms(pct(&lat, 1.0)));
                         p99[which] = pct(&lat, 0.99);
                     }
                     ratios.push(p99[1].as_secs_f64() / p99[0].as_secs_f64().max(1e-9));
+                    if baseline.is_some() {
+                        baseline_ratios.push(p99[1].as_secs_f64() / p99[2].as_secs_f64().max(1e-9));
+                    }
                 }
-                println!("atmd p99 / reference p99, per round: {}", list(&ratios));
-                println!("median: {:.2} (target <= 1.50)", median(&ratios));
+                report_ratios("p99", &ratios, "target <= 1.50", &baseline_ratios, "target <= 1.05: not slower");
             }
         }
         if wanted("one-per-event") {
