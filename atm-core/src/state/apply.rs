@@ -12,7 +12,7 @@ use super::hint::{apply_hint, hint_applies};
 use super::{Outcome, activity_after, resolve, speaker, transition};
 use crate::event::{AgentEvent, Discovered, EventSource, StartSource};
 use crate::limits::{self, sanitize};
-use crate::model::{AgentState, Session, SessionId, SessionKey};
+use crate::model::{AgentState, Session, SessionId, SessionKey, Usage};
 use crate::text::one_line_preview;
 
 /// True when moving from `from` to `to` starts a turn: the first prompt or tool after idle, or
@@ -85,6 +85,14 @@ pub fn apply_event(
                 s.children.clear();
                 s.last_error = None;
                 s.turn_started_at = None;
+                // The old conversation's figures are not the new one's (Claude's next status
+                // line after `/clear` even says `current_usage: null`); what belongs to the
+                // model or the account stays until the agent reports again.
+                s.usage = Usage {
+                    context_window_size: s.usage.context_window_size,
+                    rate_limits: std::mem::take(&mut s.usage.rate_limits),
+                    ..Usage::default()
+                };
             }
         }
         Some(AgentEvent::PromptSubmitted { prompt }) => {
@@ -310,6 +318,18 @@ mod tests {
             s.children = vec!["a1".into()];
             s.last_error = Some("overloaded".into());
             s.turn_started_at = Some(at(0));
+            s.usage.cost_usd = 2.5;
+            s.usage.context_tokens = 90_000;
+            s.usage.context_used_percentage = 45.0;
+            s.usage.output_tokens = 1_000;
+            s.usage.context_window_size = 200_000;
+            s.usage.rate_limits.insert(
+                "five_hour".into(),
+                crate::model::RateLimit {
+                    used_percentage: 12.0,
+                    resets_at: None,
+                },
+            );
             let event = AgentEvent::SessionStarted {
                 source: source_kind,
                 model: Some("opus".into()),
@@ -327,6 +347,13 @@ mod tests {
             assert_eq!(s.children.is_empty(), fresh, "{source_kind:?}");
             assert_eq!(s.last_error.is_none(), fresh, "{source_kind:?}");
             assert_eq!(s.turn_started_at.is_none(), fresh, "{source_kind:?}");
+            assert_eq!(s.usage.cost_usd == 0.0, fresh, "{source_kind:?}");
+            assert_eq!(s.usage.context_tokens == 0, fresh, "{source_kind:?}");
+            assert_eq!(s.usage.context_used_percentage == 0.0, fresh);
+            assert_eq!(s.usage.output_tokens == 0, fresh, "{source_kind:?}");
+            // The model's window and the account's limits are not the conversation's.
+            assert_eq!(s.usage.context_window_size, 200_000);
+            assert_eq!(s.usage.rate_limits.len(), 1);
             assert_eq!(s.model_id.as_deref(), Some("opus"));
         }
     }
