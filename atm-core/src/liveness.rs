@@ -15,15 +15,17 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::model::{ProcessIdentity, Session};
 use crate::registry::{RegistryError, RegistryHandle, SessionChange};
+use crate::registry_follow::{Followed, RegistryFollower};
 
 /// Processes watched by pidfd at most; the rest are left to the janitor.
 pub const MAX_WATCHED: usize = 512;
@@ -45,97 +47,39 @@ impl ExitWatcher {
     /// Runs until cancelled or the registry stops.
     pub async fn run(self) {
         let (exits_tx, mut exits) = mpsc::channel::<ProcessIdentity>(EXIT_QUEUE);
-        let mut watched: HashMap<ProcessIdentity, tokio::task::AbortHandle> = HashMap::new();
-        let mut tasks = JoinSet::new();
-        let mut over_limit_logged = false;
-        'resync: loop {
-            let Ok((snapshot, mut changes)) = self.registry.subscribe().await else {
-                return;
-            };
-            let live: Vec<ProcessIdentity> =
-                snapshot.sessions.iter().filter_map(|s| s.process).collect();
-            watched.retain(|p, h| {
-                let keep = live.contains(p);
-                if !keep {
-                    h.abort();
-                }
-                keep
-            });
-            for p in live {
-                self.watch(
-                    p,
-                    &mut watched,
-                    &mut tasks,
-                    &exits_tx,
-                    &mut over_limit_logged,
-                );
-            }
-            loop {
-                tokio::select! {
-                    biased;
-                    () = self.cancel.cancelled() => break 'resync,
-                    Some(p) = exits.recv() => {
-                        watched.remove(&p);
-                        self.cleanup(p).await;
-                    }
-                    change = changes.recv() => match change {
-                        Ok(ev) => match ev.change {
-                            SessionChange::Removed { .. } => {
-                                if let Some(h) = ev.session.process.and_then(|p| watched.remove(&p)) {
-                                    h.abort();
-                                }
-                            }
-                            SessionChange::Added | SessionChange::Updated => {
-                                if let Some(p) = process_of(&ev.session) {
-                                    self.watch(p, &mut watched, &mut tasks, &exits_tx, &mut over_limit_logged);
-                                }
-                            }
-                        },
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue 'resync,
-                        Err(broadcast::error::RecvError::Closed) => break 'resync,
-                    },
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                }
-            }
-        }
-        tasks.abort_all();
-    }
-
-    fn watch(
-        &self,
-        p: ProcessIdentity,
-        watched: &mut HashMap<ProcessIdentity, tokio::task::AbortHandle>,
-        tasks: &mut JoinSet<()>,
-        exits: &mpsc::Sender<ProcessIdentity>,
-        over_limit_logged: &mut bool,
-    ) {
-        if watched.contains_key(&p) {
-            return;
-        }
-        if watched.len() >= MAX_WATCHED {
-            if !*over_limit_logged {
-                *over_limit_logged = true;
-                warn!(
-                    limit = MAX_WATCHED,
-                    "more agent processes than pidfd watches; the rest are checked by the periodic cleanup"
-                );
-            }
-            return;
-        }
-        let Some(fd) = open_pidfd(p) else {
-            // Already gone, or not ours to watch: the cleanup decides, with `/proc`.
-            let _ = exits.try_send(p);
+        let mut watches = Watches::new(exits_tx);
+        let Ok((snapshot, mut follower)) =
+            RegistryFollower::start(self.registry.clone(), self.cancel.clone()).await
+        else {
             return;
         };
-        let exits = exits.clone();
-        let handle = tasks.spawn(async move {
-            if let Ok(fd) = async_owned_fd(fd) {
-                // Readable means exited; an error means the fd is unusable: let cleanup look.
-                let _ = fd.readable().await;
+        watches.resync(&snapshot.sessions);
+        loop {
+            tokio::select! {
+                biased;
+                Some(p) = exits.recv() => {
+                    watches.forget(p);
+                    self.cleanup(p).await;
+                }
+                followed = follower.next() => match followed {
+                    None => break,
+                    Some(Followed::Resync { snapshot, .. }) => watches.resync(&snapshot.sessions),
+                    Some(Followed::Changes(changes)) => {
+                        for ev in changes {
+                            match (&ev.change, ev.session.process) {
+                                (SessionChange::Removed { .. }, Some(p)) => watches.forget(p),
+                                (SessionChange::Added | SessionChange::Updated, Some(p)) => {
+                                    watches.watch(p);
+                                }
+                                (_, None) => {}
+                            }
+                        }
+                    }
+                },
+                Some(_) = watches.tasks.join_next(), if !watches.tasks.is_empty() => {}
             }
-            let _ = exits.try_send(p);
-        });
-        watched.insert(p, handle);
+        }
+        watches.tasks.abort_all();
     }
 
     async fn cleanup(&self, p: ProcessIdentity) {
@@ -149,6 +93,76 @@ impl ExitWatcher {
     }
 }
 
+/// The processes watched by pidfd: one task each, which reports the exit on `exits`.
+struct Watches {
+    watched: HashMap<ProcessIdentity, AbortHandle>,
+    tasks: JoinSet<()>,
+    exits: mpsc::Sender<ProcessIdentity>,
+    over_limit_logged: bool,
+}
+
+impl Watches {
+    fn new(exits: mpsc::Sender<ProcessIdentity>) -> Self {
+        Self {
+            watched: HashMap::new(),
+            tasks: JoinSet::new(),
+            exits,
+            over_limit_logged: false,
+        }
+    }
+
+    /// Watches exactly the processes of `sessions` (after a resync).
+    fn resync(&mut self, sessions: &[Arc<Session>]) {
+        let live: Vec<ProcessIdentity> = sessions.iter().filter_map(|s| s.process).collect();
+        self.watched.retain(|p, h| {
+            let keep = live.contains(p);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        for p in live {
+            self.watch(p);
+        }
+    }
+
+    fn forget(&mut self, p: ProcessIdentity) {
+        if let Some(h) = self.watched.remove(&p) {
+            h.abort();
+        }
+    }
+
+    fn watch(&mut self, p: ProcessIdentity) {
+        if self.watched.contains_key(&p) {
+            return;
+        }
+        if self.watched.len() >= MAX_WATCHED {
+            if !self.over_limit_logged {
+                self.over_limit_logged = true;
+                warn!(
+                    limit = MAX_WATCHED,
+                    "more agent processes than pidfd watches; the rest are checked by the periodic cleanup"
+                );
+            }
+            return;
+        }
+        let Some(fd) = open_pidfd(p) else {
+            // Already gone, or not ours to watch: the cleanup decides, with `/proc`.
+            let _ = self.exits.try_send(p);
+            return;
+        };
+        let exits = self.exits.clone();
+        let handle = self.tasks.spawn(async move {
+            if let Ok(fd) = async_owned_fd(fd) {
+                // Readable means exited; an error means the fd is unusable: let cleanup look.
+                let _ = fd.readable().await;
+            }
+            let _ = exits.try_send(p);
+        });
+        self.watched.insert(p, handle);
+    }
+}
+
 /// Registers `fd` with the runtime's reactor (a pidfd, an inotify fd: anything that polls).
 ///
 /// `AsyncFd::new` is deprecated because an arbitrary `AsRawFd` may hand out another descriptor
@@ -157,10 +171,6 @@ impl ExitWatcher {
 pub fn async_owned_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     #[allow(deprecated)]
     AsyncFd::new(fd)
-}
-
-fn process_of(s: &Session) -> Option<ProcessIdentity> {
-    s.process
 }
 
 /// A pidfd for `p`, if `p` is still the process it names (its start time matches after the open,
