@@ -15,10 +15,12 @@
 //! (a full queue skips the request: a pass is already coming).
 //!
 //! Modules: [`matcher`] (which processes are agents), [`scan`] (the pass and its caches),
+//! `agent` (what a process is, and what the scanner keeps of an agent between passes),
 //! [`procread`] (bounded `/proc` file readers), [`claude`] (Claude's `sessions/<pid>.json`),
 //! [`files`] (watching those files),
 //! [`git`] (branch and roots without running `git`).
 
+mod agent;
 pub mod claude;
 pub mod files;
 pub mod git;

@@ -24,19 +24,17 @@
 //!   when its mtime/size/inode change, and Git facts come from [`GitCache`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::unix::fs::{DirEntryExt, MetadataExt};
+use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use atm_core::registry::Discovered;
 use atm_core::{Harness, ProcessIdentity, SessionId, UsageUpdate};
 
-use crate::claude::{self, SessionFile};
+use crate::agent::{Class, FileStamp, Sample, classify, file_stamp};
 use crate::git::GitCache;
-use crate::matcher::{MatchKind, MatcherConfig, match_process};
-use crate::procread::{
-    ENVIRON_CAP, ReadError, env_var, read_capped, read_cmdline, read_link_text, read_stat,
-};
+use crate::matcher::{MatchKind, MatcherConfig};
+use crate::procread::{ReadError, read_capped, read_link_text, read_stat};
 
 /// A non-agent classified younger than this is classified again next pass (see module docs).
 pub const YOUNG_SECS: u64 = 2;
@@ -85,38 +83,6 @@ pub struct ScanOutcome {
 }
 
 #[derive(Debug)]
-struct Sample {
-    at: Instant,
-    uptime_ticks: Option<u64>,
-    /// Per process in the tree: start time and CPU ticks (user + system).
-    ticks: HashMap<u32, (u64, u64)>,
-}
-
-#[derive(Debug)]
-struct Agent {
-    harness: Harness,
-    kind: MatchKind,
-    tmux_pane: Option<String>,
-    /// Where its Claude session file lives (Claude only).
-    claude_config_dir: Option<PathBuf>,
-    session_file: Option<(FileStamp, Option<SessionFile>)>,
-    last_sample: Option<Sample>,
-}
-
-type FileStamp = (i64, i64, u64, u64);
-
-#[derive(Debug)]
-enum Class {
-    /// Another user's process.
-    Foreign,
-    /// Ours, not an agent.
-    Other,
-    /// Could not be read.
-    Unreadable,
-    Agent(Box<Agent>),
-}
-
-#[derive(Debug)]
 struct Entry {
     ino: u64,
     start_time: u64,
@@ -138,11 +104,6 @@ pub struct Scanner {
     page_size: u64,
     boot_time_ms: Option<i64>,
     sessions_dir_stamp: Option<FileStamp>,
-}
-
-fn file_stamp(path: &Path) -> Option<FileStamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.mtime(), m.mtime_nsec(), m.ino(), m.size()))
 }
 
 /// `btime` (seconds since the epoch) from `<proc_root>/stat`, in milliseconds.
@@ -317,7 +278,12 @@ impl Scanner {
                 && (e.classified_young || recheck.contains(&l.pid));
             if again {
                 let young = is_young(e.start_time, uptime_ticks, self.ticks_per_sec);
-                match classify(&self.settings, &dir) {
+                match classify(
+                    &dir,
+                    self.settings.uid,
+                    &self.settings.matchers,
+                    &self.settings.claude_config_dir,
+                ) {
                     Some(class) => {
                         if let Some(e) = self.cache.get_mut(&l.pid) {
                             e.class = class;
@@ -338,7 +304,12 @@ impl Scanner {
     fn add_new(&mut self, l: ListedPid, dir: &Path, pass: u64, uptime_ticks: Option<u64>) -> bool {
         let (start_time, ppid, class) = match read_stat(dir) {
             Ok(st) => {
-                let Some(class) = classify(&self.settings, dir) else {
+                let Some(class) = classify(
+                    dir,
+                    self.settings.uid,
+                    &self.settings.matchers,
+                    &self.settings.claude_config_dir,
+                ) else {
                     return false;
                 };
                 (st.starttime, u32::try_from(st.ppid).unwrap_or(0), class)
@@ -498,7 +469,7 @@ impl Scanner {
         let session = agent
             .claude_config_dir
             .clone()
-            .and_then(|d| refresh_session_file(agent, &d, pid, process_start_ms));
+            .and_then(|d| agent.refresh_session_file(&d, pid, process_start_ms));
         let mut usage = UsageUpdate {
             cpu_percent,
             rss_bytes: Some(rss_pages.saturating_mul(self.page_size)),
@@ -533,73 +504,7 @@ impl Scanner {
     }
 }
 
-/// The session file's content, re-parsed only when the file changed.
-fn refresh_session_file(
-    agent: &mut Agent,
-    config_dir: &Path,
-    pid: u32,
-    process_start_ms: Option<i64>,
-) -> Option<SessionFile> {
-    let path = claude::session_file_path(config_dir, pid);
-    let Some(stamp) = file_stamp(&path) else {
-        agent.session_file = None;
-        return None;
-    };
-    if let Some((old, parsed)) = &agent.session_file
-        && *old == stamp
-    {
-        return parsed.clone();
-    }
-    let parsed = claude::read(config_dir, pid, process_start_ms);
-    agent.session_file = Some((stamp, parsed.clone()));
-    parsed
-}
-
 /// Started less than [`YOUNG_SECS`] ago (false when the uptime is unknown).
 fn is_young(start_time: u64, uptime_ticks: Option<u64>, ticks_per_sec: u64) -> bool {
     uptime_ticks.is_some_and(|now| now.saturating_sub(start_time) < YOUNG_SECS * ticks_per_sec)
-}
-
-/// Decides what a process is. `None` when it vanished while being read.
-fn classify(settings: &ScanSettings, dir: &Path) -> Option<Class> {
-    match std::fs::metadata(dir).map_err(ReadError::from) {
-        Ok(m) if m.uid() != settings.uid => return Some(Class::Foreign),
-        Ok(_) => {}
-        Err(ReadError::Vanished) => return None,
-        Err(ReadError::Unreadable(_)) => return Some(Class::Unreadable),
-    }
-    let argv = match read_cmdline(dir) {
-        Ok(a) => a,
-        Err(ReadError::Vanished) => return None,
-        Err(ReadError::Unreadable(_)) => return Some(Class::Unreadable),
-    };
-    // No exe link (kernel threads, zombies, processes we may not inspect): judge by argv alone.
-    let exe = match read_link_text(&dir.join("exe")) {
-        Ok(e) => e,
-        Err(ReadError::Vanished) => return None,
-        Err(ReadError::Unreadable(_)) => None,
-    };
-    let Some(m) = match_process(&settings.matchers, &argv, exe.as_deref()) else {
-        return Some(Class::Other);
-    };
-    let environ = match read_capped(&dir.join("environ"), ENVIRON_CAP) {
-        Ok(b) => b,
-        Err(ReadError::Vanished) => return None,
-        Err(ReadError::Unreadable(_)) => Vec::new(),
-    };
-    let harness = Harness::new(settings.matchers.get(m.matcher)?.harness.clone());
-    let claude_config_dir = (harness.as_str() == Harness::CLAUDE).then(|| {
-        env_var(&environ, "CLAUDE_CONFIG_DIR")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .unwrap_or_else(|| settings.claude_config_dir.clone())
-    });
-    Some(Class::Agent(Box::new(Agent {
-        harness,
-        kind: m.kind,
-        tmux_pane: env_var(&environ, "TMUX_PANE").filter(|p| !p.is_empty() && p.len() <= 64),
-        claude_config_dir,
-        session_file: None,
-        last_sample: None,
-    })))
 }

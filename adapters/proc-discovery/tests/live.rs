@@ -112,6 +112,18 @@ impl Running {
         all.into_iter().filter(|s| s.pid() == Some(pid)).collect()
     }
 
+    /// Waits for `n` more full passes: a rescan is answered only once its pass has registered
+    /// what it found and dropped what died, so a check after this has seen those passes.
+    async fn passes(&self, n: usize) {
+        for _ in 0..n {
+            let report = self.harness.control.rescan(Duration::from_secs(5)).await;
+            assert_eq!(
+                report.responders, 1,
+                "the adapter answered a rescan: {report:?}"
+            );
+        }
+    }
+
     /// Polls (up to `limit`) until the sessions of `pid` satisfy `ok`.
     async fn wait_for(
         &self,
@@ -239,7 +251,7 @@ async fn real_agent_is_found_merged_with_hooks_and_removed_on_kill() {
         1
     );
     // Further passes do not add a second row either.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    running.passes(3).await;
     assert_eq!(running.sessions_of(pid).await.len(), 1);
 
     // SIGKILL: gone within 3 s, removed as "process exited".
@@ -289,7 +301,7 @@ async fn pending_session_learns_its_id_and_never_reverts() {
     let report = running.harness.control.rescan(Duration::from_secs(5)).await;
     assert_eq!(report.responders, 1);
     assert!(report.discovered >= 1, "{report:?}");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    running.passes(2).await;
     let s = running.sessions_of(pid).await;
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].id.as_str(), "learnt-id");
@@ -365,7 +377,8 @@ async fn hooks_first_then_discovery_is_still_one_row() {
         assert_eq!(s[0].id.as_str(), id);
         assert_eq!(s[0].source, "claude-hooks", "the hook's row was kept");
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Further passes report both processes again: still one row each.
+    running.passes(2).await;
     let all = running.harness.registry.get_all_sessions().await.unwrap();
     for id in ["hooked-with-pid", "hooked-without-pid"] {
         assert_eq!(
