@@ -154,6 +154,9 @@ impl EventStreamUrl {
 pub struct OpencodeStats {
     /// Successful connections to the event stream.
     pub connections: AtomicU64,
+    /// Connections that failed or ended, each followed by a wait and another attempt (counted
+    /// once the failure is logged).
+    pub failed_attempts: AtomicU64,
     /// Events received and handled (whole SSE events, including skipped ones).
     pub events: AtomicU64,
     /// Events applied to the registry.
@@ -242,6 +245,7 @@ impl InputAdapter for OpencodeAdapter {
         debug!(
             adapter = %ctx.name,
             connections = OpencodeStats::get(&s.connections),
+            failed_attempts = OpencodeStats::get(&s.failed_attempts),
             events = OpencodeStats::get(&s.events),
             applied = OpencodeStats::get(&s.applied),
             malformed = OpencodeStats::get(&s.malformed),
@@ -300,6 +304,7 @@ impl OpencodeAdapter {
                 );
                 link.outage_logged = true;
             }
+            OpencodeStats::bump(&self.stats.failed_attempts);
             tokio::time::sleep(link.backoff).await;
             link.backoff = (link.backoff * 2).min(self.config.max_backoff);
         }

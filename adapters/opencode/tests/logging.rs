@@ -7,8 +7,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use adapter_opencode::OpencodeStats;
 use common::{Running, SseServer, status};
 use tokio::net::TcpListener;
 
@@ -51,8 +51,7 @@ async fn an_outage_is_logged_once() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let run = Running::start(&format!("http://127.0.0.1:{port}"), None).await;
-    // 250 + 400 + 400 + ... ms: at least three failed attempts in 1.2 s.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    run.wait_for_failed_attempts(3).await;
     assert_eq!(
         logs.count("unavailable"),
         1,
@@ -65,9 +64,10 @@ async fn an_outage_is_logged_once() {
     run.wait_for_state("ses_l", "working").await;
     assert_eq!(logs.count("opencode event stream back"), 1);
     // A second outage gets its own single warning.
+    let failed = OpencodeStats::get(&run.stats.failed_attempts);
     drop(conn);
     drop(server);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    run.wait_for_failed_attempts(failed + 3).await;
     assert_eq!(logs.count("unavailable"), 2, "one warning per outage");
     run.stop().await;
 }

@@ -105,7 +105,7 @@ async fn connects_once_the_server_appears() {
     let port = free_port().await;
     let run = Running::start(&format!("http://127.0.0.1:{port}"), None).await;
     // Several attempts fail while nothing listens; none of them ends the adapter.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    run.wait_for_failed_attempts(3).await;
     assert!(!run.task.is_finished());
     assert_eq!(OpencodeStats::get(&run.stats.connections), 0);
     let mut server = SseServer::on(TcpListener::bind(("127.0.0.1", port)).await.unwrap());

@@ -166,6 +166,16 @@ impl Running {
         }
     }
 
+    /// Waits until `n` connection attempts have failed in all (each one is logged before it
+    /// is counted): the witness that the adapter kept retrying.
+    pub async fn wait_for_failed_attempts(&self, n: u64) {
+        let stats = &self.stats;
+        atm_core::testing::wait_until(&format!("{n} failed connection attempts"), || async move {
+            OpencodeStats::get(&stats.failed_attempts) >= n
+        })
+        .await;
+    }
+
     pub async fn wait_for_state(&self, id: &str, state: &str) {
         self.wait_for(&format!("{id} {state}"), |all| {
             all.iter()
