@@ -29,13 +29,34 @@ pub mod hooks;
 #[derive(Debug, clap::Subcommand)]
 pub enum SetupCommand {
     /// Claude Code: hooks for every event atm uses, and the status line (wrapping yours) in
-    /// settings.json.
-    Claude(claude::ClaudeArgs),
+    /// settings.json ($CLAUDE_CONFIG_DIR, else ~/.claude); --uninstall also restores your own
+    /// status line command.
+    Claude(SetupArgs),
     /// Codex CLI: the `notify` program and `[features] codex_hooks` in config.toml, and hooks
-    /// for every event atm uses in hooks.json.
+    /// for every event atm uses in hooks.json ($CODEX_HOME, else ~/.codex); --uninstall also
+    /// puts back a notify program --force replaced.
     Codex(codex::CodexArgs),
-    /// Gemini CLI: hooks for every event atm uses in settings.json.
-    Gemini(gemini::GeminiArgs),
+    /// Gemini CLI: hooks for every event atm uses in settings.json ($GEMINI_CLI_HOME/.gemini,
+    /// else ~/.gemini).
+    Gemini(SetupArgs),
+}
+
+/// The options every `atmctl setup <agent>` takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SetupArgs {
+    /// Print the change as a unified diff (one per file); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove what install added.
+    #[arg(long)]
+    pub uninstall: bool,
+    /// The atm-hook program to install [default: the atm-hook beside this atmctl, else
+    /// `atm-hook` from PATH].
+    #[arg(long, value_name = "PATH")]
+    pub hook_command: Option<String>,
+    /// The agent's configuration directory [default: as above].
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
 }
 
 /// Runs one `atmctl setup` command.

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 // Re-exported: the command type was born here, and the fuzz targets still name it so.
 pub use super::hooks::HookCommand;
 use super::hooks::{HooksOff, JsonAgent, install_hooks, run_json_file, uninstall_hooks, wrong};
-use super::{SetupError, ShapeError, file};
+use super::{SetupArgs, SetupError, ShapeError, file};
 
 /// The events the claude-hooks adapter uses, and whether Claude applies a matcher to them.
 pub const EVENTS: &[(&str, bool)] = &[
@@ -45,23 +45,6 @@ pub const EVENTS: &[(&str, bool)] = &[
 /// Seconds Claude waits for the hook. atm-hook gives up on the daemon after 50 ms; this only
 /// bounds a machine so loaded that even starting a process is slow.
 pub const HOOK_TIMEOUT_SECS: u64 = 5;
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClaudeArgs {
-    /// Print the change as a unified diff; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Remove atm's hooks and restore your own status line command.
-    #[arg(long)]
-    pub uninstall: bool,
-    /// The atm-hook program to install [default: the atm-hook beside this atmctl, else
-    /// `atm-hook` from PATH].
-    #[arg(long, value_name = "PATH")]
-    pub hook_command: Option<String>,
-    /// Claude's configuration directory [default: $CLAUDE_CONFIG_DIR, else ~/.claude].
-    #[arg(long, value_name = "DIR")]
-    pub config_dir: Option<PathBuf>,
-}
 
 /// The status-line command, wrapping `user` when there is one.
 pub fn statusline_command(hook: &HookCommand, user: Option<&str>) -> Result<String, ShapeError> {
@@ -162,7 +145,7 @@ fn install_statusline(root: &mut Map<String, Value>, hook: &HookCommand) -> Resu
 }
 
 /// Where Claude keeps its settings: `--config-dir`, `$CLAUDE_CONFIG_DIR`, else `~/.claude`.
-pub fn config_dir(args: &ClaudeArgs) -> Result<PathBuf, SetupError> {
+pub fn config_dir(args: &SetupArgs) -> Result<PathBuf, SetupError> {
     super::hooks::config_dir(args.config_dir.as_deref(), "CLAUDE_CONFIG_DIR", ".claude")
 }
 
@@ -180,35 +163,23 @@ const AGENT: JsonAgent = JsonAgent {
     },
 };
 
-pub fn run(args: &ClaudeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
     let path = config_dir(args)?.join("settings.json");
-    let hook = HookCommand::from_arg(args.hook_command.as_deref())?;
-    let installed = |shown: &str| {
+    run_json_file(&AGENT, &path, args, |hook, shown| {
         format!(
             "installed {} for {} Claude Code hook events and the status line in {shown}\n\
              Claude Code sessions started before now may need a restart to run the hooks.\n",
             hook.event_command(),
             EVENTS.len(),
         )
-    };
-    run_json_file(
-        &AGENT,
-        &path,
-        &hook,
-        args.dry_run,
-        args.uninstall,
-        installed,
-    )
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::hooks::test_hook as hook;
     use super::*;
     use proptest::prelude::*;
-
-    fn hook() -> HookCommand {
-        HookCommand::new("/opt/atm/bin/atm-hook").unwrap()
-    }
 
     fn keys(v: &Value) -> Vec<String> {
         v.as_object().unwrap().keys().cloned().collect()

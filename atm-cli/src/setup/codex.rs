@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use toml_edit::{Array, DocumentMut, Item, Table};
 
 use super::hooks::{HookCommand, finish, install_hooks, json_edit, uninstall_hooks};
-use super::{SetupError, ShapeError, file};
+use super::{SetupArgs, SetupError, ShapeError, file};
 
 /// The Codex hook events the codex adapter uses.
 pub const EVENTS: &[&str] = &[
@@ -47,22 +47,11 @@ const PREVIOUS_NOTIFY: &str = "# atm-previous-notify = ";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CodexArgs {
-    /// Print the changes as unified diffs; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Remove atm's notify program and hooks (and put back a notify program --force replaced).
-    #[arg(long)]
-    pub uninstall: bool,
+    #[command(flatten)]
+    pub setup: SetupArgs,
     /// Replace a `notify` program you configured (it is kept for --uninstall).
     #[arg(long)]
     pub force: bool,
-    /// The atm-hook program to install [default: the atm-hook beside this atmctl, else
-    /// `atm-hook` from PATH].
-    #[arg(long, value_name = "PATH")]
-    pub hook_command: Option<String>,
-    /// Codex's configuration directory [default: $CODEX_HOME, else ~/.codex].
-    #[arg(long, value_name = "DIR")]
-    pub config_dir: Option<PathBuf>,
 }
 
 /// Why `config.toml` cannot take atm's notify program.
@@ -245,11 +234,11 @@ pub fn parse_config(loaded: &file::TextFile) -> Result<DocumentMut, SetupError> 
 }
 
 /// Codex's configuration directory: `--config-dir`, `$CODEX_HOME`, else `~/.codex`.
-pub fn config_dir(args: &CodexArgs) -> Result<PathBuf, SetupError> {
+pub fn config_dir(args: &SetupArgs) -> Result<PathBuf, SetupError> {
     super::hooks::config_dir(args.config_dir.as_deref(), "CODEX_HOME", ".codex")
 }
 
-pub fn run(args: &CodexArgs) -> anyhow::Result<ExitCode> {
+pub fn run(CodexArgs { setup: args, force }: &CodexArgs) -> anyhow::Result<ExitCode> {
     let dir = config_dir(args)?;
     let hook = HookCommand::from_arg(args.hook_command.as_deref())?;
     // Both files are read and both changes computed before anything is written.
@@ -260,7 +249,7 @@ pub fn run(args: &CodexArgs) -> anyhow::Result<ExitCode> {
     let new_config = if args.uninstall {
         uninstall_config(&config, &hook)
     } else {
-        install_config(&config, &hook, args.force).map_err(|e| match e {
+        install_config(&config, &hook, *force).map_err(|e| match e {
             ConfigChangeError::NotifyTaken { existing } => SetupError::NotifyTaken {
                 path: config_path.clone(),
                 existing,
@@ -329,12 +318,9 @@ pub fn run(args: &CodexArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hooks::test_hook as hook;
     use super::*;
     use proptest::prelude::*;
-
-    fn hook() -> HookCommand {
-        HookCommand::new("/opt/atm/bin/atm-hook").unwrap()
-    }
 
     fn doc(text: &str) -> DocumentMut {
         text.parse().unwrap()

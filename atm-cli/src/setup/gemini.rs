@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::hooks::{
     HookCommand, HooksOff, JsonAgent, install_hooks, run_json_file, uninstall_hooks,
 };
-use super::{SetupError, ShapeError, file};
+use super::{SetupArgs, SetupError, ShapeError, file};
 
 /// The Gemini CLI hook events the gemini adapter uses.
 pub const EVENTS: &[&str] = &[
@@ -40,23 +40,6 @@ pub const HOOK_TIMEOUT_MS: u64 = 5000;
 
 /// The handler's `name`, shown by Gemini's `/hooks` panel.
 const HOOK_NAME: &str = "atm";
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct GeminiArgs {
-    /// Print the change as a unified diff; write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Remove atm's hooks.
-    #[arg(long)]
-    pub uninstall: bool,
-    /// The atm-hook program to install [default: the atm-hook beside this atmctl, else
-    /// `atm-hook` from PATH].
-    #[arg(long, value_name = "PATH")]
-    pub hook_command: Option<String>,
-    /// Gemini's configuration directory [default: $GEMINI_CLI_HOME/.gemini, else ~/.gemini].
-    #[arg(long, value_name = "DIR")]
-    pub config_dir: Option<PathBuf>,
-}
 
 /// `settings` with atm-hook on every event in [`EVENTS`]. Pure and idempotent.
 pub fn install(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
@@ -83,7 +66,7 @@ pub fn uninstall(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeErr
 }
 
 /// Where Gemini keeps its settings: `--config-dir`, `$GEMINI_CLI_HOME/.gemini`, `~/.gemini`.
-pub fn config_dir(args: &GeminiArgs) -> Result<PathBuf, SetupError> {
+pub fn config_dir(args: &SetupArgs) -> Result<PathBuf, SetupError> {
     if let Some(dir) = &args.config_dir {
         return Ok(dir.clone());
     }
@@ -148,35 +131,23 @@ const AGENT: JsonAgent = JsonAgent {
     },
 };
 
-pub fn run(args: &GeminiArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
     let path = config_dir(args)?.join("settings.json");
-    let hook = HookCommand::from_arg(args.hook_command.as_deref())?;
-    let installed = |shown: &str| {
+    run_json_file(&AGENT, &path, args, |hook, shown| {
         format!(
             "installed {} for {} Gemini CLI hook events in {shown}\n\
              Gemini CLI sessions started before now need a restart to run the hooks.\n",
             hook.agent_command("gemini"),
             EVENTS.len(),
         )
-    };
-    run_json_file(
-        &AGENT,
-        &path,
-        &hook,
-        args.dry_run,
-        args.uninstall,
-        installed,
-    )
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::hooks::test_hook as hook;
     use super::*;
     use proptest::prelude::*;
-
-    fn hook() -> HookCommand {
-        HookCommand::new("/opt/atm/bin/atm-hook").unwrap()
-    }
 
     #[test]
     fn install_adds_every_event_keeps_the_rest_and_uninstall_restores() {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use serde_json::{Map, Value};
 
 use super::file::{self, Loaded, TextFile};
-use super::{SetupError, ShapeError};
+use super::{SetupArgs, SetupError, ShapeError};
 
 /// The program name that marks a handler as ours wherever it is installed.
 pub const HOOK_PROGRAM: &str = "atm-hook";
@@ -271,16 +271,16 @@ pub struct HooksOff {
 }
 
 /// The whole run for a [`JsonAgent`]: load, apply the pure install or uninstall, then
-/// [`finish`]. `installed` says what an install did, given the file's name; the other messages
-/// are common.
+/// [`finish`]. `installed` says what an install did, given the atm-hook command and the file's
+/// name; the other messages are common.
 pub fn run_json_file(
     agent: &JsonAgent,
     path: &Path,
-    hook: &HookCommand,
-    dry_run: bool,
-    uninstall: bool,
-    installed: impl FnOnce(&str) -> String,
+    args: &SetupArgs,
+    installed: impl FnOnce(&HookCommand, &str) -> String,
 ) -> anyhow::Result<ExitCode> {
+    let hook = &HookCommand::from_arg(args.hook_command.as_deref())?;
+    let (dry_run, uninstall) = (args.dry_run, args.uninstall);
     let loaded = (agent.load)(path)?;
     let change = if uninstall {
         agent.uninstall
@@ -307,11 +307,17 @@ pub fn run_json_file(
         }
         (
             format!("atm's hooks are already installed in {shown}"),
-            installed(&shown),
+            installed(hook, &shown),
         )
     };
     let edits: Vec<_> = json_edit(&loaded, &updated).into_iter().collect();
     finish(&edits, dry_run, &unchanged, done)
+}
+
+/// The atm-hook the unit tests install.
+#[cfg(test)]
+pub fn test_hook() -> HookCommand {
+    HookCommand::new("/opt/atm/bin/atm-hook").unwrap()
 }
 
 /// Ends a run: nothing to do (`unchanged` is said, as in "atm's hooks are already installed"),
