@@ -2,15 +2,12 @@
 //! start it: whether the socket is missing or a stale file nobody answers on.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 
 fn atmctl(args: &[&str], socket: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_atmctl"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
+    common::atmctl_at(socket, args)
 }
 
 const COMMANDS: [&[&str]; 5] = [

@@ -3,14 +3,17 @@
 //! in the workspace's `tests` crate.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use atm_core::protocol::{ProtocolVersion, ServerMessage};
 use atm_core::{AgentState, Harness, Session, SessionId, SessionKey, SessionView};
 use chrono::Utc;
+use common::atmctl_at;
 use serde_json::Value;
 
 fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView<'static> {
@@ -103,15 +106,6 @@ fn serve(stream: UnixStream, sessions: &[SessionView<'static>]) {
     }
 }
 
-fn atmctl(socket: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_atmctl"))
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
@@ -119,7 +113,7 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn list_prints_a_table_and_json_and_filters_by_state() {
     let d = FakeDaemon::start(sessions());
-    let o = atmctl(&d.path, &["list"]);
+    let o = atmctl_at(&d.path, &["list"]);
     assert!(o.status.success(), "{o:?}");
     let table = stdout(&o);
     let lines: Vec<&str> = table.lines().collect();
@@ -137,21 +131,21 @@ fn list_prints_a_table_and_json_and_filters_by_state() {
         "basename of a path with a trailing slash"
     );
 
-    let o = atmctl(&d.path, &["list", "--json"]);
+    let o = atmctl_at(&d.path, &["list", "--json"]);
     let json: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 3);
     assert_eq!(json[0]["id"], "8e11bfb5-7dc2-432b");
     assert_eq!(json[0]["cost_usd"], 1.25);
 
-    let o = atmctl(&d.path, &["list", "--json", "--state", "attention"]);
+    let o = atmctl_at(&d.path, &["list", "--json", "--state", "attention"]);
     let json: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert_eq!(json[0]["state"], "needs_permission");
 
-    let o = atmctl(&d.path, &["list", "--state", "idle"]);
+    let o = atmctl_at(&d.path, &["list", "--state", "idle"]);
     assert_eq!(stdout(&o).lines().count(), 2);
 
-    let o = atmctl(&d.path, &["list", "--state", "busy"]);
+    let o = atmctl_at(&d.path, &["list", "--state", "busy"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs_input"));
 }
@@ -159,21 +153,21 @@ fn list_prints_a_table_and_json_and_filters_by_state() {
 #[test]
 fn an_empty_daemon_lists_nothing_and_status_says_so() {
     let d = FakeDaemon::start(Vec::new());
-    let o = atmctl(&d.path, &["list"]);
+    let o = atmctl_at(&d.path, &["list"]);
     assert_eq!(stdout(&o), "no sessions\n");
-    let o = atmctl(&d.path, &["list", "--json"]);
+    let o = atmctl_at(&d.path, &["list", "--json"]);
     assert_eq!(
         serde_json::from_slice::<Value>(&o.stdout).unwrap(),
         Value::Array(vec![])
     );
-    let o = atmctl(&d.path, &["status"]);
+    let o = atmctl_at(&d.path, &["status"]);
     assert_eq!(stdout(&o), "no agents\n");
 }
 
 #[test]
 fn status_is_one_line_of_counts_and_cost() {
     let d = FakeDaemon::start(sessions());
-    let o = atmctl(&d.path, &["status"]);
+    let o = atmctl_at(&d.path, &["status"]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(stdout(&o), "1 working · 1 needs you · 1 idle · $3.75\n");
 }
@@ -181,7 +175,7 @@ fn status_is_one_line_of_counts_and_cost() {
 #[test]
 fn get_resolves_ids_and_prefixes() {
     let d = FakeDaemon::start(sessions());
-    let o = atmctl(&d.path, &["get", "77"]);
+    let o = atmctl_at(&d.path, &["get", "77"]);
     assert!(o.status.success(), "{o:?}");
     let text = stdout(&o);
     assert!(
@@ -190,14 +184,14 @@ fn get_resolves_ids_and_prefixes() {
     );
     assert!(text.contains("/srv/tools/"), "{text}");
 
-    let o = atmctl(&d.path, &["get", "8e11bfb5-7dc2-432b", "--json"]);
+    let o = atmctl_at(&d.path, &["get", "8e11bfb5-7dc2-432b", "--json"]);
     let json: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["state"], "working");
 
-    let o = atmctl(&d.path, &["get", "8e"]);
+    let o = atmctl_at(&d.path, &["get", "8e"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("matches 2 sessions"));
-    let o = atmctl(&d.path, &["get", "nope"]);
+    let o = atmctl_at(&d.path, &["get", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no session matches"));
 }
@@ -205,7 +199,7 @@ fn get_resolves_ids_and_prefixes() {
 #[test]
 fn watch_prints_one_line_per_change_until_the_daemon_closes() {
     let d = FakeDaemon::start(sessions());
-    let o = atmctl(&d.path, &["watch"]);
+    let o = atmctl_at(&d.path, &["watch"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let text = stdout(&o);
     let lines: Vec<&str> = text.lines().collect();
@@ -219,7 +213,7 @@ fn watch_prints_one_line_per_change_until_the_daemon_closes() {
     assert!(lines[5].ends_with("8e22aaaa  removed"), "{text}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("closed the connection"));
 
-    let o = atmctl(&d.path, &["watch", "--json"]);
+    let o = atmctl_at(&d.path, &["watch", "--json"]);
     let msgs: Vec<Value> = stdout(&o)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

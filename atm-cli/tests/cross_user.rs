@@ -4,7 +4,9 @@
 //! it received; the clients must refuse before sending one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -142,19 +144,12 @@ fn dir_of(uid: u32, parent: &Path, name: &str, mode: u32) -> PathBuf {
 
 fn run_hook(socket: &Path) -> (Output, Duration) {
     let start = Instant::now();
-    let mut child = Command::new(HOOK)
-        .env("ATM_HOOKS_SOCKET", socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(EVENT.as_bytes())
-        .unwrap();
+    let child = common::spawn_with_input(
+        Command::new(HOOK)
+            .env("ATM_HOOKS_SOCKET", socket)
+            .stderr(Stdio::piped()),
+        EVENT.as_bytes(),
+    );
     let out = child.wait_with_output().unwrap();
     (out, start.elapsed())
 }

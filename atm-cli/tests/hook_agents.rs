@@ -3,11 +3,11 @@
 //! fixtures sent through the real binary into the real codex and gemini adapters and registry.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
+mod common;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use adapter_codex::CodexAdapter;
@@ -15,6 +15,7 @@ use adapter_gemini::GeminiAdapter;
 use atm_core::ingest_adapter::IngestAdapterConfig;
 use atm_core::testing::TestHarness;
 use atm_core::{InputAdapter, Session};
+use common::Collector;
 use serde_json::{Value, json};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_atm-hook");
@@ -23,46 +24,10 @@ const WAIT: Duration = Duration::from_secs(5);
 const CODEX_PRE_TOOL_USE: &str = r#"{"session_id":"0199a213-81c0-7800-8aa1-bbab2a035a53","turn_id":"1","hook_event_name":"PreToolUse","cwd":"/w","model":"gpt-5-codex","tool_name":"Bash","tool_input":{"command":"cargo test"}}"#;
 const NOTIFY: &str = r#"{"type":"agent-turn-complete","thread-id":"0199a213-81c0-7800-8aa1-bbab2a035a53","turn-id":"12","cwd":"/w","input-messages":["Rename foo"],"last-assistant-message":"Done."}"#;
 
-/// A listener that collects every line, on a socket in a fresh temp dir.
-struct Collector {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-    lines: mpsc::Receiver<Vec<u8>>,
-}
-
-impl Collector {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hooks.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let tx = tx.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stream).split(b'\n') {
-                        let Ok(line) = line else { return };
-                        if tx.send(line).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self { dir, path, lines }
-    }
-
-    fn next(&self) -> (Value, usize) {
-        let line = self.lines.recv_timeout(WAIT).expect("no line arrived");
-        (serde_json::from_slice(&line).unwrap(), line.len())
-    }
-
-    fn assert_nothing(&self) {
-        if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
-            panic!("unexpected line: {}", String::from_utf8_lossy(&line));
-        }
-    }
+/// The next line and its length as it arrived.
+fn next_with_len(daemon: &Collector) -> (Value, usize) {
+    let line = daemon.next_line();
+    (serde_json::from_slice(&line).unwrap(), line.len())
 }
 
 /// Runs `program args` with `stdin`, the socket and no TMUX_PANE; asserts exit 0 and silence on
@@ -136,7 +101,7 @@ fn codex_pid_is_the_codex_binary_behind_a_shell() {
         &[],
         CODEX_PRE_TOOL_USE.as_bytes(),
     );
-    let (msg, _) = daemon.next();
+    let msg = daemon.next();
     assert_eq!(msg["agent"], "codex");
     assert_eq!(msg["data"]["pid"], pid);
     assert_eq!(msg["data"]["tool_name"], "Bash");
@@ -154,12 +119,12 @@ fn gemini_pid_is_node_running_gemini_behind_a_shell() {
         &["/usr/lib/node_modules/@google/gemini-cli/dist/index.js"],
         event,
     );
-    let (msg, _) = daemon.next();
+    let msg = daemon.next();
     assert_eq!(msg["agent"], "gemini");
     assert_eq!(msg["data"]["pid"], pid);
     // Without a recognisable agent, the transient shell is still skipped: its parent is taken.
     let pid = under_fake_agent(&daemon, "some-agent", "--agent pi", &[], event);
-    assert_eq!(daemon.next().0["data"]["pid"], pid);
+    assert_eq!(daemon.next()["data"]["pid"], pid);
 }
 
 #[test]
@@ -180,7 +145,7 @@ fn notify_takes_the_last_argument_and_never_reads_stdin() {
         "waited on stdin"
     );
     assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty());
-    let (msg, _) = daemon.next();
+    let msg = daemon.next();
     assert_eq!(msg["type"], "hook_event");
     assert_eq!(msg["agent"], "codex");
     assert_eq!(msg["protocol_version"], json!({"major": 1, "minor": 0}));
@@ -227,7 +192,7 @@ fn oversized_fields_are_stripped_and_the_event_still_sent() {
         event.to_string().as_bytes(),
         &daemon.path,
     );
-    let (msg, len) = daemon.next();
+    let (msg, len) = next_with_len(&daemon);
     assert!(len < 4096, "{len} bytes");
     assert_eq!(msg["data"]["tool_response"], json!({"error": "too big"}));
     assert_eq!(msg["data"]["tool_input"]["file_path"], "/w/big.log");
@@ -246,7 +211,7 @@ fn oversized_fields_are_stripped_and_the_event_still_sent() {
         event.to_string().as_bytes(),
         &daemon.path,
     );
-    let (msg, len) = daemon.next();
+    let (msg, len) = next_with_len(&daemon);
     assert!(len < 4096, "{len} bytes");
     assert_eq!(msg["data"]["hook_event_name"], "PostToolUse");
 

@@ -2,14 +2,16 @@
 //! exits 0 and returns quickly whatever the daemon or the input does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use common::{Collector, spawn_with_input};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_atm-hook");
 /// Generous: the 50 ms budget is checked by the benchmark, not by timing-sensitive tests.
@@ -65,66 +67,6 @@ fn assert_silent(what: &str, (out, elapsed): (Output, Duration)) {
     assert!(elapsed < BOUND, "{what}: took {elapsed:?}");
 }
 
-/// A listener that collects every line it receives, on a socket in a fresh temp dir.
-struct Collector {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    lines: mpsc::Receiver<Vec<u8>>,
-}
-
-impl Collector {
-    fn start() -> Self {
-        Self::with_reply(None)
-    }
-
-    /// With `reply`, answers every line with it (as the daemon does for `want_reply`).
-    fn with_reply(reply: Option<String>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hooks.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let tx = tx.clone();
-                let reply = reply.clone();
-                std::thread::spawn(move || {
-                    let mut writer = stream.try_clone().unwrap();
-                    for line in BufReader::new(stream).split(b'\n') {
-                        let Ok(line) = line else { return };
-                        if let Some(r) = &reply {
-                            let _ = writer.write_all(format!("{r}\n").as_bytes());
-                        }
-                        if tx.send(line).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self {
-            _dir: dir,
-            path,
-            lines,
-        }
-    }
-
-    fn next(&self) -> Value {
-        let line = self
-            .lines
-            .recv_timeout(Duration::from_secs(5))
-            .expect("no line arrived");
-        serde_json::from_slice(&line).unwrap()
-    }
-
-    /// Nothing arrived: the hook has exited, so anything it sent is already in flight.
-    fn assert_nothing(&self) {
-        if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
-            panic!("unexpected line: {}", String::from_utf8_lossy(&line));
-        }
-    }
-}
-
 #[test]
 fn event_arrives_with_pid_and_tmux_pane() {
     let daemon = Collector::start();
@@ -177,19 +119,12 @@ fn pid_is_the_claude_ancestor_behind_a_shell() {
     std::os::unix::fs::symlink("/bin/sh", &claude).unwrap();
     let script = format!("sh -c '{HOOK}; true'; true");
     let start = Instant::now();
-    let mut child = Command::new(&claude)
-        .args(["-c", &script])
-        .env("ATM_HOOKS_SOCKET", &daemon.path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(PRE_TOOL_USE.as_bytes())
-        .unwrap();
+    let child = spawn_with_input(
+        Command::new(&claude)
+            .args(["-c", &script])
+            .env("ATM_HOOKS_SOCKET", &daemon.path),
+        PRE_TOOL_USE.as_bytes(),
+    );
     let claude_pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success() && out.stdout.is_empty());

@@ -3,9 +3,10 @@
 //! status line asking for a reply gets the daemon's view of the session into its default line.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,20 +53,13 @@ async fn hook(args: &[&str], input: &str, socket: &Path) -> (Output, u32) {
     let input = input.to_owned();
     let socket: PathBuf = socket.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(HOOK)
-            .args(&args)
-            .env("ATM_HOOKS_SOCKET", &socket)
-            .env("TMUX_PANE", "%9")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        let child = common::spawn_with_input(
+            Command::new(HOOK)
+                .args(&args)
+                .env("ATM_HOOKS_SOCKET", &socket)
+                .env("TMUX_PANE", "%9"),
+            input.as_bytes(),
+        );
         let pid = child.id();
         (child.wait_with_output().unwrap(), pid)
     })

@@ -1,14 +1,14 @@
 //! `atmctl setup claude` on real settings files in a temp `CLAUDE_CONFIG_DIR`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{ATM_HOOK, ATMCTL, atmctl_setup, ok};
 use serde_json::Value;
-
-const ATMCTL: &str = env!("CARGO_BIN_EXE_atmctl");
-const ATM_HOOK: &str = env!("CARGO_BIN_EXE_atm-hook");
 
 /// What a user's file looks like: four-space indent, hooks of their own (one on PreToolUse), a
 /// status line with padding, keys in a non-alphabetical order.
@@ -76,22 +76,8 @@ impl ConfigDir {
     }
 
     fn atmctl(&self, extra: &[&str]) -> Output {
-        Command::new(ATMCTL)
-            .args(["setup", "claude"])
-            .args(extra)
-            .env("CLAUDE_CONFIG_DIR", self.dir.path())
-            .output()
-            .unwrap()
+        atmctl_setup("claude", "CLAUDE_CONFIG_DIR", self.dir.path(), extra)
     }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "atmctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// Every key path in document order, so that order is compared too (map equality ignores it).

@@ -2,15 +2,15 @@
 //! kept, a user's notify refused or replaced with --force and restored) and hooks.json.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use atm_cli::setup::codex::EVENTS;
+use common::{ATM_HOOK, atmctl_setup, ok};
 use serde_json::Value;
-
-const ATMCTL: &str = env!("CARGO_BIN_EXE_atmctl");
-const ATM_HOOK: &str = env!("CARGO_BIN_EXE_atm-hook");
 
 const USER_CONFIG: &str = r#"# Codex settings
 model = "gpt-5-codex"  # default
@@ -68,22 +68,8 @@ impl CodexHome {
     }
 
     fn atmctl(&self, extra: &[&str]) -> Output {
-        Command::new(ATMCTL)
-            .args(["setup", "codex"])
-            .args(extra)
-            .env("CODEX_HOME", self.0.path())
-            .output()
-            .unwrap()
+        atmctl_setup("codex", "CODEX_HOME", self.0.path(), extra)
     }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "atmctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn hook_path() -> String {

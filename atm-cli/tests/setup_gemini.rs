@@ -1,13 +1,13 @@
 //! `atmctl setup gemini` on real settings files under a temp `GEMINI_CLI_HOME`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{ATM_HOOK, atmctl_setup, ok};
 use serde_json::Value;
-
-const ATMCTL: &str = env!("CARGO_BIN_EXE_atmctl");
-const ATM_HOOK: &str = env!("CARGO_BIN_EXE_atm-hook");
 
 const USER_SETTINGS: &str = r#"{
   "general": {
@@ -74,22 +74,8 @@ impl GeminiHome {
     }
 
     fn atmctl(&self, extra: &[&str]) -> Output {
-        Command::new(ATMCTL)
-            .args(["setup", "gemini"])
-            .args(extra)
-            .env("GEMINI_CLI_HOME", self.0.path())
-            .output()
-            .unwrap()
+        atmctl_setup("gemini", "GEMINI_CLI_HOME", self.0.path(), extra)
     }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "atmctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 #[test]

@@ -1,0 +1,118 @@
+//! What several of atm-cli's test binaries share: the built binaries, a listener standing in
+//! for the daemon's ingest socket, and running a command with input on its stdin.
+
+#![allow(dead_code)] // each test binary uses a different subset
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail by panicking
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const ATMCTL: &str = env!("CARGO_BIN_EXE_atmctl");
+pub const ATM_HOOK: &str = env!("CARGO_BIN_EXE_atm-hook");
+
+/// The stdout of a run that must have succeeded (the test fails with its stderr otherwise).
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "atmctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// `atmctl setup <agent> <extra>` with the agent's home variable `var` set to `home`.
+pub fn atmctl_setup(agent: &str, var: &str, home: &Path, extra: &[&str]) -> Output {
+    Command::new(ATMCTL)
+        .args(["setup", agent])
+        .args(extra)
+        .env(var, home)
+        .output()
+        .unwrap()
+}
+
+/// `atmctl <args> --socket <socket>`.
+pub fn atmctl_at(socket: &Path, args: &[&str]) -> Output {
+    Command::new(ATMCTL)
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap()
+}
+
+/// Spawns `cmd` with stdin and stdout piped (and whatever else `cmd` says), and writes `input`
+/// to its stdin, closing it.
+pub fn spawn_with_input(cmd: &mut Command, input: &[u8]) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child
+}
+
+/// A listener that collects every line it receives, on a socket in a fresh temp dir.
+pub struct Collector {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    lines: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Collector {
+    pub fn start() -> Self {
+        Self::with_reply(None)
+    }
+
+    /// With `reply`, answers every line with it (as the daemon does for `want_reply`).
+    pub fn with_reply(reply: Option<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hooks.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let tx = tx.clone();
+                let reply = reply.clone();
+                std::thread::spawn(move || {
+                    let mut writer = stream.try_clone().unwrap();
+                    for line in BufReader::new(stream).split(b'\n') {
+                        let Ok(line) = line else { return };
+                        if let Some(r) = &reply {
+                            let _ = writer.write_all(format!("{r}\n").as_bytes());
+                        }
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { dir, path, lines }
+    }
+
+    /// The next line as it arrived (without its newline).
+    pub fn next_line(&self) -> Vec<u8> {
+        self.lines
+            .recv_timeout(Duration::from_secs(5))
+            .expect("no line arrived")
+    }
+
+    pub fn next(&self) -> Value {
+        serde_json::from_slice(&self.next_line()).unwrap()
+    }
+
+    /// Nothing arrived: the hook has exited, so anything it sent is already in flight.
+    pub fn assert_nothing(&self) {
+        if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
+            panic!("unexpected line: {}", String::from_utf8_lossy(&line));
+        }
+    }
+}
