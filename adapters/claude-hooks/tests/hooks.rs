@@ -6,7 +6,7 @@
 mod common;
 
 use adapter_claude_hooks as _; // links the plugin registration for the contract test
-use adapter_claude_hooks::{ClaudeHooksAdapter, translate};
+use adapter_claude_hooks::{ClaudeHooks, ClaudeHooksAdapter, translate};
 use atm_core::AgentState;
 use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
@@ -60,7 +60,7 @@ async fn replays_every_fixture_in_a_realistic_order() {
         }
     }
     // Every fixture but a few alternative variants takes part in the replay.
-    let unused: Vec<String> = std::fs::read_dir(common::fixtures_dir())
+    let unused: Vec<String> = std::fs::read_dir(common::fixtures().dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n != "replay.json" && !used.contains(n))
@@ -76,7 +76,7 @@ async fn replays_every_fixture_in_a_realistic_order() {
 
 #[test]
 fn every_fixture_translates() {
-    for entry in std::fs::read_dir(common::fixtures_dir()).unwrap() {
+    for entry in std::fs::read_dir(common::fixtures().dir()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         if name == "replay.json" {
             continue;
@@ -96,9 +96,14 @@ async fn send(client: &mut common::Client, data: Value) {
     client.send("hook_event", data, json!({})).await;
 }
 
+/// Sends fixture `name` as `atm-hook` does from `claude`'s pane.
+async fn send_fixture(client: &mut common::Client, claude: &FakeClaude, name: &str) {
+    send(client, with_process(fixture(name), claude.pid(), PANE)).await;
+}
+
 async fn start_session(client: &mut common::Client, claude: &FakeClaude) {
     for f in ["SessionStart.startup.json", "UserPromptSubmit.json"] {
-        send(client, with_process(fixture(f), claude.pid(), PANE)).await;
+        send_fixture(client, claude, f).await;
     }
     client.sync_ok().await;
 }
@@ -116,7 +121,7 @@ async fn clear_rekeys_one_process_in_either_order() {
         start_session(&mut client, &claude).await;
         assert_eq!(run.only_session().await.id.as_str(), A);
         for f in order {
-            send(&mut client, with_process(fixture(f), claude.pid(), PANE)).await;
+            send_fixture(&mut client, &claude, f).await;
         }
         client.sync_ok().await;
         let s = run.only_session().await;
@@ -124,11 +129,7 @@ async fn clear_rekeys_one_process_in_either_order() {
         assert_eq!(s.pid(), Some(claude.pid()));
         assert_eq!(s.state, AgentState::Starting, "{order:?}");
         // A late event for the old id neither resurrects it nor renames the session back.
-        send(
-            &mut client,
-            with_process(fixture("Stop.json"), claude.pid(), PANE),
-        )
-        .await;
+        send_fixture(&mut client, &claude, "Stop.json").await;
         client.sync_ok().await;
         let s = run.only_session().await;
         assert_eq!(s.id.as_str(), B);
@@ -148,7 +149,7 @@ async fn subagent_stop_does_not_make_the_parent_idle() {
         "PreToolUse.subagent.Grep.json",
         "Stop.subagent.json",
     ] {
-        send(&mut client, with_process(fixture(f), claude.pid(), PANE)).await;
+        send_fixture(&mut client, &claude, f).await;
     }
     client.sync_ok().await;
     let s = run.only_session().await;
@@ -159,20 +160,12 @@ async fn subagent_stop_does_not_make_the_parent_idle() {
         Some("Thinking"),
         "subagent tools leave the parent's activity"
     );
-    send(
-        &mut client,
-        with_process(fixture("SubagentStop.json"), claude.pid(), PANE),
-    )
-    .await;
+    send_fixture(&mut client, &claude, "SubagentStop.json").await;
     client.sync_ok().await;
     let s = run.only_session().await;
     assert_eq!(s.state, AgentState::Working);
     assert!(s.children.is_empty());
-    send(
-        &mut client,
-        with_process(fixture("Stop.json"), claude.pid(), PANE),
-    )
-    .await;
+    send_fixture(&mut client, &claude, "Stop.json").await;
     client.sync_ok().await;
     assert_eq!(run.only_session().await.state, AgentState::Idle);
     run.stop().await;
@@ -204,25 +197,13 @@ async fn permission_request_needs_permission_with_tool_and_preview() {
     assert_eq!(detail.chars().count(), 120);
     assert!(detail.ends_with('…'));
     // The late notification keeps the richer attention.
-    send(
-        &mut client,
-        with_process(
-            fixture("Notification.permission_prompt.json"),
-            claude.pid(),
-            PANE,
-        ),
-    )
-    .await;
+    send_fixture(&mut client, &claude, "Notification.permission_prompt.json").await;
     client.sync_ok().await;
     let s2 = run.only_session().await;
     assert_eq!(s2.state, AgentState::NeedsPermission);
     assert_eq!(s2.attention, s.attention);
     // Answering it (the tool runs and finishes) clears it.
-    send(
-        &mut client,
-        with_process(fixture("PostToolUse.Bash.json"), claude.pid(), PANE),
-    )
-    .await;
+    send_fixture(&mut client, &claude, "PostToolUse.Bash.json").await;
     client.sync_ok().await;
     let s = run.only_session().await;
     assert_eq!(s.state, AgentState::Working);
@@ -236,15 +217,7 @@ async fn permission_prompt_notification_alone_raises_attention() {
     let claude = FakeClaude::spawn();
     let mut client = run.client().await;
     start_session(&mut client, &claude).await;
-    send(
-        &mut client,
-        with_process(
-            fixture("Notification.permission_prompt.json"),
-            claude.pid(),
-            PANE,
-        ),
-    )
-    .await;
+    send_fixture(&mut client, &claude, "Notification.permission_prompt.json").await;
     client.sync_ok().await;
     let s = run.only_session().await;
     assert_eq!(s.state, AgentState::NeedsPermission);
@@ -258,11 +231,7 @@ async fn stop_failure_is_idle_with_the_error() {
     let claude = FakeClaude::spawn();
     let mut client = run.client().await;
     start_session(&mut client, &claude).await;
-    send(
-        &mut client,
-        with_process(fixture("StopFailure.json"), claude.pid(), PANE),
-    )
-    .await;
+    send_fixture(&mut client, &claude, "StopFailure.json").await;
     client.sync_ok().await;
     let s = run.only_session().await;
     assert_eq!(s.state, AgentState::Idle);
@@ -296,14 +265,7 @@ async fn session_end_removes_except_clear_and_resume() {
 
 #[tokio::test]
 async fn unknown_events_are_accepted_and_counted() {
-    let mut stats = None;
-    let run = Running::start(RegistryConfig::default(), |cfg| {
-        let a = ClaudeHooksAdapter::from_config(cfg).unwrap();
-        stats = Some(a.stats());
-        a
-    })
-    .await;
-    let stats = stats.unwrap();
+    let (run, stats) = Running::start_translator::<ClaudeHooks>(RegistryConfig::default()).await;
     let claude = FakeClaude::spawn();
     let mut client = run.client().await;
     start_session(&mut client, &claude).await;
@@ -332,11 +294,7 @@ async fn unknown_events_are_accepted_and_counted() {
     assert_eq!(run.sessions().await.len(), 2);
     assert_eq!(IngestStats::get(&stats.bad_messages), 0);
     // A subagent's Stop is counted as ignored.
-    send(
-        &mut client,
-        with_process(fixture("Stop.subagent.json"), claude.pid(), PANE),
-    )
-    .await;
+    send_fixture(&mut client, &claude, "Stop.subagent.json").await;
     client.sync_ok().await;
     assert_eq!(IngestStats::get(&stats.ignored), 1);
     run.stop().await;

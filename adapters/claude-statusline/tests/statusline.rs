@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report failures by panicking
 
-use std::path::{Path, PathBuf};
-
 use adapter_claude_statusline as _; // links the plugin registration for the contract test
-use adapter_claude_statusline::{ClaudeStatuslineAdapter, parse_status_line};
+use adapter_claude_statusline::{ClaudeStatusLine, ClaudeStatuslineAdapter, parse_status_line};
 use atm_core::event::{AgentEvent, EventEnvelope, EventSource, StartSource};
 use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
+use atm_core::testing::fixtures::{Fixtures, patch, with_process};
 use atm_core::testing::ingest::{
     FakeAgent as FakeClaude, IngestClient as Client, RunningAdapter as Running, socket_table,
 };
@@ -21,28 +20,12 @@ use serde_json::{Value, json};
 const A: &str = "8e11bfb5-7dc2-432b-9206-928fa5c35731";
 const PANE: &str = "%9";
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+fn fixtures() -> Fixtures {
+    Fixtures::of(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn fixture(name: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures_dir().join(name)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// Adds what `atm-hook` adds: the Claude PID and `$TMUX_PANE`.
-fn with_process(mut data: Value, pid: u32, pane: &str) -> Value {
-    data["pid"] = json!(pid);
-    data["tmux_pane"] = json!(pane);
-    data
-}
-
-/// Sets fields of a payload (JSON object merge, one level).
-fn patch(mut data: Value, fields: Value) -> Value {
-    if let (Some(o), Value::Object(f)) = (data.as_object_mut(), fields) {
-        o.extend(f);
-    }
-    data
+    fixtures().load(name)
 }
 
 /// The status-line adapter on its own socket, and a client for it.
@@ -212,14 +195,8 @@ async fn worktree_facts_are_applied() {
 
 #[tokio::test]
 async fn bad_status_lines_get_error_replies_and_are_counted() {
-    let mut stats = None;
-    let run = Running::start(RegistryConfig::default(), |cfg| {
-        let a = ClaudeStatuslineAdapter::from_config(cfg).unwrap();
-        stats = Some(a.stats());
-        a
-    })
-    .await;
-    let stats = stats.unwrap();
+    let (run, stats) =
+        Running::start_translator::<ClaudeStatusLine>(RegistryConfig::default()).await;
     let claude = FakeClaude::spawn();
     let mut client = run.client().await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
@@ -324,7 +301,7 @@ async fn runs_on_a_socket_of_its_own() {
 
 #[test]
 fn every_fixture_parses() {
-    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
+    for entry in std::fs::read_dir(fixtures().dir()).unwrap() {
         let path = entry.unwrap().path();
         let data: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let s = parse_status_line(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

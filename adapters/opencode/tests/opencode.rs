@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use adapter_opencode as _; // links the plugin registration for the contract test
 use adapter_opencode::OpencodeStats;
+use atm_core::testing::ingest::check_replay_step;
 use common::{Running, SID, SseServer, WAIT, config, free_port, read_request, status};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -79,20 +80,8 @@ async fn replays_a_realistic_session() {
         assert_eq!(s.id.as_str(), SID, "{step_name}");
         assert_eq!(s.harness.as_str(), "opencode", "{step_name}");
         assert_eq!(s.process, None, "{step_name}");
-        for (key, want) in expect {
-            let got = match key.as_str() {
-                "state" => json!(s.state.as_str()),
-                "cwd" => json!(s.cwd),
-                "activity" => json!(s.activity),
-                "model_id" => json!(s.model_id),
-                "last_error" => json!(s.last_error),
-                "attention" => match &s.attention {
-                    None => Value::Null,
-                    Some(a) => json!({"reason": a.reason, "tool": a.tool, "detail": a.detail}),
-                },
-                other => panic!("unknown expectation {other}"),
-            };
-            assert_eq!(got, *want, "{step_name}: {key}");
+        if let Err(e) = check_replay_step(&sessions, expect) {
+            panic!("{step_name}: {e}");
         }
     }
     assert_eq!(OpencodeStats::get(&run.stats.malformed), 0);

@@ -3,27 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail the test by panicking
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use adapter_proc_discovery::git::{GitCache, locate};
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-}
+use common::git;
 
 fn s(p: &Path) -> Option<String> {
     Some(p.to_str().unwrap().to_owned())

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail the test by panicking
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use atm_core::{
     AgentEvent, AgentState, EventEnvelope, EventSource, Harness, InputAdapter, Session, SessionId,
     UsageUpdate,
 };
+use common::git;
 use tokio::task::JoinHandle;
 
 use adapter_proc_discovery as _;
@@ -164,23 +167,6 @@ impl Drop for Reaped {
 
 fn kill_and_reap(child: Reaped) {
     drop(child);
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "git {args:?}: {st:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,21 @@ pub const REPLAY: &str = "replay.json";
 /// The pane [`Fixtures::replay`] says the agent runs in.
 pub const PANE: &str = "%7";
 
+/// Adds what `atm-hook` adds to every payload it forwards: the agent's PID and `$TMUX_PANE`.
+pub fn with_process(mut data: Value, pid: u32, pane: &str) -> Value {
+    data["pid"] = json!(pid);
+    data["tmux_pane"] = json!(pane);
+    data
+}
+
+/// Sets fields of a payload (a JSON object merge, one level).
+pub fn patch(mut data: Value, fields: Value) -> Value {
+    if let (Some(o), Value::Object(f)) = (data.as_object_mut(), fields) {
+        o.extend(f);
+    }
+    data
+}
+
 /// A crate's fixture directory.
 #[derive(Debug, Clone)]
 pub struct Fixtures {
@@ -127,9 +142,7 @@ impl Fixtures {
         for step in replay["steps"].as_array().unwrap() {
             let name = step["fixture"].as_str().unwrap();
             used.insert(name.to_owned());
-            let mut data = self.load(name);
-            data["pid"] = json!(pid);
-            data["tmux_pane"] = json!(PANE);
+            let data = with_process(self.load(name), pid, PANE);
             client.send("hook_event", data, extra.clone()).await;
             let expect = step["expect"].as_object().unwrap();
             run.wait_until(name, |all| check_replay_step(all, expect).is_ok())
