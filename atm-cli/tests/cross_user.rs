@@ -14,7 +14,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_atm-hook");
-const ATMCTL: &str = env!("CARGO_BIN_EXE_atmctl");
 const OTHER_USER: &str = "atm-test-other";
 const EVENT: &str = r#"{"session_id":"s-secret","cwd":"/home/a/secret","hook_event_name":"UserPromptSubmit","prompt":"the secret prompt"}"#;
 
@@ -155,12 +154,7 @@ fn run_hook(socket: &Path) -> (Output, Duration) {
 }
 
 fn run_atmctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(ATMCTL)
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()
-        .unwrap()
+    common::atmctl_at(socket, args)
 }
 
 /// atm-hook stays within its contract (exit 0, nothing on stdout, quick) and says once why it
