@@ -178,6 +178,7 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::super::hooks::test_hook as hook;
+    use super::super::hooks::{arb_user_hooks, check_round_trip};
     use super::*;
     use proptest::prelude::*;
 
@@ -330,34 +331,14 @@ mod tests {
     /// Settings in the shape users write, without anything of ours and without empty containers
     /// (which uninstall cannot tell from ones install emptied).
     fn arb_settings() -> impl Strategy<Value = Value> {
-        let handler = "[a-z./ '~-]{1,12}"
-            .prop_filter("a user's own command", |c| {
-                !c.contains(super::super::hooks::HOOK_PROGRAM)
-            })
-            .prop_map(|c| json!({"type": "command", "command": c}));
-        let group = (
-            proptest::option::of("[A-Za-z|*]{1,6}"),
-            prop::collection::vec(handler, 1..3),
-        )
-            .prop_map(|(m, hs)| match m {
-                Some(m) => json!({"matcher": m, "hooks": hs}),
-                None => json!({"hooks": hs}),
-            });
-        let event = prop::sample::select(vec![
+        let events = &[
             "PreToolUse",
             "Stop",
             "SessionStart",
             "FileChanged",
             "Notification",
-        ]);
-        let hooks = prop::collection::vec((event, prop::collection::vec(group, 1..3)), 1..4)
-            .prop_map(|evs| {
-                Value::Object(
-                    evs.into_iter()
-                        .map(|(e, g)| (e.to_owned(), Value::from(g)))
-                        .collect(),
-                )
-            });
+        ];
+        let hooks = arb_user_hooks(events, true);
         let statusline = "[a-z ./'\"$-]{1,16}"
             .prop_map(|c| json!({"type": "command", "command": c, "padding": 1}));
         (
@@ -383,11 +364,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip_and_idempotence(s in arb_settings()) {
-            let once = install(&s, &hook()).unwrap();
-            let twice = install(&once, &hook()).unwrap();
-            prop_assert_eq!(serde_json::to_string(&once).unwrap(), serde_json::to_string(&twice).unwrap());
-            let back = uninstall(&once, &hook()).unwrap();
-            prop_assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&s).unwrap());
+            check_round_trip(&s, install, uninstall)?;
         }
 
         #[test]

@@ -146,6 +146,7 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::super::hooks::test_hook as hook;
+    use super::super::hooks::{arb_user_hooks, check_round_trip};
     use super::*;
     use proptest::prelude::*;
 
@@ -199,19 +200,7 @@ mod tests {
     }
 
     fn arb_settings() -> impl Strategy<Value = Value> {
-        let handler = "[a-z./ ~-]{1,12}"
-            .prop_filter("a user's own command", |c| !c.contains("atm-hook"))
-            .prop_map(|c| json!({"type": "command", "command": c}));
-        let group = prop::collection::vec(handler, 1..3).prop_map(|hs| json!({"hooks": hs}));
-        let event = prop::sample::select(vec!["BeforeTool", "AfterAgent", "BeforeModel", "Stop"]);
-        let hooks = prop::collection::vec((event, prop::collection::vec(group, 1..3)), 1..4)
-            .prop_map(|evs| {
-                Value::Object(
-                    evs.into_iter()
-                        .map(|(e, g)| (e.to_owned(), Value::from(g)))
-                        .collect(),
-                )
-            });
+        let hooks = arb_user_hooks(&["BeforeTool", "AfterAgent", "BeforeModel", "Stop"], false);
         (
             prop::collection::vec(("[a-z]{1,6}", any::<i64>()), 0..4),
             proptest::option::of(hooks),
@@ -231,10 +220,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip_and_idempotence(s in arb_settings()) {
-            let once = install(&s, &hook()).unwrap();
-            let twice = install(&once, &hook()).unwrap();
-            prop_assert_eq!(once.to_string(), twice.to_string());
-            prop_assert_eq!(uninstall(&once, &hook()).unwrap().to_string(), s.to_string());
+            check_round_trip(&s, install, uninstall)?;
         }
     }
 }

@@ -320,6 +320,55 @@ pub fn test_hook() -> HookCommand {
     HookCommand::new("/opt/atm/bin/atm-hook").unwrap()
 }
 
+/// A user's own `hooks` object for the agents' property tests: one to three of `events`, each
+/// with one or two groups of their own commands (never atm-hook); with `matchers`, a group may
+/// have a matcher. No container is empty (uninstall cannot tell those from ones it emptied).
+#[cfg(test)]
+pub fn arb_user_hooks(
+    events: &'static [&'static str],
+    matchers: bool,
+) -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    use serde_json::json;
+    let handler = "[a-z./ '~-]{1,12}"
+        .prop_filter("a user's own command", |c| !c.contains(HOOK_PROGRAM))
+        .prop_map(|c| json!({"type": "command", "command": c}));
+    let matcher = if matchers {
+        proptest::option::of("[A-Za-z|*]{1,6}").boxed()
+    } else {
+        Just(None).boxed()
+    };
+    let group = (matcher, prop::collection::vec(handler, 1..3)).prop_map(|(m, hs)| match m {
+        Some(m) => json!({"matcher": m, "hooks": hs}),
+        None => json!({"hooks": hs}),
+    });
+    let event = prop::sample::select(events);
+    prop::collection::vec((event, prop::collection::vec(group, 1..3)), 1..4).prop_map(|evs| {
+        Value::Object(
+            evs.into_iter()
+                .map(|(e, g)| (e.to_owned(), Value::from(g)))
+                .collect(),
+        )
+    })
+}
+
+/// The property of every JSON merge: install is idempotent, and uninstall gives back exactly
+/// the user's `settings`.
+#[cfg(test)]
+pub fn check_round_trip(
+    settings: &Value,
+    install: fn(&Value, &HookCommand) -> Result<Value, ShapeError>,
+    uninstall: fn(&Value, &HookCommand) -> Result<Value, ShapeError>,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let hook = test_hook();
+    let once = install(settings, &hook).unwrap();
+    let twice = install(&once, &hook).unwrap();
+    proptest::prop_assert_eq!(once.to_string(), twice.to_string());
+    let back = uninstall(&once, &hook).unwrap();
+    proptest::prop_assert_eq!(back.to_string(), settings.to_string());
+    Ok(())
+}
+
 /// Ends a run: nothing to do (`unchanged` is said, as in "atm's hooks are already installed"),
 /// a dry-run diff, or the writes (each after its own backup, then `done` is said).
 pub fn finish(
