@@ -205,3 +205,20 @@ pub struct Discovered {
     pub usage: UsageUpdate,
     pub adapter: String,
 }
+
+impl Discovered {
+    /// `process`, a `harness` agent found by `adapter`, with nothing else known about it yet.
+    pub fn new(harness: Harness, process: ProcessIdentity, adapter: impl Into<String>) -> Self {
+        Self {
+            harness,
+            process,
+            session_id: None,
+            cwd: None,
+            tmux_pane: None,
+            state_hint: None,
+            state_hint_at: None,
+            usage: UsageUpdate::default(),
+            adapter: adapter.into(),
+        }
+    }
+}

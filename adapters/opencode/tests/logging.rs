@@ -6,35 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use adapter_opencode::OpencodeStats;
+use atm_core::testing::LogCapture;
 use common::{Running, SseServer, status};
 use tokio::net::TcpListener;
-
-/// Captures formatted log lines (this test's runtime is single-threaded, so a thread-default
-/// subscriber sees the adapter's task too).
-#[derive(Clone, Default)]
-struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogCapture {
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(needle)
-            .count()
-    }
-}
 
 #[tokio::test]
 async fn an_outage_is_logged_once() {
@@ -56,7 +31,7 @@ async fn an_outage_is_logged_once() {
         logs.count("unavailable"),
         1,
         "one warning per outage: {}",
-        String::from_utf8_lossy(&logs.0.lock().unwrap())
+        logs.text()
     );
     let mut server = SseServer::on(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
     let mut conn = server.next_conn().await;

@@ -16,7 +16,6 @@ use atm_core::registry::Discovered;
 use atm_core::testing::{TestHarness, TmuxServer, check_adapter_contract, sample_table};
 use atm_core::{
     AgentEvent, AgentState, EventEnvelope, EventSource, Harness, InputAdapter, Session, SessionId,
-    UsageUpdate,
 };
 use common::git;
 use tokio::task::JoinHandle;
@@ -296,17 +295,7 @@ async fn pending_session_learns_its_id_and_never_reverts() {
     running
         .harness
         .registry
-        .register_discovered(Discovered {
-            harness: Harness::claude(),
-            process,
-            session_id: None,
-            cwd: None,
-            tmux_pane: None,
-            state_hint: None,
-            state_hint_at: None,
-            usage: UsageUpdate::default(),
-            adapter: "test".into(),
-        })
+        .register_discovered(Discovered::new(Harness::claude(), process, "test"))
         .await
         .unwrap();
     assert_eq!(running.sessions_of(pid).await[0].id.as_str(), "learnt-id");

@@ -130,18 +130,7 @@ impl RunningAdapter {
 
     /// Polls until `pred` holds for the registry's sessions; fails the test after [`WAIT`].
     pub async fn wait_until(&self, what: &str, pred: impl Fn(&[Arc<Session>]) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let all = self.sessions().await;
-            if pred(&all) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: never held; sessions: {all:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.harness.wait_for_sessions(what, pred).await;
     }
 
     /// The one session there must be.

@@ -12,9 +12,11 @@ use std::time::Duration;
 pub mod fixtures;
 pub mod ingest;
 pub mod json;
+pub mod log;
 pub mod wait;
 
 pub use json::arb_json;
+pub use log::LogCapture;
 
 pub use wait::{
     wait_for, wait_until, wait_until_blocking, wait_until_blocking_within, wait_until_within,
@@ -100,6 +102,27 @@ impl TestHarness {
                 "adapter {name} was not serving after {:?} (does it call ctx.mark_ready()?)",
                 wait::DEADLINE
             ),
+        }
+    }
+
+    /// Polls until `pred` holds for the registry's sessions; fails the test after
+    /// [`ingest::WAIT`], naming `what` and showing the sessions there were.
+    pub async fn wait_for_sessions(
+        &self,
+        what: &str,
+        pred: impl Fn(&[std::sync::Arc<crate::model::Session>]) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + ingest::WAIT;
+        loop {
+            let all = self.registry.snapshot().await.unwrap().sessions;
+            if pred(&all) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: never held; sessions: {all:#?}"
+            );
+            tokio::time::sleep(wait::POLL).await;
         }
     }
 

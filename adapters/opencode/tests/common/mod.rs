@@ -152,18 +152,7 @@ impl Running {
 
     /// Polls the registry (up to 5 s) until `check` accepts the sessions.
     pub async fn wait_for(&self, what: &str, check: impl Fn(&[Arc<Session>]) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let sessions = self.sessions().await;
-            if check(&sessions) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: not reached within 5 s; sessions: {sessions:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.harness.wait_for_sessions(what, check).await;
     }
 
     /// Waits until `n` connection attempts have failed in all (each one is logged before it
