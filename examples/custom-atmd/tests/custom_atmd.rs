@@ -25,26 +25,21 @@ fn plugins_lists_the_extra_plugin_with_the_built_in_ones() {
     }
 }
 
+/// `check-config` on a config file holding `text`.
+fn check_config(text: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("atmd.toml");
+    std::fs::write(&path, text).unwrap();
+    run(&["--config", path.to_str().unwrap(), "check-config"])
+}
+
 #[test]
 fn check_config_accepts_the_extra_plugin_and_names_a_bad_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("good.toml");
-    std::fs::write(
-        &good,
-        "[[adapter]]\ntype = \"jsonl\"\nsocket = \"/tmp/x.sock\"\n",
-    )
-    .unwrap();
-    let out = run(&["--config", good.to_str().unwrap(), "check-config"]);
+    let out = check_config("[[adapter]]\ntype = \"jsonl\"\nsocket = \"/tmp/x.sock\"\n");
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 adapters, 0 sinks)"));
 
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[[adapter]]\ntype = \"jsonl\"\nsockt = \"/tmp/x.sock\"\n",
-    )
-    .unwrap();
-    let out = run(&["--config", bad.to_str().unwrap(), "check-config"]);
+    let out = check_config("[[adapter]]\ntype = \"jsonl\"\nsockt = \"/tmp/x.sock\"\n");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sockt") && err.contains(":3:"), "{err}");
