@@ -22,18 +22,10 @@ async fn start() -> (RunningAdapter, std::sync::Arc<IngestStats>) {
 
 #[tokio::test]
 async fn replays_every_fixture_in_a_realistic_order() {
-    let (run, stats) = start().await;
-    let codex = FakeAgent::spawn();
     let agent = json!({"agent": "codex"});
     fixtures()
-        .replay(&run, codex.pid(), agent, |s, name| {
-            assert_eq!(s.harness.as_str(), "codex", "{name}");
-            assert_eq!(s.cwd.as_deref(), Some("/home/dev/src/api"), "{name}");
-        })
+        .check_replay::<CodexHooks>(agent, "/home/dev/src/api", 2)
         .await;
-    assert_eq!(IngestStats::get(&stats.unknown_events), 2);
-    assert_eq!(IngestStats::get(&stats.bad_messages), 0);
-    run.stop().await;
 }
 
 #[test]

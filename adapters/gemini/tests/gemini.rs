@@ -9,7 +9,7 @@ use atm_core::registry::RegistryConfig;
 use atm_core::serde_json::json;
 use atm_core::testing::check_adapter_contract;
 use atm_core::testing::fixtures::Fixtures;
-use atm_core::testing::ingest::{FakeAgent, RunningAdapter, socket_table};
+use atm_core::testing::ingest::{RunningAdapter, socket_table};
 
 fn fixtures() -> Fixtures {
     Fixtures::of(env!("CARGO_MANIFEST_DIR"))
@@ -22,18 +22,10 @@ async fn start() -> (RunningAdapter, std::sync::Arc<IngestStats>) {
 
 #[tokio::test]
 async fn replays_every_fixture_in_a_realistic_order() {
-    let (run, stats) = start().await;
-    let gemini = FakeAgent::spawn();
     let agent = json!({"agent": "gemini"});
     fixtures()
-        .replay(&run, gemini.pid(), agent, |s, name| {
-            assert_eq!(s.harness.as_str(), "gemini", "{name}");
-            assert_eq!(s.cwd.as_deref(), Some("/home/dev/src/webapp"), "{name}");
-        })
+        .check_replay::<GeminiHooks>(agent, "/home/dev/src/webapp", 1)
         .await;
-    assert_eq!(IngestStats::get(&stats.unknown_events), 1);
-    assert_eq!(IngestStats::get(&stats.bad_messages), 0);
-    run.stop().await;
 }
 
 #[test]

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::ingest::{RunningAdapter, check_replay_step};
-use crate::ingest_adapter::Translation;
+use super::ingest::{FakeAgent, RunningAdapter, check_replay_step};
+use crate::ingest::IngestStats;
+use crate::ingest_adapter::{Translation, Translator};
 use crate::model::Session;
 use crate::protocol::{ErrorCode, WireError};
+use crate::registry::RegistryConfig;
 
 /// The file of replay steps; every other file in a fixture directory is one payload.
 pub const REPLAY: &str = "replay.json";
@@ -122,6 +124,23 @@ impl Fixtures {
                 }
             }
         }
+    }
+
+    /// The whole replay check of a hook translator: the generic adapter with `T` on its own
+    /// socket, a real process as the agent, [`replay`](Self::replay) with `extra` beside each
+    /// payload; every session it makes is `T`'s harness in `cwd`, and the adapter counted
+    /// `unknown_events` unknown events and no bad message.
+    pub async fn check_replay<T: Translator>(&self, extra: Value, cwd: &str, unknown_events: u64) {
+        let (run, stats) = RunningAdapter::start_translator::<T>(RegistryConfig::default()).await;
+        let agent = FakeAgent::spawn();
+        self.replay(&run, agent.pid(), extra, |s, name| {
+            assert_eq!(s.harness.as_str(), T::HARNESS, "{name}");
+            assert_eq!(s.cwd.as_deref(), Some(cwd), "{name}");
+        })
+        .await;
+        assert_eq!(IngestStats::get(&stats.unknown_events), unknown_events);
+        assert_eq!(IngestStats::get(&stats.bad_messages), 0);
+        run.stop().await;
     }
 
     /// Plays [`REPLAY`] through `run`: each step's payload is sent as `atm-hook` sends it (a
