@@ -116,8 +116,20 @@ fn start_permission_approve_turn_end_and_exit_match_the_screen() {
         s["tmux_pane"] == c.lab.pane() && s["working_directory"] == c.project.display().to_string()
     });
     assert_eq!(first["pid"], c.lab.pid(), "{first:#}");
-    // Waiting at its prompt is idle, not `starting`: Claude's session file says so.
+    // Waiting at its prompt is idle, not `starting`: Claude's session file says so, with the
+    // time of that status, which is what lets it correct what no hook reports (see
+    // `atm_core::state::hint`).
     c.wait_state("idle");
+    let file = c
+        .daemon
+        .dir
+        .path()
+        .join(format!("claude/sessions/{}.json", c.lab.pid()));
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    eprintln!("Claude's session file at its prompt: {file}");
+    assert_eq!(file["status"], "idle", "{file:#}");
+    assert!(file["statusUpdatedAt"].is_u64(), "{file:#}");
+    assert_eq!(file["pid"], c.lab.pid(), "{file:#}");
 
     let target = c.project.join("approved");
     c.lab

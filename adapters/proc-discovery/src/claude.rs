@@ -185,6 +185,21 @@ mod tests {
     }
 
     #[test]
+    fn the_real_claude_2_1_332_file_is_read() {
+        // Recorded by tests/tests/real_claude.rs from the pinned Claude Code at its prompt.
+        let real =
+            include_bytes!("../../../tests/agents/recorded/claude-2.1.332/session-file-idle.json");
+        let s = parse(real, 16688, Some(1_796_175_548_000)).unwrap();
+        assert_eq!(s.session_id, "4aa5aed2-1031-42cf-8d08-63a890e35b15");
+        assert_eq!(s.state, Some(AgentState::Idle));
+        assert_eq!(
+            s.status_at,
+            DateTime::from_timestamp_millis(1_796_175_548_974)
+        );
+        assert_eq!(s.cwd.as_deref(), Some("/tmp/.tmpbUKJPv/project"));
+    }
+
+    #[test]
     fn stale_file_from_an_earlier_process_is_refused() {
         let f = br#"{"pid":42,"sessionId":"old","startedAt":1000}"#;
         assert_eq!(parse(f, 42, Some(1_700_000_000_000)), None);
