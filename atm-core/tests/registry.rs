@@ -273,7 +273,7 @@ async fn hook_without_pid_then_discovery_is_one_session() {
 }
 
 #[tokio::test]
-async fn capacity_is_enforced_on_every_creating_path() {
+async fn capacity_is_enforced_and_a_live_agent_evicts_the_oldest_silent_pidless_session() {
     let r = start(RegistryConfig {
         max_sessions: 2,
         ..config()
@@ -281,28 +281,51 @@ async fn capacity_is_enforced_on_every_creating_path() {
     .await;
     apply(&r, src("a", None), prompt()).await;
     apply(&r, src("b", None), prompt()).await;
+    // A pid-less newcomer (a flood, a stale agent) is refused: nothing tells which to keep.
     let full = r
         .apply_event(EventEnvelope::now(src("c", None), AgentEvent::TurnFinished))
         .await;
     assert_eq!(full, Err(RegistryError::RegistryFull { max: 2 }));
-    let child = Child::spawn();
-    let d = r
-        .register_discovered(Discovered {
-            harness: Harness::claude(),
-            process: child.1,
-            session_id: None,
-            cwd: None,
-            tmux_pane: None,
-            state_hint: None,
-            state_hint_at: None,
-            usage: UsageUpdate::default(),
-            adapter: "t".into(),
-        })
-        .await;
-    assert!(matches!(d, Err(RegistryError::RegistryFull { .. })));
     // Existing sessions still update.
-    apply(&r, src("a", None), AgentEvent::TurnFinished).await;
-    assert_eq!(r.get_session("a").await.unwrap().state, AgentState::Idle);
+    apply(&r, src("b", None), AgentEvent::TurnFinished).await;
+    assert_eq!(r.get_session("b").await.unwrap().state, AgentState::Idle);
+    // A real agent (a live process) pushes out the pid-less session silent the longest: `a`.
+    let (_, mut changes) = r.subscribe().await.unwrap();
+    let found = |p: ProcessIdentity| Discovered {
+        harness: Harness::claude(),
+        process: p,
+        session_id: None,
+        cwd: None,
+        tmux_pane: None,
+        state_hint: None,
+        state_hint_at: None,
+        usage: UsageUpdate::default(),
+        adapter: "t".into(),
+    };
+    let first = Child::spawn();
+    assert_eq!(
+        r.register_discovered(found(first.1)).await,
+        Ok(ApplyOutcome::Added)
+    );
+    let evicted = changes.recv().await.unwrap();
+    assert_eq!(evicted.session.id.as_str(), "a");
+    assert!(
+        matches!(&evicted.change, SessionChange::Removed { reason } if reason.contains("registry is full")),
+        "{:?}",
+        evicted.change
+    );
+    assert!(r.get_session("b").await.is_ok());
+    // A hook naming a live process counts as a real agent too: `b` goes.
+    let second = Child::spawn();
+    apply(&r, src("hooked", Some(second.1)), prompt()).await;
+    assert!(r.get_session("b").await.is_err());
+    // Only agents with processes are left: a third is refused, never one of them evicted.
+    let third = Child::spawn();
+    assert!(matches!(
+        r.register_discovered(found(third.1)).await,
+        Err(RegistryError::RegistryFull { .. })
+    ));
+    assert_eq!(r.get_all_sessions().await.unwrap().len(), 2);
 }
 
 #[tokio::test]

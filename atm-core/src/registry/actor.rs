@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::command::Command;
 use super::index::Index;
@@ -25,7 +25,13 @@ pub(super) struct Actor {
     events: broadcast::Sender<SessionEvent>,
     persist: persist::Writer,
     pub(super) config: RegistryConfig,
+    /// When a full registry was last reported at warn: refusals and evictions come in floods,
+    /// the log gets one line per [`FULL_WARN_EVERY`].
+    full_warned_at: Option<Instant>,
 }
+
+/// How often a full registry is reported at warn at most (the rest at debug).
+const FULL_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Actor {
     pub fn new(config: RegistryConfig, events: broadcast::Sender<SessionEvent>) -> Self {
@@ -35,6 +41,7 @@ impl Actor {
             events,
             persist: persist::Writer::new(config.snapshot_path.clone(), config.snapshot_debounce),
             config,
+            full_warned_at: None,
         }
     }
 
@@ -144,12 +151,30 @@ impl Actor {
         self.persist.mark_dirty();
     }
 
-    /// Adds a new session, replacing another row that held its id, and announces it.
+    /// Adds a new session, replacing another row that held its id, and announces it. When the
+    /// registry is full, a session with a live process (a real agent) pushes out the pid-less
+    /// session silent the longest; anything else is refused.
     pub(super) fn add(&mut self, mut session: Session) -> Result<(), RegistryError> {
         if self.index.len() >= self.config.max_sessions {
-            return Err(RegistryError::RegistryFull {
-                max: self.config.max_sessions,
-            });
+            let evict = session
+                .process
+                .is_some()
+                .then(|| self.index.eviction_candidate())
+                .flatten();
+            let Some(evict) = evict else {
+                let err = RegistryError::RegistryFull {
+                    max: self.config.max_sessions,
+                };
+                self.report_full(&format!("refused session {}: {err}", session.id));
+                return Err(err);
+            };
+            self.report_full(&format!(
+                "the registry is full ({} sessions): the oldest silent session without a process \
+                 makes room for the agent process {}; raise `max_sessions` in [daemon] if this \
+                 keeps happening",
+                self.config.max_sessions, session.id
+            ));
+            self.remove(&evict, "evicted: the registry is full");
         }
         sanitize(&mut session);
         // An id lives in one row: a process that takes over an id replaces the old holder.
@@ -162,6 +187,20 @@ impl Actor {
         self.index.insert(session.clone());
         self.emit(SessionChange::Added, session, None);
         Ok(())
+    }
+
+    /// Logs a full registry at warn once per [`FULL_WARN_EVERY`], at debug otherwise.
+    fn report_full(&mut self, what: &str) {
+        let now = Instant::now();
+        if self
+            .full_warned_at
+            .is_some_and(|t| now.duration_since(t) < FULL_WARN_EVERY)
+        {
+            debug!("{what}");
+            return;
+        }
+        self.full_warned_at = Some(now);
+        warn!("{what} (further reports for a minute at debug)");
     }
 
     /// Removes the session under `key` and announces it, as it was.

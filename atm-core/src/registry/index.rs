@@ -125,6 +125,17 @@ impl Index {
         Some((key, before))
     }
 
+    /// The session a live agent may push out of a full registry: the pid-less one silent the
+    /// longest (nothing can tell whether it still lives; a session with a process is never
+    /// evicted, its exit removes it).
+    pub fn eviction_candidate(&self) -> Option<SessionKey> {
+        self.sessions
+            .values()
+            .filter(|e| e.session.process.is_none())
+            .min_by_key(|e| (e.session.last_activity, e.order))
+            .map(|e| e.session.key.clone())
+    }
+
     /// Every session, oldest first.
     pub fn all(&self) -> Vec<Arc<Session>> {
         let mut entries: Vec<&Entry> = self.sessions.values().collect();
