@@ -18,6 +18,27 @@ pub const RETIRED_IDS: usize = 8;
 /// Rate-limit windows kept per session (Claude reports two).
 pub const RATE_LIMITS: usize = 8;
 
+/// How far in the future a session's times may be before they are taken for a clock that was
+/// wrong (a snapshot written by a clock that ran ahead, a clock set back while running).
+pub const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(1);
+
+/// Brings times of `s` that lie in the future (beyond [`FUTURE_TOLERANCE`]) back to `now`: a
+/// session stamped in the future would never expire, and no event would ever look newer.
+pub fn clamp_future_times(s: &mut Session, now: chrono::DateTime<chrono::Utc>) {
+    let limit = now + FUTURE_TOLERANCE;
+    for t in [&mut s.last_activity, &mut s.state_since, &mut s.started_at] {
+        if *t > limit {
+            *t = now;
+        }
+    }
+    if s.turn_started_at.is_some_and(|t| t > limit) {
+        s.turn_started_at = Some(now);
+    }
+    if s.last_hook_at.is_some_and(|t| t > limit) {
+        s.last_hook_at = Some(now);
+    }
+}
+
 /// Cuts every free-text field of `s` to its limit (by characters), so no adapter can grow a
 /// session.
 pub fn sanitize(s: &mut Session) {

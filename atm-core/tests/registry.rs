@@ -488,6 +488,44 @@ async fn snapshot_survives_restart_and_keeps_only_live_processes() {
 }
 
 #[tokio::test]
+async fn a_session_a_wrong_clock_stamped_in_the_future_still_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.json");
+    // Saved by a daemon whose clock ran a year ahead.
+    let ahead = atm_core::chrono::Utc::now() + atm_core::chrono::Duration::days(365);
+    let key = atm_core::SessionKey::Id {
+        harness: Harness::claude(),
+        id: SessionId::new("from-the-future"),
+    };
+    let mut s = atm_core::Session::new(key, SessionId::new("from-the-future"), None, "t", ahead);
+    s.last_activity = ahead;
+    atm_core::persist::save(&path, &[Arc::new(s)]).unwrap();
+    let r = start(RegistryConfig {
+        snapshot_path: Some(path.clone()),
+        silence_expiry: Duration::from_millis(100),
+        ..config()
+    })
+    .await;
+    let restored = r.get_session("from-the-future").await.unwrap();
+    assert!(restored.last_activity <= atm_core::chrono::Utc::now());
+    assert!(restored.started_at <= atm_core::chrono::Utc::now());
+    wait_until("the restored session is silent past its expiry", || {
+        let r = r.clone();
+        async move {
+            r.get_session("from-the-future").await.is_ok_and(|s| {
+                atm_core::chrono::Utc::now() - s.last_activity
+                    > atm_core::chrono::Duration::milliseconds(100)
+            })
+        }
+    })
+    .await;
+    assert_eq!(
+        r.cleanup_stale().await.unwrap(),
+        vec![SessionId::new("from-the-future")]
+    );
+}
+
+#[tokio::test]
 async fn corrupt_snapshot_is_moved_aside_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessions.json");

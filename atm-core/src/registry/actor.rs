@@ -45,8 +45,10 @@ impl Actor {
         }
     }
 
-    /// Takes a restored session in without announcing it (nobody subscribed yet).
-    pub fn restore(&mut self, session: Session) {
+    /// Takes a restored session in without announcing it (nobody subscribed yet). Times a
+    /// wrong clock put in the future come back to now, so the session can still expire.
+    pub fn restore(&mut self, mut session: Session) {
+        crate::limits::clamp_future_times(&mut session, Utc::now());
         self.index.insert(Arc::new(session));
     }
 

@@ -122,6 +122,9 @@ pub fn apply_event(
     if s.process.is_none() {
         s.process = source.process;
     }
+    // A clock set back while running left stamps in the future: this event's time is the
+    // truth now, or the session would look silent (and never expire) until the clock caught up.
+    limits::clamp_future_times(s, at);
     // A status line is data, not activity.
     if !is_usage && at > s.last_activity {
         s.last_activity = at;
@@ -396,6 +399,25 @@ mod tests {
         // Time never goes back.
         apply_event(&mut s, &source(), &AgentEvent::TurnFinished, at(3));
         assert_eq!(s.last_activity, at(9));
+    }
+
+    #[test]
+    fn stamps_a_wrong_clock_put_in_the_future_come_back_with_the_next_event() {
+        let year = 365 * 24 * 3600;
+        let mut s = session(S::Idle);
+        s.last_activity = at(year);
+        s.state_since = at(year);
+        s.last_hook_at = Some(at(year));
+        s.turn_started_at = Some(at(year));
+        apply_event(&mut s, &source(), &prompt("again"), at(10));
+        assert_eq!(s.last_activity, at(10));
+        assert_eq!(s.state_since, at(10));
+        assert_eq!(s.last_hook_at, Some(at(10)));
+        assert_eq!(s.turn_started_at, Some(at(10)));
+        // Within the tolerance, the order of events decides, not the clock.
+        s.last_activity = at(40);
+        apply_event(&mut s, &source(), &AgentEvent::TurnFinished, at(20));
+        assert_eq!(s.last_activity, at(40));
     }
 
     #[test]
