@@ -137,6 +137,42 @@ async fn bad_lines_get_error_replies_and_the_connection_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_holds_no_more_than_its_share_and_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let (run, _) = start().await;
+    let agent = FakeAgent::spawn();
+    // The hog: thousands of bad lines whose error replies it never reads (so its handler
+    // blocks writing them), then 30 lines of nearly 1 MiB queued behind: 30 MiB of read-ahead
+    // it would hold, against a 16 MiB budget for the whole socket. It keeps its connection
+    // open and never reads.
+    let hog = tokio::net::UnixStream::connect(&run.socket).await.unwrap();
+    let (_hog_read, mut hog_write) = hog.into_split();
+    let writer = tokio::spawn(async move {
+        hog_write.write_all(&b"not json\n".repeat(3_000)).await?;
+        let mut big = vec![b'x'; atm_core::protocol::MAX_LINE - 16];
+        big.push(b'\n');
+        for _ in 0..30 {
+            hog_write.write_all(&big).await?;
+        }
+        // Everything was taken in: never close, never read.
+        std::future::pending::<std::io::Result<()>>().await
+    });
+    // Meanwhile another agent is served: the hog cannot take the socket's whole budget.
+    let mut bystander = run.client().await;
+    send(&mut bystander, hook("SessionStart", Some(agent.pid()))).await;
+    bystander.sync_ok().await;
+    assert_eq!(run.only_session().await.pid(), Some(agent.pid()));
+    // And the hog is cut off once its replies go unread for the write timeout: its blocked
+    // write fails.
+    let cut = tokio::time::timeout(atm_core::testing::ingest::WAIT * 2, writer).await;
+    assert!(
+        matches!(cut, Ok(Ok(Err(_)))),
+        "the daemon must close a connection that does not read its replies: {cut:?}"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
 async fn an_oversized_line_gets_too_large_and_others_keep_being_served() {
     let (run, _) = start().await;
     let agent = FakeAgent::spawn();

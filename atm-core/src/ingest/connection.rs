@@ -141,10 +141,17 @@ async fn serve_connection(
     limits: IngestLimits,
     budget: Arc<Semaphore>,
 ) {
-    let (read, mut write) = stream.into_split();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Work, Option<OwnedSemaphorePermit>)>(
-        limits.read_ahead_messages.max(1),
-    );
+    let (read, write) = stream.into_split();
+    let mut replies = Replies {
+        write,
+        gone: false,
+        timeout: limits.write_timeout,
+    };
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<(Work, Permits)>(limits.read_ahead_messages.max(1));
+    // No connection may hold more than its share of the socket's budget, so one client that
+    // floods (or stops reading its replies) leaves room for every other.
+    let share = Arc::new(Semaphore::new(fair_share(limits.read_ahead_bytes)));
     let reader = async move {
         let mut frames = FramedRead::new(read, line_codec());
         let mut first = true;
@@ -183,12 +190,19 @@ async fn serve_connection(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            // Lines are at most MAX_LINE bytes and the budget is larger, so this always fits.
+            // Lines are at most MAX_LINE bytes and both budgets are larger, so this always fits.
             let cost = u32::try_from(line.len().max(1)).unwrap_or(u32::MAX);
-            let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+            let Ok(own) = share.clone().acquire_many_owned(cost).await else {
                 return;
             };
-            if tx.send((Work::Line(line), Some(permit))).await.is_err() {
+            let Ok(shared) = budget.clone().acquire_many_owned(cost).await else {
+                return;
+            };
+            if tx
+                .send((Work::Line(line), Some((own, shared))))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -199,7 +213,7 @@ async fn serve_connection(
                 Work::Line(line) => line,
                 Work::Close(msg) => {
                     if let Some(msg) = msg {
-                        reply(&mut write, &msg, limits).await;
+                        let _ = replies.send(&msg).await;
                     }
                     return;
                 }
@@ -208,30 +222,34 @@ async fn serve_connection(
                 Ok(raw) => raw,
                 Err(e) => {
                     debug!(code = e.code.as_str(), error = %e.message, "bad ingest line");
-                    reply(&mut write, &ServerMessage::error(&e), limits).await;
+                    if replies.send(&ServerMessage::error(&e)).await.is_err() {
+                        return;
+                    }
                     continue;
                 }
             };
             // The line's bytes are no longer needed: give its budget back before handling.
             drop((line, permit));
-            match raw.kind.as_str() {
+            let answer = match raw.kind.as_str() {
                 "ping" => {
                     let seq = raw
                         .body
                         .get("seq")
                         .and_then(serde_json::Value::as_u64)
                         .unwrap_or(0);
-                    reply(&mut write, &ServerMessage::Pong { seq }, limits).await;
+                    Some(ServerMessage::Pong { seq })
                 }
-                "connect" => {
-                    let connected = ServerMessage::Connected {
-                        protocol_version: ProtocolVersion::CURRENT,
-                        client_id: raw.str_field("client_id").unwrap_or("hook").to_owned(),
-                    };
-                    reply(&mut write, &connected, limits).await;
-                }
+                "connect" => Some(ServerMessage::Connected {
+                    protocol_version: ProtocolVersion::CURRENT,
+                    client_id: raw.str_field("client_id").unwrap_or("hook").to_owned(),
+                }),
                 "disconnect" => return,
-                _ => handle_message(&mut write, raw, peer, &routes, limits).await,
+                _ => handle_message(raw, peer, &routes).await,
+            };
+            if let Some(answer) = answer
+                && replies.send(&answer).await.is_err()
+            {
+                return;
             }
         }
     };
@@ -244,13 +262,8 @@ async fn serve_connection(
     }
 }
 
-async fn handle_message(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    raw: RawMessage,
-    peer: Peer,
-    served: &Served,
-    limits: IngestLimits,
-) {
+/// Routes one message to its handler; returns the reply to write, if any.
+async fn handle_message(raw: RawMessage, peer: Peer, served: &Served) -> Option<ServerMessage> {
     let route = match raw.str_field("agent") {
         Some(agent) => format!("{}:{agent}", raw.kind),
         None => raw.kind.clone(),
@@ -274,26 +287,61 @@ async fn handle_message(
         } else {
             debug!(route, "unrouted ingest message");
         }
-        reply(write, &ServerMessage::error(&e), limits).await;
-        return;
+        return Some(ServerMessage::error(&e));
     };
     match handler.handle(IngestMessage { raw, peer }).await {
-        Ok(None) => {}
-        Ok(Some(answer)) => reply(write, &answer, limits).await,
+        Ok(answer) => answer,
         Err(e) => {
             debug!(code = e.code.as_str(), error = %e.message, route, "ingest message rejected");
-            reply(write, &ServerMessage::error(&e), limits).await;
+            Some(ServerMessage::error(&e))
         }
     }
 }
 
-async fn reply(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    msg: &ServerMessage,
-    limits: IngestLimits,
-) {
-    // Hook clients often close right after writing: a failed reply is not an error.
-    let _ = tokio::time::timeout(limits.write_timeout, write.write_all(&msg.to_line())).await;
+/// Bytes of read-ahead one connection may hold: an eighth of the socket's budget, and never
+/// less than one line of the largest size.
+fn fair_share(read_ahead_bytes: usize) -> usize {
+    (read_ahead_bytes / 8).max(crate::protocol::MAX_LINE + 1)
+}
+
+/// Read-ahead bytes a queued line holds: its connection's share and the socket's budget.
+type Permits = Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>;
+
+/// The client is there but has not read its replies for the write timeout.
+struct Stuck;
+
+/// The writing half of a connection, and whether its client is still there to read.
+struct Replies {
+    write: tokio::net::unix::OwnedWriteHalf,
+    gone: bool,
+    timeout: Duration,
+}
+
+impl Replies {
+    /// Writes one reply. A client that closed is not an error (hook clients often close right
+    /// after writing; the rest of what they sent is still handled, unanswered). A client that
+    /// is there but does not read within the write timeout is `Stuck`: the caller cuts it off,
+    /// so it holds no budget while others wait.
+    async fn send(&mut self, msg: &ServerMessage) -> Result<(), Stuck> {
+        if self.gone {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.timeout, self.write.write_all(&msg.to_line())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => {
+                self.gone = true;
+                Ok(())
+            }
+            Err(_) => {
+                warn!(
+                    timeout = ?self.timeout,
+                    "an ingest client does not read its replies; connection closed so it holds \
+                     no share of the socket's read-ahead (a hook client must read or close)"
+                );
+                Err(Stuck)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
