@@ -7,7 +7,8 @@
 //! - [`registry`]: the actor that owns every session, and its cheap `RegistryHandle`.
 //! - [`plugin`]: the `InputAdapter` / `OutputSink` traits and `register_plugin!`.
 //! - [`registry_follow`], [`coalesce`]: how a sink follows the registry (snapshot, changes, resync) and
-//!   the bounded latest-per-key queue between it and anything slower.
+//!   the bounded latest-per-key queue between it and anything slower; [`sink_stats`]: the
+//!   counters a sink shows of its progress and its outages.
 //! - [`protocol`], [`ingest`], [`control`], [`paths`], [`process`], [`persist`], [`text`]:
 //!   the wire format, the shared ingest socket, sink-to-adapter requests, file locations,
 //!   process identity, snapshots and text cutting; [`unix_socket`]: private sockets and peer
@@ -42,6 +43,7 @@ pub mod protocol;
 pub mod ready;
 pub mod registry;
 pub mod registry_follow;
+pub mod sink_stats;
 pub mod state;
 pub mod text;
 pub mod tmux;
@@ -73,4 +75,5 @@ pub use registry::{
     ApplyOutcome, Discovered, Registry, RegistryConfig, RegistryError, RegistryHandle,
     SessionChange, SessionEvent, Snapshot,
 };
+pub use sink_stats::SinkStats;
 pub use view::SessionView;

@@ -9,7 +9,8 @@
 //! Failures (no bus, the name owned by someone else, the bus going away or not answering) end
 //! the connection and schedule a new attempt with exponential backoff (`retry_initial` doubling
 //! up to `retry_max`). Each outage is logged once when it starts (and again only if its cause
-//! changes), and once when it ends; the attempts in between log at debug level.
+//! changes), and once when it ends; the attempts in between log at debug level. Every failed
+//! attempt, and the last change applied, are counted in the sink's [`SinkStats`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use atm_core::coalesce::Batch;
 use atm_core::registry::RegistryError;
-use atm_core::{RegistryHandle, Session, SessionChange, SessionEvent, Snapshot};
+use atm_core::{RegistryHandle, Session, SessionChange, SessionEvent, SinkStats, Snapshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -62,6 +63,7 @@ pub struct BusTask {
     /// A human name for logs: "D-Bus session bus", "D-Bus system bus" or the address.
     bus_label: String,
     send_log: Throttle,
+    stats: SinkStats,
 }
 
 impl BusTask {
@@ -71,6 +73,7 @@ impl BusTask {
         control: atm_core::control::ControlBus,
         queue: Arc<ChangeQueue>,
         mirror: SharedMirror,
+        stats: SinkStats,
     ) -> Self {
         let bus_label = match (&config.address, config.bus) {
             (Some(a), _) => format!("D-Bus bus at {a}"),
@@ -90,6 +93,7 @@ impl BusTask {
             next_attempt: Instant::now(),
             bus_label,
             send_log: Throttle::default(),
+            stats,
         }
     }
 
@@ -141,6 +145,7 @@ impl BusTask {
                 continue;
             }
             self.applied_seq = event.seq;
+            self.stats.applied(event.seq);
             let result = match event.change {
                 SessionChange::Added | SessionChange::Updated => self.upsert(&event.session).await,
                 SessionChange::Removed { .. } => self.remove(&event.session).await,
@@ -182,6 +187,7 @@ impl BusTask {
             }
         }
         self.applied_seq = self.applied_seq.max(snapshot.seq);
+        self.stats.applied(self.applied_seq);
     }
 
     async fn upsert(&mut self, s: &Session) -> Result<(), BusError> {
@@ -439,6 +445,7 @@ impl BusTask {
 
     /// Logs an outage once (and again only if its cause changes) and schedules a retry.
     fn failed(&mut self, err: &BusError) {
+        self.stats.failed();
         let kind = err.outage();
         let retry_in = self.backoff;
         match self.outage {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atm_core::registry_follow::Followed;
-use atm_core::{OutputSink, PluginError, SinkContext};
+use atm_core::{OutputSink, PluginError, SinkContext, SinkStats};
 use tracing::debug;
 
 pub use config::{BusKind, DbusConfig};
@@ -47,11 +47,20 @@ atm_core::register_plugin! {
 #[derive(Debug)]
 pub struct DbusSink {
     config: DbusConfig,
+    stats: SinkStats,
 }
 
 impl DbusSink {
     pub fn new(config: DbusConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            stats: SinkStats::default(),
+        }
+    }
+
+    /// The sink's counters, live while it runs.
+    pub fn stats(&self) -> SinkStats {
+        self.stats.clone()
     }
 }
 
@@ -66,6 +75,7 @@ impl OutputSink for DbusSink {
             ctx.control.clone(),
             queue.clone(),
             service::SharedMirror::default(),
+            self.stats,
         );
         let bus_cancel = ctx.cancel.child_token();
         let mut bus = tokio::spawn(task.run(snapshot, bus_cancel.clone()));

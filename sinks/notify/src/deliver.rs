@@ -34,6 +34,7 @@ use crate::plan::{Desired, Show};
 use crate::queue::DesiredQueue;
 use crate::server::{self, Backoff, Bus, Caps, Notification, NotificationsProxy, connection_lost};
 use crate::shown::{OnScreen, Shown};
+use crate::stats::NotifyStats;
 use crate::tmux::Tmux;
 
 /// Why `serve` returned.
@@ -68,6 +69,7 @@ pub struct Deliverer {
     retry_at: Option<Instant>,
     server_backoff: Backoff,
     server_down: bool,
+    stats: NotifyStats,
 }
 
 impl Deliverer {
@@ -85,7 +87,14 @@ impl Deliverer {
             retry_at: None,
             server_backoff: Backoff::new(),
             server_down: false,
+            stats: NotifyStats::default(),
         }
+    }
+
+    /// Counts into `stats` (the sink's) instead of counters of its own.
+    pub fn with_stats(mut self, stats: NotifyStats) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Lets the focus action use the session as it is at the click, not as it was notified.
@@ -113,6 +122,7 @@ impl Deliverer {
                     match self.serve(&mut bus, &cancel).await {
                         Served::Cancelled => return,
                         Served::Lost(why) => {
+                            self.stats.sink().failed();
                             warn!(reason = %why, "lost the D-Bus connection; reconnecting");
                             outage_logged = true;
                             self.forget_server();
@@ -120,6 +130,7 @@ impl Deliverer {
                     }
                 }
                 Err(e) => {
+                    self.stats.sink().failed();
                     if outage_logged {
                         debug!(error = %e, "still cannot connect to the D-Bus bus");
                     } else {
@@ -180,7 +191,10 @@ impl Deliverer {
                 Wake::Cancelled => return Served::Cancelled,
                 Wake::Queue | Wake::Timer => {}
                 Wake::Action(id, key) => self.on_action(id, &key),
-                Wake::Closed(id) => self.on_screen.closed_by_server(id),
+                Wake::Closed(id) => {
+                    self.stats.server_closed();
+                    self.on_screen.closed_by_server(id);
+                }
                 Wake::OwnerChanged(owner) => {
                     debug!(?owner, "notification server changed");
                     self.server_changed(owner.as_deref());
@@ -360,6 +374,7 @@ impl Deliverer {
             self.pending.entry(key).or_insert(Desired::Show(show));
             return Err(e.to_string());
         }
+        self.stats.sink().failed();
         let delay = self.server_backoff.next();
         if self.server_down {
             debug!(error = %e, call, "notification server still failing");

@@ -9,6 +9,9 @@
 //! - the [`deliver::Deliverer`] owns the single D-Bus connection ([`server`]), applies the rate
 //!   limit and the tmux quiet rule, keeps the notifications on screen ([`shown`]) and runs the
 //!   focus action ([`focus`]).
+//!
+//! Both count what they did in one [`NotifyStats`] (changes planned from, failures, server-side
+//! closes).
 
 pub mod config;
 pub mod content;
@@ -18,6 +21,7 @@ pub mod plan;
 pub mod queue;
 mod server;
 mod shown;
+mod stats;
 pub mod tmux;
 
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use atm_core::registry_follow::Followed;
 use tracing::{debug, warn};
 
 pub use config::{NotifyConfig, NotifyOn};
+pub use stats::NotifyStats;
 
 use crate::deliver::Deliverer;
 use crate::plan::Planner;
@@ -49,13 +54,20 @@ atm_core::register_plugin! {
 /// The `notify` output sink.
 pub struct NotifySink {
     config: Arc<NotifyConfig>,
+    stats: NotifyStats,
 }
 
 impl NotifySink {
     pub fn new(config: NotifyConfig) -> Self {
         Self {
             config: Arc::new(config),
+            stats: NotifyStats::default(),
         }
+    }
+
+    /// The sink's counters, live while it runs.
+    pub fn stats(&self) -> NotifyStats {
+        self.stats.clone()
     }
 
     fn tmux(&self) -> Tmux {
@@ -73,10 +85,12 @@ impl OutputSink for NotifySink {
     async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError> {
         let (snapshot, mut follower) = ctx.follow().await?;
         let mut planner = Planner::new(self.config.clone(), &snapshot);
+        self.stats.sink().applied(snapshot.seq);
         let queue = Arc::new(DesiredQueue::default());
         let deliver_cancel = ctx.cancel.child_token();
         let deliverer = tokio::spawn(
             Deliverer::new(self.config.clone(), queue.clone(), self.tmux())
+                .with_stats(self.stats.clone())
                 .with_registry(ctx.registry.clone())
                 .run(deliver_cancel.clone()),
         );
@@ -93,6 +107,7 @@ impl OutputSink for NotifySink {
                             );
                             queue.push(key, desired);
                         }
+                        self.stats.sink().applied(event.seq);
                     }
                 }
                 Followed::Resync { snapshot, missed } => {
@@ -101,6 +116,7 @@ impl OutputSink for NotifySink {
                     for (key, desired) in planner.resync(&snapshot) {
                         queue.push(key, desired);
                     }
+                    self.stats.sink().applied(snapshot.seq);
                 }
             }
         }
