@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use atm_core::testing::{PrivateBus, TestHarness, check_sink_contract};
+use atm_core::testing::{PrivateBus, check_sink_contract};
 use common::*;
 use sink_dbus as _;
 
@@ -22,43 +22,34 @@ async fn the_dbus_sink_keeps_the_plugin_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_bus_it_keeps_running_and_the_registry_stays_prompt() {
     let dir = tempfile::tempdir().unwrap();
-    let harness = TestHarness::new(dir.path()).await;
     let missing = dir.path().join("no-bus-here.sock");
-    let sink = start_sink(
-        &harness,
-        config(&format!("unix:path={}", missing.display())),
-    );
+    let sink = SinkUnderTest::start(dir.path(), &format!("unix:path={}", missing.display())).await;
     // Events keep flowing and the registry keeps answering while the sink retries.
     let s = source("no-bus", 601);
     for _ in 0..50 {
-        apply(&harness, &s, prompt()).await;
-        apply(&harness, &s, atm_core::AgentEvent::TurnFinished).await;
+        sink.apply(&s, prompt()).await;
+        sink.apply(&s, atm_core::AgentEvent::TurnFinished).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let snap = tokio::time::timeout(Duration::from_secs(1), harness.registry.snapshot())
+    // The sink applied all 100 changes and failed to connect more than once meanwhile.
+    sink.wait_caught_up_without_bus(2).await;
+    let snap = tokio::time::timeout(Duration::from_secs(1), sink.harness.registry.snapshot())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(snap.sessions.len(), 1);
-    assert!(!sink.is_finished(), "the sink gave up without a bus");
-    harness.cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(2), sink)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    assert!(!sink.task.is_finished(), "the sink gave up without a bus");
+    sink.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_stops_when_the_registry_stops() {
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
+    let sink = SinkUnderTest::start(dir.path(), &bus.address).await;
     // Stopped while serving, not while starting.
     wait_for_sessions(&client(&bus.address).await, 0).await;
-    harness.registry.shutdown().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(3), sink)
+    sink.harness.registry.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), sink.task)
         .await
         .expect("the sink did not stop after the registry did")
         .unwrap()

@@ -6,30 +6,21 @@
 
 mod common;
 
-use atm_core::testing::{PrivateBus, TestHarness};
 use common::*;
 use sink_dbus as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_noncharacters_and_controls_never_reach_the_bus() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
-    let conn = client(&bus.address).await;
-    wait_for_sessions(&conn, 0).await;
-    let mut rec = Recorder::new(&conn).await;
+    let t = OnPrivateBus::start().await;
+    let conn = &t.conn;
+    let mut rec = Recorder::new(conn).await;
 
     let mut hostile = source("evil\u{0}id\nforged", 301);
     hostile.cwd = Some("/home/u/\u{FFFE}proj\u{0}".into());
     hostile.tmux_pane = Some("%1\u{7}".into());
-    apply(&harness, &hostile, started()).await;
-    apply(
-        &harness,
-        &hostile,
-        permission("Bash\u{0}", "rm \u{FFFF}-rf\u{1b}[2J"),
-    )
-    .await;
+    t.apply(&hostile, started()).await;
+    t.apply(&hostile, permission("Bash\u{0}", "rm \u{FFFF}-rf\u{1b}[2J"))
+        .await;
     let attention = rec.until(|s| s.member == "AttentionNeeded").await;
     let SignalBody::AttentionNeeded([id, reason, summary]) = &attention.body else {
         panic!("{attention:?}");
@@ -38,10 +29,9 @@ async fn nul_noncharacters_and_controls_never_reach_the_bus() {
     assert!(!reason.is_empty());
     assert_eq!(summary, "Bash\u{FFFD}: rm \u{FFFD}-rf\u{FFFD}[2J");
     // A clean session published after the hostile one still arrives: the connection stayed.
-    apply(&harness, &source("clean", 302), started()).await;
-    wait_for_sessions(&conn, 2).await;
+    t.start_session(&source("clean", 302), 2).await;
 
-    let objects = managed(&conn).await;
+    let objects = managed(conn).await;
     let evil = objects
         .values()
         .find(|p| str_prop(p, "Id").starts_with("evil"))
@@ -51,25 +41,21 @@ async fn nul_noncharacters_and_controls_never_reach_the_bus() {
     assert_eq!(str_prop(evil, "Tool"), "Bash\u{FFFD}");
 
     // The README's call: busctl refuses a whole reply holding one noncharacter.
-    let list = run_async(
-        "busctl",
-        vec![
-            format!("--address={}", bus.address),
-            "--json=short".into(),
-            "call".into(),
-            SERVICE.into(),
-            MANAGER.into(),
-            "io.github.atm.Monitor1".into(),
-            "ListSessions".into(),
-        ],
-    )
-    .await;
+    let list = t
+        .busctl(&[
+            "--json=short",
+            "call",
+            SERVICE,
+            MANAGER,
+            "io.github.atm.Monitor1",
+            "ListSessions",
+        ])
+        .await;
     assert!(list.contains("clean"), "{list}");
     assert!(list.contains("/home/u/\u{FFFD}proj\u{FFFD}"), "{list}");
     for bad in ['\u{0}', '\u{FFFE}', '\u{FFFF}', '\u{7}'] {
         assert!(!list.contains(bad), "{bad:?} reached busctl: {list}");
     }
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    t.stop().await;
 }

@@ -9,7 +9,6 @@
 
 mod common;
 
-use atm_core::testing::{PrivateBus, TestHarness};
 use common::*;
 use sink_dbus as _;
 
@@ -92,16 +91,15 @@ async fn introspect(conn: &zbus::Connection, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_introspection_matches_the_checked_in_xml() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
-    let conn = client(&bus.address).await;
-    apply(&harness, &source("intro", 1101), started()).await;
-    wait_for_sessions(&conn, 1).await;
+    let t = OnPrivateBus::start().await;
+    t.start_session(&source("intro", 1101), 1).await;
 
-    let manager_xml = introspect(&conn, MANAGER).await;
-    let session_xml = introspect(&conn, "/io/github/atm/Monitor1/sessions/claude__1101_2101").await;
+    let manager_xml = introspect(&t.conn, MANAGER).await;
+    let session_xml = introspect(
+        &t.conn,
+        "/io/github/atm/Monitor1/sessions/claude__1101_2101",
+    )
+    .await;
     // The object manager is served at the manager's path, the root of the tree.
     interface_block(&manager_xml, "org.freedesktop.DBus.ObjectManager");
     assert!(
@@ -135,17 +133,9 @@ async fn the_live_introspection_matches_the_checked_in_xml() {
     }
 
     // busctl reads the same members.
-    let out = run_async(
-        "busctl",
-        vec![
-            format!("--address={}", bus.address),
-            "introspect".into(),
-            SERVICE.into(),
-            MANAGER.into(),
-            "io.github.atm.Monitor1".into(),
-        ],
-    )
-    .await;
+    let out = t
+        .busctl(&["introspect", SERVICE, MANAGER, "io.github.atm.Monitor1"])
+        .await;
     for member in [
         ".GetSession",
         ".ListSessions",
@@ -158,8 +148,7 @@ async fn the_live_introspection_matches_the_checked_in_xml() {
         assert!(out.contains(member), "{member} not in\n{out}");
     }
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    t.stop().await;
 }
 
 #[test]

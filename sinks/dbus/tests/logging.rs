@@ -8,7 +8,6 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use atm_core::testing::TestHarness;
 use common::*;
 use sink_dbus as _;
 
@@ -46,8 +45,7 @@ async fn one_line_per_outage_not_per_retry() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("flaky.sock");
     let address = format!("unix:path={}", socket.display());
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&address));
+    let sink = SinkUnderTest::start(dir.path(), &address).await;
     // 50 ms doubling up to 400 ms: several attempts, only the first one a warning.
     wait_until("four failed attempts", || {
         let c = captured.clone();
@@ -92,6 +90,5 @@ async fn one_line_per_outage_not_per_retry() {
     .await;
     assert_eq!(captured.lines_with("WARN"), 2);
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    sink.stop().await;
 }

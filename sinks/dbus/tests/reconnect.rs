@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use atm_core::testing::{PrivateBus, TestHarness};
+use atm_core::testing::PrivateBus;
 use common::*;
 use sink_dbus as _;
 
@@ -16,18 +16,17 @@ async fn a_bus_that_comes_up_later_gets_the_current_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("late.sock");
     let address = format!("unix:path={}", socket.display());
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&address));
+    let sink = SinkUnderTest::start(dir.path(), &address).await;
 
     // Sessions change while there is no bus.
     let a = source("early", 701);
     let b = source("gone-before-the-bus", 702);
-    apply(&harness, &a, started()).await;
-    apply(&harness, &a, prompt()).await;
-    apply(&harness, &b, started()).await;
-    apply(&harness, &b, ended()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!sink.is_finished());
+    sink.apply(&a, started()).await;
+    sink.apply(&a, prompt()).await;
+    sink.apply(&b, started()).await;
+    sink.apply(&b, ended()).await;
+    // Witnessed, not timed: the sink applied every change and kept retrying.
+    sink.wait_caught_up_without_bus(2).await;
 
     let _bus = FixedBus::start(&socket);
     let conn = client(&address).await;
@@ -37,8 +36,7 @@ async fn a_bus_that_comes_up_later_gets_the_current_sessions() {
     assert_eq!(str_prop(props, "Id"), "early");
     assert_eq!(str_prop(props, "State"), "working");
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    sink.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,21 +45,20 @@ async fn a_bus_restarted_at_the_same_address_gets_everything_again() {
     let socket = dir.path().join("restart.sock");
     let address = format!("unix:path={}", socket.display());
     let mut bus = FixedBus::start(&socket);
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&address));
+    let sink = SinkUnderTest::start(dir.path(), &address).await;
     let a = source("survivor", 801);
-    apply(&harness, &a, started()).await;
+    sink.apply(&a, started()).await;
     let conn = client(&address).await;
     wait_for_sessions(&conn, 1).await;
     drop(conn);
 
+    let failed_before = sink.stats.failures();
     bus.kill();
     // Changes during the outage are kept and published on the new bus.
-    apply(&harness, &a, prompt()).await;
+    sink.apply(&a, prompt()).await;
     let b = source("born-in-the-outage", 802);
-    apply(&harness, &b, started()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!sink.is_finished());
+    sink.apply(&b, started()).await;
+    sink.wait_caught_up_without_bus(failed_before + 1).await;
 
     let _bus = FixedBus::start(&socket);
     let conn = client(&address).await;
@@ -73,7 +70,7 @@ async fn a_bus_restarted_at_the_same_address_gets_everything_again() {
 
     // And it keeps following changes on the new bus.
     let mut rec = Recorder::new(&conn).await;
-    apply(&harness, &b, prompt()).await;
+    sink.apply(&b, prompt()).await;
     let sig = rec.until(|s| s.member == "StateChanged").await;
     assert_eq!(
         sig.body,
@@ -85,8 +82,7 @@ async fn a_bus_restarted_at_the_same_address_gets_everything_again() {
         ])
     );
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    sink.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,12 +92,11 @@ async fn a_name_held_by_another_process_is_retried_until_released() {
     let squatter = client(&bus.address).await;
     squatter.request_name(SERVICE).await.unwrap();
 
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
+    let sink = SinkUnderTest::start(dir.path(), &bus.address).await;
     let a = source("patient", 901);
-    apply(&harness, &a, started()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!sink.is_finished());
+    sink.apply(&a, started()).await;
+    // Two refusals of the name: the sink is retrying, not holding it.
+    sink.wait_caught_up_without_bus(2).await;
     // The squatter still owns it: nobody answers for the manager interface.
     let conn = client(&bus.address).await;
     let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
@@ -113,32 +108,25 @@ async fn a_name_held_by_another_process_is_retried_until_released() {
 
     squatter.release_name(SERVICE).await.unwrap();
     wait_for_sessions(&conn, 1).await;
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    sink.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_private_bus_does_not_stop_the_sink() {
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
+    let sink = SinkUnderTest::start(dir.path(), &bus.address).await;
     let conn = client(&bus.address).await;
     wait_for_sessions(&conn, 0).await;
+    let failed_before = sink.stats.failures();
     bus.kill();
     let a = source("after-kill", 1001);
     for _ in 0..20 {
-        apply(&harness, &a, prompt()).await;
-        apply(&harness, &a, atm_core::AgentEvent::TurnFinished).await;
+        sink.apply(&a, prompt()).await;
+        sink.apply(&a, atm_core::AgentEvent::TurnFinished).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!sink.is_finished());
-    harness.cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(2), sink)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    sink.wait_caught_up_without_bus(failed_before + 1).await;
+    sink.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,8 +135,7 @@ async fn a_frozen_bus_never_blocks_the_registry_or_the_shutdown() {
     let socket = dir.path().join("frozen.sock");
     let address = format!("unix:path={}", socket.display());
     let bus = FixedBus::start(&socket);
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&address));
+    let sink = SinkUnderTest::start(dir.path(), &address).await;
     let conn = client(&address).await;
     wait_for_sessions(&conn, 0).await;
     drop(conn);
@@ -160,8 +147,8 @@ async fn a_frozen_bus_never_blocks_the_registry_or_the_shutdown() {
     for i in 0..20u32 {
         let s = source(&format!("frozen-{i}"), 1400 + i);
         for _ in 0..50 {
-            apply(&harness, &s, prompt()).await;
-            apply(&harness, &s, permission("Bash", &"x".repeat(150))).await;
+            sink.apply(&s, prompt()).await;
+            sink.apply(&s, permission("Bash", &"x".repeat(150))).await;
         }
     }
     // 2,000 changes were accepted without waiting for the bus.
@@ -170,12 +157,13 @@ async fn a_frozen_bus_never_blocks_the_registry_or_the_shutdown() {
         "the registry was slowed down by a frozen bus: {:?}",
         started_at.elapsed()
     );
-    let answered = tokio::time::timeout(Duration::from_secs(1), harness.registry.snapshot()).await;
+    let answered =
+        tokio::time::timeout(Duration::from_secs(1), sink.harness.registry.snapshot()).await;
     assert!(matches!(answered, Ok(Ok(_))), "registry blocked");
-    assert!(!sink.is_finished());
+    assert!(!sink.task.is_finished());
 
-    harness.cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(2), sink).await;
+    sink.harness.cancel.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(2), sink.task).await;
     run("kill", &["-CONT", &pid]);
     stopped
         .expect("the sink did not stop within 2 s on a frozen bus")

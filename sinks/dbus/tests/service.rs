@@ -7,13 +7,28 @@ mod common;
 
 use std::time::Duration;
 
-use atm_core::testing::{PrivateBus, TestHarness};
 use atm_core::{AgentEvent, UsageUpdate};
 use common::*;
 use sink_dbus as _;
 use zbus::OwnedVariant;
 
 const SESSION_IFACE: &str = "io.github.atm.Monitor1.Session";
+
+/// A status line carrying only the cost.
+fn cost(usd: f64) -> UsageUpdate {
+    UsageUpdate {
+        cost_usd: Some(usd),
+        ..Default::default()
+    }
+}
+
+/// The session's PropertiesChanged for a new cost, and nothing else.
+fn cost_changed(usd: f64) -> SignalBody {
+    SignalBody::PropertiesChanged(
+        SESSION_IFACE.into(),
+        vec![("CostUsd".into(), OwnedVariant::from(usd))],
+    )
+}
 
 fn changed_names(s: &Signal) -> Vec<String> {
     match &s.body {
@@ -24,16 +39,12 @@ fn changed_names(s: &Signal) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_appear_and_vanish_with_their_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
-    let conn = client(&bus.address).await;
-    wait_for_sessions(&conn, 0).await;
-    let mut rec = Recorder::new(&conn).await;
+    let t = OnPrivateBus::start().await;
+    let conn = &t.conn;
+    let mut rec = Recorder::new(conn).await;
 
     let s1 = source("sess-one", 101);
-    apply(&harness, &s1, started()).await;
+    t.apply(&s1, started()).await;
     let added = rec.until(|s| s.member == "InterfacesAdded").await;
     let path = "/io/github/atm/Monitor1/sessions/claude__101_1101";
     assert_eq!(
@@ -44,34 +55,18 @@ async fn objects_appear_and_vanish_with_their_sessions() {
         added.path, "/io/github/atm/Monitor1",
         "sent by the object manager"
     );
-    let objects = managed(&conn).await;
+    let objects = managed(conn).await;
     assert_eq!(objects.len(), 1);
     assert_eq!(str_prop(&objects[path], "Id"), "sess-one");
     assert_eq!(str_prop(&objects[path], "Harness"), "claude");
     assert_eq!(str_prop(&objects[path], "Model"), "claude-opus");
 
     // busctl sees the object and its typed properties.
-    let tree = run_async(
-        "busctl",
-        vec![
-            format!("--address={}", bus.address),
-            "tree".into(),
-            SERVICE.into(),
-        ],
-    )
-    .await;
+    let tree = t.busctl(&["tree", SERVICE]).await;
     assert!(tree.contains("claude__101_1101"), "{tree}");
-    let intro = run_async(
-        "busctl",
-        vec![
-            format!("--address={}", bus.address),
-            "introspect".into(),
-            SERVICE.into(),
-            path.into(),
-            SESSION_IFACE.into(),
-        ],
-    )
-    .await;
+    let intro = t
+        .busctl(&["introspect", SERVICE, path, SESSION_IFACE])
+        .await;
     for line in [
         (".Pid", "property", "u", "101"),
         (".Id", "property", "s", "\"sess-one\""),
@@ -92,159 +87,84 @@ async fn objects_appear_and_vanish_with_their_sessions() {
     }
 
     let s2 = source("sess-two", 102);
-    apply(&harness, &s2, started()).await;
-    wait_for_sessions(&conn, 2).await;
+    t.start_session(&s2, 2).await;
 
-    apply(&harness, &s1, ended()).await;
+    t.apply(&s1, ended()).await;
     let removed = rec.until(|s| s.member == "InterfacesRemoved").await;
     assert_eq!(
         removed.body,
         SignalBody::InterfacesRemoved(path.into(), vec![SESSION_IFACE.into()])
     );
-    wait_for_sessions(&conn, 1).await;
-    let objects = managed(&conn).await;
+    wait_for_sessions(conn, 1).await;
+    let objects = managed(conn).await;
     assert_eq!(objects.len(), 1);
     assert!(!objects.contains_key(path));
-    let tree = run_async(
-        "busctl",
-        vec![
-            format!("--address={}", bus.address),
-            "tree".into(),
-            SERVICE.into(),
-        ],
-    )
-    .await;
+    let tree = t.busctl(&["tree", SERVICE]).await;
     assert!(!tree.contains("claude__101_1101"), "{tree}");
     assert!(tree.contains("claude__102_1102"), "{tree}");
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn properties_changed_carries_only_the_changed_properties() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
-    let conn = client(&bus.address).await;
+    let t = OnPrivateBus::start().await;
+    let conn = &t.conn;
     let s = source("props", 201);
-    apply(&harness, &s, started()).await;
-    wait_for_sessions(&conn, 1).await;
-    let mut rec = Recorder::new(&conn).await;
+    t.start_session(&s, 1).await;
+    let mut rec = Recorder::new(conn).await;
     let path = "/io/github/atm/Monitor1/sessions/claude__201_1201";
 
     // A status line: data, not activity, so LastActivity stays.
-    harness
-        .registry
-        .update_usage(
-            s.clone(),
-            UsageUpdate {
-                cost_usd: Some(1.5),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    t.usage(&s, cost(1.5)).await;
     let sig = rec.until(|s| s.member == "PropertiesChanged").await;
     assert_eq!(sig.path, path);
-    assert_eq!(
-        sig.body,
-        SignalBody::PropertiesChanged(
-            SESSION_IFACE.into(),
-            vec![("CostUsd".into(), OwnedVariant::from(1.5f64))]
-        )
-    );
+    assert_eq!(sig.body, cost_changed(1.5));
 
-    harness
-        .registry
-        .update_usage(
-            s.clone(),
-            UsageUpdate {
-                context_used_percentage: Some(42.0),
-                branch: Some("main".into()),
-                cost_usd: Some(1.5),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    t.usage(
+        &s,
+        UsageUpdate {
+            context_used_percentage: Some(42.0),
+            branch: Some("main".into()),
+            cost_usd: Some(1.5),
+            ..Default::default()
+        },
+    )
+    .await;
     let sig = rec.until(|s| s.member == "PropertiesChanged").await;
     assert_eq!(changed_names(&sig), ["Branch", "ContextPercent"]);
 
     // The property itself, read back with gdbus.
-    let out = run_async(
-        "gdbus",
-        vec![
-            "call".into(),
-            "--address".into(),
-            bus.address.clone(),
-            "--dest".into(),
-            SERVICE.into(),
-            "--object-path".into(),
-            path.into(),
-            "--method".into(),
-            "org.freedesktop.DBus.Properties.Get".into(),
-            SESSION_IFACE.into(),
-            "Branch".into(),
-        ],
-    )
-    .await;
+    let out = t
+        .gdbus_call(
+            path,
+            "org.freedesktop.DBus.Properties.Get",
+            &[SESSION_IFACE, "Branch"],
+        )
+        .await;
     assert_eq!(out.trim(), "(<'main'>,)");
 
     // An update that changes nothing sends nothing: the next signal is the next real change.
-    harness
-        .registry
-        .update_usage(
-            s.clone(),
-            UsageUpdate {
-                cost_usd: Some(1.5),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    harness
-        .registry
-        .update_usage(
-            s.clone(),
-            UsageUpdate {
-                cost_usd: Some(2.0),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    t.usage(&s, cost(1.5)).await;
+    t.usage(&s, cost(2.0)).await;
     let sig = rec.next().await;
     assert_eq!(changed_names(&sig), ["CostUsd"]);
-    assert_eq!(
-        sig.body,
-        SignalBody::PropertiesChanged(
-            SESSION_IFACE.into(),
-            vec![("CostUsd".into(), OwnedVariant::from(2.0f64))]
-        )
-    );
+    assert_eq!(sig.body, cost_changed(2.0));
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_arrive_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
-    let conn = client(&bus.address).await;
-    wait_for_sessions(&conn, 0).await;
-    let mut rec = Recorder::new(&conn).await;
+    let t = OnPrivateBus::start().await;
+    let conn = &t.conn;
+    let mut rec = Recorder::new(conn).await;
 
     let s = source("order", 301);
-    apply(&harness, &s, started()).await;
-    apply(&harness, &s, prompt()).await;
-    apply(&harness, &s, permission("Bash", "rm -rf build")).await;
-    apply(
-        &harness,
+    t.apply(&s, started()).await;
+    t.apply(&s, prompt()).await;
+    t.apply(&s, permission("Bash", "rm -rf build")).await;
+    t.apply(
         &s,
         AgentEvent::ToolStarted {
             tool: "Bash".into(),
@@ -252,8 +172,8 @@ async fn signals_arrive_in_order() {
         },
     )
     .await;
-    apply(&harness, &s, AgentEvent::TurnFinished).await;
-    apply(&harness, &s, ended()).await;
+    t.apply(&s, AgentEvent::TurnFinished).await;
+    t.apply(&s, ended()).await;
 
     let mut seen = Vec::new();
     loop {
@@ -311,17 +231,18 @@ async fn signals_arrive_in_order() {
         ]
     );
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manager_methods_and_properties_answer_over_the_bus() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
+    let t = OnPrivateBus::start().await;
+    let conn = &t.conn;
     // An adapter that answers rescans.
-    let mut control = harness.adapter_context("fake-discovery").control_requests();
+    let mut control = t
+        .harness()
+        .adapter_context("fake-discovery")
+        .control_requests();
     tokio::spawn(async move {
         while let Some(atm_core::control::ControlRequest::Rescan { reply }) = control.recv().await {
             let _ = reply.send(atm_core::control::RescanReport {
@@ -331,15 +252,13 @@ async fn manager_methods_and_properties_answer_over_the_bus() {
             });
         }
     });
-    let sink = start_sink(&harness, config(&bus.address));
-    let conn = client(&bus.address).await;
     let a = source("alpha", 401);
     let b = source("beta", 402);
-    apply(&harness, &a, started()).await;
-    apply(&harness, &b, started()).await;
-    apply(&harness, &b, permission("Edit", "src/main.rs")).await;
-    wait_for_sessions(&conn, 2).await;
-    let monitor = MonitorProxy::builder(&conn)
+    t.apply(&a, started()).await;
+    t.apply(&b, started()).await;
+    t.apply(&b, permission("Edit", "src/main.rs")).await;
+    wait_for_sessions(conn, 2).await;
+    let monitor = MonitorProxy::builder(conn)
         .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
         .await
@@ -354,7 +273,8 @@ async fn manager_methods_and_properties_answer_over_the_bus() {
     let listed = monitor.list_sessions().await.unwrap();
     let mut ids: Vec<_> = listed.keys().cloned().collect();
     ids.sort();
-    let mut expected: Vec<String> = harness
+    let mut expected: Vec<String> = t
+        .harness()
         .registry
         .snapshot()
         .await
@@ -386,98 +306,54 @@ async fn manager_methods_and_properties_answer_over_the_bus() {
     assert_eq!(monitor.rescan().await.unwrap(), (3, 1));
 
     // The same through the command-line tools.
-    let addr = format!("--address={}", bus.address);
-    let out = run_async(
-        "busctl",
-        vec![
-            addr.clone(),
-            "call".into(),
-            SERVICE.into(),
-            MANAGER.into(),
-            "io.github.atm.Monitor1".into(),
-            "Rescan".into(),
-        ],
-    )
-    .await;
+    let out = t
+        .busctl(&["call", SERVICE, MANAGER, "io.github.atm.Monitor1", "Rescan"])
+        .await;
     assert_eq!(out.trim(), "uu 3 1");
-    let out = run_async(
-        "busctl",
-        vec![
-            addr.clone(),
-            "get-property".into(),
-            SERVICE.into(),
-            MANAGER.into(),
-            "io.github.atm.Monitor1".into(),
-            "SessionCount".into(),
-            "AttentionCount".into(),
-        ],
-    )
-    .await;
+    let out = t
+        .busctl(&[
+            "get-property",
+            SERVICE,
+            MANAGER,
+            "io.github.atm.Monitor1",
+            "SessionCount",
+            "AttentionCount",
+        ])
+        .await;
     assert_eq!(
         out.split_whitespace().collect::<Vec<_>>(),
         ["u", "2", "u", "1"]
     );
-    let out = run_async(
-        "gdbus",
-        vec![
-            "call".into(),
-            "--address".into(),
-            bus.address.clone(),
-            "--dest".into(),
-            SERVICE.into(),
-            "--object-path".into(),
-            MANAGER.into(),
-            "--method".into(),
-            "io.github.atm.Monitor1.GetSession".into(),
-            "beta".into(),
-        ],
-    )
-    .await;
+    let out = t
+        .gdbus_call(MANAGER, "io.github.atm.Monitor1.GetSession", &["beta"])
+        .await;
     assert!(
         out.starts_with("(objectpath '/io/github/atm/Monitor1/sessions/claude__402_1402', {"),
         "{out}"
     );
     assert!(out.contains("'State': <'needs_permission'>"), "{out}");
-    let out = run_async(
-        "gdbus",
-        vec![
-            "call".into(),
-            "--address".into(),
-            bus.address.clone(),
-            "--dest".into(),
-            SERVICE.into(),
-            "--object-path".into(),
-            MANAGER.into(),
-            "--method".into(),
-            "io.github.atm.Monitor1.ListSessions".into(),
-        ],
-    )
-    .await;
+    let out = t
+        .gdbus_call(MANAGER, "io.github.atm.Monitor1.ListSessions", &[])
+        .await;
     assert!(
         out.contains("'alpha': {") && out.contains("'beta': {"),
         "{out}"
     );
 
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rekeyed_session_keeps_its_path_and_changes_its_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
-    let conn = client(&bus.address).await;
+    let t = OnPrivateBus::start().await;
+    let conn = &t.conn;
     let old = source("before-clear", 501);
-    apply(&harness, &old, started()).await;
-    wait_for_sessions(&conn, 1).await;
-    let mut rec = Recorder::new(&conn).await;
+    t.start_session(&old, 1).await;
+    let mut rec = Recorder::new(conn).await;
 
     // /clear: the same process continues under a new id.
     let new = source("after-clear", 501);
-    apply(
-        &harness,
+    t.apply(
         &new,
         AgentEvent::SessionStarted {
             source: atm_core::StartSource::Clear,
@@ -501,85 +377,70 @@ async fn a_rekeyed_session_keeps_its_path_and_changes_its_id() {
             break;
         }
     }
-    let objects = managed(&conn).await;
+    let objects = managed(conn).await;
     assert_eq!(objects.len(), 1);
     assert_eq!(str_prop(&objects[path], "Id"), "after-clear");
-    let monitor = MonitorProxy::new(&conn).await.unwrap();
+    let monitor = MonitorProxy::new(conn).await.unwrap();
     assert!(monitor.get_session("before-clear").await.is_err());
     assert_eq!(
         monitor.get_session("after-clear").await.unwrap().0.as_str(),
         path
     );
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_tied_to_its_process_later_keeps_its_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let harness = TestHarness::new(dir.path()).await;
-    let sink = start_sink(&harness, config(&bus.address));
-    let conn = client(&bus.address).await;
+    let t = OnPrivateBus::start().await;
+    let conn = &t.conn;
     // First heard of without a process (keyed by id)...
     let no_pid = atm_core::EventSource::new(
         atm_core::Harness::claude(),
         atm_core::SessionId::new("hook-first"),
         "test",
     );
-    apply(&harness, &no_pid, started()).await;
-    wait_for_sessions(&conn, 1).await;
+    t.start_session(&no_pid, 1).await;
     let path = "/io/github/atm/Monitor1/sessions/claude__id__hook_2Dfirst";
-    assert!(managed(&conn).await.contains_key(path));
-    let mut rec = Recorder::new(&conn).await;
+    assert!(managed(conn).await.contains_key(path));
+    let mut rec = Recorder::new(conn).await;
 
     // ...then with its process: same object, Pid filled in.
-    apply(&harness, &source("hook-first", 1201), prompt()).await;
+    t.apply(&source("hook-first", 1201), prompt()).await;
     let sig = rec
         .until(|s| s.member == "PropertiesChanged" && s.path == path)
         .await;
     assert!(changed_names(&sig).contains(&"Pid".to_owned()), "{sig:?}");
-    let objects = managed(&conn).await;
+    let objects = managed(conn).await;
     assert_eq!(objects.len(), 1);
     assert_eq!(u32::try_from(&objects[path]["Pid"]).unwrap(), 1201);
 
     // Its end (now reported under the process key) removes that same object.
-    apply(&harness, &source("hook-first", 1201), ended()).await;
+    t.apply(&source("hook-first", 1201), ended()).await;
     let removed = rec.until(|s| s.member == "InterfacesRemoved").await;
     assert_eq!(
         removed.body,
         SignalBody::InterfacesRemoved(path.into(), vec![SESSION_IFACE.into()])
     );
-    wait_for_sessions(&conn, 0).await;
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    wait_for_sessions(conn, 0).await;
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_through_tiny_queues_ends_in_the_registry_state() {
     // Shows the sink's lag / coalescing warnings when this test fails.
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
     // A broadcast of 2 and a queue of 2: the burst below lags and coalesces.
-    let harness = TestHarness::with_config(
-        dir.path(),
-        atm_core::RegistryConfig {
-            broadcast_capacity: 2,
-            cleanup_interval: Duration::ZERO,
-            ..Default::default()
-        },
-    )
-    .await;
-    let mut cfg = config(&bus.address);
-    cfg.queue_capacity = 2;
-    let sink = start_sink(&harness, cfg);
-    let conn = client(&bus.address).await;
-    wait_for_sessions(&conn, 0).await;
+    let registry = atm_core::RegistryConfig {
+        broadcast_capacity: 2,
+        cleanup_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let t = OnPrivateBus::start_with(registry, |cfg| cfg.queue_capacity = 2).await;
+    let conn = &t.conn;
 
     let mut tasks = Vec::new();
     for i in 0..8u32 {
-        let registry = harness.registry.clone();
+        let registry = t.harness().registry.clone();
         tasks.push(tokio::spawn(async move {
             let s = source(&format!("burst-{i}"), 1300 + i);
             for round in 0..40u32 {
@@ -604,7 +465,7 @@ async fn a_burst_through_tiny_queues_ends_in_the_registry_state() {
     for t in tasks {
         t.await.unwrap();
     }
-    let snapshot = harness.registry.snapshot().await.unwrap();
+    let snapshot = t.harness().registry.snapshot().await.unwrap();
     assert_eq!(snapshot.sessions.len(), 4);
     let mut expected: Vec<(String, String)> = snapshot
         .sessions
@@ -626,6 +487,5 @@ async fn a_burst_through_tiny_queues_ends_in_the_registry_state() {
         }
     })
     .await;
-    harness.cancel.cancel();
-    sink.await.unwrap().unwrap();
+    t.stop().await;
 }

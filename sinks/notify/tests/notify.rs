@@ -13,7 +13,7 @@ use atm_core::testing::{PrivateBus, TestHarness, TmuxServer, wait_for, wait_unti
 use atm_core::{
     AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId, UsageUpdate,
 };
-use sink_notify as _;
+use sink_notify::{NotifyConfig, NotifySink, NotifyStats};
 use tokio::task::JoinHandle;
 use zbus::object_server::SignalEmitter;
 use zbus::{OwnedVariant, fdo};
@@ -231,11 +231,38 @@ impl Server {
 struct Setup {
     harness: TestHarness,
     sink: JoinHandle<Result<(), atm_core::PluginError>>,
+    stats: NotifyStats,
     _dir: tempfile::TempDir,
+}
+
+/// A private bus with the test server on it and the sink, `extra` added to its config.
+async fn with_server(extra: &str) -> (PrivateBus, Server, Setup) {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, extra).await;
+    (bus, server, setup)
 }
 
 impl Setup {
     async fn start(bus: &PrivateBus, extra: &str) -> Self {
+        // The sink subscribes to the registry before its deliverer connects: a new name on the
+        // bus means the first event will be seen.
+        let watcher = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let names = zbus::fdo::DBusProxy::new(&watcher).await.unwrap();
+        let before = names.list_names().await.unwrap().len();
+        let setup = Self::spawn(&bus.address, extra).await;
+        wait_until("the sink to subscribe and connect to the bus", || async {
+            names.list_names().await.unwrap().len() > before
+        })
+        .await;
+        setup
+    }
+
+    /// The sink on a new registry, its bus at `address` (which need not be there).
+    async fn spawn(address: &str, extra: &str) -> Self {
         // `RUST_LOG=sink_notify=debug` shows what the sink decided when a test fails.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -245,40 +272,49 @@ impl Setup {
         let harness = TestHarness::new(dir.path()).await;
         // A tmux server that does not exist unless a test names its own: no quiet rule hits.
         let base = format!(
-            "address = {:?}\nmin_turn = \"200ms\"\nrate_limit = \"0s\"\n\
+            "address = {address:?}\nmin_turn = \"200ms\"\nrate_limit = \"0s\"\n\
              desktop_entry = \"atm-test\"\ntmux_socket_name = \"atm-notify-absent-{}\"",
-            bus.address,
             std::process::id()
         );
         let mut table: atm_core::toml::Table = atm_core::toml::from_str(&base).unwrap();
         // A test's `extra` keys override the base ones.
         let extra: atm_core::toml::Table = atm_core::toml::from_str(extra).unwrap();
         table.extend(extra);
-        let reg = atm_core::plugin::find(atm_core::plugin::PluginKind::Sink, "notify")
-            .expect("notify is registered");
-        let atm_core::plugin::PluginFactory::Sink(factory) = reg.factory else {
-            panic!("notify is not a sink")
-        };
-        let sink = factory(&atm_core::toml::Value::Table(table)).unwrap();
-        // The sink subscribes to the registry before its deliverer connects: a new name on the
-        // bus means the first event will be seen.
-        let watcher = zbus::connection::Builder::address(bus.address.as_str())
-            .build()
-            .await
-            .unwrap();
-        let names = zbus::fdo::DBusProxy::new(&watcher).await.unwrap();
-        let before = names.list_names().await.unwrap().len();
+        // What the registered factory does, keeping a handle on the sink's counters.
+        let sink =
+            NotifySink::new(NotifyConfig::from_toml(&atm_core::toml::Value::Table(table)).unwrap());
+        let stats = sink.stats();
+        let sink: Box<dyn OutputSink> = Box::new(sink);
         let ctx = harness.sink_context("notify");
         let sink = tokio::spawn(async move { sink.run(ctx).await });
-        wait_until("the sink to subscribe and connect to the bus", || async {
-            names.list_names().await.unwrap().len() > before
-        })
-        .await;
         Self {
             harness,
             sink,
+            stats,
             _dir: dir,
         }
+    }
+
+    async fn usage(&self, src: &EventSource, update: UsageUpdate) {
+        self.harness
+            .registry
+            .update_usage(src.clone(), update)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the sink has planned from every change the registry made so far and has
+    /// failed `failures` times in all (connecting, a lost connection, a server call): the
+    /// witness that it went on without a bus or server. It must still be running.
+    async fn wait_caught_up_failing(&self, failures: u64) {
+        let seq = self.harness.registry.snapshot().await.unwrap().seq;
+        let stats = self.stats.sink();
+        wait_until(
+            &format!("the sink to plan from change {seq} and fail {failures} time(s)"),
+            || async { stats.applied_seq() >= seq && stats.failures() >= failures },
+        )
+        .await;
+        assert!(!self.sink.is_finished(), "the sink stopped on its own");
     }
 
     async fn send(
@@ -332,6 +368,14 @@ fn prompt() -> AgentEvent {
     }
 }
 
+fn input(reason: &str, tool: Option<&str>, detail: Option<&str>) -> AgentEvent {
+    AgentEvent::InputRequested {
+        reason: reason.into(),
+        tool: tool.map(Into::into),
+        detail: detail.map(Into::into),
+    }
+}
+
 fn tool() -> AgentEvent {
     AgentEvent::ToolStarted {
         tool: "Bash".into(),
@@ -341,24 +385,19 @@ fn tool() -> AgentEvent {
 
 #[tokio::test]
 async fn permission_notifies_once_critically_and_working_closes_it() {
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, "").await;
+    let (_bus, server, setup) = with_server("").await;
     let a = source("alpha", Some("%42"));
     setup.now(&a, prompt()).await;
     setup
-        .harness
-        .registry
-        .update_usage(
-            a.clone(),
+        .usage(
+            &a,
             UsageUpdate {
                 branch: Some("feature/x".into()),
                 project_root: Some("/home/u/src/myrepo".into()),
                 ..UsageUpdate::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     setup
         .now(&a, permission("Bash", "cargo test && rm <tmp>"))
         .await;
@@ -379,17 +418,14 @@ async fn permission_notifies_once_critically_and_working_closes_it() {
 
     // Data updates in the same state change nothing.
     setup
-        .harness
-        .registry
-        .update_usage(
-            a.clone(),
+        .usage(
+            &a,
             UsageUpdate {
                 cost_usd: Some(1.5),
                 ..UsageUpdate::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
     // Back to work: closed.
     setup.now(&a, tool()).await;
     server.wait_closed(n.id).await;
@@ -401,14 +437,7 @@ async fn permission_notifies_once_critically_and_working_closes_it() {
     assert_eq!(again[0].replaces_id, 0);
     // Input while the permission notification shows: it is replaced, not stacked.
     setup
-        .now(
-            &a,
-            AgentEvent::InputRequested {
-                reason: "plan_approval".into(),
-                tool: None,
-                detail: Some("Plan: refactor".into()),
-            },
-        )
+        .now(&a, input("plan_approval", None, Some("Plan: refactor")))
         .await;
     let input = server.wait_notified("needs input", 1).await;
     assert_eq!(input[0].replaces_id, again[0].id);
@@ -433,9 +462,7 @@ async fn permission_notifies_once_critically_and_working_closes_it() {
 
 #[tokio::test]
 async fn idle_after_a_long_turn_notifies_and_a_short_turn_does_not() {
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, "").await;
+    let (_bus, server, setup) = with_server("").await;
     let long = source("long", None);
     let short = source("short", None);
     let now = Utc::now();
@@ -488,9 +515,7 @@ async fn idle_after_a_long_turn_notifies_and_a_short_turn_does_not() {
 
 #[tokio::test]
 async fn subagent_events_do_not_notify() {
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, "").await;
+    let (_bus, server, setup) = with_server("").await;
     let main = source("main", None);
     let mut sub = main.clone();
     sub.subagent_id = Some("agent-1".into());
@@ -539,9 +564,7 @@ async fn subagent_events_do_not_notify() {
 
 #[tokio::test]
 async fn two_sessions_get_two_notifications_and_muted_projects_none() {
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, "mute_projects = [\"quiet-repo\"]").await;
+    let (_bus, server, setup) = with_server("mute_projects = [\"quiet-repo\"]").await;
     let quiet = source("quiet", None);
     setup.now(&quiet, permission("Bash", "ls")).await;
     let one = source("one", None);
@@ -550,11 +573,7 @@ async fn two_sessions_get_two_notifications_and_muted_projects_none() {
     setup
         .now(
             &two,
-            AgentEvent::InputRequested {
-                reason: "input".into(),
-                tool: Some("AskUserQuestion".into()),
-                detail: Some("Which branch?".into()),
-            },
+            input("input", Some("AskUserQuestion"), Some("Which branch?")),
         )
         .await;
     let a = server.wait_notified("one-repo", 1).await;
@@ -566,17 +585,22 @@ async fn two_sessions_get_two_notifications_and_muted_projects_none() {
     setup.stop().await;
 }
 
+/// `a` asks for permission ("one"), its popup shows and is closed as it goes back to work, and
+/// it asks again ("two"): the rate limit now runs from the first popup.
+async fn popup_closed_then_asked_again(setup: &Setup, server: &Server, a: &EventSource) {
+    setup.now(a, permission("Bash", "one")).await;
+    let repo = format!("{}-repo", a.session_id);
+    let first = server.wait_notified(&repo, 1).await;
+    setup.now(a, tool()).await;
+    server.wait_closed(first[0].id).await;
+    setup.now(a, permission("Bash", "two")).await;
+}
+
 #[tokio::test]
 async fn rate_limit_holds_a_second_popup_until_the_interval_passed() {
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, "rate_limit = \"1500ms\"").await;
+    let (_bus, server, setup) = with_server("rate_limit = \"1500ms\"").await;
     let a = source("rated", None);
-    setup.now(&a, permission("Bash", "one")).await;
-    let first = server.wait_notified("rated-repo", 1).await;
-    setup.now(&a, tool()).await;
-    server.wait_closed(first[0].id).await;
-    setup.now(&a, permission("Bash", "two")).await;
+    popup_closed_then_asked_again(&setup, &server, &a).await;
     let both = server.wait_notified("rated-repo", 2).await;
     assert_eq!(both[1].body, "two");
     let gap = both[1].at - both[0].at;
@@ -589,15 +613,9 @@ async fn rate_limit_holds_a_second_popup_until_the_interval_passed() {
 
 #[tokio::test]
 async fn a_held_popup_is_dropped_when_the_session_moves_on() {
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, "rate_limit = \"1h\"").await;
+    let (_bus, server, setup) = with_server("rate_limit = \"1h\"").await;
     let a = source("held", None);
-    setup.now(&a, permission("Bash", "one")).await;
-    let first = server.wait_notified("held-repo", 1).await;
-    setup.now(&a, tool()).await;
-    server.wait_closed(first[0].id).await;
-    setup.now(&a, permission("Bash", "two")).await;
+    popup_closed_then_asked_again(&setup, &server, &a).await;
     setup.now(&a, tool()).await;
     let other = source("other", None);
     setup.now(&other, permission("Bash", "ls")).await;
@@ -641,9 +659,7 @@ async fn the_default_action_selects_the_sessions_tmux_pane() {
     };
     assert_ne!(active(), first);
 
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, &format!("tmux_socket_name = {:?}", tmux.name)).await;
+    let (_bus, server, setup) = with_server(&format!("tmux_socket_name = {:?}", tmux.name)).await;
     // Notified while in the split pane; then the session is seen in `first` (no new state).
     let a = source("focus", Some(&split));
     setup.now(&a, permission("Bash", "ls")).await;
@@ -712,9 +728,7 @@ async fn no_notification_while_the_pane_is_watched_by_an_attached_client() {
     })
     .await;
 
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, &format!("tmux_socket_name = {:?}", tmux.name)).await;
+    let (_bus, server, setup) = with_server(&format!("tmux_socket_name = {:?}", tmux.name)).await;
     setup
         .now(&source("watched", Some(&watched)), permission("Bash", "ls"))
         .await;
@@ -734,9 +748,8 @@ async fn a_server_that_appears_later_gets_the_waiting_notification() {
     let setup = Setup::start(&bus, "").await;
     let a = source("early", None);
     setup.now(&a, permission("Bash", "ls")).await;
-    // No server yet: the sink keeps running and the registry keeps answering.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!setup.sink.is_finished());
+    // No server yet: the sink planned the popup, failed to deliver it, and keeps running.
+    setup.wait_caught_up_failing(1).await;
     let server = Server::start(&bus).await;
     server.wait_notified("early-repo", 1).await;
     let b = source("later", None);
@@ -761,16 +774,7 @@ async fn a_new_server_starts_afresh() {
         .await;
     second.wait_notified("other-repo", 1).await;
     // The old id means nothing to the new server: a fresh notification, nothing replaced.
-    setup
-        .now(
-            &a,
-            AgentEvent::InputRequested {
-                reason: "input".into(),
-                tool: None,
-                detail: None,
-            },
-        )
-        .await;
+    setup.now(&a, input("input", None, None)).await;
     let got = second.wait_notified("moved-repo", 1).await;
     assert_eq!(
         got[0].replaces_id, 0,
@@ -838,31 +842,13 @@ async fn without_a_bus_the_sink_waits_and_stops_cleanly() {
     let address = bus.address.clone();
     bus.kill();
     drop(bus);
-    let dir = tempfile::tempdir().unwrap();
-    let harness = TestHarness::new(dir.path()).await;
-    let table: atm_core::toml::Table =
-        atm_core::toml::from_str(&format!("address = {address:?}")).unwrap();
-    let sink = sink_notify::NotifySink::new(
-        sink_notify::NotifyConfig::from_toml(&atm_core::toml::Value::Table(table)).unwrap(),
-    );
-    let ctx = harness.sink_context("notify");
-    let task = tokio::spawn(async move { Box::new(sink).run(ctx).await });
-    harness
-        .registry
-        .apply_event(EventEnvelope::now(
-            source("nobus", None),
-            permission("Bash", "ls"),
-        ))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!task.is_finished());
-    harness.cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(3), task)
-        .await
-        .expect("stops")
-        .unwrap()
-        .unwrap();
+    let setup = Setup::spawn(&address, "").await;
+    setup
+        .now(&source("nobus", None), permission("Bash", "ls"))
+        .await;
+    // It planned the popup and failed to connect: waiting, not stopped.
+    setup.wait_caught_up_failing(1).await;
+    setup.stop().await;
 }
 
 #[tokio::test]
@@ -906,17 +892,11 @@ async fn focus_command_runs_for_the_focus_action_and_dismissals_are_forgotten() 
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    setup
-        .now(
-            &a,
-            AgentEvent::InputRequested {
-                reason: "input".into(),
-                tool: None,
-                detail: None,
-            },
-        )
-        .await;
+    wait_until("the sink to handle the dismissal", || async {
+        setup.stats.closed_by_server() >= 1
+    })
+    .await;
+    setup.now(&a, input("input", None, None)).await;
     let input = server.wait_notified("needs input", 1).await;
     assert_eq!(input[0].replaces_id, 0);
     setup.stop().await;
@@ -924,19 +904,20 @@ async fn focus_command_runs_for_the_focus_action_and_dismissals_are_forgotten() 
 
 #[tokio::test]
 async fn a_bus_that_dies_never_stops_the_sink() {
-    let bus = PrivateBus::start();
-    let server = Server::start(&bus).await;
-    let setup = Setup::start(&bus, "").await;
+    let (bus, server, setup) = with_server("").await;
     let a = source("dies", None);
     setup.now(&a, permission("Bash", "ls")).await;
     server.wait_notified("dies-repo", 1).await;
+    let failed_before = setup.stats.sink().failures();
     bus.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The loss is noticed...
+    setup.wait_caught_up_failing(failed_before + 1).await;
     setup.now(&a, tool()).await;
     setup
         .now(&source("after", None), permission("Bash", "ls"))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and later changes are still planned from while the bus is gone.
+    setup.wait_caught_up_failing(failed_before + 1).await;
     // The registry still answers promptly and the sink still runs.
     tokio::time::timeout(
         Duration::from_millis(500),

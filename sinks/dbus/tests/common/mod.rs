@@ -4,13 +4,18 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use atm_core::testing::TestHarness;
 pub use atm_core::testing::wait_until;
-use atm_core::{AgentEvent, EventEnvelope, EventSource, Harness, ProcessIdentity, SessionId};
+use atm_core::testing::{PrivateBus, TestHarness, wait_until_blocking};
+use atm_core::{
+    AgentEvent, EventEnvelope, EventSource, Harness, ProcessIdentity, RegistryConfig, SessionId,
+    UsageUpdate,
+};
 use futures_util::StreamExt;
+use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use zbus::connection::Builder;
 use zbus::{Connection, MessageStream, OwnedObjectPath, OwnedVariant};
@@ -53,9 +58,164 @@ pub fn start_sink(
     harness: &TestHarness,
     config: DbusConfig,
 ) -> JoinHandle<Result<(), atm_core::PluginError>> {
+    start_sink_with_stats(harness, config).0
+}
+
+/// [`start_sink`], also handing back the sink's counters.
+pub fn start_sink_with_stats(
+    harness: &TestHarness,
+    config: DbusConfig,
+) -> (
+    JoinHandle<Result<(), atm_core::PluginError>>,
+    atm_core::SinkStats,
+) {
     let ctx = harness.sink_context("dbus");
-    let sink: Box<dyn atm_core::OutputSink> = Box::new(DbusSink::new(config));
-    tokio::spawn(async move { sink.run(ctx).await })
+    let sink = DbusSink::new(config);
+    let stats = sink.stats();
+    let sink: Box<dyn atm_core::OutputSink> = Box::new(sink);
+    (tokio::spawn(async move { sink.run(ctx).await }), stats)
+}
+
+/// The sink on a real registry, talking to the bus at an address the test chose (which may be
+/// absent, go away or come back).
+pub struct SinkUnderTest {
+    pub harness: TestHarness,
+    pub task: JoinHandle<Result<(), atm_core::PluginError>>,
+    pub stats: atm_core::SinkStats,
+}
+
+impl SinkUnderTest {
+    pub async fn start(dir: &Path, address: &str) -> Self {
+        Self::start_with(TestHarness::new(dir).await, config(address))
+    }
+
+    pub fn start_with(harness: TestHarness, config: DbusConfig) -> Self {
+        let (task, stats) = start_sink_with_stats(&harness, config);
+        Self {
+            harness,
+            task,
+            stats,
+        }
+    }
+
+    pub async fn apply(&self, source: &EventSource, event: AgentEvent) {
+        apply(&self.harness, source, event).await;
+    }
+
+    pub async fn usage(&self, source: &EventSource, update: UsageUpdate) {
+        self.harness
+            .registry
+            .update_usage(source.clone(), update)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the sink has applied every change the registry made so far and has failed
+    /// at least `failures` connection attempts in all: the witness that it kept working (and
+    /// retrying) without a bus. The sink must still be running.
+    pub async fn wait_caught_up_without_bus(&self, failures: u64) {
+        let seq = self.harness.registry.snapshot().await.unwrap().seq;
+        wait_until(
+            &format!("the sink to apply change {seq} and fail {failures} connection attempts"),
+            || async { self.stats.applied_seq() >= seq && self.stats.failures() >= failures },
+        )
+        .await;
+        assert!(!self.task.is_finished(), "the sink gave up without a bus");
+    }
+
+    /// Cancels the sink and checks that it stops, cleanly, within 2 s.
+    pub async fn stop(self) {
+        self.harness.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(2), self.task)
+            .await
+            .expect("the sink did not stop within 2 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// The sink on a fresh private bus, with a client connection on which the service is up.
+pub struct OnPrivateBus {
+    pub bus: PrivateBus,
+    pub sink: SinkUnderTest,
+    pub conn: Connection,
+    _dir: TempDir,
+}
+
+impl OnPrivateBus {
+    pub async fn start() -> Self {
+        let registry = RegistryConfig {
+            cleanup_interval: Duration::ZERO,
+            ..RegistryConfig::default()
+        };
+        Self::start_with(registry, |_| {}).await
+    }
+
+    /// With a registry config of the test's own and the sink config changed by `tweak`.
+    pub async fn start_with(registry: RegistryConfig, tweak: impl FnOnce(&mut DbusConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = PrivateBus::start();
+        let harness = TestHarness::with_config(dir.path(), registry).await;
+        let mut cfg = config(&bus.address);
+        tweak(&mut cfg);
+        let sink = SinkUnderTest::start_with(harness, cfg);
+        let conn = client(&bus.address).await;
+        wait_for_sessions(&conn, 0).await;
+        Self {
+            bus,
+            sink,
+            conn,
+            _dir: dir,
+        }
+    }
+
+    pub fn harness(&self) -> &TestHarness {
+        &self.sink.harness
+    }
+
+    pub async fn apply(&self, source: &EventSource, event: AgentEvent) {
+        self.sink.apply(source, event).await;
+    }
+
+    pub async fn usage(&self, source: &EventSource, update: UsageUpdate) {
+        self.sink.usage(source, update).await;
+    }
+
+    /// Starts `source`'s session and waits until the bus shows `count` sessions.
+    pub async fn start_session(&self, source: &EventSource, count: u32) {
+        self.apply(source, started()).await;
+        wait_for_sessions(&self.conn, count).await;
+    }
+
+    /// `busctl --address=<this bus> ARGS...`.
+    pub async fn busctl(&self, args: &[&str]) -> String {
+        let mut all = vec![format!("--address={}", self.bus.address)];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        run_async("busctl", all).await
+    }
+
+    /// `gdbus call` on this bus: `method` of `path` on the service, with `args`.
+    pub async fn gdbus_call(&self, path: &str, method: &str, args: &[&str]) -> String {
+        let mut all: Vec<String> = [
+            "call",
+            "--address",
+            &self.bus.address,
+            "--dest",
+            SERVICE,
+            "--object-path",
+            path,
+            "--method",
+            method,
+        ]
+        .map(str::to_owned)
+        .into();
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        run_async("gdbus", all).await
+    }
+
+    pub async fn stop(self) {
+        self.sink.stop().await;
+    }
 }
 
 pub async fn client(address: &str) -> Connection {
@@ -279,16 +439,10 @@ impl FixedBus {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("dbus-daemon must be installed");
-        for _ in 0..200 {
-            if socket.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            socket.exists(),
-            "dbus-daemon did not create {}",
-            socket.display()
+        // Accepting, not only bound: the socket file exists a moment before it listens.
+        wait_until_blocking(
+            &format!("dbus-daemon to accept connections on {}", socket.display()),
+            || std::os::unix::net::UnixStream::connect(socket).is_ok(),
         );
         Self { child }
     }
