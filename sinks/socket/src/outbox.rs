@@ -88,6 +88,12 @@ impl Outbox {
         }
     }
 
+    /// Changes the state under the lock, then wakes the writer once the lock is released.
+    fn update_and_wake(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.lock());
+        self.writer_wake.notify_one();
+    }
+
     /// Queues a reply, waiting while the queue is full. `false` if the connection is gone.
     pub(crate) async fn push_reply(&self, item: Item) -> bool {
         let mut item = Some(item);
@@ -130,34 +136,31 @@ impl Outbox {
     /// Queues a reply now, whatever the queue holds (for the few replies made under the table
     /// lock, and the final `Close`; at most one per client message).
     pub(crate) fn push_now(&self, item: Item) {
-        let mut s = self.lock();
-        if !s.aborted {
-            s.queue.push_in_order(item);
-        }
-        drop(s);
-        self.writer_wake.notify_one();
+        self.update_and_wake(|s| {
+            if !s.aborted {
+                s.queue.push_in_order(item);
+            }
+        });
     }
 
     /// Stops everything: the writer exits, a waiting reader returns.
     pub(crate) fn abort(&self) {
-        let mut s = self.lock();
-        s.aborted = true;
-        s.queue.clear();
-        drop(s);
-        self.writer_wake.notify_one();
+        self.update_and_wake(|s| {
+            s.aborted = true;
+            s.queue.clear();
+        });
         self.space.notify_one();
     }
 
     pub(crate) fn start_subscription(&self, filter: Option<String>, list: ListJob) {
-        let mut s = self.lock();
-        s.subscription = Some(filter);
-        // The list covers whatever was coalesced or due for a resync.
-        s.queue.forget_updates();
-        if !s.aborted {
-            s.queue.push_in_order(Item::List(list));
-        }
-        drop(s);
-        self.writer_wake.notify_one();
+        self.update_and_wake(|s| {
+            s.subscription = Some(filter);
+            // The list covers whatever was coalesced or due for a resync.
+            s.queue.forget_updates();
+            if !s.aborted {
+                s.queue.push_in_order(Item::List(list));
+            }
+        });
     }
 
     pub(crate) fn end_subscription(&self) {
@@ -168,12 +171,11 @@ impl Outbox {
 
     /// The registry's stream was lost: send a fresh list when caught up.
     pub(crate) fn request_resync(&self) {
-        let mut s = self.lock();
-        if s.subscription.is_some() {
-            s.queue.request_resync();
-        }
-        drop(s);
-        self.writer_wake.notify_one();
+        self.update_and_wake(|s| {
+            if s.subscription.is_some() {
+                s.queue.request_resync();
+            }
+        });
     }
 
     /// Offers one change to this subscriber (never waits; see the module docs).

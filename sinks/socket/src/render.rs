@@ -138,17 +138,22 @@ fn render_list_now(entries: &[Arc<Session>]) -> Vec<u8> {
     .collect()
 }
 
+/// A Claude session known by its id only, for this crate's unit tests.
+#[cfg(test)]
+pub(crate) fn test_session(id: &str) -> Session {
+    let key = atm_core::SessionKey::Id {
+        harness: atm_core::Harness::claude(),
+        id: id.into(),
+    };
+    Session::new(key, atm_core::SessionId::new(id), None, "test", Utc::now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atm_core::{Harness, SessionId, SessionKey};
 
     fn session(id: &str) -> Arc<Session> {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: id.into(),
-        };
-        let mut s = Session::new(key, SessionId::new(id), None, "test", Utc::now());
+        let mut s = test_session(id);
         s.cwd = Some("/home/ü/проект".into());
         Arc::new(s)
     }

@@ -247,21 +247,9 @@ fn render_change(event: SessionEvent) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atm_core::SessionKey;
-    use chrono::Utc;
 
     fn session(id: &str) -> Arc<Session> {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: id.into(),
-        };
-        Arc::new(Session::new(
-            key,
-            SessionId::new(id),
-            None,
-            "test",
-            Utc::now(),
-        ))
+        Arc::new(crate::render::test_session(id))
     }
 
     #[test]
