@@ -402,6 +402,11 @@ mod tests {
         parse(s, ConfigSource::File(PathBuf::from("/etc/test.toml")))
     }
 
+    /// The error `s` must give, as the user reads it.
+    fn error_of(s: &str) -> String {
+        parse_str(s).unwrap_err().to_string()
+    }
+
     #[test]
     fn embedded_default_is_valid() {
         let c = load(&ConfigSource::Embedded).unwrap();
@@ -414,18 +419,15 @@ mod tests {
         let c = parse_str("[daemon]\nworker_threads = 2\n").unwrap();
         assert_eq!(c.daemon.worker_threads, Some(2));
         assert_eq!(parse_str("").unwrap().daemon.worker_threads, None);
-        let err = parse_str("[daemon]\nworker_threads = 0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("worker_threads = 0"), "{err}");
-        assert!(err.contains("at least one"), "{err}");
+        check_errors(&[(
+            "[daemon]\nworker_threads = 0\n",
+            &["worker_threads = 0", "at least one"],
+        )]);
     }
 
     #[test]
     fn unknown_plugin_names_file_line_column_and_choices() {
-        let err = parse_str("[[adapter]]\ntype = \"clade-hooks\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = error_of("[[adapter]]\ntype = \"clade-hooks\"\n");
         assert!(
             err.starts_with("/etc/test.toml:2:8: unknown adapter type `clade-hooks`"),
             "{err}"
@@ -435,9 +437,7 @@ mod tests {
 
     #[test]
     fn unknown_plugin_key_points_at_the_key() {
-        let err = parse_str("[[sink]]\ntype = \"socket\"\n\nsockett = \"/tmp/x\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = error_of("[[sink]]\ntype = \"socket\"\n\nsockett = \"/tmp/x\"\n");
         assert!(err.starts_with("/etc/test.toml:4:1:"), "{err}");
         assert!(err.contains("sockett"), "{err}");
     }
@@ -471,36 +471,35 @@ mod tests {
         );
     }
 
+    /// Each config gives an error that contains every one of its strings.
+    fn check_errors(cases: &[(&str, &[&str])]) {
+        for (toml, wants) in cases {
+            let err = error_of(toml);
+            for want in *wants {
+                assert!(err.contains(want), "{toml:?}: {want:?} not in {err}");
+            }
+        }
+    }
+
     #[test]
     fn unknown_top_level_and_daemon_keys_are_errors() {
-        let err = parse_str("[adapters]\n").unwrap_err().to_string();
-        assert!(err.contains(":1:"), "{err}");
-        assert!(err.contains("[[adapter]]"), "{err}");
-        let err = parse_str("[daemon]\nlog = \"info\"\nmax_session = 5\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(":3:1:"), "{err}");
-        assert!(err.contains("max_sessions"), "{err}");
+        check_errors(&[
+            ("[adapters]\n", &[":1:", "[[adapter]]"]),
+            (
+                "[daemon]\nlog = \"info\"\nmax_session = 5\n",
+                &[":3:1:", "max_sessions"],
+            ),
+        ]);
     }
 
     #[test]
     fn wrong_types_and_bad_toml_are_located() {
-        let err = parse_str("[[adapter]]\ntype = 5\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(":2:8:"), "{err}");
-        let err = parse_str("[[adapter]\ntype = \"x\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(":1:"), "{err}");
-        let err = parse_str("[[adapter]]\nname = \"x\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("needs `type"), "{err}");
-        let err = parse_str("[daemon]\nsession_expiry = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a duration"), "{err}");
+        check_errors(&[
+            ("[[adapter]]\ntype = 5\n", &[":2:8:"]),
+            ("[[adapter]\ntype = \"x\"\n", &[":1:"]),
+            ("[[adapter]]\nname = \"x\"\n", &["needs `type"]),
+            ("[daemon]\nsession_expiry = \"soon\"\n", &["not a duration"]),
+        ]);
     }
 
     #[test]
@@ -511,9 +510,9 @@ mod tests {
         .unwrap();
         let names: Vec<_> = c.plugins.iter().map(|p| p.instance.as_str()).collect();
         assert_eq!(names, ["socket", "second", "socket#2"]);
-        let err = parse_str("[[sink]]\ntype = \"socket\"\nname = \"a\"\n[[sink]]\ntype = \"socket\"\nname = \"a\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = error_of(
+            "[[sink]]\ntype = \"socket\"\nname = \"a\"\n[[sink]]\ntype = \"socket\"\nname = \"a\"\n",
+        );
         assert!(err.contains("names must be unique"), "{err}");
     }
 

@@ -63,23 +63,3 @@ pub fn built_in_plugins() -> Vec<&'static str> {
         .filter_map(|(on, name)| on.then_some(name))
         .collect()
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_plugin_crate_is_registered() {
-        super::link_plugins();
-        let names: Vec<String> = atm_core::plugin::registered()
-            .into_iter()
-            .map(|p| format!("{}:{}", p.kind().table(), p.name))
-            .collect();
-        // Every built-in plugin whose feature is on; extra plugins (a custom build's) are fine.
-        for built_in in super::built_in_plugins() {
-            assert!(
-                names.iter().any(|n| n == built_in),
-                "{built_in} is not registered; linked: {names:?}"
-            );
-        }
-        assert_eq!(atm_core::plugin::check_unique(), Ok(()));
-    }
-}
