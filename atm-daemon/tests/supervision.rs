@@ -4,13 +4,12 @@
 //! its registry dies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use atm_core::plugin::{AdapterContext, PluginError, PluginKind};
-use atm_core::testing::{TestHarness, wait_until};
+use atm_core::testing::{LogCapture, TestHarness, wait_until};
 use atm_core::{InputAdapter, async_trait};
 use atm_daemon::config::{ConfigSource, PluginEntry};
 use atm_daemon::supervisor::{RunningPlugin, Shared, TaskGroup};
@@ -105,39 +104,21 @@ fn shared(h: &TestHarness) -> Shared {
     }
 }
 
-/// Log lines written while the returned guard lives (this thread; tokio tests run on it).
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let log = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || log.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
+/// Captures log lines into `log` while the returned guard lives (this thread; tokio tests run
+/// on it).
+fn capture(log: &LogCapture) -> tracing::subscriber::DefaultGuard {
+    let log = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || log.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_default(subscriber)
 }
 
 #[tokio::test]
 async fn a_panic_is_a_logged_failure_and_the_plugin_restarts() {
-    let log = Log::default();
-    let _guard = log.capture();
+    let log = LogCapture::default();
+    let _guard = capture(&log);
     let dir = tempfile::tempdir().unwrap();
     let harness = TestHarness::new(dir.path()).await;
     let group = TaskGroup::default();

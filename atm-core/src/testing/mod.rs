@@ -1,5 +1,6 @@
 //! Test helpers for plugin authors (feature `testing`): a real registry with contexts around it,
-//! the contract every plugin must keep, recorded fixtures and arbitrary JSON.
+//! the contract every plugin must keep, recorded fixtures, arbitrary JSON, waits on conditions
+//! and a buffer to read logs from.
 //!
 //! These use the real registry actor, not a fake: a plugin's tests then exercise the same
 //! identity and state rules as the daemon.
@@ -160,6 +161,14 @@ pub fn sample_table(reg: &PluginRegistration) -> toml::Value {
     t.remove("type");
     t.remove("name");
     toml::Value::Table(t)
+}
+
+/// Parses `text` as one plugin's config table, as its factory receives it.
+pub fn config_table(text: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(text) {
+        Ok(t) => toml::Value::Table(t),
+        Err(e) => panic!("test config does not parse: {e}\n{text}"),
+    }
 }
 
 /// The contract every plugin keeps, checked against a real registry:

@@ -24,7 +24,7 @@ pub enum BusKind {
 }
 
 /// The `[[sink]] type = "dbus"` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DbusConfig {
     /// `"session"` (default) or `"system"`.
@@ -151,9 +151,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<DbusConfig, ConfigError> {
-        DbusConfig::from_table(&atm_core::toml::Value::Table(
-            atm_core::toml::from_str(s).unwrap(),
-        ))
+        DbusConfig::from_table(&atm_core::testing::config_table(s))
     }
 
     #[test]
@@ -180,12 +178,15 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.bus, BusKind::System);
-        assert_eq!(c.address.as_deref(), Some("unix:path=/tmp/x.sock"));
-        assert_eq!(c.service_name, "org.example.Other");
-        assert_eq!(c.retry_initial, Duration::from_millis(200));
-        assert_eq!(c.retry_max, Duration::from_secs(5));
-        assert_eq!(c.queue_capacity, 16);
+        let want = DbusConfig {
+            bus: BusKind::System,
+            address: Some("unix:path=/tmp/x.sock".into()),
+            service_name: "org.example.Other".into(),
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(5),
+            queue_capacity: 16,
+        };
+        assert_eq!(c, want);
     }
 
     #[test]

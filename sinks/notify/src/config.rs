@@ -169,9 +169,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<NotifyConfig, ConfigError> {
-        NotifyConfig::from_toml(&atm_core::toml::Value::Table(
-            atm_core::toml::from_str(s).unwrap(),
-        ))
+        NotifyConfig::from_toml(&atm_core::testing::config_table(s))
     }
 
     #[test]

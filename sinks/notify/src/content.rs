@@ -134,6 +134,15 @@ mod tests {
     use atm_core::{AgentState, Attention, Harness, SessionId, SessionKey};
     use std::sync::Arc;
 
+    fn attention(reason: &str, tool: Option<String>, detail: Option<String>) -> Attention {
+        Attention {
+            reason: reason.into(),
+            tool,
+            detail,
+            subagent_id: None,
+        }
+    }
+
     fn show(kind: Kind, edit: impl FnOnce(&mut Session)) -> Show {
         let key = SessionKey::Id {
             harness: Harness::claude(),
@@ -156,12 +165,11 @@ mod tests {
     #[test]
     fn nul_noncharacters_and_controls_never_reach_the_notification_server() {
         let sh = show(Kind::Permission, |s| {
-            s.attention = Some(Attention {
-                reason: "permission".into(),
-                tool: Some("Ba\u{0}sh\u{FFFE}".into()),
-                detail: Some("rm\u{0} -rf \u{FDD0}x".into()),
-                subagent_id: None,
-            });
+            s.attention = Some(attention(
+                "permission",
+                Some("Ba\u{0}sh\u{FFFE}".into()),
+                Some("rm\u{0} -rf \u{FDD0}x".into()),
+            ));
             s.git.branch = Some("ma\u{0}in\u{FFFF}\u{7}".into());
             s.tmux_pane = Some("%5\u{1b}".into());
         });
@@ -185,12 +193,11 @@ mod tests {
     #[test]
     fn permission_names_agent_tool_and_project() {
         let sh = show(Kind::Permission, |s| {
-            s.attention = Some(Attention {
-                reason: "permission".into(),
-                tool: Some("Bash".into()),
-                detail: Some("cargo test && echo <ok>".into()),
-                subagent_id: None,
-            })
+            s.attention = Some(attention(
+                "permission",
+                Some("Bash".into()),
+                Some("cargo test && echo <ok>".into()),
+            ))
         });
         let t = render(&sh, Some("work:1.0"), true);
         assert_eq!(t.summary, "Claude needs permission: Bash · myrepo");
@@ -205,12 +212,7 @@ mod tests {
     #[test]
     fn input_idle_and_error_say_why() {
         let sh = show(Kind::Input, |s| {
-            s.attention = Some(Attention {
-                reason: "plan_approval".into(),
-                tool: None,
-                detail: None,
-                subagent_id: None,
-            })
+            s.attention = Some(attention("plan_approval", None, None))
         });
         assert_eq!(
             render(&sh, None, true).summary,
@@ -235,12 +237,11 @@ mod tests {
     #[test]
     fn long_and_multibyte_texts_are_cut_by_characters() {
         let sh = show(Kind::Permission, |s| {
-            s.attention = Some(Attention {
-                reason: "permission".into(),
-                tool: Some("ツール".repeat(100)),
-                detail: Some("é&".repeat(500)),
-                subagent_id: None,
-            });
+            s.attention = Some(attention(
+                "permission",
+                Some("ツール".repeat(100)),
+                Some("é&".repeat(500)),
+            ));
             s.git.project_root = None;
             s.cwd = None;
             s.git.branch = None;
@@ -258,12 +259,7 @@ mod tests {
     #[test]
     fn control_characters_never_reach_the_summary() {
         let sh = show(Kind::Permission, |s| {
-            s.attention = Some(Attention {
-                reason: "permission".into(),
-                tool: Some("Ba\nsh\u{1b}".into()),
-                detail: None,
-                subagent_id: None,
-            })
+            s.attention = Some(attention("permission", Some("Ba\nsh\u{1b}".into()), None))
         });
         let t = render(&sh, None, false);
         assert!(!t.summary.chars().any(char::is_control), "{:?}", t.summary);
