@@ -28,13 +28,9 @@ const SESSIONS: u32 = 20;
 
 type SentTimes = Arc<Mutex<HashMap<String, VecDeque<Instant>>>>;
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(bench());
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    bench().await;
 }
 
 fn report(name: &str, mut lat: Vec<Duration>, expected: usize) {

@@ -74,13 +74,9 @@ async fn timed_list(
     took
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    run().await;
 }
 
 async fn run() {
