@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atm_tests::proc_status_kib;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -161,7 +162,7 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        proc_status_field(self.child.id(), "VmRSS:")
+        proc_status_kib(self.child.id(), "VmRSS:")
     }
 
     fn cpu_ticks(&self) -> u64 {
@@ -200,15 +201,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn proc_status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn hook_line(session: usize, seq: u64, pid: Option<u32>) -> Vec<u8> {

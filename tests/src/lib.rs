@@ -114,6 +114,13 @@ impl Daemon {
         d
     }
 
+    /// [`Daemon::start`], then waits until the hook socket answers too.
+    pub fn start_with_hooks(config: &str) -> Daemon {
+        let d = Daemon::start(config);
+        d.wait_for_socket(&d.hooks_socket());
+        d
+    }
+
     /// (Re)starts atmd on the same directories.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -219,6 +226,29 @@ impl Daemon {
         );
     }
 
+    /// Runs `atm-hook ARGS` as an agent in tmux pane `pane` runs it, `payload` on stdin, and
+    /// asserts what every agent relies on: exit status 0. Returns what it printed on stdout.
+    pub fn run_hook(&self, pane: &str, args: &[&str], payload: &[u8]) -> Vec<u8> {
+        let mut child = self
+            .command("atm-hook")
+            .args(args)
+            .env("TMUX_PANE", pane)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(payload).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "atm-hook {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// Runs a client binary with this daemon's environment.
     pub fn command(&self, name: &str) -> Command {
         let mut cmd = Command::new(bin(name));
@@ -234,6 +264,31 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Runs `cmd` to its end and returns its stdout, which must be UTF-8; it must exit 0 (else the
+/// test fails showing its stderr).
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} did not run: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`); 0 when the process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// A hook event line as atm-hook sends it.

@@ -4,9 +4,7 @@
 //! the expected states live beside each adapter (`adapters/<name>/tests/fixtures/replay.json`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use atm_tests::{Daemon, basic_config};
@@ -16,26 +14,10 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../adapters/claude-hooks/tests/fixtures")
 }
 
-/// Runs `atm-hook` with `payload` on stdin; asserts Claude's contract: exit 0, nothing on stdout.
+/// Runs `atm-hook` with `payload` on stdin; asserts Claude's contract: exit 0 (callers check
+/// that nothing came on stdout).
 fn run_hook(d: &Daemon, payload: &[u8], args: &[&str]) -> Vec<u8> {
-    let mut child = d
-        .command("atm-hook")
-        .args(args)
-        .env("TMUX_PANE", "%7")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(payload).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "atm-hook failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    d.run_hook("%7", args, payload)
 }
 
 /// The view field each replay expectation names.
@@ -87,10 +69,9 @@ fn matches(expect: &Value, sessions: &[Value]) -> Result<(), String> {
 /// `hook_args`) into the real atmd, checking the expected sessions after every step.
 fn replay_through_atm_hook(adapter: &str, hook_args: &[&str]) {
     let fixtures = fixtures().join(format!("../../../{adapter}/tests/fixtures"));
-    let d = Daemon::start(&basic_config(
+    let d = Daemon::start_with_hooks(&basic_config(
         "[[adapter]]\ntype = \"codex\"\n\n[[adapter]]\ntype = \"gemini\"\n",
     ));
-    d.wait_for_socket(&d.hooks_socket());
     let replay: Value =
         serde_json::from_slice(&std::fs::read(fixtures.join("replay.json")).unwrap()).unwrap();
     let steps = replay["steps"].as_array().unwrap();
@@ -162,8 +143,7 @@ fn every_gemini_hook_through_atm_hook_into_atmd() {
 
 #[test]
 fn status_line_through_atm_hook_shows_usage_and_keeps_idle() {
-    let d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let sid = "5b2c-status";
     run_hook(&d, json!({"hook_event_name": "UserPromptSubmit", "session_id": sid, "prompt": "go", "cwd": "/tmp"}).to_string().as_bytes(), &[]);
     run_hook(

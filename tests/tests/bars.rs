@@ -73,8 +73,7 @@ impl Drop for Follower {
 fn status_follow_prints_each_change_and_survives_an_atmd_restart() {
     let agent = FakeAgent::spawn();
     let pid = agent.pid();
-    let mut d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let mut d = Daemon::start_with_hooks(&basic_config(""));
     let mut bar = Follower::start(&d, "waybar");
     bar.wait_line("the empty start", |v| v["class"] == "none");
 
@@ -225,8 +224,7 @@ fn focus_takes_the_most_recent_client_to_the_agent_across_tmux_sessions() {
     let desk = Desk::start("focus");
     let target = desk.pane("work:1.0");
     let later = desk.pane("work:0.0");
-    let d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let d = Daemon::start_with_hooks(&basic_config(""));
 
     // Nothing waits yet.
     d.send_hooks(&[hook(

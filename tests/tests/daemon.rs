@@ -1,21 +1,17 @@
 //! The real `atmd` binary: its commands, signals, reload, single-instance lock and restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
+use std::process::Command;
 use std::time::Duration;
 
 use atm_core::testing::wait_until_blocking;
-use atm_tests::{Daemon, FakeAgent, basic_config, bin, find, hook, status};
+use atm_tests::{Daemon, FakeAgent, basic_config, bin, find, hook, status, stdout_of};
 use rustix::process::Signal;
 use serde_json::json;
 
 #[test]
 fn plugins_lists_every_compiled_in_plugin_with_its_sample() {
-    let out = std::process::Command::new(bin("atmd"))
-        .arg("plugins")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(Command::new(bin("atmd")).arg("plugins"));
     for name in [
         "claude-hooks",
         "claude-statusline",
@@ -29,10 +25,7 @@ fn plugins_lists_every_compiled_in_plugin_with_its_sample() {
             "sample for {name} missing:\n{text}"
         );
     }
-    let v = std::process::Command::new(bin("atmd"))
-        .arg("--version")
-        .output()
-        .unwrap();
+    let v = Command::new(bin("atmd")).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("atmd "));
 }
 
@@ -41,21 +34,16 @@ fn check_config_accepts_good_files_and_locates_errors() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, basic_config("")).unwrap();
-    let out = std::process::Command::new(bin("atmd"))
-        .args(["check-config", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new(bin("atmd"))
+            .args(["check-config", "--config"])
+            .arg(&good),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    assert!(out.contains("OK"), "{out}");
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[sink]]\ntype = \"sokcet\"\n").unwrap();
-    let out = std::process::Command::new(bin("atmd"))
+    let out = Command::new(bin("atmd"))
         .args(["check-config", "--config"])
         .arg(&bad)
         .output()
@@ -69,24 +57,18 @@ fn check_config_accepts_good_files_and_locates_errors() {
     );
 
     // The embedded default is valid too (no config file anywhere).
-    let out = std::process::Command::new(bin("atmd"))
-        .arg("check-config")
-        .env_remove("ATM_CONFIG")
-        .env("XDG_CONFIG_HOME", dir.path().join("none"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new(bin("atmd"))
+            .arg("check-config")
+            .env_remove("ATM_CONFIG")
+            .env("XDG_CONFIG_HOME", dir.path().join("none")),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("embedded"));
+    assert!(out.contains("embedded"), "{out}");
 }
 
 #[test]
 fn sigterm_stops_within_two_seconds_and_removes_sockets() {
-    let mut d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let mut d = Daemon::start_with_hooks(&basic_config(""));
     assert_eq!(
         std::fs::metadata(d.runtime_dir())
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
@@ -173,8 +155,7 @@ fn sighup_reloads_keeping_unchanged_plugins_and_rejects_bad_files() {
 fn restart_after_kill_9_keeps_cost_context_state_and_first_prompt() {
     let agent = FakeAgent::spawn();
     let pid = agent.pid();
-    let mut d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let mut d = Daemon::start_with_hooks(&basic_config(""));
     d.send_hooks(&[
         hook(json!({"hook_event_name": "SessionStart", "session_id": "persist-1", "source": "startup", "cwd": "/tmp/ünï", "pid": pid})),
         hook(json!({"hook_event_name": "UserPromptSubmit", "session_id": "persist-1", "prompt": "refactor the parser", "pid": pid})),

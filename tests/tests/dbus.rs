@@ -4,8 +4,9 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use atm_core::testing::wait_until_blocking_within;
 use atm_tests::{Daemon, basic_config, hook};
 use serde_json::{Value, json};
 
@@ -64,16 +65,11 @@ impl FixedBus {
     }
 
     fn wait_ids(&self, want: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self.ids();
-            if last.as_deref().is_some_and(|ids| ids == want) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("ListSessions never showed {want:?}; last: {last:?}");
+        wait_until_blocking_within(
+            Duration::from_secs(15),
+            &format!("ListSessions to show {want:?}"),
+            || self.ids().as_deref().is_some_and(|ids| ids == want),
+        );
     }
 }
 
@@ -88,11 +84,10 @@ fn dbus_mirrors_the_socket_and_survives_the_bus_going_away() {
     let dir = tempfile::tempdir().unwrap();
     let bus_path = dir.path().join("bus");
     let bus = FixedBus::start(&bus_path);
-    let d = Daemon::start(&basic_config(&format!(
+    let d = Daemon::start_with_hooks(&basic_config(&format!(
         "[[sink]]\ntype = \"dbus\"\naddress = \"{}\"\n",
         bus.address
     )));
-    d.wait_for_socket(&d.hooks_socket());
     d.send_hooks(&[
         hook(json!({"hook_event_name": "UserPromptSubmit", "session_id": "dbus-a", "prompt": "x", "cwd": "/tmp"})),
         hook(json!({"hook_event_name": "PermissionRequest", "session_id": "dbus-b", "tool_name": "Bash",

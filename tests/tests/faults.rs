@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use atm_core::testing::wait_until_blocking_within;
-use atm_tests::{Daemon, basic_config, find, hook, status};
+use atm_tests::{Daemon, basic_config, find, hook, proc_status_kib, status};
 use serde_json::json;
 
 fn fd_count(pid: i32) -> usize {
@@ -15,19 +15,9 @@ fn fd_count(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
-fn status_kib(pid: i32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|x| x.parse().ok()))
-        .unwrap_or(0)
-}
-
 #[test]
 fn two_hundred_mib_without_a_newline_keeps_memory_bounded_and_others_served() {
-    let d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let pid = d.pid();
     let flood = |path: std::path::PathBuf| {
         std::thread::spawn(move || {
@@ -59,7 +49,7 @@ fn two_hundred_mib_without_a_newline_keeps_memory_bounded_and_others_served() {
         f.join().unwrap();
     }
     d.wait_sessions("sessions fed during the flood", |s| s.len() >= n);
-    let peak_kib = status_kib(pid, "VmHWM:");
+    let peak_kib = proc_status_kib(pid as u32, "VmHWM:");
     assert!(
         peak_kib < 50 * 1024,
         "peak RSS {peak_kib} KiB during a 200 MiB flood"
@@ -68,8 +58,7 @@ fn two_hundred_mib_without_a_newline_keeps_memory_bounded_and_others_served() {
 
 #[test]
 fn two_thousand_idle_connections_are_closed_without_leaking_descriptors() {
-    let d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let pid = d.pid();
     let baseline = fd_count(pid);
     let mut idle = Vec::new();
@@ -111,8 +100,7 @@ fn two_thousand_idle_connections_are_closed_without_leaking_descriptors() {
 
 #[test]
 fn multibyte_text_of_every_length_gives_correct_views() {
-    let d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let d = Daemon::start_with_hooks(&basic_config(""));
     // 1-, 2-, 3- and 4-byte characters, at lengths around the cut limits.
     let cwd = format!(
         "/home/{}/{}/{}/{}",

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,14 +41,19 @@ fn with_runtime_dir(dir: &Path, runtime: &Path) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Creates `path` as a directory only its owner may enter, as a runtime dir must be.
+fn private_dir(path: &Path) -> PathBuf {
+    std::fs::create_dir(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    path.to_owned()
+}
+
 #[test]
 fn a_symlinked_runtime_dir_is_refused_even_when_it_points_somewhere_private() {
     let tmp = tempfile::tempdir().unwrap();
     // What another user would set up in /tmp: a link to a directory that passes every owner
     // and mode check today and can be re-pointed tomorrow.
-    let real = tmp.path().join("real");
-    std::fs::create_dir(&real).unwrap();
-    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let real = private_dir(&tmp.path().join("real"));
     let link = tmp.path().join("atm-link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let out = with_runtime_dir(tmp.path(), &link);
@@ -67,9 +72,7 @@ fn a_symlinked_runtime_dir_is_refused_even_when_it_points_somewhere_private() {
 #[test]
 fn a_symlinked_lock_file_is_not_followed() {
     let tmp = tempfile::tempdir().unwrap();
-    let runtime = tmp.path().join("run");
-    std::fs::create_dir(&runtime).unwrap();
-    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let runtime = private_dir(&tmp.path().join("run"));
     let victim = tmp.path().join("precious.txt");
     std::fs::write(&victim, "do not truncate me\n").unwrap();
     std::os::unix::fs::symlink(&victim, runtime.join("atmd.lock")).unwrap();

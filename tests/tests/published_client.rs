@@ -43,8 +43,7 @@ fn published_atm_list_and_status_show_a_session_fed_through_atm_hook() {
         return;
     }
     let atm = published_client();
-    let d = Daemon::start(&basic_config(""));
-    d.wait_for_socket(&d.hooks_socket());
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let agent = FakeAgent::spawn();
     let sid = "0b7c2a1e-5d4f-4e8a-9c3b-2f1d6e7a8b9c";
     for event in [

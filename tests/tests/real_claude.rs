@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use atm_tests::agents::{AgentLab, agent_binary, session_of};
-use atm_tests::{Daemon, basic_config};
+use atm_tests::{Daemon, basic_config, stdout_of};
 use serde_json::{Value, json};
 
 /// A key shaped like Anthropic's; the fake model accepts anything.
@@ -32,16 +32,11 @@ fn configure(daemon: &Daemon, config_dir: &Path, project: &Path, settings: Value
     });
     std::fs::write(config_dir.join(".claude.json"), onboarding.to_string()).unwrap();
     std::fs::write(config_dir.join("settings.json"), settings.to_string()).unwrap();
-    let out = daemon
-        .command("atmctl")
-        .args(["setup", "claude"])
-        .env("CLAUDE_CONFIG_DIR", config_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "atmctl setup claude failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        daemon
+            .command("atmctl")
+            .args(["setup", "claude"])
+            .env("CLAUDE_CONFIG_DIR", config_dir),
     );
     let installed: Value =
         serde_json::from_str(&std::fs::read_to_string(config_dir.join("settings.json")).unwrap())

@@ -4,9 +4,7 @@
 //! real `atmd`, the state after each one must be what the screen showed then.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use atm_tests::{Daemon, basic_config};
 use serde_json::Value;
@@ -28,25 +26,8 @@ fn recorded() -> Vec<(String, Vec<u8>)> {
 }
 
 fn run_hook(d: &Daemon, payload: &[u8], statusline: bool) {
-    let mut cmd = d.command("atm-hook");
-    if statusline {
-        cmd.arg("statusline");
-    }
-    let mut child = cmd
-        .env("TMUX_PANE", "%4")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(payload).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: &[&str] = if statusline { &["statusline"] } else { &[] };
+    d.run_hook("%4", args, payload);
 }
 
 /// What the screen showed after each recorded payload: the state atm must report, or `None`
