@@ -9,12 +9,26 @@ use std::path::PathBuf;
 use atm_tests::{Daemon, basic_config};
 use serde_json::Value;
 
+/// The recorded hook payloads, in order: `NN-<Event>.json`. Other files beside them (the
+/// session file Claude wrote, which proc-discovery's tests read) are not payloads.
 fn recorded() -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/recorded/claude-2.1.332");
+    let numbered = |p: &PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('-'))
+            .is_some_and(|(seq, _)| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
+    };
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(numbered)
         .collect();
+    assert!(
+        !files.is_empty(),
+        "no recorded payloads in {}",
+        dir.display()
+    );
     files.sort();
     files
         .into_iter()
