@@ -10,6 +10,7 @@
 
 pub mod bar;
 pub mod client;
+pub mod doctor;
 pub mod focus;
 pub mod format;
 pub mod hook;

@@ -1,5 +1,5 @@
 //! `atmctl`: the command-line client for people and scripts. Thin: every subcommand lives in the
-//! library (`atm_cli::client`, `status`, `focus`, `setup`).
+//! library (`atm_cli::client`, `status`, `focus`, `setup`, `doctor`).
 
 use std::process::ExitCode;
 
@@ -32,6 +32,8 @@ enum Command {
     /// Install or remove atm's hooks in an agent's settings.
     #[command(subcommand)]
     Setup(atm_cli::setup::SetupCommand),
+    /// Per agent: is atm set up, do its events arrive, and what to do if not.
+    Doctor(atm_cli::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Get(a) => atm_cli::client::get(&a),
         Command::Focus(a) => atm_cli::focus::focus(&a),
         Command::Setup(c) => atm_cli::setup::run(c),
+        Command::Doctor(a) => atm_cli::doctor::doctor(&a),
     };
     match result {
         Ok(code) => code,
