@@ -217,15 +217,10 @@ async fn discovery_never_downgrades_a_real_id_and_merges_with_hooks() {
     let r = start(config()).await;
     let child = Child::spawn();
     let found = |id: Option<&str>| Discovered {
-        harness: Harness::claude(),
-        process: child.1,
         session_id: id.map(SessionId::new),
         cwd: Some("/tmp".into()),
         tmux_pane: Some("%3".into()),
-        state_hint: None,
-        state_hint_at: None,
-        usage: UsageUpdate::default(),
-        adapter: "proc-discovery".into(),
+        ..Discovered::new(Harness::claude(), child.1, "proc-discovery")
     };
     assert_eq!(
         r.register_discovered(found(None)).await.unwrap(),
@@ -250,15 +245,9 @@ async fn hook_without_pid_then_discovery_is_one_session() {
     let child = Child::spawn();
     apply(&r, src("sid", None), prompt()).await;
     r.register_discovered(Discovered {
-        harness: Harness::claude(),
-        process: child.1,
         session_id: Some(SessionId::new("sid")),
-        cwd: None,
-        tmux_pane: None,
         state_hint: Some(AgentState::Idle),
-        state_hint_at: None,
-        usage: UsageUpdate::default(),
-        adapter: "proc-discovery".into(),
+        ..Discovered::new(Harness::claude(), child.1, "proc-discovery")
     })
     .await
     .unwrap();
@@ -291,17 +280,7 @@ async fn capacity_is_enforced_and_a_live_agent_evicts_the_oldest_silent_pidless_
     assert_eq!(r.get_session("b").await.unwrap().state, AgentState::Idle);
     // A real agent (a live process) pushes out the pid-less session silent the longest: `a`.
     let (_, mut changes) = r.subscribe().await.unwrap();
-    let found = |p: ProcessIdentity| Discovered {
-        harness: Harness::claude(),
-        process: p,
-        session_id: None,
-        cwd: None,
-        tmux_pane: None,
-        state_hint: None,
-        state_hint_at: None,
-        usage: UsageUpdate::default(),
-        adapter: "t".into(),
-    };
+    let found = |p: ProcessIdentity| Discovered::new(Harness::claude(), p, "t");
     let first = Child::spawn();
     assert_eq!(
         r.register_discovered(found(first.1)).await,
@@ -758,15 +737,9 @@ async fn without_hooks_the_agents_own_status_drives_the_state() {
     let r = start(config()).await;
     let child = Child::spawn();
     let found = |hint: AgentState| Discovered {
-        harness: Harness::claude(),
-        process: child.1,
         session_id: Some(SessionId::new("nohooks")),
-        cwd: None,
-        tmux_pane: None,
         state_hint: Some(hint),
-        state_hint_at: None,
-        usage: UsageUpdate::default(),
-        adapter: "proc-discovery".into(),
+        ..Discovered::new(Harness::claude(), child.1, "proc-discovery")
     };
     r.register_discovered(found(AgentState::Working))
         .await
