@@ -60,6 +60,20 @@ async fn apply(r: &RegistryHandle, source: EventSource, event: AgentEvent) -> Ap
         .unwrap()
 }
 
+/// Waits until session `id` has been silent for more than `ms` milliseconds.
+async fn silent_past(r: &RegistryHandle, id: &str, ms: i64) {
+    wait_until(&format!("{id} silent for {ms} ms"), || {
+        let r = r.clone();
+        async move {
+            r.get_session(id).await.is_ok_and(|s| {
+                atm_core::chrono::Utc::now() - s.last_activity
+                    > atm_core::chrono::Duration::milliseconds(ms)
+            })
+        }
+    })
+    .await;
+}
+
 fn prompt() -> AgentEvent {
     AgentEvent::PromptSubmitted { prompt: None }
 }
@@ -337,19 +351,7 @@ async fn dead_processes_and_silent_sessions_are_cleaned_up() {
         !atm_core::process::is_alive(gone)
     })
     .await;
-    wait_until(
-        "the session with no process is silent past its expiry",
-        || {
-            let r = r.clone();
-            async move {
-                r.get_session("nopid").await.is_ok_and(|s| {
-                    atm_core::chrono::Utc::now() - s.last_activity
-                        > atm_core::chrono::Duration::milliseconds(200)
-                })
-            }
-        },
-    )
-    .await;
+    silent_past(&r, "nopid", 200).await;
     let mut removed = r.cleanup_stale().await.unwrap();
     removed.sort();
     assert_eq!(
@@ -488,16 +490,7 @@ async fn a_session_a_wrong_clock_stamped_in_the_future_still_expires() {
     let restored = r.get_session("from-the-future").await.unwrap();
     assert!(restored.last_activity <= atm_core::chrono::Utc::now());
     assert!(restored.started_at <= atm_core::chrono::Utc::now());
-    wait_until("the restored session is silent past its expiry", || {
-        let r = r.clone();
-        async move {
-            r.get_session("from-the-future").await.is_ok_and(|s| {
-                atm_core::chrono::Utc::now() - s.last_activity
-                    > atm_core::chrono::Duration::milliseconds(100)
-            })
-        }
-    })
-    .await;
+    silent_past(&r, "from-the-future", 100).await;
     assert_eq!(
         r.cleanup_stale().await.unwrap(),
         vec![SessionId::new("from-the-future")]
