@@ -47,7 +47,7 @@ async fn the_sink_stops_when_the_registry_stops() {
     let bus = PrivateBus::start();
     let sink = SinkUnderTest::start(dir.path(), &bus.address).await;
     // Stopped while serving, not while starting.
-    wait_for_sessions(&client(&bus.address).await, 0).await;
+    let _conn = connected(&bus.address).await;
     sink.harness.registry.shutdown().await.unwrap();
     tokio::time::timeout(Duration::from_secs(3), sink.task)
         .await

@@ -38,8 +38,7 @@ async fn one_line_per_outage_not_per_retry() {
     );
 
     let mut bus = FixedBus::start(&socket);
-    let conn = client(&address).await;
-    wait_for_sessions(&conn, 0).await;
+    let conn = connected(&address).await;
     wait_until("the end of the outage is logged", || {
         let c = captured.clone();
         async move { c.lines_with("D-Bus service back on the") == 1 }

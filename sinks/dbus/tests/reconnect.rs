@@ -116,8 +116,7 @@ async fn a_killed_private_bus_does_not_stop_the_sink() {
     let dir = tempfile::tempdir().unwrap();
     let bus = PrivateBus::start();
     let sink = SinkUnderTest::start(dir.path(), &bus.address).await;
-    let conn = client(&bus.address).await;
-    wait_for_sessions(&conn, 0).await;
+    let _conn = connected(&bus.address).await;
     let failed_before = sink.stats.failures();
     bus.kill();
     let a = source("after-kill", 1001);
@@ -136,8 +135,7 @@ async fn a_frozen_bus_never_blocks_the_registry_or_the_shutdown() {
     let address = format!("unix:path={}", socket.display());
     let bus = FixedBus::start(&socket);
     let sink = SinkUnderTest::start(dir.path(), &address).await;
-    let conn = client(&address).await;
-    wait_for_sessions(&conn, 0).await;
+    let conn = connected(&address).await;
     drop(conn);
 
     // SIGSTOP: the bus accepts nothing more, so the sink's socket fills up.

@@ -143,6 +143,10 @@ mod tests {
         }
     }
 
+    fn permission(tool: impl Into<String>, detail: Option<String>) -> Attention {
+        attention("permission", Some(tool.into()), detail)
+    }
+
     fn show(kind: Kind, edit: impl FnOnce(&mut Session)) -> Show {
         let key = SessionKey::Id {
             harness: Harness::claude(),
@@ -165,9 +169,8 @@ mod tests {
     #[test]
     fn nul_noncharacters_and_controls_never_reach_the_notification_server() {
         let sh = show(Kind::Permission, |s| {
-            s.attention = Some(attention(
-                "permission",
-                Some("Ba\u{0}sh\u{FFFE}".into()),
+            s.attention = Some(permission(
+                "Ba\u{0}sh\u{FFFE}",
                 Some("rm\u{0} -rf \u{FDD0}x".into()),
             ));
             s.git.branch = Some("ma\u{0}in\u{FFFF}\u{7}".into());
@@ -193,11 +196,7 @@ mod tests {
     #[test]
     fn permission_names_agent_tool_and_project() {
         let sh = show(Kind::Permission, |s| {
-            s.attention = Some(attention(
-                "permission",
-                Some("Bash".into()),
-                Some("cargo test && echo <ok>".into()),
-            ))
+            s.attention = Some(permission("Bash", Some("cargo test && echo <ok>".into())))
         });
         let t = render(&sh, Some("work:1.0"), true);
         assert_eq!(t.summary, "Claude needs permission: Bash · myrepo");
@@ -237,11 +236,7 @@ mod tests {
     #[test]
     fn long_and_multibyte_texts_are_cut_by_characters() {
         let sh = show(Kind::Permission, |s| {
-            s.attention = Some(attention(
-                "permission",
-                Some("ツール".repeat(100)),
-                Some("é&".repeat(500)),
-            ));
+            s.attention = Some(permission("ツール".repeat(100), Some("é&".repeat(500))));
             s.git.project_root = None;
             s.cwd = None;
             s.git.branch = None;
@@ -259,7 +254,7 @@ mod tests {
     #[test]
     fn control_characters_never_reach_the_summary() {
         let sh = show(Kind::Permission, |s| {
-            s.attention = Some(attention("permission", Some("Ba\nsh\u{1b}".into()), None))
+            s.attention = Some(permission("Ba\nsh\u{1b}", None))
         });
         let t = render(&sh, None, false);
         assert!(!t.summary.chars().any(char::is_control), "{:?}", t.summary);

@@ -519,41 +519,34 @@ async fn subagent_events_do_not_notify() {
     let main = source("main", None);
     let mut sub = main.clone();
     sub.subagent_id = Some("agent-1".into());
-    let now = Utc::now();
-    setup
-        .send(&main, prompt(), now - TimeDelta::seconds(5))
-        .await;
-    setup
-        .send(
+    let steps = [
+        (&main, prompt()),
+        (
             &main,
             AgentEvent::SubagentStarted {
                 agent_id: "agent-1".into(),
             },
-            now - TimeDelta::seconds(4),
-        )
-        .await;
-    // The subagent's own turn ending and failing, and its stop: the parent keeps working.
-    setup
-        .send(&sub, AgentEvent::TurnFinished, now - TimeDelta::seconds(3))
-        .await;
-    setup
-        .send(
+        ),
+        // The subagent's own turn ending and failing, and its stop: the parent keeps working.
+        (&sub, AgentEvent::TurnFinished),
+        (
             &sub,
             AgentEvent::TurnFailed {
                 error: "overloaded".into(),
             },
-            now - TimeDelta::seconds(2),
-        )
-        .await;
-    setup
-        .send(
+        ),
+        (
             &main,
             AgentEvent::SubagentStopped {
                 agent_id: "agent-1".into(),
             },
-            now - TimeDelta::seconds(1),
-        )
-        .await;
+        ),
+    ];
+    // One second apart, the last one a second ago.
+    let now = Utc::now();
+    for (ago, (src, event)) in (1..=5).rev().zip(steps) {
+        setup.send(src, event, now - TimeDelta::seconds(ago)).await;
+    }
     // A barrier: a notification for another session arrives after anything queued before it.
     let other = source("other", None);
     setup.now(&other, permission("Bash", "ls")).await;

@@ -159,8 +159,7 @@ impl OnPrivateBus {
         let mut cfg = config(&bus.address);
         tweak(&mut cfg);
         let sink = SinkUnderTest::start_with(harness, cfg);
-        let conn = client(&bus.address).await;
-        wait_for_sessions(&conn, 0).await;
+        let conn = connected(&bus.address).await;
         Self {
             bus,
             sink,
@@ -220,6 +219,13 @@ impl OnPrivateBus {
 
 pub async fn client(address: &str) -> Connection {
     Builder::address(address).build().await.unwrap()
+}
+
+/// A client on `address`, once the service there is up (owns its name, no sessions yet).
+pub async fn connected(address: &str) -> Connection {
+    let conn = client(address).await;
+    wait_for_sessions(&conn, 0).await;
+    conn
 }
 
 /// A source for a Claude session with a process.
