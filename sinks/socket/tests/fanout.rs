@@ -230,16 +230,7 @@ async fn a_burst_reaches_every_subscriber_completely_or_by_resync() {
         let registry = server.harness.registry.clone();
         producers.push(tokio::spawn(async move {
             for i in 1..=1000u32 {
-                registry
-                    .update_usage(
-                        source(&format!("b{p}-{}", i % 50)),
-                        atm_core::UsageUpdate {
-                            cost_usd: Some(f64::from(i)),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .unwrap();
+                set_cost_in(&registry, &format!("b{p}-{}", i % 50), f64::from(i)).await;
             }
         }));
     }
@@ -262,16 +253,7 @@ async fn lists_asked_for_by_a_subscriber_never_undo_its_updates() {
         let registry = server.harness.registry.clone();
         tokio::spawn(async move {
             for i in 1..=2000u32 {
-                registry
-                    .update_usage(
-                        source(&format!("m{}", i % 10)),
-                        atm_core::UsageUpdate {
-                            cost_usd: Some(f64::from(i)),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .unwrap();
+                set_cost_in(&registry, &format!("m{}", i % 10), f64::from(i)).await;
                 if i % 20 == 0 {
                     tokio::task::yield_now().await;
                 }

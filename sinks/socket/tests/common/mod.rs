@@ -107,9 +107,12 @@ pub async fn add_session(server: &Server, id: &str) {
 
 /// Sets a session's cost: an update whose content says which one it is.
 pub async fn set_cost(server: &Server, id: &str, cost: f64) {
-    server
-        .harness
-        .registry
+    set_cost_in(&server.harness.registry, id, cost).await;
+}
+
+/// [`set_cost`] through a registry handle (for tasks that outlive a borrow of the server).
+pub async fn set_cost_in(registry: &atm_core::RegistryHandle, id: &str, cost: f64) {
+    registry
         .update_usage(
             source(id),
             UsageUpdate {
