@@ -50,6 +50,10 @@ fn default_interval() -> Duration {
     Duration::from_secs(2)
 }
 
+fn same_as_interval() -> Duration {
+    Duration::ZERO
+}
+
 fn default_proc_root() -> String {
     atm_core::process::PROC_ROOT.to_owned()
 }
@@ -69,6 +73,15 @@ pub struct ProcDiscoveryConfig {
         default = "default_interval"
     )]
     pub interval: Duration,
+    /// How often to scan while no agent runs (absent or "0s": the same as `interval`; at most
+    /// 1 h, never less than `interval`). An idle daemon then wakes that rarely; a new agent is
+    /// still seen at once by its first hook or its Claude session file, by the next scan
+    /// otherwise.
+    #[serde(
+        with = "atm_core::plugin::duration::Within::<0, 3_600_000>",
+        default = "same_as_interval"
+    )]
+    pub idle_interval: Duration,
     /// Where procfs is mounted (default "/proc"; tests point it at a fake tree).
     #[serde(default = "default_proc_root")]
     pub proc_root: String,
@@ -140,16 +153,33 @@ pub fn default_claude_config_dir() -> Option<PathBuf> {
         .or_else(|| atm_core::paths::home_dir().map(|h| h.join(".claude")))
 }
 
-/// The adapter: scans on start, every `interval` and on request.
+/// The adapter: scans on start, every `interval` while agents run (every `idle_interval` while
+/// none does), on a Claude session file change and on request.
 pub struct ProcDiscoveryAdapter {
     interval: Duration,
+    idle_interval: Duration,
     settings: ScanSettings,
 }
 
 impl ProcDiscoveryAdapter {
     pub fn new(config: ProcDiscoveryConfig) -> Result<Self, ConfigError> {
+        let idle_interval = if config.idle_interval.is_zero() {
+            config.interval
+        } else {
+            config.idle_interval
+        };
+        if idle_interval < config.interval {
+            return Err(ConfigError::for_key(
+                "idle_interval",
+                format!(
+                    "idle_interval {idle_interval:?} is shorter than interval {:?}; make it at least as long, or remove it",
+                    config.interval
+                ),
+            ));
+        }
         Ok(Self {
             interval: config.interval,
+            idle_interval,
             settings: config.scan_settings()?,
         })
     }
@@ -182,8 +212,8 @@ impl InputAdapter for ProcDiscoveryAdapter {
         settings.adapter_name.clone_from(&ctx.name);
         let mut control = Some(ctx.control_requests());
         let mut scanner: Option<Scanner> = None;
-        let mut tick = atm_core::tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(atm_core::tokio::time::MissedTickBehavior::Delay);
+        // The first pass runs at once; then the pace follows whether agents run.
+        let mut next_pass = atm_core::tokio::time::Instant::now();
         let mut files = match files::SessionFilesWatch::new() {
             Ok(w) => Some(w),
             Err(e) => {
@@ -200,11 +230,17 @@ impl InputAdapter for ProcDiscoveryAdapter {
                     ControlRequest::Rescan { reply } => Some(reply),
                 },
                 () = session_file_change(files.as_ref()) => None,
-                _ = tick.tick() => None,
+                () = atm_core::tokio::time::sleep_until(next_pass) => None,
             };
             let Some(report) = pass(&ctx, &mut scanner, &settings).await? else {
                 return Ok(());
             };
+            let pace = if report.discovered > 0 {
+                self.interval
+            } else {
+                self.idle_interval
+            };
+            next_pass = atm_core::tokio::time::Instant::now() + pace;
             if let (Some(w), Some(sc)) = (files.as_mut(), scanner.as_ref()) {
                 w.watch(sc.claude_session_dirs());
             }
@@ -348,5 +384,28 @@ mod tests {
             parse_config::<ProcDiscoveryConfig>(&table("[[matcher]]\nharness = \"x\"\nnmes = []"))
                 .unwrap_err();
         assert!(e.message.contains("nmes"), "{e}");
+    }
+
+    #[test]
+    fn the_idle_pace_defaults_to_the_interval_and_is_never_faster() {
+        let adapter = |cfg: &str| {
+            let mut c: ProcDiscoveryConfig = parse_config(&table(cfg)).unwrap();
+            c.claude_config_dir = Some("/x".into());
+            ProcDiscoveryAdapter::new(c)
+        };
+        let a = adapter("interval = \"500ms\"").unwrap();
+        assert_eq!(a.idle_interval, Duration::from_millis(500));
+        let a = adapter("interval = \"500ms\"\nidle_interval = \"0s\"").unwrap();
+        assert_eq!(a.idle_interval, Duration::from_millis(500));
+        let a = adapter("idle_interval = \"10s\"").unwrap();
+        assert_eq!(
+            (a.interval, a.idle_interval),
+            (Duration::from_secs(2), Duration::from_secs(10))
+        );
+        let Err(e) = adapter("interval = \"5s\"\nidle_interval = \"1s\"") else {
+            panic!("an idle pace faster than the interval must be refused");
+        };
+        assert_eq!(e.key.as_deref(), Some("idle_interval"), "{e}");
+        assert!(parse_config::<ProcDiscoveryConfig>(&table("idle_interval = \"2h\"")).is_err());
     }
 }

@@ -30,8 +30,10 @@ impl RegistryConfig {
     pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
     /// `[daemon] session_expiry`: 30 minutes.
     pub const DEFAULT_SILENCE_EXPIRY: Duration = Duration::from_secs(30 * 60);
-    /// `[daemon] cleanup_interval`.
-    pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(5);
+    /// `[daemon] cleanup_interval`: 30 s. Exits are seen at once by the exit watcher (a pidfd
+    /// per agent process); the janitor only catches what it cannot watch and expires silent
+    /// sessions, so it need not wake an idle daemon often.
+    pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(30);
     /// `[daemon] snapshot_debounce`.
     pub const DEFAULT_SNAPSHOT_DEBOUNCE: Duration = Duration::from_millis(250);
     /// Commands queued before callers wait.
