@@ -624,13 +624,17 @@ async fn a_held_popup_is_dropped_when_the_session_moves_on() {
     setup.stop().await;
 }
 
+/// The pane a fresh tmux server starts with.
+fn first_pane(tmux: &TmuxServer) -> String {
+    tmux.run(&["list-panes", "-F", "#{pane_id}"])
+        .trim()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn the_default_action_selects_the_sessions_tmux_pane() {
     let tmux = TmuxServer::start("notify-focus", "sleep 600");
-    let first = tmux
-        .run(&["list-panes", "-F", "#{pane_id}"])
-        .trim()
-        .to_owned();
+    let first = first_pane(&tmux);
     // The session's pane is neither the active pane of its window nor in the active window.
     let split = tmux
         .run(&[
@@ -690,10 +694,7 @@ async fn the_default_action_selects_the_sessions_tmux_pane() {
 #[tokio::test]
 async fn no_notification_while_the_pane_is_watched_by_an_attached_client() {
     let tmux = TmuxServer::start("notify-quiet", "sleep 600");
-    let watched = tmux
-        .run(&["list-panes", "-F", "#{pane_id}"])
-        .trim()
-        .to_owned();
+    let watched = first_pane(&tmux);
     tmux.run(&["new-window", "-d", "sleep 600"]);
     let hidden = tmux
         .run(&["list-panes", "-a", "-F", "#{pane_id} #{window_active}"])
