@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -63,7 +63,12 @@ pub struct Collector {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
     lines: mpsc::Receiver<Vec<u8>>,
+    /// Connections accepted and connections read to their end.
+    connections: Arc<(Mutex<(usize, usize)>, Condvar)>,
 }
+
+/// The line [`Collector::assert_nothing`] sends itself, behind everything sent before it.
+const PROBE: &[u8] = b"\0collector-probe";
 
 impl Collector {
     pub fn start() -> Self {
@@ -76,26 +81,37 @@ impl Collector {
         let path = dir.path().join("hooks.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let (tx, lines) = mpsc::channel();
+        let connections = Arc::new((Mutex::new((0, 0)), Condvar::new()));
+        let counted = connections.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
+                counted.0.lock().unwrap().0 += 1;
                 let tx = tx.clone();
                 let reply = reply.clone();
+                let counted = counted.clone();
                 std::thread::spawn(move || {
                     let mut writer = stream.try_clone().unwrap();
                     for line in BufReader::new(stream).split(b'\n') {
-                        let Ok(line) = line else { return };
+                        let Ok(line) = line else { break };
                         if let Some(r) = &reply {
                             let _ = writer.write_all(format!("{r}\n").as_bytes());
                         }
                         if tx.send(line).is_err() {
-                            return;
+                            break;
                         }
                     }
+                    counted.0.lock().unwrap().1 += 1;
+                    counted.1.notify_all();
                 });
             }
         });
-        Self { dir, path, lines }
+        Self {
+            dir,
+            path,
+            lines,
+            connections,
+        }
     }
 
     /// The next line as it arrived (without its newline).
@@ -109,10 +125,28 @@ impl Collector {
         serde_json::from_slice(&self.next_line()).unwrap()
     }
 
-    /// Nothing arrived: the hook has exited, so anything it sent is already in flight.
+    /// Nothing arrived, and nothing will: call it once the hook has exited. Its connection, if
+    /// any, then waits in the listener's queue ahead of a probe this sends; once the probe's line
+    /// is in and every accepted connection is read to its end, every line is in.
     pub fn assert_nothing(&self) {
-        if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
-            panic!("unexpected line: {}", String::from_utf8_lossy(&line));
+        let mut probe = std::os::unix::net::UnixStream::connect(&self.path).unwrap();
+        probe.write_all(&[PROBE, b"\n"].concat()).unwrap();
+        drop(probe);
+        let unexpected = |line: &[u8]| panic!("unexpected line: {}", String::from_utf8_lossy(line));
+        let first = self.next_line();
+        if first != PROBE {
+            unexpected(&first);
+        }
+        let (count, all_read) = &*self.connections;
+        let counts = all_read
+            .wait_timeout_while(count.lock().unwrap(), Duration::from_secs(5), |(a, f)| {
+                a != f
+            })
+            .unwrap();
+        assert!(!counts.1.timed_out(), "a connection was never closed");
+        drop(counts);
+        if let Ok(line) = self.lines.try_recv() {
+            unexpected(&line);
         }
     }
 }
