@@ -141,14 +141,15 @@ async fn a_client_that_never_reads_holds_no_more_than_its_share_and_is_cut_off()
     use tokio::io::AsyncWriteExt;
     let (run, _) = start().await;
     let agent = FakeAgent::spawn();
-    // The hog: thousands of bad lines whose error replies it never reads (so its handler
-    // blocks writing them), then 30 lines of nearly 1 MiB queued behind: 30 MiB of read-ahead
+    // The hog: 100,000 bad lines whose error replies (about 11 MB, far more than any socket
+    // buffer holds) it never reads, so its handler blocks writing them; then 30 lines of nearly
+    // 1 MiB queued behind: 30 MiB of read-ahead
     // it would hold, against a 16 MiB budget for the whole socket. It keeps its connection
     // open and never reads.
     let hog = tokio::net::UnixStream::connect(&run.socket).await.unwrap();
     let (_hog_read, mut hog_write) = hog.into_split();
     let writer = tokio::spawn(async move {
-        hog_write.write_all(&b"not json\n".repeat(3_000)).await?;
+        hog_write.write_all(&b"not json\n".repeat(100_000)).await?;
         let mut big = vec![b'x'; atm_core::protocol::MAX_LINE - 16];
         big.push(b'\n');
         for _ in 0..30 {
