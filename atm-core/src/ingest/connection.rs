@@ -1,6 +1,7 @@
 //! One ingest socket's accept loop and the serving of each accepted connection: read lines
 //! ahead into a bounded queue, decode, answer `connect`/`ping`, route the rest to the handler of
-//! their route, and write replies in order.
+//! their route, and write replies in order. Shaped for fairness: one connection's flood or
+//! stalled reader never delays another's events (see [`serve_connection`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
@@ -133,7 +134,9 @@ enum Work {
 /// and a handler that decodes and applies them in order and writes the replies. Reading ahead
 /// lets a burst land without waiting for the registry's answer to each event; the shared
 /// `budget` (bytes of queued lines, across every connection on the socket) bounds what is
-/// buffered.
+/// buffered, and no connection holds more than its [`fair_share`] of it. A client that stops
+/// reading its replies is cut off after the write timeout ([`Replies::send`]), so it cannot
+/// keep its share either.
 async fn serve_connection(
     stream: UnixStream,
     peer: Peer,
