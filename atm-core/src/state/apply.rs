@@ -1,6 +1,6 @@
 //! What one event does to a session record, as pure functions beside the transition.
 //!
-//! [`transition`](super::transition) decides state and attention; this module applies that
+//! [`transition`] decides state and attention; this module applies that
 //! outcome and the event's facts to the record: when a turn starts, which prompt labels the
 //! session, which subagents run, the last error, cwd, pane and usage, and what discovery may
 //! change. The registry actor finds the record, calls these and emits what changed; it decides
