@@ -42,13 +42,53 @@ pub enum Setup {
     Unreadable(String),
 }
 
+/// The agents `atmctl setup` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agent {
+    Claude,
+    Codex,
+    Gemini,
+}
+
+impl Agent {
+    const ALL: [Agent; 3] = [Agent::Claude, Agent::Codex, Agent::Gemini];
+
+    /// Its `atmctl setup` subcommand, which is also the harness name of its sessions.
+    fn name(self) -> &'static str {
+        match self {
+            Agent::Claude => "claude",
+            Agent::Codex => "codex",
+            Agent::Gemini => "gemini",
+        }
+    }
+
+    /// How its settings stand against what `atmctl setup` writes with `hook`.
+    fn setup(self, args: &SetupArgs, hook: &HookCommand) -> Setup {
+        match self {
+            Agent::Claude => json_agent(
+                claude::config_dir(args).map(|d| d.join("settings.json")),
+                file::load,
+                |v| claude::install(v, hook).map_err(|e| e.to_string()),
+                |v| claude::uninstall(v, hook).map_err(|e| e.to_string()),
+            ),
+            Agent::Gemini => json_agent(
+                gemini::config_dir(args).map(|d| d.join("settings.json")),
+                gemini::load,
+                |v| gemini::install(v, hook).map_err(|e| e.to_string()),
+                |v| gemini::uninstall(v, hook).map_err(|e| e.to_string()),
+            ),
+            Agent::Codex => codex_setup(codex::config_dir(args), hook),
+        }
+    }
+}
+
 /// One agent's findings.
 #[derive(Debug, Clone)]
 pub struct AgentReport {
+    /// The agent's setup subcommand and harness name (`claude`, `codex`, `gemini`).
     pub agent: &'static str,
-    pub harness: &'static str,
     pub setup: Setup,
-    /// Sessions of this harness the daemon holds now (`None`: the daemon did not answer).
+    /// Sessions of this agent the daemon holds now (`None`: the daemon did not answer).
     pub sessions: Option<usize>,
     pub last_event: Option<DateTime<Utc>>,
 }
@@ -164,32 +204,14 @@ pub fn examine(args: &DoctorArgs) -> (Result<(), String>, Vec<AgentReport>) {
         .and_then(|mut c| c.list_sessions())
         .map_err(|e| e.to_string());
     let mut reports = Vec::new();
-    for (agent, harness) in [
-        ("claude", "claude"),
-        ("codex", "codex"),
-        ("gemini", "gemini"),
-    ] {
+    for agent in Agent::ALL {
         let setup = match &hook {
             Err(e) => Setup::Unreadable(e.to_string()),
-            Ok(hook) => match agent {
-                "claude" => json_agent(
-                    claude::config_dir(&setup_args).map(|d| d.join("settings.json")),
-                    file::load,
-                    |v| claude::install(v, hook).map_err(|e| e.to_string()),
-                    |v| claude::uninstall(v, hook).map_err(|e| e.to_string()),
-                ),
-                "gemini" => json_agent(
-                    gemini::config_dir(&setup_args).map(|d| d.join("settings.json")),
-                    gemini::load,
-                    |v| gemini::install(v, hook).map_err(|e| e.to_string()),
-                    |v| gemini::uninstall(v, hook).map_err(|e| e.to_string()),
-                ),
-                _ => codex_setup(codex::config_dir(&setup_args), hook),
-            },
+            Ok(hook) => agent.setup(&setup_args, hook),
         };
         let mine = daemon.as_ref().ok().map(|all| {
             all.iter()
-                .filter(|s| s.get("harness").and_then(Value::as_str) == Some(harness))
+                .filter(|s| s.get("harness").and_then(Value::as_str) == Some(agent.name()))
                 .collect::<Vec<_>>()
         });
         let last_event = mine.as_ref().and_then(|m| {
@@ -200,8 +222,7 @@ pub fn examine(args: &DoctorArgs) -> (Result<(), String>, Vec<AgentReport>) {
                 .max()
         });
         reports.push(AgentReport {
-            agent,
-            harness,
+            agent: agent.name(),
             setup,
             sessions: mine.map(|m| m.len()),
             last_event,
