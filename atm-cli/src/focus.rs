@@ -138,16 +138,12 @@ fn next_after<'a>(panes: &'a [String], current: Option<&str>) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atm_core::{AgentState, Harness, Session, SessionId, SessionKey};
+    use atm_core::AgentState;
     use chrono::{Duration, Utc};
 
     fn view(id: &str, state: AgentState, pane: Option<&str>, ago: i64) -> SessionView<'static> {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: id.into(),
-        };
         let now = Utc::now();
-        let mut s = Session::new(key, SessionId::new(id), None, "test", now);
+        let mut s = atm_core::testing::claude_session(id, now);
         s.state = state;
         s.state_since = now - Duration::seconds(ago);
         s.tmux_pane = pane.map(str::to_owned);

@@ -169,16 +169,12 @@ pub fn format_details(v: &SessionView) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use atm_core::{AgentState, Harness, Session, SessionId, SessionKey};
+    use atm_core::AgentState;
     use chrono::Utc;
 
     /// A session view for unit tests of the renderers.
     pub(crate) fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView<'static> {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: id.into(),
-        };
-        let mut s = Session::new(key, SessionId::new(id), None, "test", Utc::now());
+        let mut s = atm_core::testing::claude_session(id, Utc::now());
         s.state = state;
         s.usage.cost_usd = cost;
         s.cwd = Some(cwd.into());

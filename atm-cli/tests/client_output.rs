@@ -11,17 +11,13 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use atm_core::protocol::{ProtocolVersion, ServerMessage};
-use atm_core::{AgentState, Harness, Session, SessionId, SessionKey, SessionView};
+use atm_core::{AgentState, SessionView};
 use chrono::Utc;
 use common::atmctl_at;
 use serde_json::Value;
 
 fn view(id: &str, state: AgentState, cost: f64, cwd: &str) -> SessionView<'static> {
-    let key = SessionKey::Id {
-        harness: Harness::claude(),
-        id: id.into(),
-    };
-    let mut s = Session::new(key, SessionId::new(id), None, "test", Utc::now());
+    let mut s = atm_core::testing::claude_session(id, Utc::now());
     s.state = state;
     s.usage.cost_usd = cost;
     s.cwd = Some(cwd.into());

@@ -474,11 +474,7 @@ async fn a_session_a_wrong_clock_stamped_in_the_future_still_expires() {
     let path = dir.path().join("sessions.json");
     // Saved by a daemon whose clock ran a year ahead.
     let ahead = atm_core::chrono::Utc::now() + atm_core::chrono::Duration::days(365);
-    let key = atm_core::SessionKey::Id {
-        harness: Harness::claude(),
-        id: SessionId::new("from-the-future"),
-    };
-    let mut s = atm_core::Session::new(key, SessionId::new("from-the-future"), None, "t", ahead);
+    let mut s = atm_core::testing::claude_session("from-the-future", ahead);
     s.last_activity = ahead;
     atm_core::persist::save(&path, &[Arc::new(s)]).unwrap();
     let r = start(RegistryConfig {

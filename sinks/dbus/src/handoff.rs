@@ -88,17 +88,13 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atm_core::AgentState;
     use atm_core::chrono::Utc;
     use atm_core::coalesce::Batch;
-    use atm_core::{AgentState, Harness, Session, SessionId};
     use std::sync::Arc;
 
     fn event(seq: u64, id: &str, state: AgentState, change: SessionChange) -> SessionEvent {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: SessionId::new(id),
-        };
-        let mut s = Session::new(key, SessionId::new(id), None, "t", Utc::now());
+        let mut s = atm_core::testing::claude_session(id, Utc::now());
         s.state = state;
         SessionEvent {
             seq,

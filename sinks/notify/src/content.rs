@@ -131,7 +131,7 @@ pub fn escape(s: &str) -> String {
 mod tests {
     use super::*;
     use atm_core::chrono::Utc;
-    use atm_core::{AgentState, Attention, Harness, SessionId, SessionKey};
+    use atm_core::{AgentState, Attention};
     use std::sync::Arc;
 
     fn attention(reason: &str, tool: Option<String>, detail: Option<String>) -> Attention {
@@ -148,11 +148,7 @@ mod tests {
     }
 
     fn show(kind: Kind, edit: impl FnOnce(&mut Session)) -> Show {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: SessionId::new("s"),
-        };
-        let mut s = Session::new(key, SessionId::new("s"), None, "test", Utc::now());
+        let mut s = atm_core::testing::claude_session("s", Utc::now());
         s.state = AgentState::NeedsPermission;
         s.cwd = Some("/home/u/src/other".into());
         s.git.project_root = Some("/home/u/src/myrepo".into());

@@ -233,14 +233,10 @@ pub fn project_name(s: &Session) -> Option<String> {
 mod tests {
     use super::*;
     use atm_core::chrono::{TimeDelta, Utc};
-    use atm_core::{Attention, Harness, SessionId};
+    use atm_core::{Attention, SessionId};
 
     fn session(id: &str, state: AgentState) -> Session {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: SessionId::new(id),
-        };
-        let mut s = Session::new(key, SessionId::new(id), None, "test", Utc::now());
+        let mut s = atm_core::testing::claude_session(id, Utc::now());
         s.state = state;
         s.cwd = Some("/home/u/src/myrepo".into());
         s

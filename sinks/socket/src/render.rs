@@ -141,11 +141,7 @@ fn render_list_now(entries: &[Arc<Session>]) -> Vec<u8> {
 /// A Claude session known by its id only, for this crate's unit tests.
 #[cfg(test)]
 pub(crate) fn test_session(id: &str) -> Session {
-    let key = atm_core::SessionKey::Id {
-        harness: atm_core::Harness::claude(),
-        id: id.into(),
-    };
-    Session::new(key, atm_core::SessionId::new(id), None, "test", Utc::now())
+    atm_core::testing::claude_session(id, Utc::now())
 }
 
 #[cfg(test)]

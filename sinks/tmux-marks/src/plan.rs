@@ -97,16 +97,12 @@ impl MarkPlanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atm_core::{AgentState, Harness, SessionId};
+    use atm_core::AgentState;
     use std::sync::Arc;
 
     fn session(id: &str, state: AgentState, pane: Option<&str>, since: i64) -> Session {
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: id.into(),
-        };
         let at = DateTime::from_timestamp(since, 0).unwrap();
-        let mut s = Session::new(key, SessionId::new(id), None, "test", at);
+        let mut s = atm_core::testing::claude_session(id, at);
         s.state = state;
         s.state_since = at;
         s.tmux_pane = pane.map(str::to_owned);
