@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
-use atm_core::testing::{TmuxServer, wait_until_blocking};
+use atm_core::testing::{TmuxDesk, TmuxServer, wait_until_blocking};
 use atm_tests::{Daemon, FakeAgent, basic_config, hook};
 use serde_json::{Value, json};
 
@@ -116,27 +116,20 @@ fn status_follow_prints_each_change_and_survives_an_atmd_restart() {
     }
 }
 
-/// An inner tmux server with agents' panes and an outer one whose panes run `tmux attach` on
-/// it: real clients a test can type into.
-struct Desk {
-    inner: TmuxServer,
-    outer: TmuxServer,
+/// A [`TmuxDesk`] with two clients on session `0` (from the outer sessions `0` and `second`),
+/// and what a test needs to read and move them.
+struct Desk(TmuxDesk);
+
+impl std::ops::Deref for Desk {
+    type Target = TmuxDesk;
+    fn deref(&self) -> &TmuxDesk {
+        &self.0
+    }
 }
 
 impl Desk {
-    /// Sessions `0` (one window) and `work` (two windows, the second split); two clients
-    /// attached to session `0`.
     fn start(hint: &str) -> Desk {
-        let inner = TmuxServer::start(&format!("{hint}-in"), "sleep 600");
-        inner.run(&["new-session", "-d", "-s", "work", "sleep 600"]);
-        inner.run(&["new-window", "-t", "work", "sleep 600"]);
-        inner.run(&["split-window", "-t", "work:1", "sleep 600"]);
-        let attach = format!("env -u TMUX tmux -L {} attach -t 0", inner.name);
-        let outer = TmuxServer::start(&format!("{hint}-out"), &attach);
-        outer.run(&["new-session", "-d", "-s", "second", &attach]);
-        let desk = Desk { inner, outer };
-        wait_until_blocking("two clients attached", || desk.clients().len() == 2);
-        desk
+        Desk(TmuxDesk::start(hint, &["second"]))
     }
 
     /// `name session pane` per attached client.
@@ -147,13 +140,6 @@ impl Desk {
             "#{client_name} #{session_name} #{pane_id} #{client_activity}",
         ]);
         out.lines().map(str::to_owned).collect()
-    }
-
-    fn pane(&self, target: &str) -> String {
-        self.inner
-            .run(&["display-message", "-p", "-t", target, "#{pane_id}"])
-            .trim()
-            .to_owned()
     }
 
     /// Types into the client attached from the outer session `outer_session` until it is the

@@ -364,6 +364,43 @@ impl TmuxServer {
     }
 }
 
+/// A tmux server with real clients, for tests of what moves or marks them: an inner server
+/// with sessions `0` (one window) and `work` (two windows, the second split into two panes), and
+/// clients attached to session `0` from the terminals of an outer server: one from the outer
+/// server's first session, and one more from each session named in `extra_clients`.
+pub struct TmuxDesk {
+    pub inner: TmuxServer,
+    pub outer: TmuxServer,
+}
+
+impl TmuxDesk {
+    /// Builds the desk and waits until every client is attached.
+    pub fn start(name_hint: &str, extra_clients: &[&str]) -> Self {
+        let inner = TmuxServer::start(&format!("{name_hint}-in"), "sleep 600");
+        inner.run(&["new-session", "-d", "-s", "work", "sleep 600"]);
+        inner.run(&["new-window", "-t", "work", "sleep 600"]);
+        inner.run(&["split-window", "-t", "work:1", "sleep 600"]);
+        let attach = format!("env -u TMUX tmux -L {} attach -t 0", inner.name);
+        let outer = TmuxServer::start(&format!("{name_hint}-out"), &attach);
+        for session in extra_clients {
+            outer.run(&["new-session", "-d", "-s", session, &attach]);
+        }
+        let want = 1 + extra_clients.len();
+        wait_until_blocking(&format!("{want} tmux clients attached"), || {
+            inner.run(&["list-clients"]).lines().count() == want
+        });
+        Self { inner, outer }
+    }
+
+    /// The inner server's pane id (`%N`) of `target` (e.g. `work:1.0`).
+    pub fn pane(&self, target: &str) -> String {
+        self.inner
+            .run(&["display-message", "-p", "-t", target, "#{pane_id}"])
+            .trim()
+            .to_owned()
+    }
+}
+
 impl Drop for TmuxServer {
     fn drop(&mut self) {
         let _ = std::process::Command::new("tmux")

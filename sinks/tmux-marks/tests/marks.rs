@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use atm_core::testing::{TestHarness, TmuxServer, check_sink_contract, sample_table, wait_until};
+use atm_core::testing::{TestHarness, TmuxDesk, check_sink_contract, sample_table, wait_until};
 use atm_core::{AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId};
 use sink_tmux_marks::{TmuxMarksConfig, TmuxMarksSink};
 
@@ -37,50 +37,16 @@ fn both_socket_keys_at_once_are_refused() {
     assert_eq!(e.key.as_deref(), Some("tmux_socket_name"));
 }
 
-/// The inner server (session `0` with one window; `work` with two, the second split) and a
-/// client attached to session `0` from the outer server.
-struct Desk {
-    inner: TmuxServer,
-    _outer: TmuxServer,
+/// The window flag a status line would show for the pane's window.
+fn window_flag(desk: &TmuxDesk, pane: &str) -> String {
+    let out = desk
+        .inner
+        .run(&["display-message", "-p", "-t", pane, "#{?@atm_waiting,!,-}"]);
+    out.trim().to_owned()
 }
 
-impl Desk {
-    async fn start(hint: &str) -> Desk {
-        let inner = TmuxServer::start(&format!("{hint}-in"), "sleep 600");
-        inner.run(&["new-session", "-d", "-s", "work", "sleep 600"]);
-        inner.run(&["new-window", "-t", "work", "sleep 600"]);
-        inner.run(&["split-window", "-t", "work:1", "sleep 600"]);
-        let attach = format!("env -u TMUX tmux -L {} attach -t 0", inner.name);
-        let outer = TmuxServer::start(&format!("{hint}-out"), &attach);
-        let desk = Desk {
-            inner,
-            _outer: outer,
-        };
-        wait_until("a client attached", || async {
-            !desk.inner.run(&["list-clients"]).trim().is_empty()
-        })
-        .await;
-        desk
-    }
-
-    fn pane(&self, target: &str) -> String {
-        let out = self
-            .inner
-            .run(&["display-message", "-p", "-t", target, "#{pane_id}"]);
-        out.trim().to_owned()
-    }
-
-    /// The window flag a status line would show for the pane's window.
-    fn window_flag(&self, pane: &str) -> String {
-        let out = self
-            .inner
-            .run(&["display-message", "-p", "-t", pane, "#{?@atm_waiting,!,-}"]);
-        out.trim().to_owned()
-    }
-
-    async fn wait_flag(&self, pane: &str, flag: &str, what: &str) {
-        wait_until(what, || async { self.window_flag(pane) == flag }).await;
-    }
+async fn wait_flag(desk: &TmuxDesk, pane: &str, flag: &str, what: &str) {
+    wait_until(what, || async { window_flag(desk, pane) == flag }).await;
 }
 
 struct Running {
@@ -90,7 +56,7 @@ struct Running {
 }
 
 impl Running {
-    async fn start(desk: &Desk) -> Running {
+    async fn start(desk: &TmuxDesk) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let harness = TestHarness::new(dir.path()).await;
         let config = TmuxMarksConfig {
@@ -140,7 +106,7 @@ fn prompt() -> AgentEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_agent_flags_its_window_until_the_user_looks_or_it_stops_waiting() {
-    let desk = Desk::start("marks").await;
+    let desk = TmuxDesk::start("marks", &[]);
     let left = desk.pane("work:1.0");
     let right = desk.pane("work:1.1");
     let other = desk.pane("work:0.0");
@@ -155,8 +121,8 @@ async fn a_waiting_agent_flags_its_window_until_the_user_looks_or_it_stops_waiti
     ]);
     run.send("left", &left, permission()).await;
     run.send("right", &right, permission()).await;
-    desk.wait_flag(&left, "!", "the window flagged").await;
-    assert_eq!(desk.window_flag(&other), "-", "other windows stay clear");
+    wait_flag(&desk, &left, "!", "the window flagged").await;
+    assert_eq!(window_flag(&desk, &other), "-", "other windows stay clear");
 
     // Looking at one pane clears it; the window stays flagged for the other.
     desk.inner.run(&["switch-client", "-t", &left]);
@@ -167,9 +133,9 @@ async fn a_waiting_agent_flags_its_window_until_the_user_looks_or_it_stops_waiti
             .is_empty()
     })
     .await;
-    assert_eq!(desk.window_flag(&left), "!", "the right pane still waits");
+    assert_eq!(window_flag(&desk, &left), "!", "the right pane still waits");
     desk.inner.run(&["select-pane", "-t", &right]);
-    desk.wait_flag(&left, "-", "both panes seen").await;
+    wait_flag(&desk, &left, "-", "both panes seen").await;
     let user_hook = desk.inner.run(&["show-hooks", "-g", "after-select-pane"]);
     assert!(user_hook.contains("@user_hook"), "{user_hook}");
 
@@ -177,22 +143,22 @@ async fn a_waiting_agent_flags_its_window_until_the_user_looks_or_it_stops_waiti
     desk.inner.run(&["select-window", "-t", &other]);
     run.send("left", &left, prompt()).await;
     run.send("left", &left, permission()).await;
-    desk.wait_flag(&left, "!", "a new wait flags again").await;
+    wait_flag(&desk, &left, "!", "a new wait flags again").await;
 
     // The agent stops waiting: the flag goes, without the user looking.
     run.send("left", &left, prompt()).await;
     run.send("right", &right, prompt()).await;
-    desk.wait_flag(&left, "-", "the agents work again").await;
+    wait_flag(&desk, &left, "-", "the agents work again").await;
 
     // An agent that waits in the pane the user is looking at is not flagged at all.
     run.send("other", &other, permission()).await;
     run.send("left", &left, permission()).await;
-    desk.wait_flag(&left, "!", "the unseen one flagged").await;
-    assert_eq!(desk.window_flag(&other), "-");
+    wait_flag(&desk, &left, "!", "the unseen one flagged").await;
+    assert_eq!(window_flag(&desk, &other), "-");
 
     // Stopping takes marks and hooks away.
     run.stop().await;
-    assert_eq!(desk.window_flag(&left), "-");
+    assert_eq!(window_flag(&desk, &left), "-");
     let hooks = desk.inner.run(&["show-hooks", "-g", "after-select-pane"]);
     assert!(!hooks.contains("atm_waiting"), "{hooks}");
 }
