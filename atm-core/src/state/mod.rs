@@ -314,6 +314,26 @@ mod tests {
         })
     }
 
+    fn permission(tool: &str, detail: Option<&str>) -> AgentEvent {
+        AgentEvent::PermissionRequested {
+            tool: tool.into(),
+            detail: detail.map(str::to_owned),
+        }
+    }
+
+    /// `needs_permission` with the tool and detail a permission request carries, no subagent.
+    fn permission_wait(tool: &str, detail: Option<&str>) -> Outcome {
+        Outcome::Enter {
+            state: S::NeedsPermission,
+            attention: Some(Attention {
+                reason: "permission".into(),
+                tool: Some(tool.into()),
+                detail: detail.map(str::to_owned),
+                subagent_id: None,
+            }),
+        }
+    }
+
     /// The attention a session in `state` has when subagent `id` asked.
     fn asked_by(state: S, id: &str) -> Option<Attention> {
         own_attention(state).map(|a| Attention {
@@ -394,26 +414,10 @@ mod tests {
 
     #[test]
     fn permission_attention_carries_tool_and_detail() {
-        let got = transition(
-            S::Working,
-            None,
-            &AgentEvent::PermissionRequested {
-                tool: "Bash".into(),
-                detail: Some("cargo test".into()),
-            },
-            None,
-        );
+        let asked = permission("Bash", Some("cargo test"));
         assert_eq!(
-            got,
-            Outcome::Enter {
-                state: S::NeedsPermission,
-                attention: Some(Attention {
-                    reason: "permission".into(),
-                    tool: Some("Bash".into()),
-                    detail: Some("cargo test".into()),
-                    subagent_id: None,
-                })
-            }
+            transition(S::Working, None, &asked, None),
+            permission_wait("Bash", Some("cargo test"))
         );
     }
 
@@ -445,25 +449,10 @@ mod tests {
         }
         assert_eq!(checked, S::ALL.len() * 6);
         // A reminder that alone raises the wait carries what it knows.
-        let got = transition(
-            S::Working,
-            None,
-            &AgentEvent::reminder(AgentEvent::PermissionRequested {
-                tool: "Bash".into(),
-                detail: None,
-            }),
-            None,
-        );
+        let reminder = AgentEvent::reminder(permission("Bash", None));
         assert_eq!(
-            got,
-            Outcome::Enter {
-                state: S::NeedsPermission,
-                attention: Some(Attention {
-                    reason: "permission".into(),
-                    tool: Some("Bash".into()),
-                    ..Attention::default()
-                })
-            }
+            transition(S::Working, None, &reminder, None),
+            permission_wait("Bash", None)
         );
     }
 
