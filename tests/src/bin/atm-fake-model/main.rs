@@ -14,8 +14,11 @@
 //! Usage: `atm-fake-model --port-file PATH [--listen 127.0.0.1:0]`. It writes the bound address
 //! to `PATH` once it is listening, and logs one line per request to stderr.
 //!
-//! Providers: Anthropic Messages (`POST /v1/messages`, used by Claude Code).
+//! Providers: Anthropic Messages (`POST /v1/messages`, used by Claude Code) and OpenAI Responses
+//! (`POST /v1/responses`, used by Codex CLI; see [`openai`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test tool
+
+mod openai;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,18 +30,18 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{Value, json};
 
 #[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
+pub struct Counters {
+    pub requests: AtomicU64,
 }
 
 /// What the scripted model does for one request.
 #[derive(Debug, PartialEq)]
-enum Reply {
+pub enum Reply {
     Text(&'static str),
     Slow,
     Shell(String),
@@ -68,7 +71,7 @@ fn last_user_text(messages: &[Value]) -> (String, bool) {
     }
 }
 
-fn script(text: &str, tool_result: bool) -> Reply {
+pub fn script(text: &str, tool_result: bool) -> Reply {
     // A message that carries a tool's result and no words of the user's continues the turn; one
     // with words (typed after a declined tool, say) is a new request.
     if tool_result && text.trim().is_empty() {
@@ -214,6 +217,8 @@ async fn main() {
     let app = Router::new()
         .route("/v1/messages", post(anthropic_messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/responses", post(openai::responses))
+        .route("/v1/models", get(openai::models))
         .fallback(|req: axum::extract::Request| async move {
             eprintln!("unhandled: {} {}", req.method(), req.uri());
             axum::http::StatusCode::NOT_FOUND
