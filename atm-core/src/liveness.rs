@@ -8,12 +8,15 @@
 //! `/proc` and so never removes a live session on a stale signal).
 //!
 //! Bounded: at most [`MAX_WATCHED`] processes hold a pidfd (each is one file descriptor); sessions
-//! beyond that, and processes a pidfd cannot be opened for (another PID namespace, an old kernel),
-//! fall back to the janitor's periodic check. Exits are reported through a queue of
+//! beyond that, and processes a pidfd cannot be opened for (another PID namespace, an old kernel,
+//! a sandbox without `pidfd_open`), fall back to the janitor's periodic check. Such a process is
+//! remembered as unwatchable until its session goes, so its next events do not try again: a
+//! retry per event, each failing into a full cleanup, would read `/proc` for every session on
+//! every hook event. Exits are reported through a queue of
 //! [`EXIT_QUEUE`] entries; when it is full an exit is dropped, which loses nothing, because the
 //! cleanup already queued removes every dead process at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -96,18 +99,42 @@ impl ExitWatcher {
 /// The processes watched by pidfd: one task each, which reports the exit on `exits`.
 struct Watches {
     watched: HashMap<ProcessIdentity, AbortHandle>,
+    /// Processes no pidfd could be had for (gone already, or not watchable here): left to the
+    /// janitor, and not tried again until their session goes. At most [`MAX_WATCHED`].
+    unwatchable: HashSet<ProcessIdentity>,
     tasks: JoinSet<()>,
     exits: mpsc::Sender<ProcessIdentity>,
+    open: fn(ProcessIdentity) -> Result<AsyncFd<OwnedFd>, Unwatchable>,
     over_limit_logged: bool,
+    unsupported_logged: bool,
+}
+
+/// Why a process has no pidfd watch.
+#[derive(Debug)]
+enum Unwatchable {
+    /// The process is not (or no longer) the one the session names: the cleanup removes it.
+    Gone,
+    /// `pidfd_open` or the reactor refused (an old kernel, another PID namespace, a sandbox).
+    Unsupported(std::io::Error),
 }
 
 impl Watches {
     fn new(exits: mpsc::Sender<ProcessIdentity>) -> Self {
+        Self::with_opener(exits, open_pidfd)
+    }
+
+    fn with_opener(
+        exits: mpsc::Sender<ProcessIdentity>,
+        open: fn(ProcessIdentity) -> Result<AsyncFd<OwnedFd>, Unwatchable>,
+    ) -> Self {
         Self {
             watched: HashMap::new(),
+            unwatchable: HashSet::new(),
             tasks: JoinSet::new(),
             exits,
+            open,
             over_limit_logged: false,
+            unsupported_logged: false,
         }
     }
 
@@ -121,6 +148,7 @@ impl Watches {
             }
             keep
         });
+        self.unwatchable.retain(|p| live.contains(p));
         for p in live {
             self.watch(p);
         }
@@ -130,13 +158,14 @@ impl Watches {
         if let Some(h) = self.watched.remove(&p) {
             h.abort();
         }
+        self.unwatchable.remove(&p);
     }
 
     fn watch(&mut self, p: ProcessIdentity) {
-        if self.watched.contains_key(&p) {
+        if self.watched.contains_key(&p) || self.unwatchable.contains(&p) {
             return;
         }
-        if self.watched.len() >= MAX_WATCHED {
+        if self.watched.len() + self.unwatchable.len() >= MAX_WATCHED {
             if !self.over_limit_logged {
                 self.over_limit_logged = true;
                 warn!(
@@ -146,17 +175,28 @@ impl Watches {
             }
             return;
         }
-        let Some(fd) = open_pidfd(p) else {
-            // Already gone, or not ours to watch: the cleanup decides, with `/proc`.
-            let _ = self.exits.try_send(p);
-            return;
+        let fd = match (self.open)(p) {
+            Ok(fd) => fd,
+            Err(why) => {
+                self.unwatchable.insert(p);
+                match why {
+                    // The cleanup decides, with `/proc`; once, not on every later event.
+                    Unwatchable::Gone => {
+                        let _ = self.exits.try_send(p);
+                    }
+                    Unwatchable::Unsupported(e) if !self.unsupported_logged => {
+                        self.unsupported_logged = true;
+                        debug!(pid = p.pid, error = %e, "no pidfd for an agent process; its exit is seen by the periodic cleanup");
+                    }
+                    Unwatchable::Unsupported(_) => {}
+                }
+                return;
+            }
         };
         let exits = self.exits.clone();
         let handle = self.tasks.spawn(async move {
-            if let Ok(fd) = async_owned_fd(fd) {
-                // Readable means exited; an error means the fd is unusable: let cleanup look.
-                let _ = fd.readable().await;
-            }
+            // Readable means exited; an error means the fd is unusable: let cleanup look.
+            let _ = fd.readable().await;
             let _ = exits.try_send(p);
         });
         self.watched.insert(p, handle);
@@ -173,30 +213,87 @@ pub fn async_owned_fd(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     AsyncFd::new(fd)
 }
 
-/// A pidfd for `p`, if `p` is still the process it names (its start time matches after the open,
-/// so a reused PID is never watched in its place).
-fn open_pidfd(p: ProcessIdentity) -> Option<OwnedFd> {
-    let pid = rustix::process::Pid::from_raw(i32::try_from(p.pid).ok()?)?;
-    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK).ok()?;
-    (crate::process::identity(p.pid) == Some(p)).then_some(fd)
+/// A pidfd for `p` on the reactor, if `p` is still the process it names (its start time matches
+/// after the open, so a reused PID is never watched in its place).
+fn open_pidfd(p: ProcessIdentity) -> Result<AsyncFd<OwnedFd>, Unwatchable> {
+    let pid = i32::try_from(p.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or(Unwatchable::Gone)?;
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Err(Unwatchable::Gone),
+        Err(e) => return Err(Unwatchable::Unsupported(e.into())),
+    };
+    if crate::process::identity(p.pid) != Some(p) {
+        return Err(Unwatchable::Gone);
+    }
+    async_owned_fd(fd).map_err(Unwatchable::Unsupported)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_pidfd_is_refused_for_a_reused_or_dead_pid() {
+    #[tokio::test]
+    async fn a_pidfd_is_refused_for_a_reused_or_dead_pid() {
         let me = crate::process::identity(std::process::id()).unwrap();
-        assert!(open_pidfd(me).is_some());
+        assert!(open_pidfd(me).is_ok());
         let reused = ProcessIdentity {
             start_time: me.start_time + 1,
             ..me
         };
-        assert!(open_pidfd(reused).is_none());
+        assert!(matches!(open_pidfd(reused), Err(Unwatchable::Gone)));
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        assert!(open_pidfd(ProcessIdentity { pid, start_time: 1 }).is_none());
+        let dead = open_pidfd(ProcessIdentity { pid, start_time: 1 });
+        assert!(matches!(dead, Err(Unwatchable::Gone)), "{dead:?}");
+    }
+
+    fn unsupported(_: ProcessIdentity) -> Result<AsyncFd<OwnedFd>, Unwatchable> {
+        Err(Unwatchable::Unsupported(std::io::Error::from_raw_os_error(
+            38, // ENOSYS: a kernel or sandbox without pidfd_open
+        )))
+    }
+
+    fn gone(_: ProcessIdentity) -> Result<AsyncFd<OwnedFd>, Unwatchable> {
+        Err(Unwatchable::Gone)
+    }
+
+    const P: ProcessIdentity = ProcessIdentity {
+        pid: 4242,
+        start_time: 7,
+    };
+
+    /// Every event of a session re-announces its process; without a pidfd, each must not become
+    /// an exit report (a full `/proc` cleanup per hook event).
+    #[tokio::test]
+    async fn a_process_without_a_pidfd_is_tried_once_per_session() {
+        let (tx, mut rx) = mpsc::channel(EXIT_QUEUE);
+        let mut watches = Watches::with_opener(tx, unsupported);
+        for _ in 0..100 {
+            watches.watch(P);
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "no exit reported for a live process"
+        );
+
+        let (tx, mut rx) = mpsc::channel(EXIT_QUEUE);
+        let mut watches = Watches::with_opener(tx, gone);
+        for _ in 0..100 {
+            watches.watch(P);
+        }
+        assert_eq!(rx.try_recv().ok(), Some(P));
+        assert!(rx.try_recv().is_err(), "a gone process is reported once");
+        // Its session went and came back: it is looked at again.
+        watches.forget(P);
+        watches.watch(P);
+        assert_eq!(rx.try_recv().ok(), Some(P));
+        // A resync without it forgets it too.
+        watches.resync(&[]);
+        watches.watch(P);
+        assert_eq!(rx.try_recv().ok(), Some(P));
     }
 }
