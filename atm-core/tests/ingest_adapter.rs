@@ -53,6 +53,14 @@ async fn start() -> (RunningAdapter, Arc<IngestStats>) {
     start_with(RegistryConfig::default()).await
 }
 
+/// The example adapter running, its counters, a process standing in for the agent, and a
+/// client connected.
+async fn start_agent() -> (RunningAdapter, Arc<IngestStats>, FakeAgent, IngestClient) {
+    let (run, stats) = start().await;
+    let client = run.client().await;
+    (run, stats, FakeAgent::spawn(), client)
+}
+
 fn hook(name: &str, pid: Option<u32>) -> Value {
     let mut data = json!({"session_id": ID, "hook_event_name": name, "cwd": "/w"});
     if let Some(pid) = pid {
@@ -73,9 +81,7 @@ fn line(data: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_lines_get_error_replies_and_the_connection_keeps_serving() {
-    let (run, stats) = start().await;
-    let agent = FakeAgent::spawn();
-    let mut client = run.client().await;
+    let (run, stats, agent, mut client) = start_agent().await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"not json at all".to_vec(), "parse_error"),
         // Truncated.
@@ -175,9 +181,7 @@ async fn a_client_that_never_reads_holds_no_more_than_its_share_and_is_cut_off()
 
 #[tokio::test]
 async fn an_oversized_line_gets_too_large_and_others_keep_being_served() {
-    let (run, _) = start().await;
-    let agent = FakeAgent::spawn();
-    let mut bystander = run.client().await;
+    let (run, _, agent, mut bystander) = start_agent().await;
     send(&mut bystander, hook("SessionStart", Some(agent.pid()))).await;
     bystander.sync_ok().await;
 
@@ -216,23 +220,20 @@ async fn an_oversized_line_gets_too_large_and_others_keep_being_served() {
 
 #[tokio::test]
 async fn unknown_and_ignored_events_are_counted_and_the_original_format_is_accepted() {
-    let (run, stats) = start().await;
-    let agent = FakeAgent::spawn();
-    let mut client = run.client().await;
-    // No protocol_version, pid as a string, CRLF, several events in one write.
-    let mut burst = Vec::new();
-    for name in [
+    let (run, stats, agent, mut client) = start_agent().await;
+    let events = [
         "SessionStart",
         "UserPromptSubmit",
         "FutureEvent",
         "Heartbeat",
-    ] {
-        let mut data = hook(name, None);
-        data["pid"] = json!(agent.pid().to_string());
-        burst.extend(line(&data.to_string()));
-        burst.extend_from_slice(b"\r\n");
-    }
-    client.write_raw(&burst).await;
+    ];
+    client
+        .write_original_hooks(
+            events.map(|name| hook(name, None)),
+            agent.pid(),
+            &json!({"agent": "example"}),
+        )
+        .await;
     client.sync_ok().await;
     let s = run.only_session().await;
     assert_eq!(s.pid(), Some(agent.pid()));
@@ -251,8 +252,7 @@ async fn unknown_and_ignored_events_are_counted_and_the_original_format_is_accep
 
 #[tokio::test]
 async fn process_identity_is_real_and_a_gone_pid_is_not_kept() {
-    let (run, _) = start().await;
-    let mut client = run.client().await;
+    let (run, _, agent, mut client) = start_agent().await;
     let gone = {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         child.wait().unwrap();
@@ -264,7 +264,6 @@ async fn process_identity_is_real_and_a_gone_pid_is_not_kept() {
     assert_eq!(s.process, None);
     assert_eq!(s.id.as_str(), ID);
     // The same session, later seen with its live process, adopts it: still one row.
-    let agent = FakeAgent::spawn();
     let expected = atm_core::process::identity(agent.pid()).unwrap();
     send(&mut client, hook("UserPromptSubmit", Some(agent.pid()))).await;
     client.sync_ok().await;
@@ -277,9 +276,7 @@ async fn process_identity_is_real_and_a_gone_pid_is_not_kept() {
 
 #[tokio::test]
 async fn a_client_that_wants_a_reply_gets_the_session_back() {
-    let (run, _) = start().await;
-    let agent = FakeAgent::spawn();
-    let mut client = run.client().await;
+    let (run, _, agent, mut client) = start_agent().await;
     let extra = json!({"agent": "example", "want_reply": true});
     client
         .send(

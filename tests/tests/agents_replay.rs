@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use atm_core::testing::ingest::check_replay_fields;
 use atm_tests::{Daemon, basic_config};
 use serde_json::{Value, json};
 
@@ -34,22 +35,9 @@ fn view_field<'a>(view: &'a Value, key: &str) -> &'a Value {
 }
 
 fn matches(expect: &Value, sessions: &[Value]) -> Result<(), String> {
-    let expect = expect.as_object().unwrap();
-    if let Some(n) = expect.get("sessions")
-        && sessions.len() as u64 != n.as_u64().unwrap()
-    {
-        return Err(format!("{} sessions, want {n}", sessions.len()));
-    }
-    let fields: Vec<_> = expect.iter().filter(|(k, _)| *k != "sessions").collect();
-    if fields.is_empty() {
-        return Ok(());
-    }
-    let [view] = sessions else {
-        return Err(format!("{} sessions, want 1", sessions.len()));
-    };
-    for (k, want) in fields {
+    check_replay_fields(sessions, expect.as_object().unwrap(), |view, k, want| {
         let got = view_field(view, k);
-        let same = match (k.as_str(), want) {
+        let same = match (k, want) {
             ("children", Value::Array(a)) if a.is_empty() => got.is_null() || got == want,
             ("attention", Value::Object(w)) => {
                 // Absent tool/detail are omitted on the wire.
@@ -58,11 +46,8 @@ fn matches(expect: &Value, sessions: &[Value]) -> Result<(), String> {
             }
             _ => got == want,
         };
-        if !same {
-            return Err(format!("{k}: got {got}, want {want}"));
-        }
-    }
-    Ok(())
+        (!same).then(|| format!("{k}: got {got}, want {want}"))
+    })
 }
 
 /// Replays `adapters/<adapter>/tests/fixtures/replay.json` through the real `atm-hook` (with

@@ -3,42 +3,25 @@
 //! moving real tmux clients attached to a real `tmux -L` server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
-use atm_core::testing::{TmuxDesk, TmuxServer, wait_until_blocking};
+use atm_core::testing::{StdoutLines, TmuxDesk, TmuxServer, wait_until_blocking};
 use atm_tests::{Daemon, FakeAgent, basic_config, hook};
 use serde_json::{Value, json};
 
-/// A running `atmctl status --follow`, its lines arriving on a channel. Killed on drop.
+/// A running `atmctl status --follow` and the lines it printed so far. Killed on drop.
 struct Follower {
-    child: Child,
-    lines: Receiver<String>,
+    lines: StdoutLines,
     seen: Vec<String>,
 }
 
 impl Follower {
     fn start(d: &Daemon, format: &str) -> Follower {
-        let mut child = d
-            .command("atmctl")
-            .args(["status", "--follow", "--format", format])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = sync_channel(1024);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = StdoutLines::spawn(
+            d.command("atmctl")
+                .args(["status", "--follow", "--format", format]),
+        );
         Follower {
-            child,
             lines,
             seen: Vec::new(),
         }
@@ -48,8 +31,7 @@ impl Follower {
     fn wait_line(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = self.lines.recv_timeout(left) else {
+            let Some(line) = self.lines.next_before(deadline) else {
                 panic!("no line for {what}; lines so far: {:#?}", self.seen);
             };
             let v: Value = serde_json::from_str(&line)
@@ -59,13 +41,6 @@ impl Follower {
                 return v;
             }
         }
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

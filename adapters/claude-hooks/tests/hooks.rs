@@ -7,12 +7,13 @@ mod common;
 
 use adapter_claude_hooks as _; // links the plugin registration for the contract test
 use adapter_claude_hooks::{ClaudeHooks, ClaudeHooksAdapter, translate};
-use atm_core::AgentState;
 use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
 use atm_core::testing::ingest::check_replay_step;
+use atm_core::{AgentState, Session};
 use common::{FakeClaude, Running, fixture, patch, with_process};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 const A: &str = "8e11bfb5-7dc2-432b-9206-928fa5c35731";
 const B: &str = "3f0a9c4e-51d2-4b7e-9a0c-6d2e8f1b7a45";
@@ -108,6 +109,46 @@ async fn start_session(client: &mut common::Client, claude: &FakeClaude) {
     client.sync_ok().await;
 }
 
+/// A running adapter with one Claude session that has started and taken a prompt: the point
+/// most tests begin from.
+struct Started {
+    run: Running,
+    claude: FakeClaude,
+    client: common::Client,
+}
+
+impl Started {
+    async fn new() -> Self {
+        let run = start().await;
+        let claude = FakeClaude::spawn();
+        let mut client = run.client().await;
+        start_session(&mut client, &claude).await;
+        Self {
+            run,
+            claude,
+            client,
+        }
+    }
+
+    /// Sends `data` from Claude's pane without waiting for it.
+    async fn send(&mut self, data: Value) {
+        send(
+            &mut self.client,
+            with_process(data, self.claude.pid(), PANE),
+        )
+        .await;
+    }
+
+    /// Sends the fixtures from Claude's pane, then gives the one session once they are applied.
+    async fn after(&mut self, fixtures: &[&str]) -> Arc<Session> {
+        for f in fixtures {
+            send_fixture(&mut self.client, &self.claude, f).await;
+        }
+        self.client.sync_ok().await;
+        self.run.only_session().await
+    }
+}
+
 #[tokio::test]
 async fn clear_rekeys_one_process_in_either_order() {
     let orders: [[&str; 2]; 2] = [
@@ -115,44 +156,30 @@ async fn clear_rekeys_one_process_in_either_order() {
         ["SessionStart.clear.json", "SessionEnd.clear.json"],
     ];
     for order in orders {
-        let run = start().await;
-        let claude = FakeClaude::spawn();
-        let mut client = run.client().await;
-        start_session(&mut client, &claude).await;
-        assert_eq!(run.only_session().await.id.as_str(), A);
-        for f in order {
-            send_fixture(&mut client, &claude, f).await;
-        }
-        client.sync_ok().await;
-        let s = run.only_session().await;
+        let mut t = Started::new().await;
+        assert_eq!(t.run.only_session().await.id.as_str(), A);
+        let s = t.after(&order).await;
         assert_eq!(s.id.as_str(), B, "{order:?}");
-        assert_eq!(s.pid(), Some(claude.pid()));
+        assert_eq!(s.pid(), Some(t.claude.pid()));
         assert_eq!(s.state, AgentState::Starting, "{order:?}");
         // A late event for the old id neither resurrects it nor renames the session back.
-        send_fixture(&mut client, &claude, "Stop.json").await;
-        client.sync_ok().await;
-        let s = run.only_session().await;
+        let s = t.after(&["Stop.json"]).await;
         assert_eq!(s.id.as_str(), B);
         assert_eq!(s.state, AgentState::Starting);
-        run.stop().await;
+        t.run.stop().await;
     }
 }
 
 #[tokio::test]
 async fn subagent_stop_does_not_make_the_parent_idle() {
-    let run = start().await;
-    let claude = FakeClaude::spawn();
-    let mut client = run.client().await;
-    start_session(&mut client, &claude).await;
-    for f in [
-        "SubagentStart.json",
-        "PreToolUse.subagent.Grep.json",
-        "Stop.subagent.json",
-    ] {
-        send_fixture(&mut client, &claude, f).await;
-    }
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    let mut t = Started::new().await;
+    let s = t
+        .after(&[
+            "SubagentStart.json",
+            "PreToolUse.subagent.Grep.json",
+            "Stop.subagent.json",
+        ])
+        .await;
     assert_eq!(s.state, AgentState::Working);
     assert_eq!(s.children, vec!["a3f9c2e1b7d04c56".to_owned()]);
     assert_eq!(
@@ -160,31 +187,23 @@ async fn subagent_stop_does_not_make_the_parent_idle() {
         Some("Thinking"),
         "subagent tools leave the parent's activity"
     );
-    send_fixture(&mut client, &claude, "SubagentStop.json").await;
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    let s = t.after(&["SubagentStop.json"]).await;
     assert_eq!(s.state, AgentState::Working);
     assert!(s.children.is_empty());
-    send_fixture(&mut client, &claude, "Stop.json").await;
-    client.sync_ok().await;
-    assert_eq!(run.only_session().await.state, AgentState::Idle);
-    run.stop().await;
+    assert_eq!(t.after(&["Stop.json"]).await.state, AgentState::Idle);
+    t.run.stop().await;
 }
 
 #[tokio::test]
 async fn permission_request_needs_permission_with_tool_and_preview() {
-    let run = start().await;
-    let claude = FakeClaude::spawn();
-    let mut client = run.client().await;
-    start_session(&mut client, &claude).await;
+    let mut t = Started::new().await;
     let command = format!("cd /srv/日本語 &&\n  cargo   test {}", "--flag ".repeat(60));
-    let data = patch(
+    t.send(patch(
         fixture("PermissionRequest.Bash.json"),
         json!({"tool_input": {"command": command, "description": "Run"}}),
-    );
-    send(&mut client, with_process(data, claude.pid(), PANE)).await;
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    ))
+    .await;
+    let s = t.after(&[]).await;
     assert_eq!(s.state, AgentState::NeedsPermission);
     let a = s.attention.clone().unwrap();
     assert_eq!(a.reason, "permission");
@@ -197,46 +216,36 @@ async fn permission_request_needs_permission_with_tool_and_preview() {
     assert_eq!(detail.chars().count(), 120);
     assert!(detail.ends_with('…'));
     // The late notification keeps the richer attention.
-    send_fixture(&mut client, &claude, "Notification.permission_prompt.json").await;
-    client.sync_ok().await;
-    let s2 = run.only_session().await;
+    let s2 = t.after(&["Notification.permission_prompt.json"]).await;
     assert_eq!(s2.state, AgentState::NeedsPermission);
     assert_eq!(s2.attention, s.attention);
     // Answering it (the tool runs and finishes) clears it.
-    send_fixture(&mut client, &claude, "PostToolUse.Bash.json").await;
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    let s = t.after(&["PostToolUse.Bash.json"]).await;
     assert_eq!(s.state, AgentState::Working);
     assert_eq!(s.attention, None);
-    run.stop().await;
+    t.run.stop().await;
+}
+
+/// The session once fixture `name` follows the start and the prompt (the adapter stopped).
+async fn session_after(name: &str) -> Arc<Session> {
+    let mut t = Started::new().await;
+    let s = t.after(&[name]).await;
+    t.run.stop().await;
+    s
 }
 
 #[tokio::test]
 async fn permission_prompt_notification_alone_raises_attention() {
-    let run = start().await;
-    let claude = FakeClaude::spawn();
-    let mut client = run.client().await;
-    start_session(&mut client, &claude).await;
-    send_fixture(&mut client, &claude, "Notification.permission_prompt.json").await;
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    let s = session_after("Notification.permission_prompt.json").await;
     assert_eq!(s.state, AgentState::NeedsPermission);
     assert_eq!(s.attention.as_ref().unwrap().tool.as_deref(), Some("Bash"));
-    run.stop().await;
 }
 
 #[tokio::test]
 async fn stop_failure_is_idle_with_the_error() {
-    let run = start().await;
-    let claude = FakeClaude::spawn();
-    let mut client = run.client().await;
-    start_session(&mut client, &claude).await;
-    send_fixture(&mut client, &claude, "StopFailure.json").await;
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    let s = session_after("StopFailure.json").await;
     assert_eq!(s.state, AgentState::Idle);
     assert_eq!(s.last_error.as_deref(), Some("rate_limit"));
-    run.stop().await;
 }
 
 #[tokio::test]
@@ -248,18 +257,15 @@ async fn session_end_removes_except_clear_and_resume() {
         ("resume", false),
         ("clear", false),
     ] {
-        let run = start().await;
-        let claude = FakeClaude::spawn();
-        let mut client = run.client().await;
-        start_session(&mut client, &claude).await;
-        let end = patch(
+        let mut t = Started::new().await;
+        t.send(patch(
             fixture("SessionEnd.logout.json"),
             json!({"session_id": A, "reason": reason}),
-        );
-        send(&mut client, with_process(end, claude.pid(), PANE)).await;
-        client.sync_ok().await;
-        assert_eq!(run.sessions().await.is_empty(), removed, "{reason}");
-        run.stop().await;
+        ))
+        .await;
+        t.client.sync_ok().await;
+        assert_eq!(t.run.sessions().await.is_empty(), removed, "{reason}");
+        t.run.stop().await;
     }
 }
 
@@ -305,20 +311,19 @@ async fn accepts_the_original_hook_format_and_several_events_per_connection() {
     let run = start().await;
     let claude = FakeClaude::spawn();
     let mut client = run.client().await;
-    // The original bash hook: no protocol_version, pid as a string, CRLF, one write for many.
-    let mut burst = Vec::new();
-    for f in [
+    // The original bash hook, which sent `tmux_pane` as null outside tmux.
+    let fixtures = [
         "SessionStart.startup.json",
         "UserPromptSubmit.json",
         "PreToolUse.Bash.json",
-    ] {
-        let mut data = fixture(f);
-        data["pid"] = json!(claude.pid().to_string());
-        data["tmux_pane"] = Value::Null;
-        burst.extend(serde_json::to_vec(&json!({"type": "hook_event", "data": data})).unwrap());
-        burst.extend_from_slice(b"\r\n");
-    }
-    client.write_raw(&burst).await;
+    ];
+    client
+        .write_original_hooks(
+            fixtures.map(|f| patch(fixture(f), json!({"tmux_pane": null}))),
+            claude.pid(),
+            &json!({}),
+        )
+        .await;
     client.sync_ok().await;
     let s = run.only_session().await;
     assert_eq!(s.pid(), Some(claude.pid()));

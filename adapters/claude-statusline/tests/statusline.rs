@@ -7,15 +7,16 @@
 
 use adapter_claude_statusline as _; // links the plugin registration for the contract test
 use adapter_claude_statusline::{ClaudeStatusLine, ClaudeStatuslineAdapter, parse_status_line};
-use atm_core::event::{AgentEvent, EventEnvelope, EventSource, StartSource};
+use atm_core::event::{AgentEvent, EventSource, StartSource};
 use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
 use atm_core::testing::fixtures::{Fixtures, patch, with_process};
 use atm_core::testing::ingest::{
     FakeAgent as FakeClaude, IngestClient as Client, RunningAdapter as Running, socket_table,
 };
-use atm_core::{AgentState, Harness, SessionId};
+use atm_core::{AgentState, Harness, Session, SessionId};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 const A: &str = "8e11bfb5-7dc2-432b-9206-928fa5c35731";
 const PANE: &str = "%9";
@@ -28,27 +29,57 @@ fn fixture(name: &str) -> Value {
     fixtures().load(name)
 }
 
-/// The status-line adapter on its own socket, and a client for it.
-async fn start() -> (Running, Client) {
-    let run = Running::start(RegistryConfig::default(), |cfg| {
+async fn start_adapter() -> Running {
+    Running::start(RegistryConfig::default(), |cfg| {
         ClaudeStatuslineAdapter::from_config(cfg).unwrap()
     })
-    .await;
-    let client = run.client().await;
-    (run, client)
+    .await
 }
 
-/// Applies what Claude's hooks report for session `id` of the `claude` process, as the hooks
-/// adapter does.
-async fn hook(run: &Running, claude: &FakeClaude, id: &str, event: AgentEvent) {
-    let mut source = EventSource::new(Harness::claude(), SessionId::new(id), "claude-hooks");
-    source.process = atm_core::process::identity(claude.pid());
-    source.tmux_pane = Some(PANE.to_owned());
-    run.harness
-        .registry
-        .apply_event(EventEnvelope::now(source, event))
-        .await
-        .unwrap();
+/// The status-line adapter on its own socket, a client for it, and a process standing in for
+/// Claude.
+struct Setup {
+    run: Running,
+    client: Client,
+    claude: FakeClaude,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let run = start_adapter().await;
+        let client = run.client().await;
+        Self {
+            run,
+            client,
+            claude: FakeClaude::spawn(),
+        }
+    }
+
+    /// Applies what Claude's hooks report for session `id`, as the hooks adapter does.
+    async fn hook(&self, id: &str, event: AgentEvent) {
+        let mut source = EventSource::new(Harness::claude(), SessionId::new(id), "claude-hooks");
+        source.process = atm_core::process::identity(self.claude.pid());
+        source.tmux_pane = Some(PANE.to_owned());
+        self.run.harness.apply(source, event).await;
+    }
+
+    /// Sends status-line fixture `name` from Claude's pane.
+    async fn status(&mut self, name: &str, want_reply: bool) {
+        status(&mut self.client, &self.claude, name, want_reply).await;
+    }
+
+    /// Sends fixture `name` asking for a reply, and gives every reply that came.
+    async fn replies(&mut self, name: &str) -> Vec<Value> {
+        self.status(name, true).await;
+        self.client.sync().await
+    }
+
+    /// Sends fixture `name` without a reply, and gives the one session once it is applied.
+    async fn applied(&mut self, name: &str) -> Arc<Session> {
+        self.status(name, false).await;
+        self.client.sync_ok().await;
+        self.run.only_session().await
+    }
 }
 
 fn started(source: StartSource) -> AgentEvent {
@@ -79,16 +110,14 @@ async fn status(client: &mut Client, claude: &FakeClaude, name: &str, want_reply
 
 #[tokio::test]
 async fn a_status_line_after_stop_keeps_the_session_idle() {
-    let (run, mut client) = start().await;
-    let claude = FakeClaude::spawn();
-    hook(&run, &claude, A, started(StartSource::Startup)).await;
-    hook(&run, &claude, A, prompt()).await;
-    hook(&run, &claude, A, AgentEvent::TurnFinished).await;
-    let before = run.only_session().await;
+    let mut t = Setup::start().await;
+    t.hook(A, started(StartSource::Startup)).await;
+    t.hook(A, prompt()).await;
+    t.hook(A, AgentEvent::TurnFinished).await;
+    let before = t.run.only_session().await;
     assert_eq!(before.state, AgentState::Idle);
 
-    status(&mut client, &claude, "StatusLine.full.json", true).await;
-    let replies = client.sync().await;
+    let replies = t.replies("StatusLine.full.json").await;
     assert_eq!(replies.len(), 1, "{replies:?}");
     let view = &replies[0];
     assert_eq!(view["type"], "session_updated");
@@ -99,7 +128,7 @@ async fn a_status_line_after_stop_keeps_the_session_idle() {
     assert_eq!(view["session"]["cost_usd"], 0.42);
     assert_eq!(view["session"]["context_display"], "42.1% (84K/200K)");
 
-    let after = run.only_session().await;
+    let after = t.run.only_session().await;
     assert_eq!(after.state, AgentState::Idle);
     assert_eq!(after.state_since, before.state_since);
     assert_eq!(
@@ -113,42 +142,36 @@ async fn a_status_line_after_stop_keeps_the_session_idle() {
     assert_eq!(after.git.project_root.as_deref(), Some("/home/dev/src/app"));
 
     // The same while working: still working afterwards.
-    hook(&run, &claude, A, prompt()).await;
-    status(&mut client, &claude, "StatusLine.no_cost.json", false).await;
-    client.sync_ok().await;
-    assert_eq!(run.only_session().await.state, AgentState::Working);
-    run.stop().await;
+    t.hook(A, prompt()).await;
+    let s = t.applied("StatusLine.no_cost.json").await;
+    assert_eq!(s.state, AgentState::Working);
+    t.run.stop().await;
 }
 
 #[tokio::test]
 async fn a_million_token_window_shows_the_right_percent() {
-    let (run, mut client) = start().await;
-    let claude = FakeClaude::spawn();
-    status(&mut client, &claude, "StatusLine.1m_window.json", true).await;
-    let replies = client.sync().await;
+    let mut t = Setup::start().await;
+    let replies = t.replies("StatusLine.1m_window.json").await;
     assert_eq!(replies[0]["session"]["context_percentage"], 31.2);
     assert_eq!(replies[0]["session"]["context_display"], "31.2% (312K/1M)");
     assert_eq!(replies[0]["session"]["context_warning"], false);
-    let s = run.only_session().await;
+    let s = t.run.only_session().await;
     assert_eq!(s.usage.context_window_size, 1_000_000);
     assert_eq!(s.usage.context_used_percentage, 31.2);
     assert_eq!(s.usage.context_tokens, 312_000);
     assert_eq!(s.model_id.as_deref(), Some("claude-opus-4-6[1m]"));
     // A status line that came without the session being known creates it, in `starting`.
     assert_eq!(s.state, AgentState::Starting);
-    assert_eq!(s.pid(), Some(claude.pid()));
+    assert_eq!(s.pid(), Some(t.claude.pid()));
     assert_eq!(s.tmux_pane.as_deref(), Some(PANE));
-    run.stop().await;
+    t.run.stop().await;
 }
 
 #[tokio::test]
 async fn absent_blocks_change_nothing_already_known() {
-    let (run, mut client) = start().await;
-    let claude = FakeClaude::spawn();
-    status(&mut client, &claude, "StatusLine.full.json", false).await;
-    status(&mut client, &claude, "StatusLine.no_cost.json", false).await;
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    let mut t = Setup::start().await;
+    t.status("StatusLine.full.json", false).await;
+    let s = t.applied("StatusLine.no_cost.json").await;
     assert_eq!(s.usage.cost_usd, 0.42, "absent cost must not zero the cost");
     assert_eq!(s.usage.lines_added, 12);
     assert_eq!(
@@ -161,28 +184,22 @@ async fn absent_blocks_change_nothing_already_known() {
         "absent rate limits keep the known ones"
     );
     // The first refresh of a session has null usage: context figures stay as they were.
-    status(&mut client, &claude, "StatusLine.first_refresh.json", false).await;
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    let s = t.applied("StatusLine.first_refresh.json").await;
     assert_eq!(s.usage.context_used_percentage, 44.0);
     assert_eq!(s.usage.context_tokens, 88_000);
     assert_eq!(s.usage.context_window_size, 200_000);
     // An old Claude without context_window or rate limits: cost moves, the rest stays.
-    status(&mut client, &claude, "StatusLine.old_version.json", false).await;
-    client.sync_ok().await;
-    let s = run.only_session().await;
+    let s = t.applied("StatusLine.old_version.json").await;
     assert_eq!(s.usage.cost_usd, 0.1355282);
     assert_eq!(s.usage.context_used_percentage, 44.0);
     assert_eq!(s.model_name.as_deref(), Some("Sonnet 4.5"));
-    run.stop().await;
+    t.run.stop().await;
 }
 
 #[tokio::test]
 async fn worktree_facts_are_applied() {
-    let (run, mut client) = start().await;
-    let claude = FakeClaude::spawn();
-    status(&mut client, &claude, "StatusLine.worktree.json", true).await;
-    let replies = client.sync().await;
+    let mut t = Setup::start().await;
+    let replies = t.replies("StatusLine.worktree.json").await;
     let view = &replies[0]["session"];
     assert_eq!(
         view["worktree_path"],
@@ -190,7 +207,7 @@ async fn worktree_facts_are_applied() {
     );
     assert_eq!(view["worktree_branch"], "worktree-feature-truncated");
     assert_eq!(view["project_root"], "/home/dev/src/app");
-    run.stop().await;
+    t.run.stop().await;
 }
 
 #[tokio::test]
@@ -238,31 +255,24 @@ async fn bad_status_lines_get_error_replies_and_are_counted() {
 
 #[tokio::test]
 async fn a_late_status_line_for_a_cleared_id_replies_with_the_current_session() {
-    let (run, mut client) = start().await;
-    let claude = FakeClaude::spawn();
-    hook(&run, &claude, A, started(StartSource::Startup)).await;
+    let mut t = Setup::start().await;
+    t.hook(A, started(StartSource::Startup)).await;
     let ended = AgentEvent::SessionEnded {
         reason: "clear".to_owned(),
         continues: true,
     };
-    hook(&run, &claude, A, ended).await;
-    hook(
-        &run,
-        &claude,
-        "3f0a9c4e-after-clear",
-        started(StartSource::Clear),
-    )
-    .await;
-    let new_id = run.only_session().await.id.clone();
+    t.hook(A, ended).await;
+    t.hook("3f0a9c4e-after-clear", started(StartSource::Clear))
+        .await;
+    let new_id = t.run.only_session().await.id.clone();
     assert_ne!(new_id.as_str(), A);
     // Claude refreshes the status line once more for the old id.
-    status(&mut client, &claude, "StatusLine.full.json", true).await;
-    let replies = client.sync().await;
+    let replies = t.replies("StatusLine.full.json").await;
     assert_eq!(replies.len(), 1, "{replies:?}");
     assert_eq!(replies[0]["session"]["id"], new_id.as_str());
-    assert_eq!(run.sessions().await.len(), 1);
+    assert_eq!(t.run.sessions().await.len(), 1);
     // A status line for an id nobody knows creates that session, so the reply finds it.
-    client
+    t.client
         .send(
             "status_update",
             patch(
@@ -272,17 +282,14 @@ async fn a_late_status_line_for_a_cleared_id_replies_with_the_current_session() 
             json!({"want_reply": true}),
         )
         .await;
-    let replies = client.sync().await;
+    let replies = t.client.sync().await;
     assert_eq!(replies[0]["session"]["id"], "other");
-    run.stop().await;
+    t.run.stop().await;
 }
 
 #[tokio::test]
 async fn runs_on_a_socket_of_its_own() {
-    let run = Running::start(RegistryConfig::default(), |cfg| {
-        ClaudeStatuslineAdapter::from_config(cfg).unwrap()
-    })
-    .await;
+    let run = start_adapter().await;
     let mut client = run.client().await;
     let stop = json!({"session_id": A, "hook_event_name": "Stop"});
     client.send("hook_event", stop, json!({})).await;

@@ -202,8 +202,8 @@ fn preview(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atm_core::protocol::ErrorCode;
     use atm_core::serde_json::json;
+    use atm_core::testing::fixtures::check_refused;
 
     fn event(v: Value) -> AgentEvent {
         translate(&v).unwrap().event.unwrap()
@@ -426,23 +426,21 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_refused_with_a_reason() {
-        let cases = [
-            json!("just a string"),
-            json!([1, 2]),
-            json!({}),
-            json!({"session_id": "g"}),
-            json!({"hook_event_name": "AfterAgent"}),
-            json!({"session_id": "", "hook_event_name": "AfterAgent"}),
-            json!({"session_id": 7, "hook_event_name": "AfterAgent"}),
-            json!({"session_id": "g", "hook_event_name": null}),
-            json!({"session_id": "g", "hook_event_name": 7}),
-            json!({"session_id": "x".repeat(limits::ID + 1), "hook_event_name": "AfterAgent"}),
-        ];
-        for c in cases {
-            let e = translate(&c).unwrap_err();
-            assert_eq!(e.code, ErrorCode::InvalidMessage, "{c}");
-            assert!(!e.message.is_empty());
-        }
+        check_refused(
+            translate,
+            [
+                json!("just a string"),
+                json!([1, 2]),
+                json!({}),
+                json!({"session_id": "g"}),
+                json!({"hook_event_name": "AfterAgent"}),
+                json!({"session_id": "", "hook_event_name": "AfterAgent"}),
+                json!({"session_id": 7, "hook_event_name": "AfterAgent"}),
+                json!({"session_id": "g", "hook_event_name": null}),
+                json!({"session_id": "g", "hook_event_name": 7}),
+                json!({"session_id": "x".repeat(limits::ID + 1), "hook_event_name": "AfterAgent"}),
+            ],
+        );
     }
 
     #[test]

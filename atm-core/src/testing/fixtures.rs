@@ -21,6 +21,19 @@ use crate::registry::RegistryConfig;
 /// The file of replay steps; every other file in a fixture directory is one payload.
 pub const REPLAY: &str = "replay.json";
 
+/// Every payload in `malformed` is refused by `translate` with `invalid_message` and a message
+/// saying why (the payload is named when it is not).
+pub fn check_refused<T: std::fmt::Debug>(
+    translate: impl Fn(&Value) -> Result<T, WireError>,
+    malformed: impl IntoIterator<Item = Value>,
+) {
+    for payload in malformed {
+        let e = translate(&payload).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidMessage, "{payload}");
+        assert!(!e.message.is_empty(), "{payload}");
+    }
+}
+
 /// The pane [`Fixtures::replay`] says the agent runs in.
 pub const PANE: &str = "%7";
 

@@ -125,7 +125,7 @@ impl RunningAdapter {
     }
 
     pub async fn sessions(&self) -> Vec<Arc<Session>> {
-        self.harness.registry.snapshot().await.unwrap().sessions
+        self.harness.sessions().await
     }
 
     /// Polls until `pred` holds for the registry's sessions; fails the test after [`WAIT`].
@@ -190,6 +190,28 @@ impl IngestClient {
     /// short, such as an oversized line it refuses while reading).
     pub async fn try_write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.write.write_all(bytes).await
+    }
+
+    /// Writes `events` as the original bash hook did: without `protocol_version`, the PID as a
+    /// string, every line ended by CRLF, all in one write. `extra` holds top-level fields for
+    /// every message (such as `agent`).
+    pub async fn write_original_hooks(
+        &mut self,
+        events: impl IntoIterator<Item = Value>,
+        pid: u32,
+        extra: &Value,
+    ) {
+        let mut burst = Vec::new();
+        for mut data in events {
+            data["pid"] = json!(pid.to_string());
+            let mut msg = json!({"type": "hook_event", "data": data});
+            if let (Some(m), Some(e)) = (msg.as_object_mut(), extra.as_object()) {
+                m.extend(e.clone());
+            }
+            burst.extend(serde_json::to_vec(&msg).unwrap());
+            burst.extend_from_slice(b"\r\n");
+        }
+        self.write_raw(&burst).await;
     }
 
     /// Writes one line.
@@ -289,6 +311,21 @@ pub fn attention_json(s: &Session) -> Value {
     }
 }
 
+/// The one session replay step `step` is about: `None` for a step that only counts sessions
+/// (`"sessions": n`, checked here), else the single session there must be.
+pub fn replay_session<'a>(
+    sessions: &'a [Arc<Session>],
+    expect: &serde_json::Map<String, Value>,
+    step: &str,
+) -> Option<&'a Arc<Session>> {
+    if let Some(n) = expect.get("sessions") {
+        assert_eq!(json!(sessions.len()), *n, "{step}");
+        return None;
+    }
+    assert_eq!(sessions.len(), 1, "{step}: {sessions:#?}");
+    sessions.first()
+}
+
 /// Checks the registry's `sessions` against one step of a replay fixture (`replay.json`):
 /// `"sessions"` is how many there are; every other key is a field of the one session there must
 /// then be (`id`, `harness`, `state`, `attention`, `activity`, `last_error`, `first_prompt`,
@@ -296,6 +333,33 @@ pub fn attention_json(s: &Session) -> Value {
 pub fn check_replay_step(
     sessions: &[Arc<Session>],
     expect: &serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    check_replay_fields(sessions, expect, |s, key, want| {
+        let got = match key {
+            "id" => json!(s.id.as_str()),
+            "harness" => json!(s.harness.as_str()),
+            "state" => json!(s.state.as_str()),
+            "attention" => attention_json(s),
+            "activity" => json!(s.activity),
+            "last_error" => json!(s.last_error),
+            "first_prompt" => json!(s.first_prompt),
+            "model_id" => json!(s.model_id),
+            "cwd" => json!(s.cwd),
+            "children" => json!(s.children),
+            other => panic!("unknown expectation key {other}"),
+        };
+        (got != *want).then(|| format!("{key} is {got}, expected {want}"))
+    })
+}
+
+/// The rule of every replay check, whatever a session is read from (the registry's sessions,
+/// or their views as clients get them): `"sessions"` is how many there are; every other key is
+/// a field of the one session there must then be, which `differs` compares with what the step
+/// wants, saying how it differs (`None`: it does not).
+pub fn check_replay_fields<S>(
+    sessions: &[S],
+    expect: &serde_json::Map<String, Value>,
+    differs: impl Fn(&S, &str, &Value) -> Option<String>,
 ) -> Result<(), String> {
     if let Some(n) = expect.get("sessions")
         && json!(sessions.len()) != *n
@@ -310,21 +374,8 @@ pub fn check_replay_step(
         return Err(format!("{} sessions, expected one", sessions.len()));
     };
     for (key, want) in fields {
-        let got = match key.as_str() {
-            "id" => json!(s.id.as_str()),
-            "harness" => json!(s.harness.as_str()),
-            "state" => json!(s.state.as_str()),
-            "attention" => attention_json(s),
-            "activity" => json!(s.activity),
-            "last_error" => json!(s.last_error),
-            "first_prompt" => json!(s.first_prompt),
-            "model_id" => json!(s.model_id),
-            "cwd" => json!(s.cwd),
-            "children" => json!(s.children),
-            other => panic!("unknown expectation key {other}"),
-        };
-        if got != *want {
-            return Err(format!("{key} is {got}, expected {want}"));
+        if let Some(why) = differs(s, key, want) {
+            return Err(why);
         }
     }
     Ok(())

@@ -13,10 +13,12 @@ use std::time::Duration;
 pub mod fixtures;
 pub mod ingest;
 pub mod json;
+pub mod lines;
 pub mod log;
 pub mod wait;
 
 pub use json::arb_json;
+pub use lines::StdoutLines;
 pub use log::LogCapture;
 
 pub use wait::{
@@ -135,6 +137,20 @@ impl TestHarness {
             );
             tokio::time::sleep(wait::POLL).await;
         }
+    }
+
+    /// The registry's sessions now, oldest first.
+    pub async fn sessions(&self) -> Vec<std::sync::Arc<crate::model::Session>> {
+        self.registry.get_all_sessions().await.unwrap()
+    }
+
+    /// Applies `event` from `source`, stamped now, as an adapter would; panics if the registry
+    /// refuses it.
+    pub async fn apply(&self, source: crate::event::EventSource, event: crate::event::AgentEvent) {
+        self.registry
+            .apply_event(crate::event::EventEnvelope::now(source, event))
+            .await
+            .unwrap();
     }
 
     pub fn sink_context(&self, name: &str) -> SinkContext {
