@@ -43,9 +43,7 @@ async fn without_a_bus_it_keeps_running_and_the_registry_stays_prompt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sink_stops_when_the_registry_stops() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let sink = SinkUnderTest::start(dir.path(), &bus.address).await;
+    let (_dir, bus, sink) = SinkUnderTest::on_private_bus().await;
     // Stopped while serving, not while starting.
     let _conn = connected(&bus.address).await;
     sink.harness.registry.shutdown().await.unwrap();

@@ -20,9 +20,7 @@ async fn one_line_per_outage_not_per_retry() {
         .with_writer(move || writer.clone())
         .init();
 
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("flaky.sock");
-    let address = format!("unix:path={}", socket.display());
+    let (dir, socket, address) = address_in_new_dir("flaky.sock");
     let sink = SinkUnderTest::start(dir.path(), &address).await;
     // 50 ms doubling up to 400 ms: several attempts, only the first one a warning.
     wait_until("four failed attempts", || {

@@ -11,11 +11,23 @@ use atm_core::testing::PrivateBus;
 use common::*;
 use sink_dbus as _;
 
+/// A bus started at `socket` once the sink has published `count` sessions on it: the bus, a
+/// client on it, and the objects there.
+async fn bus_with_sessions(
+    socket: &std::path::Path,
+    address: &str,
+    count: u32,
+) -> (FixedBus, zbus::Connection, Objects) {
+    let bus = FixedBus::start(socket);
+    let conn = client(address).await;
+    wait_for_sessions(&conn, count).await;
+    let objects = managed(&conn).await;
+    (bus, conn, objects)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_that_comes_up_later_gets_the_current_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("late.sock");
-    let address = format!("unix:path={}", socket.display());
+    let (dir, socket, address) = address_in_new_dir("late.sock");
     let sink = SinkUnderTest::start(dir.path(), &address).await;
 
     // Sessions change while there is no bus.
@@ -28,10 +40,7 @@ async fn a_bus_that_comes_up_later_gets_the_current_sessions() {
     // Witnessed, not timed: the sink applied every change and kept retrying.
     sink.wait_caught_up_without_bus(2).await;
 
-    let _bus = FixedBus::start(&socket);
-    let conn = client(&address).await;
-    wait_for_sessions(&conn, 1).await;
-    let objects = managed(&conn).await;
+    let (_bus, _conn, objects) = bus_with_sessions(&socket, &address, 1).await;
     let props = &objects["/io/github/atm/Monitor1/sessions/claude__701_1701"];
     assert_eq!(str_prop(props, "Id"), "early");
     assert_eq!(str_prop(props, "State"), "working");
@@ -41,9 +50,7 @@ async fn a_bus_that_comes_up_later_gets_the_current_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_restarted_at_the_same_address_gets_everything_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("restart.sock");
-    let address = format!("unix:path={}", socket.display());
+    let (dir, socket, address) = address_in_new_dir("restart.sock");
     let mut bus = FixedBus::start(&socket);
     let sink = SinkUnderTest::start(dir.path(), &address).await;
     let a = source("survivor", 801);
@@ -60,10 +67,7 @@ async fn a_bus_restarted_at_the_same_address_gets_everything_again() {
     sink.apply(&b, started()).await;
     sink.wait_caught_up_without_bus(failed_before + 1).await;
 
-    let _bus = FixedBus::start(&socket);
-    let conn = client(&address).await;
-    wait_for_sessions(&conn, 2).await;
-    let objects = managed(&conn).await;
+    let (_bus, conn, objects) = bus_with_sessions(&socket, &address, 2).await;
     let survivor = &objects["/io/github/atm/Monitor1/sessions/claude__801_1801"];
     assert_eq!(str_prop(survivor, "State"), "working");
     assert!(objects.contains_key("/io/github/atm/Monitor1/sessions/claude__802_1802"));
@@ -113,9 +117,7 @@ async fn a_name_held_by_another_process_is_retried_until_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_private_bus_does_not_stop_the_sink() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = PrivateBus::start();
-    let sink = SinkUnderTest::start(dir.path(), &bus.address).await;
+    let (_dir, bus, sink) = SinkUnderTest::on_private_bus().await;
     let _conn = connected(&bus.address).await;
     let failed_before = sink.stats.failures();
     bus.kill();
@@ -130,9 +132,7 @@ async fn a_killed_private_bus_does_not_stop_the_sink() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_bus_never_blocks_the_registry_or_the_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("frozen.sock");
-    let address = format!("unix:path={}", socket.display());
+    let (dir, socket, address) = address_in_new_dir("frozen.sock");
     let bus = FixedBus::start(&socket);
     let sink = SinkUnderTest::start(dir.path(), &address).await;
     let conn = connected(&address).await;

@@ -109,10 +109,8 @@ async fn objects_appear_and_vanish_with_their_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn properties_changed_carries_only_the_changed_properties() {
     let t = OnPrivateBus::start().await;
-    let conn = &t.conn;
     let s = source("props", 201);
-    t.start_session(&s, 1).await;
-    let mut rec = Recorder::new(conn).await;
+    let mut rec = t.record_after_start(&s).await;
     let path = "/io/github/atm/Monitor1/sessions/claude__201_1201";
 
     // A status line: data, not activity, so LastActivity stays.
@@ -275,11 +273,8 @@ async fn manager_methods_and_properties_answer_over_the_bus() {
     ids.sort();
     let mut expected: Vec<String> = t
         .harness()
-        .registry
-        .snapshot()
+        .sessions()
         .await
-        .unwrap()
-        .sessions
         .iter()
         .map(|s| s.id.to_string())
         .collect();
@@ -346,10 +341,8 @@ async fn manager_methods_and_properties_answer_over_the_bus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rekeyed_session_keeps_its_path_and_changes_its_id() {
     let t = OnPrivateBus::start().await;
+    let mut rec = t.record_after_start(&source("before-clear", 501)).await;
     let conn = &t.conn;
-    let old = source("before-clear", 501);
-    t.start_session(&old, 1).await;
-    let mut rec = Recorder::new(conn).await;
 
     // /clear: the same process continues under a new id.
     let new = source("after-clear", 501);

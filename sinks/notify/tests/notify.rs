@@ -295,6 +295,21 @@ impl Setup {
         }
     }
 
+    /// Session `id` (in no pane) asks permission to run `ls`, now; gives its source.
+    async fn asks(&self, id: &str) -> EventSource {
+        let src = source(id, None);
+        self.now(&src, permission("Bash", "ls")).await;
+        src
+    }
+
+    /// The registry answers within 500 ms: the sink never holds it up.
+    async fn registry_answers_promptly(&self) {
+        tokio::time::timeout(Duration::from_millis(500), self.harness.registry.snapshot())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     async fn usage(&self, src: &EventSource, update: UsageUpdate) {
         self.harness
             .registry
@@ -548,8 +563,7 @@ async fn subagent_events_do_not_notify() {
         setup.send(src, event, now - TimeDelta::seconds(ago)).await;
     }
     // A barrier: a notification for another session arrives after anything queued before it.
-    let other = source("other", None);
-    setup.now(&other, permission("Bash", "ls")).await;
+    setup.asks("other").await;
     server.wait_notified("other-repo", 1).await;
     assert_eq!(server.notified().len(), 1, "{:#?}", server.notified());
     setup.stop().await;
@@ -558,11 +572,9 @@ async fn subagent_events_do_not_notify() {
 #[tokio::test]
 async fn two_sessions_get_two_notifications_and_muted_projects_none() {
     let (_bus, server, setup) = with_server("mute_projects = [\"quiet-repo\"]").await;
-    let quiet = source("quiet", None);
-    setup.now(&quiet, permission("Bash", "ls")).await;
-    let one = source("one", None);
+    setup.asks("quiet").await;
+    setup.asks("one").await;
     let two = source("two", None);
-    setup.now(&one, permission("Bash", "ls")).await;
     setup
         .now(
             &two,
@@ -610,8 +622,7 @@ async fn a_held_popup_is_dropped_when_the_session_moves_on() {
     let a = source("held", None);
     popup_closed_then_asked_again(&setup, &server, &a).await;
     setup.now(&a, tool()).await;
-    let other = source("other", None);
-    setup.now(&other, permission("Bash", "ls")).await;
+    setup.asks("other").await;
     server.wait_notified("other-repo", 1).await;
     assert_eq!(
         server
@@ -740,14 +751,12 @@ async fn no_notification_while_the_pane_is_watched_by_an_attached_client() {
 async fn a_server_that_appears_later_gets_the_waiting_notification() {
     let bus = PrivateBus::start();
     let setup = Setup::start(&bus, "").await;
-    let a = source("early", None);
-    setup.now(&a, permission("Bash", "ls")).await;
+    setup.asks("early").await;
     // No server yet: the sink planned the popup, failed to deliver it, and keeps running.
     setup.wait_caught_up_failing(1).await;
     let server = Server::start(&bus).await;
     server.wait_notified("early-repo", 1).await;
-    let b = source("later", None);
-    setup.now(&b, permission("Bash", "ls")).await;
+    setup.asks("later").await;
     server.wait_notified("later-repo", 1).await;
     setup.stop().await;
 }
@@ -757,15 +766,12 @@ async fn a_new_server_starts_afresh() {
     let bus = PrivateBus::start();
     let first = Server::start(&bus).await;
     let setup = Setup::start(&bus, "").await;
-    let a = source("moved", None);
-    setup.now(&a, permission("Bash", "ls")).await;
+    let a = setup.asks("moved").await;
     let old = first.wait_notified("moved-repo", 1).await;
     first.conn.release_name(NAME).await.unwrap();
     let second = Server::start(&bus).await;
     // Once the second server answered, the name change is known (signals come in bus order).
-    setup
-        .now(&source("other", None), permission("Bash", "ls"))
-        .await;
+    setup.asks("other").await;
     second.wait_notified("other-repo", 1).await;
     // The old id means nothing to the new server: a fresh notification, nothing replaced.
     setup.now(&a, input("input", None, None)).await;
@@ -803,23 +809,13 @@ async fn a_hanging_server_neither_blocks_the_registry_nor_delays_stopping() {
     let server = Server::start(&bus).await;
     server.hanging.store(true, Ordering::SeqCst);
     let setup = Setup::start(&bus, "").await;
-    setup
-        .now(&source("hang", None), permission("Bash", "ls"))
-        .await;
+    setup.asks("hang").await;
     // The deliverer is inside the call that hangs.
     server.wait_calls(1).await;
     for i in 0..20 {
-        setup
-            .now(&source(&format!("more{i}"), None), permission("Bash", "ls"))
-            .await;
+        setup.asks(&format!("more{i}")).await;
     }
-    tokio::time::timeout(
-        Duration::from_millis(500),
-        setup.harness.registry.snapshot(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    setup.registry_answers_promptly().await;
     // The contract's bound; a deliverer stuck in the call would take the sink's 3 s grace.
     let started = Instant::now();
     setup.stop().await;
@@ -837,9 +833,7 @@ async fn without_a_bus_the_sink_waits_and_stops_cleanly() {
     bus.kill();
     drop(bus);
     let setup = Setup::spawn(&address, "").await;
-    setup
-        .now(&source("nobus", None), permission("Bash", "ls"))
-        .await;
+    setup.asks("nobus").await;
     // It planned the popup and failed to connect: waiting, not stopped.
     setup.wait_caught_up_failing(1).await;
     setup.stop().await;
@@ -860,8 +854,7 @@ async fn focus_command_runs_for_the_focus_action_and_dismissals_are_forgotten() 
     )
     .await;
     // No pane, but a focus command: actions are offered.
-    let a = source("custom", None);
-    setup.now(&a, permission("Bash", "ls")).await;
+    let a = setup.asks("custom").await;
     let got = server.wait_notified("custom-repo", 1).await;
     assert_eq!(got[0].actions, ["default", "Focus", "focus", "Focus"]);
     // An action on an id that is not ours does nothing; "focus" on ours runs the command.
@@ -899,27 +892,18 @@ async fn focus_command_runs_for_the_focus_action_and_dismissals_are_forgotten() 
 #[tokio::test]
 async fn a_bus_that_dies_never_stops_the_sink() {
     let (bus, server, setup) = with_server("").await;
-    let a = source("dies", None);
-    setup.now(&a, permission("Bash", "ls")).await;
+    let a = setup.asks("dies").await;
     server.wait_notified("dies-repo", 1).await;
     let failed_before = setup.stats.sink().failures();
     bus.kill();
     // The loss is noticed...
     setup.wait_caught_up_failing(failed_before + 1).await;
     setup.now(&a, tool()).await;
-    setup
-        .now(&source("after", None), permission("Bash", "ls"))
-        .await;
+    setup.asks("after").await;
     // ...and later changes are still planned from while the bus is gone.
     setup.wait_caught_up_failing(failed_before + 1).await;
     // The registry still answers promptly and the sink still runs.
-    tokio::time::timeout(
-        Duration::from_millis(500),
-        setup.harness.registry.snapshot(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    setup.registry_answers_promptly().await;
     setup.stop().await;
 }
 

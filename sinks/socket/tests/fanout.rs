@@ -32,6 +32,31 @@ async fn subscribe(server: &Server) -> (Client, Mirror) {
     (c, m)
 }
 
+/// `n` subscribers, subscribed one after the other.
+async fn subscribers(server: &Server, n: usize) -> Vec<(Client, Mirror)> {
+    let mut subs = Vec::with_capacity(n);
+    for _ in 0..n {
+        subs.push(subscribe(server).await);
+    }
+    subs
+}
+
+/// `n` subscribers, each read by a task of its own running `read` on it.
+async fn spawn_readers<T, Fut>(
+    server: &Server,
+    n: usize,
+    read: impl Fn(Client, Mirror) -> Fut,
+) -> Vec<tokio::task::JoinHandle<T>>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let subs = subscribers(server, n).await;
+    subs.into_iter()
+        .map(|(c, m)| tokio::spawn(read(c, m)))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_subscriber_never_costs_the_others_an_update() {
     // Queues large enough that the (slow, debug-built) healthy readers never need coalescing:
@@ -47,35 +72,27 @@ async fn a_stuck_subscriber_never_costs_the_others_an_update() {
     }
     // Subscribes, then never reads again.
     let (stuck, _) = subscribe(&server).await;
-    let mut healthy = Vec::new();
-    for _ in 0..2 {
-        healthy.push(subscribe(&server).await);
-    }
-    let readers: Vec<_> = healthy
-        .into_iter()
-        .map(|(mut c, mut m)| {
-            tokio::spawn(async move {
-                // Every update, in order per session: costs go 1, 2, 3... for each.
-                let mut last = std::collections::HashMap::<String, f64>::new();
-                let mut seen = 0;
-                while seen < 3000 {
-                    let msg = c.recv().await;
-                    if msg["type"] == "session_list" {
-                        m.apply(&msg);
-                        continue;
-                    }
-                    assert_eq!(msg["type"], "session_updated", "{msg}");
-                    let id = msg["session"]["id"].as_str().unwrap().to_owned();
-                    let cost = msg["session"]["cost_usd"].as_f64().unwrap();
-                    let prev = last.insert(id.clone(), cost).unwrap_or(0.0);
-                    assert_eq!(cost, prev + 1.0, "{id} skipped an update");
-                    seen += 1;
-                }
-                assert_eq!(m.lists, 1, "a healthy subscriber was resynced");
-                seen
-            })
-        })
-        .collect();
+    let readers = spawn_readers(&server, 2, |mut c, mut m| async move {
+        // Every update, in order per session: costs go 1, 2, 3... for each.
+        let mut last = std::collections::HashMap::<String, f64>::new();
+        let mut seen = 0;
+        while seen < 3000 {
+            let msg = c.recv().await;
+            if msg["type"] == "session_list" {
+                m.apply(&msg);
+                continue;
+            }
+            assert_eq!(msg["type"], "session_updated", "{msg}");
+            let id = msg["session"]["id"].as_str().unwrap().to_owned();
+            let cost = msg["session"]["cost_usd"].as_f64().unwrap();
+            let prev = last.insert(id.clone(), cost).unwrap_or(0.0);
+            assert_eq!(cost, prev + 1.0, "{id} skipped an update");
+            seen += 1;
+        }
+        assert_eq!(m.lists, 1, "a healthy subscriber was resynced");
+        seen
+    })
+    .await;
     for round in 1..=300 {
         for s in 0..10 {
             set_cost(&server, &format!("s{s}"), f64::from(round)).await;
@@ -161,10 +178,7 @@ async fn registry_lag_ends_with_every_subscriber_right() {
         SocketConfig::default(),
     )
     .await;
-    let mut subs = Vec::new();
-    for _ in 0..3 {
-        subs.push(subscribe(&server).await);
-    }
+    let mut subs = subscribers(&server, 3).await;
     let mut producers = Vec::new();
     for p in 0..4 {
         let registry = server.harness.registry.clone();
@@ -198,33 +212,25 @@ async fn registry_lag_ends_with_every_subscriber_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_reaches_every_subscriber_completely_or_by_resync() {
     let server = Server::start(SocketConfig::default()).await;
-    let mut subs = Vec::new();
-    for _ in 0..5 {
-        subs.push(subscribe(&server).await);
-    }
-    let readers: Vec<_> = subs
-        .into_iter()
-        .map(|(mut c, mut m)| {
-            tokio::spawn(async move {
-                // Read concurrently with the burst; stop at the marker session. Coalescing may
-                // skip intermediate states but never delivers an older state after a newer one.
-                let mut last = std::collections::HashMap::<String, f64>::new();
-                while !m.sessions.contains_key("done") {
-                    let msg = c.recv().await;
-                    if msg["type"] == "session_list" {
-                        last.clear();
-                    } else if msg["type"] == "session_updated" {
-                        let id = msg["session"]["id"].as_str().unwrap().to_owned();
-                        let cost = msg["session"]["cost_usd"].as_f64().unwrap();
-                        let prev = last.insert(id.clone(), cost).unwrap_or(0.0);
-                        assert!(cost > prev || id == "done", "{id}: {cost} after {prev}");
-                    }
-                    m.apply(&msg);
-                }
-                (c, m)
-            })
-        })
-        .collect();
+    let readers = spawn_readers(&server, 5, |mut c, mut m| async move {
+        // Read concurrently with the burst; stop at the marker session. Coalescing may skip
+        // intermediate states but never delivers an older state after a newer one.
+        let mut last = std::collections::HashMap::<String, f64>::new();
+        while !m.sessions.contains_key("done") {
+            let msg = c.recv().await;
+            if msg["type"] == "session_list" {
+                last.clear();
+            } else if msg["type"] == "session_updated" {
+                let id = msg["session"]["id"].as_str().unwrap().to_owned();
+                let cost = msg["session"]["cost_usd"].as_f64().unwrap();
+                let prev = last.insert(id.clone(), cost).unwrap_or(0.0);
+                assert!(cost > prev || id == "done", "{id}: {cost} after {prev}");
+            }
+            m.apply(&msg);
+        }
+        (c, m)
+    })
+    .await;
     let mut producers = Vec::new();
     for p in 0..4 {
         let registry = server.harness.registry.clone();

@@ -16,6 +16,13 @@ fn config() -> SocketConfig {
     SocketConfig::default()
 }
 
+/// The sink on a fresh registry and one client connected to it.
+async fn connected() -> (Server, Client) {
+    let server = Server::start(config()).await;
+    let c = server.connected(None).await;
+    (server, c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_assigns_or_echoes_client_ids_and_ids_may_repeat() {
     let server = Server::start(config()).await;
@@ -85,8 +92,7 @@ async fn a_duplicate_connect_is_an_error_and_the_connection_stays_open() {
 
 #[tokio::test]
 async fn malformed_unknown_and_non_utf8_messages_get_errors_and_stay_open() {
-    let server = Server::start(config()).await;
-    let mut c = server.connected(None).await;
+    let (server, mut c) = connected().await;
     let cases: [(&[u8], &str); 9] = [
         (b"not json\n", "parse_error"),
         (b"{\"type\":\n", "parse_error"),
@@ -309,8 +315,7 @@ async fn pongs_keep_request_order_under_concurrency() {
 
 #[tokio::test]
 async fn discover_without_a_discovery_adapter_answers_zero_counts() {
-    let server = Server::start(config()).await;
-    let mut c = server.connected(None).await;
+    let (server, mut c) = connected().await;
     c.send("discover", json!({})).await;
     assert_eq!(
         c.recv().await,
@@ -350,8 +355,7 @@ async fn discover_asks_the_adapters_and_reports_their_counts() {
 
 #[tokio::test]
 async fn disconnect_closes_the_connection() {
-    let server = Server::start(config()).await;
-    let mut c = server.connected(None).await;
+    let (server, mut c) = connected().await;
     c.send("disconnect", json!({})).await;
     c.expect_closed().await;
     server.stop().await;

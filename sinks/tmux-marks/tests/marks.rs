@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use atm_core::testing::{TestHarness, TmuxDesk, check_sink_contract, sample_table, wait_until};
-use atm_core::{AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId};
+use atm_core::{AgentEvent, EventSource, Harness, OutputSink, SessionId};
 use sink_tmux_marks::{TmuxMarksConfig, TmuxMarksSink};
 
 #[tokio::test]
@@ -75,11 +75,7 @@ impl Running {
     async fn send(&self, id: &str, pane: &str, event: AgentEvent) {
         let mut source = EventSource::new(Harness::claude(), SessionId::new(id), "test");
         source.tmux_pane = Some(pane.to_owned());
-        self.harness
-            .registry
-            .apply_event(EventEnvelope::now(source, event))
-            .await
-            .unwrap();
+        self.harness.apply(source, event).await;
     }
 
     async fn stop(self) {

@@ -4,15 +4,14 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 pub use atm_core::testing::wait_until;
 use atm_core::testing::{PrivateBus, TestHarness, wait_until_blocking};
 use atm_core::{
-    AgentEvent, EventEnvelope, EventSource, Harness, ProcessIdentity, RegistryConfig, SessionId,
-    UsageUpdate,
+    AgentEvent, EventSource, Harness, ProcessIdentity, RegistryConfig, SessionId, UsageUpdate,
 };
 use futures_util::StreamExt;
 use tempfile::TempDir;
@@ -84,9 +83,25 @@ pub struct SinkUnderTest {
     pub stats: atm_core::SinkStats,
 }
 
+/// A fresh temp dir, and a bus address on socket `name` inside it, where no bus is yet.
+pub fn address_in_new_dir(name: &str) -> (TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join(name);
+    let address = format!("unix:path={}", socket.display());
+    (dir, socket, address)
+}
+
 impl SinkUnderTest {
     pub async fn start(dir: &Path, address: &str) -> Self {
         Self::start_with(TestHarness::new(dir).await, config(address))
+    }
+
+    /// The sink on a private bus of its own, with the temp dir and the bus it needs kept.
+    pub async fn on_private_bus() -> (TempDir, PrivateBus, Self) {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = PrivateBus::start();
+        let sink = Self::start(dir.path(), &bus.address).await;
+        (dir, bus, sink)
     }
 
     pub fn start_with(harness: TestHarness, config: DbusConfig) -> Self {
@@ -186,6 +201,12 @@ impl OnPrivateBus {
         wait_for_sessions(&self.conn, count).await;
     }
 
+    /// Starts `source`'s session as the only one, then records the signals that follow.
+    pub async fn record_after_start(&self, source: &EventSource) -> Recorder {
+        self.start_session(source, 1).await;
+        Recorder::new(&self.conn).await
+    }
+
     /// `busctl --address=<this bus> ARGS...`.
     pub async fn busctl(&self, args: &[&str]) -> String {
         let mut all = vec![format!("--address={}", self.bus.address)];
@@ -239,11 +260,7 @@ pub fn source(id: &str, pid: u32) -> EventSource {
 }
 
 pub async fn apply(harness: &TestHarness, source: &EventSource, event: AgentEvent) {
-    harness
-        .registry
-        .apply_event(EventEnvelope::now(source.clone(), event))
-        .await
-        .unwrap();
+    harness.apply(source.clone(), event).await;
 }
 
 pub fn started() -> AgentEvent {
@@ -287,8 +304,11 @@ pub async fn wait_for_sessions(conn: &Connection, count: u32) {
     .await;
 }
 
+/// Objects on the bus: path -> that object's Session properties.
+pub type Objects = HashMap<String, HashMap<String, OwnedVariant>>;
+
 /// The managed objects: path -> that object's Session properties.
-pub async fn managed(conn: &Connection) -> HashMap<String, HashMap<String, OwnedVariant>> {
+pub async fn managed(conn: &Connection) -> Objects {
     let om = zbus::fdo::ObjectManagerProxy::builder(conn)
         .destination(SERVICE)
         .path(MANAGER)

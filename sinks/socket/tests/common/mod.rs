@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use atm_core::testing::{TestHarness, wait_until};
-use atm_core::{
-    AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId, StartSource,
-    UsageUpdate,
-};
+use atm_core::{AgentEvent, EventSource, Harness, OutputSink, SessionId, StartSource, UsageUpdate};
 use serde_json::{Value, json};
 use sink_socket::{SocketConfig, SocketSink};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -91,18 +88,11 @@ pub fn source(id: &str) -> EventSource {
 }
 
 pub async fn add_session(server: &Server, id: &str) {
-    server
-        .harness
-        .registry
-        .apply_event(EventEnvelope::now(
-            source(id),
-            AgentEvent::SessionStarted {
-                source: StartSource::Startup,
-                model: None,
-            },
-        ))
-        .await
-        .unwrap();
+    let started = AgentEvent::SessionStarted {
+        source: StartSource::Startup,
+        model: None,
+    };
+    server.harness.apply(source(id), started).await;
 }
 
 /// Sets a session's cost: an update whose content says which one it is.
@@ -254,11 +244,8 @@ impl Mirror {
 pub async fn truth(server: &Server) -> std::collections::BTreeMap<String, f64> {
     server
         .harness
-        .registry
-        .snapshot()
+        .sessions()
         .await
-        .unwrap()
-        .sessions
         .iter()
         .map(|s| (s.id.as_str().to_owned(), s.usage.cost_usd))
         .collect()
