@@ -244,9 +244,7 @@ fn another_users_process_behind_a_socket_in_our_directory_gets_nothing() {
 #[test]
 fn a_world_writable_socket_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let open = tmp.path().join("open");
-    std::fs::create_dir(&open).unwrap();
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = dir_of(atm_core::paths::uid(), tmp.path(), "open", 0o777);
     let socket = open.join("hooks.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     listener.set_nonblocking(true).unwrap();

@@ -30,6 +30,16 @@ fn next_with_len(daemon: &Collector) -> (Value, usize) {
     (serde_json::from_slice(&line).unwrap(), line.len())
 }
 
+/// Runs `atm-hook --agent <agent>` silently (see [`run_silent`]) with `event` on its stdin.
+fn hook_silent(daemon: &Collector, agent: &str, event: &Value) {
+    run_silent(
+        Path::new(HOOK),
+        &["--agent", agent],
+        event.to_string().as_bytes(),
+        &daemon.path,
+    );
+}
+
 /// Runs `program args` with `stdin`, the socket and no TMUX_PANE; asserts exit 0 and silence on
 /// both stdout and stderr (Gemini shows a hook's stderr to the user).
 fn run_silent(program: &Path, args: &[&str], stdin: &[u8], socket: &Path) -> Output {
@@ -74,17 +84,15 @@ fn under_fake_agent(
         std::os::unix::fs::symlink("/bin/sh", &agent).unwrap();
     }
     let script = format!("sh -c '{HOOK} {hook_args}; true'; true");
-    let mut child = Command::new(&agent)
-        .arg("-c")
-        .arg(&script)
-        .args(extra)
-        .env("ATM_HOOKS_SOCKET", &collector.path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let child = common::spawn_with_input(
+        Command::new(&agent)
+            .arg("-c")
+            .arg(&script)
+            .args(extra)
+            .env("ATM_HOOKS_SOCKET", &collector.path)
+            .stderr(Stdio::piped()),
+        stdin,
+    );
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty());
@@ -186,12 +194,7 @@ fn oversized_fields_are_stripped_and_the_event_still_sent() {
         "tool_input": {"file_path": "/w/big.log"},
         "tool_response": {"llmContent": blob, "returnDisplay": "big", "error": "too big"},
     });
-    run_silent(
-        Path::new(HOOK),
-        &["--agent", "gemini"],
-        event.to_string().as_bytes(),
-        &daemon.path,
-    );
+    hook_silent(&daemon, "gemini", &event);
     let (msg, len) = next_with_len(&daemon);
     assert!(len < 4096, "{len} bytes");
     assert_eq!(msg["data"]["tool_response"], json!({"error": "too big"}));
@@ -205,12 +208,7 @@ fn oversized_fields_are_stripped_and_the_event_still_sent() {
         "llm_response": "w".repeat(1024 * 1024),
         "prompt_response": "v".repeat(1024 * 1024),
     });
-    run_silent(
-        Path::new(HOOK),
-        &["--agent", "codex"],
-        event.to_string().as_bytes(),
-        &daemon.path,
-    );
+    hook_silent(&daemon, "codex", &event);
     let (msg, len) = next_with_len(&daemon);
     assert!(len < 4096, "{len} bytes");
     assert_eq!(msg["data"]["hook_event_name"], "PostToolUse");
@@ -218,12 +216,7 @@ fn oversized_fields_are_stripped_and_the_event_still_sent() {
     // What stripping cannot shrink is still dropped whole (never truncated), silently.
     let event = json!({"session_id": "c1", "hook_event_name": "PreToolUse",
         "tool_input": {"content": "q".repeat(2 * 1024 * 1024)}});
-    run_silent(
-        Path::new(HOOK),
-        &["--agent", "codex"],
-        event.to_string().as_bytes(),
-        &daemon.path,
-    );
+    hook_silent(&daemon, "codex", &event);
     // Over the read cap (8 MiB): drained and dropped.
     let huge = format!(
         r#"{{"session_id":"c1","hook_event_name":"PostToolUse","tool_response":"{}"}}"#,
@@ -345,14 +338,15 @@ async fn replay(adapter: &str, harness: &TestHarness, socket: &Path) {
     }
 }
 
-/// Runs `adapter` on a fresh registry and replays its fixtures through atm-hook.
-async fn replay_through(name: &str, make: impl FnOnce(String) -> Box<dyn InputAdapter>) {
+/// Runs the adapter `make` gives on a fresh registry, and replays its fixtures through atm-hook.
+async fn replay_through<A: InputAdapter + 'static>(name: &str, make: fn(IngestAdapterConfig) -> A) {
     let dir = tempfile::tempdir().unwrap();
     let harness = TestHarness::new(dir.path()).await;
     let socket = dir.path().join("hooks.sock");
-    let adapter = make(socket.display().to_string());
-    let task = tokio::spawn(adapter.run(harness.adapter_context(name)));
-    wait_for_socket(&socket).await;
+    let adapter = make(IngestAdapterConfig {
+        socket: Some(socket.display().to_string()),
+    });
+    let task = harness.start_adapter(name, Box::new(adapter)).await;
     replay(name, &harness, &socket).await;
     harness.cancel.cancel();
     let stopped = tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
@@ -361,28 +355,10 @@ async fn replay_through(name: &str, make: impl FnOnce(String) -> Box<dyn InputAd
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_fixtures_through_atm_hook_into_the_codex_adapter() {
-    replay_through("codex", |socket| {
-        Box::new(CodexAdapter::new(IngestAdapterConfig {
-            socket: Some(socket),
-        }))
-    })
-    .await;
+    replay_through("codex", CodexAdapter::new).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_fixtures_through_atm_hook_into_the_gemini_adapter() {
-    replay_through("gemini", |socket| {
-        Box::new(GeminiAdapter::new(IngestAdapterConfig {
-            socket: Some(socket),
-        }))
-    })
-    .await;
-}
-
-async fn wait_for_socket(socket: &Path) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !socket.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    replay_through("gemini", GeminiAdapter::new).await;
 }

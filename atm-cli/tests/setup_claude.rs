@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{ATM_HOOK, ATMCTL, atmctl_setup, ok};
+use common::{ATM_HOOK, ATMCTL, atmctl_setup, ok, refused};
 use serde_json::Value;
 
 /// What a user's file looks like: four-space indent, hooks of their own (one on PreToolUse), a
@@ -117,25 +117,8 @@ fn install_twice_then_uninstall_gives_back_the_original() {
     let hook_path = Path::new(ATM_HOOK).canonicalize().unwrap();
     let hook = hook_path.to_str().unwrap();
     // Every event has our handler, after the user's; the user's PreToolUse guard comes first.
-    for event in [
-        "SessionStart",
-        "SessionEnd",
-        "UserPromptSubmit",
-        "PreToolUse",
-        "PostToolUse",
-        "PostToolUseFailure",
-        "PermissionRequest",
-        "PermissionDenied",
-        "Notification",
-        "Stop",
-        "StopFailure",
-        "SubagentStart",
-        "SubagentStop",
-        "PreCompact",
-        "PostCompact",
-        "CwdChanged",
-        "Elicitation",
-    ] {
+    // Every event the claude-hooks adapter translates is hooked.
+    for event in adapter_claude_hooks::translate::KNOWN_EVENTS {
         let groups = installed["hooks"][event].as_array().unwrap();
         assert_eq!(
             groups.last().unwrap()["hooks"][0]["command"],
@@ -254,8 +237,7 @@ fn malformed_file_is_reported_with_its_position_and_left_alone() {
     let cfg = ConfigDir::with(Some(bad));
     for args in [&[][..], &["--uninstall"], &["--dry-run"]] {
         let out = cfg.atmctl(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = refused(&out, &format!("{args:?}"));
         assert!(stderr.contains("settings.json:3:13"), "{stderr}");
         assert!(stderr.contains("nothing was changed"), "{stderr}");
         assert!(out.stdout.is_empty());
@@ -268,9 +250,7 @@ fn malformed_file_is_reported_with_its_position_and_left_alone() {
 fn non_utf8_file_is_a_clear_error() {
     let bad = b"{\n  \"model\": \"op\xffus\"\n}\n";
     let cfg = ConfigDir::with(Some(bad));
-    let out = cfg.atmctl(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&cfg.atmctl(&[]), "non-UTF-8");
     assert!(
         stderr.contains("not valid UTF-8") && stderr.contains("line 2"),
         "{stderr}"
@@ -282,9 +262,7 @@ fn non_utf8_file_is_a_clear_error() {
 fn wrong_shape_is_an_error_and_left_alone() {
     let bad = br#"{"hooks": ["not", "an", "object"]}"#;
     let cfg = ConfigDir::with(Some(bad));
-    let out = cfg.atmctl(&[]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&cfg.atmctl(&[]), "wrong shape");
     assert!(stderr.contains("`hooks` must be an object"), "{stderr}");
     assert_eq!(cfg.bytes(), bad);
 }

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{ATM_HOOK, atmctl_setup, ok};
+use common::{ATM_HOOK, atmctl_setup, ok, refused};
 use serde_json::Value;
 
 const USER_SETTINGS: &str = r#"{
@@ -128,9 +128,7 @@ fn comments_are_refused_with_their_position_and_kept() {
     let commented = b"{\n  \"general\": {\"vimMode\": true},\n  // my hooks\n  \"hooks\": {}\n}\n";
     let home = GeminiHome::with(Some(commented));
     for args in [&[][..], &["--uninstall"], &["--dry-run"]] {
-        let out = home.atmctl(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused(&home.atmctl(args), &format!("{args:?}"));
         assert!(
             err.contains("settings.json:3:") && err.contains("comments"),
             "{err}"

@@ -6,10 +6,10 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc::sync_channel;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use atm_core::testing::StdoutLines;
 use serde_json::Value;
 
 const CONNECTED: &[u8] =
@@ -98,31 +98,20 @@ fn follow_shows_garbage_as_an_error_and_recovers_on_the_next_connection() {
             list.clone()
         }
     });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atmctl"))
-        .args(["status", "--follow", "--format", "i3blocks", "--socket"])
-        .arg(&socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = sync_channel(64);
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let follower = StdoutLines::spawn(
+        Command::new(env!("CARGO_BIN_EXE_atmctl"))
+            .args(["status", "--follow", "--format", "i3blocks", "--socket"])
+            .arg(&socket),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
     while !seen.iter().any(|l: &String| l.contains("no agents")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("no recovery; lines: {seen:?}"),
+        match follower.next_before(deadline) {
+            Some(line) => seen.push(line),
+            None => panic!("no recovery; lines: {seen:?}"),
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(follower);
     let first: Value = serde_json::from_str(&seen[0]).unwrap();
     assert_eq!(first["full_text"], "atm error", "{seen:?}");
     // The fake closes after its list, so later lines are "not running" and "no agents" again.

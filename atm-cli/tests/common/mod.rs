@@ -26,6 +26,13 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
+/// The stderr of a run that must have failed with exit code 1, as `atmctl` does when it refuses
+/// a file (`what` names the run when it did not).
+pub fn refused(out: &Output, what: &str) -> String {
+    assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `atmctl setup <agent> <extra>` with the agent's home variable `var` set to `home`.
 pub fn atmctl_setup(agent: &str, var: &str, home: &Path, extra: &[&str]) -> Output {
     Command::new(ATMCTL)
