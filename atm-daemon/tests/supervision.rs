@@ -13,6 +13,7 @@ use atm_core::testing::{LogCapture, TestHarness, wait_until};
 use atm_core::{InputAdapter, async_trait};
 use atm_daemon::config::{ConfigSource, PluginEntry};
 use atm_daemon::supervisor::{RunningPlugin, Shared, TaskGroup};
+use tempfile::TempDir;
 use tokio::time::Instant;
 
 /// Panics on its first run, then serves until cancelled.
@@ -115,18 +116,24 @@ fn capture(log: &LogCapture) -> tracing::subscriber::DefaultGuard {
     tracing::subscriber::set_default(subscriber)
 }
 
+/// Plugin `plugin` running as `instance` under the supervisor, in a new group on a fresh harness (with
+/// the temp dir and the harness it needs kept).
+async fn supervised(
+    plugin: &str,
+    instance: &str,
+) -> (TempDir, TestHarness, TaskGroup, RunningPlugin) {
+    let dir = tempfile::tempdir().unwrap();
+    let harness = TestHarness::new(dir.path()).await;
+    let group = TaskGroup::default();
+    let plugin = RunningPlugin::spawn(entry(plugin, instance), shared(&harness), &group);
+    (dir, harness, group, plugin)
+}
+
 #[tokio::test]
 async fn a_panic_is_a_logged_failure_and_the_plugin_restarts() {
     let log = LogCapture::default();
     let _guard = capture(&log);
-    let dir = tempfile::tempdir().unwrap();
-    let harness = TestHarness::new(dir.path()).await;
-    let group = TaskGroup::default();
-    let plugin = RunningPlugin::spawn(
-        entry("test-panics-once", "panicky"),
-        shared(&harness),
-        &group,
-    );
+    let (_dir, _harness, group, plugin) = supervised("test-panics-once", "panicky").await;
     wait_until("the plugin to run a second time", || async {
         PANICS_ONCE_RUNS.load(Ordering::SeqCst) >= 2
     })
@@ -151,14 +158,7 @@ async fn a_panic_is_a_logged_failure_and_the_plugin_restarts() {
 
 #[tokio::test]
 async fn stopping_a_group_waits_for_the_tasks_its_plugins_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let harness = TestHarness::new(dir.path()).await;
-    let group = TaskGroup::default();
-    let _plugin = RunningPlugin::spawn(
-        entry("test-spawns-tasks", "spawner"),
-        shared(&harness),
-        &group,
-    );
+    let (_dir, _harness, group, _plugin) = supervised("test-spawns-tasks", "spawner").await;
     wait_until("the plugin's task to start", || async {
         CHILD_STARTED.load(Ordering::SeqCst)
     })
