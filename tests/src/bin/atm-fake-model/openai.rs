@@ -218,7 +218,7 @@ mod tests {
         let argv = json!({"type": "function", "name": "shell",
             "parameters": {"properties": {"command": {"type": "array"}}}});
         assert_eq!(
-            shell_tool(&[exec.clone()]),
+            shell_tool(std::slice::from_ref(&exec)),
             Some(ShellTool::Exec("exec_command".into()))
         );
         assert_eq!(shell_tool(&[argv]), Some(ShellTool::Argv("shell".into())));
