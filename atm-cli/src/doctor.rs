@@ -186,7 +186,7 @@ fn codex_setup(dir: Result<std::path::PathBuf, SetupError>, hook: &HookCommand) 
         (_, Setup::Unreadable(e)) => Setup::Unreadable(e),
         (true, _) => Setup::Partial("hooks.json lacks some of atm's hooks".into()),
         (false, _) => {
-            Setup::Partial("config.toml lacks atm's notify program or `codex_hooks`".into())
+            Setup::Partial("config.toml lacks atm's notify program or `[features] hooks`".into())
         }
     }
 }

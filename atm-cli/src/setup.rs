@@ -21,6 +21,7 @@ use std::process::ExitCode;
 
 pub mod claude;
 pub mod codex;
+pub mod codex_trust;
 pub mod file;
 pub mod gemini;
 pub mod hooks;
@@ -32,9 +33,9 @@ pub enum SetupCommand {
     /// settings.json ($CLAUDE_CONFIG_DIR, else ~/.claude); --uninstall also restores your own
     /// status line command.
     Claude(SetupArgs),
-    /// Codex CLI: the `notify` program and `[features] codex_hooks` in config.toml, and hooks
+    /// Codex CLI: the `notify` program and `[features] hooks` in config.toml, and hooks
     /// for every event atm uses in hooks.json ($CODEX_HOME, else ~/.codex); --uninstall also
-    /// puts back a notify program --force replaced.
+    /// puts back a notify program --force replaced and drops Codex's trust entries for atm's hooks.
     Codex(codex::CodexArgs),
     /// Gemini CLI: hooks for every event atm uses in settings.json ($GEMINI_CLI_HOME/.gemini,
     /// else ~/.gemini).

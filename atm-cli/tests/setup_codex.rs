@@ -92,7 +92,7 @@ fn dry_run_install_twice_uninstall() {
 
     let diff = ok(&home.atmctl(&["--dry-run"]));
     assert!(diff.contains("+notify = ["), "{diff}");
-    assert!(diff.contains("+codex_hooks = true"), "{diff}");
+    assert!(diff.contains("+hooks = true"), "{diff}");
     assert!(diff.contains("--agent codex"), "{diff}");
     assert_eq!(home.text("config.toml"), USER_CONFIG);
     assert_eq!(home.text("hooks.json"), USER_HOOKS);
@@ -108,7 +108,7 @@ fn dry_run_install_twice_uninstall() {
         "# Codex settings\nmodel = \"gpt-5-codex\"  # default\napproval_policy = \"on-request\"\n{notify}"
     )), "{config}");
     let parsed: toml::Value = toml::from_str(&config).unwrap();
-    assert_eq!(parsed["features"]["codex_hooks"].as_bool(), Some(true));
+    assert_eq!(parsed["features"]["hooks"].as_bool(), Some(true));
     assert_eq!(
         parsed["features"]["web_search_request"].as_bool(),
         Some(true)
@@ -174,10 +174,10 @@ fn fresh_home_gets_both_files() {
     assert_eq!(
         home.text("config.toml"),
         "notify = [\"/opt/atm/bin/atm-hook\", \"--agent\", \"codex\", \"--notify\"]\n\
-         features.codex_hooks = true # added by atmctl setup codex\n"
+         features.hooks = true # added by atmctl setup codex\n"
     );
     let hooks: Value = serde_json::from_str(&home.text("hooks.json")).unwrap();
-    assert_eq!(hooks["hooks"].as_object().unwrap().len(), 8);
+    assert_eq!(hooks["hooks"].as_object().unwrap().len(), 12);
     let mode = std::fs::metadata(home.path("config.toml"))
         .unwrap()
         .permissions()

@@ -4,16 +4,20 @@
 //! What install adds, and so exactly what uninstall removes:
 //!
 //! - `config.toml`: top-level `notify = ["<atm-hook>", "--agent", "codex", "--notify"]` (Codex
-//!   appends the turn's JSON as the last argument), and `codex_hooks = true` under `features`
-//!   (marked with a trailing `# added by atmctl setup codex` comment so that uninstall removes
-//!   only what it added; as a dotted `features.codex_hooks` key when there is no `[features]`
-//!   table, so nothing is appended after the user's tables). Codex runs one notify program: a
+//!   appends the turn's JSON as the last argument), and `hooks = true` under `features` (the
+//!   key Codex 0.171 reads; the older `codex_hooks` it reports as deprecated on every start, so
+//!   one atm added earlier is replaced). The key is marked with a trailing
+//!   `# added by atmctl setup codex` comment so that uninstall removes only what it added, and
+//!   written as a dotted `features.hooks` key when there is no `[features]` table, so nothing
+//!   is appended after the user's tables. Codex runs one notify program: a
 //!   different one already configured is refused unless `--force`, which keeps it in a comment
 //!   above `notify` for uninstall to put back. The file goes through `toml_edit`, so comments,
 //!   order and formatting survive.
 //! - `hooks.json`: for each event in [`EVENTS`], one group `{"hooks":[{"type":"command",
 //!   "command":"<atm-hook> --agent codex","timeout":5}]}` (no matcher: every tool, every source),
 //!   merged like Claude's hooks ([`super::hooks`]).
+//! - Codex asks the user to trust new hooks before it runs them; the trust entries it writes
+//!   for atm's handlers are removed by uninstall ([`super::codex_trust`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,22 +29,38 @@ use toml_edit::{Array, DocumentMut, Item, Table};
 use super::hooks::{HookCommand, finish, install_hooks, json_edit, uninstall_hooks};
 use super::{SetupArgs, SetupError, ShapeError, file};
 
-/// The Codex hook events the codex adapter uses.
+/// The Codex hook events the codex adapter uses: all Codex 0.171 offers but
+/// `PreModelRequest`/`PostModelRequest`, which fire around every model request and say nothing
+/// a state needs (the turn's own hooks already say `working`).
 pub const EVENTS: &[&str] = &[
     "SessionStart",
+    "SessionEnd",
     "UserPromptSubmit",
     "PreToolUse",
     "PermissionRequest",
     "PostToolUse",
     "PreCompact",
     "PostCompact",
+    "SubagentStart",
+    "SubagentStop",
     "Stop",
+    "Interrupt",
 ];
 
 /// Seconds Codex waits for the hook (see the Claude module for why 5).
 pub const HOOK_TIMEOUT_SECS: u64 = 5;
 
-/// Marks the `codex_hooks` key install added.
+/// Codex 0.171 clamps the timeout of these events to 3 s (and warns at every start about a
+/// longer one), so they get 3.
+const SHORT_TIMEOUT_EVENTS: &[&str] = &["SessionEnd", "Interrupt"];
+const SHORT_TIMEOUT_SECS: u64 = 3;
+
+/// The feature key that turns hooks on (on by default in Codex 0.171), and the deprecated
+/// alias earlier versions of atm wrote.
+const FEATURE: &str = "hooks";
+const OLD_FEATURE: &str = "codex_hooks";
+
+/// Marks the feature key install added.
 const MARK: &str = "# added by atmctl setup codex";
 /// Starts the comment line that keeps a replaced `notify` (one TOML value after it).
 const PREVIOUS_NOTIFY: &str = "# atm-previous-notify = ";
@@ -80,7 +100,8 @@ fn is_our_notify(value: &toml_edit::Value, hook: &HookCommand) -> bool {
         .is_some_and(|program| hook.is_ours(program))
 }
 
-/// `config` with atm's notify program and `codex_hooks` installed. Pure and idempotent.
+/// `config` with atm's notify program and the hooks feature key installed (replacing a
+/// `codex_hooks` key atm added before). Pure and idempotent.
 pub fn install_config(
     config: &DocumentMut,
     hook: &HookCommand,
@@ -118,15 +139,19 @@ pub fn install_config(
         None => {
             let mut features = Table::new();
             features.set_dotted(true);
-            features.insert("codex_hooks", enabled);
+            features.insert(FEATURE, enabled);
             root.insert("features", Item::Table(features));
         }
         Some(item) => {
             let features = item
                 .as_table_like_mut()
                 .ok_or_else(|| super::hooks::wrong("features", "a table"))?;
-            if features.get("codex_hooks").is_none() {
-                features.insert("codex_hooks", enabled);
+            if is_marked(features.get(OLD_FEATURE)) {
+                features.remove(OLD_FEATURE);
+            }
+            // The user's own `codex_hooks` (either value) is their choice of the same switch.
+            if features.get(FEATURE).is_none() && features.get(OLD_FEATURE).is_none() {
+                features.insert(FEATURE, enabled);
             }
         }
     }
@@ -171,14 +196,12 @@ pub fn uninstall_config(config: &DocumentMut, hook: &HookCommand) -> DocumentMut
         }
     }
     if let Some(features) = root.get_mut("features").and_then(Item::as_table_like_mut) {
-        let ours = features
-            .get("codex_hooks")
-            .and_then(Item::as_value)
-            .and_then(|v| v.decor().suffix())
-            .and_then(|s| s.as_str())
-            .is_some_and(|s| s.contains(MARK));
-        if ours {
-            features.remove("codex_hooks");
+        let mut ours = false;
+        for key in [FEATURE, OLD_FEATURE] {
+            if is_marked(features.get(key)) {
+                features.remove(key);
+                ours = true;
+            }
         }
         let emptied_dotted = ours
             && features.is_empty()
@@ -193,18 +216,27 @@ pub fn uninstall_config(config: &DocumentMut, hook: &HookCommand) -> DocumentMut
     doc
 }
 
+/// True for a value install added (it carries [`MARK`]).
+fn is_marked(item: Option<&Item>) -> bool {
+    item.and_then(Item::as_value)
+        .and_then(|v| v.decor().suffix())
+        .and_then(|s| s.as_str())
+        .is_some_and(|s| s.contains(MARK))
+}
+
 /// `hooks` (the parsed `hooks.json`) with atm-hook on every event in [`EVENTS`]. Pure.
 pub fn install_hook_file(hooks: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
     let mut out = hooks.clone();
     let root = out.as_object_mut().ok_or(ShapeError::NotAnObject)?;
     let command = hook.agent_command("codex");
-    install_hooks(
-        root,
-        EVENTS,
-        hook,
-        &command,
-        |_| json!({"hooks": [{"type": "command", "command": command, "timeout": HOOK_TIMEOUT_SECS}]}),
-    )?;
+    install_hooks(root, EVENTS, hook, &command, |event| {
+        let timeout = if SHORT_TIMEOUT_EVENTS.contains(&event) {
+            SHORT_TIMEOUT_SECS
+        } else {
+            HOOK_TIMEOUT_SECS
+        };
+        json!({"hooks": [{"type": "command", "command": command, "timeout": timeout}]})
+    })?;
     Ok(out)
 }
 
@@ -247,7 +279,10 @@ pub fn run(CodexArgs { setup: args, force }: &CodexArgs) -> anyhow::Result<ExitC
     let hooks_file = file::load(&dir.join("hooks.json"))?;
     let config_path = config_file.path.clone();
     let new_config = if args.uninstall {
-        uninstall_config(&config, &hook)
+        let slots = super::codex_trust::our_handler_slots(&hooks_file.value, &hook);
+        let without_trust =
+            super::codex_trust::remove_trust(&config, &hooks_file.file.path, &slots);
+        uninstall_config(&without_trust, &hook)
     } else {
         install_config(&config, &hook, *force).map_err(|e| match e {
             ConfigChangeError::NotifyTaken { existing } => SetupError::NotifyTaken {
@@ -285,16 +320,18 @@ pub fn run(CodexArgs { setup: args, force }: &CodexArgs) -> anyhow::Result<ExitC
         config_file.path.display(),
         hooks_file.file.path.display()
     );
-    let hooks_off = new_config
-        .get("features")
-        .and_then(|f| f.get("codex_hooks"))
-        .and_then(Item::as_bool)
-        == Some(false);
-    if hooks_off && !args.uninstall {
-        eprintln!(
-            "warning: `codex_hooks = false` in {}: Codex runs no hook (only notify) until you remove it",
-            config_file.path.display()
-        );
+    for key in [FEATURE, OLD_FEATURE] {
+        let off = new_config
+            .get("features")
+            .and_then(|f| f.get(key))
+            .and_then(Item::as_bool)
+            == Some(false);
+        if off && !args.uninstall {
+            eprintln!(
+                "warning: `{key} = false` under [features] in {}: Codex runs no hook (only notify) until you remove it",
+                config_file.path.display()
+            );
+        }
     }
     let (unchanged, done) = if args.uninstall {
         (
@@ -306,8 +343,10 @@ pub fn run(CodexArgs { setup: args, force }: &CodexArgs) -> anyhow::Result<ExitC
             format!("atm's notify program and hooks are already installed in {shown}"),
             format!(
                 "installed {} as the notify program and for {} Codex hook events in {shown}\n\
-                 Codex asks you to review new hooks before it runs them (`/hooks` in Codex); \
-                 sessions started before now need a restart.\n",
+                 At its next start Codex asks you to trust the new hooks (\"Hooks need review\"): \
+                 choose \"Trust all and continue\" (or review them in `/hooks`). With \
+                 \"Continue without trusting\" Codex runs none of them and atm sees only turn ends. \
+                 Codex sessions started before now need a restart.\n",
                 hook.agent_command("codex"),
                 EVENTS.len(),
             ),
@@ -349,7 +388,7 @@ command = "docs-mcp"
 model = "gpt-5-codex"   # the default model
 approval_policy = "on-request"
 notify = ["/opt/atm/bin/atm-hook", "--agent", "codex", "--notify"]
-features.codex_hooks = true # added by atmctl setup codex
+features.hooks = true # added by atmctl setup codex
 
 [projects."/home/me/src/api"]
 trust_level = "trusted"
@@ -361,7 +400,7 @@ command = "docs-mcp"
         );
         // Codex reads it as intended.
         let parsed: toml::Value = toml::from_str(&out).unwrap();
-        assert_eq!(parsed["features"]["codex_hooks"].as_bool(), Some(true));
+        assert_eq!(parsed["features"]["hooks"].as_bool(), Some(true));
         assert_eq!(parsed["notify"][3].as_str(), Some("--notify"));
         let again = install_config(&doc(&out), &hook(), false)
             .unwrap()
@@ -382,7 +421,7 @@ command = "docs-mcp"
         assert!(out.contains("notify = ["), "{out}");
         assert!(
             out.ends_with(
-                "[features]\nweb_search = true\ncodex_hooks = true # added by atmctl setup codex\n"
+                "[features]\nweb_search = true\nhooks = true # added by atmctl setup codex\n"
             ),
             "{out}"
         );
@@ -402,6 +441,24 @@ command = "docs-mcp"
             install_config(&doc("features = 3\n"), &hook(), false),
             Err(ConfigChangeError::Shape(_))
         ));
+    }
+
+    #[test]
+    fn a_codex_hooks_key_atm_added_before_becomes_the_current_key() {
+        let old = "[features]\ncodex_hooks = true # added by atmctl setup codex\n";
+        let out = install_config(&doc(old), &hook(), false)
+            .unwrap()
+            .to_string();
+        assert!(
+            out.ends_with("[features]\nhooks = true # added by atmctl setup codex\n"),
+            "{out}"
+        );
+        assert!(!out.contains("codex_hooks"), "{out}");
+        // Uninstall takes either key of ours away.
+        assert_eq!(
+            uninstall_config(&doc(old), &hook()).to_string(),
+            "[features]\n"
+        );
     }
 
     #[test]
@@ -449,11 +506,19 @@ command = "docs-mcp"
         let out = install_hook_file(&user, &hook()).unwrap();
         for event in EVENTS {
             let ours = out["hooks"][event].as_array().unwrap().last().unwrap();
+            let timeout = if ["SessionEnd", "Interrupt"].contains(event) {
+                3
+            } else {
+                5
+            };
             assert_eq!(
                 ours,
                 &json!({"hooks": [{"type": "command",
-                    "command": "/opt/atm/bin/atm-hook --agent codex", "timeout": 5}]})
+                    "command": "/opt/atm/bin/atm-hook --agent codex", "timeout": timeout}]})
             );
+        }
+        for event in ["SessionEnd", "Interrupt", "SubagentStart", "SubagentStop"] {
+            assert!(EVENTS.contains(&event), "{event} is installed");
         }
         assert_eq!(out["hooks"]["Stop"][0], user["hooks"]["Stop"][0]);
         assert_eq!(install_hook_file(&out, &hook()).unwrap(), out);

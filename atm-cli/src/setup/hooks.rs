@@ -69,7 +69,7 @@ impl HookCommand {
             || Path::new(program).file_name() == Some(std::ffi::OsStr::new(HOOK_PROGRAM))
     }
 
-    fn is_our_handler(&self, handler: &Value) -> bool {
+    pub fn is_our_handler(&self, handler: &Value) -> bool {
         handler
             .get("command")
             .and_then(Value::as_str)
