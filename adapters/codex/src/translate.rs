@@ -1,8 +1,12 @@
 //! Codex CLI payloads -> `AgentEvent`, as a pure function. Codex speaks two shapes:
 //!
-//! - **Hooks** (`~/.codex/hooks.json`): `session_id`, `hook_event_name` (`SessionStart`,
-//!   `UserPromptSubmit`, `PreToolUse`, `PermissionRequest`, `PostToolUse`, `Stop`, `PreCompact`,
-//!   `PostCompact`), `tool_name`, `tool_input`, `cwd`, `model`, `source`. Codex modelled these on
+//! - **Hooks** (`~/.codex/hooks.json`): `session_id` (the thread id), `turn_id`,
+//!   `hook_event_name` (Codex 0.171: `SessionStart`, `SessionEnd`, `UserPromptSubmit`,
+//!   `PreToolUse`, `PermissionRequest`, `PostToolUse`, `PreCompact`, `PostCompact`,
+//!   `SubagentStart`, `SubagentStop`, `Stop`, `Interrupt`, `PreModelRequest`,
+//!   `PostModelRequest`), `tool_name`, `tool_input`, `cwd`, `model`, `source`, `agent_id`.
+//!   `Interrupt` is the only hook Codex runs when the user presses Esc, at an approval or
+//!   while it works: the turn is over, so it is `TurnFinished` like `Stop`. Codex modelled these on
 //!   Claude Code's hook contract, field names and meanings included; this crate maps the events
 //!   Codex documents with atm-core's shared field readers, and nothing of Claude's that Codex
 //!   does not send.
@@ -10,7 +14,10 @@
 //!   `{"type":"agent-turn-complete","thread-id","turn-id","cwd","input-messages",
 //!   "last-assistant-message"}`, which `atm-hook --agent codex --notify` forwards as the `data`
 //!   of a `hook_event`. A completed turn is `TurnFinished` (idle) for session `thread-id`, the
-//!   same id the hooks call `session_id`.
+//!   same id the hooks call `session_id`. On a thread's first prompt Codex also runs a
+//!   title-generation request as a thread of its own, whose notify names a `thread-id` no hook
+//!   carries and whose one input message is Codex's title instruction ([`TITLE_PROMPT`]): that
+//!   payload is about no session of the user's and is ignored (`event: None`).
 //!
 //! A payload with `hook_event_name` is a hook; one with a string `type` and no
 //! `hook_event_name` is a notify payload. Unknown hook events and notify types are accepted as
@@ -30,16 +37,26 @@ pub const TURN_COMPLETE: &str = "agent-turn-complete";
 
 pub use atm_core::fields::PREVIEW_CHARS;
 
+/// How Codex 0.171's title-generation request begins (its only input message).
+pub const TITLE_PROMPT: &str = "Generate a concise, single-line task title";
+
 /// Every hook event Codex sends (the rest are accepted as unknown activity).
 pub const KNOWN_EVENTS: &[&str] = &[
     "SessionStart",
+    "SessionEnd",
     "UserPromptSubmit",
     "PreToolUse",
     "PermissionRequest",
     "PostToolUse",
     "Stop",
+    "Interrupt",
     "PreCompact",
     "PostCompact",
+    "SubagentStart",
+    "SubagentStop",
+    // Around every model request: activity only (atmctl setup does not install them).
+    "PreModelRequest",
+    "PostModelRequest",
 ];
 
 /// `tool_input` keys that say what a tool call is about, in order of preference.
@@ -99,7 +116,26 @@ fn hook(obj: &Object) -> Result<Translation, WireError> {
         "PostToolUse" => AgentEvent::ToolFinished {
             tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
         },
-        "Stop" => AgentEvent::TurnFinished,
+        // Esc ends the turn, at an approval too (no `PostToolUse` or `Stop` follows).
+        "Stop" | "Interrupt" => AgentEvent::TurnFinished,
+        "SessionEnd" => {
+            let reason = fields::opt_str(obj, "reason").unwrap_or("other");
+            AgentEvent::SessionEnded {
+                continues: matches!(reason, "clear" | "resume"),
+                reason: truncate_chars(reason, limits::NAME),
+            }
+        }
+        "SubagentStart" | "SubagentStop" => match fields::opt_str(obj, "agent_id") {
+            Some(id) if event_name == "SubagentStart" => AgentEvent::SubagentStarted {
+                agent_id: truncate_chars(id, limits::ID),
+            },
+            Some(id) => AgentEvent::SubagentStopped {
+                agent_id: truncate_chars(id, limits::ID),
+            },
+            None => AgentEvent::Activity {
+                what: event_name.clone(),
+            },
+        },
         "PreCompact" => AgentEvent::Compacting,
         "PostCompact" => AgentEvent::CompactFinished,
         other => AgentEvent::Activity {
@@ -125,6 +161,12 @@ fn notify(obj: &Object, kind: &str) -> Result<Translation, WireError> {
     }
     let event_name = truncate_chars(kind, 64);
     let known = kind == TURN_COMPLETE;
+    if known && is_title_thread(obj) {
+        let mut t = Translation::new(event_name, SessionId::new(thread), AgentEvent::TurnFinished)
+            .with_hook_fields(obj);
+        t.event = None;
+        return Ok(t);
+    }
     let event = if known {
         AgentEvent::TurnFinished
     } else {
@@ -135,6 +177,16 @@ fn notify(obj: &Object, kind: &str) -> Result<Translation, WireError> {
     let mut t = Translation::new(event_name, SessionId::new(thread), event).with_hook_fields(obj);
     t.known = known;
     Ok(t)
+}
+
+/// True for the notify of Codex's title-generation thread: its one input message is Codex's
+/// title instruction. (`atm-hook` forwards the start of the first input message only.)
+fn is_title_thread(obj: &Object) -> bool {
+    obj.get("input-messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.first())
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.starts_with(TITLE_PROMPT))
 }
 
 fn invalid(message: impl Into<String>) -> WireError {
@@ -200,6 +252,88 @@ mod tests {
         assert_eq!(t.cwd.as_deref(), Some("/w"));
         use atm_core::ingest_adapter::Translator;
         assert_eq!(<crate::CodexHooks as Translator>::HARNESS, "codex");
+    }
+
+    #[test]
+    fn the_title_generation_threads_notify_is_ignored() {
+        let title = json!({"type": "agent-turn-complete", "thread-id": "title-thread",
+            "turn-id": "t1", "cwd": "/w", "client": "codex-tui",
+            "input-messages": [format!("{TITLE_PROMPT} of at most 36 characters...\n\nUser prompt:\nhello")],
+            "pid": 7, "tmux_pane": "%1"});
+        let t = translate(&title).unwrap();
+        assert_eq!(t.event, None, "no session of the user's: nothing to apply");
+        assert!(t.known);
+        // The user's own turn is a turn end.
+        let mut user = title.clone();
+        user["input-messages"] = json!(["hello"]);
+        assert_eq!(
+            translate(&user).unwrap().event,
+            Some(AgentEvent::TurnFinished)
+        );
+        user["input-messages"] = json!([3]);
+        assert_eq!(
+            translate(&user).unwrap().event,
+            Some(AgentEvent::TurnFinished)
+        );
+    }
+
+    #[test]
+    fn interrupt_session_end_and_subagents_of_codex_0_171() {
+        let ev = |name: &str, extra: Value| {
+            let mut p =
+                json!({"session_id": "s", "turn_id": "t", "hook_event_name": name, "cwd": "/w"});
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            translate(&p).unwrap()
+        };
+        let t = ev("Interrupt", json!({}));
+        assert_eq!(t.event, Some(AgentEvent::TurnFinished));
+        assert!(t.known);
+        assert_eq!(
+            ev("SessionEnd", json!({"reason": "other"})).event,
+            Some(AgentEvent::SessionEnded {
+                reason: "other".into(),
+                continues: false
+            })
+        );
+        assert_eq!(
+            ev("SessionEnd", json!({"reason": "clear"})).event,
+            Some(AgentEvent::SessionEnded {
+                reason: "clear".into(),
+                continues: true
+            })
+        );
+        assert_eq!(
+            ev(
+                "SubagentStart",
+                json!({"agent_id": "a1", "agent_type": "worker"})
+            )
+            .event,
+            Some(AgentEvent::SubagentStarted {
+                agent_id: "a1".into()
+            })
+        );
+        assert_eq!(
+            ev("SubagentStop", json!({"agent_id": "a1"})).event,
+            Some(AgentEvent::SubagentStopped {
+                agent_id: "a1".into()
+            })
+        );
+        assert_eq!(
+            ev("SubagentStop", json!({})).event,
+            Some(AgentEvent::Activity {
+                what: "SubagentStop".into()
+            })
+        );
+        let t = ev("PreModelRequest", json!({"kind": "sampling"}));
+        assert_eq!(
+            t.event,
+            Some(AgentEvent::Activity {
+                what: "PreModelRequest".into()
+            })
+        );
+        assert!(t.known);
     }
 
     #[test]

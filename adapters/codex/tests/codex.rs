@@ -82,3 +82,46 @@ fn every_fixture_survives_mutated_fields() {
         &["session_id", "hook_event_name", "thread-id", "type"],
     );
 }
+
+/// The payloads the real Codex 0.171.0 sent to its hooks and its notify program in the
+/// real-agent suite's scenarios (`tests/agents/recorded/codex-0.171.0/`, in the order they
+/// came: a first prompt with Codex's title-generation thread, `/quit`, a command approved, a
+/// command declined with Esc): each translates to what the screen showed then.
+#[test]
+fn real_codex_0_171_payloads_translate_to_what_the_screen_showed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/agents/recorded/codex-0.171.0");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_encoded_bytes()[0].is_ascii_digit())
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 14, "{}", dir.display());
+    for path in files {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let payload: atm_core::serde_json::Value =
+            atm_core::serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let t = adapter_codex::translate(&payload).unwrap();
+        assert!(t.known, "{name}");
+        let got = t.event.as_ref().map(|e| e.name());
+        let want = match name.split_once('-').unwrap().1 {
+            "SessionStart" => Some("session_started"),
+            "UserPromptSubmit" => Some("prompt_submitted"),
+            "PreModelRequest" | "PostModelRequest" => Some("activity"),
+            "notify-title-thread" => None,
+            "Stop" | "notify-agent-turn-complete" | "Interrupt" => Some("turn_finished"),
+            "SessionEnd" => Some("session_ended"),
+            "PreToolUse" => Some("tool_started"),
+            "PermissionRequest" => Some("permission_requested"),
+            "PostToolUse" => Some("tool_finished"),
+            other => panic!("no expectation for {other}"),
+        };
+        assert_eq!(got, want, "{name}");
+        assert_eq!(t.cwd.as_deref(), Some("/root/probe/project"), "{name}");
+    }
+}

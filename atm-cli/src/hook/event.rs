@@ -1,12 +1,14 @@
 //! The protocol-v1 line atm-hook forwards: the agent's JSON without the fields no adapter reads
 //! ([`STRIPPED_FIELDS`]), plus the agent's PID and tmux pane, within the daemon's line limit.
+//! For a hook Codex's background daemon runs, those are its TUI's ([`super::codex_daemon`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use super::MAX_INPUT;
 use super::agent_process::{AgentKind, find_agent_pid};
+use super::codex_daemon::{self, CodexProcess};
 
 /// Event fields removed before forwarding: none of the adapters reads them (checked against
 /// claude-hooks, codex and gemini) and each can be megabytes. `tool_response` keeps its `error`
@@ -32,11 +34,28 @@ pub fn event_line(
     let mut data: Map<String, Value> = serde_json::from_slice(input).ok()?;
     strip_large_fields(&mut data);
     let kind_of_agent = AgentKind::from_name(agent);
-    let pid = find_agent_pid(Path::new("/proc"), parent_pid()?, kind_of_agent);
-    data.insert("pid".to_owned(), Value::from(pid));
-    if let Some(pane) = std::env::var_os("TMUX_PANE").and_then(|p| p.into_string().ok()) {
-        data.insert("tmux_pane".to_owned(), Value::String(pane));
-    }
+    let proc_root = Path::new("/proc");
+    let pid = find_agent_pid(proc_root, parent_pid()?, kind_of_agent);
+    let own_pane = || std::env::var_os("TMUX_PANE").and_then(|p| p.into_string().ok());
+    let (pid, pane) = if kind_of_agent == AgentKind::Codex {
+        let cwd = data.get("cwd").and_then(Value::as_str).map(PathBuf::from);
+        match codex_daemon::resolve(proc_root, pid, cwd.as_deref()) {
+            CodexProcess::Own => (Some(pid), own_pane()),
+            CodexProcess::Tui { pid, tmux_pane } => (Some(pid), tmux_pane),
+            // The daemon's PID and pane are not the session's.
+            CodexProcess::Unknown => (None, None),
+        }
+    } else {
+        (Some(pid), own_pane())
+    };
+    match pid {
+        Some(pid) => data.insert("pid".to_owned(), Value::from(pid)),
+        None => data.remove("pid"),
+    };
+    match pane {
+        Some(pane) => data.insert("tmux_pane".to_owned(), Value::String(pane)),
+        None => data.remove("tmux_pane"),
+    };
     let mut fields = Map::new();
     if let Some(agent) = agent {
         fields.insert("agent".to_owned(), Value::String(agent.to_owned()));
@@ -49,12 +68,24 @@ pub fn event_line(
     (line.len() <= MAX_INPUT).then_some(line)
 }
 
-/// Removes [`STRIPPED_FIELDS`] from an event, keeping `tool_response.error` when it is set.
+/// How much of the first of Codex's `input-messages` is kept: enough for the codex adapter to
+/// tell Codex's own title-generation thread (its one message is Codex's title instruction)
+/// from a user's turn.
+pub const KEPT_INPUT_CHARS: usize = 120;
+
+/// Removes [`STRIPPED_FIELDS`] from an event, keeping `tool_response.error` when it is set and
+/// the start of the first `input-messages` entry.
 pub fn strip_large_fields(data: &mut Map<String, Value>) {
     for field in STRIPPED_FIELDS {
         let Some(value) = data.remove(*field) else {
             continue;
         };
+        if *field == "input-messages"
+            && let Some(first) = value.get(0).and_then(Value::as_str)
+        {
+            let kept: String = first.chars().take(KEPT_INPUT_CHARS).collect();
+            data.insert((*field).to_owned(), Value::Array(vec![Value::String(kept)]));
+        }
         if *field == "tool_response"
             && let Value::Object(mut response) = value
             && let Some(error) = response.remove("error").filter(|e| !e.is_null())
@@ -84,15 +115,21 @@ mod tests {
             "prompt_response": "long answer",
             "llm_request": {"messages": []},
             "llm_response": {"candidates": []},
-            "input-messages": ["a"],
+            "input-messages": ["a".repeat(1000), "more"],
             "last-assistant-message": "b"
         });
         strip_large_fields(data.as_object_mut().unwrap());
         assert_eq!(
             data,
             json!({"session_id": "s", "tool_input": {"command": "ls"},
-                "tool_response": {"error": "ENOENT"}})
+                "tool_response": {"error": "ENOENT"},
+                "input-messages": ["a".repeat(KEPT_INPUT_CHARS)]})
         );
+        for messages in [json!([]), json!([3]), json!("text")] {
+            let mut data = json!({"session_id": "s", "input-messages": messages});
+            strip_large_fields(data.as_object_mut().unwrap());
+            assert_eq!(data, json!({"session_id": "s"}));
+        }
         for response in [json!({"error": null, "x": 1}), json!("text"), json!({})] {
             let mut data = json!({"session_id": "s", "tool_response": response});
             strip_large_fields(data.as_object_mut().unwrap());
