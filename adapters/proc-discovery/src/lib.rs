@@ -304,6 +304,17 @@ async fn pass(
         responders: 0,
     };
     let registry = async {
+        for pid in outcome.new_launchers {
+            // Registered by a pass that saw the launcher before its agent child: not a session.
+            let id = atm_core::model::SessionId::pending(pid);
+            if let Err(RegistryError::ChannelClosed) = ctx
+                .registry
+                .remove(id.as_str(), "a launcher, not the agent")
+                .await
+            {
+                return Err(RegistryError::ChannelClosed);
+            }
+        }
         for found in outcome.found {
             match ctx.registry.register_discovered(found).await {
                 Ok(_) => report.discovered += 1,

@@ -173,6 +173,17 @@ fn script_of(args: &[String]) -> Option<&str> {
     None
 }
 
+/// Subcommands that run an agent's background server, not a session: Codex's
+/// `codex app-server` (its daemon, `--managed-daemon`, and helpers such as
+/// `app-server daemon pid-update-loop`), which serves the TUIs' threads and outlives them.
+const SERVER_SUBCOMMANDS: &[(&str, &str)] = &[("codex", "app-server")];
+
+fn is_server(harness: &str, argv: &[String]) -> bool {
+    SERVER_SUBCOMMANDS
+        .iter()
+        .any(|(h, sub)| *h == harness && argv.get(1).is_some_and(|a| a == sub))
+}
+
 /// Finds the first matcher that claims a process with this `argv` and executable path.
 pub fn match_process(
     matchers: &[MatcherConfig],
@@ -184,6 +195,9 @@ pub fn match_process(
     for (i, m) in matchers.iter().enumerate() {
         let named = |n: Option<&str>| n.is_some_and(|n| m.names.iter().any(|x| x == n));
         if named(argv0) || named(exe) {
+            if is_server(&m.harness, argv) {
+                return None;
+            }
             return Some(MatchResult {
                 matcher: i,
                 kind: MatchKind::Name,
@@ -268,6 +282,28 @@ mod tests {
         assert_eq!(
             harness_of(&["opencode"], Some("/x/opencode (deleted)")),
             Some("opencode".into())
+        );
+    }
+
+    #[test]
+    fn codexs_background_server_is_not_a_session() {
+        let daemon = "/h/.codex/packages/app-server-daemon/releases/0.171.0/bin/codex";
+        for args in [
+            &[
+                daemon,
+                "app-server",
+                "--listen",
+                "unix://",
+                "--managed-daemon",
+            ][..],
+            &[daemon, "app-server", "daemon", "pid-update-loop"][..],
+        ] {
+            assert_eq!(harness_of(args, Some(daemon)), None, "{args:?}");
+        }
+        assert_eq!(harness_of(&[daemon], Some(daemon)), Some("codex".into()));
+        assert_eq!(
+            harness_of(&[daemon, "exec", "app-server"], Some(daemon)),
+            Some("codex".into())
         );
     }
 

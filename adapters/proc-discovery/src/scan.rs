@@ -80,6 +80,10 @@ pub struct ScanOutcome {
     pub failed: u64,
     /// Processes that vanished between the listing and the read.
     pub vanished: u64,
+    /// Launchers (`node …/bin/codex`) seen as such for the first time: a pass that ran before
+    /// the launcher started its agent child found the launcher itself, so the session that
+    /// pass registered (`pending-<pid>`) is not a session.
+    pub new_launchers: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -104,6 +108,8 @@ pub struct Scanner {
     page_size: u64,
     boot_time_ms: Option<i64>,
     sessions_dir_stamp: Option<FileStamp>,
+    /// Launchers already reported in [`ScanOutcome::new_launchers`].
+    launchers: HashSet<u32>,
 }
 
 /// `btime` (seconds since the epoch) from `<proc_root>/stat`, in milliseconds.
@@ -143,6 +149,7 @@ impl Scanner {
             page_size: procfs::page_size(),
             boot_time_ms,
             sessions_dir_stamp: None,
+            launchers: HashSet::new(),
         }
     }
 
@@ -358,8 +365,13 @@ impl Scanner {
             }
         }
         let mut live_cwds = HashSet::new();
+        let cache = &self.cache;
+        self.launchers.retain(|pid| cache.contains_key(pid));
         for pid in agents {
             if self.is_launcher(pid, &children) {
+                if self.launchers.insert(pid) {
+                    outcome.new_launchers.push(pid);
+                }
                 continue;
             }
             if let Some(found) = self.sample_agent(pid, &children, uptime_ticks) {

@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 mod agent_process;
 mod args;
+mod codex_daemon;
 mod connection;
 mod event;
 mod input;
