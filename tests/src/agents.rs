@@ -77,11 +77,15 @@ fn netns_available() -> bool {
     })
 }
 
-/// One agent in one tmux pane with its own fake model. Everything is torn down on drop.
+/// One agent in one tmux pane (more with [`AgentLab::open_pane`]) with its own fake model.
+/// Everything is torn down on drop.
 pub struct AgentLab {
     pub dir: tempfile::TempDir,
     tmux_socket: String,
 }
+
+/// The first pane's target.
+const FIRST: &str = "agent";
 
 impl AgentLab {
     /// Starts the fake model and, in a tmux pane whose working directory is `cwd`, runs
@@ -142,46 +146,93 @@ impl AgentLab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The pane's screen as text.
-    pub fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", "agent"])
+    /// Runs the agent (the same command and environment) in a second pane beside the first,
+    /// in `cwd`; returns its pane id (`%N`), the target of the `*_in` methods.
+    pub fn open_pane(&self, cwd: &Path) -> String {
+        let agent = self.dir.path().join("agent.sh");
+        self.tmux(&[
+            "split-window",
+            "-d",
+            "-h",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-t",
+            FIRST,
+            "-c",
+            &cwd.display().to_string(),
+            &agent.display().to_string(),
+        ])
+        .trim()
+        .to_owned()
     }
 
-    /// The agent's tmux pane id (`%N`), as `TMUX_PANE` tells the agent.
-    pub fn pane(&self) -> String {
-        self.tmux(&["display-message", "-p", "-t", "agent", "#{pane_id}"])
+    /// The pane's screen as text.
+    pub fn screen(&self) -> String {
+        self.screen_in(FIRST)
+    }
+
+    /// The screen of pane `target`.
+    pub fn screen_in(&self, target: &str) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", target])
+    }
+
+    fn pane_field(&self, target: &str, field: &str) -> String {
+        self.tmux(&["display-message", "-p", "-t", target, field])
             .trim()
             .to_owned()
     }
 
+    /// The agent's tmux pane id (`%N`), as `TMUX_PANE` tells the agent.
+    pub fn pane(&self) -> String {
+        self.pane_field(FIRST, "#{pane_id}")
+    }
+
     /// The agent's process id (the pane's process).
     pub fn pid(&self) -> u32 {
-        self.tmux(&["display-message", "-p", "-t", "agent", "#{pane_pid}"])
-            .trim()
-            .parse()
-            .unwrap_or(0)
+        self.pid_in(FIRST)
+    }
+
+    /// The process id of pane `target`'s agent.
+    pub fn pid_in(&self, target: &str) -> u32 {
+        self.pane_field(target, "#{pane_pid}").parse().unwrap_or(0)
     }
 
     /// True once the pane's process has exited.
     pub fn exited(&self) -> bool {
-        self.tmux(&["display-message", "-p", "-t", "agent", "#{pane_dead}"])
-            .trim()
-            == "1"
+        self.exited_in(FIRST)
+    }
+
+    /// True once pane `target`'s process has exited.
+    pub fn exited_in(&self, target: &str) -> bool {
+        self.pane_field(target, "#{pane_dead}") == "1"
     }
 
     /// Types `text` literally and, once the pane shows it, presses Enter. (An Enter that
     /// arrives with the text is taken as part of a paste by some agents, not as "submit".)
     pub fn type_line(&self, text: &str) {
-        self.tmux(&["send-keys", "-t", "agent", "-l", text]);
+        self.type_line_in(FIRST, text);
+    }
+
+    /// [`AgentLab::type_line`] into pane `target`.
+    pub fn type_line_in(&self, target: &str, text: &str) {
+        self.tmux(&["send-keys", "-t", target, "-l", text]);
         let tail_start = text.char_indices().rev().nth(19).map_or(0, |(i, _)| i);
         let tail = &text[tail_start..];
-        self.wait_screen(&format!("the typed text {text:?}"), |s| s.contains(tail));
-        self.keys(&["Enter"]);
+        self.wait_screen_in(target, &format!("the typed text {text:?}"), |s| {
+            s.contains(tail)
+        });
+        self.keys_in(target, &["Enter"]);
     }
 
     /// Presses keys by tmux name (`Escape`, `Enter`, `C-c`, `1`).
     pub fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "agent"];
+        self.keys_in(FIRST, keys);
+    }
+
+    /// Presses keys in pane `target`.
+    pub fn keys_in(&self, target: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", target];
         args.extend_from_slice(keys);
         self.tmux(&args);
     }
@@ -190,11 +241,22 @@ impl AgentLab {
     /// dialogs drop keystrokes that arrive just after they appear (a guard against approving
     /// by accident while typing); a test presses again, as a person would.
     pub fn press_until(&self, keys: &[&str], what: &str, done: impl Fn(&str) -> bool) {
+        self.press_until_in(FIRST, keys, what, done);
+    }
+
+    /// [`AgentLab::press_until`] in pane `target`.
+    pub fn press_until_in(
+        &self,
+        target: &str,
+        keys: &[&str],
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) {
         for _ in 0..5 {
-            self.keys(keys);
+            self.keys_in(target, keys);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
             while std::time::Instant::now() < deadline {
-                if done(&self.screen()) {
+                if done(&self.screen_in(target)) {
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
@@ -202,17 +264,22 @@ impl AgentLab {
         }
         panic!(
             "pressing {keys:?} never led to {what}; screen:\n{}",
-            self.screen()
+            self.screen_in(target)
         );
     }
 
     /// Waits until the screen satisfies `pred`; returns it.
     pub fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_screen_in(FIRST, what, pred)
+    }
+
+    /// [`AgentLab::wait_screen`] for pane `target`.
+    pub fn wait_screen_in(&self, target: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let mut last = String::new();
         let found = std::cell::Cell::new(false);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
-            last = self.screen();
+            last = self.screen_in(target);
             if pred(&last) {
                 found.set(true);
                 break;
@@ -250,11 +317,37 @@ impl Drop for AgentLab {
     }
 }
 
+/// Ends the background server Codex started for `codex_home` (`codex app-server
+/// --managed-daemon` and its helper), which outlives its TUIs and the tmux server: their PIDs
+/// are in `$CODEX_HOME/app-server-daemon/*.pid` (JSON with a `pid`).
+pub fn stop_codex_daemon(codex_home: &Path) {
+    for file in ["daemon.pid", "daemon-updater.pid"] {
+        let text = std::fs::read_to_string(codex_home.join("app-server-daemon").join(file))
+            .unwrap_or_default();
+        let pid = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["pid"].as_i64())
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// The one session of `harness` in `atmctl list --json`, if any.
 pub fn session_of<'a>(sessions: &'a [Value], harness: &str) -> Option<&'a Value> {
     sessions
         .iter()
         .find(|s| s["agent_type"] == harness || s["harness"] == harness)
+}
+
+/// Every session of `harness` in `atmctl list --json`.
+pub fn sessions_of<'a>(sessions: &'a [Value], harness: &str) -> Vec<&'a Value> {
+    sessions
+        .iter()
+        .filter(|s| s["agent_type"] == harness || s["harness"] == harness)
+        .collect()
 }
 
 fn unique() -> u64 {

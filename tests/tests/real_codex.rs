@@ -1,0 +1,324 @@
+//! The real Codex CLI (the version pinned in `tests/agents/versions`) in real tmux panes,
+//! hooked up by the real `atmctl setup codex`, against `atm-fake-model`'s OpenAI Responses API
+//! (a custom model provider in the test's `$CODEX_HOME`): what atm says must be what the
+//! screen shows.
+//!
+//! Codex runs as a user gets it: with its background daemon (`codex app-server
+//! --managed-daemon`, its default), which runs the hooks and `notify` for every TUI, and with
+//! its "Hooks need review" dialog at the first start, answered "Trust all and continue".
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use atm_tests::agents::{
+    AgentLab, agent_binary, session_of, sessions_of, shell_quote, stop_codex_daemon,
+};
+use atm_tests::{Daemon, basic_config, stdout_of};
+use serde_json::Value;
+
+/// Where the model URL goes in config.toml; the pane's command fills it in once the fake
+/// model listens (Codex runs its daemon only without `-c` overrides, so the URL cannot be
+/// passed on the command line).
+const URL_SLOT: &str = "@ATM_FAKE_MODEL_URL@";
+
+struct Codex {
+    daemon: Daemon,
+    lab: AgentLab,
+    home: PathBuf,
+}
+
+impl Drop for Codex {
+    fn drop(&mut self) {
+        stop_codex_daemon(&self.home);
+    }
+}
+
+/// The user's own config.toml: the fake model as a custom provider, asking before commands
+/// that leave the sandbox, and `projects` trusted (Codex's folder-trust question answered).
+fn user_config(projects: &[&Path]) -> String {
+    let mut c = format!(
+        "model = \"gpt-fake\"\nmodel_provider = \"fake\"\napproval_policy = \"on-request\"\n\
+         sandbox_mode = \"workspace-write\"\n\n[model_providers.fake]\nname = \"atm fake model\"\n\
+         base_url = \"{URL_SLOT}/v1\"\nenv_key = \"ATM_FAKE_OPENAI_KEY\"\nwire_api = \"responses\"\n"
+    );
+    for p in projects {
+        c.push_str(&format!(
+            "\n[projects.\"{}\"]\ntrust_level = \"trusted\"\n",
+            p.display()
+        ));
+    }
+    c
+}
+
+/// Starts atmd, writes the user's Codex config for `projects`, runs `atmctl setup codex` and
+/// starts Codex in a pane in the first project, through the hook-trust dialog to its prompt.
+fn start_codex(projects: &[&str]) -> Option<(Codex, Vec<PathBuf>)> {
+    let codex = agent_binary("codex")?;
+    let daemon = Daemon::start(&basic_config(
+        "[[adapter]]\ntype = \"codex\"\n\n[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n",
+    ));
+    let dirs: Vec<PathBuf> = projects.iter().map(|p| daemon.dir.path().join(p)).collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let home = daemon.dir.path().join("codex");
+    std::fs::create_dir_all(&home).unwrap();
+    let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    let config = user_config(&refs);
+    std::fs::write(home.join("config.toml"), &config).unwrap();
+    let said = stdout_of(
+        daemon
+            .command("atmctl")
+            .args(["setup", "codex"])
+            .env("CODEX_HOME", &home),
+    );
+    assert!(
+        said.contains("Trust all and continue"),
+        "setup tells about Codex's trust dialog: {said}"
+    );
+    let installed = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    assert!(installed.starts_with(&config[..40]), "{installed}");
+    assert!(
+        installed.contains("features.hooks = true"),
+        "the current key: {installed}"
+    );
+    let command = format!(
+        "/bin/sh -c {}",
+        shell_quote(&format!(
+            "grep -q '{URL_SLOT}' \"$CODEX_HOME/config.toml\" && \
+             sed -i \"s#{URL_SLOT}#$ATM_FAKE_MODEL_URL#\" \"$CODEX_HOME/config.toml\"; exec {}",
+            shell_quote(&codex.display().to_string())
+        ))
+    );
+    // One Codex home, one daemon (its socket is `/tmp/codex-daemon-<uid>/<hash of the home>`).
+    let env = [
+        ("CODEX_HOME", home.display().to_string()),
+        ("ATM_FAKE_OPENAI_KEY", "sk-atm-fake-model".to_owned()),
+    ];
+    let lab = AgentLab::start(&daemon, &dirs[0], &command, &env);
+    let c = Codex { daemon, lab, home };
+    c.through_trust_dialog("agent", true);
+    Some((c, dirs))
+}
+
+impl Codex {
+    /// Answers the hook-trust dialog (which Codex shows, over its prompt, until the hooks are
+    /// trusted) with "Trust all and continue", and waits for the prompt.
+    fn through_trust_dialog(&self, pane: &str, dialog: bool) {
+        let prompt = |s: &str| s.contains("for shortcuts");
+        if dialog {
+            let first = self
+                .lab
+                .wait_screen_in(pane, "Codex's hook-trust dialog", |s| {
+                    s.contains("Hooks need review")
+                });
+            assert!(
+                first.contains("12 hooks are new"),
+                "every hook atm installs: {first}"
+            );
+            self.lab
+                .press_until_in(pane, &["2"], "\"Trust all\" selected", |s| {
+                    s.contains("› 2. Trust all")
+                });
+            self.lab
+                .press_until_in(pane, &["Enter"], "the dialog closing", |s| {
+                    !s.contains("Hooks need review")
+                });
+        }
+        self.lab.wait_screen_in(pane, "Codex's prompt", prompt);
+    }
+
+    /// This test's Codex sessions: proc-discovery also finds the Codex processes of tests
+    /// running beside this one, in their own directories.
+    fn ours<'a>(&self, all: &'a [Value]) -> Vec<&'a Value> {
+        let root = self.daemon.dir.path().display().to_string();
+        sessions_of(all, "codex")
+            .into_iter()
+            .filter(|s| {
+                s["working_directory"]
+                    .as_str()
+                    .is_none_or(|d| d.starts_with(&root))
+            })
+            .collect()
+    }
+
+    fn sessions(&self, what: &str, pred: impl Fn(&[&Value]) -> bool) -> Vec<Value> {
+        let all = self.daemon.wait_sessions(what, |all| pred(&self.ours(all)));
+        self.ours(&all).into_iter().cloned().collect()
+    }
+
+    /// Waits until atm shows exactly one Codex session and it satisfies `pred`; returns it.
+    fn wait_one(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let one = self.sessions(&format!("one Codex session: {what}"), |s| {
+            s.len() == 1 && pred(s[0])
+        });
+        one[0].clone()
+    }
+
+    fn wait_state(&self, state: &str) -> Value {
+        self.wait_one(&format!("state {state}"), |s| s["state"] == state)
+    }
+
+    /// The TUI's process in pane `target`: the native `codex` that npm's node launcher (the
+    /// pane's process) starts.
+    fn tui_pid(&self, target: &str) -> u32 {
+        let launcher = self.lab.pid_in(target);
+        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(launcher)
+    }
+
+    fn daemon_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.home.join("app-server-daemon/daemon.pid")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        i32::try_from(v["pid"].as_i64()?).ok()
+    }
+}
+
+fn approval(s: &str) -> bool {
+    s.contains("Would you like to run the following command?")
+}
+
+#[test]
+fn start_permission_approve_turn_end_and_quit_match_the_screen() {
+    let Some((c, dirs)) = start_codex(&["project"]) else {
+        return;
+    };
+    let project = &dirs[0];
+    let target = project.join("approved");
+    c.lab
+        .type_line(&format!("please RUN touch {}", target.display()));
+    c.lab.wait_screen("the approval dialog", approval);
+    let waiting = c.wait_state("needs_permission");
+    eprintln!("needs_permission: {waiting:#}");
+    assert_eq!(waiting["attention"]["tool"], "Bash", "{waiting:#}");
+    assert!(
+        waiting["attention"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("touch")),
+        "{waiting:#}"
+    );
+    // The TUI's process and pane, though Codex's daemon ran the hook.
+    assert_eq!(waiting["pid"], c.tui_pid("agent"), "{waiting:#}");
+    assert_eq!(waiting["tmux_pane"], c.lab.pane(), "{waiting:#}");
+    assert_eq!(
+        waiting["working_directory"],
+        project.display().to_string(),
+        "{waiting:#}"
+    );
+    let thread = waiting["id"].clone();
+    let daemon = c.daemon_pid().expect("Codex started its background daemon");
+
+    c.lab
+        .press_until(&["y"], "the dialog closing", |s| !approval(s));
+    c.lab.wait_screen("the model's answer after the tool", |s| {
+        s.contains("FAKE-DONE")
+    });
+    assert!(target.exists(), "the approved command ran");
+    let idle = c.wait_state("idle");
+    assert!(idle["attention"].is_null(), "{idle:#}");
+    assert_eq!(
+        idle["id"], thread,
+        "the title thread's notify did not re-key it"
+    );
+
+    c.lab.type_line("hello");
+    c.lab.wait_screen("the model's reply", |s| {
+        s.matches("FAKE-REPLY").count() >= 1
+    });
+    let idle = c.wait_state("idle");
+    assert_eq!(idle["id"], thread);
+
+    c.lab.type_line("/quit");
+    atm_core::testing::wait_until_blocking("Codex to exit", || c.lab.exited());
+    c.sessions("the session to be gone", |s| s.is_empty());
+    assert!(
+        rustix::process::Pid::from_raw(daemon)
+            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok()),
+        "Codex's daemon lives on after /quit, yet the session is gone"
+    );
+
+    // Codex wrote a trust entry per hook of atm's; uninstall leaves none of them, and nothing
+    // else of atm's.
+    let trusted = std::fs::read_to_string(c.home.join("config.toml")).unwrap();
+    assert_eq!(trusted.matches("trusted_hash").count(), 12, "{trusted}");
+    stdout_of(
+        c.daemon
+            .command("atmctl")
+            .args(["setup", "codex", "--uninstall"])
+            .env("CODEX_HOME", &c.home),
+    );
+    let left = std::fs::read_to_string(c.home.join("config.toml")).unwrap();
+    for ours in ["trusted_hash", "hooks.state", "atm-hook", "features.hooks"] {
+        assert!(!left.contains(ours), "{ours} left behind:\n{left}");
+    }
+    let hooks = std::fs::read_to_string(c.home.join("hooks.json")).unwrap_or_default();
+    assert!(!hooks.contains("atm-hook"), "{hooks}");
+}
+
+#[test]
+fn a_declined_permission_and_an_interrupt_leave_for_idle_within_2s() {
+    let Some((c, dirs)) = start_codex(&["project"]) else {
+        return;
+    };
+    c.lab.type_line(&format!(
+        "please RUN touch {}",
+        dirs[0].join("declined").display()
+    ));
+    c.lab.wait_screen("the approval dialog", approval);
+    c.wait_state("needs_permission");
+    c.lab.press_until(&["Escape"], "the cancellation", |s| {
+        s.contains("You canceled the request")
+    });
+    // Codex's only word for it is its `Interrupt` hook.
+    let idle = c.wait_state("idle");
+    assert!(idle["attention"].is_null(), "{idle:#}");
+    assert!(!dirs[0].join("declined").exists());
+
+    c.lab.type_line("be SLOW please");
+    c.lab
+        .wait_screen("Codex working", |s| s.contains("esc to interrupt"));
+    c.wait_state("working");
+    c.lab.press_until(&["Escape"], "Codex stopping", |s| {
+        !s.contains("esc to interrupt")
+    });
+    c.wait_state("idle");
+}
+
+#[test]
+fn two_tuis_in_two_panes_are_two_sessions_with_their_own_panes() {
+    let Some((c, dirs)) = start_codex(&["one", "two"]) else {
+        return;
+    };
+    let second = c.lab.open_pane(&dirs[1]);
+    c.through_trust_dialog(&second, false);
+    c.lab.type_line("hello from one");
+    c.lab
+        .wait_screen("the first reply", |s| s.contains("FAKE-REPLY"));
+    c.lab.type_line_in(&second, "hello from two");
+    c.lab
+        .wait_screen_in(&second, "the second reply", |s| s.contains("FAKE-REPLY"));
+    let both = c.sessions("two idle sessions, one per pane", |s| {
+        s.len() == 2 && s.iter().all(|s| s["state"] == "idle")
+    });
+    for (pane, pid, dir) in [
+        (c.lab.pane(), c.tui_pid("agent"), &dirs[0]),
+        (second.clone(), c.tui_pid(&second), &dirs[1]),
+    ] {
+        let s = both
+            .iter()
+            .find(|s| s["tmux_pane"] == pane)
+            .unwrap_or_else(|| panic!("no session in pane {pane}: {both:#?}"));
+        assert_eq!(s["pid"], pid, "{s:#}");
+        assert_eq!(s["working_directory"], dir.display().to_string(), "{s:#}");
+    }
+
+    c.lab.type_line_in(&second, "/quit");
+    atm_core::testing::wait_until_blocking("the second Codex to exit", || c.lab.exited_in(&second));
+    let left = c.wait_one("the first one left", |s| s["tmux_pane"] == c.lab.pane());
+    assert_eq!(left["pid"], c.tui_pid("agent"));
+    assert!(session_of(&[left], "codex").is_some());
+}
