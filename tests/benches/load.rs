@@ -3,7 +3,7 @@
 //! noisy 2-core machine.
 //!
 //! Run: `./scripts/bench` (builds the release binaries, then `cargo bench -p atm-tests --bench load`).
-//! Scenarios (pick with `ATM_BENCH=burst,stuck,latency,scale,idle`; default all):
+//! Scenarios (pick with `ATM_BENCH=burst,stuck,instructions,latency,scale,idle`; default all):
 //! - burst: 20,000 hook events over 4 connections, 5 subscribers, sessions backed by live
 //!   processes; send rate, events applied per second, updates and resyncs per subscriber, and
 //!   whether every subscriber ends with the right final state.
@@ -16,6 +16,8 @@
 //! `ATM_BENCH_BASELINE=/path/to/older/atmd` adds that build as a third server in every round
 //! (the three take turns going first) and reports the median of atmd / baseline too: how a change
 //! is shown not to make atmd slower, measured in one process on the same noisy machine.
+//! - instructions: 16,000 burst events with atmd under callgrind (valgrind): instructions per
+//!   event, atmd against the baseline build; deterministic where wall-clock rates are not.
 //! - one-per-event: 2,000 events, each on its own connection (as atm-hook does).
 //! - scale: 10,000 sessions and 1,000 subscribers; memory per session, `list_sessions` time.
 //! - idle: RSS and wake-ups per second of an idle atmd with the default plugins (95 s).
@@ -57,7 +59,13 @@ struct Server {
 
 impl Server {
     fn atmd(config_extra: &str, default_plugins: bool) -> Server {
-        Server::atmd_from(release_bin("atmd"), "atmd", config_extra, default_plugins)
+        Server::atmd_from(
+            release_bin("atmd"),
+            "atmd",
+            config_extra,
+            default_plugins,
+            None,
+        )
     }
 
     /// The build named by `ATM_BENCH_BASELINE`, if any.
@@ -78,6 +86,7 @@ impl Server {
         name: &'static str,
         config_extra: &str,
         default_plugins: bool,
+        callgrind_out: Option<&Path>,
     ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
@@ -89,7 +98,17 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut cmd = Command::new(bin);
+        let mut cmd = match callgrind_out {
+            Some(out) => {
+                let mut c = Command::new("valgrind");
+                c.arg("--tool=callgrind")
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg("--dump-instr=no")
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         if !default_plugins {
             cmd.arg("--config").arg(&config);
         }
@@ -143,7 +162,7 @@ impl Server {
     fn compared(which: usize, baseline: &Option<PathBuf>) -> Server {
         match (which, baseline) {
             (0, _) => Server::reference(),
-            (2, Some(bin)) => Server::atmd_from(bin.clone(), "baseline", "", false),
+            (2, Some(bin)) => Server::atmd_from(bin.clone(), "baseline", "", false, None),
             _ => Server::atmd("", false),
         }
     }
@@ -193,6 +212,17 @@ impl Server {
             }
         }
         total
+    }
+}
+
+impl Server {
+    /// Stops the server with SIGTERM (a clean exit, so callgrind writes its counts) and waits.
+    fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
     }
 }
 
@@ -387,8 +417,9 @@ async fn burst(
         conns_open.push(w.await.unwrap());
     }
     let send_time = start.elapsed();
-    // Wait until every subscriber shows the expected final state (or 20 s).
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Wait until every subscriber shows the expected final state (or 20 s, longer for a big
+    // burst under callgrind).
+    let deadline = Instant::now() + Duration::from_secs(20).max(Duration::from_millis(events * 3));
     let mut correct = vec![false; subs];
     let mut applied_at = send_time;
     while Instant::now() < deadline {
@@ -426,6 +457,69 @@ async fn burst(
         correct,
         rss_mib,
         cpu_s,
+    }
+}
+
+/// CPU instructions atmd executes per hook event in a burst, counted by callgrind: the same
+/// count for the same binary and input whatever else the machine does, so it shows a 5% change
+/// that wall-clock rates on a shared machine cannot. Compared with the baseline build when one is
+/// given. Skipped without valgrind.
+async fn instructions(baseline: &Option<PathBuf>, pids: &[u32]) {
+    const EVENTS: u64 = 16_000;
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("\n## instructions: skipped (valgrind is not installed)");
+        return;
+    }
+    let rounds = rounds().min(3);
+    println!(
+        "\n## instructions: {EVENTS} hook events, 4 connections, 5 subscribers, under callgrind; {rounds} rounds"
+    );
+    println!("| round | server | instructions per event | all final states right |");
+    println!("|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let mut per_event = [0.0f64; 2];
+        let mut servers: Vec<(usize, &'static str, Option<PathBuf>)> = vec![
+            (0, "atmd", Some(release_bin("atmd"))),
+            (1, "baseline", baseline.clone()),
+        ];
+        // Taking turns going first, as in the other comparisons.
+        if round % 2 == 0 {
+            servers.reverse();
+        }
+        for (i, name, bin) in servers {
+            let Some(bin) = bin else { continue };
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("callgrind.out");
+            let server = Server::atmd_from(bin, name, "", false, Some(&out));
+            let b = burst(&server, EVENTS, 4, 5, 0, pids).await;
+            server.terminate();
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let total: f64 = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("totals:")
+                        .or_else(|| l.strip_prefix("summary:"))
+                })
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(f64::NAN);
+            per_event[i] = total / EVENTS as f64;
+            let right = b.correct.iter().all(|c| *c);
+            println!("| {round} | {name} | {:.0} | {right} |", per_event[i]);
+        }
+        if baseline.is_some() {
+            ratios.push(per_event[0] / per_event[1]);
+        }
+    }
+    if !ratios.is_empty() {
+        println!(
+            "atmd instructions / baseline build, per round: {}",
+            list(&ratios)
+        );
+        println!(
+            "median: {:.2} (target <= 1.05: not slower)",
+            median(&ratios)
+        );
     }
 }
 
@@ -693,6 +787,9 @@ fn main() {
                 }
                 println!("every atmd subscriber got every update or a resync, and the right final states: {all_right}");
             }
+        }
+        if wanted("instructions") {
+            instructions(&baseline, &pids).await;
         }
         if wanted("latency") {
             for subs in [5usize, 100] {
