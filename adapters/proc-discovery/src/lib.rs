@@ -305,11 +305,15 @@ async fn pass(
     };
     let registry = async {
         for pid in outcome.new_launchers {
-            // Registered by a pass that saw the launcher before its agent child: not a session.
+            // A launcher, or a fork of the agent before its exec: registered by an earlier pass, and
+            // not a session.
             let id = atm_core::model::SessionId::pending(pid);
             if let Err(RegistryError::ChannelClosed) = ctx
                 .registry
-                .remove(id.as_str(), "a launcher, not the agent")
+                .remove(
+                    id.as_str(),
+                    "not an agent: a launcher, or a fork that exec'd something else",
+                )
                 .await
             {
                 return Err(RegistryError::ChannelClosed);

@@ -80,9 +80,11 @@ pub struct ScanOutcome {
     pub failed: u64,
     /// Processes that vanished between the listing and the read.
     pub vanished: u64,
-    /// Launchers (`node …/bin/codex`) seen as such for the first time: a pass that ran before
-    /// the launcher started its agent child found the launcher itself, so the session that
-    /// pass registered (`pending-<pid>`) is not a session.
+    /// Processes found to be no session after all, each reported once: a launcher
+    /// (`node …/bin/codex`) that a pass saw before it started its agent child, and a young
+    /// process that looked like the agent and then exec'd something else (Codex forks itself
+    /// before exec'ing its helpers). The `pending-<pid>` session an earlier pass registered
+    /// for it is not a session.
     pub new_launchers: Vec<u32>,
 }
 
@@ -108,8 +110,11 @@ pub struct Scanner {
     page_size: u64,
     boot_time_ms: Option<i64>,
     sessions_dir_stamp: Option<FileStamp>,
-    /// Launchers already reported in [`ScanOutcome::new_launchers`].
-    launchers: HashSet<u32>,
+    /// Launchers already reported in [`ScanOutcome::new_launchers`], by PID and start time
+    /// (a reused PID is a new process).
+    launchers: HashSet<(u32, u64)>,
+    /// Agents of an earlier pass that exec'd into something else, for the next outcome.
+    exec_away: Vec<u32>,
 }
 
 /// `btime` (seconds since the epoch) from `<proc_root>/stat`, in milliseconds.
@@ -150,6 +155,7 @@ impl Scanner {
             boot_time_ms,
             sessions_dir_stamp: None,
             launchers: HashSet::new(),
+            exec_away: Vec::new(),
         }
     }
 
@@ -281,8 +287,12 @@ impl Scanner {
                 }
             }
             e.seen = pass;
-            let again = matches!(e.class, Class::Other | Class::Unreadable)
-                && (e.classified_young || recheck.contains(&l.pid));
+            let was_agent = matches!(e.class, Class::Agent(_));
+            let again = (matches!(e.class, Class::Other | Class::Unreadable)
+                && (e.classified_young || recheck.contains(&l.pid)))
+                // A fork of the agent before its exec looks like the agent: look again while
+                // it is young.
+                || (was_agent && e.classified_young);
             if again {
                 let young = is_young(e.start_time, uptime_ticks, self.ticks_per_sec);
                 match classify(
@@ -292,6 +302,9 @@ impl Scanner {
                     &self.settings.claude_config_dir,
                 ) {
                     Some(class) => {
+                        if was_agent && !matches!(class, Class::Agent(_)) {
+                            self.exec_away.push(l.pid);
+                        }
                         if let Some(e) = self.cache.get_mut(&l.pid) {
                             e.class = class;
                             e.classified_young = young;
@@ -348,6 +361,7 @@ impl Scanner {
     }
 
     fn sample_agents(&mut self, uptime_ticks: Option<u64>, outcome: &mut ScanOutcome) {
+        outcome.new_launchers.append(&mut self.exec_away);
         let agents: Vec<u32> = self
             .cache
             .iter()
@@ -366,12 +380,18 @@ impl Scanner {
         }
         let mut live_cwds = HashSet::new();
         let cache = &self.cache;
-        self.launchers.retain(|pid| cache.contains_key(pid));
+        self.launchers
+            .retain(|(pid, start)| cache.get(pid).is_some_and(|e| e.start_time == *start));
         for pid in agents {
+            let start = self.cache.get(&pid).map_or(0, |e| e.start_time);
+            // Once a launcher, always one: after its agent child exits it lingers a moment
+            // (or stays a zombie) with no agent child, and is still not a session.
+            if self.launchers.contains(&(pid, start)) {
+                continue;
+            }
             if self.is_launcher(pid, &children) {
-                if self.launchers.insert(pid) {
-                    outcome.new_launchers.push(pid);
-                }
+                self.launchers.insert((pid, start));
+                outcome.new_launchers.push(pid);
                 continue;
             }
             if let Some(found) = self.sample_agent(pid, &children, uptime_ticks) {

@@ -491,11 +491,60 @@ fn node_launcher_of_a_native_agent_is_not_a_second_session() {
             ..Default::default()
         },
     );
-    let out = scanner(&f).scan().unwrap();
+    let mut sc = scanner(&f);
+    let out = sc.scan().unwrap();
     assert_eq!(
         found_map(&out).keys().copied().collect::<Vec<_>>(),
         vec![501]
     );
+    assert_eq!(out.new_launchers, vec![500], "reported once");
+    assert!(sc.scan().unwrap().new_launchers.is_empty());
+    // The agent exits; its launcher lingers a moment: still not a session.
+    std::fs::remove_dir_all(f.root.join("501")).unwrap();
+    let out = sc.scan().unwrap();
+    assert!(found_map(&out).is_empty(), "{:?}", found_map(&out).keys());
+}
+
+#[test]
+fn a_young_fork_of_the_agent_that_execs_a_helper_is_no_session() {
+    let f = fixture();
+    let tps = procfs::ticks_per_second();
+    // Started a second ago (the fixture's uptime is 100000 s).
+    let young = 100_000 * tps - tps;
+    let codex = |pid: u32, ppid: u32| FakeProc {
+        pid,
+        ppid,
+        start: young,
+        cmdline: b"/usr/lib/node_modules/@openai/codex/vendor/x86_64/codex/codex\0",
+        exe: Some("/usr/lib/node_modules/@openai/codex/vendor/x86_64/codex/codex"),
+        ..Default::default()
+    };
+    write_proc(&f.root, &codex(700, 1));
+    // Codex forked itself; the child has not exec'd yet.
+    write_proc(&f.root, &codex(701, 700));
+    let mut sc = scanner(&f);
+    let out = sc.scan().unwrap();
+    assert!(found_map(&out).contains_key(&701));
+    // It execs a helper (same process, same start time).
+    std::fs::remove_file(f.root.join("701/exe")).unwrap();
+    write_proc(
+        &f.root,
+        &FakeProc {
+            pid: 701,
+            ppid: 700,
+            start: young,
+            cmdline: b"/usr/bin/bwrap\0--ro-bind\0/\0/\0",
+            exe: Some("/usr/bin/bwrap"),
+            ..Default::default()
+        },
+    );
+    let out = sc.scan().unwrap();
+    assert_eq!(
+        found_map(&out).keys().copied().collect::<Vec<_>>(),
+        vec![700]
+    );
+    assert_eq!(out.new_launchers, vec![701]);
+    assert!(sc.scan().unwrap().new_launchers.is_empty());
 }
 
 #[test]
