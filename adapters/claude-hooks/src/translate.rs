@@ -321,8 +321,12 @@ mod tests {
         v
     }
 
+    fn translated(name: &str, extra: Value) -> Translation {
+        translate(&hook(name, extra)).unwrap()
+    }
+
     fn event(name: &str, extra: Value) -> AgentEvent {
-        translate(&hook(name, extra)).unwrap().event.unwrap()
+        translated(name, extra).event.unwrap()
     }
 
     #[test]
@@ -357,11 +361,10 @@ mod tests {
 
     #[test]
     fn facts_come_from_common_fields() {
-        let t = translate(&hook(
+        let t = translated(
             "UserPromptSubmit",
             json!({"pid": 42, "tmux_pane": "%3", "prompt": "fix\nthe  bug"}),
-        ))
-        .unwrap();
+        );
         assert_eq!(t.session_id.as_str(), ID);
         assert_eq!(t.pid, Some(42));
         assert_eq!(t.tmux_pane.as_deref(), Some("%3"));
@@ -432,69 +435,67 @@ mod tests {
 
     #[test]
     fn questions_and_plans_need_input() {
-        assert_eq!(
-            event(
+        let question = json!({"tool_name": "AskUserQuestion", "tool_input": {"questions": [
+            {"question": "Which database?", "header": "DB", "options": [], "multiSelect": false}
+        ]}});
+        let plan = json!({"tool_name": "ExitPlanMode", "tool_input": {"plan": "# Plan\n1. do"}});
+        let elicitation = json!({"mcp_server_name": "github", "message": "Pick a repo"});
+        for (name, extra, reason, tool, detail) in [
+            (
                 "PreToolUse",
-                json!({"tool_name": "AskUserQuestion", "tool_input": {"questions": [
-                    {"question": "Which database?", "header": "DB", "options": [], "multiSelect": false}
-                ]}})
+                question,
+                "question",
+                "AskUserQuestion",
+                "Which database?",
             ),
-            AgentEvent::InputRequested {
-                reason: "question".into(),
-                tool: Some("AskUserQuestion".into()),
-                detail: Some("Which database?".into())
-            }
-        );
-        assert_eq!(
-            event(
+            (
                 "PreToolUse",
-                json!({"tool_name": "ExitPlanMode", "tool_input": {"plan": "# Plan\n1. do"}})
+                plan,
+                "plan_approval",
+                "ExitPlanMode",
+                "# Plan 1. do",
             ),
-            AgentEvent::InputRequested {
-                reason: "plan_approval".into(),
-                tool: Some("ExitPlanMode".into()),
-                detail: Some("# Plan 1. do".into())
-            }
-        );
-        assert_eq!(
-            event(
+            (
                 "Elicitation",
-                json!({"mcp_server_name": "github", "message": "Pick a repo"})
+                elicitation,
+                "elicitation",
+                "github",
+                "Pick a repo",
             ),
-            AgentEvent::InputRequested {
-                reason: "elicitation".into(),
-                tool: Some("github".into()),
-                detail: Some("Pick a repo".into())
-            }
-        );
+        ] {
+            assert_eq!(
+                event(name, extra),
+                AgentEvent::InputRequested {
+                    reason: reason.into(),
+                    tool: Some(tool.into()),
+                    detail: Some(detail.into())
+                },
+                "{reason}"
+            );
+        }
     }
 
     #[test]
     fn tool_completion_and_denial_finish_the_tool() {
-        assert_eq!(
-            event("PostToolUse", json!({"tool_name": "Bash"})),
-            AgentEvent::ToolFinished {
-                tool: Some("Bash".into()),
-            }
-        );
-        assert_eq!(
-            event(
+        for (name, extra) in [
+            ("PostToolUse", json!({"tool_name": "Bash"})),
+            (
                 "PostToolUseFailure",
-                json!({"tool_name": "Bash", "error": "x"})
+                json!({"tool_name": "Bash", "error": "x"}),
             ),
-            AgentEvent::ToolFinished {
-                tool: Some("Bash".into()),
-            }
-        );
-        assert_eq!(
-            event(
+            (
                 "PermissionDenied",
-                json!({"tool_name": "Bash", "reason": "r"})
+                json!({"tool_name": "Bash", "reason": "r"}),
             ),
-            AgentEvent::ToolFinished {
-                tool: Some("Bash".into()),
-            }
-        );
+        ] {
+            assert_eq!(
+                event(name, extra),
+                AgentEvent::ToolFinished {
+                    tool: Some("Bash".into()),
+                },
+                "{name}"
+            );
+        }
     }
 
     #[test]
@@ -557,11 +558,7 @@ mod tests {
 
     #[test]
     fn stop_is_ignored_inside_a_subagent() {
-        let t = translate(&hook(
-            "Stop",
-            json!({"agent_id": "a1", "agent_type": "Explore"}),
-        ))
-        .unwrap();
+        let t = translated("Stop", json!({"agent_id": "a1", "agent_type": "Explore"}));
         assert_eq!(t.event, None);
         assert_eq!(t.subagent_id.as_deref(), Some("a1"));
         assert_eq!(
@@ -572,36 +569,30 @@ mod tests {
 
     #[test]
     fn stop_failure_carries_the_error() {
-        assert_eq!(
-            event("StopFailure", json!({"error": "rate_limit"})),
-            AgentEvent::TurnFailed {
-                error: "rate_limit".into()
-            }
-        );
-        assert_eq!(
-            event(
-                "StopFailure",
-                json!({"error": {"type": "overloaded", "message": "m"}})
+        for (extra, error) in [
+            (json!({"error": "rate_limit"}), "rate_limit"),
+            (
+                json!({"error": {"type": "overloaded", "message": "m"}}),
+                "overloaded",
             ),
-            AgentEvent::TurnFailed {
-                error: "overloaded".into()
-            }
-        );
-        assert_eq!(
-            event("StopFailure", json!({})),
-            AgentEvent::TurnFailed {
-                error: "unknown".into()
-            }
-        );
+            (json!({}), "unknown"),
+        ] {
+            assert_eq!(
+                event("StopFailure", extra),
+                AgentEvent::TurnFailed {
+                    error: error.into()
+                },
+                "{error}"
+            );
+        }
     }
 
     #[test]
     fn subagents_are_children() {
-        let t = translate(&hook(
+        let t = translated(
             "SubagentStart",
             json!({"agent_id": "a1", "agent_type": "Explore"}),
-        ))
-        .unwrap();
+        );
         assert_eq!(t.subagent_id.as_deref(), Some("a1"));
         assert_eq!(
             t.event,

@@ -270,102 +270,89 @@ mod tests {
 
     #[test]
     fn tools_and_permissions() {
-        let started = event(with(
-            "BeforeTool",
-            json!({"tool_name": "run_shell_command", "tool_input": {"command": "npm test", "description": "run tests"}}),
-        ));
-        assert_eq!(
-            started,
-            AgentEvent::ToolStarted {
-                tool: "run_shell_command".into(),
-                detail: Some("npm test".into())
-            }
-        );
-        let asked = event(with(
-            "BeforeTool",
-            json!({"tool_name": "ask_user", "tool_input": {"questions": [{"question": "Which DB?"}]}}),
-        ));
-        assert!(
-            matches!(asked, AgentEvent::InputRequested { ref reason, ref detail, .. } if reason == "question" && detail.as_deref() == Some("Which DB?"))
-        );
-        let failed = event(with(
-            "AfterTool",
-            json!({"tool_name": "read_file", "tool_response": {"llmContent": "", "error": "ENOENT"}}),
-        ));
-        assert_eq!(
-            failed,
-            AgentEvent::ToolFinished {
-                tool: Some("read_file".into()),
-            }
-        );
-        let ok = event(with(
-            "AfterTool",
-            json!({"tool_name": "read_file", "tool_response": {"llmContent": "x", "error": null}}),
-        ));
-        assert!(matches!(ok, AgentEvent::ToolFinished { .. }));
+        let finished = AgentEvent::ToolFinished {
+            tool: Some("read_file".into()),
+        };
+        for (name, extra, want) in [
+            (
+                "BeforeTool",
+                json!({"tool_name": "run_shell_command", "tool_input": {"command": "npm test", "description": "run tests"}}),
+                AgentEvent::ToolStarted {
+                    tool: "run_shell_command".into(),
+                    detail: Some("npm test".into()),
+                },
+            ),
+            (
+                "BeforeTool",
+                json!({"tool_name": "ask_user", "tool_input": {"questions": [{"question": "Which DB?"}]}}),
+                AgentEvent::InputRequested {
+                    reason: "question".into(),
+                    tool: Some("ask_user".into()),
+                    detail: Some("Which DB?".into()),
+                },
+            ),
+            (
+                "AfterTool",
+                json!({"tool_name": "read_file", "tool_response": {"llmContent": "", "error": "ENOENT"}}),
+                finished.clone(),
+            ),
+            (
+                "AfterTool",
+                json!({"tool_name": "read_file", "tool_response": {"llmContent": "x", "error": null}}),
+                finished,
+            ),
+        ] {
+            assert_eq!(event(with(name, extra.clone())), want, "{extra}");
+        }
 
-        let exec = event(with(
-            "Notification",
-            json!({"notification_type": "ToolPermission", "message": "Tool Shell requires execution",
-                   "details": {"type": "exec", "title": "Confirm Shell Command", "command": "rm -rf build", "rootCommand": "rm"}}),
-        ));
-        assert_eq!(
-            exec,
-            AgentEvent::PermissionRequested {
-                tool: "run_shell_command".into(),
-                detail: Some("rm -rf build".into())
-            }
-        );
-        let edit = event(with(
-            "Notification",
-            json!({"notification_type": "ToolPermission", "details": {"type": "edit", "fileName": "a.rs", "filePath": "/w/a.rs"}}),
-        ));
-        assert!(
-            matches!(edit, AgentEvent::PermissionRequested { ref detail, .. } if detail.as_deref() == Some("/w/a.rs"))
-        );
-        let mcp = event(with(
-            "Notification",
-            json!({"notification_type": "ToolPermission", "details": {"type": "mcp", "serverName": "gh", "toolName": "create_issue"}}),
-        ));
-        assert!(
-            matches!(mcp, AgentEvent::PermissionRequested { ref tool, .. } if tool == "create_issue")
-        );
-        let fetch = event(with(
-            "Notification",
-            json!({"notification_type": "ToolPermission", "details": {"type": "info", "urls": ["https://example.com"]}}),
-        ));
-        assert!(
-            matches!(fetch, AgentEvent::PermissionRequested { ref detail, .. } if detail.as_deref() == Some("https://example.com"))
-        );
-        let bare = event(with(
-            "Notification",
-            json!({"notification_type": "ToolPermission", "message": "Tool X requires confirmation"}),
-        ));
-        assert_eq!(
-            bare,
-            AgentEvent::PermissionRequested {
-                tool: "unknown".into(),
-                detail: Some("Tool X requires confirmation".into())
-            }
-        );
-        let question = event(with(
-            "Notification",
-            json!({"notification_type": "ToolPermission", "details": {"type": "ask_user", "questions": [{"question": "Ship it?"}]}}),
-        ));
-        assert!(
-            matches!(question, AgentEvent::InputRequested { ref detail, .. } if detail.as_deref() == Some("Ship it?"))
-        );
-        let other = event(with(
-            "Notification",
-            json!({"notification_type": "SomethingNew", "message": "hi"}),
-        ));
-        assert_eq!(
-            other,
-            AgentEvent::Notification {
-                kind: "SomethingNew".into(),
-                message: Some("hi".into())
-            }
-        );
+        let permission = |tool: &str, detail: Option<&str>| AgentEvent::PermissionRequested {
+            tool: tool.into(),
+            detail: detail.map(Into::into),
+        };
+        let asked =
+            |details: Value| json!({"notification_type": "ToolPermission", "details": details});
+        let exec = json!({"notification_type": "ToolPermission", "message": "Tool Shell requires execution",
+                          "details": {"type": "exec", "title": "Confirm Shell Command", "command": "rm -rf build", "rootCommand": "rm"}});
+        for (notification, want) in [
+            (exec, permission("run_shell_command", Some("rm -rf build"))),
+            (
+                asked(json!({"type": "edit", "fileName": "a.rs", "filePath": "/w/a.rs"})),
+                permission("edit", Some("/w/a.rs")),
+            ),
+            (
+                asked(json!({"type": "mcp", "serverName": "gh", "toolName": "create_issue"})),
+                permission("create_issue", None),
+            ),
+            (
+                asked(json!({"type": "info", "urls": ["https://example.com"]})),
+                permission("web_fetch", Some("https://example.com")),
+            ),
+            (
+                json!({"notification_type": "ToolPermission", "message": "Tool X requires confirmation"}),
+                permission("unknown", Some("Tool X requires confirmation")),
+            ),
+            (
+                asked(json!({"type": "ask_user", "questions": [{"question": "Ship it?"}]})),
+                AgentEvent::InputRequested {
+                    reason: "question".into(),
+                    tool: Some("ask_user".into()),
+                    detail: Some("Ship it?".into()),
+                },
+            ),
+            (
+                json!({"notification_type": "SomethingNew", "message": "hi"}),
+                AgentEvent::Notification {
+                    kind: "SomethingNew".into(),
+                    message: Some("hi".into()),
+                },
+            ),
+        ] {
+            assert_eq!(
+                event(with("Notification", notification.clone())),
+                want,
+                "{notification}"
+            );
+        }
     }
 
     #[test]

@@ -403,10 +403,6 @@ mod tests {
             }
         );
         assert_eq!(
-            tr(json!({"type": "session.updated", "properties": {"info": {"id": "ses_1"}}})),
-            None
-        );
-        assert_eq!(
             ev(json!({"type": "session.idle", "properties": {"sessionID": "ses_1"}})),
             AgentEvent::TurnFinished
         );
@@ -436,13 +432,16 @@ mod tests {
             }
         );
         assert_eq!(
-            tr(json!({"type": "session.error", "properties": {"error": {"name": "UnknownError"}}})),
-            None
-        );
-        assert_eq!(
             ev(json!({"type": "session.compacted", "properties": {"sessionID": "s"}})),
             AgentEvent::CompactFinished
         );
+        // What names no session, or only updates its info, applies nothing.
+        for ignored in [
+            json!({"type": "session.updated", "properties": {"info": {"id": "ses_1"}}}),
+            json!({"type": "session.error", "properties": {"error": {"name": "UnknownError"}}}),
+        ] {
+            assert_eq!(tr(ignored.clone()), None, "{ignored}");
+        }
     }
 
     #[test]

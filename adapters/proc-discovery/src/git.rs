@@ -203,25 +203,21 @@ mod tests {
 
     #[test]
     fn head_forms() {
-        assert_eq!(
-            parse_head("ref: refs/heads/main\n").as_deref(),
-            Some("main")
-        );
-        assert_eq!(
-            parse_head("ref: refs/heads/feat/x").as_deref(),
-            Some("feat/x")
-        );
-        assert_eq!(
-            parse_head("ref: refs/remotes/o/m").as_deref(),
-            Some("refs/remotes/o/m")
-        );
-        assert_eq!(
-            parse_head("0123456789abcdef0123456789abcdef01234567").as_deref(),
-            Some("(detached 0123456)")
-        );
-        assert_eq!(parse_head("ref:"), None);
-        assert_eq!(parse_head("garbage!"), None);
-        assert_eq!(parse_head(""), None);
+        let cases = [
+            ("ref: refs/heads/main\n", Some("main")),
+            ("ref: refs/heads/feat/x", Some("feat/x")),
+            ("ref: refs/remotes/o/m", Some("refs/remotes/o/m")),
+            (
+                "0123456789abcdef0123456789abcdef01234567",
+                Some("(detached 0123456)"),
+            ),
+            ("ref:", None),
+            ("garbage!", None),
+            ("", None),
+        ];
+        for (head, branch) in cases {
+            assert_eq!(parse_head(head).as_deref(), branch, "{head:?}");
+        }
     }
 
     #[test]

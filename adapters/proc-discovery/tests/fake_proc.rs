@@ -124,6 +124,13 @@ fn scanner(f: &Fixture) -> Scanner {
     })
 }
 
+/// A fixture holding the standard population (see [`populate`]).
+fn populated() -> Fixture {
+    let f = fixture();
+    populate(&f);
+    f
+}
+
 /// The standard population: three agents, and everything that must not be one.
 fn populate(f: &Fixture) {
     let work = f.work.as_path();
@@ -249,8 +256,7 @@ fn found_map(
 
 #[test]
 fn finds_agents_and_only_agents() {
-    let f = fixture();
-    populate(&f);
+    let f = populated();
     std::fs::write(
         f.claude_dir.join("sessions/100.json"),
         br#"{"pid":100,"sessionId":"sess-100","cwd":"/elsewhere","status":"waiting"}"#,
@@ -295,8 +301,7 @@ fn finds_agents_and_only_agents() {
 
 #[test]
 fn process_vanishing_between_listing_and_reading_is_skipped() {
-    let f = fixture();
-    populate(&f);
+    let f = populated();
     let mut sc = scanner(&f);
     let listing = sc.list_pids().unwrap();
     std::fs::remove_dir_all(f.root.join("102")).unwrap();
@@ -321,8 +326,7 @@ fn process_vanishing_between_listing_and_reading_is_skipped() {
 
 #[test]
 fn known_processes_are_not_read_again_but_reused_pids_are() {
-    let f = fixture();
-    populate(&f);
+    let f = populated();
     let mut sc = scanner(&f);
     sc.scan().unwrap();
     // Same directory (same inode): the cached verdict stands, files are not re-read.
@@ -356,8 +360,7 @@ fn known_processes_are_not_read_again_but_reused_pids_are() {
 
 #[test]
 fn exec_into_an_agent_is_noticed() {
-    let f = fixture();
-    populate(&f);
+    let f = populated();
     let tps = procfs::ticks_per_second();
     let now_ticks = 100_000 * tps;
     // A young shell (started one second ago) that will exec claude.
@@ -408,8 +411,7 @@ fn exec_into_an_agent_is_noticed() {
 
 #[test]
 fn session_file_appearing_later_is_learnt() {
-    let f = fixture();
-    populate(&f);
+    let f = populated();
     let mut sc = scanner(&f);
     let out = sc.scan().unwrap();
     assert_eq!(found_map(&out)[&101].session_id, None);
@@ -430,8 +432,7 @@ fn session_file_appearing_later_is_learnt() {
 
 #[test]
 fn cpu_and_memory_cover_descendants_but_not_other_agents() {
-    let f = fixture();
-    populate(&f);
+    let f = populated();
     // 100 (claude) -> 400 (bash) -> 401 (rg); 100 -> 402 (a nested claude, its own session).
     for (pid, ppid, cmd) in [
         (400, 100, &b"bash\0"[..]),

@@ -100,6 +100,12 @@ async fn start(config: ProcDiscoveryConfig) -> Running {
 }
 
 impl Running {
+    /// Kills and reaps the agent processes `children`, then stops as [`Running::stop`] does.
+    async fn stop_after_killing<const N: usize>(self, children: [Reaped; N]) {
+        children.into_iter().for_each(kill_and_reap);
+        self.stop().await;
+    }
+
     async fn stop(self) {
         self.harness.cancel.cancel();
         let r = tokio::time::timeout(Duration::from_secs(5), self.task)
@@ -299,8 +305,7 @@ async fn pending_session_learns_its_id_and_never_reverts() {
         .await
         .unwrap();
     assert_eq!(running.sessions_of(pid).await[0].id.as_str(), "learnt-id");
-    kill_and_reap(child);
-    running.stop().await;
+    running.stop_after_killing([child]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,9 +367,7 @@ async fn hooks_first_then_discovery_is_still_one_row() {
             "{all:#?}"
         );
     }
-    kill_and_reap(with_pid);
-    kill_and_reap(without_pid);
-    running.stop().await;
+    running.stop_after_killing([with_pid, without_pid]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,8 +401,7 @@ async fn rescan_request_reports_real_counts() {
         .await;
     assert!(report.discovered >= 1, "{report:?}");
     assert!(running.sessions_of(gone).await.is_empty());
-    kill_and_reap(b);
-    running.stop().await;
+    running.stop_after_killing([b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -178,7 +178,7 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::super::hooks::test_hook as hook;
-    use super::super::hooks::{arb_user_hooks, check_round_trip};
+    use super::super::hooks::{arb_user_hooks, check_round_trip, settings_from};
     use super::*;
     use proptest::prelude::*;
 
@@ -347,17 +347,7 @@ mod tests {
             proptest::option::of(statusline),
         )
             .prop_map(|(extra, hooks, line)| {
-                let mut m = Map::new();
-                for (k, v) in extra {
-                    m.insert(k, v);
-                }
-                if let Some(h) = hooks {
-                    m.insert("hooks".to_owned(), h);
-                }
-                if let Some(l) = line {
-                    m.insert("statusLine".to_owned(), l);
-                }
-                Value::Object(m)
+                settings_from(extra, [("hooks", hooks), ("statusLine", line)])
             })
     }
 

@@ -146,7 +146,7 @@ pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::super::hooks::test_hook as hook;
-    use super::super::hooks::{arb_user_hooks, check_round_trip};
+    use super::super::hooks::{arb_user_hooks, check_round_trip, settings_from};
     use super::*;
     use proptest::prelude::*;
 
@@ -206,14 +206,8 @@ mod tests {
             proptest::option::of(hooks),
         )
             .prop_map(|(extra, hooks)| {
-                let mut m: serde_json::Map<String, Value> = extra
-                    .into_iter()
-                    .map(|(k, v)| (k, Value::from(v)))
-                    .collect();
-                if let Some(h) = hooks {
-                    m.insert("hooks".to_owned(), h);
-                }
-                Value::Object(m)
+                let extra = extra.into_iter().map(|(k, v)| (k, Value::from(v)));
+                settings_from(extra.collect(), [("hooks", hooks)])
             })
     }
 

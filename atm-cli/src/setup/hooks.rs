@@ -352,6 +352,22 @@ pub fn arb_user_hooks(
     })
 }
 
+/// A user's settings for the agents' property tests: `extra` top-level keys of their own, then
+/// each of `keys` whose value is there.
+#[cfg(test)]
+pub fn settings_from<const N: usize>(
+    extra: Vec<(String, Value)>,
+    keys: [(&str, Option<Value>); N],
+) -> Value {
+    let mut m: serde_json::Map<String, Value> = extra.into_iter().collect();
+    for (k, v) in keys {
+        if let Some(v) = v {
+            m.insert(k.to_owned(), v);
+        }
+    }
+    Value::Object(m)
+}
+
 /// The property of every JSON merge: install is idempotent, and uninstall gives back exactly
 /// the user's `settings`.
 #[cfg(test)]
