@@ -195,6 +195,13 @@ mod tests {
         }
     }
 
+    /// A fresh temp dir, and the path of a file `name` in it (not created yet).
+    fn file_in_new_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
+    }
+
     fn append(path: &Path, data: &[u8]) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -213,8 +220,7 @@ mod tests {
 
     #[tokio::test]
     async fn follows_appends_from_the_end_and_waits_for_whole_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
+        let (_dir, path) = file_in_new_dir("log");
         append(&path, b"old line\n");
         let mut f = FileFollower::new(&path, options(false));
         let pending = tokio::time::timeout(Duration::from_millis(30), f.next_line()).await;
@@ -230,8 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn waits_for_a_missing_file_then_reads_it_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("later.log");
+        let (_dir, path) = file_in_new_dir("later.log");
         let mut f = FileFollower::new(&path, options(false));
         let pending = tokio::time::timeout(Duration::from_millis(30), f.next_line()).await;
         assert!(pending.is_err());
@@ -241,8 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn truncation_and_rotation_restart_at_the_new_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
+        let (dir, path) = file_in_new_dir("log");
         append(&path, b"");
         let mut f = FileFollower::new(&path, options(false));
         append(&path, b"one\n");
@@ -266,8 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_and_non_utf8_lines_are_reported_and_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
+        let (_dir, path) = file_in_new_dir("log");
         let mut f = FileFollower::new(&path, options(true));
         append(&path, &[b'x'; 100]);
         append(&path, b"\nbad \xff\nok\n");

@@ -25,6 +25,13 @@ async fn start(config: RegistryConfig) -> RegistryHandle {
     Registry::start(config).await.handle
 }
 
+/// A registry with the test config changed by `tweak`.
+async fn start_with(tweak: impl FnOnce(&mut RegistryConfig)) -> RegistryHandle {
+    let mut c = config();
+    tweak(&mut c);
+    start(c).await
+}
+
 struct Child(std::process::Child, ProcessIdentity);
 
 impl Child {
@@ -72,6 +79,14 @@ async fn silent_past(r: &RegistryHandle, id: &str, ms: i64) {
         }
     })
     .await;
+}
+
+/// The end of a session that `/clear` continues under a new id.
+fn cleared() -> AgentEvent {
+    AgentEvent::SessionEnded {
+        reason: "clear".into(),
+        continues: true,
+    }
 }
 
 fn prompt() -> AgentEvent {
@@ -130,15 +145,7 @@ async fn clear_rekeys_one_process_into_one_session() {
     )
     .await;
     // `/clear`: the end of the old id (kept), then the new id for the same process.
-    apply(
-        &r,
-        src("old", p),
-        AgentEvent::SessionEnded {
-            reason: "clear".into(),
-            continues: true,
-        },
-    )
-    .await;
+    apply(&r, src("old", p), cleared()).await;
     apply(&r, src("new", p), start_ev(StartSource::Clear)).await;
     let all = r.get_all_sessions().await.unwrap();
     assert_eq!(all.len(), 1);
@@ -182,15 +189,7 @@ async fn end_then_start_in_either_order_keeps_one_row() {
     apply(&r, src("a", p), start_ev(StartSource::Startup)).await;
     // Hooks run in parallel: the new id may arrive before the old id's end.
     apply(&r, src("b", p), start_ev(StartSource::Clear)).await;
-    apply(
-        &r,
-        src("a", p),
-        AgentEvent::SessionEnded {
-            reason: "clear".into(),
-            continues: true,
-        },
-    )
-    .await;
+    apply(&r, src("a", p), cleared()).await;
     let all = r.get_all_sessions().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].id.as_str(), "b");
@@ -277,11 +276,7 @@ async fn hook_without_pid_then_discovery_is_one_session() {
 
 #[tokio::test]
 async fn capacity_is_enforced_and_a_live_agent_evicts_the_oldest_silent_pidless_session() {
-    let r = start(RegistryConfig {
-        max_sessions: 2,
-        ..config()
-    })
-    .await;
+    let r = start_with(|c| c.max_sessions = 2).await;
     apply(&r, src("a", None), prompt()).await;
     apply(&r, src("b", None), prompt()).await;
     // A pid-less newcomer (a flood, a stale agent) is refused: nothing tells which to keep.
@@ -336,11 +331,7 @@ async fn unknown_sessions_are_not_found() {
 
 #[tokio::test]
 async fn dead_processes_and_silent_sessions_are_cleaned_up() {
-    let r = start(RegistryConfig {
-        silence_expiry: Duration::from_millis(200),
-        ..config()
-    })
-    .await;
+    let r = start_with(|c| c.silence_expiry = Duration::from_millis(200)).await;
     let mut child = Child::spawn();
     apply(&r, src("live", Some(child.1)), prompt()).await;
     apply(&r, src("nopid", None), prompt()).await;
@@ -498,11 +489,7 @@ async fn corrupt_snapshot_is_moved_aside_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sessions.json");
     std::fs::write(&path, b"{\"version\":1,\"sessions\":[{\"trunc").unwrap();
-    let r = start(RegistryConfig {
-        snapshot_path: Some(path.clone()),
-        ..config()
-    })
-    .await;
+    let r = start_with(|c| c.snapshot_path = Some(path.clone())).await;
     assert!(r.get_all_sessions().await.unwrap().is_empty());
     let aside: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -512,11 +499,7 @@ async fn corrupt_snapshot_is_moved_aside_not_fatal() {
     assert_eq!(aside.len(), 1);
     // Non-UTF-8 garbage too.
     std::fs::write(&path, [0xff, 0xfe, 0x00, 0x80]).unwrap();
-    let r = start(RegistryConfig {
-        snapshot_path: Some(path.clone()),
-        ..config()
-    })
-    .await;
+    let r = start_with(|c| c.snapshot_path = Some(path.clone())).await;
     assert!(r.get_all_sessions().await.unwrap().is_empty());
 }
 
@@ -544,11 +527,7 @@ async fn shutdown_writes_the_final_snapshot_and_closes_the_handle() {
 
 #[tokio::test]
 async fn lagging_subscriber_learns_it_and_can_resync() {
-    let r = start(RegistryConfig {
-        broadcast_capacity: 4,
-        ..config()
-    })
-    .await;
+    let r = start_with(|c| c.broadcast_capacity = 4).await;
     let (_, mut rx) = r.subscribe().await.unwrap();
     for i in 0..20 {
         apply(&r, src(&format!("s{i}"), None), prompt()).await;
@@ -725,31 +704,30 @@ async fn many_handles_concurrently_one_owner() {
 async fn without_hooks_the_agents_own_status_drives_the_state() {
     let r = start(config()).await;
     let child = Child::spawn();
-    let found = |hint: AgentState| Discovered {
-        session_id: Some(SessionId::new("nohooks")),
-        state_hint: Some(hint),
-        ..Discovered::new(Harness::claude(), child.1, "proc-discovery")
+    // Discovery reports the agent's own status as `hint`; the session as it then is.
+    let discovered = |hint: AgentState| {
+        let r = r.clone();
+        let found = Discovered {
+            session_id: Some(SessionId::new("nohooks")),
+            state_hint: Some(hint),
+            ..Discovered::new(Harness::claude(), child.1, "proc-discovery")
+        };
+        async move {
+            r.register_discovered(found).await.unwrap();
+            r.get_session("nohooks").await.unwrap()
+        }
     };
-    r.register_discovered(found(AgentState::Working))
-        .await
-        .unwrap();
     assert_eq!(
-        r.get_session("nohooks").await.unwrap().state,
+        discovered(AgentState::Working).await.state,
         AgentState::Working
     );
-    r.register_discovered(found(AgentState::NeedsPermission))
-        .await
-        .unwrap();
-    let s = r.get_session("nohooks").await.unwrap();
+    let s = discovered(AgentState::NeedsPermission).await;
     assert_eq!(s.state, AgentState::NeedsPermission);
     assert_eq!(
         s.attention.as_ref().map(|a| a.reason.as_str()),
         Some("permission")
     );
-    r.register_discovered(found(AgentState::Idle))
-        .await
-        .unwrap();
-    let s = r.get_session("nohooks").await.unwrap();
+    let s = discovered(AgentState::Idle).await;
     assert_eq!(s.state, AgentState::Idle);
     assert!(s.attention.is_none());
     // A status line is not a hook: hints still apply after it.
@@ -762,20 +740,14 @@ async fn without_hooks_the_agents_own_status_drives_the_state() {
     )
     .await
     .unwrap();
-    r.register_discovered(found(AgentState::Working))
-        .await
-        .unwrap();
     assert_eq!(
-        r.get_session("nohooks").await.unwrap().state,
+        discovered(AgentState::Working).await.state,
         AgentState::Working
     );
     // Once hooks speak, they are the authority.
     apply(&r, src("nohooks", Some(child.1)), AgentEvent::TurnFinished).await;
-    r.register_discovered(found(AgentState::Working))
-        .await
-        .unwrap();
     assert_eq!(
-        r.get_session("nohooks").await.unwrap().state,
+        discovered(AgentState::Working).await.state,
         AgentState::Idle
     );
 }

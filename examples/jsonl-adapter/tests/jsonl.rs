@@ -48,6 +48,13 @@ impl Running {
     }
 
     /// Waits until session `id` satisfies `pred`.
+    /// Waits until session `id` is in `state`, and gives it.
+    async fn wait_for_state(&self, id: &str, state: AgentState) -> Arc<Session> {
+        self.wait_for(id, |s| s.is_some_and(|s| s.state == state))
+            .await
+            .unwrap()
+    }
+
     async fn wait_for(
         &self,
         id: &str,
@@ -132,22 +139,14 @@ async fn lines_through_the_socket_change_the_registry() {
     w.write_all(format!("{working}\n").as_bytes())
         .await
         .unwrap();
-    let s = run
-        .wait_for("s1", |s| s.is_some_and(|s| s.state == AgentState::Working))
-        .await
-        .unwrap();
+    let s = run.wait_for_state("s1", AgentState::Working).await;
     assert_eq!(s.harness.as_str(), "myagent");
     assert_eq!(s.activity.as_deref(), Some("cargo"));
     assert_eq!(s.cwd.as_deref(), Some("/src/app"));
     assert_eq!(s.pid(), Some(me), "pid becomes a process identity");
 
     w.write_all(b"{\"session\":\"s1\",\"harness\":\"myagent\",\"state\":\"needs_permission\",\"tool\":\"Bash\",\"detail\":\"rm -rf target\"}\n").await.unwrap();
-    let s = run
-        .wait_for("s1", |s| {
-            s.is_some_and(|s| s.state == AgentState::NeedsPermission)
-        })
-        .await
-        .unwrap();
+    let s = run.wait_for_state("s1", AgentState::NeedsPermission).await;
     let attention = s.attention.clone().unwrap();
     assert_eq!(
         (attention.tool.as_deref(), attention.detail.as_deref()),
@@ -161,19 +160,13 @@ async fn lines_through_the_socket_change_the_registry() {
     )
     .await
     .unwrap();
-    let s2 = run
-        .wait_for("s2", |s| {
-            s.is_some_and(|s| s.state == AgentState::NeedsInput)
-        })
-        .await
-        .unwrap();
+    let s2 = run.wait_for_state("s2", AgentState::NeedsInput).await;
     assert_eq!(s2.harness.as_str(), "jsonl", "default harness");
 
     w.write_all(b"{\"session\":\"s1\",\"harness\":\"myagent\",\"state\":\"idle\"}\n")
         .await
         .unwrap();
-    run.wait_for("s1", |s| s.is_some_and(|s| s.state == AgentState::Idle))
-        .await;
+    run.wait_for_state("s1", AgentState::Idle).await;
     w.write_all(b"{\"session\":\"s1\",\"harness\":\"myagent\",\"state\":\"ended\"}\n")
         .await
         .unwrap();
@@ -228,8 +221,7 @@ async fn bad_lines_get_an_error_and_the_socket_keeps_serving() {
     w.write_all(b"{\"session\":\"ok\",\"state\":\"working\"}\n")
         .await
         .unwrap();
-    run.wait_for("ok", |s| s.is_some_and(|s| s.state == AgentState::Working))
-        .await;
+    run.wait_for_state("ok", AgentState::Working).await;
 
     // An oversized line (2 MiB, no newline yet) is refused and that connection closed...
     let huge = vec![b'x'; 2 * 1024 * 1024];
@@ -248,8 +240,7 @@ async fn bad_lines_get_an_error_and_the_socket_keeps_serving() {
     w2.write_all(b"{\"session\":\"ok\",\"state\":\"idle\"}\n")
         .await
         .unwrap();
-    run.wait_for("ok", |s| s.is_some_and(|s| s.state == AgentState::Idle))
-        .await;
+    run.wait_for_state("ok", AgentState::Idle).await;
     run.stop().await;
 }
 
@@ -287,12 +278,7 @@ async fn a_fifo_feeds_the_registry_across_writers() {
         .await
         .unwrap();
     }
-    let s = run
-        .wait_for("f1", |s| {
-            s.is_some_and(|s| s.state == AgentState::NeedsPermission)
-        })
-        .await
-        .unwrap();
+    let s = run.wait_for_state("f1", AgentState::NeedsPermission).await;
     assert_eq!(s.harness.as_str(), "script");
     assert_eq!(
         s.attention.as_ref().and_then(|a| a.tool.as_deref()),

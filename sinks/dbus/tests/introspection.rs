@@ -80,12 +80,7 @@ fn write_back(file: &str, block: &str) {
 }
 
 async fn introspect(conn: &zbus::Connection, path: &str) -> String {
-    let proxy = zbus::fdo::IntrospectableProxy::builder(conn)
-        .destination(SERVICE)
-        .path(path)
-        .build()
-        .await
-        .unwrap();
+    let proxy: zbus::fdo::IntrospectableProxy = service_proxy(conn, path).await;
     proxy.introspect().await.unwrap()
 }
 

@@ -39,9 +39,8 @@ fn changed_names(s: &Signal) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_appear_and_vanish_with_their_sessions() {
-    let t = OnPrivateBus::start().await;
+    let (t, mut rec) = OnPrivateBus::recording().await;
     let conn = &t.conn;
-    let mut rec = Recorder::new(conn).await;
 
     let s1 = source("sess-one", 101);
     t.apply(&s1, started()).await;
@@ -154,9 +153,7 @@ async fn properties_changed_carries_only_the_changed_properties() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_arrive_in_order() {
-    let t = OnPrivateBus::start().await;
-    let conn = &t.conn;
-    let mut rec = Recorder::new(conn).await;
+    let (t, mut rec) = OnPrivateBus::recording().await;
 
     let s = source("order", 301);
     t.apply(&s, started()).await;

@@ -183,6 +183,13 @@ impl OnPrivateBus {
         }
     }
 
+    /// A sink on a private bus of its own, and a recorder of every signal it sends.
+    pub async fn recording() -> (Self, Recorder) {
+        let t = Self::start().await;
+        let rec = Recorder::new(&t.conn).await;
+        (t, rec)
+    }
+
     pub fn harness(&self) -> &TestHarness {
         &self.sink.harness
     }
@@ -307,14 +314,22 @@ pub async fn wait_for_sessions(conn: &Connection, count: u32) {
 /// Objects on the bus: path -> that object's Session properties.
 pub type Objects = HashMap<String, HashMap<String, OwnedVariant>>;
 
-/// The managed objects: path -> that object's Session properties.
-pub async fn managed(conn: &Connection) -> Objects {
-    let om = zbus::fdo::ObjectManagerProxy::builder(conn)
+/// A proxy of type `P` for object `path` of the service.
+pub async fn service_proxy<'a, P>(conn: &Connection, path: &'a str) -> P
+where
+    P: From<zbus::Proxy<'a>> + zbus::proxy::Defaults,
+{
+    zbus::proxy::Builder::<P>::new(conn)
         .destination(SERVICE)
-        .path(MANAGER)
+        .path(path)
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The managed objects: path -> that object's Session properties.
+pub async fn managed(conn: &Connection) -> Objects {
+    let om: zbus::fdo::ObjectManagerProxy = service_proxy(conn, MANAGER).await;
     om.get_managed_objects()
         .await
         .unwrap()
