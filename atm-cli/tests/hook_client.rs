@@ -339,11 +339,7 @@ fn statusline_default_line_uses_the_daemons_state() {
             break;
         }
     }
-    assert_eq!(
-        lines.last().map(String::as_str),
-        Some("Opus 4.6 · 42% · $0.42 · needs permission\n"),
-        "{lines:?}"
-    );
+    common::assert_last_try(&lines, "Opus 4.6 · 42% · $0.42 · needs permission\n");
 
     // An error reply is no reply.
     let daemon = Collector::with_reply(Some(

@@ -129,9 +129,5 @@ async fn hook_and_statusline_through_the_real_ingest_socket() {
             break;
         }
     }
-    assert_eq!(
-        lines.last().map(String::as_str),
-        Some("Sonnet 4.5 · 12% · $0.00 · needs input\n"),
-        "{lines:?}"
-    );
+    common::assert_last_try(&lines, "Sonnet 4.5 · 12% · $0.00 · needs input\n");
 }

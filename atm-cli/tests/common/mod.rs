@@ -33,6 +33,12 @@ pub fn refused(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Of the status lines a few tries printed (the reply must beat atm-hook's 50 ms budget, which a
+/// loaded machine misses now and then), the last one is `want`.
+pub fn assert_last_try(lines: &[String], want: &str) {
+    assert_eq!(lines.last().map(String::as_str), Some(want), "{lines:?}");
+}
+
 /// `atmctl setup <agent> <extra>` with the agent's home variable `var` set to `home`.
 pub fn atmctl_setup(agent: &str, var: &str, home: &Path, extra: &[&str]) -> Output {
     Command::new(ATMCTL)
