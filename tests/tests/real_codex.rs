@@ -53,6 +53,11 @@ fn user_config(projects: &[&Path]) -> String {
 /// Starts atmd, writes the user's Codex config for `projects`, runs `atmctl setup codex` and
 /// starts Codex in a pane in the first project, through the hook-trust dialog to its prompt.
 fn start_codex(projects: &[&str]) -> Option<(Codex, Vec<PathBuf>)> {
+    start_codex_answering(projects, "2")
+}
+
+/// [`start_codex`], answering the hook-trust dialog with `answer`.
+fn start_codex_answering(projects: &[&str], answer: &str) -> Option<(Codex, Vec<PathBuf>)> {
     let codex = agent_binary("codex")?;
     let daemon = Daemon::start(&basic_config(
         "[[adapter]]\ntype = \"codex\"\n\n[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n",
@@ -97,7 +102,7 @@ fn start_codex(projects: &[&str]) -> Option<(Codex, Vec<PathBuf>)> {
     ];
     let lab = AgentLab::start(&daemon, &dirs[0], &command, &env);
     let c = Codex { daemon, lab, home };
-    c.through_trust_dialog("agent", true);
+    c.answer_trust_dialog("agent", Some(answer));
     Some((c, dirs))
 }
 
@@ -105,6 +110,14 @@ impl Codex {
     /// Answers the hook-trust dialog (which Codex shows, over its prompt, until the hooks are
     /// trusted) with "Trust all and continue", and waits for the prompt.
     fn through_trust_dialog(&self, pane: &str, dialog: bool) {
+        self.answer_trust_dialog(pane, dialog.then_some("2"));
+    }
+
+    /// Answers the hook-trust dialog with choice `answer` (`"2"`: trust all, `"3"`: continue
+    /// without trusting), or expects none, and waits for the prompt.
+    fn answer_trust_dialog(&self, pane: &str, answer: Option<&str>) {
+        let dialog = answer.is_some();
+        let answer = answer.unwrap_or("2");
         let prompt = |s: &str| s.contains("for shortcuts");
         if dialog {
             let first = self
@@ -116,14 +129,17 @@ impl Codex {
                 first.contains("12 hooks are new"),
                 "every hook atm installs: {first}"
             );
+            // A digit selects the choice, and for some choices confirms it at once.
             self.lab
-                .press_until_in(pane, &["2"], "\"Trust all\" selected", |s| {
-                    s.contains("› 2. Trust all")
+                .press_until_in(pane, &[answer], "the answer selected", |s| {
+                    s.contains(&format!("› {answer}.")) || !s.contains("Hooks need review")
                 });
-            self.lab
-                .press_until_in(pane, &["Enter"], "the dialog closing", |s| {
-                    !s.contains("Hooks need review")
-                });
+            if self.lab.screen_in(pane).contains("Hooks need review") {
+                self.lab
+                    .press_until_in(pane, &["Enter"], "the dialog closing", |s| {
+                        !s.contains("Hooks need review")
+                    });
+            }
         }
         self.lab.wait_screen_in(pane, "Codex's prompt", prompt);
     }
@@ -321,4 +337,44 @@ fn two_tuis_in_two_panes_are_two_sessions_with_their_own_panes() {
     let left = c.wait_one("the first one left", |s| s["tmux_pane"] == c.lab.pane());
     assert_eq!(left["pid"], c.tui_pid("agent"));
     assert!(session_of(&[left], "codex").is_some());
+}
+
+#[test]
+fn with_the_hooks_not_trusted_notify_alone_shows_the_turn_end_of_the_real_thread() {
+    // "Continue without trusting (hooks won't run)": only the notify program runs.
+    let Some((c, _dirs)) = start_codex_answering(&["project"], "3") else {
+        return;
+    };
+    c.lab.type_line("hello");
+    c.lab
+        .wait_screen("the model's reply", |s| s.contains("FAKE-REPLY"));
+    let idle = c.wait_one("idle under the real thread's id", |s| {
+        s["state"] == "idle"
+            && !s["id"]
+                .as_str()
+                .unwrap_or("pending-")
+                .starts_with("pending-")
+    });
+    assert_eq!(idle["pid"], c.tui_pid("agent"), "{idle:#}");
+    assert_eq!(idle["tmux_pane"], c.lab.pane(), "{idle:#}");
+    // The id is the thread the user talks to (it has a rollout), not the title thread.
+    let id = idle["id"].as_str().unwrap().to_owned();
+    let rollouts = walk(&c.home.join("sessions"));
+    assert!(
+        rollouts.iter().any(|p| p.to_string_lossy().contains(&id)),
+        "{id} has no rollout among {rollouts:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
