@@ -9,41 +9,16 @@
 //! `cargo bench -p atm-tests --bench follow` (`./scripts/bench` does both).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark, not the daemon
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
-use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
-use atm_tests::{Daemon, FakeAgent, basic_config, hook};
+use atm_tests::{
+    Daemon, FakeAgent, basic_config, hook, stamped_lines, subscribe_stamped, wait_line,
+};
 use serde_json::{Value, json};
 
 /// State changes measured (half to working, half to idle).
 const CHANGES: usize = 400;
-
-/// Lines of a reader thread, each stamped when it was read.
-fn stamped_lines(read: impl std::io::Read + Send + 'static) -> Receiver<(Instant, String)> {
-    let (tx, rx) = sync_channel(4096);
-    std::thread::spawn(move || {
-        for line in BufReader::new(read).lines().map_while(Result::ok) {
-            if tx.send((Instant::now(), line)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// The first line after which `pred` holds, and when it came.
-fn wait_line(rx: &Receiver<(Instant, String)>, pred: impl Fn(&Value) -> bool) -> Instant {
-    loop {
-        let (at, line) = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("no line within 10 s");
-        if serde_json::from_str::<Value>(&line).is_ok_and(|v| pred(&v)) {
-            return at;
-        }
-    }
-}
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -70,16 +45,7 @@ fn main() {
         .spawn()
         .unwrap();
     let bar = stamped_lines(follower.stdout.take().unwrap());
-    let mut sub = std::os::unix::net::UnixStream::connect(d.query_socket()).unwrap();
-    for msg in [
-        json!({"type": "connect", "client_id": "bench-floor"}),
-        json!({"type": "subscribe"}),
-    ] {
-        let mut msg = msg;
-        msg["protocol_version"] = json!({"major": 1, "minor": 0});
-        sub.write_all(format!("{msg}\n").as_bytes()).unwrap();
-    }
-    let raw = stamped_lines(sub);
+    let raw = subscribe_stamped(&d.query_socket());
     let class = |want: &'static str| move |v: &Value| v["class"] == want;
     let updated = |want: &'static str| {
         move |v: &Value| v["type"] == "session_updated" && v["session"]["state"] == want

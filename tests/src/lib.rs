@@ -349,3 +349,48 @@ impl Client {
 pub fn find<'a>(sessions: &'a [Value], id: &str) -> Option<&'a Value> {
     sessions.iter().find(|s| s["id"] == id)
 }
+
+/// Lines a reader thread reads from `read`, each stamped when it was read (for latency
+/// benchmarks: the stamp is taken before any parsing).
+pub fn stamped_lines(
+    read: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<(Instant, String)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+    std::thread::spawn(move || {
+        for line in BufReader::new(read).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// When the first JSON line for which `pred` holds was read; panics after 10 s without one.
+pub fn wait_line(
+    rx: &std::sync::mpsc::Receiver<(Instant, String)>,
+    pred: impl Fn(&Value) -> bool,
+) -> Instant {
+    loop {
+        let (at, line) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no line within 10 s");
+        if serde_json::from_str::<Value>(&line).is_ok_and(|v| pred(&v)) {
+            return at;
+        }
+    }
+}
+
+/// A protocol-v1 subscription to every session of `query`, as stamped lines.
+pub fn subscribe_stamped(query: &Path) -> std::sync::mpsc::Receiver<(Instant, String)> {
+    let mut sub = UnixStream::connect(query).expect("connect to the query socket");
+    for mut msg in [
+        json!({"type": "connect", "client_id": "bench"}),
+        json!({"type": "subscribe"}),
+    ] {
+        msg["protocol_version"] = json!({"major": 1, "minor": 0});
+        sub.write_all(format!("{msg}\n").as_bytes())
+            .expect("write to the query socket");
+    }
+    stamped_lines(sub)
+}
