@@ -15,8 +15,8 @@
 mod bus;
 pub mod config;
 mod handoff;
-mod path;
-mod props;
+pub mod path;
+pub mod props;
 mod send;
 mod service;
 mod throttle;

@@ -238,4 +238,44 @@ mod tests {
         ));
         assert!(!raises_attention(None, AgentState::Idle, None));
     }
+
+    /// The D-Bus renderer fed hostile text (the fuzz property the `dbus_render` fuzz target
+    /// runs for longer): whatever an agent put in a session, every string we hand the bus is
+    /// valid for it (no NUL, no noncharacter, no control character: a NUL makes the bus drop
+    /// our connection, a noncharacter makes busctl refuse the whole reply), the `a{sv}` of
+    /// `ListSessions` serialises, and the session's object path is a valid path.
+    mod fuzz {
+        use super::*;
+        use atm_core::testing::arb_hostile_session;
+        use atm_core::text::is_portable;
+        use proptest::prelude::*;
+        use zbus::wire::serialized::Context;
+        use zbus::wire::{Endian, ObjectPath, to_bytes};
+
+        fn valid(text: &str) -> bool {
+            text.chars().all(is_portable)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+            #[test]
+            fn any_session_text_renders_to_valid_dbus(s in arb_hostile_session()) {
+                let p = SessionProps::from_session(&s);
+                for (name, value) in p.entries() {
+                    if let Variant::Str(text) = &value {
+                        prop_assert!(valid(text.as_str()), "{name}: {:?}", text.as_str());
+                    }
+                }
+                let dict = p.to_dict();
+                prop_assert_eq!(dict.len(), 15);
+                prop_assert!(to_bytes(Context::new(Endian::Little, 0), &dict).is_ok());
+                if let Some(a) = &s.attention {
+                    let summary = attention_summary(a);
+                    prop_assert!(valid(&summary), "{:?}", summary);
+                }
+                let path = crate::path::session_path(&s.key);
+                prop_assert!(ObjectPath::try_from(path.as_str()).is_ok(), "{}", path);
+            }
+        }
+    }
 }

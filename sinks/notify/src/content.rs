@@ -255,4 +255,73 @@ mod tests {
         let t = render(&sh, None, false);
         assert!(!t.summary.chars().any(char::is_control), "{:?}", t.summary);
     }
+
+    /// The notification renderer fed hostile text (the fuzz property the `notify_render` fuzz
+    /// target runs for longer): the summary is one portable line of at most [`SUMMARY_MAX`]
+    /// characters; the body is at most three portable lines of at most [`LINE_MAX`]
+    /// characters each, and with markup every `<`, `>` and `&` of the text is escaped, so no
+    /// agent's text can open a tag or an entity in the server's renderer.
+    mod fuzz {
+        use super::*;
+        use atm_core::testing::{arb_hostile_field, arb_hostile_session};
+        use atm_core::text::is_portable;
+        use proptest::prelude::*;
+
+        /// The text a markup body shows, or `None` if some `&` starts no entity of ours.
+        fn unescaped(line: &str) -> Option<String> {
+            let mut out = String::new();
+            let mut rest = line;
+            while let Some(at) = rest.find('&') {
+                out.push_str(&rest[..at]);
+                let tail = &rest[at..];
+                let (c, len) = [("&amp;", '&'), ("&lt;", '<'), ("&gt;", '>')]
+                    .iter()
+                    .find(|(e, _)| tail.starts_with(e))
+                    .map(|(e, c)| (*c, e.len()))?;
+                out.push(c);
+                rest = &tail[len..];
+            }
+            out.push_str(rest);
+            Some(out)
+        }
+
+        fn kind() -> impl Strategy<Value = Kind> {
+            prop::sample::select(&[Kind::Permission, Kind::Input, Kind::Idle, Kind::Error])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+            #[test]
+            fn any_session_text_renders_to_a_valid_notification(
+                session in arb_hostile_session(),
+                kind in kind(),
+                location in arb_hostile_field(),
+                turn in proptest::option::of(0u64..1_000_000),
+                markup in any::<bool>(),
+            ) {
+                let show = Show {
+                    kind,
+                    session: Arc::new(session),
+                    turn: turn.map(Duration::from_secs),
+                };
+                let t = render(&show, location.as_deref(), markup);
+                prop_assert!(t.summary.chars().count() <= SUMMARY_MAX, "{:?}", t.summary);
+                prop_assert!(t.summary.chars().all(is_portable), "{:?}", t.summary);
+                let lines: Vec<&str> = t.body.split('\n').collect();
+                prop_assert!(lines.len() <= 3, "{:?}", t.body);
+                for line in lines {
+                    prop_assert!(line.chars().all(is_portable), "{:?}", line);
+                    let shown = if markup {
+                        prop_assert!(!line.contains(['<', '>']), "{:?}", line);
+                        unescaped(line)
+                    } else {
+                        Some(line.to_owned())
+                    };
+                    prop_assert!(shown.is_some(), "a bare `&` in {:?}", line);
+                    let shown = shown.unwrap_or_default();
+                    prop_assert!(shown.chars().count() <= LINE_MAX, "{:?}", line);
+                }
+            }
+        }
+    }
 }
