@@ -54,6 +54,17 @@ pub struct NotifyConfig {
         default = "default_rate_limit"
     )]
     pub rate_limit: Duration,
+    /// At most this many notifications pop up in any `popup_window`, across all sessions
+    /// (from 1 to 10000); past that, the sessions are gathered into one summary notification
+    /// ("12 agents need you") instead of one popup each.
+    #[serde(default = "default_max_popups")]
+    pub max_popups: usize,
+    /// The window of `max_popups`. From 1 s to 1 hour.
+    #[serde(
+        with = "duration::Within::<1_000, 3_600_000>",
+        default = "default_popup_window"
+    )]
+    pub popup_window: Duration,
     /// The command the `default` and `Focus` actions run, instead of selecting the tmux pane:
     /// program and arguments, no shell. `{pane}`, `{session_id}` and `{cwd}` are replaced.
     #[serde(default)]
@@ -92,6 +103,17 @@ fn default_rate_limit() -> Duration {
     Duration::from_secs(10)
 }
 
+fn default_max_popups() -> usize {
+    5
+}
+
+fn default_popup_window() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The range of `max_popups`.
+pub const MAX_POPUPS: std::ops::RangeInclusive<usize> = 1..=10_000;
+
 fn default_true() -> bool {
     true
 }
@@ -108,6 +130,8 @@ impl Default for NotifyConfig {
             quiet_when_pane_active: true,
             mute_projects: Vec::new(),
             rate_limit: default_rate_limit(),
+            max_popups: default_max_popups(),
+            popup_window: default_popup_window(),
             focus_command: None,
             tmux_socket: None,
             tmux_socket_name: None,
@@ -140,6 +164,17 @@ impl NotifyConfig {
             return Err(ConfigError::for_key(
                 "focus_command",
                 "`focus_command` needs a program, e.g. [\"wmctrl\", \"-a\", \"Terminal\"]; remove the key to select the tmux pane",
+            ));
+        }
+        if !MAX_POPUPS.contains(&self.max_popups) {
+            return Err(ConfigError::for_key(
+                "max_popups",
+                format!(
+                    "`max_popups` = {} is out of range: use a number from {} to {}, e.g. 5",
+                    self.max_popups,
+                    MAX_POPUPS.start(),
+                    MAX_POPUPS.end()
+                ),
             ));
         }
         if self.app_name.trim().is_empty() {
@@ -178,6 +213,7 @@ mod tests {
         assert_eq!(c.on, default_on());
         assert_eq!(c.min_turn, Duration::from_secs(20));
         assert_eq!(c.rate_limit, Duration::from_secs(10));
+        assert_eq!((c.max_popups, c.popup_window), (5, Duration::from_secs(10)));
         assert!(c.quiet_when_pane_active);
         assert_eq!(c.app_name, "atm");
         assert!(c.focus_command.is_none() && c.address.is_none());
@@ -211,6 +247,13 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("focus_command"));
         let e = parse("min_turn = \"soon\"").unwrap_err();
         assert!(e.message.contains("invalid duration"), "{e}");
+        let e = parse("max_popups = 0").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("max_popups"));
+        assert!(e.message.contains("out of range"), "{e}");
+        let e = parse("popup_window = \"300000000000y\"").unwrap_err();
+        assert!(e.message.contains("popup_window"), "{e}");
+        let e = parse("popup_window = \"0s\"").unwrap_err();
+        assert!(e.message.contains("popup_window"), "{e}");
         let e = parse("app_name = \" \"").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("app_name"));
         let e = parse("adress = \"unix:path=/x\"").unwrap_err();

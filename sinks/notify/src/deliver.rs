@@ -15,7 +15,8 @@
 //!   are handled before new wishes, so no wish goes out with an id of a server that is gone.
 //!
 //! Rate limit: a session's next popup waits until `rate_limit` after its last one; if the
-//! session moves on meanwhile, the newer wish replaces the waiting one.
+//! session moves on meanwhile, the newer wish replaces the waiting one. Across sessions, past
+//! `max_popups` per `popup_window`, wishes are gathered into one summary ([`crate::burst`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use zbus::Variant;
 
+use crate::burst::{Burst, SummaryUpdate};
 use crate::config::NotifyConfig;
 use crate::content;
 use crate::focus::Focus;
@@ -70,11 +72,14 @@ pub struct Deliverer {
     server_backoff: Backoff,
     server_down: bool,
     stats: NotifyStats,
+    /// The global popup rate and the summary past it ([`crate::burst`]).
+    burst: Burst,
 }
 
 impl Deliverer {
     pub fn new(config: Arc<NotifyConfig>, queue: Arc<DesiredQueue>, tmux: Tmux) -> Self {
         let focus = Focus::new(tmux.clone(), config.focus_command.clone());
+        let burst = Burst::new(config.max_popups, config.popup_window);
         Self {
             config,
             queue,
@@ -88,6 +93,7 @@ impl Deliverer {
             server_backoff: Backoff::new(),
             server_down: false,
             stats: NotifyStats::default(),
+            burst,
         }
     }
 
@@ -193,7 +199,11 @@ impl Deliverer {
                 Wake::Action(id, key) => self.on_action(id, &key),
                 Wake::Closed(id) => {
                     self.stats.server_closed();
-                    self.on_screen.closed_by_server(id);
+                    if self.burst.summary_id == Some(id) {
+                        self.burst.dismissed();
+                    } else {
+                        self.on_screen.closed_by_server(id);
+                    }
                 }
                 Wake::OwnerChanged(owner) => {
                     debug!(?owner, "notification server changed");
@@ -213,6 +223,7 @@ impl Deliverer {
     /// capabilities may differ, and a server that just appeared deserves a try at once.
     fn server_changed(&mut self, owner: Option<&str>) {
         self.on_screen.server_changed(owner);
+        self.burst.server_changed();
         self.caps = None;
         self.retry_at = None;
         self.server_backoff.reset();
@@ -221,9 +232,14 @@ impl Deliverer {
     /// When the earliest waiting wish may go out.
     fn next_due(&self) -> Option<Instant> {
         let now = Instant::now();
+        let summary = self
+            .burst
+            .due()
+            .map(|t| t.max(self.retry_at.unwrap_or(now)));
         self.pending
             .iter()
             .map(|(key, d)| self.due_at(key, d, now))
+            .chain(summary)
             .min()
     }
 
@@ -260,15 +276,76 @@ impl Deliverer {
                 continue;
             }
             match desired {
+                // Past the global rate: gathered into the summary instead of a popup.
+                Desired::Show(show) if !self.burst.allows(now) => self.burst.gather(key, &show),
                 Desired::Show(show) => self.show(proxy, key, show).await?,
-                Desired::Close => self.close(proxy, &key).await?,
+                Desired::Close => {
+                    self.burst.release(&key);
+                    self.close(proxy, &key).await?;
+                }
                 Desired::Forget => {
+                    self.burst.release(&key);
                     self.close(proxy, &key).await?;
                     self.last_popup.remove(&key);
                 }
             }
         }
+        if self.retry_at.is_none_or(|t| t <= now) {
+            self.update_summary(proxy, now).await?;
+        }
         Ok(())
+    }
+
+    /// Shows, replaces or closes the summary notification when it is due.
+    async fn update_summary(
+        &mut self,
+        proxy: &NotificationsProxy<'static>,
+        now: Instant,
+    ) -> Result<(), String> {
+        let markup = self.caps.is_some_and(|c| c.markup);
+        match self.burst.update(now, markup) {
+            None => Ok(()),
+            Some(SummaryUpdate::Close) => {
+                if let Some(id) = self.burst.summary_id {
+                    match proxy.close_notification(id).await {
+                        Err(e) if connection_lost(&e) => return Err(e.to_string()),
+                        Err(e) => debug!(error = %e, id, "closing the summary failed"),
+                        Ok(()) => {}
+                    }
+                }
+                self.burst.updated(now, None);
+                Ok(())
+            }
+            Some(SummaryUpdate::Show(text)) => {
+                let mut hints: HashMap<&str, Variant<'_>> = HashMap::new();
+                hints.insert("urgency", Variant::U8(1));
+                hints.insert("category", Variant::from("x-atm.summary"));
+                if let Some(entry) = &self.config.desktop_entry {
+                    hints.insert("desktop-entry", Variant::from(entry.as_str()));
+                }
+                let notification = Notification {
+                    app_name: &self.config.app_name,
+                    replaces: self.burst.summary_id.unwrap_or(0),
+                    summary: &text.summary,
+                    body: &text.body,
+                    actions: &[],
+                    hints,
+                };
+                match server::notify(proxy, notification).await {
+                    Ok((id, _)) => {
+                        debug!(id, summary = %text.summary, "summary notification");
+                        self.burst.updated(now, Some(id));
+                        Ok(())
+                    }
+                    Err(e) if connection_lost(&e) => Err(e.to_string()),
+                    Err(e) => {
+                        debug!(error = %e, "the summary notification failed; retried later");
+                        self.retry_at = Some(now + self.server_backoff.next());
+                        Ok(())
+                    }
+                }
+            }
+        }
     }
 
     async fn show(
@@ -321,7 +398,10 @@ impl Deliverer {
             Ok((id, owner)) => {
                 self.server_ok();
                 debug!(id, session = %show.session.id, kind = ?show.kind, "notified");
-                self.last_popup.insert(key.clone(), Instant::now());
+                let now = Instant::now();
+                self.last_popup.insert(key.clone(), now);
+                self.burst.popped(now);
+                self.burst.release(&key);
                 let shown = Shown {
                     id,
                     session: show.session,

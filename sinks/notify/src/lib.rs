@@ -13,6 +13,7 @@
 //! Both count what they did in one [`NotifyStats`] (changes planned from, failures, server-side
 //! closes).
 
+mod burst;
 pub mod config;
 pub mod content;
 pub mod deliver;

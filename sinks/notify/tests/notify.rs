@@ -919,3 +919,63 @@ async fn contract() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn many_agents_at_once_get_a_few_popups_and_one_summary_that_closes_when_they_move_on() {
+    let (_bus, server, setup) = with_server("max_popups = 3\npopup_window = \"1h\"").await;
+    let n = 40;
+    let agents: Vec<EventSource> = (0..n).map(|i| source(&format!("agent{i}"), None)).collect();
+    for a in &agents {
+        setup.now(a, prompt()).await;
+        setup.now(a, permission("Bash", "make <all>")).await;
+    }
+    // Three popups; every other agent is counted in one summary, replaced in place as it grows.
+    let want = format!("{} agents need you", n - 3);
+    let summary = wait_for(&format!("the summary {want:?}"), || async {
+        server
+            .notified()
+            .into_iter()
+            .rev()
+            .find(|c| c.summary == want)
+    })
+    .await;
+    let got = server.notified();
+    let popups = got
+        .iter()
+        .filter(|c| c.summary.contains("needs permission"))
+        .count();
+    assert_eq!(popups, 3, "{got:#?}");
+    let summaries: Vec<&Notified> = got
+        .iter()
+        .filter(|c| c.summary.ends_with("need you") || c.summary.ends_with("needs you"))
+        .collect();
+    assert!(
+        summaries
+            .iter()
+            .skip(1)
+            .all(|c| c.replaces_id == summaries[0].id),
+        "a second summary instead of a replaced one: {summaries:#?}"
+    );
+    assert!(summaries.len() <= 5, "{} summary updates", summaries.len());
+    // Escaped like any body (the server renders markup), and it names who is waiting.
+    assert!(
+        summary.body.contains("Claude needs permission: Bash"),
+        "{}",
+        summary.body
+    );
+    assert!(
+        summary.body.contains("more than 3 notifications"),
+        "{}",
+        summary.body
+    );
+    assert_eq!(
+        summary.hint_str("category").as_deref(),
+        Some("x-atm.summary")
+    );
+    // The per-session ones are unaffected; when every gathered agent moves on, the summary goes.
+    for a in &agents {
+        setup.now(a, tool()).await;
+    }
+    server.wait_closed(summary.id).await;
+    setup.stop().await;
+}
