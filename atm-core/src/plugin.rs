@@ -172,6 +172,9 @@ pub struct PluginEnv {
     pub runtime_dir: PathBuf,
     /// The daemon's state dir.
     pub state_dir: PathBuf,
+    /// Fires when the daemon recreated its runtime dir: a plugin that listens on a socket there
+    /// binds it through [`crate::unix_socket::PrivateListener`] with this, and is found again.
+    pub rebind: crate::unix_socket::RebindWatch,
 }
 
 /// What an input adapter gets.

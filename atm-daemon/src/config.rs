@@ -97,7 +97,18 @@ pub struct DaemonSection {
     /// gives the lowest latency on a small machine shared with the agents. Raise it for
     /// thousands of busy subscribers on a many-core machine.
     pub worker_threads: Option<usize>,
+    /// Open connections on each ingest socket (`hooks.sock`) at most (default 1024, from 1 to
+    /// 65536). When full, the persistent connection quiet the longest makes room; else a new
+    /// one is refused with `too_many_clients` (logged at warn).
+    pub max_ingest_connections: Option<usize>,
+    /// An ingest connection that has not said `connect` is closed after this long without a
+    /// complete line (default `60s`, from 1 s to 24 hours). Persistent clients (the pi
+    /// extension) say `connect` and are exempt while there is room.
+    pub ingest_idle_timeout: Option<String>,
 }
+
+/// The range of `[daemon] max_ingest_connections`.
+pub const MAX_INGEST_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=65_536;
 
 /// One `[[adapter]]` or `[[sink]]` block, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,8 +138,9 @@ pub struct Config {
 }
 
 /// The range of each `[daemon]` duration: `session_expiry` from 1 s to 30 days,
-/// `cleanup_interval` from 0 (off) to 1 hour, `snapshot_debounce` from 0 to 1 minute.
-pub const DAEMON_RANGES: [(&str, Duration, Duration); 3] = [
+/// `cleanup_interval` from 0 (off) to 1 hour, `snapshot_debounce` from 0 to 1 minute,
+/// `ingest_idle_timeout` from 1 s to 24 hours.
+pub const DAEMON_RANGES: [(&str, Duration, Duration); 4] = [
     (
         "session_expiry",
         Duration::from_secs(1),
@@ -140,6 +152,11 @@ pub const DAEMON_RANGES: [(&str, Duration, Duration); 3] = [
         Duration::from_secs(3600),
     ),
     ("snapshot_debounce", Duration::ZERO, Duration::from_secs(60)),
+    (
+        "ingest_idle_timeout",
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +164,7 @@ pub struct DaemonDurations {
     pub session_expiry: Duration,
     pub cleanup_interval: Duration,
     pub snapshot_debounce: Duration,
+    pub ingest_idle_timeout: Duration,
 }
 
 type SpannedTable = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
@@ -249,7 +267,20 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
                 .to_owned(),
         });
     }
-    // The registry's defaults are written once, in atm-core.
+    if let Some(n) = daemon.max_ingest_connections
+        && !MAX_INGEST_CONNECTIONS.contains(&n)
+    {
+        return Err(ConfigError::Whole {
+            source_name: source_name.clone(),
+            message: format!(
+                "[daemon] max_ingest_connections = {n} is out of range: use a number from {} to \
+                 {}, e.g. 1024",
+                MAX_INGEST_CONNECTIONS.start(),
+                MAX_INGEST_CONNECTIONS.end()
+            ),
+        });
+    }
+    // The registry's and the ingest socket's defaults are written once, in atm-core.
     let daemon_durations = DaemonDurations {
         session_expiry: duration(
             "session_expiry",
@@ -265,6 +296,11 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
             "snapshot_debounce",
             &daemon.snapshot_debounce,
             RegistryConfig::DEFAULT_SNAPSHOT_DEBOUNCE,
+        )?,
+        ingest_idle_timeout: duration(
+            "ingest_idle_timeout",
+            &daemon.ingest_idle_timeout,
+            atm_core::ingest::IngestLimits::DEFAULT_IDLE_TIMEOUT,
         )?,
     };
 
@@ -469,6 +505,51 @@ mod tests {
             d.snapshot_debounce,
             RegistryConfig::DEFAULT_SNAPSHOT_DEBOUNCE
         );
+        use atm_core::ingest::IngestLimits;
+        assert_eq!(
+            commented("max_ingest_connections")
+                .parse::<usize>()
+                .unwrap(),
+            IngestLimits::DEFAULT_MAX_CONNECTIONS
+        );
+        assert_eq!(
+            humantime::parse_duration(&commented("ingest_idle_timeout")).unwrap(),
+            IngestLimits::DEFAULT_IDLE_TIMEOUT
+        );
+        assert_eq!(d.ingest_idle_timeout, IngestLimits::DEFAULT_IDLE_TIMEOUT);
+    }
+
+    #[test]
+    fn the_ingest_limits_have_ranges() {
+        let c = parse_str("[daemon]\nmax_ingest_connections = 8\ningest_idle_timeout = \"2s\"\n")
+            .unwrap();
+        assert_eq!(c.daemon.max_ingest_connections, Some(8));
+        assert_eq!(
+            c.daemon_durations.ingest_idle_timeout,
+            Duration::from_secs(2)
+        );
+        check_errors(&[
+            (
+                "[daemon]\nmax_ingest_connections = 0\n",
+                &[
+                    "max_ingest_connections = 0",
+                    "out of range",
+                    "from 1 to 65536",
+                ],
+            ),
+            (
+                "[daemon]\nmax_ingest_connections = 1000000\n",
+                &["max_ingest_connections", "out of range"],
+            ),
+            (
+                "[daemon]\ningest_idle_timeout = \"0s\"\n",
+                &["ingest_idle_timeout", "out of range"],
+            ),
+            (
+                "[daemon]\ningest_idle_timeout = \"300000000000y\"\n",
+                &["ingest_idle_timeout", "out of range"],
+            ),
+        ]);
     }
 
     /// Each config gives an error that contains every one of its strings.

@@ -1,4 +1,5 @@
-//! The daemon's life: claim the runtime dir, start the registry and the plugins, serve until a
+//! The daemon's life: claim the runtime and state dirs (and keep the runtime dir in place,
+//! [`crate::instance`]), start the registry and the plugins, serve until a
 //! signal, reload on SIGHUP, and shut down in order.
 //!
 //! Shutdown is a tree of cancellation tokens with a task tracker per branch
@@ -11,82 +12,28 @@
 //! runs (a panic), the daemon stops its plugins and returns an error, so `atmd` exits non-zero
 //! and its service manager restarts it.
 
-use std::fs::File;
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use atm_core::control::ControlBus;
-use atm_core::ingest::IngestHub;
+use atm_core::ingest::{IngestHub, IngestLimits};
 use atm_core::plugin::{PluginEnv, PluginKind};
 use atm_core::registry::{Registry, RegistryConfig};
+use atm_core::unix_socket::RebindSignal;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, ConfigSource, PluginEntry};
+use crate::instance::RuntimeDirKeeper;
 use crate::supervisor::{RunningPlugin, Shared, TaskGroup};
 
 /// The whole shutdown must finish within this.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1800);
 
-/// The runtime dir, held exclusively by this daemon through a lock on `atmd.lock`.
-pub struct RuntimeDirLock {
-    _file: File,
-    pub dir: PathBuf,
-}
-
-/// Creates (0700) and locks the runtime dir. A second daemon gets an error naming the first.
-pub fn claim_runtime_dir(dir: &Path) -> anyhow::Result<RuntimeDirLock> {
-    atm_core::paths::ensure_private_dir(dir)?;
-    let path = dir.join(atm_core::paths::LOCK_FILE);
-    let mut file = atm_core::paths::no_follow(
-        File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false),
-    )
-    .open(&path)
-    .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim();
-            let who = if pid.is_empty() {
-                "another atmd".to_owned()
-            } else {
-                format!("another atmd (pid {pid})")
-            };
-            anyhow::bail!(
-                "{who} is already running for {}; stop it first{}, or set XDG_RUNTIME_DIR to run a separate instance",
-                dir.display(),
-                if pid.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (kill {pid})")
-                }
-            );
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-        }
-    }
-    file.set_len(0)?;
-    file.rewind()?;
-    writeln!(file, "{}", std::process::id())?;
-    Ok(RuntimeDirLock {
-        _file: file,
-        dir: dir.to_owned(),
-    })
-}
-
 /// `$XDG_STATE_HOME/atm/atmd.pid`, for the published `atm` clients only: before connecting they
 /// check that this file names a live process, and otherwise try to start a daemon themselves.
-/// It is not our single-instance guard (that is the runtime-dir lock); it is removed on exit
+/// It is not our single-instance guard (that is the instance lock, [`crate::instance`]); it is removed on exit
 /// if it still names us.
 struct CompatPidFile {
     path: PathBuf,
@@ -224,15 +171,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     atm_core::plugin::check_unique()?;
     raise_fd_limit();
     let runtime = runtime_dir(&config);
-    let lock = claim_runtime_dir(&runtime)?;
     let state = state_dir(&config)?;
-    std::fs::create_dir_all(&state)
-        .with_context(|| format!("cannot create state dir {}", state.display()))?;
+    let lock = crate::instance::claim(&runtime, &state)?;
     let pid_file = CompatPidFile::write(&state);
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.source,
-        runtime_dir = %lock.dir.display(),
+        runtime_dir = %runtime.display(),
         state_dir = %state.display(),
         "atmd starting"
     );
@@ -256,13 +201,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &inputs.cancel,
     )
     .await;
+    let rebind = RebindSignal::default();
+    let runtime_dir = lock.dir.clone();
+    let keeper = RuntimeDirKeeper::start(lock, rebind.clone());
     let shared = Shared {
         registry: registry.handle.clone(),
-        ingest: IngestHub::default(),
+        ingest: IngestHub::new(IngestLimits {
+            max_connections: config
+                .daemon
+                .max_ingest_connections
+                .unwrap_or(IngestLimits::DEFAULT_MAX_CONNECTIONS),
+            idle_timeout: d.ingest_idle_timeout,
+            ..IngestLimits::default()
+        })
+        .with_rebind(rebind.subscribe()),
         control: ControlBus::new(),
         env: PluginEnv {
-            runtime_dir: lock.dir.clone(),
+            runtime_dir,
             state_dir: state.clone(),
+            rebind: rebind.subscribe(),
         },
     };
     // Sinks first, so nothing an adapter reports at start-up is missed by a sink.
@@ -301,6 +258,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
             _ = sighup.recv() => {
                 info!(config = %current.source, "SIGHUP: reloading configuration");
+                keeper.check_now();
                 let source = current.source.clone();
                 match tokio::task::spawn_blocking(move || config::load(&source)).await {
                     Ok(Ok(new)) => {
@@ -318,6 +276,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let deadline = Instant::now() + SHUTDOWN_BUDGET;
+    // 0. The sockets removed while stopping are not to be recreated; the lock is released last.
+    let lock = keeper.stop().await;
     // 1. Inputs stop: no new events.
     let input_deadline = Instant::now() + Duration::from_millis(600);
     for p in plugins.take(PluginKind::Adapter) {

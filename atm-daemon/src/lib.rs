@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod instance;
 pub mod supervisor;
 
 #[cfg(feature = "claude-hooks")]

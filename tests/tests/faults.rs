@@ -137,3 +137,257 @@ fn multibyte_text_of_every_length_gives_correct_views() {
     // Still alive and well.
     d.client().list();
 }
+
+/// A line as a raw ingest client sends it.
+fn line(msg: serde_json::Value) -> Vec<u8> {
+    let mut msg = msg;
+    msg["protocol_version"] = json!({"major": 1, "minor": 0});
+    let mut b = serde_json::to_vec(&msg).unwrap();
+    b.push(b'\n');
+    b
+}
+
+/// Writes `msg` on `s` and reads one reply line (`None` if the daemon closed instead).
+fn ask(s: &mut UnixStream, msg: serde_json::Value) -> Option<serde_json::Value> {
+    use std::io::{BufRead, BufReader};
+    s.write_all(&line(msg)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reply = String::new();
+    BufReader::new(s.try_clone().unwrap())
+        .read_line(&mut reply)
+        .ok()?;
+    serde_json::from_str(&reply).ok()
+}
+
+/// Whether the daemon closed `s` (EOF) within 10 s.
+fn closed_by_daemon(s: &mut UnixStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A connection that holds an ingest slot: `kind` is `ping` (a hook-style client that then
+/// goes quiet) or `connect` (a persistent client, as the pi extension). Retries while the slot
+/// of a previous probe is still being released.
+fn hold_slot(d: &Daemon, kind: &str) -> UnixStream {
+    let mut held = None;
+    atm_core::testing::wait_until_blocking("a free ingest slot", || {
+        let mut s = UnixStream::connect(d.hooks_socket()).unwrap();
+        let reply = ask(&mut s, json!({"type": kind, "seq": 1, "client_id": "test"}));
+        let ok = reply.is_some_and(|r| r["type"] == "pong" || r["type"] == "connected");
+        if ok {
+            held = Some(s);
+        }
+        ok
+    });
+    held.unwrap()
+}
+
+fn warn_lines(log: &str, needle: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("WARN") && l.contains(needle))
+        .count()
+}
+
+#[test]
+fn a_full_ingest_socket_is_logged_once_with_the_fix_and_quiet_hook_connections_time_out() {
+    // Long enough for the refusals below to happen while the quiet connections hold the slots.
+    let config = basic_config("").replacen(
+        "[daemon]\n",
+        "[daemon]\nmax_ingest_connections = 4\ningest_idle_timeout = \"3s\"\n",
+        1,
+    );
+    let d = Daemon::start_with_hooks(&config);
+    // Four hook-style connections that said one thing and went quiet hold every slot.
+    let mut quiet: Vec<UnixStream> = (0..4).map(|_| hold_slot(&d, "ping")).collect();
+    // Newcomers are refused, told why, and the log says so at warn once, naming the key.
+    for _ in 0..3 {
+        let mut s = UnixStream::connect(d.hooks_socket()).unwrap();
+        let reply = ask(&mut s, json!({"type": "ping", "seq": 2})).expect("a refusal");
+        assert_eq!(reply["code"], "too_many_clients", "{reply}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_ingest_connections"),
+            "{reply}"
+        );
+    }
+    wait_until_blocking_within(Duration::from_secs(10), "the refusal warning", || {
+        warn_lines(&d.log(), "refused an ingest connection") == 1
+    });
+    let log = d.log();
+    assert!(
+        log.contains("raise `max_ingest_connections` in [daemon]"),
+        "{log}"
+    );
+    // The quiet ones are closed after the idle timeout, giving their slots back...
+    for s in &mut quiet {
+        assert!(closed_by_daemon(s), "a quiet hook connection stayed open");
+    }
+    // ...so a hook event gets through again.
+    let sid = "after-the-idle-ones";
+    d.run_hook(
+        "%1",
+        &[],
+        json!({"hook_event_name": "UserPromptSubmit", "session_id": sid, "prompt": "p"})
+            .to_string()
+            .as_bytes(),
+    );
+    d.wait_sessions("the hook event after the idle timeout", |s| {
+        find(s, sid).is_some()
+    });
+    assert_eq!(
+        warn_lines(&d.log(), "refused an ingest connection"),
+        1,
+        "the refusals in the same minute were warned about more than once"
+    );
+}
+
+#[test]
+fn a_persistent_client_outlives_the_idle_timeout_and_only_a_full_socket_evicts_it() {
+    let config = basic_config("").replacen(
+        "[daemon]\n",
+        "[daemon]\nmax_ingest_connections = 4\ningest_idle_timeout = \"1s\"\n",
+        1,
+    );
+    let d = Daemon::start_with_hooks(&config);
+    // A persistent client (it says `connect`, as the pi extension does) beside a quiet hook
+    // connection: the hook connection is closed after the idle timeout, the client is not.
+    let mut pi = hold_slot(&d, "connect");
+    let mut hook_conn = hold_slot(&d, "ping");
+    assert!(closed_by_daemon(&mut hook_conn));
+    let pong = ask(&mut pi, json!({"type": "ping", "seq": 7})).expect("still served");
+    assert_eq!(pong["type"], "pong", "{pong}");
+    // Three more persistent clients fill the socket. A hook event still lands: the one quiet
+    // the longest (`pi`, once it has been quiet for a moment) makes room.
+    let _others: Vec<UnixStream> = (0..3).map(|_| hold_slot(&d, "connect")).collect();
+    let sid = "admitted-by-eviction";
+    let event = json!({"hook_event_name": "UserPromptSubmit", "session_id": sid, "prompt": "p"});
+    atm_core::testing::wait_until_blocking("the hook event to be admitted", || {
+        d.run_hook("%1", &[], event.to_string().as_bytes());
+        let mut c = d.client();
+        find(&c.list(), sid).is_some()
+    });
+    assert!(
+        closed_by_daemon(&mut pi),
+        "the quietest client was not the one evicted"
+    );
+    wait_until_blocking_within(Duration::from_secs(10), "the eviction warning", || {
+        warn_lines(
+            &d.log(),
+            "closed the persistent connection quiet the longest",
+        ) == 1
+    });
+}
+
+/// A stand-in daemon for atm-hook: a listener in a private directory.
+fn fake_hooks_socket() -> (tempfile::TempDir, std::os::unix::net::UnixListener) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("hooks.sock")).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    (dir, listener)
+}
+
+/// The next connection to the stand-in daemon (waited for, never forever).
+fn accept(listener: &std::os::unix::net::UnixListener) -> UnixStream {
+    let mut conn = None;
+    atm_core::testing::wait_until_blocking("atm-hook to connect", || {
+        conn = listener.accept().ok().map(|(s, _)| s);
+        conn.is_some()
+    });
+    let conn = conn.unwrap();
+    conn.set_nonblocking(false).unwrap();
+    conn
+}
+
+/// Starts the real atm-hook with `event` on stdin against the socket in `dir`, with a budget
+/// of 10 s, so that what it waits for is the daemon, never the clock of a loaded machine.
+fn spawn_hook(dir: &std::path::Path, event: &serde_json::Value) -> std::process::Child {
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(atm_tests::bin("atm-hook"))
+        .env("ATM_HOOKS_SOCKET", dir.join("hooks.sock"))
+        .env("ATM_HOOK_BUDGET_MS", "10000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(event.to_string().as_bytes())
+        .unwrap();
+    child
+}
+
+fn read_line_from(s: &UnixStream) -> String {
+    use std::io::{BufRead, BufReader};
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = String::new();
+    BufReader::new(s).read_line(&mut got).unwrap();
+    got
+}
+
+/// Whether `child` exits within `limit`.
+fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn atm_hook_exits_only_once_the_daemon_has_handled_its_event() {
+    // The daemon closes a hook connection once it has applied the event; atm-hook waits for
+    // that close (within its budget), so an agent that runs its hooks one after another can
+    // never have the next event overtake this one on another connection (the cause of the
+    // PermissionRequest once seen lost under load: it was applied before the prompt).
+    let (dir, listener) = fake_hooks_socket();
+    let event =
+        json!({"hook_event_name": "PermissionRequest", "session_id": "s", "tool_name": "Bash"});
+    let mut hook = spawn_hook(dir.path(), &event);
+    let conn = accept(&listener);
+    assert!(read_line_from(&conn).contains("PermissionRequest"));
+    // Read, not yet handled: atm-hook must still be waiting. (Before, it exited at once.)
+    assert!(
+        !exits_within(&mut hook, Duration::from_millis(500)),
+        "atm-hook exited before the daemon had handled (and closed) its connection"
+    );
+    drop(conn);
+    assert!(exits_within(&mut hook, Duration::from_secs(10)));
+    assert!(hook.wait().unwrap().success());
+}
+
+#[test]
+fn atm_hook_retries_a_full_socket_within_its_budget() {
+    let (dir, listener) = fake_hooks_socket();
+    let event = json!({"hook_event_name": "UserPromptSubmit", "session_id": "s", "prompt": "p"});
+    let mut hook = spawn_hook(dir.path(), &event);
+    // The first attempt meets a full socket, answered at once as atmd answers it.
+    let mut full = accept(&listener);
+    full.write_all(
+        br#"{"type":"error","code":"too_many_clients","message":"more than 4 open ingest connections"}
+"#,
+    )
+    .unwrap();
+    drop(full);
+    // The retry is served.
+    let conn = accept(&listener);
+    assert!(read_line_from(&conn).contains("UserPromptSubmit"));
+    drop(conn);
+    assert!(exits_within(&mut hook, Duration::from_secs(10)));
+    assert!(hook.wait().unwrap().success());
+}

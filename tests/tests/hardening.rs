@@ -196,3 +196,83 @@ fn a_newline_in_a_session_id_cannot_forge_log_lines() {
     );
     assert!(!log.contains('\0') && !log.contains('\r'), "{log:?}");
 }
+
+#[test]
+fn a_deleted_runtime_dir_is_recreated_and_a_second_atmd_still_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start_with_hooks(&basic_config(""));
+    std::fs::remove_dir_all(d.runtime_dir()).unwrap();
+    let gone = Instant::now();
+    atm_core::testing::wait_until_blocking("both sockets to be back", || {
+        std::os::unix::net::UnixStream::connect(d.hooks_socket()).is_ok()
+            && std::os::unix::net::UnixStream::connect(d.query_socket()).is_ok()
+    });
+    let back = gone.elapsed();
+    eprintln!("sockets back {back:?} after the runtime dir was deleted");
+    assert!(back < Duration::from_secs(1), "sockets back after {back:?}");
+    let mode = std::fs::metadata(d.runtime_dir())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "the recreated runtime dir is not private");
+    // A hook event through the real atm-hook reaches the daemon, and atmctl reads it.
+    let sid = "after-the-runtime-dir-was-deleted";
+    d.run_hook(
+        "%3",
+        &[],
+        serde_json::json!({"hook_event_name": "UserPromptSubmit", "session_id": sid, "prompt": "p"})
+            .to_string()
+            .as_bytes(),
+    );
+    atm_core::testing::wait_until_blocking("atmctl to list the session", || {
+        let out = d
+            .command("atmctl")
+            .args(["list", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(sid)
+    });
+    // A second atmd on the same dirs refuses to start, naming the first.
+    let out = second_atmd(&d);
+    assert!(!out.status.success(), "a second atmd started: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already running"), "{stderr}");
+    assert!(stderr.contains(&d.pid().to_string()), "{stderr}");
+    // And the first still serves.
+    d.client().list();
+}
+
+#[test]
+fn a_second_atmd_refuses_when_started_before_the_runtime_dir_is_back() {
+    // Between the deletion and the recreation, only the state dir's lock says who runs.
+    let d = Daemon::start_with_hooks(&basic_config(""));
+    d.signal(rustix::process::Signal::STOP);
+    std::fs::remove_dir_all(d.runtime_dir()).unwrap();
+    let out = second_atmd(&d);
+    d.signal(rustix::process::Signal::CONT);
+    assert!(!out.status.success(), "a second atmd started: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already running"), "{stderr}");
+}
+
+/// Runs a second atmd with `d`'s config and environment until it exits (killed after 10 s if
+/// it does not refuse to start).
+fn second_atmd(d: &Daemon) -> Output {
+    let mut second = d
+        .command("atmd")
+        .arg("--config")
+        .arg(&d.config_path)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while second.try_wait().unwrap().is_none() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = second.kill();
+    second.wait_with_output().unwrap()
+}

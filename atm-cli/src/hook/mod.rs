@@ -8,7 +8,8 @@
 //!   That is also why arguments are parsed by hand: a parser that exits 2 on a typo would break
 //!   the user's Claude session.
 //! - **Bounded**: after the input has arrived, everything that involves the daemon (connecting,
-//!   writing, waiting for a reply) shares one [`BUDGET`] of 50 ms, enforced with socket timeouts
+//!   writing, waiting for the daemon to take the event) shares one [`BUDGET`] of 50 ms
+//!   ([`BUDGET_ENV`] changes it), enforced with socket timeouts
 //!   on the remaining time, so an absent, stuck or slow daemon costs at most that. Waiting for the
 //!   caller to close stdin is bounded separately ([`STDIN_WAIT`]).
 //! - **Cheap**: std, serde_json and a few raw syscalls; no async runtime, no config file. The
@@ -61,6 +62,21 @@ pub use statusline::default_status_line;
 
 /// Time allowed for everything that involves the daemon, counted once the input has arrived.
 pub const BUDGET: Duration = Duration::from_millis(50);
+/// The environment variable that replaces [`BUDGET`] (milliseconds, 1 to [`MAX_BUDGET_MS`]):
+/// for a machine so loaded that 50 ms is not enough, and for tests that must tell "waits for
+/// the daemon" from "was too slow".
+pub const BUDGET_ENV: &str = "ATM_HOOK_BUDGET_MS";
+/// The largest budget [`BUDGET_ENV`] may set: an agent waits this long at most per hook.
+pub const MAX_BUDGET_MS: u64 = 10_000;
+
+/// [`BUDGET`], or what [`BUDGET_ENV`] sets it to when that is a number in range.
+pub fn budget() -> Duration {
+    std::env::var(BUDGET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| (1..=MAX_BUDGET_MS).contains(ms))
+        .map_or(BUDGET, Duration::from_millis)
+}
 /// Longest time to wait for the caller to finish writing stdin. Claude writes the whole event at
 /// once and closes the pipe; this only keeps a misbehaving caller (or a terminal) from hanging us.
 pub const STDIN_WAIT: Duration = Duration::from_secs(1);
@@ -86,19 +102,19 @@ pub fn run(args: HookArgs, stdin: impl Read + AsFd, stdout: &mut impl Write) {
     if let Some(payload) = &args.notify {
         // Stdin is not ours to read here: Codex may leave it at a terminal.
         if let Some(line) = event_line("hook_event", payload, args.agent.as_deref(), false) {
-            let _ = send(&socket, &line, Instant::now() + BUDGET, false);
+            let _ = send(&socket, &line, Instant::now() + budget(), false);
         }
         return;
     }
     let input = read_input(stdin, MAX_RAW_INPUT, STDIN_WAIT);
     if args.statusline {
-        let deadline = Instant::now() + BUDGET;
+        let deadline = Instant::now() + budget();
         statusline::run_statusline(&args, input, &socket, deadline, stdout);
     } else if let Input::Complete(bytes) = input
         && let Some(line) = event_line("hook_event", &bytes, args.agent.as_deref(), false)
     {
         // The budget is for the daemon (connect, write): it starts once the line is built, so a
         // large payload that takes a while to strip is still delivered.
-        let _ = send(&socket, &line, Instant::now() + BUDGET, false);
+        let _ = send(&socket, &line, Instant::now() + budget(), false);
     }
 }

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::slots::{Held, Slot, Slots};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -20,7 +22,7 @@ use super::{IngestLimits, IngestMessage, Peer};
 use crate::protocol::{
     ErrorCode, ProtocolVersion, RawMessage, ServerMessage, WireError, decode_line, line_codec,
 };
-use crate::unix_socket::check_peer;
+use crate::unix_socket::{PrivateListener, check_peer};
 
 /// The routes of one socket already warned about as unrouted: a user who ran `atmctl setup`
 /// for an agent whose adapter is off learns it once, at warn, with the fix; every later message
@@ -58,13 +60,13 @@ fn unrouted_fix(route: &str) -> String {
 }
 
 pub(super) async fn accept_loop(
-    socket: UnixListener,
+    mut socket: PrivateListener,
     routes: Weak<Routes>,
     cancel: CancellationToken,
     limits: IngestLimits,
 ) {
     let warnings = Arc::new(UnroutedWarnings::default());
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut slots = Slots::new(limits.max_connections, cancel.clone());
     let budget = Arc::new(Semaphore::new(
         limits.read_ahead_bytes.max(crate::protocol::MAX_LINE + 1),
     ));
@@ -74,7 +76,7 @@ pub(super) async fn accept_loop(
             a = socket.accept() => a,
         };
         let stream = match accepted {
-            Ok((s, _)) => s,
+            Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 warn!(error = %e, "ingest accept failed");
@@ -85,30 +87,34 @@ pub(super) async fn accept_loop(
         let Some(peer) = check_peer(&stream, "ingest") else {
             continue;
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some(held) = slots.take().await else {
             let line = ServerMessage::error(&WireError::new(
                 ErrorCode::TooManyClients,
                 format!(
-                    "more than {} open ingest connections",
+                    "more than {} open ingest connections; raise `max_ingest_connections` in \
+                     [daemon]",
                     limits.max_connections
                 ),
             ))
             .to_line();
             let _ = stream.try_write(&line);
             drop(stream);
+            slots.refused();
             continue;
         };
         let routes = Served {
             routes: routes.clone(),
             warnings: warnings.clone(),
         };
-        let cancel = cancel.clone();
         let budget = budget.clone();
         tokio::spawn(async move {
+            let Held { permit, slot } = held;
             tokio::select! {
-                () = cancel.cancelled() => {}
-                () = serve_connection(stream, peer, routes, limits, budget) => {}
+                () = slot.cancel.cancelled() => {}
+                () = serve_connection(stream, peer, routes, limits, budget, slot.clone()) => {}
             }
+            // Marks the slot free for the accept loop's bookkeeping.
+            slot.cancel.cancel();
             drop(permit);
         });
     }
@@ -143,6 +149,7 @@ async fn serve_connection(
     routes: Served,
     limits: IngestLimits,
     budget: Arc<Semaphore>,
+    slot: Arc<Slot>,
 ) {
     let (read, write) = stream.into_split();
     let mut replies = Replies {
@@ -155,10 +162,13 @@ async fn serve_connection(
     // No connection may hold more than its share of the socket's budget, so one client that
     // floods (or stops reading its replies) leaves room for every other.
     let share = Arc::new(Semaphore::new(fair_share(limits.read_ahead_bytes)));
+    let reader_slot = slot.clone();
     let reader = async move {
         let mut frames = FramedRead::new(read, line_codec());
         let mut first = true;
         loop {
+            // The first line must come within the first-message timeout, every later one within
+            // the idle timeout, except on a persistent connection (see `slots`).
             let next = if first {
                 match tokio::time::timeout(limits.first_message_timeout, frames.next()).await {
                     Ok(n) => n,
@@ -167,10 +177,21 @@ async fn serve_connection(
                         return;
                     }
                 }
-            } else {
+            } else if reader_slot.is_persistent() {
                 frames.next().await
+            } else {
+                match tokio::time::timeout(limits.idle_timeout, frames.next()).await {
+                    Ok(n) => n,
+                    // Said `connect` meanwhile (the handler runs behind the reader).
+                    Err(_) if reader_slot.is_persistent() => continue,
+                    Err(_) => {
+                        debug!(timeout = ?limits.idle_timeout, "ingest connection idle; closed");
+                        return;
+                    }
+                }
             };
             first = false;
+            reader_slot.touch();
             let line = match next {
                 None => return,
                 Some(Ok(line)) => line,
@@ -242,9 +263,12 @@ async fn serve_connection(
                         .unwrap_or(0);
                     Some(ServerMessage::Pong { seq })
                 }
-                "connect" => Some(ServerMessage::Connected {
-                    protocol_version: ProtocolVersion::CURRENT,
-                    client_id: raw.str_field("client_id").unwrap_or("hook").to_owned(),
+                "connect" => Some({
+                    slot.mark_persistent();
+                    ServerMessage::Connected {
+                        protocol_version: ProtocolVersion::CURRENT,
+                        client_id: raw.str_field("client_id").unwrap_or("hook").to_owned(),
+                    }
                 }),
                 "disconnect" => return,
                 _ => handle_message(raw, peer, &routes).await,

@@ -10,7 +10,7 @@ use tracing::{debug, info};
 
 use super::connection::accept_loop;
 use super::{IngestError, IngestHandler, IngestLimits};
-use crate::unix_socket::{BindError, bind_private};
+use crate::unix_socket::{BindError, PrivateListener, RebindWatch};
 
 /// Route -> handler, for one socket.
 pub(super) type Routes = RwLock<HashMap<String, Arc<dyn IngestHandler>>>;
@@ -60,6 +60,7 @@ impl Drop for IngestAttachment {
 pub struct IngestHub {
     listeners: Arc<Mutex<HashMap<PathBuf, Weak<Listener>>>>,
     limits: IngestLimits,
+    rebind: RebindWatch,
 }
 
 impl std::fmt::Debug for IngestHub {
@@ -73,7 +74,15 @@ impl IngestHub {
         Self {
             listeners: Arc::default(),
             limits,
+            rebind: RebindWatch::default(),
         }
+    }
+
+    /// Lets every socket of the hub bind its path again when the daemon says its runtime dir
+    /// was recreated ([`crate::unix_socket::RebindSignal`]).
+    pub fn with_rebind(mut self, rebind: RebindWatch) -> Self {
+        self.rebind = rebind;
+        self
     }
 
     /// Serves `routes` on the socket at `path` with `handler`, binding the socket if no other
@@ -118,7 +127,7 @@ impl IngestHub {
     }
 
     fn bind(&self, path: &Path) -> Result<Listener, IngestError> {
-        let socket = bind_private(path).map_err(|e| match e {
+        let socket = PrivateListener::bind(path, self.rebind.clone()).map_err(|e| match e {
             BindError::InUse => IngestError::InUse {
                 path: path.to_owned(),
             },

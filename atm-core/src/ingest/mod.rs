@@ -7,8 +7,11 @@
 //! go removes it. A message whose top-level `agent` field is set routes to `type:agent`.
 //!
 //! Every connection is checked with `SO_PEERCRED` (other users are refused), lines are capped at
-//! 1 MiB while reading, a connection that sends nothing for 10 s is closed, and the number of
-//! open connections is bounded (extra ones get `too_many_clients` and are closed). Messages on
+//! 1 MiB while reading, a connection that sends nothing for 10 s is closed, and one that then
+//! goes quiet for the idle timeout (60 s by default) is closed unless it said `connect` (a
+//! persistent client such as the pi extension). The number of open connections is bounded:
+//! when full, the persistent connection quiet the longest makes room, else the newcomer gets
+//! `too_many_clients`, logged at warn once a minute with the fix (`slots`). Messages on
 //! one connection are handled in order; connections never wait on each other. Each connection
 //! reads ahead of the message being handled (at most 4096 messages, and 16 MiB of lines across
 //! the whole socket), so a burst lands at once while memory stays bounded; past the budget,
@@ -29,6 +32,7 @@ use crate::protocol::{RawMessage, ServerMessage, WireError};
 
 mod connection;
 mod hub;
+mod slots;
 mod stats;
 
 pub use crate::unix_socket::Peer;
@@ -83,8 +87,13 @@ pub enum IngestError {
 /// Limits for one ingest socket.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestLimits {
+    /// Open connections at most; when full, the persistent connection quiet the longest makes
+    /// room, else a newcomer gets `too_many_clients`.
     pub max_connections: usize,
     pub first_message_timeout: Duration,
+    /// A connection that has not said `connect` is closed after this long without a complete
+    /// line (after its first one).
+    pub idle_timeout: Duration,
     pub write_timeout: Duration,
     /// Messages one connection may have read ahead of the one being handled.
     pub read_ahead_messages: usize,
@@ -92,11 +101,19 @@ pub struct IngestLimits {
     pub read_ahead_bytes: usize,
 }
 
+impl IngestLimits {
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    /// A minute: far more than any hook client needs between two lines, short enough that
+    /// abandoned connections give their slots back soon.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
 impl Default for IngestLimits {
     fn default() -> Self {
         Self {
-            max_connections: 1024,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             first_message_timeout: Duration::from_secs(10),
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             write_timeout: Duration::from_secs(2),
             read_ahead_messages: 4096,
             read_ahead_bytes: 16 * 1024 * 1024,

@@ -82,6 +82,7 @@ impl TestHarness {
             env: PluginEnv {
                 runtime_dir,
                 state_dir,
+                rebind: Default::default(),
             },
             cancel: CancellationToken::new(),
         }

@@ -20,7 +20,6 @@ mod outbox;
 mod render;
 mod table;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +27,8 @@ use std::time::Duration;
 use atm_core::coalesce::{Overflow, QueuePolicy, ResyncAt};
 use atm_core::plugin::{ConfigError, OutputSink, PluginError, SinkContext, duration};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
-use atm_core::unix_socket::{BindError, bind_private, check_peer};
+use atm_core::unix_socket::{BindError, PrivateListener, check_peer};
 use serde::{Deserialize, Serialize};
-use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -158,41 +156,17 @@ impl SocketSink {
     }
 }
 
-/// Removes the socket file on stop, if it is still the one we created.
-struct SocketFile {
-    path: PathBuf,
-    inode: Option<(u64, u64)>,
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let ours = std::fs::symlink_metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        if ours.is_some() && ours == self.inode {
-            let _ = std::fs::remove_file(&self.path);
-        }
-        info!(path = %self.path.display(), "query socket closed");
-    }
-}
-
 #[async_trait]
 impl OutputSink for SocketSink {
     async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError> {
         let path = self.config.socket_path(&ctx.env.runtime_dir);
-        let listener = bind_private(&path).map_err(|e| match e {
+        let listener = PrivateListener::bind(&path, ctx.env.rebind.clone()).map_err(|e| match e {
             BindError::InUse => PluginError::Other(format!(
                 "another process is already serving {}; stop the other atmd or set `socket` in the [[sink]] table",
                 path.display()
             )),
             BindError::Io(e) => PluginError::io(format!("cannot listen on {}", path.display()), e),
         })?;
-        let _file = SocketFile {
-            inode: std::fs::symlink_metadata(&path)
-                .ok()
-                .map(|m| (m.dev(), m.ino())),
-            path: path.clone(),
-        };
         info!(path = %path.display(), "query socket listening");
 
         let shared = Arc::new(Shared::new(self.config, ctx.control.clone()));
@@ -206,6 +180,7 @@ impl OutputSink for SocketSink {
         connections.close();
         // Connections end promptly on cancel; never let one hold up the daemon's shutdown.
         let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
+        info!(path = %path.display(), "query socket closed");
         result
     }
 }
@@ -250,7 +225,7 @@ impl PendingHandshakes {
 }
 
 async fn accept_loop(
-    listener: UnixListener,
+    mut listener: PrivateListener,
     shared: Arc<Shared>,
     stop: CancellationToken,
     connections: &TaskTracker,
@@ -263,7 +238,7 @@ async fn accept_loop(
             a = listener.accept() => a,
         };
         let stream = match accepted {
-            Ok((s, _)) => s,
+            Ok(s) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 warn!(error = %e, "query socket accept failed");
