@@ -342,6 +342,21 @@ pub fn session_of<'a>(sessions: &'a [Value], harness: &str) -> Option<&'a Value>
         .find(|s| s["agent_type"] == harness || s["harness"] == harness)
 }
 
+/// The sessions of `harness` whose project is under `root` (or not known yet): a test's own.
+/// proc-discovery also finds the agents of tests running beside it, in their own directories,
+/// and learns their state from their session files.
+pub fn sessions_under<'a>(sessions: &'a [Value], harness: &str, root: &Path) -> Vec<&'a Value> {
+    let root = root.display().to_string();
+    sessions_of(sessions, harness)
+        .into_iter()
+        .filter(|s| {
+            s["working_directory"]
+                .as_str()
+                .is_none_or(|d| d.starts_with(&root))
+        })
+        .collect()
+}
+
 /// Every session of `harness` in `atmctl list --json`.
 pub fn sessions_of<'a>(sessions: &'a [Value], harness: &str) -> Vec<&'a Value> {
     sessions

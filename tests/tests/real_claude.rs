@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use atm_tests::agents::{AgentLab, agent_binary, session_of};
+use atm_tests::agents::{AgentLab, agent_binary, sessions_under};
 use atm_tests::{Daemon, basic_config, stdout_of};
 use serde_json::{Value, json};
 
@@ -84,8 +84,16 @@ impl Claude {
     fn wait_session(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let sessions = self
             .daemon
-            .wait_sessions(what, |all| session_of(all, "claude").is_some_and(&pred));
-        session_of(&sessions, "claude").cloned().unwrap()
+            .wait_sessions(what, |all| self.own(all).is_some_and(&pred));
+        self.own(&sessions).cloned().unwrap()
+    }
+
+    /// This test's one Claude session: proc-discovery also finds the Claude Codes of the tests
+    /// running beside this one.
+    fn own<'a>(&self, all: &'a [Value]) -> Option<&'a Value> {
+        sessions_under(all, "claude", self.daemon.dir.path())
+            .into_iter()
+            .next()
     }
 
     fn wait_state(&self, state: &str) -> Value {
@@ -177,12 +185,11 @@ fn start_permission_approve_turn_end_and_exit_match_the_screen() {
     let left = c
         .daemon
         .wait_sessions("the session to be gone (or not)", |_| true);
-    if session_of(&left, "claude").is_some() {
+    if c.own(&left).is_some() {
         eprintln!("processes at exit:\n{}", ps());
     }
-    c.daemon.wait_sessions("the session to be gone", |all| {
-        session_of(all, "claude").is_none()
-    });
+    c.daemon
+        .wait_sessions("the session to be gone", |all| c.own(all).is_none());
 }
 
 #[test]

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use atm_tests::agents::{
-    AgentLab, agent_binary, session_of, sessions_of, shell_quote, stop_codex_daemon,
+    AgentLab, agent_binary, session_of, sessions_under, shell_quote, stop_codex_daemon,
 };
 use atm_tests::{Daemon, basic_config, stdout_of};
 use serde_json::Value;
@@ -144,18 +144,9 @@ impl Codex {
         self.lab.wait_screen_in(pane, "Codex's prompt", prompt);
     }
 
-    /// This test's Codex sessions: proc-discovery also finds the Codex processes of tests
-    /// running beside this one, in their own directories.
+    /// This test's Codex sessions (see [`sessions_under`]).
     fn ours<'a>(&self, all: &'a [Value]) -> Vec<&'a Value> {
-        let root = self.daemon.dir.path().display().to_string();
-        sessions_of(all, "codex")
-            .into_iter()
-            .filter(|s| {
-                s["working_directory"]
-                    .as_str()
-                    .is_none_or(|d| d.starts_with(&root))
-            })
-            .collect()
+        sessions_under(all, "codex", self.daemon.dir.path())
     }
 
     fn sessions(&self, what: &str, pred: impl Fn(&[&Value]) -> bool) -> Vec<Value> {
