@@ -50,6 +50,7 @@ pub mod tmux;
 pub mod trust;
 pub mod unix_socket;
 pub mod view;
+pub mod warn_rate;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -391,3 +391,36 @@ fn atm_hook_retries_a_full_socket_within_its_budget() {
     assert!(exits_within(&mut hook, Duration::from_secs(10)));
     assert!(hook.wait().unwrap().success());
 }
+
+#[test]
+fn a_full_registry_and_oversized_lines_are_warned_about_once_a_minute_with_the_fix() {
+    let config = basic_config("").replacen("[daemon]\n", "[daemon]\nmax_sessions = 2\n", 1);
+    let d = Daemon::start_with_hooks(&config);
+    let prompt = |i: usize| {
+        hook(
+            json!({"hook_event_name": "UserPromptSubmit", "session_id": format!("full{i}"), "prompt": "p"}),
+        )
+    };
+    // Two fit; the next ones are refused (no process to evict for a pid-less newcomer).
+    d.send_hooks(&(0..5).map(prompt).collect::<Vec<_>>());
+    wait_until_blocking_within(Duration::from_secs(10), "the refusals", || {
+        d.log().matches("refused session full").count() >= 3
+    });
+    let log = d.log();
+    assert_eq!(warn_lines(&log, "refused session full"), 1, "{log}");
+    assert!(log.contains("raise `max_sessions` in [daemon]"), "{log}");
+    // Two lines over the limit on two connections: each refused, one warning with the fix.
+    for _ in 0..2 {
+        let mut s = UnixStream::connect(d.hooks_socket()).unwrap();
+        let mut big = vec![b'x'; atm_core::protocol::MAX_LINE + 10];
+        big.push(b'\n');
+        let _ = s.write_all(&big);
+        assert!(closed_by_daemon(&mut s));
+    }
+    wait_until_blocking_within(Duration::from_secs(10), "the oversize refusals", || {
+        d.log().matches("refused an ingest line over").count() >= 2
+    });
+    let log = d.log();
+    assert_eq!(warn_lines(&log, "refused an ingest line over"), 1, "{log}");
+    assert!(log.contains("make it send smaller events"), "{log}");
+}

@@ -23,6 +23,7 @@ use crate::protocol::{
     ErrorCode, ProtocolVersion, RawMessage, ServerMessage, WireError, decode_line, line_codec,
 };
 use crate::unix_socket::{PrivateListener, check_peer};
+use crate::warn_rate::RateLimitedWarn;
 
 /// The routes of one socket already warned about as unrouted: a user who ran `atmctl setup`
 /// for an agent whose adapter is off learns it once, at warn, with the fix; every later message
@@ -66,6 +67,7 @@ pub(super) async fn accept_loop(
     limits: IngestLimits,
 ) {
     let warnings = Arc::new(UnroutedWarnings::default());
+    let oversize = Arc::new(Mutex::new(RateLimitedWarn::default()));
     let mut slots = Slots::new(limits.max_connections, cancel.clone());
     let budget = Arc::new(Semaphore::new(
         limits.read_ahead_bytes.max(crate::protocol::MAX_LINE + 1),
@@ -105,6 +107,7 @@ pub(super) async fn accept_loop(
         let routes = Served {
             routes: routes.clone(),
             warnings: warnings.clone(),
+            oversize: oversize.clone(),
         };
         let budget = budget.clone();
         tokio::spawn(async move {
@@ -124,6 +127,8 @@ pub(super) async fn accept_loop(
 struct Served {
     routes: Weak<Routes>,
     warnings: Arc<UnroutedWarnings>,
+    /// Lines over the limit: each one loses an event, so each is a warning (once a minute).
+    oversize: Arc<Mutex<RateLimitedWarn>>,
 }
 
 /// What the reader hands the handler, in arrival order (replies must keep that order).
@@ -132,8 +137,8 @@ enum Work {
     /// a burst is taken off the socket as fast as the client writes it, and what waits in the
     /// queue is the line's bytes (one shared read buffer), not a parsed tree per message.
     Line(bytes::Bytes),
-    /// Reply, then close the connection.
-    Close(Option<ServerMessage>),
+    /// A line over the limit: say so (reply and log), then close the connection.
+    TooLarge(ServerMessage),
 }
 
 /// Serves one connection as two halves: a reader that splits lines ahead into a bounded queue,
@@ -200,9 +205,8 @@ async fn serve_connection(
                         ErrorCode::TooLarge,
                         format!("line exceeds the {}-byte limit", crate::protocol::MAX_LINE),
                     );
-                    debug!("ingest line too large; connection closed");
                     let _ = tx
-                        .send((Work::Close(Some(ServerMessage::error(&e))), None))
+                        .send((Work::TooLarge(ServerMessage::error(&e)), None))
                         .await;
                     return;
                 }
@@ -235,10 +239,9 @@ async fn serve_connection(
         while let Some((work, permit)) = rx.recv().await {
             let line = match work {
                 Work::Line(line) => line,
-                Work::Close(msg) => {
-                    if let Some(msg) = msg {
-                        let _ = replies.send(&msg).await;
-                    }
+                Work::TooLarge(msg) => {
+                    warn_too_large(&routes.oversize, peer);
+                    let _ = replies.send(&msg).await;
                     return;
                 }
             };
@@ -287,6 +290,24 @@ async fn serve_connection(
         // The handler closed the connection (`disconnect`, a line too large): stop reading.
         () = &mut handler => {}
     }
+}
+
+/// Logs a line refused for its size (warn once a minute; each one lost an event).
+fn warn_too_large(oversize: &Mutex<RateLimitedWarn>, peer: Peer) {
+    let mut oversize = match oversize.lock() {
+        Ok(w) => w,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    oversize.say(|suppressed| {
+        format!(
+            "refused an ingest line over the {}-byte limit (too_large) and closed its \
+             connection, so that event is lost{suppressed}; atm-hook strips tool output and \
+             transcripts first, so the line came from another client (pid {:?}): make it send \
+             smaller events",
+            crate::protocol::MAX_LINE,
+            peer.pid
+        )
+    });
 }
 
 /// Routes one message to its handler; returns the reply to write, if any.

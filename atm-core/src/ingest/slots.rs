@@ -21,10 +21,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
-/// How often a refusal or an eviction is logged at warn (the rest go to debug, counted).
-const WARN_EVERY: Duration = Duration::from_secs(60);
+use crate::warn_rate::RateLimitedWarn;
+
 /// How long a newcomer waits for an evicted connection to release its slot.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// A persistent connection quiet for less than this is in use, never evicted.
@@ -165,39 +164,6 @@ impl Slots {
     }
 }
 
-/// A warning said at most once per [`WARN_EVERY`]; the repeats in between go to debug and are
-/// counted into the next warning.
-#[derive(Debug, Default)]
-struct RateLimitedWarn {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimitedWarn {
-    /// Says `message` (given what to add about suppressed repeats); true when at warn.
-    fn say(&mut self, message: impl FnOnce(String) -> String) -> bool {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < WARN_EVERY)
-        {
-            self.suppressed += 1;
-            debug!("{}", message(String::new()));
-            return false;
-        }
-        let suppressed = match std::mem::take(&mut self.suppressed) {
-            0 => String::new(),
-            n => format!(" ({n} more like it in the last minute were logged at debug)"),
-        };
-        self.last = Some(now);
-        warn!(
-            "{} (further ones for a minute at debug)",
-            message(suppressed)
-        );
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,16 +192,5 @@ mod tests {
         assert!(!b.slot.cancel.is_cancelled() && !c.slot.cancel.is_cancelled());
         // `b` was just used: not evicted for the next one.
         assert!(slots.take().await.is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_warning_is_said_once_a_minute_and_counts_the_rest() {
-        let mut w = RateLimitedWarn::default();
-        let said: Vec<bool> = (0..3).map(|_| w.say(|s| s)).collect();
-        assert_eq!(said, [true, false, false]);
-        assert_eq!(w.suppressed, 2);
-        tokio::time::advance(WARN_EVERY).await;
-        assert!(w.say(|s| s));
-        assert_eq!(w.suppressed, 0);
     }
 }

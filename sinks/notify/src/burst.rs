@@ -245,4 +245,40 @@ mod tests {
             assert_eq!(b.summary_id, None);
         });
     }
+
+    mod fuzz {
+        use super::*;
+        use atm_core::testing::arb_hostile_session;
+        use atm_core::text::is_portable;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            /// The summary notification fed hostile sessions: portable text, escaped markup.
+            #[test]
+            fn the_summary_of_hostile_sessions_is_valid_text(
+                sessions in prop::collection::vec(arb_hostile_session(), 1..8),
+                markup in any::<bool>(),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+                let text = rt.block_on(async {
+                    let mut b = Burst::new(1, Duration::from_secs(10));
+                    for (i, s) in sessions.into_iter().enumerate() {
+                        let show = Show { kind: crate::plan::Kind::Permission, session: Arc::new(s), turn: None };
+                        b.gather(key(i), &show);
+                    }
+                    match b.update(Instant::now(), markup) {
+                        Some(SummaryUpdate::Show(t)) => t,
+                        other => panic!("{other:?}"),
+                    }
+                });
+                prop_assert!(text.summary.chars().all(is_portable));
+                for line in text.body.split('\n') {
+                    prop_assert!(line.chars().all(is_portable), "{:?}", line);
+                    prop_assert!(!markup || !line.contains(['<', '>']), "{:?}", line);
+                    prop_assert!(line.chars().count() <= 6 * crate::content::SUMMARY_MAX, "{:?}", line);
+                }
+            }
+        }
+    }
 }

@@ -28,6 +28,7 @@ use atm_core::coalesce::{Overflow, QueuePolicy, ResyncAt};
 use atm_core::plugin::{ConfigError, OutputSink, PluginError, SinkContext, duration};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
 use atm_core::unix_socket::{BindError, PrivateListener, check_peer};
+use atm_core::warn_rate::RateLimitedWarn;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -232,6 +233,7 @@ async fn accept_loop(
 ) {
     let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     let mut pending = PendingHandshakes::default();
+    let mut refusals = RateLimitedWarn::default();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -271,10 +273,13 @@ async fn accept_loop(
             ))
             .to_line();
             let _ = stream.try_write(&line);
-            warn!(
-                max_clients = shared.config.max_clients,
-                "query connection refused: too many clients"
-            );
+            let max = shared.config.max_clients;
+            refusals.say(|suppressed| {
+                format!(
+                    "query connection refused: too many clients (all {max} in use){suppressed}; \
+                     raise `max_clients` in the socket sink's table"
+                )
+            });
             continue;
         };
         let shared = shared.clone();
