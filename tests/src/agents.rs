@@ -167,6 +167,11 @@ impl AgentLab {
         .to_owned()
     }
 
+    /// Starts pane `target`'s command again (its process, if still running, is killed).
+    pub fn respawn(&self, target: &str) {
+        self.tmux(&["respawn-pane", "-k", "-t", target]);
+    }
+
     /// The pane's screen as text.
     pub fn screen(&self) -> String {
         self.screen_in(FIRST)

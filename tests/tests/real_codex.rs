@@ -21,6 +21,10 @@ use serde_json::Value;
 /// passed on the command line).
 const URL_SLOT: &str = "@ATM_FAKE_MODEL_URL@";
 
+/// What Codex 0.171 prints when it cannot take over the terminal at start (seen on a loaded
+/// 2-core machine with several Codex and Claude Code starting at once).
+const START_FAILURE: &str = "timed out discarding buffered terminal input";
+
 struct Codex {
     daemon: Daemon,
     lab: AgentLab,
@@ -118,6 +122,20 @@ impl Codex {
     fn answer_trust_dialog(&self, pane: &str, answer: Option<&str>) {
         let dialog = answer.is_some();
         let answer = answer.unwrap_or("2");
+        // On a loaded machine Codex 0.171 sometimes fails to take over the terminal and exits
+        // at once ("timed out discarding buffered terminal input"); a user starts it again.
+        let started = |s: &str| s.contains("Hooks need review") || s.contains("for shortcuts");
+        let early = self
+            .lab
+            .wait_screen_in(pane, "Codex starting, or failing to", |s| {
+                started(s) || s.contains(START_FAILURE)
+            });
+        if early.contains(START_FAILURE) {
+            eprintln!("Codex failed to start ({START_FAILURE}); starting it again");
+            self.lab.respawn(pane);
+            self.lab
+                .wait_screen_in(pane, "Codex starting", |s| started(s));
+        }
         let prompt = |s: &str| s.contains("for shortcuts");
         if dialog {
             let first = self
