@@ -83,7 +83,7 @@ pub struct DaemonSection {
     pub state_dir: Option<String>,
     /// Log filter when `RUST_LOG` is not set (default `info`).
     pub log: Option<String>,
-    /// Most sessions the registry holds (default 10000).
+    /// Most sessions the registry holds (default 10000, from 1 to 1000000).
     pub max_sessions: Option<usize>,
     /// Sessions with no process to watch expire after this silence (default `30min`).
     pub session_expiry: Option<String>,
@@ -106,6 +106,9 @@ pub struct DaemonSection {
     /// extension) say `connect` and are exempt while there is room.
     pub ingest_idle_timeout: Option<String>,
 }
+
+/// The range of `[daemon] max_sessions`.
+pub const MAX_SESSIONS: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 
 /// The range of `[daemon] max_ingest_connections`.
 pub const MAX_INGEST_CONNECTIONS: std::ops::RangeInclusive<usize> = 1..=65_536;
@@ -265,6 +268,19 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
             message: "[daemon] worker_threads = 0: atmd needs at least one thread; remove the \
                       key for the default (1)"
                 .to_owned(),
+        });
+    }
+    if let Some(n) = daemon.max_sessions
+        && !MAX_SESSIONS.contains(&n)
+    {
+        return Err(ConfigError::Whole {
+            source_name: source_name.clone(),
+            message: format!(
+                "[daemon] max_sessions = {n} is out of range: use a number from {} to {}, \
+                 e.g. 10000",
+                MAX_SESSIONS.start(),
+                MAX_SESSIONS.end()
+            ),
         });
     }
     if let Some(n) = daemon.max_ingest_connections
@@ -540,6 +556,10 @@ mod tests {
             (
                 "[daemon]\nmax_ingest_connections = 1000000\n",
                 &["max_ingest_connections", "out of range"],
+            ),
+            (
+                "[daemon]\nmax_sessions = 0\n",
+                &["max_sessions = 0", "out of range", "from 1 to 1000000"],
             ),
             (
                 "[daemon]\ningest_idle_timeout = \"0s\"\n",

@@ -276,3 +276,45 @@ fn second_atmd(d: &Daemon) -> Output {
     let _ = second.kill();
     second.wait_with_output().unwrap()
 }
+
+#[test]
+fn sizes_out_of_range_are_refused_by_check_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (body, key) in [
+        ("[daemon]\nmax_sessions = 0\n", "max_sessions"),
+        (
+            "[daemon]\nmax_ingest_connections = 0\n",
+            "max_ingest_connections",
+        ),
+        (
+            "[[sink]]\ntype = \"socket\"\nqueue_capacity = 100000000000\n",
+            "queue_capacity",
+        ),
+        (
+            "[[sink]]\ntype = \"socket\"\nmax_clients = 10000000\n",
+            "max_clients",
+        ),
+        (
+            "[[sink]]\ntype = \"dbus\"\nqueue_capacity = 100000000000\n",
+            "queue_capacity",
+        ),
+        (
+            "[[sink]]\ntype = \"notify\"\nmax_popups = 0\n",
+            "max_popups",
+        ),
+    ] {
+        let path = tmp.path().join("c.toml");
+        std::fs::write(&path, body).unwrap();
+        let out = Command::new(bin("atmd"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains("out of range"),
+            "{body}: {stderr}"
+        );
+    }
+}

@@ -48,7 +48,7 @@ pub struct DbusConfig {
         with = "atm_core::plugin::duration::Within::<10, 86_400_000>"
     )]
     pub retry_max: Duration,
-    /// Changes queued toward the bus before changes are coalesced per session.
+    /// Changes queued toward the bus before changes are coalesced per session (1 to 1048576).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
 }
@@ -64,6 +64,9 @@ fn default_retry_initial() -> Duration {
 fn default_retry_max() -> Duration {
     Duration::from_secs(30)
 }
+
+/// The largest `queue_capacity`.
+pub const MAX_QUEUE_CAPACITY: usize = 1_048_576;
 
 fn default_queue_capacity() -> usize {
     1024
@@ -136,6 +139,16 @@ impl DbusConfig {
             return Err(ConfigError::for_key(
                 "queue_capacity",
                 "queue_capacity must be at least 1 (default 1024)",
+            ));
+        }
+        if self.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(ConfigError::for_key(
+                "queue_capacity",
+                format!(
+                    "queue_capacity = {} is out of range: use a number from 1 to \
+                     {MAX_QUEUE_CAPACITY} (default 1024)",
+                    self.queue_capacity
+                ),
             ));
         }
         Ok(())

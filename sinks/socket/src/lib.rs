@@ -53,13 +53,14 @@ pub struct SocketConfig {
     /// Socket path (`~/` and `$VAR` expanded). Default: `$ATM_SOCKET`, else
     /// `<runtime dir>/atm.sock`.
     pub socket: Option<String>,
-    /// Open connections at most; more get `too_many_clients` and are closed.
+    /// Open connections at most (1 to 65536); more get `too_many_clients` and are closed.
     pub max_clients: usize,
-    /// Items (lines or lists) queued per connection before updates start to coalesce.
+    /// Items (lines or lists) queued per connection before updates start to coalesce (1 to
+    /// 1048576).
     pub queue_capacity: usize,
     /// Sessions a lagging subscriber may have pending in coalesced form before it is resynced.
     /// 0 (the default): the first overflow resyncs, so a client gets every update or a fresh
-    /// `session_list`, never a silently thinned stream.
+    /// `session_list`, never a silently thinned stream. At most 1048576.
     pub max_coalesced: usize,
     /// How long coalesced updates may wait before the subscriber is resynced instead (0 to 1 h).
     #[serde(with = "duration::Within::<0, 3_600_000>")]
@@ -102,6 +103,19 @@ impl SocketConfig {
                 return Err(ConfigError::for_key(
                     key,
                     format!("`{key}` must be at least 1"),
+                ));
+            }
+        }
+        // Upper bounds, so that a typo cannot make the sink hold (or try to allocate) millions.
+        for (key, value, max) in [
+            ("max_clients", self.max_clients, 65_536),
+            ("queue_capacity", self.queue_capacity, 1_048_576),
+            ("max_coalesced", self.max_coalesced, 1_048_576),
+        ] {
+            if value > max {
+                return Err(ConfigError::for_key(
+                    key,
+                    format!("`{key}` = {value} is out of range: use a number up to {max}"),
                 ));
             }
         }
