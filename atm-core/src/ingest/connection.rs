@@ -171,6 +171,10 @@ async fn serve_connection(
     let reader = async move {
         let mut frames = FramedRead::new(read, line_codec());
         let mut first = true;
+        // One idle timer per connection, re-armed only when it fires: a timeout per line cost
+        // a timer-wheel insert and removal on every hook event of a burst.
+        let idle = tokio::time::sleep(limits.idle_timeout);
+        tokio::pin!(idle);
         loop {
             // The first line must come within the first-message timeout, every later one within
             // the idle timeout, except on a persistent connection (see `slots`).
@@ -182,14 +186,23 @@ async fn serve_connection(
                         return;
                     }
                 }
-            } else if reader_slot.is_persistent() {
-                frames.next().await
             } else {
-                match tokio::time::timeout(limits.idle_timeout, frames.next()).await {
-                    Ok(n) => n,
-                    // Said `connect` meanwhile (the handler runs behind the reader).
-                    Err(_) if reader_slot.is_persistent() => continue,
-                    Err(_) => {
+                tokio::select! {
+                    biased;
+                    n = frames.next() => n,
+                    () = &mut idle, if !reader_slot.is_persistent() => {
+                        let quiet = reader_slot.idle_for();
+                        // Said `connect` meanwhile (the handler runs behind the reader), or a
+                        // line came since the timer was set: wait for the rest of the timeout.
+                        if reader_slot.is_persistent() || quiet < limits.idle_timeout {
+                            let rest = limits.idle_timeout.saturating_sub(quiet);
+                            match tokio::time::Instant::now().checked_add(rest) {
+                                Some(at) => idle.as_mut().reset(at),
+                                // Unreachable: the timeout is at most 24 h.
+                                None => return,
+                            }
+                            continue;
+                        }
                         debug!(timeout = ?limits.idle_timeout, "ingest connection idle; closed");
                         return;
                     }

@@ -60,7 +60,7 @@ impl Slot {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn idle_for(&self) -> Duration {
+    pub(super) fn idle_for(&self) -> Duration {
         let last = self.last_line_ms.load(Ordering::Relaxed);
         Duration::from_millis(self.since_base().saturating_sub(last))
     }
