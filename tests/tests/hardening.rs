@@ -201,7 +201,11 @@ fn a_newline_in_a_session_id_cannot_forge_log_lines() {
 fn a_deleted_runtime_dir_is_recreated_and_a_second_atmd_still_refuses() {
     use std::os::unix::fs::PermissionsExt;
     let d = Daemon::start_with_hooks(&basic_config(""));
-    std::fs::remove_dir_all(d.runtime_dir()).unwrap();
+    // Out of the way in one step, then deleted: a plain remove_dir_all races atmd, which can
+    // recreate the dir and bind a socket in it before the last rmdir (ENOTEMPTY, seen in CI).
+    let moved = d.dir.path().join("run/atm.deleted");
+    std::fs::rename(d.runtime_dir(), &moved).unwrap();
+    std::fs::remove_dir_all(&moved).unwrap();
     let gone = Instant::now();
     atm_core::testing::wait_until_blocking("both sockets to be back", || {
         std::os::unix::net::UnixStream::connect(d.hooks_socket()).is_ok()
