@@ -20,7 +20,7 @@ fn with_runtime_dir(dir: &Path, runtime: &Path) -> Output {
         1,
     );
     std::fs::write(&config, body).unwrap();
-    let mut child = Command::new(bin("atmd"))
+    let child = Command::new(bin("atmd"))
         .arg("--config")
         .arg(&config)
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
@@ -33,6 +33,12 @@ fn with_runtime_dir(dir: &Path, runtime: &Path) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    output_within_10s(child)
+}
+
+/// The output of `child` once it exits, or once it is killed after 10 s (an atmd that did not
+/// refuse to start).
+fn output_within_10s(mut child: std::process::Child) -> Output {
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -263,7 +269,7 @@ fn a_second_atmd_refuses_when_started_before_the_runtime_dir_is_back() {
 /// Runs a second atmd with `d`'s config and environment until it exits (killed after 10 s if
 /// it does not refuse to start).
 fn second_atmd(d: &Daemon) -> Output {
-    let mut second = d
+    let second = d
         .command("atmd")
         .arg("--config")
         .arg(&d.config_path)
@@ -273,12 +279,7 @@ fn second_atmd(d: &Daemon) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    while second.try_wait().unwrap().is_none() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = second.kill();
-    second.wait_with_output().unwrap()
+    output_within_10s(second)
 }
 
 #[test]
