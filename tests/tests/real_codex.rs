@@ -144,11 +144,10 @@ impl Codex {
         for attempt in 1..=START_ATTEMPTS {
             match self.try_answer_trust_dialog(pane, answer, attempt == 1) {
                 Ok(()) => return,
-                Err(screen) if attempt < START_ATTEMPTS => {
+                Err(_) if attempt < START_ATTEMPTS => {
                     eprintln!(
                         "Codex failed to start ({START_FAILURE}), attempt {attempt}; starting it again"
                     );
-                    let _ = screen;
                     self.lab.respawn(pane);
                 }
                 Err(screen) => panic!(
