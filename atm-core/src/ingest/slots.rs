@@ -135,8 +135,10 @@ impl Slots {
             .filter(|(_, s)| s.is_persistent())
             .map(|(i, s)| (i, s.idle_for()))
             .filter(|(_, idle)| *idle >= MIN_IDLE_TO_EVICT)
-            .max_by_key(|(_, idle)| *idle)?;
-        let victim = self.held.swap_remove(at);
+            // Quiet times are in milliseconds, so ties happen: the oldest connection goes
+            // (`held` keeps accept order), not whichever came last.
+            .min_by_key(|(i, idle)| (std::cmp::Reverse(*idle), *i))?;
+        let victim = self.held.remove(at);
         victim.cancel.cancel();
         self.evictions.say(|suppressed| {
             format!(
@@ -192,5 +194,26 @@ mod tests {
         assert!(!b.slot.cancel.is_cancelled() && !c.slot.cancel.is_cancelled());
         // `b` was just used: not evicted for the next one.
         assert!(slots.take().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn of_connections_equally_quiet_the_oldest_makes_room() {
+        let mut slots = Slots::new(3, CancellationToken::new());
+        let held: Vec<Held> = [
+            slots.take().await.unwrap(),
+            slots.take().await.unwrap(),
+            slots.take().await.unwrap(),
+        ]
+        .into_iter()
+        .collect();
+        for h in &held {
+            h.slot.mark_persistent();
+            // One millisecond apart or less looks the same: the same quiet time for all.
+            h.slot.last_line_ms.store(0, Ordering::Relaxed);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(slots.evict().is_some());
+        let cut: Vec<bool> = held.iter().map(|h| h.slot.cancel.is_cancelled()).collect();
+        assert_eq!(cut, [true, false, false], "the first accepted goes");
     }
 }
