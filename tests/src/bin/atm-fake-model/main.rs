@@ -149,9 +149,14 @@ async fn anthropic_messages(
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let (text, tool_result) = last_user_text(&messages);
     let reply = script(&text, tool_result);
-    let has_bash = body["tools"]
-        .as_array()
-        .is_some_and(|t| t.iter().any(|t| t["name"] == "Bash"));
+    // Claude Code's shell tool is `Bash`, pi's is `bash` (whose input has no `description`).
+    let shell_tool = body["tools"].as_array().and_then(|tools| {
+        tools
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .find(|n| *n == "Bash" || *n == "bash")
+            .map(str::to_owned)
+    });
     eprintln!(
         "request {id}: model={model} tool_result={tool_result} reply={reply:?} text={:?}",
         text.chars().take(120).collect::<String>()
@@ -163,15 +168,22 @@ async fn anthropic_messages(
         )
     };
     let (blocks, stop, delay) = match reply {
-        Reply::Shell(cmd) if has_bash => (
-            vec![(
-                json!({"type": "tool_use", "id": format!("toolu_fake_{id}"), "name": "Bash", "input": {}}),
-                vec![json!({"type": "input_json_delta", "partial_json":
-                    json!({"command": cmd, "description": "Run the scripted command"}).to_string()})],
-            )],
-            "tool_use",
-            Duration::ZERO,
-        ),
+        Reply::Shell(cmd) if shell_tool.is_some() => {
+            let tool = shell_tool.unwrap_or_default();
+            let input = if tool == "Bash" {
+                json!({"command": cmd, "description": "Run the scripted command"})
+            } else {
+                json!({"command": cmd})
+            };
+            (
+                vec![(
+                    json!({"type": "tool_use", "id": format!("toolu_fake_{id}"), "name": tool, "input": {}}),
+                    vec![json!({"type": "input_json_delta", "partial_json": input.to_string()})],
+                )],
+                "tool_use",
+                Duration::ZERO,
+            )
+        }
         Reply::Shell(_) => (
             vec![text_block("FAKE-NO-SHELL-TOOL")],
             "end_turn",
