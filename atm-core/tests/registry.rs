@@ -253,6 +253,47 @@ async fn discovery_never_downgrades_a_real_id_and_merges_with_hooks() {
 }
 
 #[tokio::test]
+async fn a_process_whose_session_ended_is_not_rediscovered_until_it_starts_again() {
+    let r = start(config()).await;
+    let child = Child::spawn();
+    let found = || Discovered::new(Harness::claude(), child.1, "proc-discovery");
+    apply(&r, src("real", Some(child.1)), prompt()).await;
+    let end = |continues| AgentEvent::SessionEnded {
+        reason: "quit".into(),
+        continues,
+    };
+    assert_eq!(
+        apply(&r, src("real", Some(child.1)), end(false)).await,
+        ApplyOutcome::Removed
+    );
+    // pi lives on for a moment after /quit: a scan then must not list it as a new session.
+    assert_eq!(
+        r.register_discovered(found()).await.unwrap(),
+        ApplyOutcome::Ignored
+    );
+    assert!(r.get_all_sessions().await.unwrap().is_empty());
+    // The agent itself says a session started in that process: it is listed, and found again.
+    let start = AgentEvent::SessionStarted {
+        source: StartSource::Startup,
+        model: None,
+    };
+    assert_eq!(
+        apply(&r, src("next", Some(child.1)), start).await,
+        ApplyOutcome::Added
+    );
+    r.register_discovered(found()).await.unwrap();
+    let all = r.get_all_sessions().await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].id.as_str(), "next");
+    // An end that continues (`/new`) is no end of the process.
+    apply(&r, src("next", Some(child.1)), end(true)).await;
+    assert_eq!(
+        r.register_discovered(found()).await.unwrap(),
+        ApplyOutcome::Unchanged
+    );
+}
+
+#[tokio::test]
 async fn hook_without_pid_then_discovery_is_one_session() {
     let r = start(config()).await;
     let child = Child::spawn();

@@ -18,11 +18,19 @@ pub(super) struct Entry {
     pub retired: VecDeque<SessionId>,
 }
 
+/// Processes whose session ended remembered at most (oldest forgotten first).
+const ENDED_PROCESSES: usize = 64;
+
 #[derive(Default)]
 pub(super) struct Index {
     sessions: HashMap<SessionKey, Entry>,
     by_id: HashMap<(Harness, SessionId), SessionKey>,
     order: u64,
+    /// Processes whose agent said its session ended (pi's `/quit`, Claude's `SessionEnd`) but
+    /// that may live on for a moment: discovery must not list them again as a fresh session.
+    /// A (PID, start time) key names one process for its whole life, so an old entry is only
+    /// ever about a dead process.
+    ended: VecDeque<SessionKey>,
 }
 
 impl Index {
@@ -69,6 +77,26 @@ impl Index {
                 retired: VecDeque::new(),
             },
         );
+    }
+
+    /// Remembers that the process under `key` ended its session (process keys only).
+    pub fn note_ended(&mut self, key: &SessionKey) {
+        if matches!(key, SessionKey::Process { .. }) && !self.ended.contains(key) {
+            if self.ended.len() >= ENDED_PROCESSES {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(key.clone());
+        }
+    }
+
+    /// True when the process under `key` ended its session and has not started another.
+    pub fn has_ended(&self, key: &SessionKey) -> bool {
+        self.ended.contains(key)
+    }
+
+    /// The process under `key` started a session again (its agent said so).
+    pub fn forget_ended(&mut self, key: &SessionKey) {
+        self.ended.retain(|k| k != key);
     }
 
     /// Removes the session under `key`, and its id unless another row holds it now.

@@ -77,6 +77,7 @@ impl Actor {
     ) -> Result<ApplyOutcome, RegistryError> {
         match session_from_event(key, source, event, at) {
             Some(s) => {
+                self.index.forget_ended(&s.key);
                 self.add(s)?;
                 Ok(ApplyOutcome::Added)
             }
@@ -101,6 +102,7 @@ impl Actor {
         if apply_event(s, source, event, at) == Outcome::End {
             // Announce the session as it was, not half-updated.
             entry.session = before;
+            self.index.note_ended(key);
             self.remove(key, &end_reason(event));
             return Ok(ApplyOutcome::Removed);
         }
@@ -155,6 +157,10 @@ impl Actor {
             start_time: found.process.start_time,
         };
         let mut key_now = key.clone();
+        // Its agent said the session ended; the process is only on its way out.
+        if self.index.has_ended(&key) {
+            return Ok(ApplyOutcome::Ignored);
+        }
         if !self.index.contains(&key) {
             // A hook may have created the session before its process was known.
             let existing = found
