@@ -25,6 +25,7 @@ pub mod codex_trust;
 pub mod file;
 pub mod gemini;
 pub mod hooks;
+pub mod pi;
 
 /// Agents `atmctl setup` knows.
 #[derive(Debug, clap::Subcommand)]
@@ -40,6 +41,9 @@ pub enum SetupCommand {
     /// Gemini CLI: hooks for every event atm uses in settings.json ($GEMINI_CLI_HOME/.gemini,
     /// else ~/.gemini).
     Gemini(SetupArgs),
+    /// pi: atm's pi extension as extensions/atm.ts in pi's agent dir ($PI_CODING_AGENT_DIR, else
+    /// ~/.pi/agent); --uninstall removes that file.
+    Pi(pi::PiArgs),
 }
 
 /// The options every `atmctl setup <agent>` takes.
@@ -66,6 +70,7 @@ pub fn run(command: SetupCommand) -> anyhow::Result<ExitCode> {
         SetupCommand::Claude(args) => claude::run(&args),
         SetupCommand::Codex(args) => codex::run(&args),
         SetupCommand::Gemini(args) => gemini::run(&args),
+        SetupCommand::Pi(args) => pi::run(&args),
     }
 }
 

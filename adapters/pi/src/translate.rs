@@ -1,10 +1,13 @@
 //! pi extension envelope -> `AgentEvent`, as a pure function.
 //!
-//! The published `atm` 0.2.3+ pi extension (`pi-atm`) sends, per pi event, the protocol-v1
-//! message `{"type":"pi_event","data":{"event","payload","session_id","pid","tmux_pane"}}`
-//! where `event` is pi's own snake_case event name and `payload` the object pi handed the
-//! extension's `pi.on(event, handler)`. [`translate`] reads that `data` envelope. It does no I/O
-//! and holds no state, so it is unit-tested event by event and fuzzed.
+//! atm's pi extension (`extension/atm.ts`, installed by `atmctl setup pi`) sends, per pi event
+//! atm uses, the protocol-v1 message
+//! `{"type":"pi_event","data":{"event","payload","session_id","pid","tmux_pane","cwd"}}` where
+//! `event` is pi's own snake_case event name (or one of the extension's own `atm_*` events) and
+//! `payload` the part of pi's event object atm reads. [`translate`] reads that `data` envelope.
+//! It does no I/O and holds no state, so it is unit-tested event by event and fuzzed. The older
+//! `pi-atm` extension of the published `atm` 0.2.x crates sent pi's whole event objects
+//! (`input`, `tool_call`, `context`, ...); those are still understood.
 //!
 //! Parsing is lenient like the original daemon's: only the envelope's shape and an attributable
 //! session (a `session_id`, else a `pid`) are required; identifier-like fields may be strings,
@@ -37,6 +40,9 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "context",
     "atm_needs_input_open",
     "atm_needs_input_resolved",
+    "atm_idle",
+    "atm_usage",
+    "before_agent_start",
     // Declared by pi, forwarded by nobody today: activity only.
     "session_before_switch",
     "session_switch",
@@ -47,7 +53,6 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "resources_discover",
     "before_provider_request",
     "after_provider_response",
-    "before_agent_start",
     "turn_start",
     "turn_end",
     "message_start",
@@ -117,12 +122,18 @@ pub fn translate_from(data: &Value, peer_pid: Option<u32>) -> Result<Translation
             what: event_name.clone(),
         })
     };
+    let cwd = match env.get("cwd") {
+        Some(Value::String(c)) if c.starts_with('/') && c.chars().count() <= limits::PATH => {
+            Some(c.clone())
+        }
+        _ => None,
+    };
     Ok(Translation {
         event_name,
         session_id,
         pid,
         tmux_pane,
-        cwd: None,
+        cwd,
         subagent_id: None,
         event,
         known,
@@ -138,9 +149,9 @@ fn event_for(name: &str, p: &Map<String, Value>) -> Option<AgentEvent> {
             Some("reload") => AgentEvent::Activity {
                 what: "session_start:reload".to_owned(),
             },
-            Some("new") => started(StartSource::Clear),
-            Some(r) => started(StartSource::parse(r)),
-            None => started(StartSource::Startup),
+            Some("new") => started(StartSource::Clear, p),
+            Some(r) => started(StartSource::parse(r), p),
+            None => started(StartSource::Startup, p),
         },
         "session_shutdown" => {
             let reason = reason.unwrap_or_else(|| "shutdown".to_owned());
@@ -150,7 +161,35 @@ fn event_for(name: &str, p: &Map<String, Value>) -> Option<AgentEvent> {
             }
         }
         "agent_start" => AgentEvent::PromptSubmitted { prompt: None },
-        "agent_end" => AgentEvent::TurnFinished,
+        // pi is about to run the agent on this prompt (an `input` an extension handled never
+        // gets here, so it cannot leave the session working).
+        "before_agent_start" => AgentEvent::PromptSubmitted {
+            prompt: p
+                .get("prompt")
+                .and_then(Value::as_str)
+                .map(|t| one_line_preview(t, limits::FIRST_PROMPT))
+                .filter(|t| !t.is_empty()),
+        },
+        "agent_end" => match p.get("stopReason").and_then(Value::as_str) {
+            Some("error") => AgentEvent::TurnFailed {
+                error: p
+                    .get("errorMessage")
+                    .and_then(Value::as_str)
+                    .map(|e| one_line_preview(e, PREVIEW_CHARS))
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "error".to_owned()),
+            },
+            _ => AgentEvent::TurnFinished,
+        },
+        // The extension saw pi waiting at its prompt (after start, after a /compact).
+        "atm_idle" => AgentEvent::TurnFinished,
+        "atm_usage" => {
+            let update = session_usage(p);
+            if update.is_empty() {
+                return None;
+            }
+            AgentEvent::UsageUpdated(Box::new(update))
+        }
         "input" => match p.get("source").and_then(stringish).as_deref() {
             // Prompts typed by the user or sent over pi's RPC mode; an extension's own
             // injected input is not a user prompt.
@@ -174,9 +213,14 @@ fn event_for(name: &str, p: &Map<String, Value>) -> Option<AgentEvent> {
                 AgentEvent::ToolStarted { tool, detail }
             }
         }
-        // pi fires these in pairs with `tool_call` / `tool_execution_end`; one of each pair is
-        // forwarded so a tool is counted once (the original daemon's choice, kept).
-        "tool_execution_start" | "tool_result" => return None,
+        // pi fires `tool_execution_start` first, then the (blocking) `tool_call` handlers, where
+        // a permission gate asks; atm's extension forwards the start, the old one `tool_call`.
+        "tool_execution_start" => AgentEvent::ToolStarted {
+            tool: tool_name(p)?,
+            detail: p.get("args").and_then(input_preview),
+        },
+        // Paired with `tool_execution_end`, which is the one used.
+        "tool_result" => return None,
         "tool_execution_end" => AgentEvent::ToolFinished { tool: tool_name(p) },
         "session_before_compact" => AgentEvent::Compacting,
         "session_compact" => AgentEvent::CompactFinished,
@@ -194,27 +238,61 @@ fn event_for(name: &str, p: &Map<String, Value>) -> Option<AgentEvent> {
             }
             AgentEvent::UsageUpdated(Box::new(update))
         }
-        // The extension wraps `ctx.ui.select`, which is how pi's permission-gate extensions
-        // ask (pi has no permission event of its own): a dialog open means pi is blocked.
-        "atm_needs_input_open" => AgentEvent::PermissionRequested {
-            tool: tool_name(p).unwrap_or_else(|| "dialog".to_owned()),
-            detail: p
+        // The extension wraps pi's dialogs (`ctx.ui.confirm`, `select`, `input`, `editor`); pi
+        // has no permission event of its own. A dialog opened while a tool call is in flight
+        // is a permission gate for it (pi's permission-gate examples ask from `tool_call`);
+        // any other dialog asks the user something.
+        "atm_needs_input_open" => {
+            let title = p
                 .get("title")
                 .and_then(Value::as_str)
                 .map(|t| one_line_preview(t, PREVIEW_CHARS))
-                .filter(|t| !t.is_empty()),
-        },
-        "atm_needs_input_resolved" => AgentEvent::ToolFinished { tool: None },
+                .filter(|t| !t.is_empty());
+            match tool_name(p) {
+                Some(tool) => AgentEvent::PermissionRequested {
+                    tool,
+                    detail: p.get("input").and_then(input_preview).or(title),
+                },
+                // The old extension sent only a title: its dialogs were permission gates.
+                None if p.get("dialog").is_none() => AgentEvent::PermissionRequested {
+                    tool: "dialog".to_owned(),
+                    detail: title,
+                },
+                None => AgentEvent::InputRequested {
+                    reason: p
+                        .get("dialog")
+                        .and_then(stringish)
+                        .map(|d| one_line_preview(&d, limits::NAME))
+                        .unwrap_or_else(|| "dialog".to_owned()),
+                    tool: None,
+                    detail: title,
+                },
+            }
+        }
+        // Answered: back to work, or to the prompt when pi was idle (a command's dialog).
+        "atm_needs_input_resolved" => {
+            if p.get("idle").and_then(Value::as_bool) == Some(true) {
+                AgentEvent::TurnFinished
+            } else {
+                AgentEvent::ToolFinished { tool: None }
+            }
+        }
         other => AgentEvent::Activity {
             what: other.to_owned(),
         },
     })
 }
 
-fn started(source: StartSource) -> AgentEvent {
+/// A start, with the model the extension read from `ctx.model` (`payload.model.id`).
+fn started(source: StartSource, p: &Map<String, Value>) -> AgentEvent {
     AgentEvent::SessionStarted {
         source,
-        model: None,
+        model: p
+            .get("model")
+            .and_then(|m| m.get("id"))
+            .and_then(stringish)
+            .map(|m| one_line_preview(&m, limits::NAME))
+            .filter(|m| !m.is_empty()),
     }
 }
 
@@ -284,7 +362,31 @@ fn model_update(model: Option<&Value>) -> UsageUpdate {
     u
 }
 
-/// Usage from a `context` event's `messages`: cost is the sum over assistant messages (pi's
+/// Usage from the extension's `atm_usage`: the session's totals as pi's footer counts them
+/// (`session`: cost and tokens over every assistant message of the session), the context in
+/// use (`context`) and the model.
+fn session_usage(p: &Map<String, Value>) -> UsageUpdate {
+    let mut u = model_update(p.get("model"));
+    let num = |v: Option<&Value>| {
+        v.and_then(Value::as_f64)
+            .filter(|c| c.is_finite() && *c >= 0.0)
+    };
+    let count = |v: Option<&Value>| v.and_then(Value::as_u64);
+    if let Some(s) = p.get("session") {
+        u.cost_usd = num(s.get("cost"));
+        u.input_tokens = count(s.get("input"));
+        u.output_tokens = count(s.get("output"));
+    }
+    if let Some(c) = p.get("context") {
+        u.context_tokens = count(c.get("tokens"));
+        u.context_window_size = count(c.get("contextWindow"));
+        u.context_used_percentage = num(c.get("percent")).map(|x| x.min(100.0));
+    }
+    u
+}
+
+/// Usage from a `context` event's `messages` (sent by the old extension only: it comes before
+/// each request, so its cost lags one request): cost is the sum over assistant messages (pi's
 /// `usage.cost.total` is per request), the context size is the last request's total tokens.
 fn context_usage(messages: Option<&Value>) -> UsageUpdate {
     let mut u = UsageUpdate::default();
@@ -353,19 +455,36 @@ mod tests {
                 "session_start",
                 json!({"type": "session_start", "reason": "startup"})
             ),
-            Some(started(StartSource::Startup))
+            Some(AgentEvent::SessionStarted {
+                source: StartSource::Startup,
+                model: None
+            })
         );
         assert_eq!(
+            ev(
+                "session_start",
+                json!({"reason": "startup", "model": {"id": "fake-sonnet", "name": "Fake"}})
+            ),
+            Some(AgentEvent::SessionStarted {
+                source: StartSource::Startup,
+                model: Some("fake-sonnet".into())
+            })
+        );
+        let start = |source| AgentEvent::SessionStarted {
+            source,
+            model: None,
+        };
+        assert_eq!(
             ev("session_start", json!({})),
-            Some(started(StartSource::Startup))
+            Some(start(StartSource::Startup))
         );
         assert_eq!(
             ev("session_start", json!({"reason": "new"})),
-            Some(started(StartSource::Clear))
+            Some(start(StartSource::Clear))
         );
         assert_eq!(
             ev("session_start", json!({"reason": "resume"})),
-            Some(started(StartSource::Resume))
+            Some(start(StartSource::Resume))
         );
         assert!(matches!(
             ev("session_start", json!({"reason": "reload"})),
@@ -439,7 +558,36 @@ mod tests {
         );
         // A tool event without a tool name is dropped, not turned into a phantom tool.
         assert_eq!(ev("tool_call", json!({"input": {}})), None);
-        assert_eq!(ev("tool_execution_start", json!({"toolName": "ls"})), None);
+        assert_eq!(
+            ev(
+                "tool_execution_start",
+                json!({"toolName": "bash", "args": {"command": "sleep 2"}})
+            ),
+            Some(AgentEvent::ToolStarted {
+                tool: "bash".into(),
+                detail: Some("sleep 2".into())
+            })
+        );
+        assert_eq!(
+            ev("before_agent_start", json!({"prompt": "fix\nit"})),
+            Some(AgentEvent::PromptSubmitted {
+                prompt: Some("fix it".into())
+            })
+        );
+        assert_eq!(
+            ev("agent_end", json!({"stopReason": "aborted"})),
+            Some(AgentEvent::TurnFinished)
+        );
+        assert_eq!(
+            ev(
+                "agent_end",
+                json!({"stopReason": "error", "errorMessage": "429 rate limited"})
+            ),
+            Some(AgentEvent::TurnFailed {
+                error: "429 rate limited".into()
+            })
+        );
+        assert_eq!(ev("atm_idle", json!({})), Some(AgentEvent::TurnFinished));
         assert_eq!(ev("tool_result", json!({"toolName": "ls"})), None);
         assert_eq!(
             ev(
@@ -475,6 +623,82 @@ mod tests {
         assert_eq!(
             ev("atm_needs_input_resolved", json!({})),
             Some(AgentEvent::ToolFinished { tool: None })
+        );
+        // atm's extension: a dialog during a tool call gates that tool; the command is shown.
+        assert_eq!(
+            ev(
+                "atm_needs_input_open",
+                json!({"dialog": "confirm", "title": "Run this command?", "toolName": "bash",
+                       "toolCallId": "t1", "input": {"command": "rm -f x"}})
+            ),
+            Some(AgentEvent::PermissionRequested {
+                tool: "bash".into(),
+                detail: Some("rm -f x".into())
+            })
+        );
+        assert_eq!(
+            ev(
+                "atm_needs_input_open",
+                json!({"dialog": "select", "title": "Pick a session", "message": null})
+            ),
+            Some(AgentEvent::InputRequested {
+                reason: "select".into(),
+                tool: None,
+                detail: Some("Pick a session".into())
+            })
+        );
+        assert_eq!(
+            ev(
+                "atm_needs_input_resolved",
+                json!({"dialog": "select", "idle": true})
+            ),
+            Some(AgentEvent::TurnFinished)
+        );
+        assert_eq!(
+            ev(
+                "atm_needs_input_resolved",
+                json!({"dialog": "confirm", "idle": false})
+            ),
+            Some(AgentEvent::ToolFinished { tool: None })
+        );
+    }
+
+    #[test]
+    fn session_usage_and_cwd_from_the_extension() {
+        let Some(AgentEvent::UsageUpdated(u)) = ev(
+            "atm_usage",
+            json!({"session": {"cost": 0.011565, "input": 3600, "output": 51, "cacheRead": 0, "cacheWrite": 0},
+                   "context": {"tokens": 1229, "contextWindow": 128000, "percent": 0.96},
+                   "model": {"id": "fake-sonnet", "name": "Fake Sonnet", "provider": "fake"}}),
+        ) else {
+            panic!("atm_usage")
+        };
+        assert_eq!(u.cost_usd, Some(0.011565));
+        assert_eq!((u.input_tokens, u.output_tokens), (Some(3600), Some(51)));
+        assert_eq!(
+            (u.context_tokens, u.context_window_size),
+            (Some(1229), Some(128000))
+        );
+        assert_eq!(u.context_used_percentage, Some(0.96));
+        assert_eq!(u.model_name.as_deref(), Some("Fake Sonnet"));
+        assert_eq!(ev("atm_usage", json!({})), None);
+        // After a compaction pi does not know the context size: `tokens: null` leaves it alone.
+        let Some(AgentEvent::UsageUpdated(u)) = ev(
+            "atm_usage",
+            json!({"session": {"cost": 1.5}, "context": {"tokens": null, "percent": null}}),
+        ) else {
+            panic!("atm_usage")
+        };
+        assert_eq!((u.cost_usd, u.context_tokens), (Some(1.5), None));
+
+        let with_cwd =
+            |cwd: Value| t(json!({"event": "atm_idle", "session_id": "s", "cwd": cwd})).cwd;
+        assert_eq!(with_cwd(json!("/home/me/p")).as_deref(), Some("/home/me/p"));
+        assert_eq!(with_cwd(json!("relative")), None);
+        assert_eq!(with_cwd(json!(5)), None);
+        assert_eq!(
+            with_cwd(json!(format!("/{}", "x".repeat(limits::PATH)))),
+            None
         );
     }
 
