@@ -35,6 +35,54 @@ struct Pi {
     daemon: Daemon,
     lab: AgentLab,
     project: PathBuf,
+    /// With `ATM_PI_RECORD=<dir>`: what the extension sent, written to `<dir>/<test>.jsonl`.
+    recording: Option<(PathBuf, Recording)>,
+}
+
+type Recording = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+impl Drop for Pi {
+    fn drop(&mut self) {
+        if let Some((path, lines)) = &self.recording {
+            let lines = lines.lock().unwrap();
+            let mut text = lines.join("\n");
+            text.push('\n');
+            std::fs::write(path, text).unwrap();
+            eprintln!("recorded {} lines to {}", lines.len(), path.display());
+        }
+    }
+}
+
+/// A tee between the extension and atmd's ingest socket (`ATM_PI_SOCKET` points pi at it): how
+/// the real payloads in `adapters/pi/tests/fixtures/` were recorded.
+fn record_through(listen: &Path, atmd: PathBuf) -> Recording {
+    use std::io::{BufRead, Write};
+    let lines: Recording = Default::default();
+    let listener = std::os::unix::net::UnixListener::bind(listen).unwrap();
+    let kept = lines.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(mut server) = std::os::unix::net::UnixStream::connect(&atmd) else {
+                continue;
+            };
+            let (mut back, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut back, &mut to_client));
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(client)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if server.write_all(format!("{line}\n").as_bytes()).is_err() {
+                        break;
+                    }
+                    kept.lock().unwrap().push(line);
+                }
+            });
+        }
+    });
+    lines
 }
 
 /// pi's agent dir as a user has it with the fake model as a custom provider (priced like a
@@ -73,7 +121,9 @@ fn configure(daemon: &Daemon, agent_dir: &Path, pi_bin: &Path) {
 }
 
 /// Starts atmd (the pi adapter and proc-discovery), configures pi and starts it in a pane.
-fn start_pi() -> Option<Pi> {
+/// `test` names the recording, if any (`None`: never recorded, as the tee would hide an atmd
+/// restart from the extension).
+fn start_pi(test: Option<&str>) -> Option<Pi> {
     let pi = agent_binary("pi")?;
     let daemon = Daemon::start(&basic_config(
         "[[adapter]]\ntype = \"pi\"\n\n[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n",
@@ -89,13 +139,20 @@ fn start_pi() -> Option<Pi> {
             shell_quote(&pi.display().to_string())
         ))
     );
-    let env = [
+    let mut env = vec![
         ("PI_CODING_AGENT_DIR", agent_dir.display().to_string()),
         ("ATM_FAKE_ANTHROPIC_KEY", "sk-ant-atm-fake-model".to_owned()),
         ("PI_OFFLINE", "1".to_owned()),
         ("PI_SKIP_VERSION_CHECK", "1".to_owned()),
         ("PI_TELEMETRY", "0".to_owned()),
     ];
+    let record = std::env::var_os("ATM_PI_RECORD").zip(test);
+    let recording = record.map(|(dir, test)| {
+        let tee = daemon.dir.path().join("pi-tee.sock");
+        let lines = record_through(&tee, daemon.hooks_socket());
+        env.push(("ATM_PI_SOCKET", tee.display().to_string()));
+        (PathBuf::from(dir).join(format!("{test}.jsonl")), lines)
+    });
     let lab = AgentLab::start(&daemon, &project, &command, &env);
     lab.wait_screen("pi's prompt", |s| {
         s.contains("pi v0.") && s.contains("fake-sonnet")
@@ -104,6 +161,7 @@ fn start_pi() -> Option<Pi> {
         daemon,
         lab,
         project,
+        recording,
     })
 }
 
@@ -165,7 +223,7 @@ fn footer_cost(screen: &str) -> Option<String> {
 
 #[test]
 fn start_tool_confirm_approved_turn_end_cost_and_quit_match_the_screen() {
-    let Some(p) = start_pi() else {
+    let Some(p) = start_pi(Some("approved")) else {
         return;
     };
     // At its prompt: idle, under pi's own session id, with pane, project and model.
@@ -257,7 +315,7 @@ fn start_tool_confirm_approved_turn_end_cost_and_quit_match_the_screen() {
 
 #[test]
 fn declined_confirm_declined_select_and_interrupt_leave_the_wait() {
-    let Some(p) = start_pi() else {
+    let Some(p) = start_pi(Some("declined")) else {
         return;
     };
     p.wait_state("idle");
@@ -314,7 +372,7 @@ fn declined_confirm_declined_select_and_interrupt_leave_the_wait() {
 
 #[test]
 fn after_atmd_restarts_the_extension_reconnects_and_reports_again() {
-    let Some(mut p) = start_pi() else {
+    let Some(mut p) = start_pi(None) else {
         return;
     };
     let first = p.wait_state("idle");

@@ -1,5 +1,6 @@
 //! The pi adapter end to end: a real Unix socket, a real registry, a real child process as the
-//! pi PID, and the message sequence the pi-atm extension sends over one persistent connection.
+//! pi PID, and the message sequences pi extensions send over one persistent connection: the older
+//! `pi-atm` extension's (`session.jsonl`) and atm's own inside the real pi (`real-0.73.1/`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests report failures by panicking
 
@@ -169,4 +170,156 @@ async fn bad_envelopes_get_errors_and_the_connection_keeps_working() {
     assert_eq!(IngestStats::get(&stats.bad_messages), 4);
 
     run.stop().await;
+}
+
+/// A recording of atm's extension inside the real pi 0.73.1 (`tests/tests/real_pi.rs` with
+/// `ATM_PI_RECORD`), with its `connect` line left out and every `pid` set to `pid`.
+fn real_recording(name: &str, pid: u32) -> Vec<Value> {
+    let path = format!(
+        "{}/tests/fixtures/real-0.73.1/{name}.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|m| m["type"] == "pi_event")
+        .map(|mut m| {
+            m["data"]["pid"] = json!(pid);
+            m
+        })
+        .collect()
+}
+
+/// Replays a real recording over one connection; returns, per line, its event and the session's
+/// state after it (`gone` once removed).
+async fn replay_real(name: &str) -> Vec<(String, String)> {
+    let (run, stats) = start().await;
+    let pi = FakeAgent::spawn();
+    let mut client = connect_extension(&run.socket).await;
+    let mut seen = Vec::new();
+    for msg in real_recording(name, pi.pid()) {
+        client.send_line(&serde_json::to_vec(&msg).unwrap()).await;
+        client.sync_ok().await;
+        let sessions = run.sessions().await;
+        assert!(sessions.len() <= 1, "{sessions:?}");
+        let state = sessions.first().map_or("gone".to_owned(), |s| {
+            assert_eq!(s.id.as_str(), msg["data"]["session_id"], "pi's own id");
+            assert_eq!(
+                s.cwd.as_deref(),
+                msg["data"]["cwd"].as_str(),
+                "cwd from the first message"
+            );
+            assert_eq!(
+                s.model_id.as_deref(),
+                Some("fake-sonnet"),
+                "model from the start"
+            );
+            s.state.as_str().to_owned()
+        });
+        seen.push((msg["data"]["event"].as_str().unwrap().to_owned(), state));
+    }
+    assert_eq!(IngestStats::get(&stats.bad_messages), 0);
+    run.stop().await;
+    seen
+}
+
+fn steps(s: &[(&str, &str)]) -> Vec<(String, String)> {
+    s.iter()
+        .map(|(e, st)| ((*e).to_owned(), (*st).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn real_pi_tool_confirm_approved_and_quit() {
+    let seen = replay_real("approved").await;
+    let expected = steps(&[
+        ("session_start", "starting"),
+        ("atm_usage", "starting"),
+        ("atm_idle", "idle"),
+        // `RUN sleep 3 && touch ran`
+        ("before_agent_start", "working"),
+        ("tool_execution_start", "working"),
+        ("tool_execution_end", "working"),
+        ("atm_usage", "working"),
+        ("atm_usage", "working"),
+        ("agent_end", "idle"),
+        // `RUN rm -f victim`, the confirm dialog approved
+        ("before_agent_start", "working"),
+        ("tool_execution_start", "working"),
+        ("atm_needs_input_open", "needs_permission"),
+        ("atm_needs_input_resolved", "working"),
+        ("tool_execution_end", "working"),
+        ("atm_usage", "working"),
+        ("atm_usage", "working"),
+        ("agent_end", "idle"),
+        // /quit
+        ("session_shutdown", "gone"),
+    ]);
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn real_pi_confirm_and_select_declined_and_esc() {
+    let seen = replay_real("declined").await;
+    let expected = steps(&[
+        ("session_start", "starting"),
+        ("atm_usage", "starting"),
+        ("atm_idle", "idle"),
+        // `RUN rm -f kept`, the confirm dialog declined (Esc)
+        ("before_agent_start", "working"),
+        ("tool_execution_start", "working"),
+        ("atm_needs_input_open", "needs_permission"),
+        ("atm_needs_input_resolved", "working"),
+        ("tool_execution_end", "working"),
+        ("atm_usage", "working"),
+        ("atm_usage", "working"),
+        ("agent_end", "idle"),
+        // `RUN rm -rf dir`, pi's permission-gate.ts select answered "No"
+        ("before_agent_start", "working"),
+        ("tool_execution_start", "working"),
+        ("atm_needs_input_open", "needs_permission"),
+        ("atm_needs_input_resolved", "working"),
+        ("tool_execution_end", "working"),
+        ("atm_usage", "working"),
+        ("atm_usage", "working"),
+        ("agent_end", "idle"),
+        // `be SLOW`, Esc
+        ("before_agent_start", "working"),
+        ("atm_usage", "working"),
+        ("agent_end", "idle"),
+    ]);
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn real_dialogs_name_the_gated_tool_and_its_command() {
+    use atm_core::AgentEvent;
+    let dialogs: Vec<_> = real_recording("declined", 1)
+        .into_iter()
+        .filter(|m| m["data"]["event"] == "atm_needs_input_open")
+        .map(|m| adapter_pi::translate(&m["data"]).unwrap().event)
+        .collect();
+    assert_eq!(dialogs.len(), 2);
+    for (d, command) in dialogs.iter().zip(["rm -f ", "rm -rf "]) {
+        let Some(AgentEvent::PermissionRequested { tool, detail }) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(tool, "bash");
+        assert!(
+            detail.as_deref().is_some_and(|x| x.starts_with(command)),
+            "{detail:?}"
+        );
+    }
+    // The last usage of the run is what pi's footer showed: every request, the aborted one too.
+    let usage = real_recording("declined", 1)
+        .into_iter()
+        .rfind(|m| m["data"]["event"] == "atm_usage")
+        .unwrap();
+    let Some(AgentEvent::UsageUpdated(u)) = adapter_pi::translate(&usage["data"]).unwrap().event
+    else {
+        panic!()
+    };
+    let cost = u.cost_usd.unwrap();
+    assert!(cost > 0.0 && format!("{cost:.3}") != "0.000", "{u:?}");
 }
