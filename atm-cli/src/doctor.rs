@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Connection, STATUS_TIMEOUT, SocketArg};
 use crate::setup::hooks::HookCommand;
-use crate::setup::{SetupArgs, SetupError, claude, codex, file, gemini};
+use crate::setup::{SetupArgs, SetupError, claude, codex, file, gemini, pi};
 
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
@@ -48,10 +48,11 @@ enum Agent {
     Claude,
     Codex,
     Gemini,
+    Pi,
 }
 
 impl Agent {
-    const ALL: [Agent; 3] = [Agent::Claude, Agent::Codex, Agent::Gemini];
+    const ALL: [Agent; 4] = [Agent::Claude, Agent::Codex, Agent::Gemini, Agent::Pi];
 
     /// Its `atmctl setup` subcommand, which is also the harness name of its sessions.
     fn name(self) -> &'static str {
@@ -59,6 +60,7 @@ impl Agent {
             Agent::Claude => "claude",
             Agent::Codex => "codex",
             Agent::Gemini => "gemini",
+            Agent::Pi => "pi",
         }
     }
 
@@ -78,6 +80,7 @@ impl Agent {
                 |v| gemini::uninstall(v, hook).map_err(|e| e.to_string()),
             ),
             Agent::Codex => codex_setup(codex::config_dir(args), hook),
+            Agent::Pi => pi_setup(),
         }
     }
 }
@@ -191,6 +194,30 @@ fn codex_setup(dir: Result<std::path::PathBuf, SetupError>, hook: &HookCommand) 
     }
 }
 
+/// pi: is this atmctl's extension the file in pi's extensions directory?
+fn pi_setup() -> Setup {
+    let args = pi::PiArgs {
+        dry_run: true,
+        uninstall: false,
+        config_dir: None,
+    };
+    let file = match pi::agent_dir(&args).and_then(|d| file::load_text(&pi::extension_path(&d))) {
+        Ok(f) => f,
+        Err(e) => return Setup::Unreadable(e.to_string()),
+    };
+    match &file.original {
+        None => Setup::Missing,
+        Some(_) if file.text() == pi::EXTENSION => Setup::Installed,
+        Some(_) if pi::is_ours(file.text()) => {
+            Setup::Partial("another version of atm's pi extension is installed".into())
+        }
+        Some(_) => Setup::Partial(format!(
+            "{} is not atm's extension; move it away",
+            file.path.display()
+        )),
+    }
+}
+
 /// Checks every agent atm can set up, and asks the daemon what it has seen.
 pub fn examine(args: &DoctorArgs) -> (Result<(), String>, Vec<AgentReport>) {
     let setup_args = SetupArgs {
@@ -289,7 +316,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             }
         }
         println!(
-            "pi: no setup command yet; opencode: add `[[adapter]] type = \"opencode\"` with the server's url to plugins.toml"
+            "opencode: add `[[adapter]] type = \"opencode\"` with the server's url to plugins.toml"
         );
     }
     Ok(if trouble {

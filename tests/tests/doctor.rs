@@ -13,6 +13,7 @@ fn with_homes(mut cmd: Command, dir: &Path) -> Command {
     cmd.env("CLAUDE_CONFIG_DIR", dir.join("claude"))
         .env("CODEX_HOME", dir.join("codex"))
         .env("GEMINI_CLI_HOME", dir.join("gemini-home"))
+        .env("PI_CODING_AGENT_DIR", dir.join("pi-agent"))
         .arg("--hook-command")
         .arg(bin("atm-hook"));
     cmd
@@ -60,6 +61,7 @@ fn doctor_tells_setup_and_arrival_per_agent_and_the_fix() {
     assert!(out.contains("atmd: answering"), "{out}");
     assert!(out.contains("claude: not set up"), "{out}");
     assert!(out.contains("fix: run `atmctl setup codex`"), "{out}");
+    assert!(out.contains("fix: run `atmctl setup pi`"), "{out}");
 
     // Set up, no session yet: the user learns to start (or restart) the agent.
     setup(&d, homes, "claude");
@@ -75,6 +77,18 @@ fn doctor_tells_setup_and_arrival_per_agent_and_the_fix() {
     );
     let codex = agent(&report, "codex");
     assert_eq!(codex["setup"], "set up", "{report:#}");
+    // pi's extension is a file of atm's own: set up once `atmctl setup pi` wrote it.
+    let mut cmd = d.command("atmctl");
+    cmd.args(["setup", "pi"])
+        .env("PI_CODING_AGENT_DIR", homes.join("pi-agent"));
+    assert!(cmd.output().unwrap().status.success());
+    let report: Value = serde_json::from_slice(&doctor(&d, homes, true).stdout).unwrap();
+    assert_eq!(agent(&report, "pi")["setup"], "set up", "{report:#}");
+    let extension = homes.join("pi-agent/extensions/atm.ts");
+    std::fs::write(&extension, "// atm's pi extension: an older one\n").unwrap();
+    let report: Value = serde_json::from_slice(&doctor(&d, homes, true).stdout).unwrap();
+    assert_eq!(agent(&report, "pi")["setup"], "partly set up", "{report:#}");
+    assert!(cmd.output().unwrap().status.success(), "setup replaces it");
     assert!(
         codex["fix"].as_str().unwrap().contains("/hooks"),
         "{report:#}"

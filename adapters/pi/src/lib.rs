@@ -1,8 +1,9 @@
 //! `pi`: the pi coding agent's sessions, from atm's pi extension.
 //!
-//! pi (`@mariozechner/pi-coding-agent`) has no hook programs; it has an extension API. The
-//! `pi-atm` extension published with `atm` 0.2.3+ subscribes to pi's events and sends each one
-//! over a persistent connection to the ingest socket as a protocol-v1 `pi_event` message.
+//! pi (`@mariozechner/pi-coding-agent`) has no hook programs; it has an extension API. atm's pi
+//! extension (`extension/atm.ts`, installed by `atmctl setup pi`) subscribes to pi's events and
+//! sends what atm needs over a persistent connection to the ingest socket as protocol-v1
+//! `pi_event` messages.
 //!
 //! This crate is a translator: [`translate`] is the pure mapping of every event the extension
 //! forwards (fuzzed); [`PiEvents`] hands it to atm-core's generic ingest adapter, which serves
@@ -43,6 +44,6 @@ impl Translator for PiEvents {
 atm_core::register_translator! {
     "pi", PiEvents,
     adapter: PiAdapter,
-    description: "pi coding agent events (pi_event) sent by the pi-atm extension",
+    description: "pi coding agent events (pi_event) sent by atm's pi extension (atmctl setup pi)",
     sample_config: include_str!("../sample.toml"),
 }
