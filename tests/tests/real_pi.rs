@@ -20,8 +20,16 @@ use serde_json::{Value, json};
 /// model listens.
 const URL_SLOT: &str = "@ATM_FAKE_MODEL_URL@";
 
-/// The test's own gate: `ctx.ui.confirm` before a bash command that starts with `rm -f `.
+/// The test's own extension: a gate (`ctx.ui.confirm` before a bash command that starts with
+/// `rm -f `) and a command `/atm-ask` that asks with `ctx.ui.select` while pi is idle.
 const CONFIRM_GATE: &str = r#"export default function (pi: any) {
+  pi.registerCommand("atm-ask", {
+    description: "asks a question (atm's real-agent suite)",
+    handler: async (_args: string, ctx: any) => {
+      const pick = await ctx.ui.select("ASK-DIALOG: pick one", ["one", "two"]);
+      ctx.ui.notify(`ASK-ANSWER ${pick}`, "info");
+    },
+  });
   pi.on("tool_call", async (event: any, ctx: any) => {
     const command = event.toolName === "bash" ? String(event.input?.command ?? "") : "";
     if (!command.startsWith("rm -f ")) return undefined;
@@ -121,11 +129,16 @@ fn configure(daemon: &Daemon, agent_dir: &Path, pi_bin: &Path) {
 }
 
 /// Starts atmd (the pi adapter and proc-discovery), configures pi and starts it in a pane.
+fn start_pi(test: Option<&str>) -> Option<Pi> {
+    start_pi_with(test, |_| {})
+}
+
+/// [`start_pi`], running `before` on atmd once pi is configured, before pi starts.
 /// `test` names the recording, if any (`None`: never recorded, as the tee would hide an atmd
 /// restart from the extension).
-fn start_pi(test: Option<&str>) -> Option<Pi> {
+fn start_pi_with(test: Option<&str>, before: impl FnOnce(&mut Daemon)) -> Option<Pi> {
     let pi = agent_binary("pi")?;
-    let daemon = Daemon::start(&basic_config(
+    let mut daemon = Daemon::start(&basic_config(
         "[[adapter]]\ntype = \"pi\"\n\n[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n",
     ));
     let project = daemon.dir.path().join("project");
@@ -146,6 +159,7 @@ fn start_pi(test: Option<&str>) -> Option<Pi> {
         ("PI_SKIP_VERSION_CHECK", "1".to_owned()),
         ("PI_TELEMETRY", "0".to_owned()),
     ];
+    before(&mut daemon);
     let record = std::env::var_os("ATM_PI_RECORD").zip(test);
     let recording = record.map(|(dir, test)| {
         let tee = daemon.dir.path().join("pi-tee.sock");
@@ -371,11 +385,20 @@ fn declined_confirm_declined_select_and_interrupt_leave_the_wait() {
 }
 
 #[test]
-fn after_atmd_restarts_the_extension_reconnects_and_reports_again() {
+fn a_commands_question_needs_input_and_after_an_atmd_restart_the_extension_reports_again() {
     let Some(mut p) = start_pi(None) else {
         return;
     };
     let first = p.wait_state("idle");
+    // A command's question while pi is idle: needs_input, then idle again (not working).
+    p.prompt("/atm-ask");
+    p.lab
+        .wait_screen("the select dialog", |s| s.contains("ASK-DIALOG"));
+    let asking = p.wait_state("needs_input");
+    assert!(asking.to_string().contains("ASK-DIALOG"), "{asking:#}");
+    p.lab
+        .press_until(&["Enter"], "the answer", |s| s.contains("ASK-ANSWER one"));
+    p.wait_state("idle");
     p.daemon.kill9();
     p.daemon.spawn();
     // The extension retries with backoff; the next event reaches the new atmd.
@@ -386,5 +409,24 @@ fn after_atmd_restarts_the_extension_reconnects_and_reports_again() {
         s["state"] == "idle" && s["id"] == first["id"] && s["first_prompt"] == "hello"
     });
     assert_eq!(again["pid"], p.lab.pid(), "{again:#}");
+    p.wait_cost_matches_footer();
+}
+
+#[test]
+fn pi_runs_normally_while_atmd_is_down_and_shows_up_when_it_starts() {
+    let Some(mut p) = start_pi_with(None, Daemon::kill9) else {
+        return;
+    };
+    // No atmd: pi answers as ever (the extension queues, retries, never blocks pi).
+    p.prompt("hello");
+    p.lab
+        .wait_screen("the model's reply", |s| s.contains("FAKE-REPLY"));
+    p.daemon.spawn();
+    // What was queued arrives: pi's own id, its prompt, idle, the cost pi shows.
+    let s = p.wait_session("the session, idle, with its id and first prompt", |s| {
+        s["state"] == "idle" && s["first_prompt"] == "hello"
+    });
+    assert!(!s["id"].as_str().unwrap().starts_with("pending-"), "{s:#}");
+    assert_eq!(s["working_directory"], p.project.display().to_string());
     p.wait_cost_matches_footer();
 }
