@@ -169,7 +169,7 @@ fn start_pi_with(test: Option<&str>, before: impl FnOnce(&mut Daemon)) -> Option
     });
     let lab = AgentLab::start(&daemon, &project, &command, &env);
     lab.wait_screen("pi's prompt", |s| {
-        s.contains("pi v0.") && s.contains("fake-sonnet")
+        s.contains(" pi v") && s.contains("fake-sonnet")
     });
     Some(Pi {
         daemon,
@@ -429,4 +429,18 @@ fn pi_runs_normally_while_atmd_is_down_and_shows_up_when_it_starts() {
     assert!(!s["id"].as_str().unwrap().starts_with("pending-"), "{s:#}");
     assert_eq!(s["working_directory"], p.project.display().to_string());
     p.wait_cost_matches_footer();
+    // atmd gone again: /quit still ends pi at once (the last line waits 500 ms at most).
+    p.daemon.kill9();
+    p.prompt("/quit");
+    let quit_at = Instant::now();
+    atm_core::testing::wait_until_blocking("pi to exit", || p.lab.exited());
+    eprintln!(
+        "pi exited {:?} after /quit with atmd down",
+        quit_at.elapsed()
+    );
+    assert!(
+        quit_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        quit_at.elapsed()
+    );
 }

@@ -193,6 +193,9 @@ class Link {
 			};
 			if (this.connected && this.socket) this.write(line, finish);
 			else {
+				// Try now rather than at the next backoff step: pi exits after this.
+				if (this.timer) clearTimeout(this.timer);
+				this.timer = undefined;
 				this.enqueue(line);
 				this.connect();
 				this.socket?.once("connect", () => setImmediate(finish));

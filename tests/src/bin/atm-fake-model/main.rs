@@ -14,7 +14,8 @@
 //! Usage: `atm-fake-model --port-file PATH [--listen 127.0.0.1:0]`. It writes the bound address
 //! to `PATH` once it is listening, and logs one line per request to stderr.
 //!
-//! Providers: Anthropic Messages (`POST /v1/messages`, used by Claude Code) and OpenAI Responses
+//! Providers: Anthropic Messages (`POST /v1/messages`, used by Claude Code, and by pi through a
+//! custom provider with `"api": "anthropic-messages"`) and OpenAI Responses
 //! (`POST /v1/responses`, used by Codex CLI; see [`openai`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test tool
 
