@@ -444,3 +444,28 @@ fn pi_runs_normally_while_atmd_is_down_and_shows_up_when_it_starts() {
         quit_at.elapsed()
     );
 }
+
+#[test]
+fn while_atmd_is_down_the_extension_keeps_the_newest_256_lines() {
+    let Some(pi) = agent_binary("pi") else {
+        return;
+    };
+    // pi loads extensions with jiti; the test loads atm's the same way, with a stand-in for pi.
+    let jiti = pi.with_file_name("jiti");
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = std::process::Command::new(jiti)
+        .arg(root.join("tests/agents/pi-queue-harness.ts"))
+        .env("ATM_PI_SOCKET", dir.path().join("hooks.sock"))
+        .env("ATM_EXTENSION", root.join("adapters/pi/extension/atm.ts"))
+        .env("EVENTS", "300")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The oldest 44 were dropped; the newest, which carry the current state, all arrive, in order.
+    assert_eq!(
+        got,
+        json!({"connect": 1, "count": 256, "first": "t44", "last": "t299"})
+    );
+}
