@@ -140,6 +140,26 @@ pub fn model_id(obj: &Object, key: &str) -> Option<String> {
     }
 }
 
+/// The `tool_input` keys that say what a tool call is about, in order of preference, as Claude
+/// Code names them; Codex took Claude's tool names and argument keys, so both read these.
+/// Agents with their own argument names (Gemini, pi, opencode) keep their own lists.
+pub const CLAUDE_STYLE_INPUT_KEYS: &[&str] = &[
+    "command",
+    "file_path",
+    "notebook_path",
+    "url",
+    "pattern",
+    "query",
+    "path",
+    "description",
+    "prompt",
+];
+
+/// [`tool_input_preview`] with the [`CLAUDE_STYLE_INPUT_KEYS`] and [`PREVIEW_CHARS`].
+pub fn claude_style_tool_detail(input: Option<&Value>) -> Option<String> {
+    tool_input_preview(input, CLAUDE_STYLE_INPUT_KEYS, PREVIEW_CHARS)
+}
+
 /// A one-line preview (at most `chars` characters) of what a tool call is about: its input when
 /// that is a string, else the first of `keys` that the input object has as a non-blank string.
 pub fn tool_input_preview(input: Option<&Value>, keys: &[&str], chars: usize) -> Option<String> {
@@ -225,6 +245,11 @@ mod tests {
         assert_eq!(p(json!(7)), None);
         assert_eq!(p(json!("  ")), None);
         assert_eq!(tool_input_preview(None, &keys, 5), None);
+        let input = json!({"prompt": "p", "path": "/a", "notebook_path": "/n.ipynb"});
+        assert_eq!(
+            claude_style_tool_detail(Some(&input)).as_deref(),
+            Some("/n.ipynb")
+        );
     }
 
     #[test]

@@ -187,20 +187,9 @@ fn tool_started(obj: &Object) -> AgentEvent {
     }
 }
 
-/// A short preview of what a tool call is about: the command, file, URL, pattern, query or
-/// question, in that order of preference.
+/// A short preview of what a tool call is about: the question or plan of the tools that ask,
+/// else the command, file, URL, pattern or query ([`fields::CLAUDE_STYLE_INPUT_KEYS`]).
 pub fn tool_detail(tool: &str, input: Option<&Value>) -> Option<String> {
-    const KEYS: [&str; 9] = [
-        "command",
-        "file_path",
-        "notebook_path",
-        "url",
-        "pattern",
-        "query",
-        "path",
-        "description",
-        "prompt",
-    ];
     let specific = match (tool, input.and_then(Value::as_object)) {
         ("AskUserQuestion", Some(obj)) => first_question(obj),
         ("ExitPlanMode", Some(obj)) => fields::opt_str(obj, "plan"),
@@ -208,7 +197,7 @@ pub fn tool_detail(tool: &str, input: Option<&Value>) -> Option<String> {
     };
     match specific {
         Some(text) => preview(Some(text)),
-        None => fields::tool_input_preview(input, &KEYS, PREVIEW_CHARS),
+        None => fields::claude_style_tool_detail(input),
     }
 }
 

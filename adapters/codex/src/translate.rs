@@ -59,18 +59,6 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "PostModelRequest",
 ];
 
-/// `tool_input` keys that say what a tool call is about, in order of preference.
-const DETAIL_KEYS: &[&str] = &[
-    "command",
-    "file_path",
-    "url",
-    "pattern",
-    "query",
-    "path",
-    "description",
-    "prompt",
-];
-
 /// Translates one Codex payload (hook JSON or notify JSON, plus the `pid` / `tmux_pane` that
 /// `atm-hook` adds).
 pub fn translate(data: &Value) -> Result<Translation, WireError> {
@@ -95,7 +83,7 @@ fn hook(obj: &Object) -> Result<Translation, WireError> {
         fields::opt_str(obj, "tool_name")
             .map_or_else(|| "unknown".to_owned(), |t| truncate_chars(t, limits::NAME))
     };
-    let detail = || fields::tool_input_preview(obj.get("tool_input"), DETAIL_KEYS, PREVIEW_CHARS);
+    let detail = || fields::claude_style_tool_detail(obj.get("tool_input"));
     let event = match event_name.as_str() {
         "SessionStart" => AgentEvent::SessionStarted {
             source: StartSource::parse(fields::opt_str(obj, "source").unwrap_or("")),
