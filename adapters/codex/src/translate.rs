@@ -40,7 +40,9 @@ pub use atm_core::fields::PREVIEW_CHARS;
 /// How Codex 0.171's title-generation request begins (its only input message).
 pub const TITLE_PROMPT: &str = "Generate a concise, single-line task title";
 
-/// Every hook event Codex sends (the rest are accepted as unknown activity).
+/// The hook events that say something about a session's state, in the order `atmctl setup
+/// codex` installs them: all of Codex 0.171's but the [`ACTIVITY_EVENTS`]. The one list both
+/// read, so a hook the translator maps is always one that setup installs.
 pub const KNOWN_EVENTS: &[&str] = &[
     "SessionStart",
     "SessionEnd",
@@ -48,16 +50,18 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "PreToolUse",
     "PermissionRequest",
     "PostToolUse",
-    "Stop",
-    "Interrupt",
     "PreCompact",
     "PostCompact",
     "SubagentStart",
     "SubagentStop",
-    // Around every model request: activity only (atmctl setup does not install them).
-    "PreModelRequest",
-    "PostModelRequest",
+    "Stop",
+    "Interrupt",
 ];
+
+/// Hook events Codex sends around every model request: activity only, and not installed by
+/// `atmctl setup` (the turn's own hooks already say `working`). Any other name is accepted as
+/// unknown activity.
+pub const ACTIVITY_EVENTS: &[&str] = &["PreModelRequest", "PostModelRequest"];
 
 /// Translates one Codex payload (hook JSON or notify JSON, plus the `pid` / `tmux_pane` that
 /// `atm-hook` adds).
@@ -132,7 +136,7 @@ fn hook(obj: &Object) -> Result<Translation, WireError> {
     };
     Ok(Translation::new(event_name, session_id, event)
         .with_hook_fields(obj)
-        .known_among(KNOWN_EVENTS))
+        .known_among(&[KNOWN_EVENTS, ACTIVITY_EVENTS]))
 }
 
 fn notify(obj: &Object, kind: &str) -> Result<Translation, WireError> {

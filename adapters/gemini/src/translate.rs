@@ -31,7 +31,8 @@ pub use atm_core::fields::PREVIEW_CHARS;
 /// Gemini's tool that asks the user a question: a wait for input, not a tool run.
 pub const ASK_USER_TOOL: &str = "ask_user";
 
-/// Every hook event name the translator knows; the rest are accepted as unknown activity.
+/// The hook events that say something about a session's state, in the order `atmctl setup
+/// gemini` installs them (the one list both read).
 pub const KNOWN_EVENTS: &[&str] = &[
     "SessionStart",
     "SessionEnd",
@@ -41,10 +42,11 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "AfterTool",
     "Notification",
     "PreCompress",
-    "BeforeModel",
-    "AfterModel",
-    "BeforeToolSelection",
 ];
+
+/// Hook events that are activity only and not installed by `atmctl setup` (`AfterModel` fires
+/// for every streamed chunk). Any other name is accepted as unknown activity.
+pub const ACTIVITY_EVENTS: &[&str] = &["BeforeModel", "AfterModel", "BeforeToolSelection"];
 
 /// Translates one hook payload: Gemini's hook JSON plus the `pid` / `tmux_pane` that `atm-hook`
 /// adds. Fails only when `data` is not an object or `session_id` / `hook_event_name` are
@@ -85,7 +87,7 @@ pub fn translate(data: &Value) -> Result<Translation, WireError> {
     };
     Ok(Translation::new(event_name, session_id, event)
         .with_hook_fields(obj)
-        .known_among(KNOWN_EVENTS))
+        .known_among(&[KNOWN_EVENTS, ACTIVITY_EVENTS]))
 }
 
 fn before_tool(obj: &Object) -> AgentEvent {

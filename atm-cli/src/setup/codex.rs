@@ -29,23 +29,11 @@ use toml_edit::{Array, DocumentMut, Item, Table};
 use super::hooks::{HookCommand, finish, install_hooks, json_edit, uninstall_hooks};
 use super::{SetupArgs, SetupError, ShapeError, file};
 
-/// The Codex hook events the codex adapter uses: all Codex 0.171 offers but
-/// `PreModelRequest`/`PostModelRequest`, which fire around every model request and say nothing
-/// a state needs (the turn's own hooks already say `working`).
-pub const EVENTS: &[&str] = &[
-    "SessionStart",
-    "SessionEnd",
-    "UserPromptSubmit",
-    "PreToolUse",
-    "PermissionRequest",
-    "PostToolUse",
-    "PreCompact",
-    "PostCompact",
-    "SubagentStart",
-    "SubagentStop",
-    "Stop",
-    "Interrupt",
-];
+/// The Codex hook events atm installs: the codex adapter's own list of the events that say a
+/// state (all Codex 0.171 offers but `PreModelRequest`/`PostModelRequest`, which fire around
+/// every model request and say nothing a state needs). Read from the adapter, not copied, so
+/// the two cannot drift apart.
+pub const EVENTS: &[&str] = adapter_codex::translate::KNOWN_EVENTS;
 
 /// Seconds Codex waits for the hook (see the Claude module for why 5).
 pub const HOOK_TIMEOUT_SECS: u64 = 5;

@@ -23,17 +23,9 @@ use super::hooks::{
 };
 use super::{SetupArgs, SetupError, ShapeError, file};
 
-/// The Gemini CLI hook events the gemini adapter uses.
-pub const EVENTS: &[&str] = &[
-    "SessionStart",
-    "SessionEnd",
-    "BeforeAgent",
-    "AfterAgent",
-    "BeforeTool",
-    "AfterTool",
-    "Notification",
-    "PreCompress",
-];
+/// The Gemini CLI hook events atm installs: the gemini adapter's own list of the events that
+/// say a state, read from the adapter so the two cannot drift apart.
+pub const EVENTS: &[&str] = adapter_gemini::translate::KNOWN_EVENTS;
 
 /// Milliseconds Gemini waits for the hook (5 s, as for Claude and Codex).
 pub const HOOK_TIMEOUT_MS: u64 = 5000;

@@ -81,11 +81,13 @@ impl Translation {
         }
     }
 
-    /// Known exactly when the event's name is one of `known` (an agent's documented events;
-    /// any other is accepted as activity and counted as unknown).
+    /// Known exactly when the event's name is in one of the `lists` (an agent's documented
+    /// events, for example the ones that say a state and the ones that are activity only; any
+    /// other is accepted as activity and counted as unknown).
     #[must_use]
-    pub fn known_among(mut self, known: &[&str]) -> Self {
-        self.known = known.contains(&self.event_name.as_str());
+    pub fn known_among(mut self, lists: &[&[&str]]) -> Self {
+        let name = self.event_name.as_str();
+        self.known = lists.iter().any(|list| list.contains(&name));
         self
     }
 
