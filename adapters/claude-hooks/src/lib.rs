@@ -11,32 +11,17 @@
 pub mod translate;
 
 use atm_core::fields;
-use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::Harness;
-use atm_core::protocol::WireError;
 
 pub use translate::{translate, translate_object};
 
-/// Claude Code's hook events, for the generic ingest adapter.
-#[derive(Debug, Default)]
-pub struct ClaudeHooks;
-
-impl Translator for ClaudeHooks {
+atm_core::translator! {
+    /// Claude Code's hook events, for the generic ingest adapter.
+    pub struct ClaudeHooks as "claude-hooks", adapter ClaudeHooksAdapter;
+    harness: Harness::CLAUDE, agent: "Claude Code",
     /// `hook_event` (what `atm-hook` sends), and `hook_event:claude`, where a client that sets
     /// `"agent":"claude"` is routed.
-    const ROUTES: &'static [&'static str] = &["hook_event", "hook_event:claude"];
-    const HARNESS: &'static str = Harness::CLAUDE;
-    const AGENT: &'static str = "Claude Code";
-
-    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
-        fields::data_object(&msg.raw.body, "Claude's hook JSON").and_then(translate_object)
-    }
-}
-
-atm_core::register_translator! {
-    "claude-hooks", ClaudeHooks,
-    adapter: ClaudeHooksAdapter,
+    routes: &["hook_event", "hook_event:claude"],
     description: "Claude Code hook events (PermissionRequest, Stop, ...) sent by atm-hook",
-    sample_config: include_str!("../sample.toml"),
+    translate: |msg| fields::data_object(&msg.raw.body, "Claude's hook JSON").and_then(translate_object),
 }

@@ -14,37 +14,31 @@ pub mod parse;
 use atm_core::event::AgentEvent;
 use atm_core::fields;
 use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{Translation, Translator};
+use atm_core::ingest_adapter::Translation;
 use atm_core::model::Harness;
 use atm_core::protocol::WireError;
 
 pub use parse::{StatusLine, parse_status_line};
 
-/// Claude Code's status line, for the generic ingest adapter.
-#[derive(Debug, Default)]
-pub struct ClaudeStatusLine;
-
-impl Translator for ClaudeStatusLine {
-    const ROUTES: &'static [&'static str] = &["status_update", "status_update:claude"];
-    const HARNESS: &'static str = Harness::CLAUDE;
-    const AGENT: &'static str = "Claude Code status line";
-
-    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
-        let data = fields::data_object(&msg.raw.body, "Claude's status-line JSON")?;
-        let status = parse::parse_status_object(data)?;
-        let event = AgentEvent::UsageUpdated(Box::new(status.usage));
-        let mut t = Translation::new("status_line", status.session_id, event);
-        t.pid = status.pid;
-        t.tmux_pane = status.tmux_pane;
-        t.cwd = status.cwd;
-        t.want_reply = msg.wants_reply();
-        Ok(t)
-    }
+atm_core::translator! {
+    /// Claude Code's status line, for the generic ingest adapter.
+    pub struct ClaudeStatusLine as "claude-statusline", adapter ClaudeStatuslineAdapter;
+    harness: Harness::CLAUDE, agent: "Claude Code status line",
+    routes: &["status_update", "status_update:claude"],
+    description: "Claude Code status-line data (cost, context, model, rate limits) sent by atm-hook",
+    translate: translate_message,
 }
 
-atm_core::register_translator! {
-    "claude-statusline", ClaudeStatusLine,
-    adapter: ClaudeStatuslineAdapter,
-    description: "Claude Code status-line data (cost, context, model, rate limits) sent by atm-hook",
-    sample_config: include_str!("../sample.toml"),
+/// One `status_update`: a usage update for the session, and the session's view back when the
+/// client asks (`want_reply`).
+fn translate_message(msg: &IngestMessage) -> Result<Translation, WireError> {
+    let data = fields::data_object(&msg.raw.body, "Claude's status-line JSON")?;
+    let status = parse::parse_status_object(data)?;
+    let event = AgentEvent::UsageUpdated(Box::new(status.usage));
+    let mut t = Translation::new("status_line", status.session_id, event);
+    t.pid = status.pid;
+    t.tmux_pane = status.tmux_pane;
+    t.cwd = status.cwd;
+    t.want_reply = msg.wants_reply();
+    Ok(t)
 }

@@ -12,32 +12,17 @@
 
 pub mod translate;
 
-use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::Harness;
-use atm_core::protocol::WireError;
 
 pub use translate::translate;
 
-/// Codex's hook and notify payloads, for the generic ingest adapter.
-#[derive(Debug, Default)]
-pub struct CodexHooks;
-
-impl Translator for CodexHooks {
+atm_core::translator! {
+    /// Codex's hook and notify payloads, for the generic ingest adapter.
+    pub struct CodexHooks as "codex", adapter CodexAdapter;
+    harness: Harness::CODEX, agent: "Codex",
     /// `hook_event` with `"agent":"codex"` (hooks and notify through `atm-hook`), and
     /// `codex_notify` for a client that sends a notify payload under its own type.
-    const ROUTES: &'static [&'static str] = &["hook_event:codex", "codex_notify"];
-    const HARNESS: &'static str = Harness::CODEX;
-    const AGENT: &'static str = "Codex";
-
-    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
-        translate(msg.data())
-    }
-}
-
-atm_core::register_translator! {
-    "codex", CodexHooks,
-    adapter: CodexAdapter,
+    routes: &["hook_event:codex", "codex_notify"],
     description: "Codex CLI hook events and notify turn completions sent by atm-hook",
-    sample_config: include_str!("../sample.toml"),
+    translate: |msg| translate(msg.data()),
 }

@@ -11,30 +11,15 @@
 
 pub mod translate;
 
-use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::Harness;
-use atm_core::protocol::WireError;
 
 pub use translate::translate;
 
-/// Gemini CLI's hook events, for the generic ingest adapter.
-#[derive(Debug, Default)]
-pub struct GeminiHooks;
-
-impl Translator for GeminiHooks {
-    const ROUTES: &'static [&'static str] = &["hook_event:gemini"];
-    const HARNESS: &'static str = Harness::GEMINI;
-    const AGENT: &'static str = "Gemini CLI";
-
-    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
-        translate(msg.data())
-    }
-}
-
-atm_core::register_translator! {
-    "gemini", GeminiHooks,
-    adapter: GeminiAdapter,
+atm_core::translator! {
+    /// Gemini CLI's hook events, for the generic ingest adapter.
+    pub struct GeminiHooks as "gemini", adapter GeminiAdapter;
+    harness: Harness::GEMINI, agent: "Gemini CLI",
+    routes: &["hook_event:gemini"],
     description: "Gemini CLI hook events (BeforeTool, Notification ToolPermission, AfterAgent, ...) sent by atm-hook",
-    sample_config: include_str!("../sample.toml"),
+    translate: |msg| translate(msg.data()),
 }

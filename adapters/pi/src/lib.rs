@@ -12,38 +12,30 @@
 pub mod translate;
 
 use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::{Translation, Translator};
+use atm_core::ingest_adapter::Translation;
 use atm_core::model::Harness;
 use atm_core::protocol::{ErrorCode, WireError};
 
 pub use translate::{translate, translate_from};
 
-/// The pi extension's events, for the generic ingest adapter.
-#[derive(Debug, Default)]
-pub struct PiEvents;
-
-impl Translator for PiEvents {
+atm_core::translator! {
+    /// The pi extension's events, for the generic ingest adapter.
+    pub struct PiEvents as "pi", adapter PiAdapter;
+    harness: Harness::PI, agent: "pi",
     /// `pi_event`, and `pi_event:pi` for a client that sets `"agent":"pi"`.
-    const ROUTES: &'static [&'static str] = &["pi_event", "pi_event:pi"];
-    const HARNESS: &'static str = Harness::PI;
-    const AGENT: &'static str = "pi";
-
-    /// The extension runs inside pi, so the connection's peer is the pi process: its PID is the
-    /// fallback for an envelope that names none.
-    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
-        match msg.raw.body.get("data") {
-            Some(data) => translate_from(data, msg.peer.pid),
-            None => Err(WireError::new(
-                ErrorCode::InvalidMessage,
-                "missing field `data` (the pi extension's event envelope)",
-            )),
-        }
-    }
+    routes: &["pi_event", "pi_event:pi"],
+    description: "pi coding agent events (pi_event) sent by atm's pi extension (atmctl setup pi)",
+    translate: translate_message,
 }
 
-atm_core::register_translator! {
-    "pi", PiEvents,
-    adapter: PiAdapter,
-    description: "pi coding agent events (pi_event) sent by atm's pi extension (atmctl setup pi)",
-    sample_config: include_str!("../sample.toml"),
+/// One `pi_event`. The extension runs inside pi, so the connection's peer is the pi process: its
+/// PID is the fallback for an envelope that names none.
+fn translate_message(msg: &IngestMessage) -> Result<Translation, WireError> {
+    match msg.raw.body.get("data") {
+        Some(data) => translate_from(data, msg.peer.pid),
+        None => Err(WireError::new(
+            ErrorCode::InvalidMessage,
+            "missing field `data` (the pi extension's event envelope)",
+        )),
+    }
 }

@@ -131,3 +131,69 @@ macro_rules! register_translator {
         }
     };
 }
+
+/// Declares a hook agent's translator in one place: the unit struct, its [`Translator`] impl
+/// (routes, harness, agent name, and `translate`, a closure or function from the
+/// [`IngestMessage`] to a [`Translation`]) and its registration as the adapter plugin `name`
+/// ([`register_translator!`](crate::register_translator), with `adapter` naming the adapter
+/// type and the crate's own `sample.toml` as the sample config). A translator that needs more
+/// than that implements [`Translator`] by hand.
+///
+/// ```ignore
+/// atm_core::translator! {
+///     /// Amp's hook events, for the generic ingest adapter.
+///     pub struct AmpHooks as "amp", adapter AmpAdapter;
+///     harness: "amp", agent: "Amp",
+///     routes: &["hook_event:amp"],
+///     description: "Amp hook events sent by atm-hook --agent amp",
+///     translate: |msg| translate(msg.data()),
+/// }
+/// ```
+#[macro_export]
+macro_rules! translator {
+    (
+        $(#[$meta:meta])*
+        pub struct $translator:ident as $name:literal, adapter $adapter:ident;
+        harness: $harness:expr, agent: $agent:literal,
+        $(#[$routes_meta:meta])*
+        routes: $routes:expr,
+        description: $desc:expr,
+        translate: $translate:expr $(,)?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $translator;
+
+        impl $crate::ingest_adapter::Translator for $translator {
+            $(#[$routes_meta])*
+            const ROUTES: &'static [&'static str] = $routes;
+            const HARNESS: &'static str = $harness;
+            const AGENT: &'static str = $agent;
+
+            fn translate(
+                &self,
+                msg: &$crate::ingest::IngestMessage,
+            ) -> ::core::result::Result<$crate::ingest_adapter::Translation, $crate::protocol::WireError>
+            {
+                $crate::ingest_adapter::translate_with(msg, $translate)
+            }
+        }
+
+        $crate::register_translator! {
+            $name, $translator,
+            adapter: $adapter,
+            description: $desc,
+            sample_config: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sample.toml")),
+        }
+    };
+}
+
+/// Calls `translate` on `msg`: lets [`translator!`](crate::translator) take a closure whose
+/// argument type is inferred.
+#[doc(hidden)]
+pub fn translate_with<F>(msg: &IngestMessage, translate: F) -> Result<Translation, WireError>
+where
+    F: FnOnce(&IngestMessage) -> Result<Translation, WireError>,
+{
+    translate(msg)
+}
