@@ -17,7 +17,11 @@ use std::sync::Arc;
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// The pause after a failed accept (out of file descriptors, usually) before the next one.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Who is on the other end of a connection, from `SO_PEERCRED`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -156,6 +160,34 @@ impl PrivateListener {
             tokio::select! {
                 accepted = self.listener.accept() => return accepted.map(|(s, _)| s),
                 () = self.rebind.raised() => self.rebind_if_gone(),
+            }
+        }
+    }
+
+    /// The next connection from this user, with its peer, or `None` once `cancel` fires. A
+    /// failed accept (EMFILE and friends) is logged and retried after a pause instead of
+    /// spinning; a connection from another user is refused ([`check_peer`]). `what` names the
+    /// socket in log lines. What every accept loop in atm starts with.
+    pub async fn accept_own(
+        &mut self,
+        cancel: &CancellationToken,
+        what: &str,
+    ) -> Option<(UnixStream, Peer)> {
+        loop {
+            let accepted = tokio::select! {
+                () = cancel.cancelled() => return None,
+                a = self.accept() => a,
+            };
+            match accepted {
+                Ok(stream) => {
+                    if let Some(peer) = check_peer(&stream, what) {
+                        return Some((stream, peer));
+                    }
+                }
+                Err(e) => {
+                    warn!(socket = what, error = %e, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
             }
         }
     }

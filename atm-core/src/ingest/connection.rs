@@ -22,7 +22,7 @@ use super::{IngestLimits, IngestMessage, Peer};
 use crate::protocol::{
     ErrorCode, ProtocolVersion, RawMessage, ServerMessage, WireError, decode_line, line_codec,
 };
-use crate::unix_socket::{PrivateListener, check_peer};
+use crate::unix_socket::PrivateListener;
 use crate::warn_rate::RateLimitedWarn;
 
 /// The routes of one socket already warned about as unrouted: a user who ran `atmctl setup`
@@ -72,23 +72,7 @@ pub(super) async fn accept_loop(
     let budget = Arc::new(Semaphore::new(
         limits.read_ahead_bytes.max(crate::protocol::MAX_LINE + 1),
     ));
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            a = socket.accept() => a,
-        };
-        let stream = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "ingest accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(peer) = check_peer(&stream, "ingest") else {
-            continue;
-        };
+    while let Some((stream, peer)) = socket.accept_own(&cancel, "ingest").await {
         let Some(held) = slots.take().await else {
             let line = ServerMessage::error(&WireError::new(
                 ErrorCode::TooManyClients,

@@ -27,13 +27,13 @@ use std::time::Duration;
 use atm_core::coalesce::{Overflow, QueuePolicy, ResyncAt};
 use atm_core::plugin::{ConfigError, OutputSink, PluginError, SinkContext, duration};
 use atm_core::protocol::{ErrorCode, ServerMessage, WireError};
-use atm_core::unix_socket::{BindError, PrivateListener, check_peer};
+use atm_core::unix_socket::{BindError, PrivateListener};
 use atm_core::warn_rate::RateLimitedWarn;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use atm_core::async_trait;
 
@@ -248,23 +248,7 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     let mut pending = PendingHandshakes::default();
     let mut refusals = RateLimitedWarn::default();
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "query socket accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if check_peer(&stream, "query").is_none() {
-            continue;
-        }
+    while let Some((stream, _peer)) = listener.accept_own(&stop, "query").await {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             // Full: a connection that never said hello yields its place to this one, so idle
