@@ -104,7 +104,7 @@ pub fn arb_hostile_field() -> impl Strategy<Value = Option<String>> {
 /// attention, first prompt, last error) is hostile, in any state, with or without a prompt
 /// waiting: what a renderer must survive, as an agent could make the registry hold it.
 pub fn arb_hostile_session() -> impl Strategy<Value = crate::Session> {
-    use crate::{AgentState, Attention, Harness, Session, SessionId, SessionKey};
+    use crate::AgentState;
     let texts = prop::collection::vec(arb_hostile_field(), 12);
     let state = prop::sample::select(&[
         AgentState::Starting,
@@ -115,32 +115,44 @@ pub fn arb_hostile_session() -> impl Strategy<Value = crate::Session> {
     ]);
     (arb_hostile_text(), arb_hostile_text(), texts, state).prop_map(
         |(harness, id, mut t, state)| {
-            let mut next = move || t.pop().flatten();
-            let harness = Harness::new(harness);
-            let key = SessionKey::Id {
-                harness,
-                id: SessionId::new(id.clone()),
-            };
-            let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-            let mut s = Session::new(key, SessionId::new(id), None, "fuzz", at);
-            s.state = state;
-            s.cwd = next();
-            s.git.project_root = next();
-            s.git.branch = next();
-            s.tmux_pane = next();
-            s.model_name = next();
-            s.model_id = next();
-            s.activity = next();
-            s.first_prompt = next();
-            s.last_error = next();
-            let (tool, detail) = (next(), next());
-            s.attention = next().map(|reason| Attention {
-                reason,
-                tool,
-                detail,
-                subagent_id: None,
-            });
-            s
+            session_with_texts(harness, id, state, move || t.pop().flatten())
         },
     )
+}
+
+/// A session of `harness` and `id` in `state` whose other text fields come from `next`, in a
+/// fixed order (cwd, project, branch, pane, model name and id, activity, first prompt, last
+/// error, attention tool, detail and reason; `None` leaves a field unset, and no reason, no
+/// attention). What [`arb_hostile_session`] and the renderer fuzz targets build sessions with.
+pub fn session_with_texts(
+    harness: String,
+    id: String,
+    state: crate::AgentState,
+    mut next: impl FnMut() -> Option<String>,
+) -> crate::Session {
+    use crate::{Attention, Harness, Session, SessionId, SessionKey};
+    let key = SessionKey::Id {
+        harness: Harness::new(harness),
+        id: SessionId::new(id.clone()),
+    };
+    let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+    let mut s = Session::new(key, SessionId::new(id), None, "fuzz", at);
+    s.state = state;
+    s.cwd = next();
+    s.git.project_root = next();
+    s.git.branch = next();
+    s.tmux_pane = next();
+    s.model_name = next();
+    s.model_id = next();
+    s.activity = next();
+    s.first_prompt = next();
+    s.last_error = next();
+    let (tool, detail) = (next(), next());
+    s.attention = next().map(|reason| Attention {
+        reason,
+        tool,
+        detail,
+        subagent_id: None,
+    });
+    s
 }
