@@ -161,18 +161,19 @@ const AGENT: JsonAgent = JsonAgent {
         off: true,
         undo: "remove it",
     },
-};
-
-pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
-    let path = config_dir(args)?.join("settings.json");
-    run_json_file(&AGENT, &path, args, |hook, shown| {
+    config_dir,
+    installed: |hook, shown| {
         format!(
             "installed {} for {} Claude Code hook events and the status line in {shown}\n\
              Claude Code sessions started before now may need a restart to run the hooks.\n",
             hook.event_command(),
             EVENTS.len(),
         )
-    })
+    },
+};
+
+pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
+    run_json_file(&AGENT, args)
 }
 
 #[cfg(test)]

@@ -121,18 +121,19 @@ const AGENT: JsonAgent = JsonAgent {
         off: false,
         undo: "change it",
     },
-};
-
-pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
-    let path = config_dir(args)?.join("settings.json");
-    run_json_file(&AGENT, &path, args, |hook, shown| {
+    config_dir,
+    installed: |hook, shown| {
         format!(
             "installed {} for {} Gemini CLI hook events in {shown}\n\
              Gemini CLI sessions started before now need a restart to run the hooks.\n",
             hook.agent_command("gemini"),
             EVENTS.len(),
         )
-    })
+    },
+};
+
+pub fn run(args: &SetupArgs) -> anyhow::Result<ExitCode> {
+    run_json_file(&AGENT, args)
 }
 
 #[cfg(test)]

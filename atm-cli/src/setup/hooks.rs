@@ -259,6 +259,11 @@ pub struct JsonAgent {
     pub uninstall: fn(&Value, &HookCommand) -> Result<Value, ShapeError>,
     /// A setting of the user's that switches every hook off, warned about after an install.
     pub hooks_off: HooksOff,
+    /// The settings file: the agent's config dir for these arguments, joined with `settings.json`.
+    pub config_dir: fn(&SetupArgs) -> Result<PathBuf, SetupError>,
+    /// What an install did, given the atm-hook command and the file's name (the other messages
+    /// are common).
+    pub installed: fn(&HookCommand, &str) -> String,
 }
 
 /// A setting that switches all of an agent's hooks off: at JSON `pointer`, the value `off`;
@@ -270,18 +275,12 @@ pub struct HooksOff {
     pub undo: &'static str,
 }
 
-/// The whole run for a [`JsonAgent`]: load, apply the pure install or uninstall, then
-/// [`finish`]. `installed` says what an install did, given the atm-hook command and the file's
-/// name; the other messages are common.
-pub fn run_json_file(
-    agent: &JsonAgent,
-    path: &Path,
-    args: &SetupArgs,
-    installed: impl FnOnce(&HookCommand, &str) -> String,
-) -> anyhow::Result<ExitCode> {
+/// The whole run for a [`JsonAgent`]: load its `settings.json`, apply the pure install or
+/// uninstall, then [`finish`].
+pub fn run_json_file(agent: &JsonAgent, args: &SetupArgs) -> anyhow::Result<ExitCode> {
     let hook = &HookCommand::from_arg(args.hook_command.as_deref())?;
     let (dry_run, uninstall) = (args.dry_run, args.uninstall);
-    let loaded = (agent.load)(path)?;
+    let loaded = (agent.load)(&(agent.config_dir)(args)?.join("settings.json"))?;
     let change = if uninstall {
         agent.uninstall
     } else {
@@ -307,7 +306,7 @@ pub fn run_json_file(
         }
         (
             format!("atm's hooks are already installed in {shown}"),
-            installed(hook, &shown),
+            (agent.installed)(hook, &shown),
         )
     };
     let edits: Vec<_> = json_edit(&loaded, &updated).into_iter().collect();
