@@ -175,6 +175,22 @@ pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
 /// one). Returns the backup's path.
 pub fn save(loaded: &TextFile, new_text: &str, stamp: &str) -> Result<Option<PathBuf>, SetupError> {
     let path = &loaded.path;
+    if read_optional(path)? != loaded.original {
+        return Err(SetupError::ChangedMeanwhile { path: path.clone() });
+    }
+    let mode = loaded.mode.unwrap_or(NEW_FILE_MODE);
+    let backup = match &loaded.original {
+        Some(bytes) => Some(write_backup(path, bytes, mode, stamp)?),
+        None => None,
+    };
+    replace(loaded, new_text, mode)?;
+    Ok(backup)
+}
+
+/// Replaces the file with `new_text` (mode `mode`) through a temp file in its directory and a
+/// rename, unless it changed since it was read. No backup: [`save`] makes one first.
+pub fn replace(loaded: &TextFile, new_text: &str, mode: u32) -> Result<(), SetupError> {
+    let path = &loaded.path;
     let write_err = |source| SetupError::Write {
         path: path.clone(),
         source,
@@ -184,14 +200,6 @@ pub fn save(loaded: &TextFile, new_text: &str, stamp: &str) -> Result<Option<Pat
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(write_err)?;
-    if read_optional(path)? != loaded.original {
-        return Err(SetupError::ChangedMeanwhile { path: path.clone() });
-    }
-    let mode = loaded.mode.unwrap_or(NEW_FILE_MODE);
-    let backup = match &loaded.original {
-        Some(bytes) => Some(write_backup(path, bytes, mode, stamp)?),
-        None => None,
-    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".atm-setup-")
         .suffix(".tmp")
@@ -202,12 +210,15 @@ pub fn save(loaded: &TextFile, new_text: &str, stamp: &str) -> Result<Option<Pat
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(write_err)?;
     tmp.as_file().sync_all().map_err(write_err)?;
+    if read_optional(path)? != loaded.original {
+        return Err(SetupError::ChangedMeanwhile { path: path.clone() });
+    }
     tmp.persist(path).map_err(|e| write_err(e.error))?;
     // Make the rename itself durable; a failure here leaves a correct file, so it is not fatal.
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
-    Ok(backup)
+    Ok(())
 }
 
 /// `<file>.atm-backup-<stamp>`, or `-2`, `-3`, ... when that exists (two runs in one second).

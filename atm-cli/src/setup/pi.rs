@@ -105,7 +105,8 @@ pub fn run(args: &PiArgs) -> anyhow::Result<ExitCode> {
     }
     // Our own older version is replaced without a backup: a copy would only be clutter in the
     // directory pi loads extensions from.
-    write_new(&current, EXTENSION)?;
+    // Mode 0644 for a new file: pi only reads it, and it holds no secret.
+    file::replace(&current, EXTENSION, current.mode.unwrap_or(0o644))?;
     say(&done)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -135,35 +136,6 @@ fn uninstall(current: &TextFile, dry_run: bool, shown: &str) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `text` as the file, atomically (temp file and rename), mode 0644 (pi only reads it).
-fn write_new(current: &TextFile, text: &str) -> Result<(), SetupError> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let path = &current.path;
-    let err = |source| SetupError::Write {
-        path: path.clone(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".atm-setup-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    tmp.write_all(text.as_bytes()).map_err(err)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(
-            current.mode.unwrap_or(0o644),
-        ))
-        .map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    if std::fs::read(path).ok() != current.original {
-        return Err(SetupError::ChangedMeanwhile { path: path.clone() });
-    }
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
