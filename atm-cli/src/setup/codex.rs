@@ -26,7 +26,7 @@ use std::str::FromStr;
 use serde_json::{Value, json};
 use toml_edit::{Array, DocumentMut, Item, Table};
 
-use super::hooks::{HookCommand, finish, install_hooks, json_edit, uninstall_hooks};
+use super::hooks::{HookCommand, edit_root, finish, install_hooks, json_edit};
 use super::{SetupArgs, SetupError, ShapeError, file};
 
 /// The Codex hook events atm installs: the codex adapter's own list of the events that say a
@@ -214,27 +214,21 @@ fn is_marked(item: Option<&Item>) -> bool {
 
 /// `hooks` (the parsed `hooks.json`) with atm-hook on every event in [`EVENTS`]. Pure.
 pub fn install_hook_file(hooks: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
-    let mut out = hooks.clone();
-    let root = out.as_object_mut().ok_or(ShapeError::NotAnObject)?;
     let command = hook.agent_command("codex");
-    install_hooks(root, EVENTS, hook, &command, |event| {
-        let timeout = if SHORT_TIMEOUT_EVENTS.contains(&event) {
-            SHORT_TIMEOUT_SECS
-        } else {
-            HOOK_TIMEOUT_SECS
-        };
-        json!({"hooks": [{"type": "command", "command": command, "timeout": timeout}]})
-    })?;
-    Ok(out)
+    edit_root(hooks, |root| {
+        install_hooks(root, EVENTS, hook, &command, |event| {
+            let timeout = if SHORT_TIMEOUT_EVENTS.contains(&event) {
+                SHORT_TIMEOUT_SECS
+            } else {
+                HOOK_TIMEOUT_SECS
+            };
+            json!({"hooks": [{"type": "command", "command": command, "timeout": timeout}]})
+        })
+    })
 }
 
 /// `hooks` without atm-hook's handlers. Pure.
-pub fn uninstall_hook_file(hooks: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
-    let mut out = hooks.clone();
-    let root = out.as_object_mut().ok_or(ShapeError::NotAnObject)?;
-    uninstall_hooks(root, hook)?;
-    Ok(out)
-}
+pub use super::hooks::without_hooks as uninstall_hook_file;
 
 /// Parses `config.toml`; errors carry the line and column.
 pub fn parse_config(loaded: &file::TextFile) -> Result<DocumentMut, SetupError> {

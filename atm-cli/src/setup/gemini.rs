@@ -18,9 +18,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use super::hooks::{
-    HookCommand, HooksOff, JsonAgent, install_hooks, run_json_file, uninstall_hooks,
-};
+use super::hooks::{HookCommand, HooksOff, JsonAgent, edit_root, install_hooks, run_json_file};
 use super::{SetupArgs, SetupError, ShapeError, file};
 
 /// The Gemini CLI hook events atm installs: the gemini adapter's own list of the events that
@@ -35,27 +33,21 @@ const HOOK_NAME: &str = "atm";
 
 /// `settings` with atm-hook on every event in [`EVENTS`]. Pure and idempotent.
 pub fn install(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
-    let mut out = settings.clone();
-    let root = out.as_object_mut().ok_or(ShapeError::NotAnObject)?;
     let command = hook.agent_command("gemini");
-    install_hooks(root, EVENTS, hook, &command, |_| {
-        json!({"hooks": [{
-            "name": HOOK_NAME,
-            "type": "command",
-            "command": command,
-            "timeout": HOOK_TIMEOUT_MS,
-        }]})
-    })?;
-    Ok(out)
+    edit_root(settings, |root| {
+        install_hooks(root, EVENTS, hook, &command, |_| {
+            json!({"hooks": [{
+                "name": HOOK_NAME,
+                "type": "command",
+                "command": command,
+                "timeout": HOOK_TIMEOUT_MS,
+            }]})
+        })
+    })
 }
 
 /// `settings` without atm-hook's handlers. Pure.
-pub fn uninstall(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
-    let mut out = settings.clone();
-    let root = out.as_object_mut().ok_or(ShapeError::NotAnObject)?;
-    uninstall_hooks(root, hook)?;
-    Ok(out)
-}
+pub use super::hooks::without_hooks as uninstall;
 
 /// Where Gemini keeps its settings: `--config-dir`, `$GEMINI_CLI_HOME/.gemini`, `~/.gemini`.
 pub fn config_dir(args: &SetupArgs) -> Result<PathBuf, SetupError> {

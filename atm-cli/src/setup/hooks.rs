@@ -184,6 +184,23 @@ fn update_ours(
 }
 
 /// Removes every handler of ours from `root.hooks`, and what that leaves empty.
+/// A copy of `settings` with `edit` applied to its top-level object (which it must be). Pure
+/// when `edit` is: what every agent's install and uninstall are built on.
+pub fn edit_root(
+    settings: &Value,
+    edit: impl FnOnce(&mut Map<String, Value>) -> Result<(), ShapeError>,
+) -> Result<Value, ShapeError> {
+    let mut out = settings.clone();
+    edit(out.as_object_mut().ok_or(ShapeError::NotAnObject)?)?;
+    Ok(out)
+}
+
+/// `settings` without atm-hook's handlers: the whole uninstall of an agent whose install adds
+/// nothing but hooks (Codex's `hooks.json`, Gemini's settings). Pure.
+pub fn without_hooks(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError> {
+    edit_root(settings, |root| uninstall_hooks(root, hook))
+}
+
 pub fn uninstall_hooks(
     root: &mut Map<String, Value>,
     hook: &HookCommand,

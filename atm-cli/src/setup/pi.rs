@@ -136,7 +136,6 @@ fn uninstall(current: &TextFile, dry_run: bool, shown: &str) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
