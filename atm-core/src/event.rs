@@ -70,6 +70,15 @@ pub enum AgentEvent {
         detail: Option<String>,
     },
     TurnFinished,
+    /// The turn ended while work the agent started runs on in the background (Claude's `Stop`
+    /// with `background_tasks`). `awaited`: the agent waits for that work and goes on by
+    /// itself when it ends (a background subagent: "Waiting for 1 background agent"), so the
+    /// session is still working; otherwise (a background shell or monitor) the turn is over
+    /// and the work is only shown. `work` is a short label of what runs.
+    TurnBackgrounded {
+        awaited: bool,
+        work: String,
+    },
     TurnFailed {
         error: String,
     },
@@ -120,6 +129,7 @@ impl AgentEvent {
             Self::PermissionRequested { .. } => "permission_requested",
             Self::InputRequested { .. } => "input_requested",
             Self::TurnFinished => "turn_finished",
+            Self::TurnBackgrounded { .. } => "turn_backgrounded",
             Self::TurnFailed { .. } => "turn_failed",
             Self::Compacting => "compacting",
             Self::CompactFinished => "compact_finished",

@@ -314,6 +314,12 @@ pub struct Session {
     /// newer than this does (see [`crate::state::hint`]).
     #[serde(default)]
     pub last_hook_at: Option<DateTime<Utc>>,
+    /// The turn ended while the agent waits for work it runs in the background, and it will go
+    /// on by itself ([`crate::event::AgentEvent::TurnBackgrounded`] with `awaited`). Claude's
+    /// session file says `idle` for a moment between that work's end and the agent going on;
+    /// [`crate::state::hint`] does not take that moment for the turn's end.
+    #[serde(default)]
+    pub awaits_background: bool,
 }
 
 impl Session {
@@ -352,6 +358,7 @@ impl Session {
             rss_bytes: None,
             source: source.to_owned(),
             last_hook_at: None,
+            awaits_background: false,
         }
     }
 

@@ -227,3 +227,83 @@ fn an_interrupted_turn_leaves_working_within_2s() {
     });
     c.wait_state("idle");
 }
+
+/// Polls atm, the fake model and the screen until the model is asked for `request` (Claude's
+/// next step; the screen may then lag behind for a while). Until then, while the screen shows
+/// `shown`, atm must say `state`. Returns how often that was checked.
+fn hold_while_shown(c: &Claude, shown: &str, request: &str, state: &str) -> usize {
+    let mut seen = 0;
+    atm_core::testing::wait_until_blocking(&format!("the model asked for {request:?}"), || {
+        let asked = c.lab.model_log().contains(request);
+        let all = c
+            .daemon
+            .wait_sessions("the session", |all| c.own(all).is_some());
+        let s = c.own(&all).cloned().unwrap();
+        let screen = c.lab.screen();
+        if screen.contains(shown) && !asked {
+            assert_eq!(
+                s["state"],
+                state,
+                "while the screen shows {shown:?}: {s:#}\n{screen}\n{}",
+                c.lab.model_log()
+            );
+            seen += 1;
+        }
+        asked
+    });
+    seen
+}
+
+#[test]
+fn a_background_subagent_keeps_the_session_working_until_claude_goes_on() {
+    let Some(c) = start_claude(manual_mode()) else {
+        return;
+    };
+    c.wait_state("idle");
+    // Claude Code 2.1.332 runs subagents in the background by default; this one takes 5 s.
+    c.lab.type_line("please AGENT take a NAP");
+    c.lab.wait_screen("Claude waiting for its subagent", |s| {
+        s.contains("Waiting for 1 background agent")
+    });
+    let waiting = c.wait_session("working in the background", |s| {
+        s["activity_detail"] == "Background: agent Scripted subagent"
+    });
+    assert_eq!(waiting["state"], "working", "{waiting:#}");
+    // The fake model's requests: 0 the prompt, 1 after the Agent call, 2 the subagent's (it
+    // naps 5 s), 3 Claude going on by itself once the subagent is done.
+    let seen = hold_while_shown(
+        &c,
+        "Waiting for 1 background agent",
+        "request 3:",
+        "working",
+    );
+    assert!(seen > 0);
+    // When the subagent is done Claude goes on by itself (a `<task-notification>` prompt),
+    // and only that turn's end is idle.
+    let idle = c.wait_state("idle");
+    assert!(idle["activity_detail"].is_null(), "{idle:#}");
+    assert_eq!(idle["first_prompt"], "please AGENT take a NAP", "{idle:#}");
+}
+
+#[test]
+fn a_background_shell_ends_the_turn_and_is_shown_until_it_exits() {
+    let mut settings = manual_mode();
+    settings["permissions"]["allow"] = json!(["Bash(sleep:*)"]);
+    let Some(c) = start_claude(settings) else {
+        return;
+    };
+    c.wait_state("idle");
+    c.lab.type_line("please BG sleep 4");
+    c.lab.wait_screen("the turn done, the shell running", |s| {
+        s.contains("1 shell still running")
+    });
+    let idle = c.wait_session("idle with its background shell", |s| {
+        s["activity_detail"] == "Background: shell sleep 4"
+    });
+    assert_eq!(idle["state"], "idle", "{idle:#}");
+    // The shell exits; Claude reads its output by itself and ends that turn too.
+    c.wait_session("idle, the shell gone", |s| {
+        s["state"] == "idle" && s["activity_detail"].is_null()
+    });
+    assert_eq!(c.wait_state("idle")["first_prompt"], "please BG sleep 4");
+}

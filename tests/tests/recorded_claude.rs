@@ -11,8 +11,10 @@ use serde_json::Value;
 
 /// The recorded hook payloads, in order: `NN-<Event>.json`. Other files beside them (the
 /// session file Claude wrote, which proc-discovery's tests read) are not payloads.
-fn recorded() -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("agents/recorded/claude-2.1.332");
+fn recorded(sub: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("agents/recorded/claude-2.1.332")
+        .join(sub);
     let numbered = |p: &PathBuf| {
         p.file_name()
             .and_then(|n| n.to_str())
@@ -63,7 +65,7 @@ fn expected_state(name: &str) -> Option<&'static str> {
 fn the_recorded_session_replays_to_the_states_the_screen_showed() {
     let d = Daemon::start(&basic_config(""));
     let mut last = Some("starting");
-    for (name, payload) in recorded() {
+    for (name, payload) in recorded("") {
         let statusline = name.ends_with("StatusLine");
         run_hook(&d, &payload, statusline);
         let want = if statusline {
@@ -97,4 +99,67 @@ fn the_recorded_session_replays_to_the_states_the_screen_showed() {
         last = want;
     }
     assert!(!d.log().contains("parse_error"), "{}", d.log());
+}
+
+/// Replays one of the background recordings (the hooks Claude sent, as it sent them) through
+/// the real `atm-hook`; after each payload atm must say `want[i]` (state, activity detail).
+/// The task notification Claude sends itself is not the user's words: `first_prompt` stays.
+fn replay_background(sub: &str, first_prompt: &str, want: &[(&str, Option<&str>)]) {
+    let d = Daemon::start(&basic_config(""));
+    let payloads = recorded(sub);
+    assert_eq!(
+        payloads.len(),
+        want.len(),
+        "{sub}: one expectation per payload"
+    );
+    for ((name, payload), (state, activity)) in payloads.into_iter().zip(want) {
+        run_hook(&d, &payload, false);
+        d.wait_sessions(&format!("{sub}/{name} -> {state} {activity:?}"), |all| {
+            all.len() == 1
+                && all[0]["state"] == *state
+                && all[0]["activity_detail"].as_str() == *activity
+        });
+    }
+    let all = d.wait_sessions("the session", |all| all.len() == 1);
+    assert_eq!(all[0]["first_prompt"], first_prompt, "{:#}", all[0]);
+}
+
+#[test]
+fn a_background_subagent_is_working_until_claude_goes_on_by_itself() {
+    // Claude Code 2.1.332: `Agent` runs in the background, `Stop` lists it as running, the
+    // screen says "Waiting for 1 background agent to finish"; when it ends Claude goes on with
+    // a `<task-notification>` prompt, and only then is the turn over.
+    replay_background(
+        "background-agent",
+        "please AGENT take a NAP",
+        &[
+            ("starting", None),
+            ("working", Some("Thinking")),
+            ("working", Some("Agent")),
+            ("working", Some("Agent")),
+            ("working", Some("Thinking")),
+            ("working", Some("Background: agent Scripted subagent")),
+            ("working", Some("Background: agent Scripted subagent")),
+            ("working", Some("Thinking")),
+            ("idle", None),
+        ],
+    );
+}
+
+#[test]
+fn a_background_shell_ends_the_turn_and_stays_shown_until_it_exits() {
+    // The screen: "done · 1 shell still running"; Claude reads the shell's end by itself.
+    replay_background(
+        "background-shell",
+        "please BG sleep 6",
+        &[
+            ("starting", None),
+            ("working", Some("Thinking")),
+            ("working", Some("Bash")),
+            ("working", Some("Thinking")),
+            ("idle", Some("Background: shell sleep 6")),
+            ("working", Some("Thinking")),
+            ("idle", None),
+        ],
+    );
 }

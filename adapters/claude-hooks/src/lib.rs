@@ -8,6 +8,7 @@
 //! `claude-code.md` (fuzzed); [`ClaudeHooks`] hands it to atm-core's generic ingest adapter,
 //! which serves the routes, resolves the process identity, applies to the registry and counts.
 
+mod background;
 pub mod translate;
 
 use atm_core::fields;

@@ -18,6 +18,8 @@ use atm_core::registry::limits;
 use atm_core::serde_json::Value;
 use atm_core::text::{one_line_preview, truncate_chars};
 
+use crate::background;
+
 pub use atm_core::fields::PREVIEW_CHARS;
 
 /// Hook events that only mean "something happened": they move `last_activity`, nothing else.
@@ -76,7 +78,10 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
             model: fields::model_id(obj, "model"),
         }),
         "UserPromptSubmit" => Some(AgentEvent::PromptSubmitted {
+            // Claude resumes by itself when background work ends, with a prompt of its own
+            // (`<task-notification>...`): a turn starts, but those are not the user's words.
             prompt: fields::opt_str(obj, "prompt")
+                .filter(|p| !p.trim_start().starts_with("<task-notification>"))
                 .map(|p| one_line_preview(p, limits::FIRST_PROMPT)),
         }),
         "PreToolUse" => Some(tool_started(obj)),
@@ -96,7 +101,7 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
         "Notification" => Some(notification(obj)),
         // A subagent's Stop is noise: the parent's turn goes on.
         "Stop" if subagent_id.is_some() => None,
-        "Stop" => Some(AgentEvent::TurnFinished),
+        "Stop" => Some(background::turn_end(obj.get("background_tasks"))),
         "StopFailure" => Some(AgentEvent::TurnFailed {
             error: stop_error(obj),
         }),

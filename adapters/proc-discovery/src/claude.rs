@@ -2,7 +2,8 @@
 //!
 //! Claude Code writes it for every running process (undocumented): `pid`, `sessionId`, `cwd`,
 //! `startedAt` (milliseconds since the epoch) and, in newer versions, `status`
-//! (`busy`/`idle`/`waiting`), `waitingFor` and `statusUpdatedAt` (when the status last changed,
+//! (`busy`/`idle`/`waiting`, and `shell`: idle while a background shell runs, 2.1.332),
+//! `waitingFor` and `statusUpdatedAt` (when the status last changed,
 //! milliseconds since the epoch). It survives crashes, so a file can describe a dead
 //! process whose PID was reused: it is believed only when its `pid` is the process's PID and it
 //! was not started before the process was. Anything malformed, oversized or not UTF-8 is
@@ -86,7 +87,9 @@ pub fn parse(bytes: &[u8], pid: u32, process_start_ms: Option<i64>) -> Option<Se
         .is_some_and(|w| w.to_string().to_ascii_lowercase().contains("permission"));
     let state = match raw.status.as_deref() {
         Some("busy") => Some(AgentState::Working),
-        Some("idle") => Some(AgentState::Idle),
+        // `shell`: the turn is over and a background shell still runs (the screen says "done ·
+        // 1 shell still running"); a background subagent keeps the status `busy`.
+        Some("idle" | "shell") => Some(AgentState::Idle),
         Some("waiting") if waiting_for_permission => Some(AgentState::NeedsPermission),
         Some("waiting") => Some(AgentState::NeedsInput),
         _ => None,
@@ -142,6 +145,8 @@ mod tests {
         assert_eq!(s.cwd.as_deref(), Some("/w"));
         assert_eq!(s.state, Some(AgentState::Working));
         assert_eq!(parse(f, 43, None), None, "another pid's file");
+        let shell = br#"{"pid":1,"sessionId":"a","status":"shell"}"#;
+        assert_eq!(parse(shell, 1, None).unwrap().state, Some(AgentState::Idle));
         let idle = br#"{"pid":1,"sessionId":"a","status":"idle"}"#;
         assert_eq!(parse(idle, 1, None).unwrap().state, Some(AgentState::Idle));
         let waiting = br#"{"pid":1,"sessionId":"a","status":"waiting","waitingFor":"input"}"#;

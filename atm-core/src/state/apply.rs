@@ -73,6 +73,10 @@ pub fn apply_event(
     }
     if moves_parent && let Some(activity) = applied.and_then(activity_after) {
         s.activity = activity;
+        s.awaits_background = matches!(
+            applied,
+            Some(AgentEvent::TurnBackgrounded { awaited: true, .. })
+        );
     }
     // The event's facts; a reminder of a wait already shown has none.
     match applied {
@@ -165,6 +169,20 @@ pub fn end_reason(event: &AgentEvent) -> String {
     }
 }
 
+/// How long after its last hook a session that awaits background work is not taken for idle
+/// by the agent's own status (see [`Session::awaits_background`]).
+const BACKGROUND_GRACE_SECS: i64 = 3;
+
+/// True while an `idle` status is the moment between a background subagent's end and Claude
+/// going on by itself: the next hook follows within a second. Later, the status is believed
+/// (the user stopped the work, say).
+fn held_for_background(s: &Session, hint: AgentState, now: DateTime<Utc>) -> bool {
+    s.awaits_background
+        && hint == AgentState::Idle
+        && s.last_hook_at
+            .is_some_and(|hook| now - hook < chrono::Duration::seconds(BACKGROUND_GRACE_SECS))
+}
+
 /// How far in the future an agent's status time may be and still be believed: the agent and
 /// atm read the same clock, so only rounding separates them.
 const FUTURE_TOLERANCE_SECS: i64 = 2;
@@ -198,6 +216,7 @@ pub fn apply_discovery(s: &mut Session, found: &Discovered, now: DateTime<Utc>) 
         .filter(|at| *at <= now + chrono::Duration::seconds(FUTURE_TOLERANCE_SECS));
     if let Some(state) = found.state_hint
         && hint_applies(s.state, s.last_hook_at, state, hint_at)
+        && !held_for_background(s, state, now)
     {
         apply_hint(s, state, now);
     }
@@ -557,5 +576,76 @@ mod tests {
         apply_event(&mut s, &source(), &prompt("next"), at(8));
         apply_discovery(&mut s, &found(Some(S::Idle), Some(at(3600))), at(9));
         assert_eq!(s.state, S::Working);
+    }
+
+    #[test]
+    fn an_idle_status_right_after_background_work_ends_is_not_the_turns_end() {
+        let idle_at = |secs| {
+            let mut found = Discovered::new(
+                Harness::claude(),
+                ProcessIdentity {
+                    pid: 42,
+                    start_time: 9,
+                },
+                "proc-discovery",
+            );
+            found.state_hint = Some(S::Idle);
+            found.state_hint_at = Some(at(secs));
+            found
+        };
+        let mut s = session(S::Idle);
+        apply_event(&mut s, &source(), &prompt("go"), at(1));
+        let backgrounded = AgentEvent::TurnBackgrounded {
+            awaited: true,
+            work: "agent Explore".into(),
+        };
+        apply_event(&mut s, &source(), &backgrounded, at(2));
+        assert_eq!(
+            (s.state, s.activity.as_deref(), s.awaits_background),
+            (S::Working, Some("Background: agent Explore"), true)
+        );
+        let mut sub = source();
+        sub.subagent_id = Some("a1".into());
+        apply_event(
+            &mut s,
+            &sub,
+            &AgentEvent::SubagentStopped {
+                agent_id: "a1".into(),
+            },
+            at(10),
+        );
+        // Claude says idle for a moment before it goes on by itself.
+        apply_discovery(&mut s, &idle_at(11), at(11));
+        assert_eq!(s.state, S::Working, "held");
+        // It went on; that turn's end is the end.
+        apply_event(
+            &mut s,
+            &source(),
+            &AgentEvent::PromptSubmitted { prompt: None },
+            at(11),
+        );
+        assert!(!s.awaits_background);
+        apply_event(&mut s, &source(), &AgentEvent::TurnFinished, at(12));
+        assert_eq!(s.state, S::Idle);
+
+        // When it does not go on (the work was stopped), the status is believed after the grace.
+        apply_event(&mut s, &source(), &prompt("again"), at(20));
+        apply_event(&mut s, &source(), &backgrounded, at(21));
+        apply_discovery(&mut s, &idle_at(22), at(22));
+        assert_eq!(s.state, S::Working, "held");
+        apply_discovery(&mut s, &idle_at(22), at(21 + BACKGROUND_GRACE_SECS));
+        assert_eq!((s.state, s.awaits_background), (S::Idle, false));
+
+        // A background shell ends the turn: nothing to hold.
+        let shell = AgentEvent::TurnBackgrounded {
+            awaited: false,
+            work: "shell sleep 9".into(),
+        };
+        apply_event(&mut s, &source(), &prompt("more"), at(30));
+        apply_event(&mut s, &source(), &shell, at(31));
+        assert_eq!(
+            (s.state, s.activity.as_deref(), s.awaits_background),
+            (S::Idle, Some("Background: shell sleep 9"), false)
+        );
     }
 }

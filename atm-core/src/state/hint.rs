@@ -67,6 +67,7 @@ pub fn apply_hint(s: &mut Session, hint: AgentState, now: DateTime<Utc>) {
         return;
     }
     s.activity = activity_after_hint(s.attention.as_ref(), hint);
+    s.awaits_background = false;
     s.state = hint;
     s.state_since = now;
     s.attention = attention_after_hint(hint);

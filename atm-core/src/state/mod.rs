@@ -188,6 +188,8 @@ pub fn transition(
         E::ToolStarted { .. } => enter(S::Working),
         E::ToolFinished { .. } => enter(S::Working),
         E::TurnFinished | E::TurnFailed { .. } => enter(S::Idle),
+        E::TurnBackgrounded { awaited: true, .. } => enter(S::Working),
+        E::TurnBackgrounded { awaited: false, .. } => enter(S::Idle),
         E::Compacting => enter(S::Working),
         E::CompactFinished => Outcome::Stay,
         E::SubagentStarted { .. } | E::SubagentStopped { .. } => Outcome::Stay,
@@ -217,6 +219,7 @@ pub fn activity_after(event: &AgentEvent) -> Option<Option<String>> {
         E::PermissionRequested { .. } => Some(Some("Permission".to_owned())),
         E::InputRequested { .. } => Some(Some("Input".to_owned())),
         E::TurnFinished => Some(None),
+        E::TurnBackgrounded { work, .. } => Some(Some(format!("Background: {work}"))),
         E::TurnFailed { error } => Some(Some(format!("Error: {error}"))),
         E::Compacting => Some(Some("Compacting".to_owned())),
         _ => None,
@@ -267,6 +270,14 @@ mod tests {
                 detail: None,
             },
             E::TurnFinished,
+            E::TurnBackgrounded {
+                awaited: true,
+                work: "agent Explore".into(),
+            },
+            E::TurnBackgrounded {
+                awaited: false,
+                work: "shell npm run dev".into(),
+            },
             E::TurnFailed {
                 error: "rate_limit".into(),
             },
@@ -361,6 +372,9 @@ mod tests {
             E::PermissionRequested { .. } => Some(Some(S::NeedsPermission)),
             E::InputRequested { .. } => Some(Some(S::NeedsInput)),
             E::TurnFinished | E::TurnFailed { .. } => Some(Some(S::Idle)),
+            E::TurnBackgrounded { awaited, .. } => {
+                Some(Some(if *awaited { S::Working } else { S::Idle }))
+            }
             _ => None,
         }
     }

@@ -7,6 +7,11 @@
 //!
 //! - `RUN <command>` (up to the end of the line): the model calls the agent's shell tool with
 //!   `<command>`; after the tool's result comes back it answers `FAKE-DONE`.
+//! - `BG <command>` (up to the end of the line): like `RUN`, but Claude Code's `Bash` is asked
+//!   to run it in the background (`run_in_background`), so the turn ends while it still runs.
+//! - `AGENT <prompt>` (up to the end of the line): Claude Code's `Agent` tool is called to run a
+//!   subagent with `<prompt>` as its task (in the background, Claude's default).
+//! - `NAP`: the model takes 5 s to answer `FAKE-NAP` (a subagent that works a while).
 //! - `SLOW`: the model takes 60 s to answer (streaming keep-alives), so the agent stays working
 //!   long enough to be interrupted.
 //! - anything else: the model answers `FAKE-REPLY` at once.
@@ -46,6 +51,13 @@ pub enum Reply {
     Text(&'static str),
     Slow,
     Shell(String),
+    /// A shell command the agent should run in the background (Claude's `run_in_background`);
+    /// agents without that option run it like [`Reply::Shell`].
+    BackgroundShell(String),
+    /// A subagent with this task (Claude's `Agent` tool).
+    Subagent(String),
+    /// An answer after 5 s.
+    Nap,
 }
 
 /// The user's own words in an Anthropic `messages` list: the text blocks of the last user
@@ -77,6 +89,17 @@ pub fn script(text: &str, tool_result: bool) -> Reply {
     // with words (typed after a declined tool, say) is a new request.
     if tool_result && text.trim().is_empty() {
         return Reply::Text("FAKE-DONE");
+    }
+    if let Some(pos) = text.find("AGENT ") {
+        let task = text[pos + 6..].lines().next().unwrap_or("").trim();
+        return Reply::Subagent(task.to_owned());
+    }
+    if text.contains("NAP") {
+        return Reply::Nap;
+    }
+    if let Some(pos) = text.find("BG ") {
+        let cmd = text[pos + 3..].lines().next().unwrap_or("").trim();
+        return Reply::BackgroundShell(cmd.to_owned());
     }
     if let Some(pos) = text.find("RUN ") {
         let cmd = text[pos + 4..].lines().next().unwrap_or("").trim();
@@ -150,6 +173,11 @@ async fn anthropic_messages(
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let (text, tool_result) = last_user_text(&messages);
     let reply = script(&text, tool_result);
+    let has_tool = |name: &str| {
+        body["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["name"] == name))
+    };
     // Claude Code's shell tool is `Bash`, pi's is `bash` (whose input has no `description`).
     let shell_tool = body["tools"].as_array().and_then(|tools| {
         tools
@@ -159,8 +187,12 @@ async fn anthropic_messages(
             .map(str::to_owned)
     });
     eprintln!(
-        "request {id}: model={model} tool_result={tool_result} reply={reply:?} text={:?}",
-        text.chars().take(120).collect::<String>()
+        "request {id}: model={model} tool_result={tool_result} reply={reply:?} text={:?} tools={:?}",
+        text.chars().take(120).collect::<String>(),
+        body["tools"].as_array().map(|tools| tools
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect::<Vec<_>>())
     );
     let text_block = |s: &str| {
         (
@@ -168,13 +200,19 @@ async fn anthropic_messages(
             vec![json!({"type": "text_delta", "text": s})],
         )
     };
+    let background = matches!(reply, Reply::BackgroundShell(_));
     let (blocks, stop, delay) = match reply {
-        Reply::Shell(cmd) if shell_tool.is_some() => {
+        Reply::Shell(cmd) | Reply::BackgroundShell(cmd) if shell_tool.is_some() => {
             let tool = shell_tool.unwrap_or_default();
-            let input = if tool == "Bash" {
-                json!({"command": cmd, "description": "Run the scripted command"})
-            } else {
-                json!({"command": cmd})
+            let input = match (tool.as_str(), background) {
+                ("Bash", true) => {
+                    json!({"command": cmd, "description": "Run the scripted command in the background",
+                           "run_in_background": true})
+                }
+                ("Bash", false) => {
+                    json!({"command": cmd, "description": "Run the scripted command"})
+                }
+                _ => json!({"command": cmd}),
             };
             (
                 vec![(
@@ -185,7 +223,27 @@ async fn anthropic_messages(
                 Duration::ZERO,
             )
         }
-        Reply::Shell(_) => (
+        Reply::Subagent(task) if has_tool("Agent") => (
+            vec![(
+                json!({"type": "tool_use", "id": format!("toolu_fake_{id}"), "name": "Agent", "input": {}}),
+                vec![json!({"type": "input_json_delta", "partial_json": json!({
+                    "description": "Scripted subagent", "prompt": task,
+                    "subagent_type": "general-purpose", "run_in_background": true}).to_string()})],
+            )],
+            "tool_use",
+            Duration::ZERO,
+        ),
+        Reply::Subagent(_) => (
+            vec![text_block("FAKE-NO-AGENT-TOOL")],
+            "end_turn",
+            Duration::ZERO,
+        ),
+        Reply::Nap => (
+            vec![text_block("FAKE-NAP")],
+            "end_turn",
+            Duration::from_secs(5),
+        ),
+        Reply::Shell(_) | Reply::BackgroundShell(_) => (
             vec![text_block("FAKE-NO-SHELL-TOOL")],
             "end_turn",
             Duration::ZERO,
@@ -260,12 +318,21 @@ mod tests {
         );
         assert_eq!(script("", true), Reply::Text("FAKE-DONE"));
         assert_eq!(
+            script("please BG sleep 3", false),
+            Reply::BackgroundShell("sleep 3".into())
+        );
+        assert_eq!(
             script("be SLOW", true),
             Reply::Slow,
             "words after a tool result"
         );
         assert_eq!(script("be SLOW", false), Reply::Slow);
         assert_eq!(script("hello", false), Reply::Text("FAKE-REPLY"));
+        assert_eq!(
+            script("start AGENT take a NAP", false),
+            Reply::Subagent("take a NAP".into())
+        );
+        assert_eq!(script("take a NAP", false), Reply::Nap);
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub async fn responses(
         text.chars().take(120).collect::<String>()
     );
     let (item, delay) = match (reply, &shell) {
-        (Reply::Shell(cmd), Some(tool)) => {
+        (Reply::Shell(cmd) | Reply::BackgroundShell(cmd), Some(tool)) => {
             let (name, args) = shell_arguments(tool, &cmd);
             (
                 json!({"type": "function_call", "id": format!("fc_fake_{id}"),
@@ -154,11 +154,15 @@ pub async fn responses(
         }
         // A request without the shell tool is one of Codex's side requests (the title of a
         // new thread); it gets words, never a tool call.
-        (Reply::Shell(_), None) if tools.is_empty() => {
+        (Reply::Shell(_) | Reply::BackgroundShell(_), None) if tools.is_empty() => {
             (message_item(id, "FAKE-TITLE"), Duration::ZERO)
         }
-        (Reply::Shell(_), None) => (message_item(id, "FAKE-NO-SHELL-TOOL"), Duration::ZERO),
+        (Reply::Shell(_) | Reply::BackgroundShell(_), None) => {
+            (message_item(id, "FAKE-NO-SHELL-TOOL"), Duration::ZERO)
+        }
         (Reply::Slow, _) => (message_item(id, "FAKE-SLOW-REPLY"), Duration::from_secs(60)),
+        (Reply::Nap, _) => (message_item(id, "FAKE-NAP"), Duration::from_secs(5)),
+        (Reply::Subagent(_), _) => (message_item(id, "FAKE-NO-AGENT-TOOL"), Duration::ZERO),
         (Reply::Text(t), _) => (message_item(id, t), Duration::ZERO),
     };
     let response_id = format!("resp_fake_{id}");
