@@ -7,30 +7,17 @@ use adapter_codex::CodexHooks;
 use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
 use atm_core::serde_json::json;
-use atm_core::testing::check_adapter_contract;
-use atm_core::testing::fixtures::Fixtures;
-use atm_core::testing::ingest::{FakeAgent, RunningAdapter, socket_table};
+use atm_core::testing::ingest::{FakeAgent, RunningAdapter};
 
-fn fixtures() -> Fixtures {
-    Fixtures::of(env!("CARGO_MANIFEST_DIR"))
+atm_core::translator_tests! {
+    "codex", CodexHooks, translate: adapter_codex::translate,
+    replay: (json!({"agent": "codex"}), "/home/dev/src/api", unknown: 2),
+    required: &["session_id", "hook_event_name", "thread-id", "type"],
 }
 
 /// The codex adapter running on its own socket against a real registry, and its counters.
 async fn start() -> (RunningAdapter, std::sync::Arc<IngestStats>) {
     RunningAdapter::start_translator::<CodexHooks>(RegistryConfig::default()).await
-}
-
-#[tokio::test]
-async fn replays_every_fixture_in_a_realistic_order() {
-    let agent = json!({"agent": "codex"});
-    fixtures()
-        .check_replay::<CodexHooks>(agent, "/home/dev/src/api", 2)
-        .await;
-}
-
-#[test]
-fn every_fixture_translates_with_the_right_known_flag() {
-    fixtures().check_translated(adapter_codex::translate);
 }
 
 #[tokio::test]
@@ -65,22 +52,6 @@ async fn notify_alone_makes_an_idle_codex_session() {
     })
     .await;
     run.stop().await;
-}
-
-#[tokio::test]
-async fn keeps_the_plugin_contract() {
-    use adapter_codex as _;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = socket_table(&dir.path().join("contract.sock"));
-    check_adapter_contract("codex", socket, dir.path()).await;
-}
-
-#[test]
-fn every_fixture_survives_mutated_fields() {
-    fixtures().check_mutated_fields(
-        adapter_codex::translate,
-        &["session_id", "hook_event_name", "thread-id", "type"],
-    );
 }
 
 /// The payloads the real Codex 0.171.0 sent to its hooks and its notify program in the

@@ -7,30 +7,17 @@ use adapter_gemini::GeminiHooks;
 use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
 use atm_core::serde_json::json;
-use atm_core::testing::check_adapter_contract;
-use atm_core::testing::fixtures::Fixtures;
-use atm_core::testing::ingest::{RunningAdapter, socket_table};
+use atm_core::testing::ingest::RunningAdapter;
 
-fn fixtures() -> Fixtures {
-    Fixtures::of(env!("CARGO_MANIFEST_DIR"))
+atm_core::translator_tests! {
+    "gemini", GeminiHooks, translate: adapter_gemini::translate,
+    replay: (json!({"agent": "gemini"}), "/home/dev/src/webapp", unknown: 1),
+    required: &["session_id", "hook_event_name"],
 }
 
 /// The gemini adapter running on its own socket against a real registry, and its counters.
 async fn start() -> (RunningAdapter, std::sync::Arc<IngestStats>) {
     RunningAdapter::start_translator::<GeminiHooks>(RegistryConfig::default()).await
-}
-
-#[tokio::test]
-async fn replays_every_fixture_in_a_realistic_order() {
-    let agent = json!({"agent": "gemini"});
-    fixtures()
-        .check_replay::<GeminiHooks>(agent, "/home/dev/src/webapp", 1)
-        .await;
-}
-
-#[test]
-fn every_fixture_translates_with_the_right_known_flag() {
-    fixtures().check_translated(adapter_gemini::translate);
 }
 
 #[tokio::test]
@@ -46,20 +33,4 @@ async fn a_permission_without_a_pid_still_makes_a_gemini_session() {
     })
     .await;
     run.stop().await;
-}
-
-#[tokio::test]
-async fn keeps_the_plugin_contract() {
-    use adapter_gemini as _;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = socket_table(&dir.path().join("contract.sock"));
-    check_adapter_contract("gemini", socket, dir.path()).await;
-}
-
-#[test]
-fn every_fixture_survives_mutated_fields() {
-    fixtures().check_mutated_fields(
-        adapter_gemini::translate,
-        &["session_id", "hook_event_name"],
-    );
 }

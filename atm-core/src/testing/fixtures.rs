@@ -190,3 +190,55 @@ impl Fixtures {
         }
     }
 }
+
+/// The tests every hook agent's translator crate runs on its fixtures and its plugin, in the
+/// crate's integration test file: a `fixtures()` for the crate's `tests/fixtures`, and the
+/// tests `replays_every_fixture_in_a_realistic_order` ([`Fixtures::check_replay`], each step sent
+/// with the `agent` fields beside `data`, as `atm-hook --agent` sends it),
+/// `every_fixture_translates_with_the_right_known_flag`, `every_fixture_survives_mutated_fields`
+/// (with the `required` fields) and `keeps_the_plugin_contract` (the plugin `name` on a socket of
+/// its own). The crate needs `tokio` and `tempfile` as dev-dependencies.
+///
+/// ```ignore
+/// atm_core::translator_tests! {
+///     "amp", AmpHooks, translate: adapter_amp::translate,
+///     replay: (json!({"agent": "amp"}), "/home/dev/src/app", unknown: 1),
+///     required: &["session_id", "hook_event_name"],
+/// }
+/// ```
+#[macro_export]
+macro_rules! translator_tests {
+    (
+        $name:literal, $translator:ty, translate: $translate:path,
+        replay: ($agent:expr, $cwd:literal, unknown: $unknown:expr),
+        required: $required:expr $(,)?
+    ) => {
+        fn fixtures() -> $crate::testing::fixtures::Fixtures {
+            $crate::testing::fixtures::Fixtures::of(env!("CARGO_MANIFEST_DIR"))
+        }
+
+        #[::tokio::test]
+        async fn replays_every_fixture_in_a_realistic_order() {
+            fixtures()
+                .check_replay::<$translator>($agent, $cwd, $unknown)
+                .await;
+        }
+
+        #[test]
+        fn every_fixture_translates_with_the_right_known_flag() {
+            fixtures().check_translated($translate);
+        }
+
+        #[test]
+        fn every_fixture_survives_mutated_fields() {
+            fixtures().check_mutated_fields($translate, $required);
+        }
+
+        #[::tokio::test]
+        async fn keeps_the_plugin_contract() {
+            let dir = ::tempfile::tempdir().unwrap();
+            let socket = $crate::testing::ingest::socket_table(&dir.path().join("contract.sock"));
+            $crate::testing::check_adapter_contract($name, socket, dir.path()).await;
+        }
+    };
+}
