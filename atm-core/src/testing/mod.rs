@@ -40,11 +40,21 @@ use crate::registry::{Registry, RegistryConfig, RegistryHandle};
 /// A Claude Code session known by its id only (no process), created at `at` in state
 /// `starting`: what sink and client tests start from before setting the fields they test.
 pub fn claude_session(id: &str, at: chrono::DateTime<chrono::Utc>) -> crate::model::Session {
-    let key = crate::model::SessionKey::Id {
+    crate::model::Session::new(
+        claude_key(id),
+        crate::model::SessionId::new(id),
+        None,
+        "test",
+        at,
+    )
+}
+
+/// The key of a Claude Code session known by its id only (no process).
+pub fn claude_key(id: &str) -> crate::model::SessionKey {
+    crate::model::SessionKey::Id {
         harness: crate::model::Harness::claude(),
         id: crate::model::SessionId::new(id),
-    };
-    crate::model::Session::new(key, crate::model::SessionId::new(id), None, "test", at)
+    }
 }
 
 /// A registry plus the shared pieces a daemon would hand its plugins.

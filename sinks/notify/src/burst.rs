@@ -167,14 +167,10 @@ impl Burst {
 mod tests {
     use super::*;
     use atm_core::chrono::Utc;
-    use atm_core::{Harness, SessionId};
     use std::sync::Arc;
 
     fn key(i: usize) -> SessionKey {
-        SessionKey::Id {
-            harness: Harness::claude(),
-            id: SessionId::new(format!("s{i}")),
-        }
+        atm_core::testing::claude_key(&format!("s{i}"))
     }
 
     fn show(i: usize) -> Show {

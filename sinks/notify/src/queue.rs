@@ -59,13 +59,9 @@ impl DesiredQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atm_core::{Harness, SessionId};
 
     fn key(i: usize) -> SessionKey {
-        SessionKey::Id {
-            harness: Harness::claude(),
-            id: SessionId::new(format!("s{i}")),
-        }
+        atm_core::testing::claude_key(&format!("s{i}"))
     }
 
     #[test]

@@ -79,15 +79,10 @@ impl OnScreen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atm_core::SessionId;
     use atm_core::chrono::Utc;
-    use atm_core::{Harness, SessionId};
 
-    fn key(id: &str) -> SessionKey {
-        SessionKey::Id {
-            harness: Harness::claude(),
-            id: SessionId::new(id),
-        }
-    }
+    use atm_core::testing::claude_key as key;
 
     fn shown(n: u32, owner: &str) -> Shown {
         let session = Session::new(key("s"), SessionId::new("s"), None, "t", Utc::now());
