@@ -224,8 +224,34 @@ async fn replay_real(name: &str) -> Vec<(String, String)> {
     seen
 }
 
-fn steps(s: &[(&str, &str)]) -> Vec<(String, String)> {
-    s.iter()
+/// pi starting: the session, its first usage, idle at the prompt.
+const STARTUP: &[(&str, &str)] = &[
+    ("session_start", "starting"),
+    ("atm_usage", "starting"),
+    ("atm_idle", "idle"),
+];
+
+/// A turn whose tool call waits on a dialog (a confirm or a select) until it is answered.
+const TOOL_BEHIND_A_DIALOG: &[(&str, &str)] = &[
+    ("before_agent_start", "working"),
+    ("tool_execution_start", "working"),
+    ("atm_needs_input_open", "needs_permission"),
+    ("atm_needs_input_resolved", "working"),
+];
+
+/// The tool call ends, the model answers (two usage reports) and the turn ends.
+const TOOL_END_AND_TURN_END: &[(&str, &str)] = &[
+    ("tool_execution_end", "working"),
+    ("atm_usage", "working"),
+    ("atm_usage", "working"),
+    ("agent_end", "idle"),
+];
+
+/// The steps, in order, as (event, state after it).
+fn steps(parts: &[&[(&str, &str)]]) -> Vec<(String, String)> {
+    parts
+        .iter()
+        .flat_map(|part| part.iter())
         .map(|(e, st)| ((*e).to_owned(), (*st).to_owned()))
         .collect()
 }
@@ -234,27 +260,18 @@ fn steps(s: &[(&str, &str)]) -> Vec<(String, String)> {
 async fn real_pi_tool_confirm_approved_and_quit() {
     let seen = replay_real("approved").await;
     let expected = steps(&[
-        ("session_start", "starting"),
-        ("atm_usage", "starting"),
-        ("atm_idle", "idle"),
+        STARTUP,
         // `RUN sleep 3 && touch ran`
-        ("before_agent_start", "working"),
-        ("tool_execution_start", "working"),
-        ("tool_execution_end", "working"),
-        ("atm_usage", "working"),
-        ("atm_usage", "working"),
-        ("agent_end", "idle"),
+        &[
+            ("before_agent_start", "working"),
+            ("tool_execution_start", "working"),
+        ],
+        TOOL_END_AND_TURN_END,
         // `RUN rm -f victim`, the confirm dialog approved
-        ("before_agent_start", "working"),
-        ("tool_execution_start", "working"),
-        ("atm_needs_input_open", "needs_permission"),
-        ("atm_needs_input_resolved", "working"),
-        ("tool_execution_end", "working"),
-        ("atm_usage", "working"),
-        ("atm_usage", "working"),
-        ("agent_end", "idle"),
+        TOOL_BEHIND_A_DIALOG,
+        TOOL_END_AND_TURN_END,
         // /quit
-        ("session_shutdown", "gone"),
+        &[("session_shutdown", "gone")],
     ]);
     assert_eq!(seen, expected);
 }
@@ -263,31 +280,19 @@ async fn real_pi_tool_confirm_approved_and_quit() {
 async fn real_pi_confirm_and_select_declined_and_esc() {
     let seen = replay_real("declined").await;
     let expected = steps(&[
-        ("session_start", "starting"),
-        ("atm_usage", "starting"),
-        ("atm_idle", "idle"),
+        STARTUP,
         // `RUN rm -f kept`, the confirm dialog declined (Esc)
-        ("before_agent_start", "working"),
-        ("tool_execution_start", "working"),
-        ("atm_needs_input_open", "needs_permission"),
-        ("atm_needs_input_resolved", "working"),
-        ("tool_execution_end", "working"),
-        ("atm_usage", "working"),
-        ("atm_usage", "working"),
-        ("agent_end", "idle"),
+        TOOL_BEHIND_A_DIALOG,
+        TOOL_END_AND_TURN_END,
         // `RUN rm -rf dir`, pi's permission-gate.ts select answered "No"
-        ("before_agent_start", "working"),
-        ("tool_execution_start", "working"),
-        ("atm_needs_input_open", "needs_permission"),
-        ("atm_needs_input_resolved", "working"),
-        ("tool_execution_end", "working"),
-        ("atm_usage", "working"),
-        ("atm_usage", "working"),
-        ("agent_end", "idle"),
+        TOOL_BEHIND_A_DIALOG,
+        TOOL_END_AND_TURN_END,
         // `be SLOW`, Esc
-        ("before_agent_start", "working"),
-        ("atm_usage", "working"),
-        ("agent_end", "idle"),
+        &[
+            ("before_agent_start", "working"),
+            ("atm_usage", "working"),
+            ("agent_end", "idle"),
+        ],
     ]);
     assert_eq!(seen, expected);
 }
