@@ -20,25 +20,26 @@ fn with_runtime_dir(dir: &Path, runtime: &Path) -> Output {
         1,
     );
     std::fs::write(&config, body).unwrap();
-    let child = Command::new(bin("atmd"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .env("XDG_STATE_HOME", dir.join("state"))
+    let mut atmd = Command::new(bin("atmd"));
+    atmd.env("XDG_STATE_HOME", dir.join("state"))
         .env("HOME", dir)
         .env("ATM_SOCKET", runtime.join("atm.sock"))
-        .env("ATM_HOOKS_SOCKET", runtime.join("hooks.sock"))
+        .env("ATM_HOOKS_SOCKET", runtime.join("hooks.sock"));
+    output_within_10s(atmd, &config)
+}
+
+/// Runs `atmd --config config` (no D-Bus, nothing on stdin) and returns its output once it
+/// exits, or once it is killed after 10 s (an atmd that did not refuse to start).
+fn output_within_10s(mut atmd: Command, config: &Path) -> Output {
+    let mut child = atmd
+        .arg("--config")
+        .arg(config)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    output_within_10s(child)
-}
-
-/// The output of `child` once it exits, or once it is killed after 10 s (an atmd that did not
-/// refuse to start).
-fn output_within_10s(mut child: std::process::Child) -> Output {
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -269,17 +270,7 @@ fn a_second_atmd_refuses_when_started_before_the_runtime_dir_is_back() {
 /// Runs a second atmd with `d`'s config and environment until it exits (killed after 10 s if
 /// it does not refuse to start).
 fn second_atmd(d: &Daemon) -> Output {
-    let second = d
-        .command("atmd")
-        .arg("--config")
-        .arg(&d.config_path)
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    output_within_10s(second)
+    output_within_10s(d.command("atmd"), &d.config_path)
 }
 
 #[test]
