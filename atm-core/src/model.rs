@@ -233,6 +233,25 @@ pub struct Usage {
     pub output_tokens: u64,
     #[serde(default, skip_serializing_if = "RateLimits::is_empty")]
     pub rate_limits: RateLimits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<PromptCache>,
+}
+
+/// The agent's prompt cache, as it reports it (Claude's status line `prompt_cache`): whether
+/// the next request would be served warm, how much has been, and what going cold would cost.
+/// What users weigh before leaving a session idle past the cache's time to live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromptCache {
+    pub warm: bool,
+    /// Share of requests served from the cache, 0-1.
+    pub hit_ratio: f64,
+    /// When the cache goes cold if nothing is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub requests: u64,
+    pub misses: u64,
+    /// Input tokens that would be written to the cache again once it is cold.
+    pub recache_tokens_if_cold: u64,
 }
 
 /// A partial usage report, as adapters send it. `None` leaves the known value alone.
@@ -252,6 +271,7 @@ pub struct UsageUpdate {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub rate_limits: Option<RateLimits>,
+    pub prompt_cache: Option<PromptCache>,
     pub cwd: Option<String>,
     /// Git facts; `Some("")` clears the known value (the cwd is no longer in a repository).
     pub project_root: Option<String>,
@@ -404,6 +424,16 @@ impl Session {
             for (name, limit) in rl {
                 us.rate_limits.insert(name.clone(), limit.clone());
             }
+        }
+        if let Some(cache) = u.prompt_cache {
+            us.prompt_cache = Some(PromptCache {
+                hit_ratio: if cache.hit_ratio.is_finite() {
+                    cache.hit_ratio.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                },
+                ..cache
+            });
         }
         set_opt(&mut self.cwd, &u.cwd);
         // Git facts: an empty string clears (the cwd left the repository).

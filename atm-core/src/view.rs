@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AgentState, Attention, RateLimits, Session};
+use crate::model::{AgentState, Attention, PromptCache, RateLimits, Session};
 use crate::text::prefix_chars;
 
 /// View text: borrowed from the session where it can be, owned where it is computed.
@@ -91,6 +91,8 @@ pub struct SessionView<'a> {
     pub rss_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<Text<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<PromptCache>,
 }
 
 /// `1m 5s`, `2h 3m`, `42s`.
@@ -233,6 +235,7 @@ impl<'a> SessionView<'a> {
             cpu_percent: s.cpu_percent.map(round1),
             rss_bytes: s.rss_bytes,
             agent_version: s.agent_version.as_deref().map(Cow::Borrowed),
+            prompt_cache: u.prompt_cache,
         }
     }
 
@@ -288,6 +291,7 @@ impl<'a> SessionView<'a> {
             cpu_percent,
             rss_bytes,
             agent_version,
+            prompt_cache,
         } = self;
         SessionView {
             id: own(id),
@@ -336,6 +340,7 @@ impl<'a> SessionView<'a> {
             cpu_percent,
             rss_bytes,
             agent_version: agent_version.map(own),
+            prompt_cache,
         }
     }
 }

@@ -9,7 +9,7 @@
 use atm_core::SessionId;
 use atm_core::chrono::{DateTime, Utc};
 use atm_core::fields::{self, Object};
-use atm_core::model::{RateLimit, RateLimits, UsageUpdate};
+use atm_core::model::{PromptCache, RateLimit, RateLimits, UsageUpdate};
 use atm_core::protocol::WireError;
 use atm_core::registry::limits;
 use atm_core::serde_json::Value;
@@ -61,6 +61,7 @@ pub fn parse_status_object(obj: &Object) -> Result<StatusLine, WireError> {
         context(cw, &mut usage);
     }
     usage.rate_limits = fields::opt_object(obj, "rate_limits").and_then(rate_limits);
+    usage.prompt_cache = fields::opt_object(obj, "prompt_cache").and_then(prompt_cache);
     git_facts(obj, workspace, &mut usage);
     Ok(StatusLine {
         session_id,
@@ -148,6 +149,26 @@ fn rate_limits(obj: &Object) -> Option<RateLimits> {
     (!limits.is_empty()).then_some(limits)
 }
 
+/// `prompt_cache: {warm, hit_ratio, expires_at, requests, misses, recache_tokens_if_cold, ...}`
+/// (Claude Code 2.1.332; `expires_at` in Unix seconds or null). A block without `warm` is
+/// not a report.
+fn prompt_cache(obj: &Object) -> Option<PromptCache> {
+    let warm = obj.get("warm").and_then(Value::as_bool)?;
+    Some(PromptCache {
+        warm,
+        hit_ratio: fields::opt_f64(obj, "hit_ratio")
+            .filter(|r| r.is_finite())
+            .map_or(0.0, |r| r.clamp(0.0, 1.0)),
+        expires_at: obj
+            .get("expires_at")
+            .and_then(Value::as_i64)
+            .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
+        requests: fields::opt_u64(obj, "requests").unwrap_or(0),
+        misses: fields::opt_u64(obj, "misses").unwrap_or(0),
+        recache_tokens_if_cold: fields::opt_u64(obj, "recache_tokens_if_cold").unwrap_or(0),
+    })
+}
+
 /// `workspace.project_dir` -> project root; `workspace.git_worktree` (a path, or an object
 /// with `path` / `branch`) and the top-level `worktree` block (`claude --worktree`) ->
 /// worktree path and branch.
@@ -206,6 +227,53 @@ mod tests {
                             "seven_day": {"used_percentage": 41.2, "resets_at": "2026-11-30T00:00:00Z"}},
             "pid": 4242, "tmux_pane": "%5"
         })
+    }
+
+    #[test]
+    fn reads_the_prompt_cache_as_claude_2_1_332_sends_it() {
+        let mut v = full();
+        v["prompt_cache"] = json!({"warm": true, "caching_observed": true, "ttl": "5m",
+            "expires_at": 1_796_234_500, "requests": 4, "misses": 1, "expected_rebuilds": 0,
+            "hit_ratio": 0.75, "cache_write_tokens": 1200, "miss_recache_tokens": 0,
+            "last_miss_at": null, "last_miss_cause": null, "miss_causes": {},
+            "recache_tokens_if_cold": 5400});
+        let cache = parse_status_line(&v).unwrap().usage.prompt_cache.unwrap();
+        assert_eq!(
+            cache,
+            PromptCache {
+                warm: true,
+                hit_ratio: 0.75,
+                expires_at: DateTime::from_timestamp(1_796_234_500, 0),
+                requests: 4,
+                misses: 1,
+                recache_tokens_if_cold: 5400,
+            }
+        );
+        // The first status line of a session: cold, nothing expires yet.
+        v["prompt_cache"] = json!({"warm": false, "expires_at": null, "hit_ratio": 0,
+            "requests": 1, "misses": 0, "recache_tokens_if_cold": 1200});
+        let cold = parse_status_line(&v).unwrap().usage.prompt_cache.unwrap();
+        assert_eq!((cold.warm, cold.expires_at), (false, None));
+        for odd in [
+            json!(null),
+            json!("warm"),
+            json!({"hit_ratio": 0.5}),
+            json!({"warm": "yes"}),
+        ] {
+            v["prompt_cache"] = odd.clone();
+            assert_eq!(
+                parse_status_line(&v).unwrap().usage.prompt_cache,
+                None,
+                "{odd}"
+            );
+        }
+        v["prompt_cache"] = json!({"warm": true, "hit_ratio": 7.5, "expires_at": 1e300,
+            "requests": -3});
+        let clamped = parse_status_line(&v).unwrap().usage.prompt_cache.unwrap();
+        assert_eq!(
+            (clamped.hit_ratio, clamped.expires_at, clamped.requests),
+            (1.0, None, 0)
+        );
     }
 
     #[test]
