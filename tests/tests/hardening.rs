@@ -108,6 +108,16 @@ fn status_answers_within_a_second_when_the_daemon_is_stopped() {
     assert!(took < Duration::from_millis(1500), "took {took:?}");
 }
 
+/// Writes `body` as the config file at `path` and runs `atmd check-config` on it.
+fn check_config(path: &Path, body: &str) -> Output {
+    std::fs::write(path, body).unwrap();
+    Command::new(bin("atmd"))
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 /// Durations `check-config` used to accept and that then overflowed time arithmetic: the
 /// notify sink's rate limit, the socket sink's handshake timeout, the registry's debounce.
 const OVERFLOWING: [(&str, &str); 3] = [
@@ -136,12 +146,7 @@ fn overflowing_durations_are_refused_by_check_config_and_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     for (body, key) in OVERFLOWING {
         let path = tmp.path().join(format!("{key}.toml"));
-        std::fs::write(&path, body).unwrap();
-        let out = Command::new(bin("atmd"))
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = check_config(&path, body);
         assert_eq!(out.status.code(), Some(2), "{key}: {out:?}");
         assert_names_key_and_range(&String::from_utf8_lossy(&out.stderr), key);
         // The line and column of the value, like every other config error.
@@ -299,13 +304,7 @@ fn sizes_out_of_range_are_refused_by_check_config() {
             "max_popups",
         ),
     ] {
-        let path = tmp.path().join("c.toml");
-        std::fs::write(&path, body).unwrap();
-        let out = Command::new(bin("atmd"))
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = check_config(&tmp.path().join("c.toml"), body);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{body}: {stderr}");
         assert!(
