@@ -47,6 +47,11 @@ pub fn basic_config(extra: &str) -> String {
     )
 }
 
+/// [`basic_config`] with `daemon` (`key = value` lines) added to its `[daemon]` table.
+pub fn config_with_daemon(daemon: &str) -> String {
+    basic_config("").replacen("[daemon]\n", &format!("[daemon]\n{daemon}"), 1)
+}
+
 /// A running `atmd` in its own temporary directories. Killed on drop.
 pub struct Daemon {
     pub child: Option<Child>,

@@ -8,17 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use atm_tests::{Daemon, basic_config, bin};
+use atm_tests::{Daemon, basic_config, bin, config_with_daemon};
 
 /// Runs atmd with `[daemon] runtime_dir = runtime` and its state under `dir`, without waiting
 /// for sockets: these daemons are expected to refuse to start (killed after 10 s if they do).
 fn with_runtime_dir(dir: &Path, runtime: &Path) -> Output {
     let config = dir.join("plugins.toml");
-    let body = basic_config("").replacen(
-        "[daemon]\n",
-        &format!("[daemon]\nruntime_dir = \"{}\"\n", runtime.display()),
-        1,
-    );
+    let body = config_with_daemon(&format!("runtime_dir = \"{}\"\n", runtime.display()));
     std::fs::write(&config, body).unwrap();
     let mut atmd = Command::new(bin("atmd"));
     atmd.env("XDG_STATE_HOME", dir.join("state"))
