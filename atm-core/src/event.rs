@@ -161,6 +161,10 @@ pub struct EventSource {
     pub cwd: Option<String>,
     /// Set when the event comes from inside a subagent of the session (Claude's `agent_id`).
     pub subagent_id: Option<String>,
+    /// The agent's id of the turn the event belongs to (Codex's `turn_id`, Claude's
+    /// `prompt_id`); the session shows its current turn.
+    #[serde(default)]
+    pub turn_id: Option<String>,
     /// The adapter's name, for provenance.
     pub adapter: String,
 }
@@ -174,6 +178,7 @@ impl EventSource {
             tmux_pane: None,
             cwd: None,
             subagent_id: None,
+            turn_id: None,
             adapter: adapter.to_owned(),
         }
     }

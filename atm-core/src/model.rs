@@ -325,6 +325,10 @@ pub struct Session {
     pub last_activity: DateTime<Utc>,
     /// When the current (or last) turn started: the first prompt or tool after idle.
     pub turn_started_at: Option<DateTime<Utc>>,
+    /// The agent's id of the current (or last) turn, when it names turns (Codex's `turn_id`,
+    /// Claude's `prompt_id`).
+    #[serde(default)]
+    pub turn_id: Option<String>,
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
     /// Which adapter saw this session first (`claude-hooks`, `proc-discovery`, ...).
@@ -374,6 +378,7 @@ impl Session {
             started_at: now,
             last_activity: now,
             turn_started_at: None,
+            turn_id: None,
             cpu_percent: None,
             rss_bytes: None,
             source: source.to_owned(),

@@ -93,6 +93,8 @@ pub struct SessionView<'a> {
     pub agent_version: Option<Text<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_cache: Option<PromptCache>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<Text<'a>>,
 }
 
 /// `1m 5s`, `2h 3m`, `42s`.
@@ -236,6 +238,7 @@ impl<'a> SessionView<'a> {
             rss_bytes: s.rss_bytes,
             agent_version: s.agent_version.as_deref().map(Cow::Borrowed),
             prompt_cache: u.prompt_cache,
+            turn_id: s.turn_id.as_deref().map(Cow::Borrowed),
         }
     }
 
@@ -292,6 +295,7 @@ impl<'a> SessionView<'a> {
             rss_bytes,
             agent_version,
             prompt_cache,
+            turn_id,
         } = self;
         SessionView {
             id: own(id),
@@ -341,6 +345,7 @@ impl<'a> SessionView<'a> {
             rss_bytes,
             agent_version: agent_version.map(own),
             prompt_cache,
+            turn_id: turn_id.map(own),
         }
     }
 }

@@ -289,6 +289,9 @@ fn start_permission_approve_turn_end_and_quit_match_the_screen() {
     );
     let thread = waiting["id"].clone();
     let daemon = c.daemon_pid().expect("Codex started its background daemon");
+    // Codex names its turns (`turn_id` on every hook of the turn).
+    let turn = waiting["turn_id"].clone();
+    assert!(turn.as_str().is_some_and(|t| !t.is_empty()), "{waiting:#}");
 
     c.lab
         .press_until(&["y"], "the dialog closing", |s| !approval(s));
@@ -298,6 +301,7 @@ fn start_permission_approve_turn_end_and_quit_match_the_screen() {
     assert!(target.exists(), "the approved command ran");
     let idle = c.wait_state("idle");
     assert!(idle["attention"].is_null(), "{idle:#}");
+    assert_eq!(idle["turn_id"], turn, "the same turn ended: {idle:#}");
     assert_eq!(
         idle["id"], thread,
         "the title thread's notify did not re-key it"

@@ -82,6 +82,11 @@ fn the_recorded_session_replays_to_the_states_the_screen_showed() {
             Some(state) => all.len() == 1 && all[0]["state"] == state && cache_shown(&all[0]),
             None => all.is_empty(),
         });
+        let recorded: Value = serde_json::from_slice(&payload).unwrap();
+        if let (Some(s), false) = (sessions.first(), statusline) {
+            // The turn is Claude's `prompt_id`, which every hook of a turn carries.
+            assert_eq!(s["turn_id"], recorded["prompt_id"], "{name}: {s:#}");
+        }
         if let Some(s) = sessions.first() {
             assert_eq!(s["harness"], "claude");
             assert_eq!(s["tmux_pane"], "%4");

@@ -147,11 +147,14 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
         tmux_pane: fields::tmux_pane(obj),
         cwd: fields::opt_str(obj, "cwd").map(str::to_owned),
         subagent_id,
+        turn_id: None,
         event,
         known,
         want_reply: false,
         event_name,
-    })
+    }
+    // Every hook of one turn carries the same `prompt_id` (2.1.332), a turn id.
+    .with_turn_id(fields::opt_str(obj, "prompt_id")))
 }
 
 fn activity(what: &str) -> AgentEvent {
@@ -317,6 +320,19 @@ mod tests {
 
     fn translated(name: &str, extra: Value) -> Translation {
         translate(&hook(name, extra)).unwrap()
+    }
+
+    #[test]
+    fn the_prompt_id_is_the_turn() {
+        let id = "791b120b-48fa-479a-83e8-aa91019e21c4";
+        let t = translated("PreToolUse", json!({"prompt_id": id, "tool_name": "Bash"}));
+        assert_eq!(t.turn_id.as_deref(), Some(id));
+        for odd in [json!({}), json!({"prompt_id": ""}), json!({"prompt_id": 5})] {
+            assert_eq!(translated("Stop", odd).turn_id, None);
+        }
+        let long = "p".repeat(10_000);
+        let t = translated("Stop", json!({"prompt_id": long}));
+        assert!(t.turn_id.unwrap().chars().count() <= limits::ID);
     }
 
     fn event(name: &str, extra: Value) -> AgentEvent {

@@ -136,6 +136,7 @@ fn hook(obj: &Object) -> Result<Translation, WireError> {
     };
     Ok(Translation::new(event_name, session_id, event)
         .with_hook_fields(obj)
+        .with_turn_id(fields::opt_str(obj, "turn_id"))
         .known_among(&[KNOWN_EVENTS, ACTIVITY_EVENTS]))
 }
 
@@ -166,7 +167,9 @@ fn notify(obj: &Object, kind: &str) -> Result<Translation, WireError> {
             what: event_name.clone(),
         }
     };
-    let mut t = Translation::new(event_name, SessionId::new(thread), event).with_hook_fields(obj);
+    let mut t = Translation::new(event_name, SessionId::new(thread), event)
+        .with_hook_fields(obj)
+        .with_turn_id(fields::opt_str(obj, "turn-id").or_else(|| fields::opt_str(obj, "turn_id")));
     t.known = known;
     Ok(t)
 }
@@ -242,6 +245,11 @@ mod tests {
         );
         assert_eq!(t.session_id.as_str(), "s");
         assert_eq!(t.cwd.as_deref(), Some("/w"));
+        assert_eq!(t.turn_id.as_deref(), Some("1"));
+        let notify = translate(&json!({"type": "agent-turn-complete", "thread-id": "s",
+            "turn-id": "01a234e8-3a78", "cwd": "/w"}))
+        .unwrap();
+        assert_eq!(notify.turn_id.as_deref(), Some("01a234e8-3a78"));
         use atm_core::ingest_adapter::Translator;
         assert_eq!(<crate::CodexHooks as Translator>::HARNESS, "codex");
     }

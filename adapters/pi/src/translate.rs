@@ -135,6 +135,7 @@ pub fn translate_from(data: &Value, peer_pid: Option<u32>) -> Result<Translation
         tmux_pane,
         cwd,
         subagent_id: None,
+        turn_id: None,
         event,
         known,
         want_reply: false,

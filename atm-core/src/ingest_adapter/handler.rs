@@ -57,6 +57,7 @@ impl<T: Translator> TranslatorHandler<T> {
             tmux_pane: t.tmux_pane,
             cwd: t.cwd,
             subagent_id: t.subagent_id,
+            turn_id: t.turn_id,
             adapter: self.adapter.clone(),
         };
         match self

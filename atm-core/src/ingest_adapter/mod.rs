@@ -57,6 +57,9 @@ pub struct Translation {
     pub cwd: Option<String>,
     /// Set when the event was raised inside a subagent of the session.
     pub subagent_id: Option<String>,
+    /// The agent's id of the turn the event belongs to (Codex's `turn_id`, Claude's
+    /// `prompt_id`), when it names one.
+    pub turn_id: Option<String>,
     /// What to apply. `None`: the event is deliberately ignored (counted as such).
     pub event: Option<AgentEvent>,
     /// False for event names the translator does not know (accepted as activity, counted).
@@ -75,6 +78,7 @@ impl Translation {
             tmux_pane: None,
             cwd: None,
             subagent_id: None,
+            turn_id: None,
             event: Some(event),
             known: true,
             want_reply: false,
@@ -88,6 +92,16 @@ impl Translation {
     pub fn known_among(mut self, lists: &[&[&str]]) -> Self {
         let name = self.event_name.as_str();
         self.known = lists.iter().any(|list| list.contains(&name));
+        self
+    }
+
+    /// The turn the event belongs to, as the agent names it (cut to an id's length; empty
+    /// is none).
+    #[must_use]
+    pub fn with_turn_id(mut self, id: Option<&str>) -> Self {
+        self.turn_id = id
+            .filter(|id| !id.is_empty())
+            .map(|id| crate::text::truncate_chars(id, crate::registry::limits::ID));
         self
     }
 

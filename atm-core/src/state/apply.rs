@@ -89,6 +89,7 @@ pub fn apply_event(
                 s.children.clear();
                 s.last_error = None;
                 s.turn_started_at = None;
+                s.turn_id = None;
                 // The old conversation's figures are not the new one's (Claude's next status
                 // line after `/clear` even says `current_usage: null`); what belongs to the
                 // model or the account stays until the agent reports again.
@@ -116,6 +117,10 @@ pub fn apply_event(
             s.git = Default::default();
         }
         _ => {}
+    }
+    // A subagent's events carry the turn of its own conversation, not the session's.
+    if moves_parent && subagent.is_none() && source.turn_id.is_some() {
+        s.turn_id.clone_from(&source.turn_id);
     }
     if source.tmux_pane.is_some() {
         s.tmux_pane.clone_from(&source.tmux_pane);
@@ -340,6 +345,7 @@ mod tests {
             s.children = vec!["a1".into()];
             s.last_error = Some("overloaded".into());
             s.turn_started_at = Some(at(0));
+            s.turn_id = Some("t-old".into());
             s.usage.cost_usd = 2.5;
             s.usage.context_tokens = 90_000;
             s.usage.context_used_percentage = 45.0;
@@ -369,6 +375,7 @@ mod tests {
             assert_eq!(s.children.is_empty(), fresh, "{source_kind:?}");
             assert_eq!(s.last_error.is_none(), fresh, "{source_kind:?}");
             assert_eq!(s.turn_started_at.is_none(), fresh, "{source_kind:?}");
+            assert_eq!(s.turn_id.is_none(), fresh, "{source_kind:?}");
             assert_eq!(s.usage.cost_usd == 0.0, fresh, "{source_kind:?}");
             assert_eq!(s.usage.context_tokens == 0, fresh, "{source_kind:?}");
             assert_eq!(s.usage.context_used_percentage == 0.0, fresh);
@@ -647,5 +654,35 @@ mod tests {
             (s.state, s.activity.as_deref(), s.awaits_background),
             (S::Idle, Some("Background: shell sleep 9"), false)
         );
+    }
+
+    #[test]
+    fn the_session_shows_its_main_agents_current_turn() {
+        let mut s = session(S::Idle);
+        let turn = |id: &str| {
+            let mut src = source();
+            src.turn_id = Some(id.into());
+            src
+        };
+        apply_event(&mut s, &turn("t1"), &prompt("go"), at(1));
+        assert_eq!(s.turn_id.as_deref(), Some("t1"));
+        // Events that name no turn keep it; a subagent's turn is its own.
+        apply_event(
+            &mut s,
+            &source(),
+            &AgentEvent::ToolFinished { tool: None },
+            at(2),
+        );
+        let mut sub = turn("t-sub");
+        sub.subagent_id = Some("a1".into());
+        apply_event(
+            &mut s,
+            &sub,
+            &AgentEvent::ToolFinished { tool: None },
+            at(3),
+        );
+        assert_eq!(s.turn_id.as_deref(), Some("t1"));
+        apply_event(&mut s, &turn("t2"), &prompt("next"), at(4));
+        assert_eq!(s.turn_id.as_deref(), Some("t2"));
     }
 }
