@@ -59,6 +59,17 @@ async fn set_cost(harness: &TestHarness, i: usize, cost: f64) {
         .unwrap();
 }
 
+/// `min, median, max` of sorted timings, in milliseconds.
+fn spread(sorted: &[Duration]) -> String {
+    let ms = |i: usize| sorted[i].as_secs_f64() * 1000.0;
+    format!(
+        "min {:.2} ms, median {:.2} ms, max {:.2} ms",
+        ms(0),
+        ms(sorted.len() / 2),
+        ms(sorted.len() - 1)
+    )
+}
+
 /// One `list_sessions`, from the request written to the whole reply line read.
 async fn timed_list(
     w: &mut OwnedWriteHalf,
@@ -183,7 +194,6 @@ async fn run() {
     }
     apart.sort();
 
-    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     println!("list_sessions of {SESSIONS} sessions over the socket (request -> whole line read)");
     println!(
         "  fill: {:.2} s for {} registry events",
@@ -196,22 +206,16 @@ async fn run() {
         bytes / SESSIONS
     );
     println!(
-        "  one change before each list:  min {:.2} ms, median {:.2} ms, max {:.2} ms ({ROUNDS} rounds)",
-        ms(&after_change[0]),
-        ms(&after_change[after_change.len() / 2]),
-        ms(&after_change[after_change.len() - 1])
+        "  one change before each list:  {} ({ROUNDS} rounds)",
+        spread(&after_change)
     );
     println!(
-        "  unchanged, back to back:      min {:.2} ms, median {:.2} ms, max {:.2} ms ({ROUNDS} rounds)",
-        ms(&back_to_back[0]),
-        ms(&back_to_back[back_to_back.len() / 2]),
-        ms(&back_to_back[back_to_back.len() - 1])
+        "  unchanged, back to back:      {} ({ROUNDS} rounds)",
+        spread(&back_to_back)
     );
     println!(
-        "  unchanged, a second apart:    min {:.2} ms, median {:.2} ms, max {:.2} ms (5 rounds)",
-        ms(&apart[0]),
-        ms(&apart[apart.len() / 2]),
-        ms(&apart[apart.len() - 1])
+        "  unchanged, a second apart:    {} (5 rounds)",
+        spread(&apart)
     );
     println!(
         "  memory (RSS) for {SESSIONS} sessions: registry {:.2} KiB per session, socket sink {:.2} KiB per session",
