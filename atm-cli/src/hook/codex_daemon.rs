@@ -111,6 +111,14 @@ fn split_nul(bytes: &[u8]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// The TUI with `pid`, in tmux pane `pane`.
+    fn tui(pid: u32, pane: &str) -> CodexProcess {
+        CodexProcess::Tui {
+            pid,
+            tmux_pane: Some(pane.into()),
+        }
+    }
+
     /// A fake `/proc` entry: comm, NUL-separated cmdline and environ, and a cwd symlink.
     fn entry(root: &Path, pid: u32, comm: &str, args: &[&str], env: &[&str], cwd: &Path) {
         let d = root.join(pid.to_string());
@@ -163,20 +171,8 @@ mod tests {
             &b,
         );
         entry(r, 50, "node", &["node", "codex"], &home, &b);
-        assert_eq!(
-            resolve(r, 10, Some(&b)),
-            CodexProcess::Tui {
-                pid: 30,
-                tmux_pane: Some("%1".into())
-            }
-        );
-        assert_eq!(
-            resolve(r, 10, Some(&a)),
-            CodexProcess::Tui {
-                pid: 20,
-                tmux_pane: Some("%0".into())
-            }
-        );
+        assert_eq!(resolve(r, 10, Some(&b)), tui(30, "%1"));
+        assert_eq!(resolve(r, 10, Some(&a)), tui(20, "%0"));
         // Not the daemon: the ancestor itself is the agent.
         assert_eq!(resolve(r, 20, Some(&a)), CodexProcess::Own);
         // No TUI there any more, no cwd, or two TUIs in one directory: neither PID nor pane.
@@ -187,13 +183,7 @@ mod tests {
         // Garbage in /proc is skipped.
         std::fs::create_dir_all(r.join("70")).unwrap();
         std::fs::write(r.join("70/comm"), [0xff, 0xfe]).unwrap();
-        assert_eq!(
-            resolve(r, 10, Some(&a)),
-            CodexProcess::Tui {
-                pid: 20,
-                tmux_pane: Some("%0".into())
-            }
-        );
+        assert_eq!(resolve(r, 10, Some(&a)), tui(20, "%0"));
         assert_eq!(resolve(r, 999, Some(&a)), CodexProcess::Own);
     }
 }
