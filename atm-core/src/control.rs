@@ -76,8 +76,7 @@ impl ControlBus {
             }
         }
         let mut total = RescanReport::default();
-        let deadline =
-            crate::plugin::duration::deadline_after(tokio::time::Instant::now(), timeout);
+        let deadline = crate::duration::deadline_after(tokio::time::Instant::now(), timeout);
         for rx in waits {
             if let Ok(Ok(r)) = tokio::time::timeout_at(deadline, rx).await {
                 total.discovered += r.discovered;

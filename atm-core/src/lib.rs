@@ -26,6 +26,7 @@
 
 pub mod coalesce;
 pub mod control;
+pub mod duration;
 pub mod event;
 pub mod fields;
 pub mod follow;

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::duration::deadline_after;
 use crate::model::Session;
-use crate::plugin::duration::deadline_after;
 
 /// Bumped when the file's meaning changes; older files are moved aside, not misread.
 pub const SNAPSHOT_VERSION: u32 = 1;
