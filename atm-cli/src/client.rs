@@ -17,7 +17,7 @@ use std::time::Duration;
 use atm_core::protocol::client_line;
 use atm_core::{AgentState, SessionView};
 
-pub use crate::format::{format_details, format_table, format_watch};
+pub use crate::format::{format_details, format_table, format_watch_line};
 use serde_json::{Map, Value, json};
 
 /// How long a request may wait for its reply.
@@ -351,6 +351,32 @@ pub fn watch(args: &WatchArgs) -> anyhow::Result<ExitCode> {
             out.flush().map_err(out_err)?;
         }
     })
+}
+
+/// `watch`'s lines for one message (a list gives one line per session).
+pub fn format_watch(msg: &Value) -> Result<Vec<String>, ClientError> {
+    match msg.get("type").and_then(Value::as_str) {
+        Some("session_updated") => {
+            let v = view_of(msg.get("session").unwrap_or(&Value::Null))?;
+            Ok(vec![format_watch_line(&v)])
+        }
+        Some("session_removed") => {
+            let id = msg.get("session_id").and_then(Value::as_str).unwrap_or("?");
+            Ok(vec![format!(
+                "{}  removed",
+                atm_core::text::prefix_chars(id, 8)
+            )])
+        }
+        Some("session_list") => {
+            let sessions = sessions_of(msg.clone())?;
+            let mut lines = vec![format!("{} sessions", sessions.len())];
+            for s in &sessions {
+                lines.push(format_watch_line(&view_of(s)?));
+            }
+            Ok(lines)
+        }
+        _ => Ok(Vec::new()),
+    }
 }
 
 pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {

@@ -1,11 +1,8 @@
 //! The human-readable renderings of `atmctl list`, `watch` and `get`: a table padded by
 //! characters (ids and paths may be non-ASCII), one line per update, and `key: value` details.
-//! Pure functions of session views, apart from the socket code in [`crate::client`].
+//! Pure functions of session views; decoding the daemon's messages is [`crate::client`]'s.
 
 use atm_core::SessionView;
-use serde_json::Value;
-
-use crate::client::{ClientError, sessions_of, view_of};
 
 /// The last component of the project root, else of the working directory.
 pub(crate) fn project_name(v: &SessionView) -> String {
@@ -77,42 +74,18 @@ pub fn format_table(views: &[SessionView]) -> String {
     out
 }
 
-/// `watch`'s lines for one message (a list gives one line per session).
-pub fn format_watch(msg: &Value) -> Result<Vec<String>, ClientError> {
-    let line_for = |v: &SessionView| {
-        format!(
-            "{}  {}  {}  {}  {}  {:.0}%  {}",
-            v.id_short,
-            v.harness,
-            v.state,
-            activity(v),
-            project_name(v),
-            v.context_percentage,
-            v.cost_display
-        )
-    };
-    match msg.get("type").and_then(Value::as_str) {
-        Some("session_updated") => {
-            let v = view_of(msg.get("session").unwrap_or(&Value::Null))?;
-            Ok(vec![line_for(&v)])
-        }
-        Some("session_removed") => {
-            let id = msg.get("session_id").and_then(Value::as_str).unwrap_or("?");
-            Ok(vec![format!(
-                "{}  removed",
-                atm_core::text::prefix_chars(id, 8)
-            )])
-        }
-        Some("session_list") => {
-            let sessions = sessions_of(msg.clone())?;
-            let mut lines = vec![format!("{} sessions", sessions.len())];
-            for s in &sessions {
-                lines.push(line_for(&view_of(s)?));
-            }
-            Ok(lines)
-        }
-        _ => Ok(Vec::new()),
-    }
+/// `watch`'s line for one session.
+pub fn format_watch_line(v: &SessionView) -> String {
+    format!(
+        "{}  {}  {}  {}  {}  {:.0}%  {}",
+        v.id_short,
+        v.harness,
+        v.state,
+        activity(v),
+        project_name(v),
+        v.context_percentage,
+        v.cost_display
+    )
 }
 
 /// `get`'s details, one `key: value` per line.
