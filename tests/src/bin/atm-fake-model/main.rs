@@ -21,9 +21,11 @@
 //!
 //! Providers: Anthropic Messages (`POST /v1/messages`, used by Claude Code, and by pi through a
 //! custom provider with `"api": "anthropic-messages"`) and OpenAI Responses
-//! (`POST /v1/responses`, used by Codex CLI; see [`openai`]).
+//! (`POST /v1/responses`, used by Codex CLI; see [`openai`]), and OpenAI Chat Completions
+//! (`POST /v1/chat/completions`, used by opencode through a custom provider; see [`chat`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test tool
 
+mod chat;
 mod openai;
 
 use std::convert::Infallible;
@@ -289,6 +291,7 @@ async fn main() {
         .route("/v1/messages", post(anthropic_messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/responses", post(openai::responses))
+        .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(openai::models))
         .fallback(|req: axum::extract::Request| async move {
             eprintln!("unhandled: {} {}", req.method(), req.uri());
