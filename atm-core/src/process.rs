@@ -33,9 +33,16 @@ pub fn identity(pid: u32) -> Option<ProcessIdentity> {
     identity_in(Path::new(PROC_ROOT), pid)
 }
 
-/// True when the process that `id` names is still running (same PID *and* start time).
+/// True when the process that `id` names is still running (same PID *and* start time, and not
+/// a zombie: a process that exited stays in `/proc` as `Z` until its parent reaps it, which a
+/// parent may put off for long, as tmux does for a pane's agent under `remain-on-exit`).
 pub fn is_alive_in(proc_root: &Path, id: ProcessIdentity) -> bool {
-    identity_in(proc_root, id.pid).is_some_and(|now| now.start_time == id.start_time)
+    let Ok(pid) = i32::try_from(id.pid) else {
+        return false;
+    };
+    procfs::process::Process::new_with_root(proc_root.join(pid.to_string()))
+        .and_then(|p| p.stat())
+        .is_ok_and(|st| st.starttime == id.start_time && !matches!(st.state, 'Z' | 'X' | 'x'))
 }
 
 pub fn is_alive(id: ProcessIdentity) -> bool {
@@ -135,6 +142,28 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!is_alive(id));
+    }
+
+    #[test]
+    fn an_unreaped_child_is_dead() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let id = identity(child.id()).unwrap();
+        child.kill().unwrap();
+        // Not reaped yet: a zombie, still in /proc with the same start time.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_alive(id) {
+            assert!(Instant::now() < deadline, "a zombie counted as alive");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            identity(child.id()),
+            Some(id),
+            "still in /proc until reaped"
+        );
+        child.wait().unwrap();
     }
 
     #[test]
