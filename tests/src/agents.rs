@@ -146,6 +146,21 @@ impl AgentLab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The command that runs a program in the agent's network namespace (`nsenter --net=...`;
+    /// empty when the lab has none), for a daemon that must reach the agent's loopback
+    /// (opencode's server): set it as [`Daemon::wrapper`] and respawn the daemon.
+    pub fn netns_prefix(&self) -> Vec<String> {
+        let pid = std::fs::read_to_string(self.dir.path().join("model.pid")).unwrap_or_default();
+        if !netns_available() || pid.trim().is_empty() {
+            return Vec::new();
+        }
+        vec![
+            "nsenter".to_owned(),
+            format!("--net=/proc/{}/ns/net", pid.trim()),
+            "--".to_owned(),
+        ]
+    }
+
     /// Runs the agent (the same command and environment) in a second pane beside the first,
     /// in `cwd`; returns its pane id (`%N`), the target of the `*_in` methods.
     pub fn open_pane(&self, cwd: &Path) -> String {

@@ -58,6 +58,9 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// A command atmd runs under (`nsenter --net=...`), empty for none; see
+    /// [`crate::agents::AgentLab::netns_prefix`].
+    pub wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -114,6 +117,7 @@ impl Daemon {
             dir,
             config_path,
             log_path,
+            wrapper: Vec::new(),
         };
         d.spawn();
         d
@@ -133,7 +137,14 @@ impl Daemon {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let mut cmd = Command::new(bin("atmd"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(bin("atmd"));
+                c
+            }
+            None => Command::new(bin("atmd")),
+        };
         cmd.arg("--config")
             .arg(&self.config_path)
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
