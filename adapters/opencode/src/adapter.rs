@@ -18,23 +18,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use atm_core::event::{AgentEvent, EventEnvelope, EventSource};
-use atm_core::model::Harness;
+use std::collections::HashMap;
+use std::path::Path;
+
+use atm_core::async_trait;
+use atm_core::model::{Harness, ProcessIdentity, Session};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
-use atm_core::tracing::{debug, info, warn};
-use atm_core::{AgentState, ApplyOutcome, async_trait};
-use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
+use atm_core::registry_follow::{Followed, RegistryFollower};
+use atm_core::tracing::{debug, info};
+use hyper::Uri;
+use hyper::header::HeaderValue;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::sse::{MAX_EVENT_BYTES, SseItem, SseParser};
-use crate::translate::{Translation, parse, translate};
+use crate::discover::{listening, same_netns, server_process};
+use crate::server::{Server, Shared, StreamError};
+use crate::sse::MAX_EVENT_BYTES;
+
+/// How long a found opencode process is looked at for a listening port before it is taken
+/// to have none (a TUI started without `--port`); after that, once every
+/// [`PORT_RECHECK`].
+const PORT_PATIENCE: Duration = Duration::from_secs(20);
+const PORT_RECHECK: Duration = Duration::from_secs(30);
+
+/// A configured server's sessions updated within this long are listed on connect.
+const RECENT: Duration = Duration::from_secs(30 * 60);
 
 /// The first retry delay; it doubles up to `max_backoff` while the server stays away.
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
@@ -45,8 +53,12 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 pub struct OpencodeConfig {
     /// The opencode server, e.g. `http://127.0.0.1:4096` (`opencode serve --port 4096`). The
     /// event stream is `<url>/event`; a URL that already ends in `/event` is used as it is.
-    /// Absent: the adapter stays idle.
+    /// Absent: running opencode processes are found instead (see `discover`).
     pub url: Option<String>,
+    /// Without `url`: follow every opencode process proc-discovery finds that listens on a
+    /// loopback port (the TUI started with `--port`, `opencode serve`). `false`: stay idle.
+    #[serde(default = "default_discover")]
+    pub discover: bool,
     /// Longest wait between reconnection attempts (250 ms to 24 h).
     #[serde(
         with = "atm_core::plugin::duration::Within::<250, 86_400_000>",
@@ -61,6 +73,10 @@ pub struct OpencodeConfig {
     pub connect_timeout: Duration,
 }
 
+fn default_discover() -> bool {
+    true
+}
+
 fn default_max_backoff() -> Duration {
     Duration::from_secs(30)
 }
@@ -73,6 +89,7 @@ impl Default for OpencodeConfig {
     fn default() -> Self {
         Self {
             url: None,
+            discover: true,
             max_backoff: default_max_backoff(),
             connect_timeout: default_connect_timeout(),
         }
@@ -81,20 +98,25 @@ impl Default for OpencodeConfig {
 
 /// Where the event stream is, checked when the config is read.
 #[derive(Debug, Clone)]
-struct EventStreamUrl {
+pub(crate) struct EventStreamUrl {
     /// As configured, for logs.
-    display: String,
-    host: String,
-    port: u16,
+    pub display: String,
+    pub host: String,
+    pub port: u16,
     /// The request target (`/event`).
-    target: Uri,
-    /// Where the current busy/idle status of every session is (`/session/status`).
-    status_target: Uri,
-    host_header: HeaderValue,
+    pub target: Uri,
+    /// The server's root path (what precedes `/event`), without a trailing slash.
+    root: String,
+    pub host_header: HeaderValue,
 }
 
 impl EventStreamUrl {
-    fn parse(url: &str) -> Result<Self, ConfigError> {
+    /// The request target of `path` (`/session/status`) under the server's root.
+    pub fn at(&self, path: &str) -> Result<Uri, StreamError> {
+        Uri::from_str(&format!("{}{path}", self.root)).map_err(|e| StreamError::Body(e.to_string()))
+    }
+
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
         let bad = |why: &str| ConfigError::for_key("url", format!("invalid `url` {url:?}: {why}"));
         let uri = Uri::from_str(url.trim()).map_err(|e| bad(&e.to_string()))?;
         match uri.scheme_str() {
@@ -134,8 +156,8 @@ impl EventStreamUrl {
             None => (format!("{given}/event"), given),
         };
         let target = Uri::from_str(&path).map_err(|e| bad(&e.to_string()))?;
-        let status_target =
-            Uri::from_str(&format!("{root}/session/status")).map_err(|e| bad(&e.to_string()))?;
+        Uri::from_str(&format!("{root}/session/status")).map_err(|e| bad(&e.to_string()))?;
+        let root = root.to_owned();
         let host_header =
             HeaderValue::from_str(authority.as_str()).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
@@ -143,7 +165,7 @@ impl EventStreamUrl {
             host,
             port,
             target,
-            status_target,
+            root,
             host_header,
         })
     }
@@ -172,7 +194,7 @@ pub struct OpencodeStats {
 }
 
 impl OpencodeStats {
-    fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -231,15 +253,30 @@ impl OpencodeAdapter {
 #[async_trait]
 impl InputAdapter for OpencodeAdapter {
     async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), PluginError> {
-        let Some(url) = self.url.clone() else {
-            info!(adapter = %ctx.name, "no `url` configured: opencode adapter idle");
-            ctx.cancel.cancelled().await;
-            return Ok(());
-        };
+        let shared = Arc::new(Shared {
+            max_backoff: self.config.max_backoff,
+            connect_timeout: self.config.connect_timeout,
+            max_event_bytes: self.max_event_bytes,
+            recent: RECENT,
+            stats: self.stats.clone(),
+        });
         let cancel = ctx.cancel.clone();
-        tokio::select! {
-            () = cancel.cancelled() => {}
-            () = self.follow(&url, &ctx) => {}
+        match self.url.clone() {
+            Some(url) => {
+                let mut server = Server::new(url, None);
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = server.follow(&shared, &ctx) => {}
+                }
+            }
+            None if self.config.discover => {
+                info!(adapter = %ctx.name, "following the opencode servers of the opencode processes found");
+                discover(shared, &ctx).await?;
+            }
+            None => {
+                info!(adapter = %ctx.name, "no `url` and `discover = false`: opencode adapter idle");
+                cancel.cancelled().await;
+            }
         }
         let s = &self.stats;
         debug!(
@@ -256,256 +293,97 @@ impl InputAdapter for OpencodeAdapter {
     }
 }
 
-/// Why one connection to the event stream ended.
-#[derive(Debug, thiserror::Error)]
-enum StreamError {
-    #[error("cannot connect: {0}")]
-    Connect(std::io::Error),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("HTTP error: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("the server answered {0}, not 200 (is this an opencode server?)")]
-    Status(u16),
-    #[error("the server answered {got:?}, not {expected} (is this an opencode server?)")]
-    ContentType { expected: &'static str, got: String },
-    #[error("unreadable response: {0}")]
-    Body(String),
-    #[error("the server closed the event stream")]
-    Closed,
-}
-
-/// Per-outage bookkeeping: the retry delay and whether the outage was already logged.
-struct Link {
-    backoff: Duration,
-    outage_logged: bool,
-}
-
-impl OpencodeAdapter {
-    /// Connects, reads, reconnects: forever (the caller cancels it).
-    async fn follow(&self, url: &EventStreamUrl, ctx: &AdapterContext) {
-        let mut link = Link {
-            backoff: INITIAL_BACKOFF,
-            outage_logged: false,
+/// Follows the registry for opencode processes (found by proc-discovery) and follows the
+/// server of each, one task per process, until cancelled. No wakeup of its own while no
+/// opencode runs.
+async fn discover(shared: Arc<Shared>, ctx: &AdapterContext) -> Result<(), PluginError> {
+    let (snapshot, mut follower) =
+        RegistryFollower::start(ctx.registry.clone(), ctx.cancel.clone()).await?;
+    let mut servers: HashMap<ProcessIdentity, AbortOnDropHandle<()>> = HashMap::new();
+    let consider = |servers: &mut HashMap<ProcessIdentity, AbortOnDropHandle<()>>, s: &Session| {
+        let Some(p) = s
+            .process
+            .filter(|_| s.harness.as_str() == Harness::OPENCODE)
+        else {
+            return;
         };
-        loop {
-            let err = match self.stream_once(url, ctx, &mut link).await {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            if link.outage_logged {
-                debug!(adapter = %ctx.name, url = %url.display, error = %err, "opencode still unavailable");
-            } else {
-                warn!(
-                    adapter = %ctx.name,
-                    url = %url.display,
-                    error = %err,
-                    "opencode event stream unavailable; retrying with backoff (logged once per outage)"
-                );
-                link.outage_logged = true;
-            }
-            OpencodeStats::bump(&self.stats.failed_attempts);
-            tokio::time::sleep(link.backoff).await;
-            link.backoff = (link.backoff * 2).min(self.config.max_backoff);
+        if servers.contains_key(&p) {
+            return;
         }
+        let (shared, ctx2) = (shared.clone(), ctx.clone());
+        let task = ctx.spawn(async move {
+            tokio::select! {
+                () = ctx2.cancel.cancelled() => {}
+                () = follow_process(&shared, p, &ctx2) => {}
+            }
+        });
+        servers.insert(p, AbortOnDropHandle::new(task));
+    };
+    for s in &snapshot.sessions {
+        consider(&mut servers, s);
     }
+    while let Some(followed) = follower.next().await {
+        let sessions: Vec<Arc<Session>> = match followed {
+            Followed::Changes(changes) => changes
+                .into_iter()
+                .filter(|c| !matches!(c.change, atm_core::registry::SessionChange::Removed { .. }))
+                .map(|c| c.session)
+                .collect(),
+            Followed::Resync { snapshot, .. } => snapshot.sessions,
+        };
+        for s in &sessions {
+            consider(&mut servers, s);
+        }
+        // A finished task's process has exited (or is out of reach): forget it once it is gone.
+        servers.retain(|p, task| !task.is_finished() || atm_core::process::is_alive(*p));
+    }
+    Ok(())
+}
 
-    /// One connection: returns only with the reason it ended.
-    async fn stream_once(
-        &self,
-        url: &EventStreamUrl,
-        ctx: &AdapterContext,
-        link: &mut Link,
-    ) -> Result<std::convert::Infallible, StreamError> {
-        let (resp, _conn) = self.get(url, &url.target, "text/event-stream").await?;
-        OpencodeStats::bump(&self.stats.connections);
-        if link.outage_logged {
-            info!(adapter = %ctx.name, url = %url.display, "opencode event stream back");
+/// Finds the port opencode process `p` listens on and follows its server until it exits.
+async fn follow_process(shared: &Shared, p: ProcessIdentity, ctx: &AdapterContext) {
+    let root = Path::new(atm_core::process::PROC_ROOT);
+    if !same_netns(root, p.pid) {
+        debug!(adapter = %ctx.name, pid = p.pid, "opencode process in another network namespace: its server is out of reach");
+        return;
+    }
+    let started = tokio::time::Instant::now();
+    let mut wait = crate::adapter::INITIAL_BACKOFF;
+    let mut told = false;
+    let listen = loop {
+        if !atm_core::process::is_alive(p) {
+            return;
+        }
+        if let Some(l) = listening(root, p.pid).first() {
+            break *l;
+        }
+        if !told && started.elapsed() >= PORT_PATIENCE {
+            info!(
+                adapter = %ctx.name,
+                pid = p.pid,
+                "this opencode listens on no port, so atm cannot follow its sessions; start it with `opencode --port 0`"
+            );
+            told = true;
+        }
+        tokio::time::sleep(wait).await;
+        wait = if told {
+            PORT_RECHECK
         } else {
-            info!(adapter = %ctx.name, url = %url.display, "following the opencode event stream");
-        }
-        *link = Link {
-            backoff: INITIAL_BACKOFF,
-            outage_logged: false,
+            (wait * 2).min(Duration::from_secs(4))
         };
-        // Events sent while no stream was open are lost; the server's own view of which
-        // sessions are busy brings the registry up to date. The stream is already open, so
-        // nothing that happens from now on is missed either.
-        match self.resync(url, ctx).await {
-            Ok(n) => {
-                debug!(adapter = %ctx.name, busy = n, "opencode session status resynchronised")
-            }
-            Err(e) => {
-                debug!(adapter = %ctx.name, error = %e, "opencode session status unavailable; following events only")
-            }
+    };
+    let Some(info) = server_process(root, p.pid) else {
+        return;
+    };
+    let url = match EventStreamUrl::parse(&listen.url()) {
+        Ok(u) => u,
+        Err(e) => {
+            debug!(adapter = %ctx.name, error = %e, "unusable opencode address");
+            return;
         }
-
-        let mut body = resp.into_body();
-        let mut parser = SseParser::new(self.max_event_bytes);
-        let mut buf = BytesMut::new();
-        loop {
-            let frame = match body.frame().await {
-                None => return Err(StreamError::Closed),
-                Some(frame) => frame?,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers
-            };
-            buf.extend_from_slice(&data);
-            for item in parser.feed(&mut buf) {
-                self.handle(item, ctx).await;
-                // Counted once handled, so a reader of the counter sees its effect applied.
-                OpencodeStats::bump(&self.stats.events);
-            }
-        }
-    }
-
-    /// One GET on a fresh connection: the response (status 200 and the `accept`ed content
-    /// type checked) and the task driving its connection, which must be kept while the body is
-    /// read.
-    async fn get(
-        &self,
-        url: &EventStreamUrl,
-        target: &Uri,
-        accept: &'static str,
-    ) -> Result<
-        (
-            hyper::Response<Incoming>,
-            AbortOnDropHandle<Result<(), hyper::Error>>,
-        ),
-        StreamError,
-    > {
-        let limit = self.config.connect_timeout;
-        let tcp = tokio::time::timeout(limit, TcpStream::connect((url.host.as_str(), url.port)))
-            .await
-            .map_err(|_| StreamError::Timeout(limit))?
-            .map_err(StreamError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        let conn = AbortOnDropHandle::new(tokio::spawn(conn));
-        let mut req = Request::new(Empty::<Bytes>::new());
-        *req.uri_mut() = target.clone();
-        req.headers_mut()
-            .insert(header::HOST, url.host_header.clone());
-        req.headers_mut()
-            .insert(header::ACCEPT, HeaderValue::from_static(accept));
-        let resp = tokio::time::timeout(limit, sender.send_request(req))
-            .await
-            .map_err(|_| StreamError::Timeout(limit))??;
-        if resp.status() != hyper::StatusCode::OK {
-            return Err(StreamError::Status(resp.status().as_u16()));
-        }
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !content_type.starts_with(accept) {
-            return Err(StreamError::ContentType {
-                expected: accept,
-                got: content_type.to_owned(),
-            });
-        }
-        Ok((resp, conn))
-    }
-
-    /// Reads `GET /session/status` (`{"<session id>": {"type": "busy" | "retry" | "idle"}}`,
-    /// listing the sessions that are not idle) and applies it: listed sessions are busy, the
-    /// ones this adapter holds as working or waiting that are not listed have finished. Returns how many
-    /// were busy.
-    async fn resync(
-        &self,
-        url: &EventStreamUrl,
-        ctx: &AdapterContext,
-    ) -> Result<usize, StreamError> {
-        let (resp, _conn) = self
-            .get(url, &url.status_target, "application/json")
-            .await?;
-        let limit = self.config.connect_timeout;
-        let body = tokio::time::timeout(
-            limit,
-            Limited::new(resp.into_body(), self.max_event_bytes).collect(),
-        )
-        .await
-        .map_err(|_| StreamError::Timeout(limit))?
-        .map_err(|e| StreamError::Body(e.to_string()))?
-        .to_bytes();
-        let statuses = crate::translate::parse_statuses(&body)
-            .map_err(|e| StreamError::Body(e.to_string()))?;
-        let busy = statuses.len();
-        let held = match ctx.registry.snapshot().await {
-            Ok(s) => s.sessions,
-            Err(_) => Vec::new(),
-        };
-        for s in held.iter().filter(|s| {
-            s.harness.as_str() == Harness::OPENCODE
-                && s.source == ctx.name
-                && matches!(
-                    s.state,
-                    AgentState::Working | AgentState::NeedsPermission | AgentState::NeedsInput
-                )
-                && !statuses.iter().any(|t| t.session_id == s.id)
-        }) {
-            self.apply(
-                Translation {
-                    event_type: "session.status".to_owned(),
-                    session_id: s.id.clone(),
-                    cwd: None,
-                    event: AgentEvent::TurnFinished,
-                },
-                ctx,
-            )
-            .await;
-        }
-        for t in statuses {
-            self.apply(t, ctx).await;
-        }
-        Ok(busy)
-    }
-
-    async fn handle(&self, item: SseItem, ctx: &AdapterContext) {
-        let data = match item {
-            SseItem::Event(data) => data,
-            SseItem::Oversized => {
-                OpencodeStats::bump(&self.stats.oversized);
-                warn!(
-                    adapter = %ctx.name,
-                    limit = self.max_event_bytes,
-                    "skipped an opencode event larger than the limit"
-                );
-                return;
-            }
-        };
-        let translated = parse(&data).and_then(|v| translate(&v));
-        match translated {
-            Ok(Some(t)) => self.apply(t, ctx).await,
-            Ok(None) => OpencodeStats::bump(&self.stats.ignored),
-            Err(e) => {
-                OpencodeStats::bump(&self.stats.malformed);
-                debug!(adapter = %ctx.name, error = %e, "skipped a malformed opencode event");
-            }
-        }
-    }
-
-    async fn apply(&self, t: Translation, ctx: &AdapterContext) {
-        // A reminder (a repeated `running` part or `busy` status) is the state machine's to
-        // weigh against a wait already shown: nothing here reads the session.
-        let event = t.event;
-        let mut source = EventSource::new(Harness::new(Harness::OPENCODE), t.session_id, &ctx.name);
-        source.cwd = t.cwd;
-        match ctx
-            .registry
-            .apply_event(EventEnvelope::now(source, event))
-            .await
-        {
-            Ok(ApplyOutcome::Ignored) => OpencodeStats::bump(&self.stats.ignored),
-            Ok(_) => OpencodeStats::bump(&self.stats.applied),
-            Err(e) => {
-                OpencodeStats::bump(&self.stats.registry_errors);
-                debug!(adapter = %ctx.name, error = %e, event = %t.event_type, "registry refused an opencode event");
-            }
-        }
-    }
+    };
+    let mut server = Server::new(url, Some((p, info)));
+    server.follow(shared, ctx).await;
 }
 
 #[cfg(test)]

@@ -2,14 +2,21 @@
 //!
 //! - [`sse`]: a bounded Server-Sent Events parser (memory never grows past the event limit);
 //! - [`translate`]: opencode bus events -> `AgentEvent`, pure and fuzzed;
-//! - [`adapter`]: the plugin that follows `<url>/event` and reconnects with backoff.
+//! - [`discover`]: an opencode process's listening port and pane, from `/proc`;
+//! - `server`: following one server (stream, resynchronisation, the end of its sessions);
+//! - [`adapter`]: the plugin: a configured `url`, or the servers of the opencode processes found.
 
 pub mod adapter;
+pub mod discover;
+mod server;
 pub mod sse;
 pub mod translate;
 
 pub use adapter::{OpencodeAdapter, OpencodeConfig, OpencodeStats};
-pub use translate::{EventError, Translation, parse, parse_statuses, translate};
+pub use translate::{
+    EventError, ListedSession, Translation, parse, parse_pending, parse_sessions, parse_statuses,
+    translate,
+};
 
 atm_core::register_plugin! {
     adapter "opencode",

@@ -41,6 +41,8 @@ pub struct Translation {
     pub session_id: SessionId,
     /// The session's directory, when the event carries it.
     pub cwd: Option<String>,
+    /// The parent session, for a subagent's (child) session, when the event carries it.
+    pub parent_id: Option<String>,
     /// Events that repeat while a tool runs (`running` tool parts, `busy` status) are
     /// [`AgentEvent::Reminder`]s: when the session already waits on its user, the state machine
     /// keeps the wait rather than letting an echo of the tool that asked clear it.
@@ -110,6 +112,9 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
     let part = p.get("part").and_then(Value::as_object);
     let mut cwd = None;
     let mut yields = false;
+    let parent_id = info
+        .and_then(|i| str_field(i, "parentID"))
+        .map(|p| one_line_preview(p, limits::ID));
     let (session, event) = match ty {
         "session.created" => {
             let info = info.unwrap_or(p);
@@ -120,6 +125,21 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
                     source: StartSource::Startup,
                     model: None,
                 },
+            )
+        }
+        // The session's running totals: cost in dollars (opencode sums its messages' costs).
+        "session.updated" => {
+            let Some(info) = info else {
+                return Ok(None);
+            };
+            let update = session_usage(info);
+            cwd = update.cwd.clone();
+            if update.is_empty() {
+                return Ok(None);
+            }
+            (
+                str_field(info, "id").or_else(|| str_field(p, "sessionID")),
+                AgentEvent::UsageUpdated(Box::new(update)),
             )
         }
         "session.deleted" => (
@@ -271,6 +291,7 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
         event_type: ty.to_owned(),
         session_id: SessionId::new(session),
         cwd: cwd.map(|c| atm_core::text::truncate_chars(&c, limits::PATH)),
+        parent_id,
         event: if yields {
             AgentEvent::reminder(event)
         } else {
@@ -335,6 +356,86 @@ fn tool_detail(state: &Map<String, Value>) -> Option<String> {
         })
         .map(|t| one_line_preview(t, PREVIEW_CHARS))
         .filter(|t| !t.is_empty())
+}
+
+/// Cost, model and directory from a session's info (`session.updated`, `GET /session`).
+fn session_usage(info: &Map<String, Value>) -> UsageUpdate {
+    UsageUpdate {
+        cost_usd: info
+            .get("cost")
+            .and_then(Value::as_f64)
+            .filter(|c| c.is_finite() && *c >= 0.0),
+        model_id: info
+            .get("model")
+            .and_then(|m| m.get("id"))
+            .and_then(Value::as_str)
+            .filter(|m| !m.trim().is_empty())
+            .map(|m| one_line_preview(m, limits::NAME)),
+        cwd: str_field(info, "directory").map(str::to_owned),
+        ..UsageUpdate::default()
+    }
+}
+
+/// One session of `GET /session`, as the resynchronisation needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedSession {
+    pub id: SessionId,
+    pub parent_id: Option<String>,
+    pub cwd: Option<String>,
+    /// `time.updated`, milliseconds since the epoch.
+    pub updated_ms: u64,
+    pub usage: UsageUpdate,
+}
+
+/// Reads `GET /session` (an array of session infos), newest last. Entries without an id are
+/// left out.
+pub fn parse_sessions(body: &[u8]) -> Result<Vec<ListedSession>, EventError> {
+    let value = parse(body)?;
+    let Some(list) = value.as_array() else {
+        return Err(EventError::NotJson(
+            "`/session` did not answer a JSON array".to_owned(),
+        ));
+    };
+    let mut out: Vec<ListedSession> = list
+        .iter()
+        .filter_map(Value::as_object)
+        .filter_map(|info| {
+            let id = str_field(info, "id").filter(|i| i.chars().count() <= limits::ID)?;
+            let usage = session_usage(info);
+            Some(ListedSession {
+                id: SessionId::new(id),
+                parent_id: str_field(info, "parentID").map(|p| one_line_preview(p, limits::ID)),
+                cwd: usage
+                    .cwd
+                    .as_deref()
+                    .map(|c| atm_core::text::truncate_chars(c, limits::PATH)),
+                updated_ms: info
+                    .get("time")
+                    .and_then(|t| t.get("updated"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                usage,
+            })
+        })
+        .collect();
+    out.sort_by_key(|s| s.updated_ms);
+    Ok(out)
+}
+
+/// Reads `GET /permission` or `GET /question` (arrays of pending requests, shaped as the
+/// properties of `permission.asked` / `question.asked`) as those events.
+pub fn parse_pending(body: &[u8], event_type: &str) -> Result<Vec<Translation>, EventError> {
+    let value = parse(body)?;
+    let Some(list) = value.as_array() else {
+        return Err(EventError::NotJson(format!(
+            "the pending `{event_type}` list is not a JSON array"
+        )));
+    };
+    Ok(list
+        .iter()
+        .filter_map(Value::as_object)
+        .filter_map(|props| event_for(event_type, props).ok().flatten())
+        .collect())
 }
 
 /// Model, context and directory from an assistant message. Its `cost` is per message, so it is

@@ -61,8 +61,17 @@ impl SseServer {
                     return;
                 };
                 let request = read_request(&mut stream).await;
-                if request.starts_with("GET /session/status ") {
-                    let body = status_body.lock().unwrap().clone();
+                let json_body = if request.starts_with("GET /session/status ") {
+                    Some(status_body.lock().unwrap().clone())
+                } else if request.starts_with("GET /event ")
+                    || request.starts_with("GET /global/event ")
+                {
+                    None
+                } else {
+                    // The session list, pending permissions and questions: none.
+                    Some("[]".to_owned())
+                };
+                if let Some(body) = json_body {
                     let answer = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
