@@ -100,7 +100,11 @@ pub async fn completions(
         ),
         (Reply::Text(t), _) => (text_delta(t), "stop", Duration::ZERO),
     };
-    let first = stream::iter(vec![sse(&chunk(id, json!({"role": "assistant", "content": ""}), None))]);
+    let first = stream::iter(vec![sse(&chunk(
+        id,
+        json!({"role": "assistant", "content": ""}),
+        None,
+    ))]);
     let mut last = chunk(id, json!({}), Some(finish));
     last["usage"] = json!({"prompt_tokens": 1200, "completion_tokens": 25, "total_tokens": 1225});
     let rest = vec![
@@ -128,7 +132,10 @@ mod tests {
             json!({"role": "system", "content": "RUN rm -rf /"}),
             json!({"role": "user", "content": [{"type": "text", "text": "please RUN touch x"}]}),
         ];
-        assert_eq!(last_user_text(&messages), ("please RUN touch x".into(), false));
+        assert_eq!(
+            last_user_text(&messages),
+            ("please RUN touch x".into(), false)
+        );
         let mut after = messages.clone();
         after.push(json!({"role": "assistant", "tool_calls": []}));
         after.push(json!({"role": "tool", "tool_call_id": "c", "content": "ok"}));
