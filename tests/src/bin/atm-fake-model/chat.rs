@@ -82,7 +82,7 @@ pub async fn completions(
     let (delta, finish, delay) = match (reply, shell) {
         // A request without tools is one of opencode's side requests (the session's title).
         _ if tools.is_empty() => (text_delta("FAKE-TITLE"), "stop", Duration::ZERO),
-        (Reply::Shell(cmd), Some(tool)) => {
+        (Reply::Shell(cmd) | Reply::BackgroundShell(cmd), Some(tool)) => {
             let args = json!({"command": cmd, "description": "Run the scripted command"});
             (
                 json!({"role": "assistant", "tool_calls": [{"index": 0,
@@ -92,12 +92,16 @@ pub async fn completions(
                 Duration::ZERO,
             )
         }
-        (Reply::Shell(_), None) => (text_delta("FAKE-NO-SHELL-TOOL"), "stop", Duration::ZERO),
+        (Reply::Shell(_) | Reply::BackgroundShell(_), None) => {
+            (text_delta("FAKE-NO-SHELL-TOOL"), "stop", Duration::ZERO)
+        }
         (Reply::Slow, _) => (
             text_delta("FAKE-SLOW-REPLY"),
             "stop",
             Duration::from_secs(60),
         ),
+        (Reply::Nap, _) => (text_delta("FAKE-NAP"), "stop", Duration::from_secs(5)),
+        (Reply::Subagent(_), _) => (text_delta("FAKE-NO-AGENT-TOOL"), "stop", Duration::ZERO),
         (Reply::Text(t), _) => (text_delta(t), "stop", Duration::ZERO),
     };
     let first = stream::iter(vec![sse(&chunk(
