@@ -26,6 +26,8 @@ pub struct SseServer {
     conns: mpsc::Receiver<Conn>,
     /// What `GET /session/status` answers (the sessions that are not idle).
     status: Arc<std::sync::Mutex<String>>,
+    /// What other JSON paths answer (`/session`, `/permission`, ...); `[]` when unset.
+    bodies: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     accept: JoinHandle<()>,
 }
 
@@ -55,6 +57,9 @@ impl SseServer {
         let (tx, conns) = mpsc::channel(8);
         let status = Arc::new(std::sync::Mutex::new("{}".to_owned()));
         let status_body = status.clone();
+        let bodies: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+            Arc::default();
+        let other_bodies = bodies.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
@@ -68,8 +73,10 @@ impl SseServer {
                 {
                     None
                 } else {
-                    // The session list, pending permissions and questions: none.
-                    Some("[]".to_owned())
+                    // The session list, pending permissions and questions: none unless set.
+                    let path = request.split(' ').nth(1).unwrap_or("").to_owned();
+                    let set = other_bodies.lock().unwrap().get(&path).cloned();
+                    Some(set.unwrap_or_else(|| "[]".to_owned()))
                 };
                 if let Some(body) = json_body {
                     let answer = format!(
@@ -92,8 +99,17 @@ impl SseServer {
             port,
             conns,
             status,
+            bodies,
             accept,
         }
+    }
+
+    /// What `GET <path>` answers from now on.
+    pub fn set_body(&self, path: &str, body: &str) {
+        self.bodies
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), body.to_owned());
     }
 
     pub fn set_status(&self, body: Value) {
