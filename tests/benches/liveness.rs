@@ -13,7 +13,6 @@
 //! `cargo bench -p atm-tests --bench liveness` (`./scripts/bench` does both).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark, not the daemon
 
-use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -36,17 +35,6 @@ fn is_removed(v: &Value, id: &str) -> bool {
     v["type"] == "session_removed" && v["session_id"] == id
 }
 
-/// A copy of `sleep` called `claude`, which discovery takes for Claude Code.
-fn fake_claude(dir: &Path) -> std::path::PathBuf {
-    let exe = dir.join("claude");
-    let sleep = ["/bin/sleep", "/usr/bin/sleep"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("sleep(1) is installed");
-    std::fs::copy(sleep, &exe).unwrap();
-    exe
-}
-
 fn kill(mut child: Child) -> Instant {
     let t0 = Instant::now();
     child.kill().unwrap();
@@ -61,7 +49,8 @@ fn main() {
     let sessions_dir = d.dir.path().join("home/.claude/sessions");
     std::fs::create_dir_all(&sessions_dir).unwrap();
     let bin = tempfile::tempdir().unwrap();
-    let claude = fake_claude(bin.path());
+    // A copy of `sleep` called `claude`, which discovery takes for Claude Code.
+    let claude = atm_core::testing::ingest::sleep_named(bin.path(), "claude");
     let sub = subscribe_stamped(&d.query_socket());
     // Discovery's first pass has run (and watches the sessions dir) once it found an agent.
     let warmup = Command::new(&claude).arg("600").spawn().unwrap();

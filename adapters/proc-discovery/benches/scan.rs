@@ -118,8 +118,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let claude_dir = tmp.path().join("home/.claude");
     std::fs::create_dir_all(claude_dir.join("sessions")).unwrap();
-    let agent_exe = tmp.path().join("claude");
-    std::fs::copy("/bin/sleep", &agent_exe).unwrap();
+    let agent_exe = atm_core::testing::ingest::sleep_named(tmp.path(), "claude");
 
     let mut children = Children(Vec::with_capacity(extra + 3));
     let t = Instant::now();

@@ -32,12 +32,7 @@ struct Agent {
 impl Agent {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let exe = tmp.path().join("claude");
-        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap();
-        std::fs::copy(sleep, &exe).unwrap();
+        let exe = atm_core::testing::ingest::sleep_named(tmp.path(), "claude");
         let claude_dir = tmp.path().join("home/.claude");
         std::fs::create_dir_all(claude_dir.join("sessions")).unwrap();
         Self {

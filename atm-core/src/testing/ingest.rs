@@ -49,6 +49,18 @@ impl Drop for FakeAgent {
     }
 }
 
+/// A copy of `sleep(1)` at `dir/name`: run as `name 600`, it is a process whose comm, argv[0]
+/// and executable say `name`, which discovery takes for that agent (`claude`, `codex`, ...).
+pub fn sleep_named(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let exe = dir.join(name);
+    let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("sleep(1) is installed");
+    std::fs::copy(sleep, &exe).expect("copy sleep(1)");
+    exe
+}
+
 /// An adapter running against a real registry, serving an ingest socket in its own temp dir.
 pub struct RunningAdapter {
     pub harness: TestHarness,
