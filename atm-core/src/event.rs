@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AgentState, Harness, ProcessIdentity, SessionId, UsageUpdate};
+use crate::model::{
+    AgentState, Harness, PermissionSuggestion, ProcessIdentity, SessionId, UsageUpdate,
+};
 
 /// Why a session (re)started. `Clear`, `Resume` and `Fork` bring a new session id for the same
 /// process: the registry re-keys instead of adding a second row.
@@ -61,6 +63,9 @@ pub enum AgentEvent {
     PermissionRequested {
         tool: String,
         detail: Option<String>,
+        /// What the agent offers to remember with an "always" answer (may be empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        suggestions: Vec<PermissionSuggestion>,
     },
     /// A question, elicitation or approval. `reason` is a short machine word (`input`,
     /// `elicitation`, `plan_approval`, ...).

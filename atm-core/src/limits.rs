@@ -17,6 +17,10 @@ pub const CHILDREN: usize = 64;
 pub const RETIRED_IDS: usize = 8;
 /// Rate-limit windows kept per session (Claude reports two).
 pub const RATE_LIMITS: usize = 8;
+/// "Always allow" rules kept with a wait (Claude offers two or three).
+pub const SUGGESTIONS: usize = 4;
+/// The largest such rule kept, as JSON.
+pub const SUGGESTION_BYTES: usize = 2048;
 
 /// How far in the future a session's times may be before they are taken for a clock that was
 /// wrong (a snapshot written by a clock that ran ahead, a clock set back while running).
@@ -70,7 +74,17 @@ pub fn sanitize(s: &mut Session) {
         cut(&mut a.tool, NAME);
         cut(&mut a.detail, PREVIEW);
         cut(&mut a.subagent_id, ID);
+        a.suggestions.truncate(SUGGESTIONS);
+        a.suggestions.retain(|r| {
+            serde_json::to_vec(&r.rule).is_ok_and(|json| json.len() <= SUGGESTION_BYTES)
+        });
+        for r in &mut a.suggestions {
+            if r.label.chars().count() > PREVIEW {
+                r.label = truncate_chars(&r.label, PREVIEW);
+            }
+        }
     }
+    cut(&mut s.turn_id, ID);
     s.children.truncate(CHILDREN);
     for c in &mut s.children {
         if c.chars().count() > ID {
@@ -86,5 +100,37 @@ pub fn sanitize(s: &mut Session) {
             .cloned()
             .collect();
         s.usage.rate_limits.retain(|k, _| keep.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Attention, Harness, PermissionSuggestion, SessionKey};
+
+    #[test]
+    fn a_waits_rules_and_the_turn_id_are_bounded() {
+        let id = SessionId::new("s");
+        let key = SessionKey::Id {
+            harness: Harness::claude(),
+            id: id.clone(),
+        };
+        let mut s = Session::new(key, id, None, "test", chrono::Utc::now());
+        let rule = |n: usize| PermissionSuggestion {
+            label: "l".repeat(n),
+            rule: serde_json::json!({"type": "addDirectories", "directories": ["d".repeat(n)]}),
+        };
+        s.attention = Some(Attention {
+            reason: "permission".into(),
+            suggestions: vec![rule(10), rule(5000), rule(300), rule(1), rule(2), rule(3)],
+            ..Attention::default()
+        });
+        s.turn_id = Some("t".repeat(10 * ID));
+        sanitize(&mut s);
+        let kept = &s.attention.as_ref().unwrap().suggestions;
+        // The first four, less the one whose JSON is too large.
+        assert_eq!(kept.len(), 3);
+        assert!(kept.iter().all(|r| r.label.chars().count() <= PREVIEW));
+        assert_eq!(s.turn_id.unwrap().chars().count(), ID);
     }
 }

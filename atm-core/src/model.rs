@@ -202,6 +202,21 @@ pub struct Attention {
     /// wire, and not in the snapshot (after a restart the parent's next event clears the wait).
     #[serde(skip)]
     pub subagent_id: Option<String>,
+    /// The rules the agent offers to add with an "always allow" answer (Claude's
+    /// `permission_suggestions`), in its order. What answering from outside echoes back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<PermissionSuggestion>,
+}
+
+/// One rule an agent offers to remember with an answer: Claude's `permission_suggestions`
+/// entry (`{type: "addRules", rules, behavior, destination}`, `addDirectories`, `setMode`, ...).
+/// `label` says it for people ("allow Bash(npm test:*) for this session"); `rule` is the
+/// agent's own JSON, kept to be echoed back (as `updatedPermissions`) when the request is
+/// answered "always".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionSuggestion {
+    pub label: String,
+    pub rule: serde_json::Value,
 }
 
 /// One rate-limit window reported by the agent (Claude's five-hour and seven-day windows).

@@ -452,6 +452,7 @@ mod tests {
             tool: Some("Bash".into()),
             detail: Some("rm -rf target".into()),
             subagent_id: None,
+            suggestions: Vec::new(),
         });
         s.children = vec!["agent-1".into(), "agent-2".into()];
         s.git.project_root = Some("/src/atm".into());

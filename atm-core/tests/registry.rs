@@ -104,6 +104,7 @@ fn permission(tool: &str, detail: Option<&str>) -> AgentEvent {
     AgentEvent::PermissionRequested {
         tool: tool.into(),
         detail: detail.map(str::to_owned),
+        suggestions: Vec::new(),
     }
 }
 
@@ -696,6 +697,7 @@ async fn huge_and_multibyte_text_is_cut_by_characters() {
         AgentEvent::PermissionRequested {
             tool: "Bash".into(),
             detail: Some("é".repeat(10_000)),
+            suggestions: Vec::new(),
         },
     )
     .await;

@@ -54,7 +54,8 @@ fn event() -> impl Strategy<Value = AgentEvent> {
         Just(AgentEvent::ToolFinished { tool: None }),
         ".{0,8}".prop_map(|d| AgentEvent::PermissionRequested {
             tool: "Edit".into(),
-            detail: Some(d)
+            detail: Some(d),
+            suggestions: Vec::new()
         }),
         Just(AgentEvent::InputRequested {
             reason: "question".into(),
@@ -64,7 +65,8 @@ fn event() -> impl Strategy<Value = AgentEvent> {
         Just(AgentEvent::TurnFinished),
         Just(AgentEvent::reminder(AgentEvent::PermissionRequested {
             tool: "unknown".into(),
-            detail: None
+            detail: None,
+            suggestions: Vec::new()
         })),
         Just(AgentEvent::reminder(AgentEvent::TurnFinished)),
         Just(AgentEvent::TurnFailed {

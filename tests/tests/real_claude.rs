@@ -148,6 +148,10 @@ fn start_permission_approve_turn_end_and_exit_match_the_screen() {
             .is_some_and(|d| d.contains("touch")),
         "the command is shown: {waiting:#}"
     );
+    assert!(
+        waiting["attention"]["suggestions"][0]["label"].is_string(),
+        "Claude's \"always allow\" rules are kept: {waiting:#}"
+    );
     assert_eq!(
         waiting["first_prompt"]
             .as_str()

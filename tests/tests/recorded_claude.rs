@@ -110,6 +110,17 @@ fn the_recorded_session_replays_to_the_states_the_screen_showed() {
                     .contains("touch /tmp/exp/x"),
                 "{s:#}"
             );
+            // What "always allow" would add, as Claude offered it, kept for an answer from
+            // outside.
+            let suggestions = &s["attention"]["suggestions"];
+            assert_eq!(
+                suggestions[0]["label"], "add directory /tmp/exp for this session",
+                "{s:#}"
+            );
+            assert_eq!(
+                suggestions[0]["rule"],
+                serde_json::from_slice::<Value>(&payload).unwrap()["permission_suggestions"][0]
+            );
         }
         last = want;
     }

@@ -9,6 +9,7 @@
 //! which serves the routes, resolves the process identity, applies to the registry and counts.
 
 mod background;
+pub mod suggestions;
 pub mod translate;
 
 use atm_core::fields;

@@ -18,7 +18,7 @@ use atm_core::registry::limits;
 use atm_core::serde_json::Value;
 use atm_core::text::{one_line_preview, truncate_chars};
 
-use crate::background;
+use crate::{background, suggestions};
 
 pub use atm_core::fields::PREVIEW_CHARS;
 
@@ -90,6 +90,7 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
             Some(AgentEvent::PermissionRequested {
                 detail: tool_detail(&tool, obj.get("tool_input")),
                 tool,
+                suggestions: suggestions::permission_suggestions(obj.get("permission_suggestions")),
             })
         }
         "PostToolUse" | "PostToolUseFailure" => Some(AgentEvent::ToolFinished {
@@ -239,6 +240,7 @@ fn notification(obj: &Object) -> AgentEvent {
                     preview(message)
                 },
                 tool: tool.unwrap_or_else(|| "unknown".to_owned()),
+                suggestions: Vec::new(),
             };
             AgentEvent::reminder(event)
         }
@@ -404,7 +406,7 @@ mod tests {
             }
         );
         let long = "é".repeat(500);
-        let AgentEvent::PermissionRequested { tool, detail } = event(
+        let AgentEvent::PermissionRequested { tool, detail, .. } = event(
             "PermissionRequest",
             json!({"tool_name": "Write", "tool_input": {"file_path": long, "content": "x"}}),
         ) else {
@@ -517,7 +519,8 @@ mod tests {
             t.event,
             Some(AgentEvent::reminder(AgentEvent::PermissionRequested {
                 tool: "Bash".into(),
-                detail: None
+                detail: None,
+                suggestions: Vec::new()
             }))
         );
         let reminded = |t: Translation| match t.event {
@@ -554,7 +557,8 @@ mod tests {
             t.event,
             Some(AgentEvent::reminder(AgentEvent::PermissionRequested {
                 tool: "WebFetch".into(),
-                detail: None
+                detail: None,
+                suggestions: Vec::new()
             }))
         );
         let t = n(json!({"message": "Claude is waiting for your input"}));

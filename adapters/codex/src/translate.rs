@@ -104,6 +104,7 @@ fn hook(obj: &Object) -> Result<Translation, WireError> {
         "PermissionRequest" => AgentEvent::PermissionRequested {
             tool: tool(),
             detail: detail(),
+            suggestions: Vec::new(),
         },
         "PostToolUse" => AgentEvent::ToolFinished {
             tool: fields::opt_str(obj, "tool_name").map(str::to_owned),
@@ -240,7 +241,8 @@ mod tests {
             t.event,
             Some(AgentEvent::PermissionRequested {
                 tool: "Bash".into(),
-                detail: Some("rm -f /tmp/x".into())
+                detail: Some("rm -f /tmp/x".into()),
+                suggestions: Vec::new()
             })
         );
         assert_eq!(t.session_id.as_str(), "s");

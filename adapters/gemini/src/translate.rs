@@ -141,6 +141,7 @@ fn notification(obj: &Object) -> AgentEvent {
     AgentEvent::PermissionRequested {
         tool,
         detail: details.and_then(permission_detail).or(message.map(preview)),
+        suggestions: Vec::new(),
     }
 }
 
@@ -310,6 +311,7 @@ mod tests {
         let permission = |tool: &str, detail: Option<&str>| AgentEvent::PermissionRequested {
             tool: tool.into(),
             detail: detail.map(Into::into),
+            suggestions: Vec::new(),
         };
         let asked =
             |details: Value| json!({"notification_type": "ToolPermission", "details": details});

@@ -194,6 +194,7 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
                 AgentEvent::PermissionRequested {
                     tool: one_line_preview(tool, limits::NAME),
                     detail: permission_detail(p),
+                    suggestions: Vec::new(),
                 },
             )
         }
@@ -555,7 +556,8 @@ mod tests {
             ),
             AgentEvent::PermissionRequested {
                 tool: "bash".into(),
-                detail: Some("rm -rf build".into())
+                detail: Some("rm -rf build".into()),
+                suggestions: Vec::new()
             }
         );
         assert_eq!(
@@ -565,7 +567,8 @@ mod tests {
             ),
             AgentEvent::PermissionRequested {
                 tool: "edit".into(),
-                detail: Some("Edit src/main.rs".into())
+                detail: Some("Edit src/main.rs".into()),
+                suggestions: Vec::new()
             }
         );
         assert_eq!(

@@ -209,7 +209,11 @@ fn event_for(name: &str, p: &Map<String, Value>) -> Option<AgentEvent> {
             let tool = tool_name(p)?;
             let detail = p.get("input").and_then(input_preview);
             if p.get("needs_user_input").and_then(Value::as_bool) == Some(true) {
-                AgentEvent::PermissionRequested { tool, detail }
+                AgentEvent::PermissionRequested {
+                    tool,
+                    detail,
+                    suggestions: Vec::new(),
+                }
             } else {
                 AgentEvent::ToolStarted { tool, detail }
             }
@@ -253,11 +257,13 @@ fn event_for(name: &str, p: &Map<String, Value>) -> Option<AgentEvent> {
                 Some(tool) => AgentEvent::PermissionRequested {
                     tool,
                     detail: p.get("input").and_then(input_preview).or(title),
+                    suggestions: Vec::new(),
                 },
                 // The old extension sent only a title: its dialogs were permission gates.
                 None if p.get("dialog").is_none() => AgentEvent::PermissionRequested {
                     tool: "dialog".to_owned(),
                     detail: title,
+                    suggestions: Vec::new(),
                 },
                 None => AgentEvent::InputRequested {
                     reason: p
@@ -554,7 +560,8 @@ mod tests {
             ),
             Some(AgentEvent::PermissionRequested {
                 tool: "bash".into(),
-                detail: Some("rm -rf x".into())
+                detail: Some("rm -rf x".into()),
+                suggestions: Vec::new()
             })
         );
         // A tool event without a tool name is dropped, not turned into a phantom tool.
@@ -618,7 +625,8 @@ mod tests {
             ),
             Some(AgentEvent::PermissionRequested {
                 tool: "dialog".into(),
-                detail: Some("Allow `rm -rf /tmp/cache`?".into())
+                detail: Some("Allow `rm -rf /tmp/cache`?".into()),
+                suggestions: Vec::new()
             })
         );
         assert_eq!(
@@ -634,7 +642,8 @@ mod tests {
             ),
             Some(AgentEvent::PermissionRequested {
                 tool: "bash".into(),
-                detail: Some("rm -f x".into())
+                detail: Some("rm -f x".into()),
+                suggestions: Vec::new()
             })
         );
         assert_eq!(

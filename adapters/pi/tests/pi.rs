@@ -307,7 +307,7 @@ fn real_dialogs_name_the_gated_tool_and_its_command() {
         .collect();
     assert_eq!(dialogs.len(), 2);
     for (d, command) in dialogs.iter().zip(["rm -f ", "rm -rf "]) {
-        let Some(AgentEvent::PermissionRequested { tool, detail }) = d else {
+        let Some(AgentEvent::PermissionRequested { tool, detail, .. }) = d else {
             panic!("{d:?}")
         };
         assert_eq!(tool, "bash");

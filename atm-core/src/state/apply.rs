@@ -475,6 +475,7 @@ mod tests {
         let ask = AgentEvent::PermissionRequested {
             tool: "Bash".into(),
             detail: Some("ls".into()),
+            suggestions: Vec::new(),
         };
         apply_event(&mut s, &source(), &ask, at(1));
         s.last_error = Some("kept".into());
@@ -557,6 +558,7 @@ mod tests {
         let ask = AgentEvent::PermissionRequested {
             tool: "Bash".into(),
             detail: Some("cargo build".into()),
+            suggestions: Vec::new(),
         };
         apply_event(&mut s, &source(), &ask, at(4));
         assert_eq!(s.state, S::NeedsPermission);

@@ -52,6 +52,7 @@ fn ask(
             tool: tool.map(str::to_owned),
             detail: detail.map(str::to_owned),
             subagent_id: asked_by.map(str::to_owned),
+            suggestions: Vec::new(),
         }),
     }
 }
@@ -133,14 +134,25 @@ pub fn transition(
     let speaker = speaker(current, attention, subagent);
     match event {
         // A request is the user's to answer, whoever asked; who asked is remembered.
-        E::PermissionRequested { tool, detail } => {
-            return ask(
+        E::PermissionRequested {
+            tool,
+            detail,
+            suggestions,
+        } => {
+            let mut asked = ask(
                 S::NeedsPermission,
                 "permission",
                 Some(tool),
                 detail.as_deref(),
                 speaker.subagent(),
             );
+            if let Outcome::Enter {
+                attention: Some(a), ..
+            } = &mut asked
+            {
+                a.suggestions.clone_from(suggestions);
+            }
+            return asked;
         }
         E::InputRequested {
             reason,
@@ -263,6 +275,7 @@ mod tests {
             E::PermissionRequested {
                 tool: "Bash".into(),
                 detail: Some("ls".into()),
+                suggestions: Vec::new(),
             },
             E::InputRequested {
                 reason: "input".into(),
@@ -301,6 +314,7 @@ mod tests {
             E::reminder(E::PermissionRequested {
                 tool: "unknown".into(),
                 detail: None,
+                suggestions: Vec::new(),
             }),
             E::reminder(E::InputRequested {
                 reason: "input".into(),
@@ -329,6 +343,7 @@ mod tests {
         AgentEvent::PermissionRequested {
             tool: tool.into(),
             detail: detail.map(str::to_owned),
+            suggestions: Vec::new(),
         }
     }
 
@@ -341,6 +356,7 @@ mod tests {
                 tool: Some(tool.into()),
                 detail: detail.map(str::to_owned),
                 subagent_id: None,
+                suggestions: Vec::new(),
             }),
         }
     }
@@ -528,6 +544,7 @@ mod tests {
                     AgentEvent::PermissionRequested {
                         tool: "WebFetch".into(),
                         detail: None,
+                        suggestions: Vec::new(),
                     },
                     AgentEvent::InputRequested {
                         reason: "question".into(),

@@ -153,6 +153,7 @@ pub fn session_with_texts(
         tool,
         detail,
         subagent_id: None,
+        suggestions: Vec::new(),
     });
     s
 }

@@ -48,6 +48,7 @@ pub fn translate(obj: &Object) -> Result<Translation, WireError> {
         "PermissionRequest" => AgentEvent::PermissionRequested {
             tool: tool(),
             detail: command().map(|c| one_line_preview(c, 120)),
+            suggestions: Vec::new(),
         },
         "PostToolUse" => AgentEvent::ToolFinished {
             tool: text("tool_name"),

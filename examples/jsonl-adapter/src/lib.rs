@@ -165,6 +165,7 @@ pub fn translate(line: &[u8], adapter: &str) -> Result<Option<EventEnvelope>, Wi
         "needs_permission" => E::PermissionRequested {
             tool: tool.unwrap_or("unknown".into()),
             detail,
+            suggestions: Vec::new(),
         },
         "needs_input" => E::InputRequested {
             reason: "input".into(),

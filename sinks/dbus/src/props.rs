@@ -198,6 +198,7 @@ mod tests {
             tool: Some("Bash".into()),
             detail: Some("rm -rf build".into()),
             subagent_id: None,
+            suggestions: Vec::new(),
         });
         let p = SessionProps::from_session(&s);
         assert_eq!(
@@ -217,6 +218,7 @@ mod tests {
             tool: Some("Bash".into()),
             detail: None,
             subagent_id: None,
+            suggestions: Vec::new(),
         };
         let b = Attention {
             tool: Some("Edit".into()),

@@ -140,6 +140,7 @@ mod tests {
             tool,
             detail,
             subagent_id: None,
+            suggestions: Vec::new(),
         }
     }
 

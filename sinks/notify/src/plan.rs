@@ -275,6 +275,7 @@ mod tests {
             tool: Some("Bash".into()),
             detail: Some("ls".into()),
             subagent_id: None,
+            suggestions: Vec::new(),
         });
         assert_eq!(
             shown(moved(&mut p, s.clone(), AgentState::Working)),

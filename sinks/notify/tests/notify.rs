@@ -374,6 +374,7 @@ fn permission(tool: &str, detail: &str) -> AgentEvent {
     AgentEvent::PermissionRequested {
         tool: tool.into(),
         detail: Some(detail.into()),
+        suggestions: Vec::new(),
     }
 }
 

@@ -91,6 +91,7 @@ fn permission() -> AgentEvent {
     AgentEvent::PermissionRequested {
         tool: "Bash".into(),
         detail: Some("make".into()),
+        suggestions: Vec::new(),
     }
 }
 

@@ -287,6 +287,7 @@ pub fn permission(tool: &str, detail: &str) -> AgentEvent {
     AgentEvent::PermissionRequested {
         tool: tool.into(),
         detail: Some(detail.into()),
+        suggestions: Vec::new(),
     }
 }
 
