@@ -8,18 +8,16 @@
 //! `finish_reason` and `usage`, then `[DONE]`. opencode's side requests (the session title) have
 //! no tools and get a plain text answer.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, StreamExt};
+use axum::response::Response;
+use axum::response::sse::Event;
 use serde_json::{Value, json};
 
-use crate::{Counters, Reply, script};
+use crate::{Counters, Reply, SseItem, content_text, script, streamed_reply};
 
 /// The user's own words in a Chat Completions `messages` list, and whether the conversation's
 /// last message is a tool's result (the model's turn goes on).
@@ -30,17 +28,7 @@ pub fn last_user_text(messages: &[Value]) -> (String, bool) {
     let Some(last) = messages.iter().rev().find(|m| m["role"] == "user") else {
         return (String::new(), false);
     };
-    let text = match &last["content"] {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter(|p| p["type"] == "text")
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    };
-    (text, false)
+    (content_text(&last["content"], "text"), false)
 }
 
 /// The name of the shell tool among `tools` (`bash` in opencode).
@@ -58,7 +46,7 @@ fn chunk(id: u64, delta: Value, finish: Option<&str>) -> Value {
            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 }
 
-fn sse(data: &Value) -> Result<Event, Infallible> {
+fn sse(data: &Value) -> SseItem {
     Ok(Event::default().data(data.to_string()))
 }
 
@@ -104,11 +92,11 @@ pub async fn completions(
         (Reply::Subagent(_), _) => (text_delta("FAKE-NO-AGENT-TOOL"), "stop", Duration::ZERO),
         (Reply::Text(t), _) => (text_delta(t), "stop", Duration::ZERO),
     };
-    let first = stream::iter(vec![sse(&chunk(
+    let first = vec![sse(&chunk(
         id,
         json!({"role": "assistant", "content": ""}),
         None,
-    ))]);
+    ))];
     let mut last = chunk(id, json!({}), Some(finish));
     last["usage"] = json!({"prompt_tokens": 1200, "completion_tokens": 25, "total_tokens": 1225});
     let rest = vec![
@@ -116,14 +104,7 @@ pub async fn completions(
         sse(&last),
         Ok(Event::default().data("[DONE]")),
     ];
-    let later = stream::once(async move {
-        tokio::time::sleep(delay).await;
-        stream::iter(rest)
-    })
-    .flatten();
-    Sse::new(first.chain(later))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(1)))
-        .into_response()
+    streamed_reply(first, rest, delay)
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -113,20 +113,50 @@ pub fn script(text: &str, tool_result: bool) -> Reply {
     Reply::Text("FAKE-REPLY")
 }
 
-fn event(name: &str, data: Value) -> Result<Event, Infallible> {
+fn event(name: &str, data: Value) -> SseItem {
     Ok(Event::default().event(name).data(data.to_string()))
 }
 
-/// The Anthropic stream of one assistant message: `blocks` are (content_block_start's block,
-/// its deltas).
-fn anthropic_stream(
+/// One server-sent event, as every API's stream here is built of.
+type SseItem = Result<Event, Infallible>;
+
+/// A model's streamed reply, whatever the API: `first` at once, `rest` after `delay` (a slow
+/// model works for a while between the two), with keep-alives every second meanwhile.
+fn streamed_reply(first: Vec<SseItem>, rest: Vec<SseItem>, delay: Duration) -> Response {
+    let later = stream::once(async move {
+        tokio::time::sleep(delay).await;
+        stream::iter(rest)
+    })
+    .flatten();
+    Sse::new(stream::iter(first).chain(later))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(1)))
+        .into_response()
+}
+
+/// The text of a message's `content`: the string, or the `text` of its parts of type
+/// `part_type` (`text`, `input_text`), one a line.
+fn content_text(content: &Value, part_type: &str) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p["type"] == part_type)
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The Anthropic stream of one assistant message, as the events sent at once and the ones sent
+/// after the model's delay: `blocks` are (content_block_start's block, its deltas).
+fn anthropic_events(
     id: u64,
     model: &str,
     blocks: Vec<(Value, Vec<Value>)>,
     stop_reason: &str,
-    delay: Duration,
-) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
-    let mut events = vec![event(
+) -> (Vec<SseItem>, Vec<SseItem>) {
+    let first = vec![event(
         "message_start",
         json!({"type": "message_start", "message": {
             "id": format!("msg_fake_{id}"), "type": "message", "role": "assistant",
@@ -157,13 +187,7 @@ fn anthropic_stream(
                "usage": {"output_tokens": 25}}),
     ));
     rest.push(event("message_stop", json!({"type": "message_stop"})));
-    let first = stream::iter(std::mem::take(&mut events));
-    let later = stream::once(async move {
-        tokio::time::sleep(delay).await;
-        stream::iter(rest)
-    })
-    .flatten();
-    first.chain(later)
+    (first, rest)
 }
 
 async fn anthropic_messages(
@@ -257,9 +281,8 @@ async fn anthropic_messages(
         ),
         Reply::Text(t) => (vec![text_block(t)], "end_turn", Duration::ZERO),
     };
-    Sse::new(anthropic_stream(id, &model, blocks, stop, delay))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(1)))
-        .into_response()
+    let (first, rest) = anthropic_events(id, &model, blocks, stop);
+    streamed_reply(first, rest, delay)
 }
 
 async fn count_tokens() -> Json<Value> {

@@ -7,18 +7,16 @@
 //! assistant `message` or a `function_call`), then `response.completed` with usage. Codex's side
 //! requests (the thread title, for one) have no shell tool and get a plain text answer.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, StreamExt};
+use axum::response::Response;
+use axum::response::sse::Event;
 use serde_json::{Value, json};
 
-use crate::{Counters, Reply, script};
+use crate::{Counters, Reply, SseItem, content_text, script, streamed_reply};
 
 /// The user's own words in a Responses `input` list and whether the conversation's last item
 /// is a tool's output: the `input_text` parts of the last user message, without the context
@@ -43,17 +41,7 @@ pub fn last_user_text(input: &[Value]) -> (String, bool) {
     else {
         return (String::new(), tool_result);
     };
-    let text = match &last["content"] {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter(|p| p["type"] == "input_text")
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    };
-    (text, tool_result)
+    (content_text(&last["content"], "input_text"), tool_result)
 }
 
 /// A user message that is Codex's own context, not something the user typed.
@@ -112,7 +100,7 @@ fn shell_arguments(tool: &ShellTool, cmd: &str) -> (String, Value) {
     (name.clone(), args)
 }
 
-fn sse(data: Value) -> Result<Event, Infallible> {
+fn sse(data: Value) -> SseItem {
     let name = data["type"].as_str().unwrap_or("message").to_owned();
     Ok(Event::default().event(name).data(data.to_string()))
 }
@@ -166,8 +154,8 @@ pub async fn responses(
         (Reply::Text(t), _) => (message_item(id, t), Duration::ZERO),
     };
     let response_id = format!("resp_fake_{id}");
-    let first = stream::iter(vec![sse(json!({"type": "response.created",
-        "response": {"id": response_id, "status": "in_progress"}}))]);
+    let first = vec![sse(json!({"type": "response.created",
+        "response": {"id": response_id, "status": "in_progress"}}))];
     let rest = vec![
         sse(json!({"type": "response.output_item.done", "output_index": 0, "item": item})),
         sse(json!({"type": "response.completed", "response": {
@@ -176,14 +164,7 @@ pub async fn responses(
                       "output_tokens": 25, "output_tokens_details": {"reasoning_tokens": 0},
                       "total_tokens": 1225}}})),
     ];
-    let later = stream::once(async move {
-        tokio::time::sleep(delay).await;
-        stream::iter(rest)
-    })
-    .flatten();
-    Sse::new(first.chain(later))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(1)))
-        .into_response()
+    streamed_reply(first, rest, delay)
 }
 
 /// `GET /v1/models`: the one model the fake serves, for Codex's model discovery.
