@@ -311,3 +311,35 @@ fn a_background_shell_ends_the_turn_and_is_shown_until_it_exits() {
     });
     assert_eq!(c.wait_state("idle")["first_prompt"], "please BG sleep 4");
 }
+
+#[test]
+fn clear_starts_a_fresh_session_in_the_same_pane() {
+    let Some(c) = start_claude(manual_mode()) else {
+        return;
+    };
+    c.wait_state("idle");
+    c.lab.type_line("hello");
+    c.lab
+        .wait_screen("the model's reply", |s| s.contains("FAKE-REPLY"));
+    let before = c.wait_session("the answer's cost and context", |s| {
+        s["state"] == "idle" && s["cost_usd"].as_f64() > Some(0.0) && s["context_tokens"] != 0
+    });
+    assert_eq!(before["first_prompt"], "hello", "{before:#}");
+    c.lab.type_line("/clear");
+    // A new conversation: Claude's new id, nothing of the old one, and idle at the prompt.
+    let after = c.wait_session("the cleared session", |s| {
+        s["id"] != before["id"] && s["state"] == "idle"
+    });
+    assert_eq!(after["pid"], before["pid"], "the same process: {after:#}");
+    assert_eq!(after["tmux_pane"], c.lab.pane(), "{after:#}");
+    assert!(after["first_prompt"].is_null(), "{after:#}");
+    assert_eq!(after["cost_usd"], 0.0, "{after:#}");
+    assert_eq!(after["context_tokens"], 0, "{after:#}");
+    assert!(after["turn_id"].is_null(), "{after:#}");
+    let all = c.daemon.wait_sessions("one session", |_| true);
+    assert_eq!(
+        sessions_under(&all, "claude", c.daemon.dir.path()).len(),
+        1,
+        "{all:#?}"
+    );
+}
