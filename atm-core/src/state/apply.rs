@@ -71,7 +71,15 @@ pub fn apply_event(
         s.state = *state;
         s.attention.clone_from(attention);
     }
-    if moves_parent && let Some(activity) = applied.and_then(activity_after) {
+    // A request moves the parent whoever asked (the user must answer it), and so does what it
+    // says the session is doing: a subagent's permission shows `Permission` like the parent's.
+    let asks = matches!(
+        applied,
+        Some(AgentEvent::PermissionRequested { .. } | AgentEvent::InputRequested { .. })
+    );
+    if (moves_parent || asks)
+        && let Some(activity) = applied.and_then(activity_after)
+    {
         s.activity = activity;
         s.awaits_background = matches!(
             applied,
@@ -686,5 +694,29 @@ mod tests {
         assert_eq!(s.turn_id.as_deref(), Some("t1"));
         apply_event(&mut s, &turn("t2"), &prompt("next"), at(4));
         assert_eq!(s.turn_id.as_deref(), Some("t2"));
+    }
+
+    #[test]
+    fn a_subagents_request_shows_what_the_session_waits_on() {
+        let mut s = session(S::Idle);
+        apply_event(&mut s, &source(), &prompt("go"), at(1));
+        let mut sub = source();
+        sub.subagent_id = Some("a1".into());
+        let ask = AgentEvent::PermissionRequested {
+            tool: "Bash".into(),
+            detail: Some("rm -rf build".into()),
+            suggestions: Vec::new(),
+        };
+        apply_event(&mut s, &sub, &ask, at(2));
+        assert_eq!(s.state, S::NeedsPermission);
+        assert_eq!(s.activity.as_deref(), Some("Permission"));
+        // The subagent's own work after it was answered is its own again.
+        apply_event(
+            &mut s,
+            &sub,
+            &AgentEvent::ToolFinished { tool: None },
+            at(3),
+        );
+        assert_eq!(s.state, S::Working);
     }
 }
