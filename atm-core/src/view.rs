@@ -447,13 +447,10 @@ mod tests {
     fn borrowed_and_owned_views_serialize_alike() {
         let mut s = session();
         s.state = AgentState::NeedsPermission;
-        s.attention = Some(Attention {
-            reason: "permission".into(),
-            tool: Some("Bash".into()),
-            detail: Some("rm -rf target".into()),
-            subagent_id: None,
-            suggestions: Vec::new(),
-        });
+        s.attention = Some(crate::testing::permission_attention(
+            "Bash",
+            Some("rm -rf target"),
+        ));
         s.children = vec!["agent-1".into(), "agent-2".into()];
         s.git.project_root = Some("/src/atm".into());
         s.git.branch = Some("main".into());

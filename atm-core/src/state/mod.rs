@@ -351,13 +351,7 @@ mod tests {
     fn permission_wait(tool: &str, detail: Option<&str>) -> Outcome {
         Outcome::Enter {
             state: S::NeedsPermission,
-            attention: Some(Attention {
-                reason: "permission".into(),
-                tool: Some(tool.into()),
-                detail: detail.map(str::to_owned),
-                subagent_id: None,
-                suggestions: Vec::new(),
-            }),
+            attention: Some(crate::testing::permission_attention(tool, detail)),
         }
     }
 

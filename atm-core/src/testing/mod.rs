@@ -49,6 +49,17 @@ pub fn claude_session(id: &str, at: chrono::DateTime<chrono::Utc>) -> crate::mod
     )
 }
 
+/// A permission the session itself waits on: `tool`, and what it would do (`detail`); no
+/// subagent asked, no suggestions.
+pub fn permission_attention(tool: &str, detail: Option<&str>) -> crate::model::Attention {
+    crate::model::Attention {
+        reason: "permission".into(),
+        tool: Some(tool.into()),
+        detail: detail.map(str::to_owned),
+        ..crate::model::Attention::default()
+    }
+}
+
 /// The key of a Claude Code session known by its id only (no process).
 pub fn claude_key(id: &str) -> crate::model::SessionKey {
     crate::model::SessionKey::Id {

@@ -193,13 +193,10 @@ mod tests {
         let mut s = session();
         s.activity = Some("Thinking".into());
         assert_eq!(SessionProps::from_session(&s).tool, "Thinking");
-        s.attention = Some(Attention {
-            reason: "permission".into(),
-            tool: Some("Bash".into()),
-            detail: Some("rm -rf build".into()),
-            subagent_id: None,
-            suggestions: Vec::new(),
-        });
+        s.attention = Some(atm_core::testing::permission_attention(
+            "Bash",
+            Some("rm -rf build"),
+        ));
         let p = SessionProps::from_session(&s);
         assert_eq!(
             (p.tool.as_str(), p.attention_reason.as_str()),
@@ -213,13 +210,7 @@ mod tests {
 
     #[test]
     fn attention_is_raised_on_entry_and_on_a_new_prompt_only() {
-        let a = Attention {
-            reason: "permission".into(),
-            tool: Some("Bash".into()),
-            detail: None,
-            subagent_id: None,
-            suggestions: Vec::new(),
-        };
+        let a = atm_core::testing::permission_attention("Bash", None);
         let b = Attention {
             tool: Some("Edit".into()),
             ..a.clone()

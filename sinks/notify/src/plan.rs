@@ -233,7 +233,7 @@ pub fn project_name(s: &Session) -> Option<String> {
 mod tests {
     use super::*;
     use atm_core::chrono::{TimeDelta, Utc};
-    use atm_core::{Attention, SessionId};
+    use atm_core::SessionId;
 
     fn session(id: &str, state: AgentState) -> Session {
         let mut s = atm_core::testing::claude_session(id, Utc::now());
@@ -270,13 +270,7 @@ mod tests {
     fn attention_states_notify_on_entry_only() {
         let mut p = planner(NotifyConfig::default());
         let mut s = session("a", AgentState::NeedsPermission);
-        s.attention = Some(Attention {
-            reason: "permission".into(),
-            tool: Some("Bash".into()),
-            detail: Some("ls".into()),
-            subagent_id: None,
-            suggestions: Vec::new(),
-        });
+        s.attention = Some(atm_core::testing::permission_attention("Bash", Some("ls")));
         assert_eq!(
             shown(moved(&mut p, s.clone(), AgentState::Working)),
             Some(Kind::Permission)
