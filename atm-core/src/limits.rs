@@ -106,16 +106,11 @@ pub fn sanitize(s: &mut Session) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Attention, Harness, PermissionSuggestion, SessionKey};
+    use crate::model::{Attention, PermissionSuggestion};
 
     #[test]
     fn a_waits_rules_and_the_turn_id_are_bounded() {
-        let id = SessionId::new("s");
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: id.clone(),
-        };
-        let mut s = Session::new(key, id, None, "test", chrono::Utc::now());
+        let mut s = crate::testing::claude_session("s", chrono::Utc::now());
         let rule = |n: usize| PermissionSuggestion {
             label: "l".repeat(n),
             rule: serde_json::json!({"type": "addDirectories", "directories": ["d".repeat(n)]}),
