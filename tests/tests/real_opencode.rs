@@ -94,6 +94,20 @@ fn setup() -> Option<Opencode> {
     })
 }
 
+/// opencode ignores the hangup of its pane when the lab's tmux server goes, and would live on
+/// (orphaned, busy): it is killed first.
+impl Drop for Opencode {
+    fn drop(&mut self) {
+        let pid = self.lab.pid();
+        if let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 impl Opencode {
     /// Lets the pane start opencode and waits for its prompt.
     fn go(&self) {
@@ -221,11 +235,14 @@ fn start_tool_permission_approved_declined_turn_end_cost_and_ctrl_c_match_the_sc
     });
 
     // Ctrl+C quits the TUI: its session goes with it.
-    let t = Instant::now();
+    let pid = o.lab.pid();
     o.lab
         .press_until(&["C-c"], "opencode's exit", |_| o.lab.exited());
-    let took = o.wait_gone(t);
-    assert!(took < Duration::from_secs(2), "gone after {took:?}");
+    let took = o.wait_gone(wait_exited(pid));
+    assert!(
+        took < Duration::from_secs(2),
+        "gone {took:?} after the exit"
+    );
 }
 
 #[test]
