@@ -219,7 +219,7 @@ fn pi_setup() -> Setup {
 }
 
 /// Checks every agent atm can set up, and asks the daemon what it has seen.
-pub fn examine(args: &DoctorArgs) -> (Result<(), String>, Vec<AgentReport>) {
+pub fn examine(args: &DoctorArgs) -> (Result<Vec<Value>, String>, Vec<AgentReport>) {
     let setup_args = SetupArgs {
         dry_run: true,
         uninstall: false,
@@ -255,7 +255,43 @@ pub fn examine(args: &DoctorArgs) -> (Result<(), String>, Vec<AgentReport>) {
             last_event,
         });
     }
-    (daemon.map(|_| ()), reports)
+    (daemon, reports)
+}
+
+/// opencode has nothing to set up: atmd follows the server of every opencode it finds. Its
+/// sessions still named `pending-<pid>` are opencode processes with no server atm can read (a
+/// TUI started without `--port`), or not read yet.
+pub fn opencode_line(sessions: Option<&[Value]>) -> String {
+    let fix = "start the TUI as `opencode --port 0` (or run `opencode serve`)";
+    let Some(all) = sessions else {
+        return format!(
+            "opencode: nothing to set up; atmd follows every opencode with a server: {fix}"
+        );
+    };
+    let mine: Vec<&Value> = all
+        .iter()
+        .filter(|s| s.get("harness").and_then(Value::as_str) == Some("opencode"))
+        .collect();
+    let unread = mine
+        .iter()
+        .filter(|s| {
+            s.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|i| i.starts_with("pending-"))
+        })
+        .count();
+    let followed = mine.len() - unread;
+    let mut line = format!(
+        "opencode: nothing to set up; {followed} session{} followed",
+        if followed == 1 { "" } else { "s" }
+    );
+    if unread > 0 {
+        line.push_str(&format!(
+            "\n  fix: {unread} opencode process{} without a server atm can read: {fix}",
+            if unread == 1 { "" } else { "es" }
+        ));
+    }
+    line
 }
 
 fn setup_word(s: &Setup) -> &'static str {
@@ -290,13 +326,13 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let out = json!({
-            "daemon": match &daemon { Ok(()) => json!({"answering": true}), Err(e) => json!({"answering": false, "error": e}) },
+            "daemon": match &daemon { Ok(_) => json!({"answering": true}), Err(e) => json!({"answering": false, "error": e}) },
             "agents": agents,
         });
         println!("{out}");
     } else {
         match &daemon {
-            Ok(()) => println!("atmd: answering"),
+            Ok(_) => println!("atmd: answering"),
             Err(e) => println!("atmd: not answering: {e}"),
         }
         for r in &reports {
@@ -315,13 +351,38 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
                 println!("  fix: {fix}");
             }
         }
-        println!(
-            "opencode: add `[[adapter]] type = \"opencode\"` with the server's url to plugins.toml"
-        );
+        println!("{}", opencode_line(daemon.as_ref().ok().map(Vec::as_slice)));
     }
     Ok(if trouble {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opencode_needs_no_setup_and_a_process_without_a_server_gets_the_fix() {
+        assert!(opencode_line(None).contains("--port 0"));
+        let all = vec![
+            json!({"harness": "opencode", "id": "ses_1"}),
+            json!({"harness": "opencode", "id": "pending-42"}),
+            json!({"harness": "claude", "id": "pending-7"}),
+        ];
+        let line = opencode_line(Some(&all));
+        assert!(
+            line.starts_with("opencode: nothing to set up; 1 session followed"),
+            "{line}"
+        );
+        assert!(
+            line.contains("1 opencode process without a server"),
+            "{line}"
+        );
+        assert!(line.contains("opencode --port 0"), "{line}");
+        let line = opencode_line(Some(&all[..1]));
+        assert!(!line.contains("fix"), "{line}");
+    }
 }
