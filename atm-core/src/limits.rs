@@ -85,6 +85,7 @@ pub fn sanitize(s: &mut Session) {
         }
     }
     cut(&mut s.turn_id, ID);
+    cut(&mut s.title, PREVIEW);
     s.children.truncate(CHILDREN);
     for c in &mut s.children {
         if c.chars().count() > ID {

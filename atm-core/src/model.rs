@@ -287,6 +287,8 @@ pub struct UsageUpdate {
     pub output_tokens: Option<u64>,
     pub rate_limits: Option<RateLimits>,
     pub prompt_cache: Option<PromptCache>,
+    /// The session's title, when the agent names its sessions (opencode's `title`).
+    pub title: Option<String>,
     pub cwd: Option<String>,
     /// Git facts; `Some("")` clears the known value (the cwd is no longer in a repository).
     pub project_root: Option<String>,
@@ -344,6 +346,9 @@ pub struct Session {
     /// Claude's `prompt_id`).
     #[serde(default)]
     pub turn_id: Option<String>,
+    /// The session's title, when the agent names its sessions (opencode's `title`).
+    #[serde(default)]
+    pub title: Option<String>,
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
     /// Which adapter saw this session first (`claude-hooks`, `proc-discovery`, ...).
@@ -394,6 +399,7 @@ impl Session {
             last_activity: now,
             turn_started_at: None,
             turn_id: None,
+            title: None,
             cpu_percent: None,
             rss_bytes: None,
             source: source.to_owned(),
@@ -421,6 +427,12 @@ impl Session {
         set_opt(&mut self.model_id, &u.model_id);
         set_opt(&mut self.model_name, &u.model_name);
         set_opt(&mut self.agent_version, &u.agent_version);
+        set_opt(
+            &mut self.title,
+            &u.title
+                .as_deref()
+                .map(|t| crate::text::one_line_preview(t, crate::limits::PREVIEW)),
+        );
         let us = &mut self.usage;
         set(
             &mut us.cost_usd,

@@ -95,6 +95,9 @@ pub struct SessionView<'a> {
     pub prompt_cache: Option<PromptCache>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_id: Option<Text<'a>>,
+    /// The session's title, when the agent names its sessions (opencode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Text<'a>>,
 }
 
 /// `1m 5s`, `2h 3m`, `42s`.
@@ -239,6 +242,7 @@ impl<'a> SessionView<'a> {
             agent_version: s.agent_version.as_deref().map(Cow::Borrowed),
             prompt_cache: u.prompt_cache,
             turn_id: s.turn_id.as_deref().map(Cow::Borrowed),
+            title: s.title.as_deref().map(Cow::Borrowed),
         }
     }
 
@@ -296,6 +300,7 @@ impl<'a> SessionView<'a> {
             agent_version,
             prompt_cache,
             turn_id,
+            title,
         } = self;
         SessionView {
             id: own(id),
@@ -346,6 +351,7 @@ impl<'a> SessionView<'a> {
             agent_version: agent_version.map(own),
             prompt_cache,
             turn_id: turn_id.map(own),
+            title: title.map(own),
         }
     }
 }

@@ -196,6 +196,9 @@ fn start_tool_permission_approved_declined_turn_end_cost_and_ctrl_c_match_the_sc
         s["state"] == "idle" && s["id"].as_str().is_some_and(|i| i.starts_with("ses_"))
     });
     assert_eq!(s["tmux_pane"], o.lab.pane(), "{s:#}");
+    // The title opencode shows atop the session (its title request answered by the fake model).
+    o.lab.wait_screen("the title", |s| s.contains("FAKE-TITLE"));
+    o.wait_session("the title", |s| s["title"] == "FAKE-TITLE");
     assert_eq!(
         s["working_directory"].as_str(),
         Some(o.project.display().to_string().as_str()),

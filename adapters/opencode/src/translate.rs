@@ -359,7 +359,7 @@ fn tool_detail(state: &Map<String, Value>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Cost, model and directory from a session's info (`session.updated`, `GET /session`).
+/// Cost, model, title and directory from a session's info (`session.updated`, `GET /session`).
 fn session_usage(info: &Map<String, Value>) -> UsageUpdate {
     UsageUpdate {
         cost_usd: info
@@ -373,6 +373,7 @@ fn session_usage(info: &Map<String, Value>) -> UsageUpdate {
             .filter(|m| !m.trim().is_empty())
             .map(|m| one_line_preview(m, limits::NAME)),
         cwd: str_field(info, "directory").map(str::to_owned),
+        title: str_field(info, "title").map(|t| one_line_preview(t, PREVIEW_CHARS)),
         ..UsageUpdate::default()
     }
 }

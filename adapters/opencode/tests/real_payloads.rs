@@ -40,6 +40,7 @@ async fn the_real_stream_ends_waiting_on_the_bash_permission_with_the_cost() {
     assert_eq!(s.model_id.as_deref(), Some("fake-chat"));
     // The first turn's cost, from `session.updated` (1200 in, 25 out at $3 / $15 per Mtok).
     assert!((s.usage.cost_usd - 0.003975).abs() < 1e-9, "{:?}", s.usage);
+    assert_eq!(s.title.as_deref(), Some("FAKE-TITLE"));
     assert_eq!(sessions.len(), 1, "{sessions:#?}");
     run.stop().await;
 }
@@ -57,5 +58,6 @@ async fn connecting_to_a_server_that_waits_on_a_permission_shows_it() {
     let s = sessions.iter().find(|s| s.id.as_str() == SID).unwrap();
     assert_eq!(s.cwd.as_deref(), Some("/tmp/oc1/proj"));
     assert!((s.usage.cost_usd - 0.003975).abs() < 1e-9, "{:?}", s.usage);
+    assert_eq!(s.title.as_deref(), Some("FAKE-TITLE"));
     run.stop().await;
 }

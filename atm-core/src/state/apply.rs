@@ -98,6 +98,7 @@ pub fn apply_event(
                 s.last_error = None;
                 s.turn_started_at = None;
                 s.turn_id = None;
+                s.title = None;
                 // The old conversation's figures are not the new one's (Claude's next status
                 // line after `/clear` even says `current_usage: null`); what belongs to the
                 // model or the account stays until the agent reports again.

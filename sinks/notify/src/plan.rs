@@ -232,8 +232,8 @@ pub fn project_name(s: &Session) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atm_core::chrono::{TimeDelta, Utc};
     use atm_core::SessionId;
+    use atm_core::chrono::{TimeDelta, Utc};
 
     fn session(id: &str, state: AgentState) -> Session {
         let mut s = atm_core::testing::claude_session(id, Utc::now());
