@@ -237,3 +237,32 @@ async fn a_busy_status_does_not_clear_a_pending_permission() {
     run.wait_for_state("ses_p", "needs_permission").await;
     run.stop().await;
 }
+
+#[tokio::test]
+async fn a_configured_server_that_exits_takes_its_sessions_along() {
+    let (server, run, mut conn) = connected(None).await;
+    conn.send(&status("ses_gone", "busy")).await;
+    run.wait_for_state("ses_gone", "working").await;
+    // The server exits: its stream ends and its port refuses connections.
+    drop(conn);
+    drop(server);
+    run.wait_for("the session removed", |all| {
+        !all.iter().any(|s| s.id.as_str() == "ses_gone")
+    })
+    .await;
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_dropped_stream_of_a_live_server_keeps_its_sessions() {
+    let (mut server, run, mut conn) = connected(None).await;
+    conn.send(&status("ses_kept", "busy")).await;
+    run.wait_for_state("ses_kept", "working").await;
+    server.set_status(json!({"ses_kept": {"type": "busy"}}));
+    drop(conn);
+    let mut conn = server.next_conn().await;
+    conn.send(&status("ses_marker", "busy")).await;
+    run.wait_for_state("ses_marker", "working").await;
+    run.wait_for_state("ses_kept", "working").await;
+    run.stop().await;
+}
