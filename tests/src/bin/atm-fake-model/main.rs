@@ -21,11 +21,14 @@
 //!
 //! Providers: Anthropic Messages (`POST /v1/messages`, used by Claude Code, and by pi through a
 //! custom provider with `"api": "anthropic-messages"`) and OpenAI Responses
-//! (`POST /v1/responses`, used by Codex CLI; see [`openai`]), and OpenAI Chat Completions
-//! (`POST /v1/chat/completions`, used by opencode through a custom provider; see [`chat`]).
+//! (`POST /v1/responses`, used by Codex CLI; see [`openai`]), OpenAI Chat Completions
+//! (`POST /v1/chat/completions`, used by opencode through a custom provider; see [`chat`]), and
+//! the Gemini API (`POST /v1beta/models/<model>:streamGenerateContent`, used by Gemini CLI; see
+//! [`gemini`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test tool
 
 mod chat;
+mod gemini;
 mod openai;
 
 use std::convert::Infallible;
@@ -316,6 +319,8 @@ async fn main() {
         .route("/v1/responses", post(openai::responses))
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1beta/models/{model_method}", post(gemini::models_call))
+        .route("/v1beta/models", get(gemini::models))
         .fallback(|req: axum::extract::Request| async move {
             eprintln!("unhandled: {} {}", req.method(), req.uri());
             axum::http::StatusCode::NOT_FOUND
