@@ -401,3 +401,39 @@ fn write_exec(path: &Path, text: &str) {
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// The lines a [`record_through`] tee saw, in order.
+pub type Recording = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A tee between an agent's connector and atmd's ingest socket `atmd`: clients connect to
+/// `listen` (point the agent's socket variable at it), each line goes on to atmd and is kept.
+/// How the real payloads under `adapters/*/tests/fixtures/real-*` are recorded.
+pub fn record_through(listen: &Path, atmd: PathBuf) -> Recording {
+    use std::io::{BufRead, Write};
+    let lines: Recording = Default::default();
+    let listener = std::os::unix::net::UnixListener::bind(listen).unwrap();
+    let kept = lines.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(mut server) = std::os::unix::net::UnixStream::connect(&atmd) else {
+                continue;
+            };
+            let (mut back, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut back, &mut to_client));
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(client)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if server.write_all(format!("{line}\n").as_bytes()).is_err() {
+                        break;
+                    }
+                    kept.lock().unwrap().push(line);
+                }
+            });
+        }
+    });
+    lines
+}

@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use atm_tests::agents::{AgentLab, agent_binary, sessions_under, shell_quote};
+use atm_tests::agents::{
+    AgentLab, Recording, agent_binary, record_through, sessions_under, shell_quote,
+};
 use atm_tests::{Daemon, basic_config, stdout_of};
 use serde_json::{Value, json};
 
@@ -47,8 +49,6 @@ struct Pi {
     recording: Option<(PathBuf, Recording)>,
 }
 
-type Recording = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
-
 impl Drop for Pi {
     fn drop(&mut self) {
         if let Some((path, lines)) = &self.recording {
@@ -59,38 +59,6 @@ impl Drop for Pi {
             eprintln!("recorded {} lines to {}", lines.len(), path.display());
         }
     }
-}
-
-/// A tee between the extension and atmd's ingest socket (`ATM_PI_SOCKET` points pi at it): how
-/// the real payloads in `adapters/pi/tests/fixtures/` were recorded.
-fn record_through(listen: &Path, atmd: PathBuf) -> Recording {
-    use std::io::{BufRead, Write};
-    let lines: Recording = Default::default();
-    let listener = std::os::unix::net::UnixListener::bind(listen).unwrap();
-    let kept = lines.clone();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(mut server) = std::os::unix::net::UnixStream::connect(&atmd) else {
-                continue;
-            };
-            let (mut back, mut to_client) =
-                (server.try_clone().unwrap(), client.try_clone().unwrap());
-            std::thread::spawn(move || std::io::copy(&mut back, &mut to_client));
-            let kept = kept.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(client)
-                    .lines()
-                    .map_while(Result::ok)
-                {
-                    if server.write_all(format!("{line}\n").as_bytes()).is_err() {
-                        break;
-                    }
-                    kept.lock().unwrap().push(line);
-                }
-            });
-        }
-    });
-    lines
 }
 
 /// pi's agent dir as a user has it with the fake model as a custom provider (priced like a

@@ -38,7 +38,8 @@ pub fn last_user_text(contents: &[Value]) -> (String, bool) {
         return (String::new(), false);
     };
     let parts = last["parts"].as_array().cloned().unwrap_or_default();
-    let tool_result = last["role"] == "user" && parts.iter().any(|p| p.get("functionResponse").is_some());
+    let tool_result =
+        last["role"] == "user" && parts.iter().any(|p| p.get("functionResponse").is_some());
     if tool_result {
         return (String::new(), true);
     }
@@ -199,7 +200,9 @@ mod tests {
             last_user_text(&contents),
             ("please RUN touch /tmp/x".into(), false)
         );
-        contents.push(json!({"role": "model", "parts": [{"functionCall": {"name": SHELL_TOOL, "args": {}}}]}));
+        contents.push(
+            json!({"role": "model", "parts": [{"functionCall": {"name": SHELL_TOOL, "args": {}}}]}),
+        );
         contents.push(json!({"role": "user", "parts": [{"functionResponse": {"name": SHELL_TOOL, "response": {}}}]}));
         assert_eq!(last_user_text(&contents), (String::new(), true));
         assert_eq!(last_user_text(&[]), (String::new(), false));
@@ -212,7 +215,11 @@ mod tests {
                 "reasoning": {"type": "string"}, "next_speaker": {"type": "string"}}}}});
         let got: Value = serde_json::from_str(&side_json(&body)).unwrap();
         assert_eq!(got, json!({"reasoning": "fake", "next_speaker": "user"}));
-        assert!(has_shell(&[json!({"functionDeclarations": [{"name": SHELL_TOOL}]})]));
-        assert!(!has_shell(&[json!({"functionDeclarations": [{"name": "read_file"}]})]));
+        assert!(has_shell(&[
+            json!({"functionDeclarations": [{"name": SHELL_TOOL}]})
+        ]));
+        assert!(!has_shell(&[
+            json!({"functionDeclarations": [{"name": "read_file"}]})
+        ]));
     }
 }
