@@ -15,12 +15,13 @@
 //! | `BeforeTool` (`tool_name`, `tool_input`) | `ToolStarted`; `ask_user` -> `InputRequested` |
 //! | `AfterTool` (`tool_response.error`) | `ToolFinished` |
 //! | `Notification` `ToolPermission` (`details`) | `PermissionRequested` (`ask_user` -> `InputRequested`) |
-//! | `PreCompress` | `Compacting` |
-//! | `BeforeModel`, `AfterModel`, `BeforeToolSelection`, unknown | `Activity` |
+//! | `BeforeModel` (`llm_request.model`) | `UsageUpdated` with the model |
+//! | `PreCompress`, `AfterModel`, `BeforeToolSelection`, unknown | `Activity` |
 
 use atm_core::event::{AgentEvent, StartSource};
 use atm_core::fields::{self, Object, opt_str as text};
 use atm_core::ingest_adapter::Translation;
+use atm_core::model::UsageUpdate;
 use atm_core::protocol::WireError;
 use atm_core::registry::limits;
 use atm_core::serde_json::Value;
@@ -42,11 +43,12 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "AfterTool",
     "Notification",
     "PreCompress",
+    "BeforeModel",
 ];
 
 /// Hook events that are activity only and not installed by `atmctl setup` (`AfterModel` fires
 /// for every streamed chunk). Any other name is accepted as unknown activity.
-pub const ACTIVITY_EVENTS: &[&str] = &["BeforeModel", "AfterModel", "BeforeToolSelection"];
+pub const ACTIVITY_EVENTS: &[&str] = &["AfterModel", "BeforeToolSelection"];
 
 /// Translates one hook payload: Gemini's hook JSON plus the `pid` / `tmux_pane` that `atm-hook`
 /// adds. Fails only when `data` is not an object or `session_id` / `hook_event_name` are
@@ -80,7 +82,15 @@ pub fn translate(data: &Value) -> Result<Translation, WireError> {
             tool: text(obj, "tool_name").map(|t| truncate_chars(t, limits::NAME)),
         },
         "Notification" => notification(obj),
-        "PreCompress" => AgentEvent::Compacting,
+        // Gemini CLI 0.61 fires PreCompress (`trigger` `auto`) before every model request,
+        // before it checks whether the history is over its threshold, and fires nothing when it
+        // compresses or not: the hook says "may compress", never "compressing". `manual`
+        // (`/compress`) has no end signal either, so a state would stick. Activity only.
+        "PreCompress" => AgentEvent::Activity {
+            what: "PreCompress".to_owned(),
+        },
+        // The one hook that names the model: `llm_request.model` (atm-hook keeps only that).
+        "BeforeModel" => before_model(obj),
         other => AgentEvent::Activity {
             what: other.to_owned(),
         },
@@ -88,6 +98,25 @@ pub fn translate(data: &Value) -> Result<Translation, WireError> {
     Ok(Translation::new(event_name, session_id, event)
         .with_hook_fields(obj)
         .known_among(&[KNOWN_EVENTS, ACTIVITY_EVENTS]))
+}
+
+/// The model of the request Gemini is about to send, as a usage update (no state change).
+fn before_model(obj: &Object) -> AgentEvent {
+    let model = obj
+        .get("llm_request")
+        .and_then(Value::as_object)
+        .and_then(|r| text(r, "model"))
+        .map(|m| one_line_preview(m, limits::NAME))
+        .filter(|m| !m.is_empty());
+    match model {
+        Some(model) => AgentEvent::UsageUpdated(Box::new(UsageUpdate {
+            model_id: Some(model),
+            ..UsageUpdate::default()
+        })),
+        None => AgentEvent::Activity {
+            what: "BeforeModel".to_owned(),
+        },
+    }
 }
 
 fn before_tool(obj: &Object) -> AgentEvent {
@@ -262,7 +291,22 @@ mod tests {
             }
         );
         assert_eq!(event(base("AfterAgent")), AgentEvent::TurnFinished);
-        assert_eq!(event(base("PreCompress")), AgentEvent::Compacting);
+        for trigger in ["auto", "manual"] {
+            assert_eq!(
+                event(with("PreCompress", json!({"trigger": trigger}))),
+                AgentEvent::Activity {
+                    what: "PreCompress".into()
+                },
+                "fires before every request, compressing or not"
+            );
+        }
+        let AgentEvent::UsageUpdated(u) = event(with(
+            "BeforeModel",
+            json!({"llm_request": {"model": "gemini-2.5-flash"}}),
+        )) else {
+            panic!("BeforeModel carries the model")
+        };
+        assert_eq!(u.model_id.as_deref(), Some("gemini-2.5-flash"));
         assert_eq!(
             event(with("BeforeAgent", json!({"prompt": "fix\nthe   bug"}))),
             AgentEvent::PromptSubmitted {
@@ -363,6 +407,7 @@ mod tests {
     fn unknown_and_model_events_are_activity() {
         for name in [
             "BeforeModel",
+            "PreCompress",
             "AfterModel",
             "BeforeToolSelection",
             "SomeFutureEvent",

@@ -12,7 +12,8 @@ use super::codex_daemon::{self, CodexProcess};
 
 /// Event fields removed before forwarding: none of the adapters reads them (checked against
 /// claude-hooks, codex and gemini) and each can be megabytes. `tool_response` keeps its `error`
-/// (Gemini's failed-tool signal); the rest go whole.
+/// (Gemini's failed-tool signal) and `llm_request` its `model` (Gemini's `BeforeModel` is the
+/// only hook that names the model); the rest go whole.
 pub const STRIPPED_FIELDS: &[&str] = &[
     "tool_response",
     "prompt_response",
@@ -73,8 +74,8 @@ pub fn event_line(
 /// from a user's turn.
 pub const KEPT_INPUT_CHARS: usize = 120;
 
-/// Removes [`STRIPPED_FIELDS`] from an event, keeping `tool_response.error` when it is set and
-/// the start of the first `input-messages` entry.
+/// Removes [`STRIPPED_FIELDS`] from an event, keeping `tool_response.error` when it is set,
+/// `llm_request.model` and the start of the first `input-messages` entry.
 pub fn strip_large_fields(data: &mut Map<String, Value>) {
     for field in STRIPPED_FIELDS {
         let Some(value) = data.remove(*field) else {
@@ -85,6 +86,14 @@ pub fn strip_large_fields(data: &mut Map<String, Value>) {
         {
             let kept: String = first.chars().take(KEPT_INPUT_CHARS).collect();
             data.insert((*field).to_owned(), Value::Array(vec![Value::String(kept)]));
+        }
+        if *field == "llm_request"
+            && let Some(model) = value.get("model").filter(|m| m.is_string())
+        {
+            let mut kept = Map::new();
+            kept.insert("model".to_owned(), model.clone());
+            data.insert((*field).to_owned(), Value::Object(kept));
+            continue;
         }
         if *field == "tool_response"
             && let Value::Object(mut response) = value
@@ -130,6 +139,14 @@ mod tests {
             strip_large_fields(data.as_object_mut().unwrap());
             assert_eq!(data, json!({"session_id": "s"}));
         }
+        // Gemini's BeforeModel: the model stays, the conversation goes.
+        let mut data = json!({"session_id": "s", "llm_request": {"model": "gemini-2.5-flash",
+            "messages": [{"role": "user", "content": "x".repeat(1000)}], "config": {}}});
+        strip_large_fields(data.as_object_mut().unwrap());
+        assert_eq!(
+            data,
+            json!({"session_id": "s", "llm_request": {"model": "gemini-2.5-flash"}})
+        );
         for response in [json!({"error": null, "x": 1}), json!("text"), json!({})] {
             let mut data = json!({"session_id": "s", "tool_response": response});
             strip_large_fields(data.as_object_mut().unwrap());

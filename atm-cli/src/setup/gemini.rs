@@ -5,8 +5,10 @@
 //! group `{"hooks":[{"name":"atm","type":"command","command":"<atm-hook> --agent gemini",
 //! "timeout":5000}]}` (Gemini's timeouts are milliseconds; no matcher: every tool and source),
 //! merged like Claude's hooks ([`super::hooks`]). `AfterModel` is left out on purpose (it fires
-//! for every streamed chunk), and `hooksConfig.enabled` is the user's (a warning says when it
-//! switches hooks off).
+//! for every streamed chunk); `BeforeModel` is in, once per model request, because it is the
+//! only hook that names the model (atm-hook costs about 4 ms per call, measured with a 100 KB
+//! request, against the seconds of a model call). `hooksConfig.enabled` is the user's (a
+//! warning says when it switches hooks off).
 //!
 //! Gemini accepts comments in `settings.json`. serde_json cannot keep them, so a file with
 //! comments is refused with the position of the first one rather than rewritten without them;
