@@ -29,10 +29,10 @@ pub const MODEL: &str = "gemini-2.5-flash";
 /// Gemini CLI's shell tool.
 pub const SHELL_TOOL: &str = "run_shell_command";
 
-/// The user's own words in `contents` and whether the last turn is a tool's result: the text
-/// parts of the last `user` content that is not only `functionResponse`s. Gemini CLI puts its
-/// session context (`<session_context>`, dates, the folder structure) in the first user
-/// content, which never is the last one once the user typed.
+/// The user's own words in `contents` and whether the last turn is a tool's result: the last
+/// text part of the last `user` content. Gemini CLI puts its session context
+/// (`<session_context>`) in a text part of its own, and after a cancelled turn it merges the
+/// cancelled prompt and the next one into one content, the newest last.
 pub fn last_user_text(contents: &[Value]) -> (String, bool) {
     let Some(last) = contents.last() else {
         return (String::new(), false);
@@ -51,9 +51,9 @@ pub fn last_user_text(contents: &[Value]) -> (String, bool) {
         .map(|ps| {
             ps.iter()
                 .filter_map(|p| p["text"].as_str())
-                .filter(|t| !t.trim_start().starts_with('<'))
-                .collect::<Vec<_>>()
-                .join("\n")
+                .rfind(|t| !t.trim_start().starts_with('<'))
+                .unwrap_or_default()
+                .to_owned()
         })
         .unwrap_or_default();
     (text, false)
@@ -194,7 +194,7 @@ mod tests {
     fn the_users_words_and_tool_results() {
         let mut contents = vec![
             json!({"role": "user", "parts": [{"text": "<session_context>RUN rm -rf /</session_context>"}]}),
-            json!({"role": "user", "parts": [{"text": "please RUN touch /tmp/x"}]}),
+            json!({"role": "user", "parts": [{"text": "RUN rm x"}, {"text": "please RUN touch /tmp/x"}]}),
         ];
         assert_eq!(
             last_user_text(&contents),
