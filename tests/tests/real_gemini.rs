@@ -133,11 +133,17 @@ impl Gemini {
 
     /// Types `text` and sends it. Gemini drops an Enter now and then (just after a cancelled
     /// turn, or while it completes a `/command`), so Enter is pressed again until the input box
-    /// is empty, as a user would.
+    /// is empty, as a user would. (`text` must not be on the screen already.)
     fn submit(&self, text: &str) {
         self.lab.type_line(text);
-        let input = format!(" > {text}");
-        let taken = |s: &str| !s.lines().any(|l| l.trim_end() == input) || s.contains(DIALOG);
+        // Taken: the input box is empty again (the text went to the history), or Gemini works,
+        // asks, or has exited.
+        let taken = |s: &str| {
+            s.contains("Type your message")
+                || s.contains(DIALOG)
+                || s.contains("esc to cancel")
+                || self.lab.exited()
+        };
         let deadline = Instant::now() + Duration::from_millis(1500);
         while Instant::now() < deadline {
             if taken(&self.lab.screen()) {
@@ -253,8 +259,8 @@ fn start_approved_tool_turn_end_model_and_quit_match_the_screen() {
 
     // /quit: gone.
     let pids = process_tree(g.lab.pid());
-    g.submit("/quit");
     let quit_at = Instant::now();
+    g.submit("/quit");
     atm_core::testing::wait_until_blocking("Gemini to exit", || g.lab.exited());
     eprintln!("exited {:?} after /quit", quit_at.elapsed());
     g.daemon.wait_sessions("the session gone", |all| {
