@@ -78,12 +78,15 @@ impl Fixtures {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
     }
 
-    /// The names of the payload files (every file but [`REPLAY`]), sorted.
+    /// The names of the payload files (every file but [`REPLAY`]; directories, such as a
+    /// recording of a real agent, are not payloads), sorted.
     pub fn payloads(&self) -> Vec<String> {
         let entries = std::fs::read_dir(&self.dir)
             .unwrap_or_else(|e| panic!("fixtures {}: {e}", self.dir.display()));
         let mut names: Vec<String> = entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(Result::unwrap)
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n != REPLAY)
             .collect();
         names.sort();
