@@ -66,6 +66,7 @@ fn the_recorded_session_replays_to_the_states_the_screen_showed() {
     let d = Daemon::start(&basic_config(""));
     let mut last = Some("starting");
     for (name, payload) in recorded("") {
+        let data: Value = serde_json::from_slice(&payload).unwrap();
         let statusline = name.ends_with("StatusLine");
         run_hook(&d, &payload, statusline);
         let want = if statusline {
@@ -75,17 +76,15 @@ fn the_recorded_session_replays_to_the_states_the_screen_showed() {
         };
         // Claude 2.1.332's status lines after the first request report its prompt cache (cold
         // in this short session).
-        let reports_cache = statusline
-            && serde_json::from_slice::<Value>(&payload).unwrap()["prompt_cache"].is_object();
+        let reports_cache = statusline && data["prompt_cache"].is_object();
         let cache_shown = |s: &Value| !reports_cache || s["prompt_cache"]["warm"] == false;
         let sessions = d.wait_sessions(&format!("{name} -> {want:?}"), |all| match want {
             Some(state) => all.len() == 1 && all[0]["state"] == state && cache_shown(&all[0]),
             None => all.is_empty(),
         });
-        let recorded: Value = serde_json::from_slice(&payload).unwrap();
         if let (Some(s), false) = (sessions.first(), statusline) {
             // The turn is Claude's `prompt_id`, which every hook of a turn carries.
-            assert_eq!(s["turn_id"], recorded["prompt_id"], "{name}: {s:#}");
+            assert_eq!(s["turn_id"], data["prompt_id"], "{name}: {s:#}");
         }
         if let Some(s) = sessions.first() {
             assert_eq!(s["harness"], "claude");
@@ -117,10 +116,7 @@ fn the_recorded_session_replays_to_the_states_the_screen_showed() {
                 suggestions[0]["label"], "add directory /tmp/exp for this session",
                 "{s:#}"
             );
-            assert_eq!(
-                suggestions[0]["rule"],
-                serde_json::from_slice::<Value>(&payload).unwrap()["permission_suggestions"][0]
-            );
+            assert_eq!(suggestions[0]["rule"], data["permission_suggestions"][0]);
         }
         last = want;
     }

@@ -15,7 +15,7 @@ pub mod hint;
 pub mod identity;
 
 use crate::event::{AgentEvent, StartSource};
-use crate::model::{AgentState, Attention};
+use crate::model::{AgentState, Attention, PermissionSuggestion};
 
 /// What an event does to a session's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +43,7 @@ fn ask(
     reason: &str,
     tool: Option<&str>,
     detail: Option<&str>,
+    suggestions: &[PermissionSuggestion],
     asked_by: Option<&str>,
 ) -> Outcome {
     Outcome::Enter {
@@ -52,7 +53,7 @@ fn ask(
             tool: tool.map(str::to_owned),
             detail: detail.map(str::to_owned),
             subagent_id: asked_by.map(str::to_owned),
-            suggestions: Vec::new(),
+            suggestions: suggestions.to_vec(),
         }),
     }
 }
@@ -139,20 +140,14 @@ pub fn transition(
             detail,
             suggestions,
         } => {
-            let mut asked = ask(
+            return ask(
                 S::NeedsPermission,
                 "permission",
                 Some(tool),
                 detail.as_deref(),
+                suggestions,
                 speaker.subagent(),
             );
-            if let Outcome::Enter {
-                attention: Some(a), ..
-            } = &mut asked
-            {
-                a.suggestions.clone_from(suggestions);
-            }
-            return asked;
         }
         E::InputRequested {
             reason,
@@ -164,6 +159,7 @@ pub fn transition(
                 reason,
                 tool.as_deref(),
                 detail.as_deref(),
+                &[],
                 speaker.subagent(),
             );
         }
