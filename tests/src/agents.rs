@@ -87,6 +87,11 @@ pub struct AgentLab {
 /// The first pane's target.
 const FIRST: &str = "agent";
 
+/// Shell lines that remove what marks a CI job from the environment (`CI`,
+/// `CONTINUOUS_INTEGRATION`, every `CI_*`), as `is-in-ci` and similar checks read it.
+const UNSET_CI: &str = "unset CI CONTINUOUS_INTEGRATION BUILD_NUMBER RUN_ID\n\
+    for v in $(env | sed -n 's/^\\(CI_[A-Za-z0-9_]*\\)=.*/\\1/p'); do unset \"$v\"; done\n";
+
 impl AgentLab {
     /// Starts the fake model and, in a tmux pane whose working directory is `cwd`, runs
     /// `command` with `env` plus `ATM_FAKE_MODEL_URL` (the model's `http://addr`) and the
@@ -104,8 +109,11 @@ impl AgentLab {
         {
             exports.push_str(&format!("export {k}={}\n", shell_quote(&v)));
         }
+        // The pane is a person's terminal, not a CI job: CI runners set `CI` (and often
+        // `CI_*`), and Gemini CLI (through Ink's `is-in-ci`) then refuses interactive mode and
+        // exits with "No input provided via stdin". The agents must see what a user's shell has.
         let agent_sh = format!(
-            "#!/bin/sh\n{exports}export ATM_FAKE_MODEL_URL=\"http://$(cat {addr})\"\n\
+            "#!/bin/sh\n{UNSET_CI}{exports}export ATM_FAKE_MODEL_URL=\"http://$(cat {addr})\"\n\
              export PATH={path}:\"$PATH\"\nexec {command}\n",
             addr = d.join("model.addr").display(),
             path = shell_quote(&bin("atm-hook").parent().unwrap().display().to_string()),
