@@ -17,8 +17,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::hub::Routes;
-use super::{IngestLimits, IngestMessage, Peer};
+use super::{IngestLimits, IngestMessage, Peer, Routes};
 use crate::protocol::{
     ErrorCode, ProtocolVersion, RawMessage, ServerMessage, WireError, decode_line, line_codec,
 };

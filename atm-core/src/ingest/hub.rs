@@ -3,17 +3,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::connection::accept_loop;
-use super::{IngestError, IngestHandler, IngestLimits};
+use super::{IngestError, IngestHandler, IngestLimits, Routes};
 use crate::unix_socket::{BindError, PrivateListener, RebindWatch};
-
-/// Route -> handler, for one socket.
-pub(super) type Routes = RwLock<HashMap<String, Arc<dyn IngestHandler>>>;
 
 struct Listener {
     path: PathBuf,

@@ -69,6 +69,10 @@ pub trait IngestHandler: Send + Sync + 'static {
     async fn handle(&self, msg: IngestMessage) -> Result<Option<ServerMessage>, WireError>;
 }
 
+/// Route -> handler, for one socket: filled by the hub, read by each connection.
+type Routes =
+    std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<dyn IngestHandler>>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("cannot listen on {path}: {source}")]
