@@ -3,7 +3,8 @@
 //! - [`model`]: sessions, identity, states, usage; [`view`]: the wire view clients read.
 //! - [`event`]: the agent-neutral `AgentEvent` vocabulary adapters translate into.
 //! - [`state`]: the state machine as pure functions: the transition, what an event does to a
-//!   record, re-keying. [`limits`]: what one session may hold.
+//!   record, re-keying. [`limits`]: what one session may hold,
+//!   enforced by [`sanitize`].
 //! - [`registry`]: the actor that owns every session, and its cheap `RegistryHandle`.
 //! - [`plugin`]: the `InputAdapter` / `OutputSink` traits and `register_plugin!`.
 //! - [`registry_follow`], [`coalesce`]: how a sink follows the registry (snapshot, changes, resync) and
@@ -44,6 +45,7 @@ pub mod protocol;
 pub mod ready;
 pub mod registry;
 pub mod registry_follow;
+pub mod sanitize;
 pub mod sink_stats;
 pub mod state;
 pub mod text;

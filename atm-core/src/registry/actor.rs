@@ -15,9 +15,9 @@ use tracing::{debug, info, warn};
 use super::command::Command;
 use super::index::Index;
 use super::{RegistryConfig, RegistryError, SessionChange, SessionEvent, Snapshot, janitor};
-use crate::limits::sanitize;
 use crate::model::{AgentState, Session, SessionKey};
 use crate::persist;
+use crate::sanitize::sanitize;
 
 pub(super) struct Actor {
     pub(super) index: Index,
@@ -48,7 +48,7 @@ impl Actor {
     /// Takes a restored session in without announcing it (nobody subscribed yet). Times a
     /// wrong clock put in the future come back to now, so the session can still expire.
     pub fn restore(&mut self, mut session: Session) {
-        crate::limits::clamp_future_times(&mut session, Utc::now());
+        crate::sanitize::clamp_future_times(&mut session, Utc::now());
         self.index.insert(Arc::new(session));
     }
 

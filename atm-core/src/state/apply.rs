@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use super::hint::{apply_hint, hint_applies};
 use super::{Outcome, activity_after, resolve, speaker, transition};
 use crate::event::{AgentEvent, Discovered, EventSource, StartSource};
-use crate::limits::{self, sanitize};
+use crate::limits;
 use crate::model::{AgentState, Session, SessionId, SessionKey, Usage};
+use crate::sanitize::{self, sanitize};
 use crate::text::one_line_preview;
 
 /// True when moving from `from` to `to` starts a turn: the first prompt or tool after idle, or
@@ -142,7 +143,7 @@ pub fn apply_event(
     }
     // A clock set back while running left stamps in the future: this event's time is the
     // truth now, or the session would look silent (and never expire) until the clock caught up.
-    limits::clamp_future_times(s, at);
+    sanitize::clamp_future_times(s, at);
     // A status line is data, not activity.
     if !is_usage && at > s.last_activity {
         s.last_activity = at;
