@@ -15,6 +15,9 @@
 //! every hook event. Exits are reported through a queue of
 //! [`EXIT_QUEUE`] entries; when it is full an exit is dropped, which loses nothing, because the
 //! cleanup already queued removes every dead process at once.
+//!
+//! Started next to the registry by whoever assembles a daemon (`atmd` does, with the janitor's
+//! interval as its switch), so that the registry knows nothing of the followers it feeds.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;

@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use atm_core::event::{AgentEvent, EventEnvelope, EventSource, StartSource};
+use atm_core::liveness::ExitWatcher;
 use atm_core::testing::ingest::FakeAgent;
 use atm_core::testing::wait_until;
 use atm_core::{Harness, Registry, RegistryConfig, SessionChange, SessionId};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn an_exit_removes_the_session_long_before_the_janitor_would() {
@@ -18,6 +20,7 @@ async fn an_exit_removes_the_session_long_before_the_janitor_would() {
     })
     .await
     .handle;
+    tokio::spawn(ExitWatcher::new(registry.clone(), CancellationToken::new()).run());
     let mut agents: Vec<FakeAgent> = (0..3).map(|_| FakeAgent::spawn()).collect();
     for (i, agent) in agents.iter().enumerate() {
         let mut source = EventSource::new(

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use atm_core::control::ControlBus;
 use atm_core::ingest::{IngestHub, IngestLimits};
+use atm_core::liveness::ExitWatcher;
 use atm_core::plugin::{PluginEnv, PluginKind};
 use atm_core::registry::{Registry, RegistryConfig};
 use atm_core::unix_socket::RebindSignal;
@@ -201,6 +202,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &inputs.cancel,
     )
     .await;
+    if !d.cleanup_interval.is_zero() {
+        // Exits are seen by pidfd at once; the janitor's pass is the fallback.
+        let watcher = ExitWatcher::new(registry.handle.clone(), inputs.cancel.child_token());
+        inputs.tasks.spawn(watcher.run());
+    }
     let rebind = RebindSignal::default();
     let runtime_dir = lock.dir.clone();
     let keeper = RuntimeDirKeeper::start(lock, rebind.clone());

@@ -19,7 +19,10 @@
 //!   The actor never waits for a sink.
 //!
 //! Liveness work that touches `/proc` for many processes runs outside the actor
-//! ([`RegistryHandle::cleanup_stale`]) so a large registry never stalls event handling.
+//! ([`RegistryHandle::cleanup_stale`]) so a large registry never stalls event handling. The
+//! janitor's periodic pass is the fallback; seeing an exit at once is the job of
+//! `crate::liveness::ExitWatcher`, a follower of the registry like a sink, which whoever
+//! assembles a daemon starts next to it (the registry does not depend on its followers).
 
 mod actor;
 mod change;
@@ -88,11 +91,6 @@ impl Registry {
         }
         let task = tokio::spawn(actor.run(rx));
         let janitor = Janitor::start(handle.clone(), janitor_interval, cancel.child_token());
-        if !janitor_interval.is_zero() {
-            // Exits are seen by pidfd at once; the janitor's pass is the fallback.
-            let watcher = crate::liveness::ExitWatcher::new(handle.clone(), cancel.child_token());
-            tokio::spawn(watcher.run());
-        }
         Registry {
             handle,
             task,
