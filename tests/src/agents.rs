@@ -445,3 +445,69 @@ pub fn record_through(listen: &Path, atmd: PathBuf) -> Recording {
     });
     lines
 }
+
+/// What a [`record_through`] tee saw, written to its file (one JSON line each) when dropped:
+/// how a real suite records the payloads its agent sent.
+pub struct RecordingFile {
+    path: PathBuf,
+    lines: Recording,
+}
+
+impl Drop for RecordingFile {
+    fn drop(&mut self) {
+        let lines = self.lines.lock().unwrap();
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(&self.path, text).unwrap();
+        eprintln!("recorded {} lines to {}", lines.len(), self.path.display());
+    }
+}
+
+/// With `<record_var>=<dir>` set: a tee ([`record_through`]) between the agent and atmd's ingest
+/// socket, which the agent reaches through `socket_var` (added to `env`); what it sent is
+/// written to `<dir>/<test>.jsonl` when the returned file is dropped.
+pub fn record_if_asked<'e>(
+    daemon: &Daemon,
+    record_var: &str,
+    test: &str,
+    socket_var: &'e str,
+    env: &mut Vec<(&'e str, String)>,
+) -> Option<RecordingFile> {
+    let dir = std::env::var_os(record_var)?;
+    let tee = daemon.dir.path().join("record-tee.sock");
+    let lines = record_through(&tee, daemon.hooks_socket());
+    env.push((socket_var, tee.display().to_string()));
+    Some(RecordingFile {
+        path: PathBuf::from(dir).join(format!("{test}.jsonl")),
+        lines,
+    })
+}
+
+/// A real suite's agent as atm lists it: the suite says which session is this test's own
+/// (proc-discovery also lists the agents of the tests running beside it); waiting on it is
+/// the same for every agent.
+pub trait OwnSession {
+    fn daemon(&self) -> &Daemon;
+
+    /// This test's session among every session atmd lists, if it is there.
+    fn own<'a>(&self, all: &'a [Value]) -> Option<&'a Value>;
+
+    /// Waits until this test's session satisfies `pred`; returns it.
+    fn wait_session(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value
+    where
+        Self: Sized,
+    {
+        let sessions = self
+            .daemon()
+            .wait_sessions(what, |all| self.own(all).is_some_and(&pred));
+        self.own(&sessions).cloned().unwrap()
+    }
+
+    /// Waits until this test's session is in `state`; returns it.
+    fn wait_state(&self, state: &str) -> Value
+    where
+        Self: Sized,
+    {
+        self.wait_session(&format!("state {state}"), |s| s["state"] == state)
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use atm_tests::agents::{AgentLab, agent_binary, sessions_under};
+use atm_tests::agents::{AgentLab, OwnSession, agent_binary, sessions_under};
 use atm_tests::{Daemon, basic_config, stdout_of};
 use serde_json::{Value, json};
 
@@ -79,13 +79,9 @@ fn start_claude(settings: Value) -> Option<Claude> {
     })
 }
 
-impl Claude {
-    /// Waits until atm's one Claude session satisfies `pred`; returns it.
-    fn wait_session(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let sessions = self
-            .daemon
-            .wait_sessions(what, |all| self.own(all).is_some_and(&pred));
-        self.own(&sessions).cloned().unwrap()
+impl OwnSession for Claude {
+    fn daemon(&self) -> &Daemon {
+        &self.daemon
     }
 
     /// This test's one Claude session: proc-discovery also finds the Claude Codes of the tests
@@ -94,10 +90,6 @@ impl Claude {
         sessions_under(all, "claude", self.daemon.dir.path())
             .into_iter()
             .next()
-    }
-
-    fn wait_state(&self, state: &str) -> Value {
-        self.wait_session(&format!("state {state}"), |s| s["state"] == state)
     }
 }
 

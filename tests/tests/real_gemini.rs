@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use atm_tests::agents::{AgentLab, Recording, agent_binary, record_through, shell_quote};
+use atm_tests::agents::{
+    AgentLab, OwnSession, RecordingFile, agent_binary, record_if_asked, shell_quote,
+};
 use atm_tests::{Daemon, basic_config, stdout_of};
 use serde_json::{Value, json};
 
@@ -24,7 +26,7 @@ struct Gemini {
     lab: AgentLab,
     project: PathBuf,
     /// With `ATM_GEMINI_RECORD=<dir>`: what atm-hook sent, written to `<dir>/<test>.jsonl`.
-    recording: Option<(PathBuf, Recording)>,
+    _recording: Option<RecordingFile>,
 }
 
 impl Drop for Gemini {
@@ -37,13 +39,6 @@ impl Drop for Gemini {
             {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
-        }
-        if let Some((path, lines)) = &self.recording {
-            let lines = lines.lock().unwrap();
-            let mut text = lines.join("\n");
-            text.push('\n');
-            std::fs::write(path, text).unwrap();
-            eprintln!("recorded {} lines to {}", lines.len(), path.display());
         }
     }
 }
@@ -86,12 +81,13 @@ fn start_gemini(test: &str) -> Option<Gemini> {
         ("GEMINI_API_KEY", "atm-fake-gemini-key".to_owned()),
         ("ATM_HOOK_BUDGET_MS", "1000".to_owned()),
     ];
-    let recording = std::env::var_os("ATM_GEMINI_RECORD").map(|dir| {
-        let tee = daemon.dir.path().join("gemini-tee.sock");
-        let lines = record_through(&tee, daemon.hooks_socket());
-        env.push(("ATM_HOOKS_SOCKET", tee.display().to_string()));
-        (PathBuf::from(dir).join(format!("{test}.jsonl")), lines)
-    });
+    let recording = record_if_asked(
+        &daemon,
+        "ATM_GEMINI_RECORD",
+        test,
+        "ATM_HOOKS_SOCKET",
+        &mut env,
+    );
     let lab = AgentLab::start(&daemon, &project, &command, &env);
     lab.wait_screen("Gemini's prompt", |s| {
         s.contains("Type your message") && s.contains(MODEL)
@@ -100,17 +96,13 @@ fn start_gemini(test: &str) -> Option<Gemini> {
         daemon,
         lab,
         project,
-        recording,
+        _recording: recording,
     })
 }
 
-impl Gemini {
-    /// Waits until atm's one Gemini session (this pane's process) satisfies `pred`.
-    fn wait_session(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let sessions = self
-            .daemon
-            .wait_sessions(what, |all| self.own(all).is_some_and(&pred));
-        self.own(&sessions).cloned().unwrap()
+impl OwnSession for Gemini {
+    fn daemon(&self) -> &Daemon {
+        &self.daemon
     }
 
     /// This test's Gemini session: the one whose process is the pane's or one of its
@@ -126,11 +118,9 @@ impl Gemini {
             .collect();
         (mine.len() == 1).then(|| mine[0])
     }
+}
 
-    fn wait_state(&self, state: &str) -> Value {
-        self.wait_session(&format!("state {state}"), |s| s["state"] == state)
-    }
-
+impl Gemini {
     /// Types `text` and sends it. Gemini drops an Enter now and then (just after a cancelled
     /// turn, or while it completes a `/command`), so Enter is pressed again until the input box
     /// is empty, as a user would. (`text` must not be on the screen already.)

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use atm_tests::agents::{
-    AgentLab, Recording, agent_binary, record_through, sessions_under, shell_quote,
+    AgentLab, OwnSession, RecordingFile, agent_binary, record_if_asked, sessions_under, shell_quote,
 };
 use atm_tests::{Daemon, basic_config, stdout_of};
 use serde_json::{Value, json};
@@ -46,19 +46,7 @@ struct Pi {
     lab: AgentLab,
     project: PathBuf,
     /// With `ATM_PI_RECORD=<dir>`: what the extension sent, written to `<dir>/<test>.jsonl`.
-    recording: Option<(PathBuf, Recording)>,
-}
-
-impl Drop for Pi {
-    fn drop(&mut self) {
-        if let Some((path, lines)) = &self.recording {
-            let lines = lines.lock().unwrap();
-            let mut text = lines.join("\n");
-            text.push('\n');
-            std::fs::write(path, text).unwrap();
-            eprintln!("recorded {} lines to {}", lines.len(), path.display());
-        }
-    }
+    _recording: Option<RecordingFile>,
 }
 
 /// pi's agent dir as a user has it with the fake model as a custom provider (priced like a
@@ -128,12 +116,8 @@ fn start_pi_with(test: Option<&str>, before: impl FnOnce(&mut Daemon)) -> Option
         ("PI_TELEMETRY", "0".to_owned()),
     ];
     before(&mut daemon);
-    let record = std::env::var_os("ATM_PI_RECORD").zip(test);
-    let recording = record.map(|(dir, test)| {
-        let tee = daemon.dir.path().join("pi-tee.sock");
-        let lines = record_through(&tee, daemon.hooks_socket());
-        env.push(("ATM_PI_SOCKET", tee.display().to_string()));
-        (PathBuf::from(dir).join(format!("{test}.jsonl")), lines)
+    let recording = test.and_then(|test| {
+        record_if_asked(&daemon, "ATM_PI_RECORD", test, "ATM_PI_SOCKET", &mut env)
     });
     let lab = AgentLab::start(&daemon, &project, &command, &env);
     lab.wait_screen("pi's prompt", |s| {
@@ -143,17 +127,13 @@ fn start_pi_with(test: Option<&str>, before: impl FnOnce(&mut Daemon)) -> Option
         daemon,
         lab,
         project,
-        recording,
+        _recording: recording,
     })
 }
 
-impl Pi {
-    /// Waits until atm's one pi session satisfies `pred`; returns it.
-    fn wait_session(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let sessions = self
-            .daemon
-            .wait_sessions(what, |all| self.own(all).is_some_and(&pred));
-        self.own(&sessions).cloned().unwrap()
+impl OwnSession for Pi {
+    fn daemon(&self) -> &Daemon {
+        &self.daemon
     }
 
     /// This test's pi session: proc-discovery also finds the pis of tests running beside it
@@ -164,11 +144,9 @@ impl Pi {
             .into_iter()
             .find(|s| s["pid"] == pid)
     }
+}
 
-    fn wait_state(&self, state: &str) -> Value {
-        self.wait_session(&format!("state {state}"), |s| s["state"] == state)
-    }
-
+impl Pi {
     /// Types a prompt and waits for pi to show it.
     fn prompt(&self, text: &str) {
         self.lab.type_line(text);
