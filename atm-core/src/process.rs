@@ -14,6 +14,25 @@ use crate::model::ProcessIdentity;
 /// The default `/proc` mount.
 pub const PROC_ROOT: &str = "/proc";
 
+/// When the machine booted, in milliseconds since the epoch: `btime` in `<proc_root>/stat`
+/// (read up to 64 KiB, which holds it on any machine).
+pub fn boot_time_ms(proc_root: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(proc_root.join("stat"))
+        .ok()?
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
+    let secs: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    secs.checked_mul(1000)
+}
+
 /// Reads the identity of `pid` under `proc_root`, or `None` if there is no such process (or it
 /// cannot be read).
 pub fn identity_in(proc_root: &Path, pid: u32) -> Option<ProcessIdentity> {

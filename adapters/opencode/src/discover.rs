@@ -63,18 +63,9 @@ pub fn same_netns(proc_root: &Path, pid: u32) -> bool {
 /// When process `p` started, in milliseconds since the epoch (`btime` in `/proc/stat` plus
 /// its start time in clock ticks).
 pub fn started_ms(proc_root: &Path, p: atm_core::model::ProcessIdentity) -> Option<u64> {
-    let stat = std::fs::read_to_string(proc_root.join("stat")).ok()?;
-    let boot: u64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    let boot = atm_core::process::boot_time_ms(proc_root)?;
     let ticks = procfs::ticks_per_second().max(1);
-    Some(
-        boot.saturating_mul(1000)
-            .saturating_add(p.start_time.saturating_mul(1000) / ticks),
-    )
+    Some(boot.saturating_add(p.start_time.saturating_mul(1000) / ticks))
 }
 
 /// Where a listening socket of the process can be reached.

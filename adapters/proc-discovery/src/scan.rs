@@ -117,17 +117,10 @@ pub struct Scanner {
     exec_away: Vec<u32>,
 }
 
-/// `btime` (seconds since the epoch) from `<proc_root>/stat`, in milliseconds.
+/// The boot time (see [`atm_core::process::boot_time_ms`]) as the signed milliseconds the
+/// scan's arithmetic uses.
 fn read_boot_time_ms(proc_root: &Path) -> Option<i64> {
-    let bytes = read_capped(&proc_root.join("stat"), 64 * 1024).ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let secs: i64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    secs.checked_mul(1000)
+    atm_core::process::boot_time_ms(proc_root).and_then(|ms| i64::try_from(ms).ok())
 }
 
 /// Seconds since boot from `<proc_root>/uptime`, in clock ticks.
