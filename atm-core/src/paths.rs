@@ -140,6 +140,28 @@ pub fn no_follow(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOption
     options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
 }
 
+/// Why a directory that must be ours alone is not.
+pub(crate) enum NotPrivate {
+    /// Someone else (this uid) owns it.
+    Owner(u32),
+    /// Its group or others may write to it (its permission bits).
+    Writable(u32),
+}
+
+/// The one rule for a private directory, held by the daemon that makes one and by every client
+/// that trusts the sockets in it: owned by `me` and writable by no one else. `Ok`: its
+/// permission bits.
+pub(crate) fn check_private(meta: &std::fs::Metadata, me: u32) -> Result<u32, NotPrivate> {
+    if meta.uid() != me {
+        return Err(NotPrivate::Owner(meta.uid()));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(NotPrivate::Writable(mode));
+    }
+    Ok(mode)
+}
+
 /// Creates `dir` (and parents) as `0700` if missing, then checks that it is a real directory
 /// (never a symlink: a link in a shared `/tmp` can be re-pointed by whoever made it), that we own
 /// it and that no one else can write to it. A directory of ours that others can only read or
@@ -168,20 +190,22 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), PathError> {
         });
     }
     let me = uid();
-    if meta.uid() != me {
-        return Err(PathError::WrongOwner {
-            path: dir.to_owned(),
-            owner: meta.uid(),
-            me,
-        });
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o022 != 0 {
-        return Err(PathError::Insecure {
-            path: dir.to_owned(),
-            mode,
-        });
-    }
+    let mode = match check_private(&meta, me) {
+        Ok(mode) => mode,
+        Err(NotPrivate::Owner(owner)) => {
+            return Err(PathError::WrongOwner {
+                path: dir.to_owned(),
+                owner,
+                me,
+            });
+        }
+        Err(NotPrivate::Writable(mode)) => {
+            return Err(PathError::Insecure {
+                path: dir.to_owned(),
+                mode,
+            });
+        }
+    };
     if mode != 0o700 {
         // `recursive` applies the mode only to the last component on some systems, and an
         // older atm may have left it readable: tighten what we own.

@@ -21,6 +21,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::paths::NotPrivate;
+
 /// Why a client will not talk to a socket. The messages say what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -82,23 +84,20 @@ pub fn check_socket_dir(socket: &Path) -> Result<(), TrustError> {
         });
     }
     let meta = std::fs::metadata(dir).map_err(io)?;
-    if meta.uid() != me {
-        return Err(TrustError::DirOwner {
+    match crate::paths::check_private(&meta, me) {
+        Ok(_) => Ok(()),
+        Err(NotPrivate::Owner(owner)) => Err(TrustError::DirOwner {
             socket: socket.to_owned(),
             dir: dir.to_owned(),
-            owner: meta.uid(),
+            owner,
             me,
-        });
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o022 != 0 {
-        return Err(TrustError::DirMode {
+        }),
+        Err(NotPrivate::Writable(mode)) => Err(TrustError::DirMode {
             socket: socket.to_owned(),
             dir: dir.to_owned(),
             mode,
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Checks who is at the other end of a connected `socket`: us or root. Call after connecting
