@@ -340,16 +340,6 @@ impl<K: Hash + Eq, V> CoalescingQueue<K, V> {
         self.ordered.is_empty() && self.coalesced.is_empty() && !self.resync
     }
 
-    /// Entries queued in order.
-    pub fn ordered_len(&self) -> usize {
-        self.ordered.len()
-    }
-
-    /// Keys held coalesced.
-    pub fn coalesced_len(&self) -> usize {
-        self.coalesced.len()
-    }
-
     /// Resyncs caused by overflows so far.
     pub fn resyncs(&self) -> u64 {
         self.resyncs
