@@ -8,6 +8,7 @@ use adapter_gemini::GeminiHooks;
 use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
 use atm_core::serde_json::json;
+use atm_core::testing::fixtures::Fixtures;
 use atm_core::testing::ingest::RunningAdapter;
 
 atm_core::translator_tests! {
@@ -39,14 +40,9 @@ async fn a_permission_without_a_pid_still_makes_a_gemini_session() {
 /// A recording of atm-hook inside the real Gemini CLI 0.61.0 (`tests/tests/real_gemini.rs` with
 /// `ATM_GEMINI_RECORD`), every `pid` set to `pid`.
 fn real_recording(name: &str, pid: u32) -> Vec<atm_core::serde_json::Value> {
-    let path = format!(
-        "{}/tests/fixtures/real-0.61.0/{name}.jsonl",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|l| atm_core::serde_json::from_str::<atm_core::serde_json::Value>(l).unwrap())
+    Fixtures::of(env!("CARGO_MANIFEST_DIR"))
+        .load_lines(&format!("real-0.61.0/{name}.jsonl"))
+        .into_iter()
         .map(|mut m| {
             m["data"]["pid"] = json!(pid);
             m["data"].clone()

@@ -11,6 +11,7 @@ use adapter_pi as _; // links the plugin registration for the contract test
 use adapter_pi::PiEvents;
 use atm_core::ingest::IngestStats;
 use atm_core::registry::RegistryConfig;
+use atm_core::testing::fixtures::Fixtures;
 use atm_core::testing::ingest::{
     FakeAgent, IngestClient, RunningAdapter, check_replay_step, replay_session, socket_table,
 };
@@ -34,14 +35,7 @@ async fn connect_extension(path: &Path) -> IngestClient {
 }
 
 fn fixture_lines() -> Vec<Value> {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/session.jsonl"
-    ))
-    .unwrap()
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect()
+    Fixtures::of(env!("CARGO_MANIFEST_DIR")).load_lines("session.jsonl")
 }
 
 fn expectations() -> Vec<Value> {
@@ -175,14 +169,9 @@ async fn bad_envelopes_get_errors_and_the_connection_keeps_working() {
 /// A recording of atm's extension inside the real pi 0.73.1 (`tests/tests/real_pi.rs` with
 /// `ATM_PI_RECORD`), with its `connect` line left out and every `pid` set to `pid`.
 fn real_recording(name: &str, pid: u32) -> Vec<Value> {
-    let path = format!(
-        "{}/tests/fixtures/real-0.73.1/{name}.jsonl",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    Fixtures::of(env!("CARGO_MANIFEST_DIR"))
+        .load_lines(&format!("real-0.73.1/{name}.jsonl"))
+        .into_iter()
         .filter(|m| m["type"] == "pi_event")
         .map(|mut m| {
             m["data"]["pid"] = json!(pid);

@@ -78,6 +78,20 @@ impl Fixtures {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
     }
 
+    /// A JSON-lines fixture (a recording of a real agent, `real-<version>/<test>.jsonl`): one
+    /// value per line; fails the test naming the file.
+    pub fn load_lines(&self, name: &str) -> Vec<Value> {
+        let path = self.dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+            })
+            .collect()
+    }
+
     /// The names of the payload files (every file but [`REPLAY`]; directories, such as a
     /// recording of a real agent, are not payloads), sorted.
     pub fn payloads(&self) -> Vec<String> {
