@@ -140,6 +140,14 @@ pub fn identity_recent(pid: u32) -> Option<ProcessIdentity> {
 mod tests {
     use super::*;
 
+    /// A child that lives until the test kills it.
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap()
+    }
+
     #[test]
     fn own_process_is_alive_and_reused_pid_is_not() {
         let me = identity(std::process::id()).unwrap();
@@ -152,10 +160,7 @@ mod tests {
 
     #[test]
     fn exited_child_is_dead() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = sleeper();
         let id = identity(child.id()).unwrap();
         assert!(is_alive(id));
         child.kill().unwrap();
@@ -165,10 +170,7 @@ mod tests {
 
     #[test]
     fn an_unreaped_child_is_dead() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = sleeper();
         let id = identity(child.id()).unwrap();
         child.kill().unwrap();
         // Not reaped yet: a zombie, still in /proc with the same start time.
@@ -194,10 +196,7 @@ mod tests {
     #[test]
     fn cached_identities_expire_and_failures_are_not_cached() {
         let cache = IdentityCache::new(Path::new(PROC_ROOT), Duration::from_millis(200));
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = sleeper();
         let id = cache.identity(child.id()).unwrap();
         assert_eq!(id, identity(child.id()).unwrap());
         child.kill().unwrap();
