@@ -13,9 +13,7 @@
 //! the registry's silence limit; `session.deleted` removes one at once. Without a `url` the
 //! adapter does nothing until it is cancelled, so the sample config runs everywhere.
 
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::collections::HashMap;
@@ -26,14 +24,14 @@ use atm_core::model::{Harness, ProcessIdentity, Session};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use atm_core::registry_follow::{Followed, RegistryFollower};
 use atm_core::tracing::{debug, info};
-use hyper::Uri;
-use hyper::header::HeaderValue;
 use serde::Deserialize;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::discover::{listening, same_netns, server_process};
-use crate::server::{Server, Shared, StreamError};
+use crate::server::{INITIAL_BACKOFF, Server, Shared};
 use crate::sse::MAX_EVENT_BYTES;
+use crate::stats::OpencodeStats;
+use crate::url::EventStreamUrl;
 
 /// How long a found opencode process is looked at for a listening port before it is taken
 /// to have none (a TUI started without `--port`); after that, once every
@@ -43,9 +41,6 @@ const PORT_RECHECK: Duration = Duration::from_secs(30);
 
 /// A configured server's sessions updated within this long are listed on connect.
 const RECENT: Duration = Duration::from_secs(30 * 60);
-
-/// The first retry delay; it doubles up to `max_backoff` while the server stays away.
-pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 
 /// `[[adapter]] type = "opencode"`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -93,113 +88,6 @@ impl Default for OpencodeConfig {
             max_backoff: default_max_backoff(),
             connect_timeout: default_connect_timeout(),
         }
-    }
-}
-
-/// Where the event stream is, checked when the config is read.
-#[derive(Debug, Clone)]
-pub(crate) struct EventStreamUrl {
-    /// As configured, for logs.
-    pub display: String,
-    pub host: String,
-    pub port: u16,
-    /// The request target (`/event`).
-    pub target: Uri,
-    /// The server's root path (what precedes `/event`), without a trailing slash.
-    root: String,
-    pub host_header: HeaderValue,
-}
-
-impl EventStreamUrl {
-    /// The request target of `path` (`/session/status`) under the server's root.
-    pub fn at(&self, path: &str) -> Result<Uri, StreamError> {
-        Uri::from_str(&format!("{}{path}", self.root)).map_err(|e| StreamError::Body(e.to_string()))
-    }
-
-    pub fn parse(url: &str) -> Result<Self, ConfigError> {
-        let bad = |why: &str| ConfigError::for_key("url", format!("invalid `url` {url:?}: {why}"));
-        let uri = Uri::from_str(url.trim()).map_err(|e| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported; opencode serves plain http (e.g. http://127.0.0.1:4096)",
-                ));
-            }
-            _ => {
-                return Err(bad(
-                    "write it as http://HOST:PORT, e.g. http://127.0.0.1:4096",
-                ));
-            }
-        }
-        let Some(authority) = uri.authority() else {
-            return Err(bad("no host; write it as http://HOST:PORT"));
-        };
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = match authority.port_u16() {
-            Some(p) if p > 0 => p,
-            None if authority.as_str() == authority.host() => 80,
-            _ => return Err(bad("the port must be a number from 1 to 65535")),
-        };
-        let given = uri.path().trim_end_matches('/');
-        // The server's root: what precedes `/event` or `/global/event` when the URL names the
-        // stream itself.
-        let (path, root) = match given.strip_suffix("/event") {
-            Some(prefix) => (
-                given.to_owned(),
-                prefix.strip_suffix("/global").unwrap_or(prefix),
-            ),
-            None => (format!("{given}/event"), given),
-        };
-        let target = Uri::from_str(&path).map_err(|e| bad(&e.to_string()))?;
-        Uri::from_str(&format!("{root}/session/status")).map_err(|e| bad(&e.to_string()))?;
-        let root = root.to_owned();
-        let host_header =
-            HeaderValue::from_str(authority.as_str()).map_err(|e| bad(&e.to_string()))?;
-        Ok(Self {
-            display: format!("http://{}{path}", authority.as_str()),
-            host,
-            port,
-            target,
-            root,
-            host_header,
-        })
-    }
-}
-
-/// Counters, readable while the adapter runs (tests, debug logs).
-#[derive(Debug, Default)]
-pub struct OpencodeStats {
-    /// Successful connections to the event stream.
-    pub connections: AtomicU64,
-    /// Connections that failed or ended, each followed by a wait and another attempt (counted
-    /// once the failure is logged).
-    pub failed_attempts: AtomicU64,
-    /// Events received and handled (whole SSE events, including skipped ones).
-    pub events: AtomicU64,
-    /// Events applied to the registry.
-    pub applied: AtomicU64,
-    /// Valid events that mean nothing for a session's state.
-    pub ignored: AtomicU64,
-    /// Events skipped as not UTF-8, not JSON, or without a type or session.
-    pub malformed: AtomicU64,
-    /// Events skipped for exceeding the size limit.
-    pub oversized: AtomicU64,
-    /// Events the registry refused (full, shutting down).
-    pub registry_errors: AtomicU64,
-}
-
-impl OpencodeStats {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
     }
 }
 
@@ -348,7 +236,7 @@ async fn follow_process(shared: &Shared, p: ProcessIdentity, ctx: &AdapterContex
         return;
     }
     let started = tokio::time::Instant::now();
-    let mut wait = crate::adapter::INITIAL_BACKOFF;
+    let mut wait = INITIAL_BACKOFF;
     let mut told = false;
     let listen = loop {
         if !atm_core::process::is_alive(p) {
@@ -391,31 +279,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn urls() {
-        let u = EventStreamUrl::parse("http://127.0.0.1:4096").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 4096));
-        assert_eq!(u.target.path(), "/event");
-        assert_eq!(u.host_header, "127.0.0.1:4096");
-        let u = EventStreamUrl::parse("http://localhost:4096/base/").unwrap();
-        assert_eq!(u.target.path(), "/base/event");
-        let u = EventStreamUrl::parse("http://[::1]:9/global/event").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
-        assert_eq!(u.target.path(), "/global/event");
-        assert_eq!(EventStreamUrl::parse("http://h").unwrap().port, 80);
-        for bad in [
-            "https://h:1",
-            "127.0.0.1:4096",
-            "ftp://h",
-            "http://",
-            "",
-            "http://h:99999",
-        ] {
-            let e = EventStreamUrl::parse(bad).unwrap_err();
-            assert_eq!(e.key.as_deref(), Some("url"), "{bad}");
-        }
-    }
 
     #[test]
     fn config_is_checked() {

@@ -30,10 +30,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::adapter::{EventStreamUrl, INITIAL_BACKOFF, OpencodeStats};
 use crate::discover::ServerProcess;
 use crate::sse::{SseItem, SseParser};
+use crate::stats::OpencodeStats;
 use crate::translate::{Translation, parse, parse_pending, parse_sessions, translate};
+use crate::url::EventStreamUrl;
+
+/// The first retry delay; it doubles up to `max_backoff` while the server stays away.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What every followed server shares: limits and counters.
 #[derive(Debug)]
@@ -64,6 +68,12 @@ pub(crate) enum StreamError {
     Body(String),
     #[error("the server closed the event stream")]
     Closed,
+}
+
+impl From<hyper::http::uri::InvalidUri> for StreamError {
+    fn from(e: hyper::http::uri::InvalidUri) -> Self {
+        Self::Body(e.to_string())
+    }
 }
 
 /// One server being followed.
