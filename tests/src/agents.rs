@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::{Daemon, bin};
+use crate::{Daemon, basic_config, bin};
 
 const VERSIONS: &str = include_str!("../agents/versions");
 
@@ -361,6 +361,25 @@ pub fn stop_codex_daemon(codex_home: &Path) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
+}
+
+/// atmd as every real suite runs it: the agent's own adapter (`None`: it has none, proc-discovery
+/// alone finds it) and proc-discovery every 500 ms.
+pub fn lab_daemon(adapter: Option<&str>) -> Daemon {
+    let own = adapter
+        .map(|a| format!("[[adapter]]\ntype = \"{a}\"\n\n"))
+        .unwrap_or_default();
+    Daemon::start(&basic_config(&format!(
+        "{own}[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n"
+    )))
+}
+
+/// A project directory `name` under the daemon's temporary directory, for the agent to run in
+/// (its sessions are then this test's; see [`sessions_under`]).
+pub fn project_dir(daemon: &Daemon, name: &str) -> PathBuf {
+    let dir = daemon.dir.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// The one session of `harness` in `atmctl list --json`, if any.

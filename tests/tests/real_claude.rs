@@ -5,8 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use atm_tests::agents::{AgentLab, OwnSession, agent_binary, sessions_under};
-use atm_tests::{Daemon, basic_config, stdout_of};
+use atm_tests::agents::{
+    AgentLab, OwnSession, agent_binary, lab_daemon, project_dir, sessions_under,
+};
+use atm_tests::{Daemon, stdout_of};
 use serde_json::{Value, json};
 
 /// A key shaped like Anthropic's; the fake model accepts anything.
@@ -50,11 +52,8 @@ fn configure(daemon: &Daemon, config_dir: &Path, project: &Path, settings: Value
 /// Starts atmd, configures Claude Code with the user's `settings`, and runs it in a pane.
 fn start_claude(settings: Value) -> Option<Claude> {
     let claude = agent_binary("claude")?;
-    let daemon = Daemon::start(&basic_config(
-        "[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n",
-    ));
-    let project = daemon.dir.path().join("project");
-    std::fs::create_dir_all(&project).unwrap();
+    let daemon = lab_daemon(None);
+    let project = project_dir(&daemon, "project");
     let config_dir = daemon.dir.path().join("claude");
     configure(&daemon, &config_dir, &project, settings);
     let command = format!(

@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 
 use atm_tests::agents::{
-    AgentLab, agent_binary, session_of, sessions_under, shell_quote, stop_codex_daemon,
+    AgentLab, agent_binary, lab_daemon, project_dir, session_of, sessions_under, shell_quote,
+    stop_codex_daemon,
 };
-use atm_tests::{Daemon, basic_config, stdout_of};
+use atm_tests::{Daemon, stdout_of};
 use serde_json::Value;
 
 /// Where the model URL goes in config.toml; the pane's command fills it in once the fake
@@ -76,13 +77,8 @@ fn start_codex_answering(projects: &[&str], answer: &str) -> Option<(Codex, Vec<
     let one_at_a_time = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let daemon = Daemon::start(&basic_config(
-        "[[adapter]]\ntype = \"codex\"\n\n[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n",
-    ));
-    let dirs: Vec<PathBuf> = projects.iter().map(|p| daemon.dir.path().join(p)).collect();
-    for d in &dirs {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let daemon = lab_daemon(Some("codex"));
+    let dirs: Vec<PathBuf> = projects.iter().map(|p| project_dir(&daemon, p)).collect();
     let home = daemon.dir.path().join("codex");
     std::fs::create_dir_all(&home).unwrap();
     let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();

@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use atm_tests::agents::{
-    AgentLab, OwnSession, RecordingFile, agent_binary, record_if_asked, shell_quote,
+    AgentLab, OwnSession, RecordingFile, agent_binary, lab_daemon, project_dir, record_if_asked,
+    shell_quote,
 };
-use atm_tests::{Daemon, basic_config, stdout_of};
+use atm_tests::{Daemon, stdout_of};
 use serde_json::{Value, json};
 
 /// The model the user picked (Gemini's `model.name` setting).
@@ -49,11 +50,8 @@ impl Drop for Gemini {
 /// names the recording, if any.
 fn start_gemini(test: &str) -> Option<Gemini> {
     let gemini = agent_binary("gemini")?;
-    let daemon = Daemon::start(&basic_config(
-        "[[adapter]]\ntype = \"gemini\"\n\n[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n",
-    ));
-    let project = daemon.dir.path().join("project");
-    std::fs::create_dir_all(&project).unwrap();
+    let daemon = lab_daemon(Some("gemini"));
+    let project = project_dir(&daemon, "project");
     let settings_dir = daemon.dir.path().join("home/.gemini");
     std::fs::create_dir_all(&settings_dir).unwrap();
     let settings = json!({

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use atm_tests::agents::{
-    AgentLab, OwnSession, RecordingFile, agent_binary, record_if_asked, sessions_under, shell_quote,
+    AgentLab, OwnSession, RecordingFile, agent_binary, lab_daemon, project_dir, record_if_asked,
+    sessions_under, shell_quote,
 };
-use atm_tests::{Daemon, basic_config, stdout_of};
+use atm_tests::{Daemon, stdout_of};
 use serde_json::{Value, json};
 
 /// Where the model URL goes in models.json; the pane's command fills it in once the fake
@@ -94,11 +95,8 @@ fn start_pi(test: Option<&str>) -> Option<Pi> {
 /// restart from the extension).
 fn start_pi_with(test: Option<&str>, before: impl FnOnce(&mut Daemon)) -> Option<Pi> {
     let pi = agent_binary("pi")?;
-    let mut daemon = Daemon::start(&basic_config(
-        "[[adapter]]\ntype = \"pi\"\n\n[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n",
-    ));
-    let project = daemon.dir.path().join("project");
-    std::fs::create_dir_all(&project).unwrap();
+    let mut daemon = lab_daemon(Some("pi"));
+    let project = project_dir(&daemon, "project");
     let agent_dir = daemon.dir.path().join("pi-agent");
     configure(&daemon, &agent_dir, &pi);
     let command = format!(
