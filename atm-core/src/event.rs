@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     AgentState, Harness, PermissionSuggestion, ProcessIdentity, SessionId, UsageUpdate,
 };
+use crate::request::Question;
 
 /// Why a session (re)started. `Clear`, `Resume` and `Fork` bring a new session id for the same
 /// process: the registry re-keys instead of adding a second row.
@@ -66,6 +67,13 @@ pub enum AgentEvent {
         /// What the agent offers to remember with an "always" answer (may be empty).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         suggestions: Vec<PermissionSuggestion>,
+    },
+    /// The agent asks its user questions with choices (Claude's `AskUserQuestion`): a wait that
+    /// can be answered from outside the terminal, with the answers.
+    QuestionsAsked {
+        tool: String,
+        detail: Option<String>,
+        questions: Vec<Question>,
     },
     /// A question, elicitation or approval. `reason` is a short machine word (`input`,
     /// `elicitation`, `plan_approval`, ...).
@@ -132,6 +140,7 @@ impl AgentEvent {
             Self::ToolStarted { .. } => "tool_started",
             Self::ToolFinished { .. } => "tool_finished",
             Self::PermissionRequested { .. } => "permission_requested",
+            Self::QuestionsAsked { .. } => "questions_asked",
             Self::InputRequested { .. } => "input_requested",
             Self::TurnFinished => "turn_finished",
             Self::TurnBackgrounded { .. } => "turn_backgrounded",
@@ -146,6 +155,16 @@ impl AgentEvent {
             Self::Activity { .. } => "activity",
             Self::Reminder { .. } => "reminder",
         }
+    }
+
+    /// True for an event that asks the user something (a wait the user must answer).
+    pub fn asks(&self) -> bool {
+        matches!(
+            self,
+            Self::PermissionRequested { .. }
+                | Self::QuestionsAsked { .. }
+                | Self::InputRequested { .. }
+        )
     }
 
     /// `of`, as a reminder of a wait that may already be shown ([`AgentEvent::Reminder`]).

@@ -45,6 +45,7 @@ pub mod protocol;
 pub mod ready;
 pub mod registry;
 pub mod registry_follow;
+pub mod request;
 pub mod sanitize;
 pub mod sink_stats;
 pub mod state;

@@ -17,6 +17,12 @@ pub const SUGGESTIONS: usize = 4;
 /// The largest such rule kept, as JSON.
 pub const SUGGESTION_BYTES: usize = 2048;
 
+/// Ended requests kept per session (its audit trail of answers).
+pub const REQUEST_LOG: usize = 16;
+/// Questions kept with one wait, and choices per question (Claude asks at most 4 of 4).
+pub const QUESTIONS: usize = 8;
+pub const QUESTION_OPTIONS: usize = 16;
+
 /// How far in the future a session's times may be before they are taken for a clock that was
 /// wrong (a snapshot written by a clock that ran ahead, a clock set back while running).
 pub const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(1);

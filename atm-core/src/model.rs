@@ -11,6 +11,8 @@ use std::sync::{Arc, LazyLock};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::request::{PendingRequest, Question, RequestRecord};
+
 /// The agent's own session id (Claude's `session_id`), or `pending-<pid>` until it is known.
 /// This is the `id` clients see; it can change for the same process.
 ///
@@ -206,6 +208,25 @@ pub struct Attention {
     /// `permission_suggestions`), in its order. What answering from outside echoes back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suggestions: Vec<PermissionSuggestion>,
+    /// The questions asked, when the wait is a question (Claude's `AskUserQuestion`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<Question>,
+    /// The request this wait is, for answering it from outside the terminal
+    /// ([`crate::request`]). Opened by the state machine with the wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<PendingRequest>,
+}
+
+impl Attention {
+    /// True when `other` asks the same thing (reason, tool, preview, questions, by the same
+    /// asker): a wait said again, not a new one.
+    pub fn same_wait(&self, other: &Attention) -> bool {
+        self.reason == other.reason
+            && self.tool == other.tool
+            && self.detail == other.detail
+            && self.questions == other.questions
+            && self.subagent_id == other.subagent_id
+    }
 }
 
 /// One rule an agent offers to remember with an answer: Claude's `permission_suggestions`
@@ -364,6 +385,10 @@ pub struct Session {
     /// [`crate::state::hint`] does not take that moment for the turn's end.
     #[serde(default)]
     pub awaits_background: bool,
+    /// How its last requests ended (answered where and by whom, or withdrawn), newest last,
+    /// at most [`crate::limits::REQUEST_LOG`]: the audit trail of answers given through atm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_log: Vec<RequestRecord>,
 }
 
 impl Session {
@@ -405,6 +430,7 @@ impl Session {
             source: source.to_owned(),
             last_hook_at: None,
             awaits_background: false,
+            request_log: Vec::new(),
         }
     }
 

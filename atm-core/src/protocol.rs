@@ -20,7 +20,9 @@ pub struct ProtocolVersion {
 }
 
 impl ProtocolVersion {
-    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+    /// 1.1 added pending requests (in views, `decide`, `decided`, `request_resolved`, and the
+    /// ingest socket's `decision` and `request_closed`): additions only, so 1.0 clients work on.
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 1 };
 
     /// Compatible iff the major numbers are equal.
     pub fn is_compatible(self) -> bool {
@@ -48,6 +50,10 @@ pub enum ErrorCode {
     RegistryFull,
     TooManyClients,
     NotFound,
+    /// A `decide` for a request that was already answered (or has otherwise ended).
+    AlreadyAnswered,
+    /// A `decide` for a request nothing can deliver an answer to.
+    NotAnswerable,
     Internal,
 }
 
@@ -64,6 +70,8 @@ impl ErrorCode {
             Self::RegistryFull => "registry_full",
             Self::TooManyClients => "too_many_clients",
             Self::NotFound => "not_found",
+            Self::AlreadyAnswered => "already_answered",
+            Self::NotAnswerable => "not_answerable",
             Self::Internal => "internal",
         }
     }
@@ -95,6 +103,22 @@ impl From<crate::registry::RegistryError> for WireError {
             RegistryError::Invalid { .. } => ErrorCode::InvalidMessage,
             RegistryError::SessionNotFound(_) => ErrorCode::NotFound,
             RegistryError::ChannelClosed => ErrorCode::Internal,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+/// What a client is told when its decision is refused.
+impl From<crate::request::DecideError> for WireError {
+    fn from(e: crate::request::DecideError) -> Self {
+        use crate::request::DecideError;
+        let code = match &e {
+            DecideError::NotFound(_) => ErrorCode::NotFound,
+            DecideError::AlreadyAnswered(_) | DecideError::Ended { .. } => {
+                ErrorCode::AlreadyAnswered
+            }
+            DecideError::NotAnswerable(_) => ErrorCode::NotAnswerable,
+            DecideError::Invalid(_) => ErrorCode::InvalidMessage,
         };
         Self::new(code, e.to_string())
     }
@@ -221,6 +245,30 @@ pub enum ServerMessage {
     DiscoveryComplete {
         discovered: u64,
         failed: u64,
+    },
+    /// Ingest (1.1): the answer to a waiting hook's request, to hand to the agent.
+    Decision {
+        request_id: crate::request::RequestId,
+        verdict: crate::request::Verdict,
+    },
+    /// Ingest (1.1): no answer will come for the hook's request (`reason`); the agent's own
+    /// flow goes on. `request_id` is absent when no request was opened.
+    RequestClosed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<crate::request::RequestId>,
+        reason: String,
+    },
+    /// Query (1.1): a `decide` was accepted and delivered to the waiting agent.
+    Decided {
+        request_id: crate::request::RequestId,
+        session_id: String,
+    },
+    /// Query (1.1), to subscribers: a request ended (answered through atm, or withdrawn).
+    RequestResolved {
+        request_id: crate::request::RequestId,
+        session_id: String,
+        #[serde(flatten)]
+        fate: crate::request::RequestFate,
     },
 }
 

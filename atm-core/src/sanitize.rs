@@ -6,8 +6,8 @@
 //! back.
 
 use crate::limits::{
-    CHILDREN, FIRST_PROMPT, FUTURE_TOLERANCE, ID, NAME, PATH, PREVIEW, RATE_LIMITS,
-    SUGGESTION_BYTES, SUGGESTIONS,
+    CHILDREN, FIRST_PROMPT, FUTURE_TOLERANCE, ID, NAME, PATH, PREVIEW, QUESTION_OPTIONS, QUESTIONS,
+    RATE_LIMITS, REQUEST_LOG, SUGGESTION_BYTES, SUGGESTIONS,
 };
 use crate::model::{Session, SessionId};
 use crate::text::truncate_chars;
@@ -36,6 +36,11 @@ pub fn sanitize(s: &mut Session) {
         if let Some(x) = v
             && x.chars().count() > max
         {
+            *x = truncate_chars(x, max);
+        }
+    }
+    fn cut_str(x: &mut String, max: usize) {
+        if x.chars().count() > max {
             *x = truncate_chars(x, max);
         }
     }
@@ -69,6 +74,21 @@ pub fn sanitize(s: &mut Session) {
                 r.label = truncate_chars(&r.label, PREVIEW);
             }
         }
+        a.questions.truncate(QUESTIONS);
+        for q in &mut a.questions {
+            cut_str(&mut q.question, PREVIEW);
+            cut(&mut q.header, NAME);
+            q.options.truncate(QUESTION_OPTIONS);
+            for o in &mut q.options {
+                cut_str(&mut o.label, NAME);
+                cut(&mut o.description, PREVIEW);
+            }
+        }
+    }
+    let over = s.request_log.len().saturating_sub(REQUEST_LOG);
+    s.request_log.drain(..over);
+    for r in &mut s.request_log {
+        cut(&mut r.tool, NAME);
     }
     cut(&mut s.turn_id, ID);
     cut(&mut s.title, PREVIEW);

@@ -25,5 +25,7 @@ atm_core::translator! {
     /// `"agent":"claude"` is routed.
     routes: &["hook_event", "hook_event:claude"],
     description: "Claude Code hook events (PermissionRequest, Stop, ...) sent by atm-hook",
+    // atm-hook waits on `PermissionRequest` and prints the decision made through atm.
+    answerable: true,
     translate: |msg| fields::data_object(&msg.raw.body, "Claude's hook JSON").and_then(translate_object),
 }

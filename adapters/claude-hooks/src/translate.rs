@@ -15,6 +15,7 @@ use atm_core::fields::{self, Object};
 use atm_core::ingest_adapter::Translation;
 use atm_core::protocol::WireError;
 use atm_core::registry::limits;
+use atm_core::request::{Question, QuestionOption};
 use atm_core::serde_json::Value;
 use atm_core::text::{one_line_preview, truncate_chars};
 
@@ -85,6 +86,7 @@ pub fn translate_object(obj: &Object) -> Result<Translation, WireError> {
                 .map(|p| one_line_preview(p, limits::FIRST_PROMPT)),
         }),
         "PreToolUse" => Some(tool_started(obj)),
+        "PermissionRequest" if tool_name(obj) == "AskUserQuestion" => Some(tool_started(obj)),
         "PermissionRequest" => {
             let tool = tool_name(obj);
             Some(AgentEvent::PermissionRequested {
@@ -179,10 +181,10 @@ fn tool_started(obj: &Object) -> AgentEvent {
     let tool = tool_name(obj);
     let input = obj.get("tool_input");
     match tool.as_str() {
-        "AskUserQuestion" => AgentEvent::InputRequested {
-            reason: "question".to_owned(),
+        "AskUserQuestion" => AgentEvent::QuestionsAsked {
             detail: tool_detail(&tool, input),
-            tool: Some(tool),
+            questions: questions(input),
+            tool,
         },
         "ExitPlanMode" => AgentEvent::InputRequested {
             reason: "plan_approval".to_owned(),
@@ -208,6 +210,46 @@ pub fn tool_detail(tool: &str, input: Option<&Value>) -> Option<String> {
         Some(text) => preview(Some(text)),
         None => fields::claude_style_tool_detail(input),
     }
+}
+
+/// AskUserQuestion's questions and their choices (`questions: [{question, header, options:
+/// [{label, description}], multiSelect}]`); entries without a question are skipped.
+fn questions(input: Option<&Value>) -> Vec<Question> {
+    let Some(list) = input
+        .and_then(Value::as_object)
+        .and_then(|o| o.get("questions"))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(Value::as_object)
+        .filter_map(|q| {
+            let options = q
+                .get("options")
+                .and_then(Value::as_array)
+                .map(|os| {
+                    os.iter()
+                        .filter_map(Value::as_object)
+                        .filter_map(|o| {
+                            Some(QuestionOption {
+                                label: fields::opt_str(o, "label")?.to_owned(),
+                                description: fields::opt_str(o, "description").map(str::to_owned),
+                            })
+                        })
+                        .take(limits::QUESTION_OPTIONS)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Question {
+                question: fields::opt_str(q, "question")?.to_owned(),
+                header: fields::opt_str(q, "header").map(str::to_owned),
+                options,
+                multi_select: q.get("multiSelect").and_then(Value::as_bool) == Some(true),
+            })
+        })
+        .take(limits::QUESTIONS)
+        .collect()
 }
 
 /// AskUserQuestion's `questions[0].question` (older versions: a top-level `question`).
@@ -452,14 +494,45 @@ mod tests {
         ]}});
         let plan = json!({"tool_name": "ExitPlanMode", "tool_input": {"plan": "# Plan\n1. do"}});
         let elicitation = json!({"mcp_server_name": "github", "message": "Pick a repo"});
+        // A question arrives as PreToolUse, then as PermissionRequest: the same wait.
+        for name in ["PreToolUse", "PermissionRequest"] {
+            assert_eq!(
+                event(name, question.clone()),
+                AgentEvent::QuestionsAsked {
+                    tool: "AskUserQuestion".into(),
+                    detail: Some("Which database?".into()),
+                    questions: vec![Question {
+                        question: "Which database?".into(),
+                        header: Some("DB".into()),
+                        options: Vec::new(),
+                        multi_select: false,
+                    }],
+                },
+                "{name}"
+            );
+        }
+        let with_choices = json!({"tool_name": "AskUserQuestion", "tool_input": {"questions": [
+            {"question": "Pick", "options": [{"label": "A", "description": "first"}, {"label": 3}, "x"],
+             "multiSelect": true},
+            {"header": "no question"}, "not an object"
+        ]}});
+        let AgentEvent::QuestionsAsked { questions, .. } = event("PermissionRequest", with_choices)
+        else {
+            panic!("not a question")
+        };
+        assert_eq!(
+            questions,
+            vec![Question {
+                question: "Pick".into(),
+                header: None,
+                options: vec![QuestionOption {
+                    label: "A".into(),
+                    description: Some("first".into())
+                }],
+                multi_select: true,
+            }]
+        );
         for (name, extra, reason, tool, detail) in [
-            (
-                "PreToolUse",
-                question,
-                "question",
-                "AskUserQuestion",
-                "Which database?",
-            ),
             (
                 "PreToolUse",
                 plan,

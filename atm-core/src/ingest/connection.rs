@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use super::{IngestLimits, IngestMessage, Peer, Routes};
 use crate::protocol::{
-    ErrorCode, ProtocolVersion, RawMessage, ServerMessage, WireError, decode_line, line_codec,
+    ErrorCode, ProtocolVersion, ServerMessage, WireError, decode_line, line_codec,
 };
 use crate::unix_socket::PrivateListener;
 use crate::warn_rate::RateLimitedWarn;
@@ -151,7 +151,11 @@ async fn serve_connection(
     // floods (or stops reading its replies) leaves room for every other.
     let share = Arc::new(Semaphore::new(fair_share(limits.read_ahead_bytes)));
     let reader_slot = slot.clone();
+    // Cancelled when the reader ends (the client closed or died), however it ends.
+    let client_gone = CancellationToken::new();
+    let reader_done = client_gone.clone().drop_guard();
     let reader = async move {
+        let _reader_done = reader_done;
         let mut frames = FramedRead::new(read, line_codec());
         let mut first = true;
         // One idle timer per connection, re-armed only when it fires: a timeout per line cost
@@ -270,7 +274,28 @@ async fn serve_connection(
                     }
                 }),
                 "disconnect" => return,
-                _ => handle_message(raw, peer, &routes).await,
+                _ => {
+                    let awaits =
+                        raw.body.get("await_decision") == Some(&serde_json::Value::Bool(true));
+                    // A client waiting for a decision sends nothing while it waits.
+                    if awaits {
+                        slot.mark_persistent();
+                    }
+                    let msg = IngestMessage {
+                        raw,
+                        peer,
+                        client_gone: client_gone.clone(),
+                    };
+                    let answer = handle_message(msg, &routes).await;
+                    // A waiting client is always answered, so it never waits past the end.
+                    match answer {
+                        None if awaits => Some(ServerMessage::RequestClosed {
+                            request_id: None,
+                            reason: "this event opens no request to decide".to_owned(),
+                        }),
+                        other => other,
+                    }
+                }
             };
             if let Some(answer) = answer
                 && replies.send(&answer).await.is_err()
@@ -307,10 +332,10 @@ fn warn_too_large(oversize: &Mutex<RateLimitedWarn>, peer: Peer) {
 }
 
 /// Routes one message to its handler; returns the reply to write, if any.
-async fn handle_message(raw: RawMessage, peer: Peer, served: &Served) -> Option<ServerMessage> {
-    let route = match raw.str_field("agent") {
-        Some(agent) => format!("{}:{agent}", raw.kind),
-        None => raw.kind.clone(),
+async fn handle_message(msg: IngestMessage, served: &Served) -> Option<ServerMessage> {
+    let route = match msg.raw.str_field("agent") {
+        Some(agent) => format!("{}:{agent}", msg.raw.kind),
+        None => msg.raw.kind.clone(),
     };
     let handler = served
         .routes
@@ -333,7 +358,7 @@ async fn handle_message(raw: RawMessage, peer: Peer, served: &Served) -> Option<
         }
         return Some(ServerMessage::error(&e));
     };
-    match handler.handle(IngestMessage { raw, peer }).await {
+    match handler.handle(msg).await {
         Ok(answer) => answer,
         Err(e) => {
             debug!(code = e.code.as_str(), error = %e.message, route, "ingest message rejected");

@@ -44,9 +44,27 @@ pub use stats::IngestStats;
 pub struct IngestMessage {
     pub raw: RawMessage,
     pub peer: Peer,
+    /// Cancelled when the client's side of the connection is gone (it closed or died): a
+    /// handler that waits on the client's behalf (for a decision) stops then.
+    pub client_gone: tokio_util::sync::CancellationToken,
 }
 
 impl IngestMessage {
+    /// A message from `peer` whose client is there for good (tests, in-process callers).
+    pub fn new(raw: RawMessage, peer: Peer) -> Self {
+        Self {
+            raw,
+            peer,
+            client_gone: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// True when the client waits for a decision on the request its event opens
+    /// (`"await_decision": true`, protocol 1.1): it gets a `decision` or `request_closed`.
+    pub fn awaits_decision(&self) -> bool {
+        self.raw.body.get("await_decision") == Some(&serde_json::Value::Bool(true))
+    }
+
     /// True when the client asked for an answer (`"want_reply": true`), e.g. the session's view.
     pub fn wants_reply(&self) -> bool {
         self.raw.body.get("want_reply") == Some(&serde_json::Value::Bool(true))

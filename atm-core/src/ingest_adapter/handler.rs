@@ -2,6 +2,7 @@
 //! cached `/proc` read), apply to the registry, count, and answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -13,7 +14,28 @@ use crate::ingest::{IngestHandler, IngestMessage, IngestStats};
 use crate::model::{Harness, ProcessIdentity, Session};
 use crate::protocol::{ErrorCode, ServerMessage, WireError};
 use crate::registry::{ApplyOutcome, RegistryError, RegistryHandle};
+use crate::request::{RequestEnd, RequestId};
 use crate::view::SessionView;
+use tokio_util::sync::CancellationToken;
+
+/// The longest a client is held waiting for a decision. Claude's hook times out at 600 s;
+/// this only bounds a client that never says it gave up.
+pub const MAX_DECISION_WAIT: Duration = Duration::from_secs(3600);
+
+/// Tells the registry a request is no longer awaited, unless disarmed (`id: None`): the wait
+/// can end by the client leaving, by a timeout, or by the connection's task being dropped.
+struct StopWaitingGuard<'a> {
+    registry: &'a RegistryHandle,
+    id: Option<RequestId>,
+}
+
+impl Drop for StopWaitingGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.registry.stop_waiting(&id);
+        }
+    }
+}
 
 pub(super) struct TranslatorHandler<T> {
     pub translator: T,
@@ -37,12 +59,17 @@ impl<T: Translator> IngestHandler for TranslatorHandler<T> {
             IngestStats::bump(&self.stats.unknown_events);
             debug!(agent = T::AGENT, event = %t.event_name, "unknown event accepted as activity");
         }
-        self.apply(t).await
+        self.apply(t, msg.awaits_decision(), msg.client_gone).await
     }
 }
 
 impl<T: Translator> TranslatorHandler<T> {
-    async fn apply(&self, t: Translation) -> Result<Option<ServerMessage>, WireError> {
+    async fn apply(
+        &self,
+        t: Translation,
+        msg_awaits: bool,
+        client_gone: CancellationToken,
+    ) -> Result<Option<ServerMessage>, WireError> {
         let Some(event) = t.event else {
             IngestStats::bump(&self.stats.ignored);
             return Ok(None);
@@ -50,6 +77,7 @@ impl<T: Translator> TranslatorHandler<T> {
         let process = t.pid.and_then(crate::process::identity_recent);
         // Kept only when the client wants the session back: the event takes the id otherwise.
         let reply_for = t.want_reply.then(|| t.session_id.clone());
+        let awaits = T::ANSWERABLE && msg_awaits && event.asks();
         let source = EventSource {
             harness: self.harness.clone(),
             session_id: t.session_id,
@@ -60,11 +88,11 @@ impl<T: Translator> TranslatorHandler<T> {
             turn_id: t.turn_id,
             adapter: self.adapter.clone(),
         };
-        match self
-            .registry
-            .apply_event(EventEnvelope::now(source, event))
-            .await
-        {
+        let envelope = EventEnvelope::now(source, event);
+        if awaits {
+            return self.await_decision(envelope, client_gone).await;
+        }
+        match self.registry.apply_event(envelope).await {
             Ok(outcome) => {
                 if outcome != ApplyOutcome::Ignored {
                     IngestStats::bump(&self.stats.applied);
@@ -91,6 +119,63 @@ impl<T: Translator> TranslatorHandler<T> {
         Ok(Some(ServerMessage::SessionUpdated {
             session: Box::new(SessionView::from_session(&session, Utc::now()).into_owned()),
         }))
+    }
+
+    /// Applies an event that asks the user and waits, for the client, for its request's end:
+    /// a decision made through atm, or the request withdrawn (answered in the terminal, the
+    /// session gone), or the client gone, or [`MAX_DECISION_WAIT`]. Never an error the agent
+    /// could take for a refusal: every end but a decision is `request_closed`.
+    async fn await_decision(
+        &self,
+        envelope: EventEnvelope,
+        client_gone: CancellationToken,
+    ) -> Result<Option<ServerMessage>, WireError> {
+        let awaiting = match self.registry.apply_awaiting(envelope).await {
+            Ok(a) => a,
+            Err(e) => {
+                IngestStats::bump(&self.stats.registry_errors);
+                return Err(e.into());
+            }
+        };
+        if awaiting.outcome != ApplyOutcome::Ignored {
+            IngestStats::bump(&self.stats.applied);
+        }
+        let Some((request_id, end)) = awaiting.wait else {
+            return Ok(Some(ServerMessage::RequestClosed {
+                request_id: None,
+                reason: "the event opened no request (the session does not wait on it)".into(),
+            }));
+        };
+        // Whatever ends the wait but an answer, the registry hears that nobody waits.
+        let mut guard = StopWaitingGuard {
+            registry: &self.registry,
+            id: Some(request_id.clone()),
+        };
+        let closed = |reason: String, id: &RequestId| ServerMessage::RequestClosed {
+            request_id: Some(id.clone()),
+            reason,
+        };
+        let reply = tokio::select! {
+            end = end => {
+                guard.id = None;
+                match end {
+                    Ok(RequestEnd::Decided(verdict)) => ServerMessage::Decision {
+                        request_id: request_id.clone(),
+                        verdict,
+                    },
+                    Ok(RequestEnd::Withdrawn(reason)) => closed(reason, &request_id),
+                    Err(_) => closed("the registry stopped".into(), &request_id),
+                }
+            }
+            () = client_gone.cancelled() => {
+                debug!(request = %request_id, "the waiting client left");
+                return Ok(None);
+            }
+            () = tokio::time::sleep(MAX_DECISION_WAIT) => {
+                closed("no decision in time".into(), &request_id)
+            }
+        };
+        Ok(Some(reply))
     }
 
     /// The session a reply is about: by id, else (a late message for an id the process has

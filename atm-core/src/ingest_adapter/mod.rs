@@ -38,6 +38,11 @@ pub trait Translator: Default + Send + Sync + 'static {
     const HARNESS: &'static str;
     /// The agent's name in log lines (`"Claude Code"`).
     const AGENT: &'static str;
+    /// True when this agent's hook client can hand an answer back to the agent (Claude's
+    /// `PermissionRequest`): a message with `"await_decision": true` whose event asks the
+    /// user then waits for a decision made through atm. False (the default) for agents that
+    /// decide only in their own dialog: their requests are shown, never answerable.
+    const ANSWERABLE: bool = false;
 
     /// Translates one message (its `data` is the agent's payload; [`fields::data_object`] reads
     /// it). An error goes back to the client as an `error` line and is counted as a bad
@@ -172,6 +177,7 @@ macro_rules! translator {
         $(#[$routes_meta:meta])*
         routes: $routes:expr,
         description: $desc:expr,
+        $(answerable: $answerable:expr,)?
         translate: $translate:expr $(,)?
     ) => {
         $(#[$meta])*
@@ -183,6 +189,7 @@ macro_rules! translator {
             const ROUTES: &'static [&'static str] = $routes;
             const HARNESS: &'static str = $harness;
             const AGENT: &'static str = $agent;
+            $(const ANSWERABLE: bool = $answerable;)?
 
             fn translate(
                 &self,

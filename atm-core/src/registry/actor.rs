@@ -28,6 +28,8 @@ pub(super) struct Actor {
     /// When a full registry was last reported at warn: refusals and evictions come in floods,
     /// the log gets one line per [`FULL_WARN_EVERY`].
     full_warned_at: Option<Instant>,
+    /// Who waits for which pending request ([`super::requests`]).
+    pub(super) waiters: super::requests::Waiters,
 }
 
 /// How often a full registry is reported at warn at most (the rest at debug).
@@ -42,6 +44,7 @@ impl Actor {
             persist: persist::Writer::new(config.snapshot_path.clone(), config.snapshot_debounce),
             config,
             full_warned_at: None,
+            waiters: Default::default(),
         }
     }
 
@@ -49,6 +52,10 @@ impl Actor {
     /// wrong clock put in the future come back to now, so the session can still expire.
     pub fn restore(&mut self, mut session: Session) {
         crate::sanitize::clamp_future_times(&mut session, Utc::now());
+        // Nothing waits for an answer across a restart: the hook that did has its own end.
+        if let Some(r) = session.attention.as_mut().and_then(|a| a.request.as_mut()) {
+            r.answerable = false;
+        }
         self.index.insert(Arc::new(session));
     }
 
@@ -83,6 +90,24 @@ impl Actor {
             }
             Command::Apply { envelope, reply } => {
                 let _ = reply.send(self.apply(*envelope));
+            }
+            Command::ApplyAwaiting { envelope, reply } => {
+                let awaiting = self.apply_awaiting(*envelope);
+                if let Err(Ok(a)) = reply.send(awaiting)
+                    && let Some((id, _)) = a.wait
+                {
+                    // The caller left before it heard: nobody waits.
+                    self.stop_waiting(&id);
+                }
+            }
+            Command::StopWaiting { id } => self.stop_waiting(&id),
+            Command::Decide {
+                id,
+                decision,
+                surface,
+                reply,
+            } => {
+                let _ = reply.send(self.decide(&id, &decision, surface));
             }
             Command::Get { id, reply } => {
                 let found = self
@@ -143,6 +168,7 @@ impl Actor {
         previous_state: Option<AgentState>,
     ) {
         self.seq += 1;
+        self.settle_waiters(&change, &session);
         // No receivers is fine: the change is still reflected in snapshots.
         let _ = self.events.send(SessionEvent {
             seq: self.seq,

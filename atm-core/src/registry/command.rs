@@ -8,6 +8,9 @@ use crate::event::{Discovered, EventEnvelope};
 use crate::model::{Session, SessionId, SessionKey};
 use std::sync::Arc;
 
+use super::requests::{Awaiting, Decided};
+use crate::request::{DecideError, Decision, RequestId, Surface};
+
 pub(super) enum Command {
     RegisterDiscovered {
         found: Box<Discovered>,
@@ -16,6 +19,21 @@ pub(super) enum Command {
     Apply {
         envelope: Box<EventEnvelope>,
         reply: oneshot::Sender<Result<ApplyOutcome, RegistryError>>,
+    },
+    /// Apply, and wait for the request the event opens ([`super::requests`]).
+    ApplyAwaiting {
+        envelope: Box<EventEnvelope>,
+        reply: oneshot::Sender<Result<Awaiting, RegistryError>>,
+    },
+    /// The waiter of a request is gone.
+    StopWaiting {
+        id: RequestId,
+    },
+    Decide {
+        id: RequestId,
+        decision: Decision,
+        surface: Surface,
+        reply: oneshot::Sender<Result<Decided, DecideError>>,
     },
     Get {
         id: String,

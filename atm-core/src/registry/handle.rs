@@ -11,6 +11,9 @@ use super::command::Command;
 use super::{ApplyOutcome, RegistryError, SessionEvent, Snapshot, janitor};
 use crate::event::{AgentEvent, Discovered, EventEnvelope, EventSource};
 use crate::model::{Session, SessionId, UsageUpdate};
+use crate::request::{DecideError, Decision, RequestId, Surface};
+
+use super::requests::{Awaiting, Decided};
 
 /// A cheap, cloneable handle to the registry actor.
 #[derive(Clone)]
@@ -76,6 +79,48 @@ impl RegistryHandle {
             reply,
         })
         .await?
+    }
+
+    /// Applies one event that asks the user (Claude's `PermissionRequest`) for a caller that
+    /// can deliver the answer: when the event opens a request, it is marked answerable and
+    /// its end (a verdict, or withdrawn) arrives on the returned channel. The caller must
+    /// [`stop_waiting`](Self::stop_waiting) if it gives up before that.
+    pub async fn apply_awaiting(&self, envelope: EventEnvelope) -> Result<Awaiting, RegistryError> {
+        self.ask(|reply| Command::ApplyAwaiting {
+            envelope: Box::new(envelope),
+            reply,
+        })
+        .await?
+    }
+
+    /// The waiter of request `id` gives up: the request stays shown, no longer answerable.
+    /// Never waits (it is called on the way out, from drop guards too): when the queue is
+    /// full, the request is found unanswerable at the next decision instead.
+    pub fn stop_waiting(&self, id: &RequestId) {
+        if self
+            .tx
+            .try_send(Command::StopWaiting { id: id.clone() })
+            .is_err()
+        {
+            tracing::debug!(request = %id, "registry busy; the request is marked unanswerable at its next decision");
+        }
+    }
+
+    /// Decides pending request `id` from `surface`: checked against what the agent asked,
+    /// delivered to its waiter, logged with the session.
+    pub async fn decide(
+        &self,
+        id: RequestId,
+        decision: Decision,
+        surface: Surface,
+    ) -> Result<Result<Decided, DecideError>, RegistryError> {
+        self.ask(|reply| Command::Decide {
+            id,
+            decision,
+            surface,
+            reply,
+        })
+        .await
     }
 
     /// Applies a usage report (cost, context, model...). Never changes the session's state.

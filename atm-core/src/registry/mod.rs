@@ -10,7 +10,7 @@
 //! One role per file: [`config`] (settings and the one source of their defaults), `error`,
 //! `change` (what sinks receive), `command` and `handle` (the calls), `actor` (the loop and
 //! the emit path), `index` (the identity maps), `sessions` (applying events and discoveries),
-//! `janitor` (stale sessions).
+//! `janitor` (stale sessions), `requests` (who waits for which pending request).
 //!
 //! Queues and their overflow policies:
 //! - commands: bounded `mpsc` (`command_capacity`); callers wait (backpressure on adapters).
@@ -32,6 +32,7 @@ mod error;
 mod handle;
 mod index;
 mod janitor;
+mod requests;
 mod sessions;
 
 use tokio::sync::{broadcast, mpsc};
@@ -46,6 +47,7 @@ pub use config::RegistryConfig;
 pub use error::RegistryError;
 pub use handle::RegistryHandle;
 pub use janitor::Janitor;
+pub use requests::{Awaiting, Decided};
 
 use crate::persist;
 

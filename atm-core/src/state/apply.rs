@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use super::hint::{apply_hint, hint_applies};
+use super::requests;
 use super::{Outcome, activity_after, resolve, speaker, transition};
 use crate::event::{AgentEvent, Discovered, EventSource, StartSource};
 use crate::limits;
@@ -54,6 +55,7 @@ pub fn apply_event(
     // Who speaks and what the event amounts to are judged on the state before the event.
     let moves_parent = speaker(s.state, s.attention.as_ref(), subagent).moves_parent();
     let applied = resolve(s.state, event);
+    let wait_before = s.attention.clone();
     let outcome = transition(s.state, s.attention.as_ref(), event, subagent);
     if outcome == Outcome::End {
         return outcome;
@@ -72,13 +74,11 @@ pub fn apply_event(
         s.state = *state;
         s.attention.clone_from(attention);
     }
+    let asked = applied.is_some_and(AgentEvent::asks);
+    requests::settle(wait_before.as_ref(), s, asked, at);
     // A request moves the parent whoever asked (the user must answer it), and so does what it
     // says the session is doing: a subagent's permission shows `Permission` like the parent's.
-    let asks = matches!(
-        applied,
-        Some(AgentEvent::PermissionRequested { .. } | AgentEvent::InputRequested { .. })
-    );
-    if (moves_parent || asks)
+    if (moves_parent || asked)
         && let Some(activity) = applied.and_then(activity_after)
     {
         s.activity = activity;
@@ -233,7 +233,10 @@ pub fn apply_discovery(s: &mut Session, found: &Discovered, now: DateTime<Utc>) 
         && hint_applies(s.state, s.last_hook_at, state, hint_at)
         && !held_for_background(s, state, now)
     {
+        let wait_before = s.attention.clone();
         apply_hint(s, state, now);
+        // The agent's own status moved the session: a request it held was answered there.
+        requests::settle(wait_before.as_ref(), s, false, now);
     }
     if found.cwd.is_some() {
         s.cwd.clone_from(&found.cwd);

@@ -13,9 +13,11 @@
 pub mod apply;
 pub mod hint;
 pub mod identity;
+pub mod requests;
 
 use crate::event::{AgentEvent, StartSource};
 use crate::model::{AgentState, Attention, PermissionSuggestion};
+use crate::request::Question;
 
 /// What an event does to a session's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,22 +40,28 @@ fn enter(state: AgentState) -> Outcome {
     }
 }
 
-fn ask(
-    state: AgentState,
-    reason: &str,
-    tool: Option<&str>,
-    detail: Option<&str>,
-    suggestions: &[PermissionSuggestion],
-    asked_by: Option<&str>,
-) -> Outcome {
+/// What a wait asks: the reason, the tool and its preview, and what can be answered.
+struct Ask<'a> {
+    reason: &'a str,
+    tool: Option<&'a str>,
+    detail: Option<&'a str>,
+    suggestions: &'a [PermissionSuggestion],
+    questions: &'a [Question],
+}
+
+/// A wait on the user. The request it opens is given its id by [`requests::open`], after the
+/// transition (which is pure and draws no random numbers).
+fn ask(state: AgentState, what: Ask<'_>, asked_by: Option<&str>) -> Outcome {
     Outcome::Enter {
         state,
         attention: Some(Attention {
-            reason: reason.to_owned(),
-            tool: tool.map(str::to_owned),
-            detail: detail.map(str::to_owned),
+            reason: what.reason.to_owned(),
+            tool: what.tool.map(str::to_owned),
+            detail: what.detail.map(str::to_owned),
             subagent_id: asked_by.map(str::to_owned),
-            suggestions: suggestions.to_vec(),
+            suggestions: what.suggestions.to_vec(),
+            questions: what.questions.to_vec(),
+            request: None,
         }),
     }
 }
@@ -140,28 +148,42 @@ pub fn transition(
             detail,
             suggestions,
         } => {
-            return ask(
-                S::NeedsPermission,
-                "permission",
-                Some(tool),
-                detail.as_deref(),
+            let what = Ask {
+                reason: "permission",
+                tool: Some(tool),
+                detail: detail.as_deref(),
                 suggestions,
-                speaker.subagent(),
-            );
+                questions: &[],
+            };
+            return ask(S::NeedsPermission, what, speaker.subagent());
+        }
+        E::QuestionsAsked {
+            tool,
+            detail,
+            questions,
+        } => {
+            let what = Ask {
+                reason: "question",
+                tool: Some(tool),
+                detail: detail.as_deref(),
+                suggestions: &[],
+                questions,
+            };
+            return ask(S::NeedsInput, what, speaker.subagent());
         }
         E::InputRequested {
             reason,
             tool,
             detail,
         } => {
-            return ask(
-                S::NeedsInput,
+            let what = Ask {
                 reason,
-                tool.as_deref(),
-                detail.as_deref(),
-                &[],
-                speaker.subagent(),
-            );
+                tool: tool.as_deref(),
+                detail: detail.as_deref(),
+                suggestions: &[],
+                questions: &[],
+            };
+            return ask(S::NeedsInput, what, speaker.subagent());
         }
         // The subagent that asked is gone, and its request with it; the parent's turn goes on.
         E::SubagentStopped { agent_id }
@@ -207,9 +229,10 @@ pub fn transition(
         E::Notification { .. } => Outcome::Stay,
         E::Activity { .. } => Outcome::Stay,
         // Handled above; listed so a new event kind must be placed here.
-        E::PermissionRequested { .. } | E::InputRequested { .. } | E::Reminder { .. } => {
-            Outcome::Stay
-        }
+        E::PermissionRequested { .. }
+        | E::QuestionsAsked { .. }
+        | E::InputRequested { .. }
+        | E::Reminder { .. } => Outcome::Stay,
     }
 }
 
@@ -225,7 +248,7 @@ pub fn activity_after(event: &AgentEvent) -> Option<Option<String>> {
         }
         E::ToolStarted { tool, .. } => Some(Some(tool.clone())),
         E::PermissionRequested { .. } => Some(Some("Permission".to_owned())),
-        E::InputRequested { .. } => Some(Some("Input".to_owned())),
+        E::InputRequested { .. } | E::QuestionsAsked { .. } => Some(Some("Input".to_owned())),
         E::TurnFinished => Some(None),
         E::TurnBackgrounded { work, .. } => Some(Some(format!("Background: {work}"))),
         E::TurnFailed { error } => Some(Some(format!("Error: {error}"))),

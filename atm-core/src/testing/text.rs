@@ -152,8 +152,7 @@ pub fn session_with_texts(
         reason,
         tool,
         detail,
-        subagent_id: None,
-        suggestions: Vec::new(),
+        ..Attention::default()
     });
     s
 }

@@ -139,8 +139,7 @@ mod tests {
             reason: reason.into(),
             tool,
             detail,
-            subagent_id: None,
-            suggestions: Vec::new(),
+            ..Attention::default()
         }
     }
 
