@@ -156,7 +156,7 @@ fn notify_takes_the_last_argument_and_never_reads_stdin() {
     let msg = daemon.next();
     assert_eq!(msg["type"], "hook_event");
     assert_eq!(msg["agent"], "codex");
-    assert_eq!(msg["protocol_version"], json!({"major": 1, "minor": 0}));
+    assert_eq!(msg["protocol_version"], json!({"major": 1, "minor": 1}));
     let data = &msg["data"];
     assert_eq!(data["type"], "agent-turn-complete");
     assert_eq!(data["thread-id"], "0199a213-81c0-7800-8aa1-bbab2a035a53");

@@ -83,7 +83,7 @@ fn event_arrives_with_pid_and_tmux_pane() {
     assert_eq!(msg["type"], "hook_event");
     assert_eq!(
         msg["protocol_version"],
-        serde_json::json!({"major": 1, "minor": 0})
+        serde_json::json!({"major": 1, "minor": 1})
     );
     assert!(msg.get("agent").is_none());
     assert!(msg.get("want_reply").is_none());

@@ -48,6 +48,28 @@ pub fn send(socket: &Path, line: &[u8], deadline: Instant, want_reply: bool) -> 
     }
 }
 
+/// Sends `line` like [`send`] (connect and write within `deadline`), but keeps the connection
+/// open and waits until `wait_until` for the daemon's one reply: a decision on a request,
+/// which comes when a person answers. Never half-closes: the daemon takes a closed write side
+/// for a client that has gone, and stops waiting for it.
+pub fn wait_for_reply(
+    socket: &Path,
+    line: &[u8],
+    deadline: Instant,
+    wait_until: Instant,
+) -> Option<Vec<u8>> {
+    loop {
+        let mut stream = connect(socket, deadline)?;
+        write_line(&mut stream, line, deadline)?;
+        let first = read_reply_line(&mut stream, wait_until);
+        if first.as_deref().is_some_and(is_too_many_clients) {
+            std::thread::sleep(RETRY_PAUSE.min(remaining(deadline)?));
+            continue;
+        }
+        return first;
+    }
+}
+
 /// Time for the next step: what is left of the budget, or one minimal slice when it is spent
 /// (a step that does not block, as connecting and writing a small line to a live daemon do,
 /// still succeeds; one that would block fails at once).

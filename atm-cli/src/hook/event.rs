@@ -23,16 +23,33 @@ pub const STRIPPED_FIELDS: &[&str] = &[
     "last-assistant-message",
 ];
 
+/// What the hook waits for after sending its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Nothing but the daemon's close (every hook event).
+    None,
+    /// The session's view (`"want_reply": true`, the status line's default line).
+    Session,
+    /// A decision on the request the event opens (`"await_decision": true`,
+    /// [`super::decision`]).
+    Decision,
+}
+
 /// Builds the protocol-v1 line for `input` (a JSON object), without [`STRIPPED_FIELDS`] and with
 /// `pid` and `tmux_pane` added. `None` when the input is not a JSON object or the line would
 /// still exceed the daemon's limit.
-pub fn event_line(
+pub fn event_line(kind: &str, input: &[u8], agent: Option<&str>, reply: Reply) -> Option<Vec<u8>> {
+    let data: Map<String, Value> = serde_json::from_slice(input).ok()?;
+    event_line_of(kind, data, agent, reply)
+}
+
+/// [`event_line`] for an event already parsed.
+pub fn event_line_of(
     kind: &str,
-    input: &[u8],
+    mut data: Map<String, Value>,
     agent: Option<&str>,
-    want_reply: bool,
+    reply: Reply,
 ) -> Option<Vec<u8>> {
-    let mut data: Map<String, Value> = serde_json::from_slice(input).ok()?;
     strip_large_fields(&mut data);
     let kind_of_agent = AgentKind::from_name(agent);
     let proc_root = Path::new("/proc");
@@ -61,8 +78,14 @@ pub fn event_line(
     if let Some(agent) = agent {
         fields.insert("agent".to_owned(), Value::String(agent.to_owned()));
     }
-    if want_reply {
-        fields.insert("want_reply".to_owned(), Value::Bool(true));
+    match reply {
+        Reply::None => {}
+        Reply::Session => {
+            fields.insert("want_reply".to_owned(), Value::Bool(true));
+        }
+        Reply::Decision => {
+            fields.insert("await_decision".to_owned(), Value::Bool(true));
+        }
     }
     fields.insert("data".to_owned(), Value::Object(data));
     let line = atm_core::protocol::client_line(kind, fields);
@@ -160,20 +183,20 @@ mod tests {
             "hook_event",
             br#"{"session_id":"s","pid":"bogus"}"#,
             Some("codex"),
-            false,
+            Reply::None,
         )
         .unwrap();
         assert_eq!(line.last(), Some(&b'\n'));
         let v: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["type"], "hook_event");
         assert_eq!(v["agent"], "codex");
-        assert_eq!(v["protocol_version"], json!({"major":1,"minor":0}));
+        assert_eq!(v["protocol_version"], json!({"major":1,"minor":1}));
         assert!(v["data"]["pid"].as_u64().unwrap() > 0);
         assert_eq!(v["data"]["session_id"], "s");
         assert!(v.get("want_reply").is_none());
         for bad in [&b""[..], b"[1]", b"\"s\"", b"{", b"\xff\xfe", b"null"] {
             assert!(
-                event_line("hook_event", bad, None, false).is_none(),
+                event_line("hook_event", bad, None, Reply::None).is_none(),
                 "{bad:?}"
             );
         }

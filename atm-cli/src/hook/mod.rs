@@ -4,7 +4,7 @@
 //! shaped by three promises rather than by convenience:
 //!
 //! - **Silent**: nothing on stdout in hook mode (Claude reads a hook's stdout as a decision or as
-//!   model context) and exit status 0 whatever happens (other codes block actions or show errors).
+//!   model context), but the one decision a person made through atm ([`decision`]) and exit status 0 whatever happens (other codes block actions or show errors).
 //!   That is also why arguments are parsed by hand: a parser that exits 2 on a typo would break
 //!   the user's Claude session.
 //! - **Bounded**: after the input has arrived, everything that involves the daemon (connecting,
@@ -36,8 +36,12 @@
 //! the message carry `"want_reply": true` (top level) and wait, within the budget, for the
 //! daemon's `{"type":"session_updated","session":{...}}`. It never prints a blank line.
 //!
+//! One hook prints on stdout: Claude's `PermissionRequest`, when a person answers it through
+//! atm ([`decision`]); it waits for that answer beside Claude's own dialog, never in its way.
+//!
 //! The pieces, one role each: [`args`] (the hand-parsed command line), [`input`] (bounded,
 //! time-limited stdin), [`event`] (the protocol line: stripping and identity fields),
+//! [`decision`] (answers to permission requests),
 //! [`agent_process`] (which ancestor is the agent), [`connection`] (the bounded exchange with
 //! the daemon) and [`statusline`] (status-line mode and its default line).
 
@@ -49,6 +53,7 @@ mod agent_process;
 mod args;
 mod codex_daemon;
 mod connection;
+pub mod decision;
 mod event;
 mod input;
 mod statusline;
@@ -56,7 +61,7 @@ mod statusline;
 pub use agent_process::{AgentKind, find_agent_pid};
 pub use args::HookArgs;
 pub use connection::send;
-pub use event::{STRIPPED_FIELDS, event_line, strip_large_fields};
+pub use event::{Reply, STRIPPED_FIELDS, event_line, event_line_of, strip_large_fields};
 pub use input::{Input, read_input};
 pub use statusline::default_status_line;
 
@@ -101,7 +106,7 @@ pub fn run(args: HookArgs, stdin: impl Read + AsFd, stdout: &mut impl Write) {
     let socket = atm_core::paths::hooks_socket();
     if let Some(payload) = &args.notify {
         // Stdin is not ours to read here: Codex may leave it at a terminal.
-        if let Some(line) = event_line("hook_event", payload, args.agent.as_deref(), false) {
+        if let Some(line) = event_line("hook_event", payload, args.agent.as_deref(), Reply::None) {
             let _ = send(&socket, &line, Instant::now() + budget(), false);
         }
         return;
@@ -110,11 +115,36 @@ pub fn run(args: HookArgs, stdin: impl Read + AsFd, stdout: &mut impl Write) {
     if args.statusline {
         let deadline = Instant::now() + budget();
         statusline::run_statusline(&args, input, &socket, deadline, stdout);
-    } else if let Input::Complete(bytes) = input
-        && let Some(line) = event_line("hook_event", &bytes, args.agent.as_deref(), false)
-    {
-        // The budget is for the daemon (connect, write): it starts once the line is built, so a
-        // large payload that takes a while to strip is still delivered.
-        let _ = send(&socket, &line, Instant::now() + budget(), false);
+    } else if let Input::Complete(bytes) = input {
+        hook_event(&args, &bytes, &socket, stdout);
+    }
+}
+
+/// Forwards one hook event; for one that can be answered through atm (Claude's
+/// `PermissionRequest`), waits for the decision and prints it for the agent
+/// ([`decision`]). Prints nothing otherwise.
+fn hook_event(args: &HookArgs, bytes: &[u8], socket: &std::path::Path, stdout: &mut impl Write) {
+    let Ok(data) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
+    else {
+        return;
+    };
+    let agent = args.agent.as_deref();
+    let wait = decision::decision_wait();
+    if decision::wants_decision(agent, &data, wait) {
+        let Some(line) = event_line_of("hook_event", data.clone(), agent, Reply::Decision) else {
+            return;
+        };
+        let now = Instant::now();
+        let reply = connection::wait_for_reply(socket, &line, now + budget(), now + wait);
+        if let Some(out) = reply.and_then(|r| decision::claude_output(&r, &data)) {
+            let _ = writeln!(stdout, "{out}");
+            let _ = stdout.flush();
+        }
+        return;
+    }
+    // The budget is for the daemon (connect, write): it starts once the line is built, so a
+    // large payload that takes a while to strip is still delivered.
+    if let Some(line) = event_line_of("hook_event", data, agent, Reply::None) {
+        let _ = send(socket, &line, Instant::now() + budget(), false);
     }
 }

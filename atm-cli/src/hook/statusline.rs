@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::args::HookArgs;
 use super::connection::send;
-use super::event::event_line;
+use super::event::{Reply, event_line};
 use super::input::Input;
 
 /// Shown when the status line has nothing else to show: never leave Claude's line blank.
@@ -37,8 +37,17 @@ pub(super) fn run_statusline(
     };
     // The reply only feeds the default line; with a user command nobody would read it.
     let want_reply = user.is_none();
-    let reply = event_line("status_update", &bytes, args.agent.as_deref(), want_reply)
-        .and_then(|line| send(socket, &line, deadline, want_reply));
+    let reply = event_line(
+        "status_update",
+        &bytes,
+        args.agent.as_deref(),
+        if want_reply {
+            Reply::Session
+        } else {
+            Reply::None
+        },
+    )
+    .and_then(|line| send(socket, &line, deadline, want_reply));
     if let Some(output) = user.and_then(UserCommand::finish) {
         let _ = stdout.write_all(&output);
         let _ = stdout.flush();

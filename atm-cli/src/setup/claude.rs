@@ -46,6 +46,22 @@ pub const EVENTS: &[(&str, bool)] = &[
 /// bounds a machine so loaded that even starting a process is slow.
 pub const HOOK_TIMEOUT_SECS: u64 = 5;
 
+/// Seconds Claude waits for the `PermissionRequest` hook: Claude's default (600 s), because
+/// atm-hook waits there for an answer given through atm (a notification button, `atmctl
+/// approve`), beside Claude's own dialog, which it never delays. atm-hook gives up by itself
+/// before this ([`crate::hook::decision::DECISION_WAIT`]); no `onFailure` is set, so a hook
+/// that fails or times out is "no decision", never a refusal.
+pub const DECISION_HOOK_TIMEOUT_SECS: u64 = 600;
+
+/// The timeout of our handler for `event`.
+pub fn hook_timeout(event: &str) -> u64 {
+    if event == "PermissionRequest" {
+        DECISION_HOOK_TIMEOUT_SECS
+    } else {
+        HOOK_TIMEOUT_SECS
+    }
+}
+
 /// The status-line command, wrapping `user` when there is one.
 pub fn statusline_command(hook: &HookCommand, user: Option<&str>) -> Result<String, ShapeError> {
     Ok(match user {
@@ -84,7 +100,7 @@ pub fn install(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError
         let handler = json!({
             "type": "command",
             "command": hook.event_command(),
-            "timeout": HOOK_TIMEOUT_SECS,
+            "timeout": hook_timeout(event),
         });
         if EVENTS.contains(&(event, true)) {
             json!({"matcher": "*", "hooks": [handler]})
@@ -92,8 +108,32 @@ pub fn install(settings: &Value, hook: &HookCommand) -> Result<Value, ShapeError
             json!({"hooks": [handler]})
         }
     })?;
+    // A handler installed by an older atm keeps its place; its timeout is brought up to date.
+    set_timeouts(root, hook);
     install_statusline(root, hook)?;
     Ok(out)
+}
+
+/// Sets [`hook_timeout`] on each handler of ours.
+fn set_timeouts(root: &mut Map<String, Value>, hook: &HookCommand) {
+    let Some(Value::Object(hooks)) = root.get_mut("hooks") else {
+        return;
+    };
+    for (event, _) in EVENTS {
+        let Some(Value::Array(groups)) = hooks.get_mut(*event) else {
+            continue;
+        };
+        for group in groups.iter_mut() {
+            let Some(Value::Array(handlers)) = group.get_mut("hooks") else {
+                continue;
+            };
+            for h in handlers.iter_mut().filter(|h| hook.is_our_handler(h)) {
+                if let Some(obj) = h.as_object_mut() {
+                    obj.insert("timeout".to_owned(), Value::from(hook_timeout(event)));
+                }
+            }
+        }
+    }
 }
 
 /// `settings` without anything [`install`] adds (from any atm-hook path). Pure.
@@ -203,6 +243,16 @@ mod tests {
     }
 
     #[test]
+    fn reinstalling_brings_an_old_permission_hook_timeout_up_to_date() {
+        let old = json!({"hooks": {"PermissionRequest": [{"matcher": "*", "hooks": [
+            {"type": "command", "command": "/opt/atm/bin/atm-hook", "timeout": 5}]}]}});
+        let s = install(&old, &hook()).unwrap();
+        let groups = s["hooks"]["PermissionRequest"].as_array().unwrap();
+        assert_eq!(groups.len(), 1, "{s:#}");
+        assert_eq!(groups[0]["hooks"][0]["timeout"], DECISION_HOOK_TIMEOUT_SECS);
+    }
+
+    #[test]
     fn install_adds_every_event_and_wraps_the_status_line() {
         let s = install(&user_settings(), &hook()).unwrap();
         assert_eq!(keys(&s), ["model", "hooks", "statusLine", "env"]);
@@ -214,9 +264,14 @@ mod tests {
                 ours["hooks"][0]["command"], "/opt/atm/bin/atm-hook",
                 "{event}"
             );
-            assert_eq!(ours["hooks"][0]["timeout"], HOOK_TIMEOUT_SECS);
+            assert_eq!(ours["hooks"][0]["timeout"], hook_timeout(event), "{event}");
+            assert!(ours["hooks"][0].get("onFailure").is_none(), "{event}");
             assert_eq!(ours.get("matcher").is_some(), *takes_matcher, "{event}");
         }
+        assert_eq!(
+            hooks["PermissionRequest"][0]["hooks"][0]["timeout"],
+            DECISION_HOOK_TIMEOUT_SECS
+        );
         // The user's PreToolUse guard is still first, and the unrelated event is untouched.
         assert_eq!(
             hooks["PreToolUse"][0]["hooks"][0]["command"],
