@@ -14,5 +14,6 @@ pub mod doctor;
 pub mod focus;
 pub mod format;
 pub mod hook;
+pub mod requests;
 pub mod setup;
 pub mod status;

@@ -249,6 +249,9 @@ impl Daemon {
             .command("atm-hook")
             .args(args)
             .env("TMUX_PANE", pane)
+            // A `PermissionRequest` is sent like any event, not waited on for an answer
+            // (tests/tests/decisions.rs tests the waiting).
+            .env("ATM_HOOK_DECISION_WAIT_SECS", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

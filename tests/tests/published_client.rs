@@ -55,6 +55,7 @@ fn published_atm_list_and_status_show_a_session_fed_through_atm_hook() {
         let mut hook = d
             .command("atm-hook")
             .env("TMUX_PANE", "%9")
+            .env("ATM_HOOK_DECISION_WAIT_SECS", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -1,5 +1,5 @@
 //! `atmctl`: the command-line client for people and scripts. Thin: every subcommand lives in the
-//! library (`atm_cli::client`, `status`, `focus`, `setup`, `doctor`).
+//! library (`atm_cli::client`, `status`, `focus`, `requests`, `setup`, `doctor`).
 
 use std::process::ExitCode;
 
@@ -29,6 +29,14 @@ enum Command {
     Get(atm_cli::client::GetArgs),
     /// Switch the attached tmux client to an agent's pane (or the next one that waits for you).
     Focus(atm_cli::focus::FocusArgs),
+    /// The agents waiting for your answer: permissions and questions, with their ids.
+    Pending(atm_cli::requests::PendingArgs),
+    /// Allow a waiting agent's request (--always to also add the rule it offers).
+    Approve(atm_cli::requests::ApproveArgs),
+    /// Refuse a waiting agent's request (--message tells the agent why).
+    Deny(atm_cli::requests::DenyArgs),
+    /// Answer a waiting agent's questions (a choice's number, or text).
+    Answer(atm_cli::requests::AnswerArgs),
     /// Install or remove atm's hooks in an agent's settings.
     #[command(subcommand)]
     Setup(atm_cli::setup::SetupCommand),
@@ -44,6 +52,10 @@ fn main() -> ExitCode {
         Command::Status(a) => atm_cli::status::status(&a),
         Command::Get(a) => atm_cli::client::get(&a),
         Command::Focus(a) => atm_cli::focus::focus(&a),
+        Command::Pending(a) => atm_cli::requests::pending(&a),
+        Command::Approve(a) => atm_cli::requests::approve(&a),
+        Command::Deny(a) => atm_cli::requests::deny(&a),
+        Command::Answer(a) => atm_cli::requests::answer(&a),
         Command::Setup(c) => atm_cli::setup::run(c),
         Command::Doctor(a) => atm_cli::doctor::doctor(&a),
     };

@@ -33,6 +33,7 @@ const MAX_CLIENT_ID: usize = 128;
 /// connection to make room.
 pub(crate) async fn serve(
     stream: UnixStream,
+    uid: u32,
     shared: Arc<Shared>,
     stop: CancellationToken,
     handshaken: Arc<std::sync::atomic::AtomicBool>,
@@ -48,6 +49,7 @@ pub(crate) async fn serve(
     ));
     let mut reader = Reader {
         conn,
+        uid,
         handshaken,
         frames: FramedRead::new(read, line_codec()),
         outbox: outbox.clone(),
@@ -70,6 +72,8 @@ pub(crate) async fn serve(
 
 struct Reader {
     conn: u64,
+    /// The peer's user (checked to be ours at accept), recorded with every decision it makes.
+    uid: u32,
     handshaken: Arc<std::sync::atomic::AtomicBool>,
     frames: FramedRead<OwnedReadHalf, tokio_util::codec::AnyDelimiterCodec>,
     outbox: Arc<Outbox>,
@@ -255,6 +259,7 @@ impl Reader {
                 })
                 .await
             }
+            "decide" => self.decide(&raw).await,
             "disconnect" => false,
             "connect" => {
                 self.error(&WireError::new(
@@ -287,12 +292,72 @@ impl Reader {
         }
     }
 
+    /// `decide` (1.1): `request_id`, the decision (`decision`: `allow` with `always` and
+    /// `rule`, `deny` with `message` and `interrupt`, `answer` with `answers`) and an optional
+    /// `surface` name for the audit trail; answered `decided`, or an error saying why not.
+    async fn decide(&mut self, raw: &RawMessage) -> bool {
+        let Some(id) = raw
+            .str_field("request_id")
+            .and_then(atm_core::request::RequestId::parse)
+        else {
+            return self
+                .error(&WireError::new(
+                    ErrorCode::InvalidMessage,
+                    "`request_id` must be a request's 32-hex-digit id (`atmctl pending` lists them)",
+                ))
+                .await;
+        };
+        let decision: atm_core::request::Decision =
+            match serde_json::from_value(Value::Object(raw.body.clone())) {
+                Ok(d) => d,
+                Err(e) => {
+                    let e = WireError::new(
+                        ErrorCode::InvalidMessage,
+                        format!(
+                            "bad decision ({e}): `decision` is `allow` (with `always`, `rule`), \
+                             `deny` (with `message`, `interrupt`) or `answer` (with `answers`)"
+                        ),
+                    );
+                    return self.error(&e).await;
+                }
+            };
+        let surface =
+            atm_core::request::Surface::new(surface_name(raw.str_field("surface")), Some(self.uid));
+        match self.shared.registry.decide(id, decision, surface).await {
+            Ok(Ok(d)) => {
+                self.reply(ServerMessage::Decided {
+                    request_id: d.request_id,
+                    session_id: d.session_id.as_str().to_owned(),
+                })
+                .await
+            }
+            Ok(Err(e)) => self.error(&WireError::from(e)).await,
+            Err(e) => self.error(&WireError::from(e)).await,
+        }
+    }
+
     async fn reply(&self, msg: ServerMessage) -> bool {
         self.outbox.push_reply(Item::Line(line(&msg))).await
     }
 
     async fn error(&self, e: &WireError) -> bool {
         self.reply(ServerMessage::error(e)).await
+    }
+}
+
+/// The surface a client names for the audit trail (`atmctl`, `waybar`, ...): letters, digits,
+/// `-`, `_` and `.`, at most 32; `socket` when it names none (or nothing usable).
+fn surface_name(asked: Option<&str>) -> String {
+    let name: String = asked
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(32)
+        .collect();
+    if name.is_empty() {
+        "socket".to_owned()
+    } else {
+        name
     }
 }
 

@@ -184,7 +184,11 @@ impl OutputSink for SocketSink {
         })?;
         info!(path = %path.display(), "query socket listening");
 
-        let shared = Arc::new(Shared::new(self.config, ctx.control.clone()));
+        let shared = Arc::new(Shared::new(
+            self.config,
+            ctx.control.clone(),
+            ctx.registry.clone(),
+        ));
         let connections = TaskTracker::new();
         let stop = ctx.cancel.child_token();
         let result = tokio::select! {
@@ -248,7 +252,7 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(shared.config.max_clients));
     let mut pending = PendingHandshakes::default();
     let mut refusals = RateLimitedWarn::default();
-    while let Some((stream, _peer)) = listener.accept_own(&stop, "query").await {
+    while let Some((stream, peer)) = listener.accept_own(&stop, "query").await {
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             // Full: a connection that never said hello yields its place to this one, so idle
@@ -284,7 +288,7 @@ async fn accept_loop(
         let conn_stop = stop.child_token();
         let handshaken = pending.track(&conn_stop, shared.config.max_clients);
         connections.spawn(async move {
-            connection::serve(stream, shared, conn_stop, handshaken).await;
+            connection::serve(stream, peer.uid, shared, conn_stop, handshaken).await;
             drop(permit);
         });
     }

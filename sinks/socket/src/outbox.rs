@@ -180,6 +180,12 @@ impl Outbox {
 
     /// Offers one change to this subscriber (never waits; see the module docs).
     pub(crate) fn deliver(&self, id: &str, line: &Bytes) {
+        self.deliver_as(id, id, line);
+    }
+
+    /// [`Outbox::deliver`] for a line about session `id` that is queued under its own `key`
+    /// (a `request_resolved` line must not be merged into the session's next update).
+    pub(crate) fn deliver_as(&self, id: &str, key: &str, line: &Bytes) {
         let mut s = self.lock();
         let interested = match &s.subscription {
             Some(None) => true,
@@ -189,7 +195,7 @@ impl Outbox {
         if !interested || s.aborted {
             return;
         }
-        if let Pushed::Covered = s.queue.push(id, Item::Line(line.clone())) {
+        if let Pushed::Covered = s.queue.push(key, Item::Line(line.clone())) {
             return;
         }
         drop(s);

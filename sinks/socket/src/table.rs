@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 
 use crate::SocketConfig;
 use crate::outbox::Outbox;
-use crate::render::{ListJob, removed_line, updated_line};
+use crate::render::{ListJob, removed_line, resolved_lines, updated_line};
 
 /// At most this many changes are applied under one lock acquisition.
 const APPLY_BATCH: usize = 256;
@@ -55,6 +55,12 @@ impl Table {
             }
         };
         self.entries.insert(order, session);
+    }
+
+    /// The version of `session` the table holds now.
+    fn current(&self, session: &Session) -> Option<&Arc<Session>> {
+        let key = (session.harness.clone(), session.id.clone());
+        self.order_of.get(&key).and_then(|o| self.entries.get(o))
     }
 
     fn remove(&mut self, session: &Session) {
@@ -95,16 +101,19 @@ pub(crate) struct Shared {
     table: RwLock<Table>,
     pub(crate) config: SocketConfig,
     pub(crate) control: ControlBus,
+    /// For `decide`: answers go to the registry, which delivers them to the waiting agent.
+    pub(crate) registry: RegistryHandle,
     next_client: AtomicU64,
     next_conn: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(config: SocketConfig, control: ControlBus) -> Self {
+    pub(crate) fn new(config: SocketConfig, control: ControlBus, registry: RegistryHandle) -> Self {
         Self {
             table: RwLock::default(),
             config,
             control,
+            registry,
             next_client: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
         }
@@ -176,6 +185,17 @@ impl Shared {
                 continue; // already in the snapshot we reset from
             }
             table.seq = d.seq;
+            // Requests that ended with this change (rare: compared only when one was open
+            // or the log changed).
+            let about = d.update.as_ref().or(d.removed.as_ref());
+            let resolved = match about.and_then(|s| table.current(s)) {
+                Some(old)
+                    if has_requests(old) || d.update.as_ref().is_some_and(|n| has_requests(n)) =>
+                {
+                    resolved_lines(Some(old), d.update.as_deref())
+                }
+                _ => Vec::new(),
+            };
             if let Some(r) = d.update {
                 table.insert_or_replace(r);
             }
@@ -184,6 +204,9 @@ impl Shared {
             }
             for outbox in table.subscribers.values() {
                 outbox.deliver(&d.id, &d.line);
+                for (key, line) in &resolved {
+                    outbox.deliver_as(&d.id, key, line);
+                }
             }
         }
     }
@@ -222,6 +245,11 @@ impl Shared {
         debug!("socket fan-out ends");
         Ok(())
     }
+}
+
+/// True when `s` holds a request or has ended one.
+fn has_requests(s: &Session) -> bool {
+    !s.request_log.is_empty() || s.attention.as_ref().is_some_and(|a| a.request.is_some())
 }
 
 fn render_change(event: SessionEvent) -> Delivery {

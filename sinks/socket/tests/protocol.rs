@@ -36,7 +36,7 @@ async fn handshake_assigns_or_echoes_client_ids_and_ids_may_repeat() {
     let mut anon = server.client().await;
     let reply = anon.handshake(None).await;
     assert_eq!(reply["type"], "connected");
-    assert_eq!(reply["protocol_version"], json!({"major": 1, "minor": 0}));
+    assert_eq!(reply["protocol_version"], json!({"major": 1, "minor": 1}));
     assert!(
         reply["client_id"].as_str().unwrap().starts_with("client-"),
         "{reply}"
@@ -62,7 +62,7 @@ async fn a_major_version_mismatch_is_rejected_and_closed() {
         .await;
     let reply = c.recv().await;
     assert_eq!(reply["type"], "rejected", "{reply}");
-    assert_eq!(reply["protocol_version"], json!({"major": 1, "minor": 0}));
+    assert_eq!(reply["protocol_version"], json!({"major": 1, "minor": 1}));
     assert!(reply["reason"].as_str().unwrap().contains("2.0"), "{reply}");
     c.expect_closed().await;
     server.stop().await;
