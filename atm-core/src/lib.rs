@@ -22,6 +22,8 @@
 //! - [`tmux`]: where a session's pane is, whether it is watched, and taking the user there
 //!   (`atmctl focus`, notify's Focus action and tmux marks share it).
 //! - [`trust`]: the check every client makes before talking to a daemon socket.
+//! - [`redact`]: agent-supplied text made safe to show people: display-changing characters
+//!   neutralised, secrets masked.
 //!
 //! Plugin crates depend on this crate only.
 
@@ -43,6 +45,7 @@ pub mod plugin;
 pub mod process;
 pub mod protocol;
 pub mod ready;
+pub mod redact;
 pub mod registry;
 pub mod registry_follow;
 pub mod request;
