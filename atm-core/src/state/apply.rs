@@ -14,8 +14,8 @@ use super::{Outcome, activity_after, resolve, speaker, transition};
 use crate::event::{AgentEvent, Discovered, EventSource, StartSource};
 use crate::limits;
 use crate::model::{AgentState, Session, SessionId, SessionKey, Usage};
+use crate::redact::safe_preview;
 use crate::sanitize::{self, sanitize};
-use crate::text::one_line_preview;
 
 /// True when moving from `from` to `to` starts a turn: the first prompt or tool after idle, or
 /// after the session started.
@@ -33,13 +33,14 @@ pub fn starts_new_conversation(source: StartSource) -> bool {
 }
 
 /// The first prompt after `prompt` is submitted: the first non-empty one labels the session
-/// for good (as a one-line preview).
+/// for good (as a one-line preview, made safe to show: [`crate::redact::safe_preview`]).
 pub fn first_prompt_after(current: Option<&str>, prompt: Option<&str>) -> Option<String> {
     if let Some(current) = current {
         return Some(current.to_owned());
     }
+    // Shown on bars and in notifications: made safe like every text people see.
     prompt
-        .map(|p| one_line_preview(p, limits::FIRST_PROMPT))
+        .map(|p| safe_preview(p, limits::FIRST_PROMPT))
         .filter(|p| !p.is_empty())
 }
 
@@ -114,7 +115,9 @@ pub fn apply_event(
             s.last_error = None;
             s.first_prompt = first_prompt_after(s.first_prompt.as_deref(), prompt.as_deref());
         }
-        Some(AgentEvent::TurnFailed { error }) => s.last_error = Some(error.clone()),
+        Some(AgentEvent::TurnFailed { error }) => {
+            s.last_error = Some(safe_preview(error, limits::PREVIEW));
+        }
         Some(AgentEvent::SubagentStarted { agent_id })
             if !s.children.contains(agent_id) && s.children.len() < limits::CHILDREN =>
         {

@@ -16,8 +16,10 @@ pub mod identity;
 pub mod requests;
 
 use crate::event::{AgentEvent, StartSource};
+use crate::limits;
 use crate::model::{AgentState, Attention, PermissionSuggestion};
-use crate::request::Question;
+use crate::redact::safe_preview;
+use crate::request::{Question, QuestionOption};
 
 /// What an event does to a session's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,20 +51,43 @@ struct Ask<'a> {
     questions: &'a [Question],
 }
 
-/// A wait on the user. The request it opens is given its id by [`requests::open`], after the
-/// transition (which is pure and draws no random numbers).
+/// A wait on the user. The request it opens is given its id by [`requests::settle`], after
+/// the transition (which is pure and draws no random numbers). What it shows people (the
+/// preview, the questions) is made safe here, where it enters: controls and bidi characters
+/// neutralised, recognisable secrets masked ([`crate::redact`]).
 fn ask(state: AgentState, what: Ask<'_>, asked_by: Option<&str>) -> Outcome {
     Outcome::Enter {
         state,
         attention: Some(Attention {
             reason: what.reason.to_owned(),
             tool: what.tool.map(str::to_owned),
-            detail: what.detail.map(str::to_owned),
+            detail: what.detail.map(|d| safe_preview(d, limits::PREVIEW)),
             subagent_id: asked_by.map(str::to_owned),
             suggestions: what.suggestions.to_vec(),
-            questions: what.questions.to_vec(),
+            questions: what.questions.iter().map(safe_question).collect(),
             request: None,
         }),
+    }
+}
+
+/// A question as it may be shown: every text made safe and cut to its limit.
+fn safe_question(q: &Question) -> Question {
+    Question {
+        question: safe_preview(&q.question, limits::PREVIEW),
+        header: q.header.as_deref().map(|h| safe_preview(h, limits::NAME)),
+        options: q
+            .options
+            .iter()
+            .take(limits::QUESTION_OPTIONS)
+            .map(|o| QuestionOption {
+                label: safe_preview(&o.label, limits::NAME),
+                description: o
+                    .description
+                    .as_deref()
+                    .map(|d| safe_preview(d, limits::PREVIEW)),
+            })
+            .collect(),
+        multi_select: q.multi_select,
     }
 }
 
@@ -406,6 +431,29 @@ mod tests {
             }
             _ => None,
         }
+    }
+
+    #[test]
+    fn what_a_wait_shows_is_made_safe_where_it_enters() {
+        let token = format!("ghp_{}", "a1B2".repeat(9));
+        let event = AgentEvent::PermissionRequested {
+            tool: "Bash".into(),
+            detail: Some(format!("curl -H 'x: {token}'\u{202e} \x1b[2J ok")),
+            suggestions: Vec::new(),
+        };
+        let Outcome::Enter {
+            attention: Some(a), ..
+        } = transition(S::Working, None, &event, None)
+        else {
+            panic!("no wait")
+        };
+        let detail = a.detail.unwrap();
+        assert!(!detail.contains(&token), "{detail}");
+        assert!(
+            !detail.contains('\u{202e}') && !detail.contains('\x1b'),
+            "{detail}"
+        );
+        assert!(detail.ends_with("ok"), "{detail}");
     }
 
     #[test]
