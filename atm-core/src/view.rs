@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AgentState, Attention, PromptCache, RateLimits, Session};
+use crate::request::RequestRecord;
 use crate::text::prefix_chars;
 
 /// View text: borrowed from the session where it can be, owned where it is computed.
@@ -98,6 +99,14 @@ pub struct SessionView<'a> {
     /// The session's title, when the agent names its sessions (opencode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<Text<'a>>,
+    /// How its last requests ended: answered (decision, surface, uid) or withdrawn (why).
+    #[serde(default, skip_serializing_if = "is_empty_log")]
+    pub request_log: Cow<'a, [RequestRecord]>,
+}
+
+#[allow(clippy::ptr_arg)] // as above
+fn is_empty_log(v: &Cow<'_, [RequestRecord]>) -> bool {
+    v.is_empty()
 }
 
 /// `1m 5s`, `2h 3m`, `42s`.
@@ -243,6 +252,7 @@ impl<'a> SessionView<'a> {
             prompt_cache: u.prompt_cache,
             turn_id: s.turn_id.as_deref().map(Cow::Borrowed),
             title: s.title.as_deref().map(Cow::Borrowed),
+            request_log: Cow::Borrowed(&s.request_log),
         }
     }
 
@@ -301,6 +311,7 @@ impl<'a> SessionView<'a> {
             prompt_cache,
             turn_id,
             title,
+            request_log,
         } = self;
         SessionView {
             id: own(id),
@@ -352,6 +363,7 @@ impl<'a> SessionView<'a> {
             prompt_cache,
             turn_id: turn_id.map(own),
             title: title.map(own),
+            request_log: Cow::Owned(request_log.into_owned()),
         }
     }
 }

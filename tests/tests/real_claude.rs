@@ -334,3 +334,182 @@ fn clear_starts_a_fresh_session_in_the_same_pane() {
         "{all:#?}"
     );
 }
+
+/// `atmctl ARGS` against this test's daemon; its output, which must be a success.
+fn atmctl(c: &Claude, args: &[&str]) -> String {
+    stdout_of(c.daemon.command("atmctl").args(args))
+}
+
+/// The id of this test's pending request once atm-hook waits for its answer.
+fn answerable_request(c: &Claude) -> String {
+    let waiting = c.wait_session("an answerable request", |s| {
+        s["attention"]["request"]["answerable"] == true
+    });
+    waiting["attention"]["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The ends of this test's session's requests, as its log keeps them.
+fn request_fates(c: &Claude) -> Vec<Value> {
+    let all = c.daemon.wait_sessions("the session", |_| true);
+    c.own(&all)
+        .and_then(|s| s.get("request_log"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_permission_approved_from_atmctl_runs_the_tool_and_closes_the_dialog() {
+    let Some(c) = start_claude(manual_mode()) else {
+        return;
+    };
+    c.wait_state("idle");
+    let target = c.project.join("approved-from-atmctl");
+    c.lab
+        .type_line(&format!("please RUN touch {}", target.display()));
+    c.lab.wait_screen("the permission dialog", |s| {
+        s.contains("Do you want to proceed?")
+    });
+    let id = answerable_request(&c);
+    let pending = atmctl(&c, &["pending"]);
+    assert!(pending.contains(&id[..8]), "{pending}");
+    atmctl(&c, &["approve", &id[..8]]);
+    c.lab
+        .wait_screen("the dialog closed and the tool run", |s| {
+            !s.contains("Do you want to proceed?") && s.contains("FAKE-DONE")
+        });
+    assert!(target.exists(), "the command approved from atmctl ran");
+    c.wait_state("idle");
+    let fates = request_fates(&c);
+    let answered = fates.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(answered["fate"], "answered", "{fates:#?}");
+    assert_eq!(answered["surface"]["name"], "atmctl", "{fates:#?}");
+}
+
+#[test]
+fn a_permission_denied_from_atmctl_tells_the_model_why() {
+    let Some(c) = start_claude(manual_mode()) else {
+        return;
+    };
+    c.wait_state("idle");
+    let target = c.project.join("denied-from-atmctl");
+    c.lab
+        .type_line(&format!("please RUN touch {}", target.display()));
+    c.lab.wait_screen("the permission dialog", |s| {
+        s.contains("Do you want to proceed?")
+    });
+    let id = answerable_request(&c);
+    atmctl(&c, &["deny", &id, "-m", "ATM-DENIED-use-another-file"]);
+    c.lab.wait_screen("the dialog closed", |s| {
+        !s.contains("Do you want to proceed?")
+    });
+    atm_core::testing::wait_until_blocking("the refusal to reach the model", || {
+        c.lab.model_log().contains("ATM-DENIED-use-another-file")
+    });
+    assert!(!target.exists(), "a denied command does not run");
+    c.wait_state("idle");
+}
+
+#[test]
+fn answered_in_the_terminal_first_the_waiting_hook_steps_aside() {
+    let Some(c) = start_claude(manual_mode()) else {
+        return;
+    };
+    c.wait_state("idle");
+    let target = c.project.join("approved-in-terminal");
+    c.lab
+        .type_line(&format!("please RUN touch {}", target.display()));
+    c.lab.wait_screen("the permission dialog", |s| {
+        s.contains("Do you want to proceed?")
+    });
+    let id = answerable_request(&c);
+    c.lab.press_until(&["1"], "the dialog closing", |s| {
+        !s.contains("Do you want to proceed?")
+    });
+    c.lab.wait_screen("the model's answer after the tool", |s| {
+        s.contains("FAKE-DONE")
+    });
+    assert!(target.exists());
+    c.wait_state("idle");
+    // The request was withdrawn (nothing to answer through atm), and an answer now is refused.
+    let fates = request_fates(&c);
+    let ended = fates.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(ended["fate"], "withdrawn", "{fates:#?}");
+    let late = c
+        .daemon
+        .command("atmctl")
+        .args(["approve", &id])
+        .output()
+        .unwrap();
+    assert_eq!(late.status.code(), Some(1));
+    // No atm-hook is left waiting.
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &format!("{} ", atm_tests::bin("atm-hook").display())])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        left.lines()
+            .all(|pid| !is_descendant(pid.trim(), c.lab.pid())),
+        "a hook still waits: {left}"
+    );
+}
+
+/// Whether process `pid` descends from `ancestor`.
+fn is_descendant(pid: &str, ancestor: u32) -> bool {
+    let mut pid: u32 = match pid.parse() {
+        Ok(p) => p,
+        Err(_) => return false,
+    };
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            return false;
+        };
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
+}
+
+#[test]
+fn a_question_answered_from_atmctl_reaches_the_model() {
+    let Some(c) = start_claude(manual_mode()) else {
+        return;
+    };
+    c.wait_state("idle");
+    c.lab
+        .type_line("please ASK Which database should the app use?");
+    c.lab.wait_screen("the question", |s| {
+        s.contains("SQLite") && s.contains("Postgres")
+    });
+    let id = answerable_request(&c);
+    let all = c.daemon.wait_sessions("the question", |_| true);
+    let s = c.own(&all).unwrap();
+    assert_eq!(s["state"], "needs_input", "{s:#}");
+    assert_eq!(
+        s["attention"]["questions"][0]["question"], "Which database should the app use?",
+        "{s:#}"
+    );
+    atmctl(&c, &["answer", &id, "2"]);
+    atm_core::testing::wait_until_blocking("the answer to reach the model", || {
+        let log = c.lab.model_log();
+        log.lines()
+            .any(|l| l.contains("tool_result=true") && l.contains("SQLite"))
+    });
+    c.wait_state("idle");
+}

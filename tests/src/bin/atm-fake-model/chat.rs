@@ -90,6 +90,7 @@ pub async fn completions(
         ),
         (Reply::Nap, _) => (text_delta("FAKE-NAP"), "stop", Duration::from_secs(5)),
         (Reply::Subagent(_), _) => (text_delta("FAKE-NO-AGENT-TOOL"), "stop", Duration::ZERO),
+        (Reply::Ask(_), _) => (text_delta("FAKE-NO-ASK-TOOL"), "stop", Duration::ZERO),
         (Reply::Text(t), _) => (text_delta(t), "stop", Duration::ZERO),
     };
     let first = vec![sse(&chunk(

@@ -98,6 +98,7 @@ fn reply_parts(id: u64, reply: Reply, shell: bool) -> (Value, Duration) {
         }
         Reply::Nap => (json!([{"text": "FAKE-NAP"}]), Duration::from_secs(5)),
         Reply::Subagent(_) => (json!([{"text": "FAKE-NO-AGENT-TOOL"}]), Duration::ZERO),
+        Reply::Ask(_) => (json!([{"text": "FAKE-NO-ASK-TOOL"}]), Duration::ZERO),
         Reply::Slow => (
             json!([{"text": "FAKE-SLOW-REPLY"}]),
             Duration::from_secs(60),

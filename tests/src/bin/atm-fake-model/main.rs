@@ -11,6 +11,9 @@
 //!   to run it in the background (`run_in_background`), so the turn ends while it still runs.
 //! - `AGENT <prompt>` (up to the end of the line): Claude Code's `Agent` tool is called to run a
 //!   subagent with `<prompt>` as its task (in the background, Claude's default).
+//! - `ASK <question>` (up to the end of the line): Claude Code's `AskUserQuestion` is called
+//!   with `<question>` and two choices, `Postgres` and `SQLite`; the answer that comes back is
+//!   logged (`result=`).
 //! - `NAP`: the model takes 5 s to answer `FAKE-NAP` (a subagent that works a while).
 //! - `SLOW`: the model takes 60 s to answer (streaming keep-alives), so the agent stays working
 //!   long enough to be interrupted.
@@ -63,6 +66,8 @@ pub enum Reply {
     Subagent(String),
     /// An answer after 5 s.
     Nap,
+    /// A question for the user (Claude's `AskUserQuestion`).
+    Ask(String),
 }
 
 /// The user's own words in an Anthropic `messages` list: the text blocks of the last user
@@ -89,6 +94,30 @@ fn last_user_text(messages: &[Value]) -> (String, bool) {
     }
 }
 
+/// The text of the tool results in the last user message (what the agent's tool answered).
+fn tool_result_text(messages: &[Value]) -> String {
+    let Some(last) = messages.iter().rev().find(|m| m["role"] == "user") else {
+        return String::new();
+    };
+    let Some(blocks) = last["content"].as_array() else {
+        return String::new();
+    };
+    blocks
+        .iter()
+        .filter(|b| b["type"] == "tool_result")
+        .map(|b| match &b["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 pub fn script(text: &str, tool_result: bool) -> Reply {
     // A message that carries a tool's result and no words of the user's continues the turn; one
     // with words (typed after a declined tool, say) is a new request.
@@ -98,6 +127,10 @@ pub fn script(text: &str, tool_result: bool) -> Reply {
     if let Some(pos) = text.find("AGENT ") {
         let task = text[pos + 6..].lines().next().unwrap_or("").trim();
         return Reply::Subagent(task.to_owned());
+    }
+    if let Some(pos) = text.find("ASK ") {
+        let q = text[pos + 4..].lines().next().unwrap_or("").trim();
+        return Reply::Ask(q.to_owned());
     }
     if text.contains("NAP") {
         return Reply::Nap;
@@ -216,8 +249,12 @@ async fn anthropic_messages(
             .map(str::to_owned)
     });
     eprintln!(
-        "request {id}: model={model} tool_result={tool_result} reply={reply:?} text={:?} tools={:?}",
+        "request {id}: model={model} tool_result={tool_result} reply={reply:?} text={:?} result={:?} tools={:?}",
         text.chars().take(120).collect::<String>(),
+        tool_result_text(&messages)
+            .chars()
+            .take(400)
+            .collect::<String>(),
         body["tools"].as_array().map(|tools| tools
             .iter()
             .filter_map(|t| t["name"].as_str())
@@ -260,6 +297,24 @@ async fn anthropic_messages(
                     "subagent_type": "general-purpose", "run_in_background": true}).to_string()})],
             )],
             "tool_use",
+            Duration::ZERO,
+        ),
+        Reply::Ask(question) if has_tool("AskUserQuestion") => (
+            vec![(
+                json!({"type": "tool_use", "id": format!("toolu_fake_{id}"), "name": "AskUserQuestion", "input": {}}),
+                vec![
+                    json!({"type": "input_json_delta", "partial_json": json!({"questions": [{
+                    "question": question, "header": "Database", "multiSelect": false,
+                    "options": [{"label": "Postgres", "description": "A database server"},
+                                {"label": "SQLite", "description": "One file"}]}]}).to_string()}),
+                ],
+            )],
+            "tool_use",
+            Duration::ZERO,
+        ),
+        Reply::Ask(_) => (
+            vec![text_block("FAKE-NO-ASK-TOOL")],
+            "end_turn",
             Duration::ZERO,
         ),
         Reply::Subagent(_) => (

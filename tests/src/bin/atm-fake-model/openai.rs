@@ -151,6 +151,7 @@ pub async fn responses(
         (Reply::Slow, _) => (message_item(id, "FAKE-SLOW-REPLY"), Duration::from_secs(60)),
         (Reply::Nap, _) => (message_item(id, "FAKE-NAP"), Duration::from_secs(5)),
         (Reply::Subagent(_), _) => (message_item(id, "FAKE-NO-AGENT-TOOL"), Duration::ZERO),
+        (Reply::Ask(_), _) => (message_item(id, "FAKE-NO-ASK-TOOL"), Duration::ZERO),
         (Reply::Text(t), _) => (message_item(id, t), Duration::ZERO),
     };
     let response_id = format!("resp_fake_{id}");
