@@ -320,3 +320,53 @@ fn opencode_started_before_atmd_shows_its_state_on_connect() {
         .press_until(&["Enter"], "the tool's end", |s| s.contains("FAKE-DONE"));
     o.wait_state("idle");
 }
+
+#[test]
+fn permissions_answered_from_atmctl_reach_opencode_over_its_api() {
+    let Some(mut o) = setup() else { return };
+    o.start_atmd();
+    o.go();
+    o.wait_state("idle");
+    let atmctl = |args: &[&str]| {
+        let out = o.daemon.command("atmctl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "atmctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let request = |what: &str| {
+        let s = o.wait_session(what, |s| s["attention"]["request"]["answerable"] == true);
+        s["attention"]["request"]["id"].as_str().unwrap().to_owned()
+    };
+
+    // Allowed once, from atmctl: the prompt closes and the tool runs.
+    o.lab.type_line("please RUN touch approved-by-atm");
+    o.lab.wait_screen("the permission prompt", |s| {
+        s.contains("Permission required")
+    });
+    let id = request("an answerable permission");
+    atmctl(&["approve", &id]);
+    o.lab
+        .wait_screen("the tool's end", |s| s.contains("FAKE-DONE"));
+    assert!(o.project.join("approved-by-atm").exists());
+    let s = o.wait_state("idle");
+    assert!(
+        s["request_log"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|r| r["id"] == id.as_str() && r["fate"] == "answered")),
+        "{s:#}"
+    );
+
+    // Rejected from atmctl: the prompt closes and the command does not run.
+    o.lab.type_line("now RUN touch rejected-by-atm");
+    o.lab.wait_screen("the permission prompt", |s| {
+        s.contains("Permission required")
+    });
+    let id = request("the second permission");
+    atmctl(&["deny", &id, "-m", "not this one"]);
+    o.lab
+        .wait_screen("the prompt gone", |s| !s.contains("Permission required"));
+    o.wait_state("idle");
+    assert!(!o.project.join("rejected-by-atm").exists());
+}

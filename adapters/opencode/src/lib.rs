@@ -8,6 +8,7 @@
 //! - [`adapter`]: the plugin: a configured `url`, or the servers of the opencode processes found.
 
 pub mod adapter;
+mod answer;
 pub mod discover;
 mod server;
 pub mod sse;

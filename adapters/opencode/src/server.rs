@@ -30,6 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::answer::Answerers;
 use crate::discover::ServerProcess;
 use crate::sse::{SseItem, SseParser};
 use crate::stats::OpencodeStats;
@@ -87,6 +88,8 @@ pub(crate) struct Server {
     children: HashSet<SessionId>,
     /// Whether the stream was open since the server was last judged gone.
     connected: bool,
+    /// The requests waiting for an answer given through atm ([`crate::answer`]).
+    answerers: Answerers,
 }
 
 /// Per-outage bookkeeping: the retry delay and whether the outage was already logged.
@@ -103,6 +106,7 @@ impl Server {
             seen: HashSet::new(),
             children: HashSet::new(),
             connected: false,
+            answerers: Answerers::new(),
         }
     }
 
@@ -305,7 +309,7 @@ impl Server {
             .map(|s| s.id.clone())
             .collect();
         for id in finished {
-            self.apply(synthetic(&id, AgentEvent::TurnFinished), ctx)
+            self.apply(synthetic(&id, AgentEvent::TurnFinished), shared, ctx)
                 .await;
         }
         let known = |id: &SessionId| held.iter().any(|h| &h.id == id);
@@ -324,19 +328,19 @@ impl Server {
                     },
                 );
                 t.cwd = s.cwd.clone();
-                self.apply(t, ctx).await;
+                self.apply(t, shared, ctx).await;
                 if !busy(&s.id) {
-                    self.apply(synthetic(&s.id, AgentEvent::TurnFinished), ctx)
+                    self.apply(synthetic(&s.id, AgentEvent::TurnFinished), shared, ctx)
                         .await;
                 }
             }
             if !s.usage.is_empty() {
                 let usage = AgentEvent::UsageUpdated(Box::new(s.usage.clone()));
-                self.apply(synthetic(&s.id, usage), ctx).await;
+                self.apply(synthetic(&s.id, usage), shared, ctx).await;
             }
         }
         for t in statuses.into_iter().chain(waiting) {
-            self.apply(t, ctx).await;
+            self.apply(t, shared, ctx).await;
         }
         self.settle_placeholder(ctx).await;
         Ok(count)
@@ -414,14 +418,19 @@ impl Server {
     }
 
     async fn apply_counted(&mut self, t: Translation, shared: &Shared, ctx: &AdapterContext) {
-        match self.apply(t, ctx).await {
+        match self.apply(t, shared, ctx).await {
             Some(ApplyOutcome::Ignored) => OpencodeStats::bump(&shared.stats.ignored),
             Some(_) => OpencodeStats::bump(&shared.stats.applied),
             None => OpencodeStats::bump(&shared.stats.registry_errors),
         }
     }
 
-    async fn apply(&mut self, t: Translation, ctx: &AdapterContext) -> Option<ApplyOutcome> {
+    async fn apply(
+        &mut self,
+        t: Translation,
+        shared: &Shared,
+        ctx: &AdapterContext,
+    ) -> Option<ApplyOutcome> {
         if t.parent_id.is_some() {
             self.children.insert(t.session_id.clone());
         }
@@ -435,13 +444,33 @@ impl Server {
         source.process = self.bound_process(&source.session_id);
         source.tmux_pane = self.process.as_ref().and_then(|(_, i)| i.tmux_pane.clone());
         source.cwd = t.cwd;
+        let envelope = EventEnvelope::now(source, t.event);
+        // A permission opencode can be answered for over its API: wait for the answer.
+        if let Some(opencode_id) = t.request_id {
+            return match ctx.registry.apply_awaiting(envelope).await {
+                Ok(a) => {
+                    if let Some(wait) = a.wait {
+                        let timeout = shared.connect_timeout;
+                        self.answerers.wait(
+                            &self.url,
+                            timeout,
+                            &ctx.registry,
+                            wait,
+                            opencode_id,
+                            &ctx.cancel,
+                        );
+                    }
+                    Some(a.outcome)
+                }
+                Err(e) => {
+                    debug!(adapter = %ctx.name, error = %e, event = %t.event_type, "registry refused an opencode event");
+                    None
+                }
+            };
+        }
         // A reminder (a repeated `running` part or `busy` status) is the state machine's to
         // weigh against a wait already shown: nothing here reads the session.
-        match ctx
-            .registry
-            .apply_event(EventEnvelope::now(source, t.event))
-            .await
-        {
+        match ctx.registry.apply_event(envelope).await {
             Ok(outcome) => Some(outcome),
             Err(e) => {
                 debug!(adapter = %ctx.name, error = %e, event = %t.event_type, "registry refused an opencode event");
@@ -458,6 +487,7 @@ fn synthetic(id: &SessionId, event: AgentEvent) -> Translation {
         cwd: None,
         parent_id: None,
         event,
+        request_id: None,
     }
 }
 

@@ -11,7 +11,7 @@
 //! session events, the session id are required.
 
 use atm_core::event::{AgentEvent, StartSource};
-use atm_core::model::{SessionId, UsageUpdate};
+use atm_core::model::{PermissionSuggestion, SessionId, UsageUpdate};
 use atm_core::registry::limits;
 use atm_core::serde_json::{Map, Value};
 use atm_core::text::one_line_preview;
@@ -47,6 +47,9 @@ pub struct Translation {
     /// [`AgentEvent::Reminder`]s: when the session already waits on its user, the state machine
     /// keeps the wait rather than letting an echo of the tool that asked clear it.
     pub event: AgentEvent,
+    /// opencode's id of the permission request the event asks (`per_...`), which an answer
+    /// given through atm is posted to (`POST /permission/{id}/reply`).
+    pub request_id: Option<String>,
 }
 
 /// Decodes one SSE event's data into JSON, unwrapping the `/global/event` envelope.
@@ -194,7 +197,7 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
                 AgentEvent::PermissionRequested {
                     tool: one_line_preview(tool, limits::NAME),
                     detail: permission_detail(p),
-                    suggestions: Vec::new(),
+                    suggestions: always_rule(p),
                 },
             )
         }
@@ -293,6 +296,11 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
         session_id: SessionId::new(session),
         cwd: cwd.map(|c| atm_core::text::truncate_chars(&c, limits::PATH)),
         parent_id,
+        request_id: matches!(event, AgentEvent::PermissionRequested { .. })
+            .then(|| str_field(p, "id"))
+            .flatten()
+            .filter(|id| is_request_id(id))
+            .map(str::to_owned),
         event: if yields {
             AgentEvent::reminder(event)
         } else {
@@ -322,6 +330,31 @@ fn error_text(error: Option<&Value>) -> String {
         _ => name.to_owned(),
     };
     one_line_preview(&text, PREVIEW_CHARS)
+}
+
+/// What opencode offers to remember with an "always" answer: the request's `always` patterns
+/// (`["echo *"]`), as one rule. Answering "always" through atm posts `reply: "always"`.
+fn always_rule(p: &Map<String, Value>) -> Vec<PermissionSuggestion> {
+    let patterns: Vec<&str> = p
+        .get("always")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if patterns.is_empty() {
+        return Vec::new();
+    }
+    vec![PermissionSuggestion {
+        label: one_line_preview(
+            &format!("always allow {}", patterns.join(", ")),
+            PREVIEW_CHARS,
+        ),
+        rule: atm_core::serde_json::json!({"always": patterns}),
+    }]
+}
+
+/// An opencode request id as it may be put in a URL path: `per_` and letters or digits.
+fn is_request_id(id: &str) -> bool {
+    id.len() <= 64 && !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The command, patterns or title a permission request is about.
@@ -558,9 +591,27 @@ mod tests {
             AgentEvent::PermissionRequested {
                 tool: "bash".into(),
                 detail: Some("rm -rf build".into()),
-                suggestions: Vec::new()
+                suggestions: vec![PermissionSuggestion {
+                    label: "always allow rm *".into(),
+                    rule: json!({"always": ["rm *"]}),
+                }]
             }
         );
+        let asked = translate(
+            &json!({"type": "permission.asked", "properties": {"id": "per_1",
+            "sessionID": "s", "permission": "bash"}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(asked.request_id.as_deref(), Some("per_1"));
+        // An id that could leave its URL path is no id.
+        let bad = translate(
+            &json!({"type": "permission.asked", "properties": {"id": "../session",
+            "sessionID": "s", "permission": "bash"}}),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(bad.request_id, None);
         assert_eq!(
             ev(
                 json!({"type": "permission.updated", "properties": {"id": "per_1", "type": "edit",
