@@ -6,6 +6,17 @@
 
 mod common;
 
+use atm_core::testing::OTHER_USER;
+
+/// [`atm_core::testing::other_user`], and python3 for its listener.
+fn other_user(test: &str) -> Option<u32> {
+    if !Path::new("/usr/bin/python3").exists() {
+        println!("SKIPPED {test}: /usr/bin/python3 is not installed");
+        return None;
+    }
+    atm_core::testing::other_user(test)
+}
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -14,49 +25,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_atm-hook");
-const OTHER_USER: &str = "atm-test-other";
 const EVENT: &str = r#"{"session_id":"s-secret","cwd":"/home/a/secret","hook_event_name":"UserPromptSubmit","prompt":"the secret prompt"}"#;
-
-/// The uid of a second user, created on first use; `None` (with the reason printed) when this
-/// test cannot have one.
-fn other_user(test: &str) -> Option<u32> {
-    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    if atm_core::paths::uid() != 0 {
-        println!("SKIPPED {test}: needs root to create and run as a second user");
-        return None;
-    }
-    if !Path::new("/usr/bin/python3").exists() {
-        println!("SKIPPED {test}: /usr/bin/python3 is not installed");
-        return None;
-    }
-    let _guard = CREATE.lock().unwrap_or_else(|p| p.into_inner());
-    let lookup = || {
-        let out = Command::new("id").arg("-u").arg(OTHER_USER).output().ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u32>()
-            .ok()
-    };
-    if let Some(uid) = lookup() {
-        return Some(uid);
-    }
-    let made = Command::new("useradd")
-        .args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-        ])
-        .arg(OTHER_USER)
-        .output();
-    match (made, lookup()) {
-        (_, Some(uid)) => Some(uid),
-        (out, None) => {
-            println!("SKIPPED {test}: cannot create user {OTHER_USER}: {out:?}");
-            None
-        }
-    }
-}
 
 /// A Unix listener run as `uid` at `path` (mode 0666, so only peer checks keep anyone out): it
 /// answers a protocol handshake and prints how many bytes it received in all.

@@ -381,3 +381,46 @@ fn without_a_daemon_the_hook_prints_nothing_at_once() {
     assert!(printed.stdout.is_empty());
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn another_user_cannot_answer_or_see_requests() {
+    use std::os::unix::process::CommandExt;
+    let Some(other) = atm_core::testing::other_user("another_user_cannot_answer_or_see_requests")
+    else {
+        return;
+    };
+    let d = Daemon::start(&basic_config(""));
+    let mut hook = WaitingHook::start(&d, permission("u1", "rm -rf ~", json!({})));
+    let id = answerable(&d)["id"].as_str().unwrap().to_owned();
+    for args in [
+        vec!["pending", "--json"],
+        vec!["approve", id.as_str()],
+        vec!["deny", id.as_str()],
+    ] {
+        let out = d
+            .command("atmctl")
+            .args(&args)
+            .arg("--socket")
+            .arg(d.query_socket())
+            .uid(other)
+            .gid(other)
+            .output()
+            .unwrap();
+        // atmctl ran (as the other user) and was refused: not an exec failure.
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?} as another user: {out:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("atmctl: "),
+            "{out:?}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(&id),
+            "{out:?}"
+        );
+    }
+    assert!(hook.still_waiting());
+    assert_eq!(answerable(&d)["id"], id.as_str());
+    assert_eq!(session(&d, "u1")["state"], "needs_permission");
+}

@@ -16,12 +16,14 @@ pub mod json;
 pub mod lines;
 pub mod log;
 pub mod text;
+mod users;
 pub mod wait;
 
 pub use json::arb_json;
 pub use lines::StdoutLines;
 pub use log::LogCapture;
 pub use text::{arb_hostile_field, arb_hostile_session, arb_hostile_text};
+pub use users::{OTHER_USER, other_user};
 
 pub use wait::{
     wait_for, wait_until, wait_until_blocking, wait_until_blocking_within, wait_until_within,
