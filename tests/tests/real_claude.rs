@@ -426,6 +426,7 @@ fn answered_in_the_terminal_first_the_waiting_hook_steps_aside() {
         s.contains("Do you want to proceed?")
     });
     let id = answerable_request(&c);
+    assert!(!waiting_hooks(c.lab.pid()).is_empty(), "the hook waits");
     c.lab.press_until(&["1"], "the dialog closing", |s| {
         !s.contains("Do you want to proceed?")
     });
@@ -446,16 +447,22 @@ fn answered_in_the_terminal_first_the_waiting_hook_steps_aside() {
         .unwrap();
     assert_eq!(late.status.code(), Some(1));
     // No atm-hook is left waiting.
+    atm_core::testing::wait_until_blocking("no hook left waiting", || {
+        waiting_hooks(c.lab.pid()).is_empty()
+    });
+}
+
+/// The atm-hook processes running under the agent process `agent`.
+fn waiting_hooks(agent: u32) -> Vec<String> {
     let ps = std::process::Command::new("pgrep")
-        .args(["-f", &format!("{} ", atm_tests::bin("atm-hook").display())])
+        .args(["-f", &atm_tests::bin("atm-hook").display().to_string()])
         .output()
         .unwrap();
-    let left = String::from_utf8_lossy(&ps.stdout);
-    assert!(
-        left.lines()
-            .all(|pid| !is_descendant(pid.trim(), c.lab.pid())),
-        "a hook still waits: {left}"
-    );
+    String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| is_descendant(p, agent))
+        .collect()
 }
 
 /// Whether process `pid` descends from `ancestor`.
@@ -512,4 +519,34 @@ fn a_question_answered_from_atmctl_reaches_the_model() {
             .any(|l| l.contains("tool_result=true") && l.contains("SQLite"))
     });
     c.wait_state("idle");
+}
+
+#[test]
+fn atmd_killed_while_claude_asks_leaves_the_dialog_working_and_nothing_denied() {
+    let Some(mut c) = start_claude(manual_mode()) else {
+        return;
+    };
+    c.wait_state("idle");
+    let target = c.project.join("approved-after-atmd-died");
+    c.lab
+        .type_line(&format!("please RUN touch {}", target.display()));
+    c.lab.wait_screen("the permission dialog", |s| {
+        s.contains("Do you want to proceed?")
+    });
+    answerable_request(&c);
+    assert!(!waiting_hooks(c.lab.pid()).is_empty(), "the hook waits");
+    c.daemon.kill9();
+    // The waiting hook ends with no decision; the dialog stays, and answering it still works.
+    atm_core::testing::wait_until_blocking("the waiting hook to exit", || {
+        waiting_hooks(c.lab.pid()).is_empty()
+    });
+    let screen = c.lab.screen();
+    assert!(screen.contains("Do you want to proceed?"), "{screen}");
+    c.lab.press_until(&["1"], "the dialog closing", |s| {
+        !s.contains("Do you want to proceed?")
+    });
+    c.lab.wait_screen("the model's answer after the tool", |s| {
+        s.contains("FAKE-DONE")
+    });
+    assert!(target.exists(), "approved in the terminal after atmd died");
 }
