@@ -6,8 +6,6 @@
 
 mod common;
 
-use atm_core::testing::OTHER_USER;
-
 /// [`atm_core::testing::other_user`], and python3 for its listener.
 fn other_user(test: &str) -> Option<u32> {
     if !Path::new("/usr/bin/python3").exists() {

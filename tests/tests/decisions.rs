@@ -84,6 +84,23 @@ fn atmctl(d: &Daemon, args: &[&str]) -> Output {
     d.command("atmctl").args(args).output().unwrap()
 }
 
+/// `atmctl ARGS`, which must succeed.
+fn atmctl_ok(d: &Daemon, args: &[&str]) {
+    let out = atmctl(d, args);
+    assert!(
+        out.status.success(),
+        "atmctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The decision the hook printed for Claude, once it exited.
+fn decision_of(hook: WaitingHook) -> Value {
+    let (printed, _) = hook.finish();
+    assert!(printed.status.success());
+    stdout_json(&printed)["hookSpecificOutput"]["decision"].clone()
+}
+
 /// `atmctl pending --json`, once `pred` holds for it (10 s).
 fn wait_pending(d: &Daemon, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let mut last = Vec::new();
@@ -188,15 +205,9 @@ fn always_echoes_the_offered_rule_and_deny_carries_its_message() {
         permission("a2", "npm test", json!({"permission_suggestions": [rule]})),
     );
     let id = answerable(&d)["id"].as_str().unwrap().to_owned();
-    let out = atmctl(&d, &["approve", &id, "--always"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (printed, _) = hook.finish();
+    atmctl_ok(&d, &["approve", &id, "--always"]);
     assert_eq!(
-        stdout_json(&printed)["hookSpecificOutput"]["decision"],
+        decision_of(hook),
         json!({"behavior": "allow", "updatedPermissions": [rule]})
     );
 
@@ -206,15 +217,9 @@ fn always_echoes_the_offered_rule_and_deny_carries_its_message() {
     let out = atmctl(&d, &["approve", &id, "--always"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no rule"));
-    let out = atmctl(&d, &["deny", &id, "-m", "use cargo clean", "--interrupt"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (printed, _) = hook.finish();
+    atmctl_ok(&d, &["deny", &id, "-m", "use cargo clean", "--interrupt"]);
     assert_eq!(
-        stdout_json(&printed)["hookSpecificOutput"]["decision"],
+        decision_of(hook),
         json!({"behavior": "deny", "message": "use cargo clean", "interrupt": true})
     );
     assert_eq!(session(&d, "a2")["state"], "idle");
@@ -299,12 +304,7 @@ fn questions_are_answered_by_choice_number_or_text() {
     // Allowing a question is not answering it.
     assert_eq!(atmctl(&d, &["approve", &id]).status.code(), Some(1));
     assert_eq!(atmctl(&d, &["answer", &id, "2"]).status.code(), Some(1));
-    let out = atmctl(&d, &["answer", &id, "2", "it is one file"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    atmctl_ok(&d, &["answer", &id, "2", "it is one file"]);
     let (printed, _) = hook.finish();
     let decision = &stdout_json(&printed)["hookSpecificOutput"]["decision"];
     assert_eq!(decision["behavior"], "allow");
@@ -360,11 +360,7 @@ fn bad_decisions_get_clear_errors_and_change_nothing() {
     let r = c.recv();
     assert_eq!(r["type"], "decided", "{r}");
     assert_eq!(r["session_id"], "b1");
-    let (printed, _) = hook.finish();
-    assert_eq!(
-        stdout_json(&printed)["hookSpecificOutput"]["decision"]["behavior"],
-        "allow"
-    );
+    assert_eq!(decision_of(hook)["behavior"], "allow");
     let s = session(&d, "b1");
     assert!(s.get("attention").is_none(), "{s:#}");
 }

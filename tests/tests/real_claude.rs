@@ -125,12 +125,7 @@ fn start_permission_approve_turn_end_and_exit_match_the_screen() {
     assert!(file["statusUpdatedAt"].is_u64(), "{file:#}");
     assert_eq!(file["pid"], c.lab.pid(), "{file:#}");
 
-    let target = c.project.join("approved");
-    c.lab
-        .type_line(&format!("please RUN touch {}", target.display()));
-    c.lab.wait_screen("the permission dialog", |s| {
-        s.contains("Do you want to proceed?")
-    });
+    let target = ask_to_touch(&c, "approved");
     let waiting = c.wait_state("needs_permission");
     assert_eq!(waiting["attention"]["tool"], "Bash", "{waiting:#}");
     assert!(
@@ -335,6 +330,18 @@ fn clear_starts_a_fresh_session_in_the_same_pane() {
     );
 }
 
+/// Asks Claude to `touch` the project's file `name` and waits for its permission dialog;
+/// returns the file's path.
+fn ask_to_touch(c: &Claude, name: &str) -> PathBuf {
+    let target = c.project.join(name);
+    c.lab
+        .type_line(&format!("please RUN touch {}", target.display()));
+    c.lab.wait_screen("the permission dialog", |s| {
+        s.contains("Do you want to proceed?")
+    });
+    target
+}
+
 /// `atmctl ARGS` against this test's daemon; its output, which must be a success.
 fn atmctl(c: &Claude, args: &[&str]) -> String {
     stdout_of(c.daemon.command("atmctl").args(args))
@@ -367,12 +374,7 @@ fn a_permission_approved_from_atmctl_runs_the_tool_and_closes_the_dialog() {
         return;
     };
     c.wait_state("idle");
-    let target = c.project.join("approved-from-atmctl");
-    c.lab
-        .type_line(&format!("please RUN touch {}", target.display()));
-    c.lab.wait_screen("the permission dialog", |s| {
-        s.contains("Do you want to proceed?")
-    });
+    let target = ask_to_touch(&c, "approved-from-atmctl");
     let id = answerable_request(&c);
     let pending = atmctl(&c, &["pending"]);
     assert!(pending.contains(&id[..8]), "{pending}");
@@ -395,12 +397,7 @@ fn a_permission_denied_from_atmctl_tells_the_model_why() {
         return;
     };
     c.wait_state("idle");
-    let target = c.project.join("denied-from-atmctl");
-    c.lab
-        .type_line(&format!("please RUN touch {}", target.display()));
-    c.lab.wait_screen("the permission dialog", |s| {
-        s.contains("Do you want to proceed?")
-    });
+    let target = ask_to_touch(&c, "denied-from-atmctl");
     let id = answerable_request(&c);
     atmctl(&c, &["deny", &id, "-m", "ATM-DENIED-use-another-file"]);
     c.lab.wait_screen("the dialog closed", |s| {
@@ -419,12 +416,7 @@ fn answered_in_the_terminal_first_the_waiting_hook_steps_aside() {
         return;
     };
     c.wait_state("idle");
-    let target = c.project.join("approved-in-terminal");
-    c.lab
-        .type_line(&format!("please RUN touch {}", target.display()));
-    c.lab.wait_screen("the permission dialog", |s| {
-        s.contains("Do you want to proceed?")
-    });
+    let target = ask_to_touch(&c, "approved-in-terminal");
     let id = answerable_request(&c);
     assert!(!waiting_hooks(c.lab.pid()).is_empty(), "the hook waits");
     c.lab.press_until(&["1"], "the dialog closing", |s| {
@@ -527,12 +519,7 @@ fn atmd_killed_while_claude_asks_leaves_the_dialog_working_and_nothing_denied() 
         return;
     };
     c.wait_state("idle");
-    let target = c.project.join("approved-after-atmd-died");
-    c.lab
-        .type_line(&format!("please RUN touch {}", target.display()));
-    c.lab.wait_screen("the permission dialog", |s| {
-        s.contains("Do you want to proceed?")
-    });
+    let target = ask_to_touch(&c, "approved-after-atmd-died");
     answerable_request(&c);
     assert!(!waiting_hooks(c.lab.pid()).is_empty(), "the hook waits");
     c.daemon.kill9();

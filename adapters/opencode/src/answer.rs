@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::server::StreamError;
 use crate::url::EventStreamUrl;
 
 /// Requests waited on at once, per server. opencode asks one at a time per session; this is
@@ -99,21 +100,6 @@ impl Answerers {
     }
 }
 
-/// Why posting an answer failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum PostError {
-    #[error("cannot connect: {0}")]
-    Connect(std::io::Error),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("HTTP error: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("bad request target: {0}")]
-    Target(String),
-    #[error("the server answered {0}")]
-    Status(u16),
-}
-
 /// `POST /permission/{id}/reply` on a fresh connection.
 async fn post_reply(
     url: &EventStreamUrl,
@@ -121,18 +107,18 @@ async fn post_reply(
     id: &str,
     reply: &str,
     message: Option<&str>,
-) -> Result<(), PostError> {
+) -> Result<(), StreamError> {
     let target = url
         .at(&format!("/permission/{id}/reply"))
-        .map_err(|e| PostError::Target(e.to_string()))?;
+        .map_err(StreamError::from)?;
     let mut body = json!({"reply": reply});
     if let Some(m) = message {
         body["message"] = json!(m);
     }
     let tcp = tokio::time::timeout(limit, TcpStream::connect((url.host.as_str(), url.port)))
         .await
-        .map_err(|_| PostError::Timeout(limit))?
-        .map_err(PostError::Connect)?;
+        .map_err(|_| StreamError::Timeout(limit))?
+        .map_err(StreamError::Connect)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     let conn = tokio::spawn(conn);
     let mut req = Request::new(Full::new(Bytes::from(body.to_string())));
@@ -146,9 +132,9 @@ async fn post_reply(
     );
     let resp = tokio::time::timeout(limit, sender.send_request(req)).await;
     conn.abort();
-    let resp = resp.map_err(|_| PostError::Timeout(limit))??;
+    let resp = resp.map_err(|_| StreamError::Timeout(limit))??;
     if !resp.status().is_success() {
-        return Err(PostError::Status(resp.status().as_u16()));
+        return Err(StreamError::Status(resp.status().as_u16()));
     }
     Ok(())
 }
