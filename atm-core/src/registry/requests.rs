@@ -68,8 +68,14 @@ impl Actor {
                 wait: None,
             });
         };
-        // A request someone already waits for is theirs (the same wait said again).
-        if self.waiters.0.contains_key(&request) {
+        // A request someone already waits for is theirs (the same wait said again), unless
+        // that waiter has gone without a word (its stop could not be queued).
+        if self
+            .waiters
+            .0
+            .get(&request)
+            .is_some_and(|w| !w.tx.is_closed())
+        {
             return Ok(Awaiting {
                 outcome,
                 wait: None,
