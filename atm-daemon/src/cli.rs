@@ -45,6 +45,9 @@ enum Command {
     Plugins,
 }
 
+/// How long an idle blocking thread of the runtime waits for work before it ends.
+const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn init_logging(config_level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
@@ -121,6 +124,10 @@ pub fn main() -> ExitCode {
             init_logging(config.daemon.log.as_deref());
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.daemon.worker_threads.unwrap_or(1))
+                // The periodic scans run on a blocking thread every few seconds: kept alive
+                // between them, instead of tokio's 10 s, so an idle daemon does not create and
+                // end a thread per scan (wake-ups, and a fresh stack and allocator arena each).
+                .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
                 .enable_all()
                 .build()
             {
