@@ -27,7 +27,9 @@ async fn nul_noncharacters_and_controls_never_reach_the_bus() {
     };
     assert_eq!(id, "evil\u{FFFD}id\u{FFFD}forged");
     assert!(!reason.is_empty());
-    assert_eq!(summary, "Bash\u{FFFD}: rm \u{FFFD}-rf\u{FFFD}[2J");
+    // The preview was made safe where it entered (atm_core::redact): the noncharacter and the
+    // escape are gone; the tool name is only made valid for the bus.
+    assert_eq!(summary, "Bash\u{FFFD}: rm -rf [2J");
     // A clean session published after the hostile one still arrives: the connection stayed.
     t.start_session(&source("clean", 302), 2).await;
 
