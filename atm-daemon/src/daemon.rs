@@ -183,6 +183,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "atmd starting"
     );
 
+    // Before any socket exists: a client that sees one may signal at once, and a signal that
+    // came before the handlers would kill the daemon without its orderly stop.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let d = &config.daemon_durations;
     let inputs = TaskGroup::default();
     let outputs = TaskGroup::default();
@@ -239,9 +244,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .running
         .extend(PluginSet::start(&adapters, &shared, &inputs, &outputs).running);
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
     let mut current = config;
     let Registry {
         handle,
