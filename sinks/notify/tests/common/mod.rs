@@ -273,7 +273,7 @@ impl Setup {
         let harness = TestHarness::new(dir.path()).await;
         // A tmux server that does not exist unless a test names its own: no quiet rule hits.
         let base = format!(
-            "address = {address:?}\nmin_turn = \"200ms\"\nrate_limit = \"0s\"\n\
+            "address = {address:?}\nmin_turn = \"200ms\"\nrate_limit = \"0s\"\ngrace = \"0s\"\n\
              desktop_entry = \"atm-test\"\ntmux_socket_name = \"atm-notify-absent-{}\"",
             std::process::id()
         );
