@@ -5,7 +5,9 @@
 //! there from the first popup), the session's `rate_limit` since its last popup, and a failing
 //! server's retry delay. An update of the notification already on screen for the same request
 //! (the request became answerable, or stopped being so) is no new popup: it waits for nothing
-//! but the server. Closing never waits.
+//! but the server. Neither does a popup that replaces buttons for a request that has ended (the
+//! agent asked something else meanwhile): stale buttons must not stay on screen for the rate
+//! limit's sake. Closing never waits.
 //!
 //! Bounded like the queue it is filled from: one wish per session, and the popup times are
 //! dropped with the session.
@@ -88,6 +90,13 @@ impl Pending {
         request_of(show).is_some_and(|r| on_screen.shows_request(key, r))
     }
 
+    /// Whether `show` replaces what `on_screen` shows for `key`: buttons for another request.
+    pub(crate) fn replaces_stale(on_screen: &OnScreen, key: &SessionKey, show: &Show) -> bool {
+        on_screen
+            .offered_request(key)
+            .is_some_and(|r| request_of(show) != Some(r))
+    }
+
     /// When `wish` may go out, `now` at the earliest; `retry_at`: a failing server's next try.
     pub(crate) fn due_at(
         &self,
@@ -99,7 +108,12 @@ impl Pending {
     ) -> Instant {
         let retry = retry_at.unwrap_or(now).max(now);
         match &wish.desired {
-            Desired::Show(show) if Self::is_update(on_screen, key, show) => retry,
+            Desired::Show(show)
+                if Self::is_update(on_screen, key, show)
+                    || Self::replaces_stale(on_screen, key, show) =>
+            {
+                retry
+            }
             Desired::Show(_) => {
                 let rate = self.last_popup.get(key).map(|t| *t + self.rate_limit);
                 let grace = wish.since + self.grace;
@@ -190,13 +204,18 @@ mod tests {
         else {
             panic!("no show")
         };
+        // On screen without buttons (nothing waited for the answer any more).
+        let mut plain = (*shown.session).clone();
+        if let Some(r) = plain.attention.as_mut().and_then(|a| a.request.as_mut()) {
+            r.answerable = false;
+        }
         on.record(
             key.clone(),
             0,
             Shown {
                 id: 1,
                 kind: Kind::Permission,
-                session: shown.session.clone(),
+                session: Arc::new(plain),
                 owner: None,
             },
         );
@@ -206,9 +225,24 @@ mod tests {
         assert_eq!(due(&p, &on, None, t3), t3);
         p.put(key.clone(), show("cd", true), t3);
         assert_eq!(due(&p, &on, None, t3), t0 + 12 * sec);
+        // Unless what is on screen offers buttons for the request that ended: at once.
+        let mut offering = (*shown.session).clone();
+        if let Some(r) = offering.attention.as_mut().and_then(|a| a.request.as_mut()) {
+            r.answerable = true;
+        }
+        let stale = Shown {
+            id: 1,
+            kind: Kind::Permission,
+            session: Arc::new(offering),
+            owner: None,
+        };
+        on.record(key.clone(), 1, stale);
+        assert_eq!(due(&p, &on, None, t3), t3);
+        assert_eq!(due(&p, &on, Some(t3 + sec), t3), t3 + sec);
         // A close goes at once, and a show after it waits its own grace.
         p.put(key.clone(), Desired::Close, t3);
         assert_eq!(due(&p, &on, Some(t0 + 60 * sec), t3), t3);
+        assert!(on.take(&key).is_some());
         p.forget(&key);
         let t4 = t0 + 4 * sec;
         p.put(key.clone(), show("ef", true), t4);

@@ -77,6 +77,12 @@ impl OnScreen {
             .is_some_and(|s| request_of(&s.session).is_some_and(|(r, _)| r == id))
     }
 
+    /// The request whose answer buttons the notification on screen for `key` offers, if any.
+    pub(crate) fn offered_request(&self, key: &SessionKey) -> Option<&RequestId> {
+        let (r, answerable) = request_of(&self.shown.get(key)?.session)?;
+        answerable.then_some(r)
+    }
+
     /// The session whose notification `id` still offers answers to `request` (it has not been
     /// replaced by another request's, nor updated to say nothing waits any more), with what it
     /// shows.

@@ -325,3 +325,19 @@ async fn nothing_pops_up_for_a_wait_answered_within_the_grace_delay() {
     assert_eq!(all.len(), 2, "{all:#?}");
     setup.stop().await;
 }
+
+#[tokio::test]
+async fn a_newer_request_replaces_the_old_buttons_at_once_whatever_the_rate_limit() {
+    let (_bus, server, setup) = with_server("rate_limit = \"1h\"").await;
+    let a = source("newer", None);
+    let (old, old_rx) = awaiting(&setup, &a, permission("Bash", "one")).await;
+    let n = wait_offering(&server, "newer-repo", &format!("allow:{old}")).await;
+    // The agent asks something else before the first was answered: the old request ends.
+    let (new, _rx) = awaiting(&setup, &a, permission("Bash", "two")).await;
+    assert_ne!(old, new);
+    assert!(matches!(old_rx.await, Ok(RequestEnd::Withdrawn(_))));
+    let m = wait_offering(&server, "newer-repo", &format!("allow:{new}")).await;
+    assert_eq!((m.id, m.replaces_id), (n.id, n.id));
+    assert_eq!(m.body, "two");
+    setup.stop().await;
+}
