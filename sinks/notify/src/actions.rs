@@ -14,14 +14,15 @@
 //! bus). Clicks run as their own small tasks, at most [`ANSWER_SLOTS`] at once (a click while
 //! all are busy is ignored and logged), each bounded by a timeout; a refused answer (already
 //! answered, withdrawn, nothing waits any more) is reported back to the deliverer through a
-//! channel of [`ANSWER_SLOTS`] places, one per task, so it never fills.
+//! channel of [`ANSWER_SLOTS`] places; the report carries its task's slot until the deliverer
+//! has read it, so reports and running tasks together never outnumber the places.
 
 use std::sync::Arc;
 
 use atm_core::request::{Decision, RequestId, Surface};
 use atm_core::text::{one_line_preview, portable};
 use atm_core::{RegistryHandle, Session};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::server::CALL_TIMEOUT;
@@ -143,6 +144,19 @@ pub(crate) fn clicked(key: &str, notified: &Session) -> Option<Clicked> {
 pub(crate) struct Refused {
     pub(crate) notification: u32,
     pub(crate) request: RequestId,
+    /// The task's slot, free again once this is read.
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Refused {
+    #[cfg(test)]
+    pub(crate) fn new(notification: u32, request: RequestId) -> Self {
+        Self {
+            notification,
+            request,
+            _slot: None,
+        }
+    }
 }
 
 /// Sends the answers clicked on notifications to the registry.
@@ -180,7 +194,6 @@ impl Answerer {
         };
         let refused = self.refused.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let surface = Surface::new(SURFACE, Some(atm_core::paths::uid()));
             let name = decision.name();
             let asked = registry.decide(request.clone(), decision, surface);
@@ -196,10 +209,11 @@ impl Answerer {
             };
             info!(%request, decision = name, error = %error,
                 "answer from a desktop notification refused; its buttons are withdrawn");
-            // One place per task: never full.
+            // Never full: a place per slot, and this report holds its slot.
             let _ = refused.try_send(Refused {
                 notification,
                 request,
+                _slot: Some(permit),
             });
         });
     }

@@ -531,16 +531,10 @@ mod tests {
         // Another request's answer, or another notification: nothing to take back.
         let other = RequestId::parse(&"cd".repeat(16)).unwrap();
         for (notification, request) in [(7, other), (8, id.clone())] {
-            d.on_refused(Refused {
-                notification,
-                request,
-            });
+            d.on_refused(Refused::new(notification, request));
             assert!(d.pending.take(&key).is_none());
         }
-        d.on_refused(Refused {
-            notification: 7,
-            request: id.clone(),
-        });
+        d.on_refused(Refused::new(7, id.clone()));
         let wish = d.pending.take(&key).expect("an update");
         let Desired::Show(show) = &wish.desired else {
             panic!("{wish:?}")
@@ -558,10 +552,7 @@ mod tests {
             r.answerable = false;
         }
         d.on_screen.record(key.clone(), 7, shown(unanswerable));
-        d.on_refused(Refused {
-            notification: 7,
-            request: id,
-        });
+        d.on_refused(Refused::new(7, id));
         assert!(d.pending.take(&key).is_none());
     }
 }
