@@ -54,6 +54,11 @@ pub struct NotifyConfig {
         default = "default_rate_limit"
     )]
     pub rate_limit: Duration,
+    /// How long a notification waits before it pops up: a wait answered (or a session back at
+    /// work) within it gets none, and a request's buttons are there from the first popup. An
+    /// update of a notification on screen never waits. From 0 to 1 hour.
+    #[serde(with = "duration::Within::<0, 3_600_000>", default = "default_grace")]
+    pub grace: Duration,
     /// At most this many notifications pop up in any `popup_window`, across all sessions
     /// (from 1 to 10000); past that, the sessions are gathered into one summary notification
     /// ("12 agents need you") instead of one popup each.
@@ -103,6 +108,10 @@ fn default_rate_limit() -> Duration {
     Duration::from_secs(10)
 }
 
+fn default_grace() -> Duration {
+    Duration::from_secs(1)
+}
+
 fn default_max_popups() -> usize {
     5
 }
@@ -130,6 +139,7 @@ impl Default for NotifyConfig {
             quiet_when_pane_active: true,
             mute_projects: Vec::new(),
             rate_limit: default_rate_limit(),
+            grace: default_grace(),
             max_popups: default_max_popups(),
             popup_window: default_popup_window(),
             focus_command: None,
@@ -213,10 +223,29 @@ mod tests {
         assert_eq!(c.on, default_on());
         assert_eq!(c.min_turn, Duration::from_secs(20));
         assert_eq!(c.rate_limit, Duration::from_secs(10));
+        assert_eq!(c.grace, Duration::from_secs(1));
         assert_eq!((c.max_popups, c.popup_window), (5, Duration::from_secs(10)));
         assert!(c.quiet_when_pane_active);
         assert_eq!(c.app_name, "atm");
         assert!(c.focus_command.is_none() && c.address.is_none());
+    }
+
+    #[test]
+    fn the_sample_parses_to_the_defaults_it_documents() {
+        let reg = atm_core::plugin::find(atm_core::plugin::PluginKind::Sink, "notify").unwrap();
+        let mut table = atm_core::testing::sample_table(reg);
+        if let atm_core::toml::Value::Table(t) = &mut table {
+            t.remove("type");
+        }
+        let c = NotifyConfig::from_toml(&table).unwrap();
+        let d = NotifyConfig::default();
+        assert_eq!(c.on, d.on);
+        assert_eq!((c.grace, c.rate_limit), (d.grace, d.rate_limit));
+        assert_eq!(
+            (c.max_popups, c.popup_window),
+            (d.max_popups, d.popup_window)
+        );
+        assert_eq!(c.min_turn, d.min_turn);
     }
 
     #[test]
@@ -225,6 +254,7 @@ mod tests {
             r#"on = ["needs_permission", "idle"]
                min_turn = "200ms"
                rate_limit = "0s"
+               grace = "250ms"
                mute_projects = ["scratch"]
                focus_command = ["wmctrl", "-a", "{pane}"]
                tmux_socket_name = "work"
@@ -235,6 +265,7 @@ mod tests {
         assert!(!c.notifies(NotifyOn::Error));
         assert_eq!(c.min_turn, Duration::from_millis(200));
         assert_eq!(c.rate_limit, Duration::ZERO);
+        assert_eq!(c.grace, Duration::from_millis(250));
     }
 
     #[test]
@@ -254,6 +285,8 @@ mod tests {
         assert!(e.message.contains("popup_window"), "{e}");
         let e = parse("popup_window = \"0s\"").unwrap_err();
         assert!(e.message.contains("popup_window"), "{e}");
+        let e = parse("grace = \"2h\"").unwrap_err();
+        assert!(e.message.contains("grace"), "{e}");
         let e = parse("app_name = \" \"").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("app_name"));
         let e = parse("adress = \"unix:path=/x\"").unwrap_err();

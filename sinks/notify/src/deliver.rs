@@ -2,8 +2,10 @@
 //! wishes into notifications.
 //!
 //! The task keeps, per session, the notification it shows ([`crate::shown`], so a new state
-//! *replaces* it and `working` closes it) and the wish it has not delivered yet (rate limit,
-//! absent server).
+//! *replaces* it and `working` closes it) and the wish it has not delivered yet
+//! ([`crate::pending`]: grace delay, rate limit, absent server). It offers the buttons of
+//! [`crate::actions`] and hands their clicks to the registry; an answer the registry refuses
+//! takes the buttons off the notification that offered it (updated in place).
 //!
 //! Failure policy, so that nothing here is ever fatal or blocks other sinks:
 //! - no bus: one log line, then reconnect with backoff (1 s doubling to 60 s);
@@ -14,9 +16,11 @@
 //!   notifications the new owner answered for are kept (see [`crate::shown`]). Server signals
 //!   are handled before new wishes, so no wish goes out with an id of a server that is gone.
 //!
-//! Rate limit: a session's next popup waits until `rate_limit` after its last one; if the
-//! session moves on meanwhile, the newer wish replaces the waiting one. Across sessions, past
-//! `max_popups` per `popup_window`, wishes are gathered into one summary ([`crate::burst`]).
+//! Grace and rate limit: a popup waits `grace` after the session asked, and until `rate_limit`
+//! after the session's last popup; if the session moves on meanwhile, the newer wish replaces
+//! the waiting one (a close: nothing pops up). Across sessions, past `max_popups` per
+//! `popup_window`, popups are gathered into one summary ([`crate::burst`]). An update of the
+//! notification on screen for the same request is no popup: none of these hold it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,16 +32,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use zbus::Variant;
 
-use crate::burst::{Burst, SummaryUpdate};
+use crate::actions::{self, Answerer, Clicked, Refused};
+use crate::burst::Burst;
 use crate::config::NotifyConfig;
 use crate::content;
 use crate::focus::Focus;
+use crate::pending::{Pending, Wish};
 use crate::plan::{Desired, Show};
 use crate::queue::DesiredQueue;
 use crate::server::{self, Backoff, Bus, Caps, Notification, NotificationsProxy, connection_lost};
 use crate::shown::{OnScreen, Shown};
 use crate::stats::NotifyStats;
 use crate::tmux::Tmux;
+
+mod summary;
 
 /// Why `serve` returned.
 enum Served {
@@ -51,6 +59,7 @@ enum Wake {
     Queue,
     Timer,
     Action(u32, String),
+    Refused(Refused),
     Closed(u32),
     OwnerChanged(Option<String>),
     StreamEnded,
@@ -61,11 +70,11 @@ pub struct Deliverer {
     queue: Arc<DesiredQueue>,
     tmux: Tmux,
     focus: Focus,
+    answerer: Answerer,
+    refused: tokio::sync::mpsc::Receiver<Refused>,
     /// Wishes not delivered yet, one per session.
-    pending: HashMap<SessionKey, Desired>,
+    pending: Pending,
     on_screen: OnScreen,
-    /// When each session last popped up (for the rate limit); dropped with the session.
-    last_popup: HashMap<SessionKey, Instant>,
     caps: Option<Caps>,
     /// Set while the server is failing: when to try again.
     retry_at: Option<Instant>,
@@ -80,14 +89,17 @@ impl Deliverer {
     pub fn new(config: Arc<NotifyConfig>, queue: Arc<DesiredQueue>, tmux: Tmux) -> Self {
         let focus = Focus::new(tmux.clone(), config.focus_command.clone());
         let burst = Burst::new(config.max_popups, config.popup_window);
+        let (answerer, refused) = Answerer::new();
+        let pending = Pending::new(config.rate_limit, config.grace);
         Self {
             config,
             queue,
             tmux,
             focus,
-            pending: HashMap::new(),
+            answerer,
+            refused,
+            pending,
             on_screen: OnScreen::default(),
-            last_popup: HashMap::new(),
             caps: None,
             retry_at: None,
             server_backoff: Backoff::new(),
@@ -103,9 +115,11 @@ impl Deliverer {
         self
     }
 
-    /// Lets the focus action use the session as it is at the click, not as it was notified.
+    /// Lets the focus action use the session as it is at the click, not as it was notified,
+    /// and the buttons answer requests.
     pub fn with_registry(mut self, registry: RegistryHandle) -> Self {
-        self.focus.set_registry(registry);
+        self.focus.set_registry(registry.clone());
+        self.answerer.set_registry(registry);
         self
     }
 
@@ -154,8 +168,9 @@ impl Deliverer {
 
     async fn serve(&mut self, bus: &mut Bus, cancel: &CancellationToken) -> Served {
         loop {
+            let now = Instant::now();
             for (key, desired) in self.queue.drain() {
-                self.pending.insert(key, desired);
+                self.pending.put(key, desired, now);
             }
             // A slow server or tmux must not delay stopping: delivery is abandoned on cancel.
             let delivered = tokio::select! {
@@ -190,6 +205,10 @@ impl Deliverer {
                     },
                     None => Wake::StreamEnded,
                 },
+                refused = self.refused.recv() => match refused {
+                    Some(r) => Wake::Refused(r),
+                    None => Wake::Timer,
+                },
                 () = queue.changed() => Wake::Queue,
                 () = sleep_until_opt(wake_at) => Wake::Timer,
             };
@@ -197,6 +216,7 @@ impl Deliverer {
                 Wake::Cancelled => return Served::Cancelled,
                 Wake::Queue | Wake::Timer => {}
                 Wake::Action(id, key) => self.on_action(id, &key),
+                Wake::Refused(r) => self.on_refused(r),
                 Wake::Closed(id) => {
                     self.stats.server_closed();
                     if self.burst.summary_id == Some(id) {
@@ -237,48 +257,34 @@ impl Deliverer {
             .due()
             .map(|t| t.max(self.retry_at.unwrap_or(now)));
         self.pending
-            .iter()
-            .map(|(key, d)| self.due_at(key, d, now))
+            .next_due(&self.on_screen, self.retry_at, now)
+            .into_iter()
             .chain(summary)
             .min()
-    }
-
-    /// When a wish may go out, `now` at the earliest.
-    fn due_at(&self, key: &SessionKey, desired: &Desired, now: Instant) -> Instant {
-        match desired {
-            Desired::Show(_) => {
-                let rate = self
-                    .last_popup
-                    .get(key)
-                    .map_or(now, |t| *t + self.config.rate_limit);
-                rate.max(self.retry_at.unwrap_or(now))
-            }
-            Desired::Close | Desired::Forget => now,
-        }
     }
 
     /// Delivers every wish that is due. `Err` means the connection is lost.
     async fn deliver_due(&mut self, proxy: &NotificationsProxy<'static>) -> Result<(), String> {
         let now = Instant::now();
-        let due: Vec<SessionKey> = self
-            .pending
-            .iter()
-            .filter(|(k, d)| self.due_at(k, d, now) <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in due {
-            let Some(desired) = self.pending.remove(&key) else {
+        for key in self.pending.due(&self.on_screen, self.retry_at, now) {
+            let Some(wish) = self.pending.take(&key) else {
                 continue;
             };
             // An earlier wish in this round found the server failing: the rest wait too.
-            if matches!(desired, Desired::Show(_)) && self.retry_at.is_some_and(|t| t > now) {
-                self.pending.insert(key, desired);
+            if matches!(wish.desired, Desired::Show(_)) && self.retry_at.is_some_and(|t| t > now) {
+                self.pending.keep(key, wish);
                 continue;
             }
-            match desired {
+            let since = wish.since;
+            match wish.desired {
                 // Past the global rate: gathered into the summary instead of a popup.
-                Desired::Show(show) if !self.burst.allows(now) => self.burst.gather(key, &show),
-                Desired::Show(show) => self.show(proxy, key, show).await?,
+                Desired::Show(show)
+                    if !Pending::is_update(&self.on_screen, &key, &show)
+                        && !self.burst.allows(now) =>
+                {
+                    self.burst.gather(key, &show)
+                }
+                Desired::Show(show) => self.show(proxy, key, show, since).await?,
                 Desired::Close => {
                     self.burst.release(&key);
                     self.close(proxy, &key).await?;
@@ -286,7 +292,7 @@ impl Deliverer {
                 Desired::Forget => {
                     self.burst.release(&key);
                     self.close(proxy, &key).await?;
-                    self.last_popup.remove(&key);
+                    self.pending.forget(&key);
                 }
             }
         }
@@ -296,63 +302,12 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Shows, replaces or closes the summary notification when it is due.
-    async fn update_summary(
-        &mut self,
-        proxy: &NotificationsProxy<'static>,
-        now: Instant,
-    ) -> Result<(), String> {
-        let markup = self.caps.is_some_and(|c| c.markup);
-        match self.burst.update(now, markup) {
-            None => Ok(()),
-            Some(SummaryUpdate::Close) => {
-                if let Some(id) = self.burst.summary_id {
-                    match proxy.close_notification(id).await {
-                        Err(e) if connection_lost(&e) => return Err(e.to_string()),
-                        Err(e) => debug!(error = %e, id, "closing the summary failed"),
-                        Ok(()) => {}
-                    }
-                }
-                self.burst.updated(now, None);
-                Ok(())
-            }
-            Some(SummaryUpdate::Show(text)) => {
-                let mut hints: HashMap<&str, Variant<'_>> = HashMap::new();
-                hints.insert("urgency", Variant::U8(1));
-                hints.insert("category", Variant::from("x-atm.summary"));
-                if let Some(entry) = &self.config.desktop_entry {
-                    hints.insert("desktop-entry", Variant::from(entry.as_str()));
-                }
-                let notification = Notification {
-                    app_name: &self.config.app_name,
-                    replaces: self.burst.summary_id.unwrap_or(0),
-                    summary: &text.summary,
-                    body: &text.body,
-                    actions: &[],
-                    hints,
-                };
-                match server::notify(proxy, notification).await {
-                    Ok((id, _)) => {
-                        debug!(id, summary = %text.summary, "summary notification");
-                        self.burst.updated(now, Some(id));
-                        Ok(())
-                    }
-                    Err(e) if connection_lost(&e) => Err(e.to_string()),
-                    Err(e) => {
-                        debug!(error = %e, "the summary notification failed; retried later");
-                        self.retry_at = Some(now + self.server_backoff.next());
-                        Ok(())
-                    }
-                }
-            }
-        }
-    }
-
     async fn show(
         &mut self,
         proxy: &NotificationsProxy<'static>,
         key: SessionKey,
         show: Box<Show>,
+        since: Instant,
     ) -> Result<(), String> {
         let pane = show.session.tmux_pane.clone();
         if self.config.quiet_when_pane_active
@@ -364,18 +319,22 @@ impl Deliverer {
         }
         let caps = match self.capabilities(proxy).await {
             Ok(caps) => caps,
-            Err(e) => return self.server_failed(key, show, "GetCapabilities", e),
+            Err(e) => return self.server_failed(key, show, since, "GetCapabilities", e),
         };
         let location = match &pane {
             Some(p) => self.tmux.location(p).await,
             None => None,
         };
         let text = content::render(&show, location.as_deref(), caps.markup);
-        let actions: &[&str] = if caps.actions && self.focus.can_focus(&show.session) {
-            &["default", "Focus", "focus", "Focus"]
+        let offered = if caps.actions {
+            actions::offered(&show.session, self.focus.can_focus(&show.session))
         } else {
-            &[]
+            Vec::new()
         };
+        let actions: Vec<&str> = offered
+            .iter()
+            .flat_map(|(k, l)| [k.as_str(), l.as_str()])
+            .collect();
         let mut hints: HashMap<&str, Variant<'_>> = HashMap::new();
         hints.insert("urgency", Variant::U8(show.kind.urgency()));
         hints.insert("category", Variant::from(show.kind.category()));
@@ -386,31 +345,35 @@ impl Deliverer {
             hints.insert("transient", Variant::Bool(true));
         }
         let replaces = self.on_screen.replaces(&key);
+        let update = Pending::is_update(&self.on_screen, &key, &show);
         let notification = Notification {
             app_name: &self.config.app_name,
             replaces,
             summary: &text.summary,
             body: &text.body,
-            actions,
+            actions: &actions,
             hints,
         };
         match server::notify(proxy, notification).await {
             Ok((id, owner)) => {
                 self.server_ok();
-                debug!(id, session = %show.session.id, kind = ?show.kind, "notified");
+                debug!(id, session = %show.session.id, kind = ?show.kind, update, "notified");
                 let now = Instant::now();
-                self.last_popup.insert(key.clone(), now);
-                self.burst.popped(now);
+                if !update {
+                    self.pending.popped(key.clone(), now);
+                    self.burst.popped(now);
+                }
                 self.burst.release(&key);
                 let shown = Shown {
                     id,
+                    kind: show.kind,
                     session: show.session,
                     owner,
                 };
                 self.on_screen.record(key, replaces, shown);
                 Ok(())
             }
-            Err(e) => self.server_failed(key, show, "Notify", e),
+            Err(e) => self.server_failed(key, show, since, "Notify", e),
         }
     }
 
@@ -447,11 +410,16 @@ impl Deliverer {
         &mut self,
         key: SessionKey,
         show: Box<Show>,
+        since: Instant,
         call: &str,
         e: zbus::Error,
     ) -> Result<(), String> {
+        let wish = Wish {
+            desired: Desired::Show(show),
+            since,
+        };
         if connection_lost(&e) {
-            self.pending.entry(key).or_insert(Desired::Show(show));
+            self.pending.keep(key, wish);
             return Err(e.to_string());
         }
         self.stats.sink().failed();
@@ -465,7 +433,7 @@ impl Deliverer {
         }
         self.caps = None;
         self.retry_at = Some(Instant::now() + delay);
-        self.pending.entry(key).or_insert(Desired::Show(show));
+        self.pending.keep(key, wish);
         Ok(())
     }
 
@@ -478,14 +446,47 @@ impl Deliverer {
         self.server_backoff.reset();
     }
 
-    /// `default` or `focus` on one of our notifications: take the user to the session.
+    /// A click on one of our notifications: take the user to the session, or answer the
+    /// request it shows.
     fn on_action(&self, id: u32, action: &str) {
-        if action != "default" && action != "focus" {
+        let Some((key, notified)) = self.on_screen.clicked(id) else {
             return;
+        };
+        match actions::clicked(action, &notified) {
+            Some(Clicked::Focus) => self.focus.start(key, notified),
+            Some(Clicked::Decide { request, decision }) => {
+                debug!(id, %request, decision = decision.name(), "answer clicked");
+                self.answerer.start(id, request, decision);
+            }
+            None => debug!(
+                id,
+                action, "click on a button this notification no longer has"
+            ),
         }
-        if let Some((key, notified)) = self.on_screen.clicked(id) {
-            self.focus.start(key, notified);
+    }
+
+    /// The registry refused an answer clicked on notification `r.notification` (the request
+    /// has ended, or nothing waits for the answer any more): if it still offers that request's
+    /// buttons, it is updated in place without them, unless a newer wish for the session
+    /// waits (it says more). A session that moved on has its close on the way.
+    fn on_refused(&mut self, r: Refused) {
+        let Some((key, shown)) = self.on_screen.offering(r.notification, &r.request) else {
+            return;
+        };
+        let mut session = (*shown.session).clone();
+        if let Some(req) = session.attention.as_mut().and_then(|a| a.request.as_mut()) {
+            req.answerable = false;
         }
+        let show = Show {
+            kind: shown.kind,
+            session: Arc::new(session),
+            turn: None,
+        };
+        let wish = Wish {
+            desired: Desired::Show(Box::new(show)),
+            since: Instant::now(),
+        };
+        self.pending.keep(key, wish);
     }
 }
 
@@ -499,42 +500,59 @@ async fn sleep_until_opt(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::plan::Kind;
+    use atm_core::chrono::Utc;
+    use atm_core::request::{PendingRequest, RequestId};
 
     #[tokio::test]
-    async fn a_popup_waits_for_the_rate_limit_and_a_failing_server_but_closes_never_wait() {
-        use atm_core::chrono::Utc;
-        use atm_core::{Harness, Session, SessionId};
-        let config = NotifyConfig {
-            rate_limit: Duration::from_secs(10),
-            ..NotifyConfig::default()
-        };
+    async fn a_refused_answer_takes_the_buttons_off_the_notification_that_still_offers_it() {
         let mut d = Deliverer::new(
-            Arc::new(config),
+            Arc::new(NotifyConfig::default()),
             Arc::default(),
             Tmux::new(crate::tmux::TmuxSocket::Default),
         );
-        let key = SessionKey::Id {
-            harness: Harness::claude(),
-            id: SessionId::new("s"),
-        };
-        let session = Session::new(key.clone(), SessionId::new("s"), None, "t", Utc::now());
-        let show = Desired::Show(Box::new(Show {
-            kind: crate::plan::Kind::Permission,
+        let key = atm_core::testing::claude_key("s");
+        let id = RequestId::parse(&"ab".repeat(16)).unwrap();
+        let mut s = atm_core::testing::claude_session("s", Utc::now());
+        let mut a = atm_core::testing::permission_attention("Bash", Some("ls"));
+        a.request = Some(PendingRequest {
+            id: id.clone(),
+            asked_at: Utc::now(),
+            answerable: true,
+        });
+        s.attention = Some(a);
+        let shown = |session| Shown {
+            id: 7,
+            kind: Kind::Permission,
             session: Arc::new(session),
-            turn: None,
-        }));
-        let now = Instant::now();
-        assert_eq!(d.due_at(&key, &show, now), now);
-        d.last_popup.insert(key.clone(), now);
-        assert_eq!(d.due_at(&key, &show, now), now + Duration::from_secs(10));
-        assert_eq!(d.due_at(&key, &Desired::Close, now), now);
-        d.retry_at = Some(now + Duration::from_secs(30));
-        assert_eq!(d.due_at(&key, &show, now), now + Duration::from_secs(30));
-        assert_eq!(d.due_at(&key, &Desired::Forget, now), now);
-        // What is due now is due when checked a moment later (no busy loop).
-        d.pending.insert(key.clone(), Desired::Close);
-        let next = d.next_due().unwrap();
-        assert!(d.due_at(&key, &Desired::Close, Instant::now()) >= next);
+            owner: None,
+        };
+        d.on_screen.record(key.clone(), 0, shown(s.clone()));
+        // Another request's answer, or another notification: nothing to take back.
+        let other = RequestId::parse(&"cd".repeat(16)).unwrap();
+        for (notification, request) in [(7, other), (8, id.clone())] {
+            d.on_refused(Refused::new(notification, request));
+            assert!(d.pending.take(&key).is_none());
+        }
+        d.on_refused(Refused::new(7, id.clone()));
+        let wish = d.pending.take(&key).expect("an update");
+        let Desired::Show(show) = &wish.desired else {
+            panic!("{wish:?}")
+        };
+        assert_eq!(show.kind, Kind::Permission);
+        assert!(Pending::is_update(&d.on_screen, &key, show));
+        assert_eq!(actions::offered(&show.session, true).len(), 2, "Focus only");
+        // Once updated so (nothing waits any more), a late refusal changes nothing.
+        let mut unanswerable = s;
+        if let Some(r) = unanswerable
+            .attention
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+        {
+            r.answerable = false;
+        }
+        d.on_screen.record(key.clone(), 7, shown(unanswerable));
+        d.on_refused(Refused::new(7, id));
+        assert!(d.pending.take(&key).is_none());
     }
 }

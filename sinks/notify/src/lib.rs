@@ -6,18 +6,21 @@
 //! - the reader ([`NotifySink::run`]) follows the registry (`atm_core::registry_follow`) and turns
 //!   changes, through the pure [`plan::Planner`], into one wish per session ("show this", "close", "forget"), handed over
 //!   through [`queue::DesiredQueue`] (latest wish per session wins; bounded);
-//! - the [`deliver::Deliverer`] owns the single D-Bus connection ([`server`]), applies the rate
-//!   limit and the tmux quiet rule, keeps the notifications on screen ([`shown`]) and runs the
-//!   focus action ([`focus`]).
+//! - the [`deliver::Deliverer`] owns the single D-Bus connection ([`server`]), applies the grace
+//!   delay and the rate limit ([`pending`]) and the tmux quiet rule, keeps the notifications on
+//!   screen ([`shown`]), offers their buttons and answers requests through the registry
+//!   ([`actions`]), and runs the focus action ([`focus`]).
 //!
 //! Both count what they did in one [`NotifyStats`] (changes planned from, failures, server-side
 //! closes).
 
+mod actions;
 mod burst;
 pub mod config;
 pub mod content;
 pub mod deliver;
 mod focus;
+mod pending;
 pub mod plan;
 pub mod queue;
 mod server;
@@ -46,7 +49,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 atm_core::register_plugin! {
     sink "notify",
-    description: "Desktop notifications (org.freedesktop.Notifications) when an agent needs you or finishes, with a Focus action for tmux",
+    description: "Desktop notifications (org.freedesktop.Notifications) when an agent needs you or finishes, with Allow/Deny buttons for waiting requests and a Focus action for tmux",
     sample_config: include_str!("../sample.toml"),
     optional: true,
     factory: |cfg| Ok(Box::new(NotifySink::new(NotifyConfig::from_toml(cfg)?))),

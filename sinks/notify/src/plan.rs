@@ -5,15 +5,18 @@
 //! *what* is wanted; the deliverer ([`crate::deliver`]) decides *when* and *how* (rate limit,
 //! the tmux quiet rule, the server's capabilities).
 //!
-//! Only state changes matter: an update that leaves the state alone (usage, a subagent's events,
-//! activity) never notifies. The planner remembers the last state it saw per session key, so a
-//! re-keyed session (same process, new agent id: removed then added) is not notified twice.
+//! Only what the notification shows matters: the state, and in a wait its request (a newer
+//! request, or one that became answerable or stopped being so, changes the buttons). An
+//! update that leaves those alone (usage, a subagent's events, activity) never notifies. The
+//! planner remembers what it last saw per session key, so a re-keyed session (same process,
+//! new agent id: removed then added) is not notified twice.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use atm_core::request::RequestId;
 use atm_core::{AgentState, Session, SessionChange, SessionEvent, SessionKey, Snapshot};
 
 use crate::config::{NotifyConfig, NotifyOn};
@@ -92,12 +95,38 @@ impl Desired {
     }
 }
 
+/// What a session's notification depends on: its state and, in a wait, its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    state: AgentState,
+    /// The open request and whether it is answerable.
+    request: Option<(RequestId, bool)>,
+}
+
+impl Seen {
+    fn of(s: &Session) -> Self {
+        let request = s
+            .attention
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .map(|r| (r.id.clone(), r.answerable));
+        Self {
+            state: s.state,
+            request,
+        }
+    }
+
+    fn request_id(&self) -> Option<&RequestId> {
+        self.request.as_ref().map(|(id, _)| id)
+    }
+}
+
 /// Turns registry changes into [`Desired`] notifications per session key.
 pub struct Planner {
     config: Arc<NotifyConfig>,
-    /// The last state seen per session: bounded by the registry's session count, because
+    /// What was last seen per session: bounded by the registry's session count, because
     /// removed sessions are dropped.
-    states: HashMap<SessionKey, AgentState>,
+    states: HashMap<SessionKey, Seen>,
 }
 
 impl Planner {
@@ -122,9 +151,13 @@ impl Planner {
                 Some((key, Desired::Forget))
             }
             SessionChange::Added | SessionChange::Updated => {
-                let known = self.states.insert(key.clone(), session.state);
-                let previous = known.or(event.previous_state);
-                if previous == Some(session.state) {
+                let seen = Seen::of(session);
+                let known = self.states.insert(key.clone(), seen.clone());
+                let unchanged = match known {
+                    Some(known) => known == seen,
+                    None => event.previous_state == Some(session.state),
+                };
+                if unchanged {
                     return None;
                 }
                 Some((key, self.desired_for(session)))
@@ -133,17 +166,19 @@ impl Planner {
     }
 
     /// After a lag: adopt the fresh snapshot. Nothing new pops up (those changes are old news);
-    /// a session that moved on has its notification closed, a vanished one is forgotten.
+    /// a session that moved on (another state, or another request: the one shown has ended)
+    /// has its notification closed, a vanished one is forgotten.
     pub fn resync(&mut self, snapshot: &Snapshot) -> Vec<(SessionKey, Desired)> {
         let mut out = Vec::new();
         let mut fresh = HashMap::with_capacity(snapshot.sessions.len());
         for s in &snapshot.sessions {
+            let seen = Seen::of(s);
             if let Some(old) = self.states.get(&s.key)
-                && *old != s.state
+                && (old.state != seen.state || old.request_id() != seen.request_id())
             {
                 out.push((s.key.clone(), Desired::Close));
             }
-            fresh.insert(s.key.clone(), s.state);
+            fresh.insert(s.key.clone(), seen);
         }
         for key in self.states.keys() {
             if !fresh.contains_key(key) {
@@ -287,6 +322,51 @@ mod tests {
             moved(&mut p, s, AgentState::NeedsInput),
             Some((_, Desired::Close))
         ));
+    }
+
+    #[test]
+    fn a_new_or_newly_answerable_request_in_the_same_wait_replans_and_usage_does_not() {
+        use atm_core::request::PendingRequest;
+        let mut p = planner(NotifyConfig::default());
+        let request = |id: &str, answerable| PendingRequest {
+            id: RequestId::parse(&id.repeat(16)).unwrap(),
+            asked_at: Utc::now(),
+            answerable,
+        };
+        let mut s = session("a", AgentState::NeedsPermission);
+        let mut a = atm_core::testing::permission_attention("Bash", Some("ls"));
+        a.request = Some(request("ab", false));
+        s.attention = Some(a);
+        assert!(shown(moved(&mut p, s.clone(), AgentState::Working)).is_some());
+        assert!(moved(&mut p, s.clone(), AgentState::NeedsPermission).is_none());
+        for r in [
+            request("ab", true),
+            request("cd", true),
+            request("cd", false),
+        ] {
+            if let Some(a) = s.attention.as_mut() {
+                a.request = Some(r);
+            }
+            let got = moved(&mut p, s.clone(), AgentState::NeedsPermission);
+            assert_eq!(shown(got), Some(Kind::Permission));
+        }
+        s.usage.cost_usd = 2.0;
+        assert!(moved(&mut p, s.clone(), AgentState::NeedsPermission).is_none());
+        // After a lag, a wait on another request closes what showed the old one.
+        let mut other = s.clone();
+        if let Some(a) = other.attention.as_mut() {
+            a.request = Some(request("ef", true));
+        }
+        let same = p.resync(&Snapshot {
+            seq: 5,
+            sessions: vec![Arc::new(s)],
+        });
+        assert!(same.is_empty(), "{same:?}");
+        let out = p.resync(&Snapshot {
+            seq: 6,
+            sessions: vec![Arc::new(other)],
+        });
+        assert!(matches!(out.as_slice(), [(_, Desired::Close)]), "{out:?}");
     }
 
     #[test]

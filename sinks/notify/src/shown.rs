@@ -9,11 +9,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use atm_core::request::RequestId;
 use atm_core::{Session, SessionKey};
+
+use crate::plan::Kind;
 
 /// A notification on screen.
 pub(crate) struct Shown {
     pub(crate) id: u32,
+    pub(crate) kind: Kind,
     pub(crate) session: Arc<Session>,
     /// The unique bus name of the server that answered. When the name changes hands, only
     /// notifications held by the new owner survive: a server started by D-Bus activation for
@@ -66,6 +70,28 @@ impl OnScreen {
         Some((key.clone(), self.shown.get(key)?.session.clone()))
     }
 
+    /// Whether the notification on screen for `key` is about request `id`.
+    pub(crate) fn shows_request(&self, key: &SessionKey, id: &RequestId) -> bool {
+        self.shown
+            .get(key)
+            .is_some_and(|s| request_of(&s.session).is_some_and(|(r, _)| r == id))
+    }
+
+    /// The request whose answer buttons the notification on screen for `key` offers, if any.
+    pub(crate) fn offered_request(&self, key: &SessionKey) -> Option<&RequestId> {
+        let (r, answerable) = request_of(&self.shown.get(key)?.session)?;
+        answerable.then_some(r)
+    }
+
+    /// The session whose notification `id` still offers answers to `request` (it has not been
+    /// replaced by another request's, nor updated to say nothing waits any more), with what it
+    /// shows.
+    pub(crate) fn offering(&self, id: u32, request: &RequestId) -> Option<(SessionKey, &Shown)> {
+        let key = self.by_id.get(&id)?;
+        let shown = self.shown.get(key).filter(|s| s.id == id)?;
+        (request_of(&shown.session) == Some((request, true))).then(|| (key.clone(), shown))
+    }
+
     /// The name has a new owner (or none): other servers' ids mean nothing to it.
     pub(crate) fn server_changed(&mut self, owner: Option<&str>) {
         self.shown
@@ -74,6 +100,12 @@ impl OnScreen {
         self.by_id
             .retain(|id, key| shown.get(key).is_some_and(|s| s.id == *id));
     }
+}
+
+/// The request a notified session shows, and whether it was answerable.
+fn request_of(s: &Session) -> Option<(&RequestId, bool)> {
+    let r = s.attention.as_ref()?.request.as_ref()?;
+    Some((&r.id, r.answerable))
 }
 
 #[cfg(test)]
@@ -88,6 +120,7 @@ mod tests {
         let session = Session::new(key("s"), SessionId::new("s"), None, "t", Utc::now());
         Shown {
             id: n,
+            kind: Kind::Permission,
             session: Arc::new(session),
             owner: Some(owner.to_owned()),
         }

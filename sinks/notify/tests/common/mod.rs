@@ -1,0 +1,401 @@
+//! What the sink's tests share: a test notification server on a private `dbus-daemon` that
+//! records every call and can be told to fail, hang or emit signals, and the sink running on a
+//! real registry.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // each test binary uses some
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atm_core::chrono::Utc;
+use atm_core::testing::{PrivateBus, TestHarness, wait_for, wait_until};
+use atm_core::{
+    AgentEvent, EventEnvelope, EventSource, Harness, OutputSink, SessionId, UsageUpdate,
+};
+use sink_notify::{NotifyConfig, NotifySink, NotifyStats};
+use tokio::task::JoinHandle;
+use zbus::object_server::SignalEmitter;
+use zbus::{OwnedVariant, fdo};
+
+pub const PATH: &str = "/org/freedesktop/Notifications";
+pub const NAME: &str = "org.freedesktop.Notifications";
+
+/// One `Notify` call as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Notified {
+    pub id: u32,
+    pub replaces_id: u32,
+    pub app_name: String,
+    pub summary: String,
+    pub body: String,
+    pub actions: Vec<String>,
+    pub hints: HashMap<String, OwnedVariant>,
+    pub at: Instant,
+}
+
+impl Notified {
+    pub fn hint_u8(&self, key: &str) -> Option<u8> {
+        let v = self.hints.get(key)?;
+        u8::try_from(v.try_clone().ok()?).ok()
+    }
+    pub fn hint_str(&self, key: &str) -> Option<String> {
+        let v = self.hints.get(key)?;
+        String::try_from(v.try_clone().ok()?).ok()
+    }
+    pub fn hint_bool(&self, key: &str) -> Option<bool> {
+        let v = self.hints.get(key)?;
+        bool::try_from(v.try_clone().ok()?).ok()
+    }
+}
+
+#[derive(Default)]
+pub struct Record {
+    pub notified: Vec<Notified>,
+    pub closed: Vec<u32>,
+}
+
+/// A notification server that records what it is asked and can be told to fail.
+pub struct TestServer {
+    pub record: Arc<Mutex<Record>>,
+    pub next_id: AtomicU32,
+    pub capabilities: Vec<String>,
+    pub failing: Arc<AtomicBool>,
+    pub hanging: Arc<AtomicBool>,
+    /// `Notify` calls received, answered or not.
+    pub calls: Arc<AtomicU32>,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl TestServer {
+    #[allow(clippy::too_many_arguments)]
+    async fn notify(
+        &self,
+        app_name: String,
+        replaces_id: u32,
+        _app_icon: String,
+        summary: String,
+        body: String,
+        actions: Vec<String>,
+        hints: HashMap<String, OwnedVariant>,
+        _expire_timeout: i32,
+    ) -> fdo::Result<u32> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.hanging.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(fdo::Error::Failed("the test server is failing".into()));
+        }
+        let id = if replaces_id != 0 {
+            replaces_id
+        } else {
+            self.next_id.fetch_add(1, Ordering::SeqCst)
+        };
+        self.record.lock().unwrap().notified.push(Notified {
+            id,
+            replaces_id,
+            app_name,
+            summary,
+            body,
+            actions,
+            hints,
+            at: Instant::now(),
+        });
+        Ok(id)
+    }
+
+    async fn close_notification(
+        &self,
+        id: u32,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> fdo::Result<()> {
+        self.record.lock().unwrap().closed.push(id);
+        // 3: closed by a call to CloseNotification.
+        let _ = Self::notification_closed(&emitter, id, 3).await;
+        Ok(())
+    }
+
+    fn get_capabilities(&self) -> Vec<String> {
+        self.capabilities.clone()
+    }
+
+    #[zbus(out_args("name", "vendor", "version", "spec_version"))]
+    fn get_server_information(&self) -> (String, String, String, String) {
+        ("atm-test".into(), "atm".into(), "1".into(), "1.2".into())
+    }
+
+    #[zbus(signal)]
+    async fn action_invoked(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        action_key: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn notification_closed(
+        emitter: &SignalEmitter<'_>,
+        id: u32,
+        reason: u32,
+    ) -> zbus::Result<()>;
+}
+
+/// The server, connected to a bus and owning the name.
+pub struct Server {
+    pub conn: zbus::Connection,
+    pub record: Arc<Mutex<Record>>,
+    pub failing: Arc<AtomicBool>,
+    pub hanging: Arc<AtomicBool>,
+    pub calls: Arc<AtomicU32>,
+}
+
+impl Server {
+    pub async fn start(bus: &PrivateBus) -> Self {
+        Self::start_with(bus, &["actions", "body", "body-markup"], false).await
+    }
+
+    pub async fn start_with(bus: &PrivateBus, caps: &[&str], failing: bool) -> Self {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let failing = Arc::new(AtomicBool::new(failing));
+        let hanging = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU32::new(0));
+        let server = TestServer {
+            hanging: hanging.clone(),
+            calls: calls.clone(),
+            record: record.clone(),
+            next_id: AtomicU32::new(1),
+            capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
+            failing: failing.clone(),
+        };
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .serve_at(PATH, server)
+            .name(NAME)
+            .build()
+            .await
+            .expect("test notification server starts");
+        Self {
+            conn,
+            record,
+            failing,
+            hanging,
+            calls,
+        }
+    }
+
+    /// Waits until the sink has called `Notify` at least `n` times, answered or not.
+    pub async fn wait_calls(&self, n: u32) {
+        wait_until(&format!("{n} Notify call(s)"), || async {
+            self.calls.load(Ordering::SeqCst) >= n
+        })
+        .await;
+    }
+
+    pub fn notified(&self) -> Vec<Notified> {
+        self.record.lock().unwrap().notified.clone()
+    }
+
+    pub fn closed(&self) -> Vec<u32> {
+        self.record.lock().unwrap().closed.clone()
+    }
+
+    pub async fn invoke(&self, id: u32, action: &str) {
+        self.conn
+            .emit_signal(None::<&str>, PATH, NAME, "ActionInvoked", &(id, action))
+            .await
+            .expect("ActionInvoked emitted");
+    }
+
+    /// Waits until `n` notifications arrived whose summary contains `needle`.
+    pub async fn wait_notified(&self, needle: &str, n: usize) -> Vec<Notified> {
+        let what = format!("{n} notification(s) about {needle:?}");
+        wait_for(&what, || async {
+            let got: Vec<Notified> = self
+                .notified()
+                .into_iter()
+                .filter(|c| c.summary.contains(needle))
+                .collect();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+
+    pub async fn wait_closed(&self, id: u32) {
+        wait_until(&format!("notification {id} closed"), || async {
+            self.closed().contains(&id)
+        })
+        .await;
+    }
+}
+
+/// A registry with the sink running on it.
+pub struct Setup {
+    pub harness: TestHarness,
+    pub sink: JoinHandle<Result<(), atm_core::PluginError>>,
+    pub stats: NotifyStats,
+    pub _dir: tempfile::TempDir,
+}
+
+/// A private bus with the test server on it and the sink, `extra` added to its config.
+pub async fn with_server(extra: &str) -> (PrivateBus, Server, Setup) {
+    let bus = PrivateBus::start();
+    let server = Server::start(&bus).await;
+    let setup = Setup::start(&bus, extra).await;
+    (bus, server, setup)
+}
+
+impl Setup {
+    pub async fn start(bus: &PrivateBus, extra: &str) -> Self {
+        // The sink subscribes to the registry before its deliverer connects: a new name on the
+        // bus means the first event will be seen.
+        let watcher = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let names = zbus::fdo::DBusProxy::new(&watcher).await.unwrap();
+        let before = names.list_names().await.unwrap().len();
+        let setup = Self::spawn(&bus.address, extra).await;
+        wait_until("the sink to subscribe and connect to the bus", || async {
+            names.list_names().await.unwrap().len() > before
+        })
+        .await;
+        setup
+    }
+
+    /// The sink on a new registry, its bus at `address` (which need not be there).
+    pub async fn spawn(address: &str, extra: &str) -> Self {
+        // `RUST_LOG=sink_notify=debug` shows what the sink decided when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let harness = TestHarness::new(dir.path()).await;
+        // A tmux server that does not exist unless a test names its own: no quiet rule hits.
+        let base = format!(
+            "address = {address:?}\nmin_turn = \"200ms\"\nrate_limit = \"0s\"\ngrace = \"0s\"\n\
+             desktop_entry = \"atm-test\"\ntmux_socket_name = \"atm-notify-absent-{}\"",
+            std::process::id()
+        );
+        let mut table: atm_core::toml::Table = atm_core::toml::from_str(&base).unwrap();
+        // A test's `extra` keys override the base ones.
+        let extra: atm_core::toml::Table = atm_core::toml::from_str(extra).unwrap();
+        table.extend(extra);
+        // What the registered factory does, keeping a handle on the sink's counters.
+        let sink =
+            NotifySink::new(NotifyConfig::from_toml(&atm_core::toml::Value::Table(table)).unwrap());
+        let stats = sink.stats();
+        let sink: Box<dyn OutputSink> = Box::new(sink);
+        let ctx = harness.sink_context("notify");
+        let sink = tokio::spawn(async move { sink.run(ctx).await });
+        Self {
+            harness,
+            sink,
+            stats,
+            _dir: dir,
+        }
+    }
+
+    /// Session `id` (in no pane) asks permission to run `ls`, now; gives its source.
+    pub async fn asks(&self, id: &str) -> EventSource {
+        let src = source(id, None);
+        self.now(&src, permission("Bash", "ls")).await;
+        src
+    }
+
+    /// The registry answers within 500 ms: the sink never holds it up.
+    pub async fn registry_answers_promptly(&self) {
+        tokio::time::timeout(Duration::from_millis(500), self.harness.registry.snapshot())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    pub async fn usage(&self, src: &EventSource, update: UsageUpdate) {
+        self.harness
+            .registry
+            .update_usage(src.clone(), update)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the sink has planned from every change the registry made so far and has
+    /// failed `failures` times in all (connecting, a lost connection, a server call): the
+    /// witness that it went on without a bus or server. It must still be running.
+    pub async fn wait_caught_up_failing(&self, failures: u64) {
+        let seq = self.harness.registry.snapshot().await.unwrap().seq;
+        let stats = self.stats.sink();
+        wait_until(
+            &format!("the sink to plan from change {seq} and fail {failures} time(s)"),
+            || async { stats.applied_seq() >= seq && stats.failures() >= failures },
+        )
+        .await;
+        assert!(!self.sink.is_finished(), "the sink stopped on its own");
+    }
+
+    pub async fn send(
+        &self,
+        src: &EventSource,
+        event: AgentEvent,
+        at: atm_core::chrono::DateTime<Utc>,
+    ) {
+        self.harness
+            .registry
+            .apply_event(EventEnvelope {
+                source: src.clone(),
+                event,
+                at,
+            })
+            .await
+            .unwrap();
+    }
+
+    pub async fn now(&self, src: &EventSource, event: AgentEvent) {
+        self.send(src, event, Utc::now()).await;
+    }
+
+    pub async fn stop(self) {
+        assert!(!self.sink.is_finished(), "the sink stopped on its own");
+        self.harness.cancel.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(3), self.sink)
+            .await
+            .expect("sink stops when cancelled");
+        stopped.unwrap().unwrap();
+    }
+}
+
+pub fn source(id: &str, pane: Option<&str>) -> EventSource {
+    let mut s = EventSource::new(Harness::claude(), SessionId::new(id), "test");
+    s.cwd = Some(format!("/home/u/src/{id}-repo"));
+    s.tmux_pane = pane.map(str::to_owned);
+    s
+}
+
+pub fn permission(tool: &str, detail: &str) -> AgentEvent {
+    AgentEvent::PermissionRequested {
+        tool: tool.into(),
+        detail: Some(detail.into()),
+        suggestions: Vec::new(),
+    }
+}
+
+pub fn prompt() -> AgentEvent {
+    AgentEvent::PromptSubmitted {
+        prompt: Some("fix the tests".into()),
+    }
+}
+
+pub fn input(reason: &str, tool: Option<&str>, detail: Option<&str>) -> AgentEvent {
+    AgentEvent::InputRequested {
+        reason: reason.into(),
+        tool: tool.map(Into::into),
+        detail: detail.map(Into::into),
+    }
+}
+
+pub fn tool() -> AgentEvent {
+    AgentEvent::ToolStarted {
+        tool: "Bash".into(),
+        detail: None,
+    }
+}
