@@ -115,10 +115,16 @@ impl Opencode {
         self.wait_prompt();
     }
 
+    /// opencode's start is slow and CPU-bound (some 10 s of CPU before its prompt; 9-16 s on
+    /// this 2-core machine with two busy loops beside it, up to 31 s with the real Claude
+    /// suite running too): the lab's usual 30 s is not enough under load.
     fn wait_prompt(&self) {
-        self.lab.wait_screen("opencode's prompt", |s| {
-            s.contains("Fake Chat") && s.contains("1.18")
-        });
+        self.lab.wait_screen_within(
+            atm_tests::agents::FIRST,
+            Duration::from_secs(90),
+            "opencode's prompt",
+            |s| s.contains("Fake Chat") && s.contains("1.18"),
+        );
     }
 
     fn start_atmd(&mut self) {
