@@ -273,10 +273,12 @@ fn an_interrupt_ends_the_turn_and_a_restarted_opencode_is_followed_again() {
     o.go();
     o.wait_state("idle");
     o.lab.type_line("be SLOW please");
-    o.wait_state("working");
+    // The screen first, then atm: opencode takes its time from Enter to work (3-5 s seen
+    // under load, atm following within 0.1 s), longer than atm's wait on a busier machine.
     // opencode interrupts on a second Esc (the first arms it: "esc again to interrupt").
     o.lab
         .wait_screen("the working footer", |s| s.contains("interrupt"));
+    o.wait_state("working");
     o.lab
         .press_until(&["Escape"], "the armed interrupt", |s| s.contains("again"));
     o.lab.press_until(&["Escape"], "the interrupted turn", |s| {
