@@ -85,7 +85,10 @@ pub struct AgentLab {
 }
 
 /// The first pane's target.
-const FIRST: &str = "agent";
+pub const FIRST: &str = "agent";
+
+/// How long [`AgentLab::wait_screen`] waits.
+pub const SCREEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Shell lines that remove what marks a CI job from the environment (`CI`,
 /// `CONTINUOUS_INTEGRATION`, every `CI_*`), as `is-in-ci` and similar checks read it.
@@ -303,9 +306,21 @@ impl AgentLab {
 
     /// [`AgentLab::wait_screen`] for pane `target`.
     pub fn wait_screen_in(&self, target: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_screen_within(target, SCREEN_WAIT, what, pred)
+    }
+
+    /// [`AgentLab::wait_screen_in`] with its own deadline, for a screen known to take long
+    /// (an agent's start on a loaded machine).
+    pub fn wait_screen_within(
+        &self,
+        target: &str,
+        within: std::time::Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let mut last = String::new();
         let found = std::cell::Cell::new(false);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             last = self.screen_in(target);
             if pred(&last) {

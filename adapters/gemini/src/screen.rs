@@ -11,8 +11,8 @@
 //! the process's `$TMUX`) every [`POLL`] and classifies it ([`classify`]). When two reads in a
 //! row, both at least [`GRACE`] after the session entered its state, show another state, that
 //! is reported as a discovery *hint* dated by the first of them: the state machine's hint rule
-//! ([`atm_core::state::hint`]) applies it only when it is newer than the last hook (or the
-//! session is still `starting`), so the hooks, which name the tool and the command, keep their
+//! ([`atm_core::state::hint`]) applies it only when it is newer than the last hook (or says
+//! idle while the session is still `starting`), so the hooks, which name the tool and the command, keep their
 //! say. Idle sessions are not read at all: the
 //! watcher then sleeps until the registry changes.
 

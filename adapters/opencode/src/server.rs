@@ -209,17 +209,22 @@ impl Server {
         self.connected = true;
         // Events sent while no stream was open are lost; the server's own view brings the
         // registry up to date. The stream is already open, so nothing after is missed either.
-        match self.resync(shared, ctx).await {
-            Ok(n) => debug!(adapter = %ctx.name, sessions = n, "opencode sessions resynchronised"),
-            Err(e) => {
-                debug!(adapter = %ctx.name, error = %e, "opencode session status unavailable; following events only")
-            }
-        }
+        // A server that has just started may not answer in time (seen on a loaded machine:
+        // more than 5 s); the view is asked again, with backoff, while the events are followed,
+        // or a TUI waiting at its prompt with no session yet would stay `starting`.
+        let mut retry = self.resync_or_retry(shared, ctx, None).await;
         let mut body = resp.into_body();
         let mut parser = SseParser::new(shared.max_event_bytes);
         let mut buf = BytesMut::new();
         loop {
-            let frame = match body.frame().await {
+            let next = tokio::select! {
+                frame = body.frame() => frame,
+                () = sleep_until(retry), if retry.is_some() => {
+                    retry = self.resync_or_retry(shared, ctx, retry).await;
+                    continue;
+                }
+            };
+            let frame = match next {
                 None => return Err(StreamError::Closed),
                 Some(frame) => frame?,
             };
@@ -231,6 +236,28 @@ impl Server {
                 self.handle(item, shared, ctx).await;
                 // Counted once handled, so a reader of the counter sees its effect applied.
                 OpencodeStats::bump(&shared.stats.events);
+            }
+        }
+    }
+
+    /// [`Server::resync`]; when it fails, when to try again: [`INITIAL_BACKOFF`] after the
+    /// first failure, twice the last delay (`retry`: the last attempt's due time and delay)
+    /// after each further one, at most `max_backoff`.
+    async fn resync_or_retry(
+        &mut self,
+        shared: &Shared,
+        ctx: &AdapterContext,
+        retry: Option<(tokio::time::Instant, Duration)>,
+    ) -> Option<(tokio::time::Instant, Duration)> {
+        match self.resync(shared, ctx).await {
+            Ok(n) => {
+                debug!(adapter = %ctx.name, sessions = n, "opencode sessions resynchronised");
+                None
+            }
+            Err(e) => {
+                let delay = retry.map_or(INITIAL_BACKOFF, |(_, d)| (d * 2).min(shared.max_backoff));
+                debug!(adapter = %ctx.name, error = %e, ?delay, "opencode session status unavailable; following events, asking again");
+                Some((tokio::time::Instant::now() + delay, delay))
             }
         }
     }
@@ -477,6 +504,14 @@ impl Server {
                 None
             }
         }
+    }
+}
+
+/// Waits until `retry`'s due time (forever without one: the `select!` branch is then off).
+async fn sleep_until(retry: Option<(tokio::time::Instant, Duration)>) {
+    match retry {
+        Some((due, _)) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 

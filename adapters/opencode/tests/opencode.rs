@@ -223,6 +223,32 @@ async fn a_reconnection_resynchronises_from_the_session_status() {
 }
 
 #[tokio::test]
+async fn a_failed_resynchronisation_is_asked_again_while_the_events_are_followed() {
+    let mut server = SseServer::start().await;
+    // A server that has just started: its stream is open, its session status not answered.
+    server.fail_status(true);
+    server.set_status(json!({"ses_before": {"type": "busy"}}));
+    let run = Running::start(&server.url(), None).await;
+    let mut conn = server.next_conn().await;
+    conn.send(&status("ses_live", "busy")).await;
+    run.wait_for_state("ses_live", "working").await;
+    assert!(
+        !run.sessions()
+            .await
+            .iter()
+            .any(|s| s.id.as_str() == "ses_before"),
+        "the status was not answered yet"
+    );
+    // It answers: what only the status tells arrives, on the same stream.
+    server.fail_status(false);
+    run.wait_for_state("ses_before", "working").await;
+    conn.send(&status("ses_live", "idle")).await;
+    run.wait_for_state("ses_live", "idle").await;
+    assert_eq!(OpencodeStats::get(&run.stats.connections), 1);
+    run.stop().await;
+}
+
+#[tokio::test]
 async fn a_busy_status_does_not_clear_a_pending_permission() {
     let (mut server, run, mut conn) = connected(None).await;
     conn.send(&json!({"type": "permission.asked", "properties": {"id": "per_1", "sessionID": "ses_p", "permission": "bash", "patterns": ["make"]}}))

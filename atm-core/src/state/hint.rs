@@ -5,8 +5,19 @@
 //! when Esc interrupts a turn, when a permission is declined, or when an approved tool starts to
 //! run. Its session file (`sessions/<pid>.json`, with `status` and `statusUpdatedAt`) does record
 //! them. So the agent's status wins when it is newer than the last hook, and always while no hook
-//! has spoken or the session is still `starting` (which says nothing about what the agent does).
-//! A status without a time of its own (older agents) applies only until a hook has spoken.
+//! has spoken. A status without a time of its own (older agents) applies only until a hook has
+//! spoken.
+//!
+//! `starting` (a `SessionStart` hook: the agent waits for its first prompt) is the exception:
+//! there any status older than the hook may say `idle`, and no other. Claude Code stamps
+//! `statusUpdatedAt` when its status changes but writes the file a little later, and its
+//! `SessionStart` hook reaches atm later still (a process of its own). On `/clear`, recorded
+//! with 2.1.332 on a loaded machine: `busy` (the `/clear` itself, under the old id), the new id
+//! with that same `busy` and time, then `idle` stamped some 50 ms before the file showed it, with
+//! the hook received in between. So a start may be hooked after the `idle` that follows it was
+//! stamped (that older `idle` is the truth: the prompt is up), while the file still shows the
+//! `busy` of the command that started it. Believing that `busy` left the fresh session
+//! `working`, and the `idle` after it, older than the hook, could not correct it.
 
 use chrono::{DateTime, Utc};
 
@@ -25,9 +36,10 @@ pub fn hint_applies(
     }
     match (last_hook_at, hint_at) {
         (None, _) => true,
-        _ if state == AgentState::Starting => true,
-        (Some(hook), Some(at)) => at > hook,
-        (Some(_), None) => false,
+        (Some(hook), Some(at)) if at > hook => true,
+        // Not newer than the start's hook: only the prompt the start put up.
+        _ if state == AgentState::Starting => hint == AgentState::Idle,
+        (Some(_), _) => false,
     }
 }
 
@@ -99,9 +111,19 @@ mod tests {
             (S::Working, at(10), S::Idle, at(9), false),
             // No time of its own: hooks win once they have spoken...
             (S::Working, at(10), S::Idle, None, false),
-            // ...but `starting` says nothing, so any status is better.
+            // ...but `starting` waits at the prompt: an older or undated idle says so...
             (S::Starting, at(10), S::Idle, at(1), true),
             (S::Starting, at(10), S::Idle, None, true),
+            // ...while an older busy is the command that started it (`/clear`), and an older
+            // wait is from before the start too.
+            (S::Starting, at(10), S::Working, at(9), false),
+            (S::Starting, at(10), S::Working, at(10), false),
+            (S::Starting, at(10), S::Working, None, false),
+            (S::Starting, at(10), S::NeedsPermission, at(9), false),
+            (S::Starting, at(10), S::NeedsInput, None, false),
+            // A newer status is what the agent does since: the first prompt's turn.
+            (S::Starting, at(10), S::Working, at(11), true),
+            (S::Starting, None, S::Working, at(1), true),
             // The same state is no change (a hook's richer attention stays).
             (
                 S::NeedsPermission,
@@ -118,6 +140,58 @@ mod tests {
                 "{state} hooked at {hook:?} + {hint} at {hint_at:?}"
             );
         }
+    }
+
+    /// Claude Code 2.1.332's `/clear` as recorded on a loaded machine (milliseconds after the
+    /// last turn's end; the hooks' times are atmd's, the status times Claude's).
+    #[test]
+    fn clear_is_idle_even_when_its_hook_comes_after_the_idle_status() {
+        use crate::event::{AgentEvent, Discovered, EventSource, StartSource};
+        use crate::model::{Harness, ProcessIdentity, SessionId, SessionKey};
+        use crate::state::apply::{apply_discovery, apply_event};
+
+        let ms = |ms: i64| DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap();
+        let process = ProcessIdentity {
+            pid: 42,
+            start_time: 9,
+        };
+        let file = |status: S, stamped: i64| {
+            let mut found = Discovered::new(Harness::claude(), process, "proc-discovery");
+            found.state_hint = Some(status);
+            found.state_hint_at = Some(ms(stamped));
+            found
+        };
+        let key = SessionKey::Process {
+            harness: Harness::claude(),
+            pid: 42,
+            start_time: 9,
+        };
+        let mut s = Session::new(key, SessionId::new("old"), Some(process), "test", ms(0));
+        let hook = EventSource::new(Harness::claude(), SessionId::new("old"), "claude-hooks");
+        apply_event(&mut s, &hook, &AgentEvent::TurnFinished, ms(0));
+        assert_eq!(s.state, S::Idle);
+        // `/clear` runs: the file says busy (stamped 253), read at 300.
+        apply_discovery(&mut s, &file(S::Working, 253), ms(300));
+        assert_eq!(s.state, S::Working);
+        // The new conversation's `SessionStart` reaches atmd at 474; Claude stamped its idle at
+        // 424 but the file still shows the new id with the old busy when discovery reads it.
+        let clear = AgentEvent::SessionStarted {
+            source: StartSource::Clear,
+            model: None,
+        };
+        apply_event(&mut s, &hook, &clear, ms(474));
+        assert_eq!(s.state, S::Starting);
+        apply_discovery(&mut s, &file(S::Working, 253), ms(476));
+        assert_eq!(
+            s.state,
+            S::Starting,
+            "the busy of the /clear is not the new turn"
+        );
+        apply_discovery(&mut s, &file(S::Idle, 424), ms(800));
+        assert_eq!(s.state, S::Idle, "the prompt is up: {s:?}");
+        // The first prompt of the new conversation, before its hook: newer, so believed.
+        apply_discovery(&mut s, &file(S::Working, 900), ms(950));
+        assert_eq!(s.state, S::Working);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct SseServer {
     status: Arc<std::sync::Mutex<String>>,
     /// What other JSON paths answer (`/session`, `/permission`, ...); `[]` when unset.
     bodies: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// While set, `GET /session/status` answers 503 (a server too busy to answer).
+    status_fails: Arc<std::sync::atomic::AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -60,12 +62,22 @@ impl SseServer {
         let bodies: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> =
             Arc::default();
         let other_bodies = bodies.clone();
+        let status_fails = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fails = status_fails.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
                 let request = read_request(&mut stream).await;
+                if request.starts_with("GET /session/status ")
+                    && fails.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    continue;
+                }
                 let json_body = if request.starts_with("GET /session/status ") {
                     Some(status_body.lock().unwrap().clone())
                 } else if request.starts_with("GET /event ")
@@ -100,8 +112,15 @@ impl SseServer {
             conns,
             status,
             bodies,
+            status_fails,
             accept,
         }
+    }
+
+    /// Whether `GET /session/status` fails (503) from now on.
+    pub fn fail_status(&self, fail: bool) {
+        self.status_fails
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// What `GET <path>` answers from now on.
