@@ -27,7 +27,8 @@ async fn nul_noncharacters_and_controls_never_reach_the_bus() {
     };
     assert_eq!(id, "evil\u{FFFD}id\u{FFFD}forged");
     assert!(!reason.is_empty());
-    assert_eq!(summary, "Bash\u{FFFD}: rm \u{FFFD}-rf\u{FFFD}[2J");
+    // The preview is neutralised where it enters (noncharacters dropped, controls to a space).
+    assert_eq!(summary, "Bash\u{FFFD}: rm -rf [2J");
     // A clean session published after the hostile one still arrives: the connection stayed.
     t.start_session(&source("clean", 302), 2).await;
 
