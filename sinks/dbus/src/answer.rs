@@ -216,4 +216,74 @@ mod tests {
             assert!(!e.description().unwrap_or_default().is_empty());
         }
     }
+
+    /// The request renderer fed hostile text (like the session properties' fuzz test): every
+    /// string of a `ListRequests` entry is valid D-Bus text and the reply serialises.
+    mod fuzz {
+        use super::*;
+        use atm_core::chrono::Utc;
+        use atm_core::model::PermissionSuggestion;
+        use atm_core::request::{PendingRequest, Question, QuestionOption};
+        use atm_core::testing::{arb_hostile_session, arb_hostile_text};
+        use atm_core::text::is_portable;
+        use proptest::prelude::*;
+        use zbus::wire::serialized::Context;
+        use zbus::wire::{Endian, to_bytes};
+
+        use crate::service::Mirror;
+
+        fn strings(v: &Variant<'_>, out: &mut Vec<String>) {
+            match v {
+                Variant::Str(s) => out.push(s.to_string()),
+                Variant::Array(a) => a.inner().iter().for_each(|v| strings(v, out)),
+                Variant::Structure(st) => st.fields().iter().for_each(|v| strings(v, out)),
+                Variant::Variant(v) => strings(v, out),
+                _ => {}
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+            #[test]
+            fn any_request_text_renders_to_valid_dbus(
+                s in arb_hostile_session(),
+                t in prop::collection::vec(arb_hostile_text(), 5),
+            ) {
+                let mut s = s;
+                let mut a = s.attention.clone().unwrap_or_else(|| {
+                    atm_core::testing::permission_attention("Bash", None)
+                });
+                a.request = Some(PendingRequest {
+                    id: RequestId::parse(&"a".repeat(32)).unwrap(),
+                    asked_at: Utc::now(),
+                    answerable: true,
+                });
+                a.questions = vec![Question {
+                    question: t[0].clone(),
+                    header: Some(t[1].clone()),
+                    options: vec![QuestionOption { label: t[2].clone(), description: None }],
+                    multi_select: true,
+                }];
+                a.suggestions = vec![PermissionSuggestion {
+                    label: t[3].clone(),
+                    rule: atm_core::serde_json::json!({"x": t[4]}),
+                }];
+                s.attention = Some(a);
+                let mut mirror = Mirror::default();
+                mirror.insert(Published::new(&s));
+                let listed = list(&mirror);
+                prop_assert_eq!(listed.len(), 1);
+                let dict = listed.values().next().unwrap();
+                prop_assert_eq!(dict.len(), 11);
+                let mut texts = Vec::new();
+                for v in dict.values() {
+                    strings(v, &mut texts);
+                }
+                for text in &texts {
+                    prop_assert!(text.chars().all(is_portable), "{:?}", text);
+                }
+                prop_assert!(to_bytes(Context::new(Endian::Little, 0), &listed).is_ok());
+            }
+        }
+    }
 }
