@@ -520,3 +520,55 @@ async fn another_user_can_neither_list_nor_answer() {
     assert!(matches!(end, RequestEnd::Decided(Verdict::Allow { .. })));
     sink.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_that_coalesces_session_changes_loses_no_request_signal() {
+    // A queue of 1: session changes coalesce while the bus task is behind; request signals
+    // have their own queue and must all arrive. (The sink's warnings show when it fails.)
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let registry = atm_core::RegistryConfig {
+        cleanup_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let t = OnPrivateBus::start_with(registry, |cfg| cfg.queue_capacity = 1).await;
+    let mut rec = Recorder::new(&t.conn).await;
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let registry = t.harness().registry.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = source(&format!("rburst-{i}"), 1400 + i);
+            for round in 0..30u32 {
+                let e = match round % 3 {
+                    0 => prompt(),
+                    1 => permission("Bash", &format!("step {round}")),
+                    _ => AgentEvent::TurnFinished,
+                };
+                registry
+                    .apply_event(EventEnvelope::now(s.clone(), e))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // 8 sessions asked 10 times each, and each request ended (the turn went on).
+    let (mut added, mut resolved) = (HashMap::new(), HashMap::new());
+    while added.len() < 80 || resolved.len() < 80 {
+        let s = rec.next().await;
+        match s.body {
+            SignalBody::RequestAdded([id, ..]) => *added.entry(id).or_insert(0) += 1,
+            SignalBody::RequestResolved([id, ..]) => *resolved.entry(id).or_insert(0) += 1,
+            _ => {}
+        }
+    }
+    assert!(added.values().all(|n| *n == 1), "{added:?}");
+    assert!(resolved.values().all(|n| *n == 1), "{resolved:?}");
+    let mut a: Vec<_> = added.into_keys().collect();
+    let mut r: Vec<_> = resolved.into_keys().collect();
+    a.sort();
+    r.sort();
+    assert_eq!(a, r);
+    t.stop().await;
+}
