@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod agents;
+pub mod waiting_hook;
+
+pub use waiting_hook::WaitingHook;
 
 /// A child process standing in for an agent, so PIDs and start times are real.
 pub use atm_core::testing::ingest::FakeAgent;

@@ -4,81 +4,13 @@
 //! The real Claude Code runs the same path in `real_claude_answers.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
-use std::io::{Read, Write};
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use atm_core::testing::wait_until_blocking;
-use atm_tests::{Daemon, basic_config, find, hook, subscribe_stamped, wait_line};
+use atm_tests::waiting_hook::{decision_of, permission, stdout_json};
+use atm_tests::{Daemon, WaitingHook, basic_config, find, hook, subscribe_stamped, wait_line};
 use serde_json::{Value, json};
-
-/// An `atm-hook` waiting on a `PermissionRequest` for session `sid`.
-struct WaitingHook {
-    child: Child,
-}
-
-impl WaitingHook {
-    fn start(d: &Daemon, payload: Value) -> WaitingHook {
-        let mut child = d
-            .command("atm-hook")
-            .env("TMUX_PANE", "%7")
-            .env("ATM_HOOK_DECISION_WAIT_SECS", "60")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(payload.to_string().as_bytes()).unwrap();
-        drop(stdin);
-        WaitingHook { child }
-    }
-
-    /// Waits for the hook to exit (10 s at most): its exit status and what it printed.
-    fn finish(mut self) -> (Output, Duration) {
-        let start = Instant::now();
-        wait_until_blocking("the hook to exit", || {
-            self.child.try_wait().unwrap().is_some()
-        });
-        let took = start.elapsed();
-        let mut stdout = Vec::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_end(&mut stdout)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        (
-            Output {
-                status,
-                stdout,
-                stderr: Vec::new(),
-            },
-            took,
-        )
-    }
-
-    fn still_waiting(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for WaitingHook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn permission(sid: &str, command: &str, extra: Value) -> Value {
-    let mut v = json!({"hook_event_name": "PermissionRequest", "session_id": sid,
-        "tool_name": "Bash", "tool_input": {"command": command}, "cwd": "/tmp/prj"});
-    if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
-        v.extend(extra);
-    }
-    v
-}
 
 fn atmctl(d: &Daemon, args: &[&str]) -> Output {
     d.command("atmctl").args(args).output().unwrap()
@@ -92,13 +24,6 @@ fn atmctl_ok(d: &Daemon, args: &[&str]) {
         "atmctl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The decision the hook printed for Claude, once it exited.
-fn decision_of(hook: WaitingHook) -> Value {
-    let (printed, _) = hook.finish();
-    assert!(printed.status.success());
-    stdout_json(&printed)["hookSpecificOutput"]["decision"].clone()
 }
 
 /// `atmctl pending --json`, once `pred` holds for it (10 s).
@@ -126,11 +51,6 @@ fn answerable(d: &Daemon) -> Value {
         p.len() == 1 && p[0]["answerable"] == true
     })
     .remove(0)
-}
-
-fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn session(d: &Daemon, sid: &str) -> Value {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use atm_core::coalesce::Batch;
 use atm_core::registry::RegistryError;
 use atm_core::{RegistryHandle, Session, SessionChange, SessionEvent, SinkStats, Snapshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -31,6 +32,7 @@ use crate::config::{BusKind, DbusConfig};
 use crate::handoff::ChangeQueue;
 use crate::path::MANAGER_PATH;
 use crate::props::{attention_summary, raises_attention};
+use crate::requests::{RequestSignal, Sequenced};
 use crate::send::{
     BusError, Outage, closed, emitter, properties_changed, send, sleep_until_opt, until_cancelled,
 };
@@ -52,6 +54,11 @@ pub struct BusTask {
     config: DbusConfig,
     registry: RegistryHandle,
     queue: Arc<ChangeQueue>,
+    /// Request signals from the follower (see [`crate::requests`]), each sent once its change
+    /// is applied.
+    signals: mpsc::Receiver<Sequenced>,
+    /// The next request signal, taken from `signals` before its change was applied.
+    held: Option<Sequenced>,
     mirror: SharedMirror,
     control: atm_core::control::ControlBus,
     /// The last registry change reflected in the mirror.
@@ -72,6 +79,7 @@ impl BusTask {
         registry: RegistryHandle,
         control: atm_core::control::ControlBus,
         queue: Arc<ChangeQueue>,
+        signals: mpsc::Receiver<Sequenced>,
         mirror: SharedMirror,
         stats: SinkStats,
     ) -> Self {
@@ -85,6 +93,8 @@ impl BusTask {
             config,
             registry,
             queue,
+            signals,
+            held: None,
             mirror,
             control,
             applied_seq: 0,
@@ -111,7 +121,12 @@ impl BusTask {
                 () = queue.ready() => {
                     let batch = queue.take();
                     let closed = batch.closed;
-                    if until_cancelled(&cancel, self.apply(batch)).await.is_none() || closed {
+                    if until_cancelled(&cancel, self.apply(batch)).await.is_none() {
+                        break;
+                    }
+                    if closed {
+                        // The follower pushed its last signals before closing the queue.
+                        let _ = until_cancelled(&cancel, self.request_signals_upto(u64::MAX)).await;
                         break;
                     }
                 }
@@ -129,6 +144,63 @@ impl BusTask {
         if let Some(live) = self.live.take() {
             debug!("leaving the {}", self.bus_label);
             drop(live);
+        }
+    }
+
+    /// Sends the request signals of the changes up to `seq` (all of them with `u64::MAX`),
+    /// keeping the first later one for when its change is applied.
+    async fn request_signals_upto(&mut self, seq: u64) {
+        loop {
+            let next = match self.held.take() {
+                Some(held) => Some(held),
+                None => self.signals.try_recv().ok(),
+            };
+            match next {
+                Some((at, signal)) if at <= seq => {
+                    if let Err(e) = self.request_signal(&signal).await {
+                        self.failed_send(&e);
+                    }
+                }
+                Some(later) => {
+                    self.held = Some(later);
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    async fn request_signal(&self, signal: &RequestSignal) -> Result<(), BusError> {
+        // Nobody can hear a signal while no bus is connected; ListRequests has the state.
+        let Some(live) = &self.live else {
+            return Ok(());
+        };
+        let m = &live.manager;
+        match signal {
+            RequestSignal::Added {
+                id,
+                session_id,
+                tool,
+                detail,
+            } => {
+                send(
+                    &self.bus_label,
+                    Manager::request_added(m, id, session_id, tool, detail),
+                )
+                .await
+            }
+            RequestSignal::Resolved {
+                id,
+                session_id,
+                fate,
+                detail,
+            } => {
+                send(
+                    &self.bus_label,
+                    Manager::request_resolved(m, id, session_id, fate, detail),
+                )
+                .await
+            }
         }
     }
 
@@ -153,7 +225,10 @@ impl BusTask {
             if let Err(e) = result {
                 self.failed_send(&e);
             }
+            self.request_signals_upto(event.seq).await;
         }
+        // Those of changes skipped here because a resync snapshot covered them.
+        self.request_signals_upto(self.applied_seq).await;
     }
 
     /// Makes the mirror equal to `snapshot`, with the signals a client needs to follow.
@@ -188,6 +263,7 @@ impl BusTask {
         }
         self.applied_seq = self.applied_seq.max(snapshot.seq);
         self.stats.applied(self.applied_seq);
+        self.request_signals_upto(self.applied_seq).await;
     }
 
     async fn upsert(&mut self, s: &Session) -> Result<(), BusError> {
@@ -371,6 +447,8 @@ impl BusTask {
         let manager = Manager {
             mirror: self.mirror.clone(),
             control: self.control.clone(),
+            registry: self.registry.clone(),
+            uid: atm_core::paths::uid(),
         };
         let conn = builder
             .serve_at(MANAGER_PATH, manager)

@@ -5,18 +5,24 @@
 //! Two tasks, so that D-Bus can never slow the registry down:
 //! - the **follower** (this module's `run`) follows the registry (`atm_core::registry_follow`) and hands
 //!   each change to the bounded [`handoff::ChangeQueue`] without ever waiting (coalescing per
-//!   session when full, resynchronising from a snapshot when it lags);
+//!   session when full, resynchronising from a snapshot when it lags), and works out which
+//!   pending requests appeared or ended ([`requests::RequestTracker`]) for a small queue of
+//!   request signals of their own, which coalescing never merges away;
 //! - the **bus task** ([`bus::BusTask`]) applies the changes to the published [`service::Mirror`],
-//!   emits the signals, and owns the connection with its reconnect-with-backoff loop.
+//!   emits the signals, and owns the connection with its reconnect-with-backoff loop. The
+//!   manager's request methods (`ListRequests`, `Approve`, `Deny`, `Answer`: [`answer`]) check
+//!   that the caller is atmd's own user and take decisions straight to the registry.
 //!
 //! The sink is optional: without a bus it logs one line, keeps tracking sessions, and registers
 //! everything as soon as a bus is there.
 
+mod answer;
 mod bus;
 pub mod config;
 mod handoff;
 pub mod path;
 pub mod props;
+mod requests;
 mod send;
 mod service;
 mod throttle;
@@ -69,11 +75,15 @@ impl OutputSink for DbusSink {
     async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError> {
         let (snapshot, mut follower) = ctx.follow().await?;
         let queue = Arc::new(handoff::change_queue(self.config.queue_capacity));
+        let mut tracker = requests::RequestTracker::seed(&snapshot);
+        let (mut signals, signals_rx) = requests::signal_queue();
+        let mut found = Vec::new();
         let task = bus::BusTask::new(
             self.config,
             ctx.registry.clone(),
             ctx.control.clone(),
             queue.clone(),
+            signals_rx,
             service::SharedMirror::default(),
             self.stats,
         );
@@ -87,10 +97,17 @@ impl OutputSink for DbusSink {
                 followed = follower.next() => match followed {
                     Some(Followed::Changes(changes)) => {
                         for event in changes {
+                            // Before the change they come from (see `requests`).
+                            tracker.observe(&event, &mut found);
+                            signals.push_all(&mut found);
                             handoff.push(&queue, event);
                         }
                     }
-                    Some(Followed::Resync { missed, .. }) => handoff.lagged(&queue, missed),
+                    Some(Followed::Resync { missed, snapshot }) => {
+                        tracker.resync(&snapshot, &mut found);
+                        signals.push_all(&mut found);
+                        handoff.lagged(&queue, missed);
+                    }
                     None => {
                         debug!("registry stopped or sink cancelled; flushing the D-Bus sink");
                         break;

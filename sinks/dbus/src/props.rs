@@ -33,11 +33,16 @@ pub struct SessionProps {
     pub started_at: i64,
     pub last_activity: i64,
     pub pid: u32,
+    /// The open request's id (for Approve, Deny, Answer), "" when none.
+    pub request_id: String,
+    /// Whether an answer to that request can reach the agent now.
+    pub request_answerable: bool,
 }
 
 impl SessionProps {
     pub fn from_session(s: &Session) -> Self {
         let text = |v: Option<&String>| v.map(|t| portable(t).into_owned()).unwrap_or_default();
+        let request = s.attention.as_ref().and_then(|a| a.request.as_ref());
         Self {
             id: portable(s.id.as_str()).into_owned(),
             harness: portable(s.harness.as_str()).into_owned(),
@@ -60,11 +65,15 @@ impl SessionProps {
             started_at: s.started_at.timestamp(),
             last_activity: s.last_activity.timestamp(),
             pid: s.pid().unwrap_or(0),
+            request_id: request
+                .map(|r| r.id.as_str().to_owned())
+                .unwrap_or_default(),
+            request_answerable: request.is_some_and(|r| r.answerable),
         }
     }
 
     /// Every property with its D-Bus name, in introspection order.
-    pub fn entries(&self) -> [(&'static str, Variant<'_>); 15] {
+    pub fn entries(&self) -> [(&'static str, Variant<'_>); 17] {
         [
             ("Id", Variant::from(self.id.as_str())),
             ("Harness", Variant::from(self.harness.as_str())),
@@ -84,6 +93,8 @@ impl SessionProps {
             ("StartedAt", Variant::from(self.started_at)),
             ("LastActivity", Variant::from(self.last_activity)),
             ("Pid", Variant::from(self.pid)),
+            ("RequestId", Variant::from(self.request_id.as_str())),
+            ("RequestAnswerable", Variant::from(self.request_answerable)),
         ]
     }
 
@@ -166,7 +177,8 @@ mod tests {
         );
         assert_eq!(p.pid, 0);
         assert_eq!(p.started_at, 1_700_000_000);
-        assert_eq!(p.to_dict().len(), 15);
+        assert_eq!(p.to_dict().len(), 17);
+        assert_eq!((p.request_id.as_str(), p.request_answerable), ("", false));
     }
 
     #[test]
@@ -260,7 +272,7 @@ mod tests {
                     }
                 }
                 let dict = p.to_dict();
-                prop_assert_eq!(dict.len(), 15);
+                prop_assert_eq!(dict.len(), 17);
                 prop_assert!(to_bytes(Context::new(Endian::Little, 0), &dict).is_ok());
                 if let Some(a) = &s.attention {
                     let summary = attention_summary(a);

@@ -12,10 +12,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use atm_core::control::ControlBus;
-use atm_core::{AgentState, Attention, Session, SessionKey};
+use atm_core::request::Decision;
+use atm_core::{AgentState, Attention, RegistryHandle, Session, SessionKey};
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{OwnedObjectPath, OwnedVariant, fdo, interface};
+use zbus::{Connection, OwnedObjectPath, OwnedVariant, fdo, interface};
 
+use crate::answer;
 use crate::path::session_path;
 use crate::props::SessionProps;
 
@@ -151,14 +154,45 @@ impl SharedMirror {
 pub enum MonitorError {
     #[zbus(error)]
     ZBus(zbus::Error),
-    /// No session has this id (it ended, or the id changed on `/clear` or resume).
+    /// No session has this id (it ended, or the id changed on `/clear` or resume), or no
+    /// request has this id (it was never asked, or it ended long ago).
     NotFound(String),
+    /// The request was answered already (through atm).
+    AlreadyAnswered(String),
+    /// The request ended without an answer through atm (answered in the terminal,
+    /// superseded, its session gone).
+    Ended(String),
+    /// Nothing can deliver an answer to this request's agent: answer it in its terminal.
+    NotAnswerable(String),
+    /// The call does not fit (a malformed id, "always" with no rule offered, answers for a
+    /// request that asks no questions, ...).
+    Invalid(String),
+    /// The caller is not atmd's own user (or the bus could not say who it is).
+    AccessDenied(String),
+    /// atmd is shutting down.
+    Unavailable(String),
 }
 
 /// `io.github.atm.Monitor1` at `/io/github/atm/Monitor1`.
 pub struct Manager {
     pub mirror: SharedMirror,
     pub control: ControlBus,
+    pub registry: RegistryHandle,
+    /// atmd's uid: the only caller allowed to see and answer requests.
+    pub uid: u32,
+}
+
+impl Manager {
+    async fn decide(
+        &self,
+        conn: &Connection,
+        header: &Header<'_>,
+        id: &str,
+        decision: Decision,
+    ) -> Result<String, MonitorError> {
+        let uid = answer::same_user(conn, header, self.uid).await?;
+        answer::decide(&self.registry, id, decision, uid).await
+    }
 }
 
 /// Every session of the atm registry. Each session is also an object below
@@ -204,6 +238,85 @@ impl Manager {
         (n(report.discovered), n(report.failed))
     }
 
+    /// Every pending request: its id mapped to SessionId (s), Session (o), Harness (s),
+    /// Reason (s), Tool (s), Detail (s), Answerable (b: an answer can reach the agent),
+    /// AskedAt (x, Unix seconds), Questions (a(ssasb): header, question, option labels,
+    /// multi-select), Rules (as: the "always allow" rules offered, for ApproveRule) and Id (s).
+    /// Callers of another uid get AccessDenied.
+    #[zbus(out_args("requests"))]
+    async fn list_requests(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<HashMap<String, HashMap<String, OwnedVariant>>, MonitorError> {
+        answer::same_user(conn, &header, self.uid).await?;
+        Ok(answer::list(&self.mirror.read()))
+    }
+
+    /// Lets the tool run; `always` also adds the first rule the agent offers. Returns the
+    /// session's Id. Errors: NotFound, AlreadyAnswered, Ended, NotAnswerable, Invalid,
+    /// AccessDenied.
+    #[zbus(out_args("session_id"))]
+    async fn approve(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+        always: bool,
+    ) -> Result<String, MonitorError> {
+        let decision = Decision::Allow { always, rule: None };
+        self.decide(conn, &header, id, decision).await
+    }
+
+    /// Lets the tool run and adds the offered rule number `rule` (0-based, in the order of
+    /// the request's Rules). Returns the session's Id.
+    #[zbus(out_args("session_id"))]
+    async fn approve_rule(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+        rule: u32,
+    ) -> Result<String, MonitorError> {
+        let rule = usize::try_from(rule).unwrap_or(usize::MAX);
+        let decision = Decision::Allow {
+            always: true,
+            rule: Some(rule),
+        };
+        self.decide(conn, &header, id, decision).await
+    }
+
+    /// Refuses the tool; `message` ("" for none) is told to the agent, `interrupt` also stops
+    /// its turn. Returns the session's Id.
+    #[zbus(out_args("session_id"))]
+    async fn deny(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+        message: &str,
+        interrupt: bool,
+    ) -> Result<String, MonitorError> {
+        let message = (!message.is_empty()).then(|| message.to_owned());
+        let decision = Decision::Deny { message, interrupt };
+        self.decide(conn, &header, id, decision).await
+    }
+
+    /// Answers the request's questions, one answer per question in order (an option's label
+    /// or free text; several labels of a multi-select question joined by ", "). Returns the
+    /// session's Id.
+    #[zbus(out_args("session_id"))]
+    async fn answer(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+        id: &str,
+        answers: Vec<String>,
+    ) -> Result<String, MonitorError> {
+        self.decide(conn, &header, id, Decision::Answer { answers })
+            .await
+    }
+
     /// How many sessions there are.
     #[zbus(property)]
     fn session_count(&self) -> u32 {
@@ -235,6 +348,29 @@ impl Manager {
         id: &str,
         reason: &str,
         summary: &str,
+    ) -> zbus::Result<()>;
+
+    /// A session asks something that can be answered with Approve, Deny or Answer (see
+    /// ListRequests for the whole request, and whether an answer can reach the agent now).
+    #[zbus(signal)]
+    pub async fn request_added(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        session_id: &str,
+        tool: &str,
+        detail: &str,
+    ) -> zbus::Result<()>;
+
+    /// A request ended. `fate` is answered (`detail`: the surface that answered: dbus,
+    /// atmctl, notify, ...) or withdrawn (`detail`: why: answered in the terminal, superseded
+    /// by a newer request, the session ended, ...).
+    #[zbus(signal)]
+    pub async fn request_resolved(
+        emitter: &SignalEmitter<'_>,
+        id: &str,
+        session_id: &str,
+        fate: &str,
+        detail: &str,
     ) -> zbus::Result<()>;
 }
 
@@ -348,5 +484,18 @@ impl SessionObject {
     #[zbus(property)]
     fn pid(&self) -> fdo::Result<u32> {
         self.prop(|p| p.pid)
+    }
+
+    /// The id of the request the session waits on (for the manager's Approve, Deny and
+    /// Answer); "" when it waits on none.
+    #[zbus(property)]
+    fn request_id(&self) -> fdo::Result<String> {
+        self.prop(|p| p.request_id.clone())
+    }
+
+    /// Whether an answer to RequestId can reach the agent now (a hook waits for it).
+    #[zbus(property)]
+    fn request_answerable(&self) -> fdo::Result<bool> {
+        self.prop(|p| p.request_answerable)
     }
 }

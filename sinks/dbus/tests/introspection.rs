@@ -139,6 +139,13 @@ async fn the_live_introspection_matches_the_checked_in_xml() {
         ".SessionCount",
         ".AttentionNeeded",
         ".StateChanged",
+        ".ListRequests",
+        ".Approve",
+        ".ApproveRule",
+        ".Deny",
+        ".Answer",
+        ".RequestAdded",
+        ".RequestResolved",
     ] {
         assert!(out.contains(member), "{member} not in\n{out}");
     }

@@ -190,6 +190,10 @@ async fn signals_arrive_in_order() {
             SignalBody::AttentionNeeded(args) => seen.push(format!("AttentionNeeded{args:?}")),
             SignalBody::InterfacesAdded(..) => seen.push("InterfacesAdded".into()),
             SignalBody::InterfacesRemoved(..) => seen.push("InterfacesRemoved".into()),
+            SignalBody::RequestAdded(_) => seen.push("RequestAdded".into()),
+            SignalBody::RequestResolved([.., fate, detail]) => {
+                seen.push(format!("RequestResolved({fate}, {detail})"));
+            }
             SignalBody::Other => {}
         }
         if done {
@@ -206,6 +210,13 @@ async fn signals_arrive_in_order() {
     };
     let last: Vec<String> = after_removed.await;
     assert_eq!(last, ["SessionCount"]);
+    // Request signals have a queue of their own, and each is sent right after the signals of
+    // the change it is about.
+    let at = |what: &str| seen.iter().position(|s| s == what).unwrap();
+    assert_eq!(at("RequestAdded"), at("AttentionCount=1") + 1, "{seen:#?}");
+    let resolved = "RequestResolved(withdrawn, answered in the terminal)";
+    assert_eq!(at(resolved), at("AttentionCount=0") + 1, "{seen:#?}");
+    seen.retain(|s| !s.starts_with("Request"));
     assert_eq!(
         seen,
         [
@@ -280,7 +291,10 @@ async fn manager_methods_and_properties_answer_over_the_bus() {
     assert_eq!(str_prop(&listed["beta"], "State"), "needs_permission");
     assert_eq!(str_prop(&listed["beta"], "AttentionReason"), "permission");
     assert_eq!(str_prop(&listed["beta"], "Tool"), "Edit");
-    assert_eq!(listed["beta"].len(), 15);
+    assert_eq!(listed["beta"].len(), 17);
+    // The request it waits on (not answerable: nothing waits for an answer here).
+    assert_eq!(str_prop(&listed["beta"], "RequestId").len(), 32);
+    assert_eq!(str_prop(&listed["alpha"], "RequestId"), "");
 
     let (path, props) = monitor.get_session("alpha").await.unwrap();
     assert_eq!(

@@ -36,6 +36,11 @@ pub trait Monitor {
         id: &str,
     ) -> zbus::Result<(OwnedObjectPath, HashMap<String, OwnedVariant>)>;
     fn rescan(&self) -> zbus::Result<(u32, u32)>;
+    fn list_requests(&self) -> zbus::Result<HashMap<String, HashMap<String, OwnedVariant>>>;
+    fn approve(&self, id: &str, always: bool) -> zbus::Result<String>;
+    fn approve_rule(&self, id: &str, rule: u32) -> zbus::Result<String>;
+    fn deny(&self, id: &str, message: &str, interrupt: bool) -> zbus::Result<String>;
+    fn answer(&self, id: &str, answers: &[&str]) -> zbus::Result<String>;
     #[zbus(property)]
     fn session_count(&self) -> zbus::Result<u32>;
     #[zbus(property)]
@@ -359,6 +364,8 @@ pub struct Signal {
 pub enum SignalBody {
     StateChanged([String; 4]),
     AttentionNeeded([String; 3]),
+    RequestAdded([String; 4]),
+    RequestResolved([String; 4]),
     /// Interface and the names of the changed properties (sorted), with their values.
     PropertiesChanged(String, Vec<(String, OwnedVariant)>),
     InterfacesAdded(String, Vec<String>),
@@ -397,6 +404,14 @@ impl Recorder {
             "AttentionNeeded" => {
                 let (a, b2, c): (String, String, String) = b.deserialize().unwrap();
                 SignalBody::AttentionNeeded([a, b2, c])
+            }
+            "RequestAdded" | "RequestResolved" => {
+                let (a, b2, c, d): (String, String, String, String) = b.deserialize().unwrap();
+                if member == "RequestAdded" {
+                    SignalBody::RequestAdded([a, b2, c, d])
+                } else {
+                    SignalBody::RequestResolved([a, b2, c, d])
+                }
             }
             "PropertiesChanged" => {
                 let (iface, changed, _inv): (String, HashMap<String, OwnedVariant>, Vec<String>) =
