@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -43,22 +42,13 @@ fn hook_silent(daemon: &Collector, agent: &str, event: &Value) {
 /// Runs `program args` with `stdin`, the socket and no TMUX_PANE; asserts exit 0 and silence on
 /// both stdout and stderr (Gemini shows a hook's stderr to the user).
 fn run_silent(program: &Path, args: &[&str], stdin: &[u8], socket: &Path) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .env("ATM_HOOKS_SOCKET", socket)
-        .env("TMUX_PANE", "%5")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = pipe.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
+    let out = atm_core::testing::run_with_stdin(
+        Command::new(program)
+            .args(args)
+            .env("ATM_HOOKS_SOCKET", socket)
+            .env("TMUX_PANE", "%5"),
+        stdin,
+    );
     assert!(out.status.success(), "{args:?}: {:?}", out.status);
     assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", out.stdout);
     assert!(

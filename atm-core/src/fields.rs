@@ -30,20 +30,21 @@ pub fn object<'a>(data: &'a Value, what: &str) -> Result<&'a Object, WireError> 
     })
 }
 
+/// The `data` of an ingest message, of any JSON type, for a translator that checks its shape
+/// itself; `what` names what it should hold, for the error when it is missing.
+pub fn data<'a>(body: &'a Object, what: &str) -> Result<&'a Value, WireError> {
+    body.get("data").ok_or_else(|| {
+        WireError::new(
+            ErrorCode::InvalidMessage,
+            format!("missing field `data` ({what})"),
+        )
+    })
+}
+
 /// The `data` object of an ingest message (`hook_event`, `status_update`, ...). `what` names
 /// what it should hold, for the error (`"Claude's hook JSON"`).
 pub fn data_object<'a>(body: &'a Object, what: &str) -> Result<&'a Object, WireError> {
-    match body.get("data") {
-        Some(Value::Object(data)) => Ok(data),
-        Some(_) => Err(WireError::new(
-            ErrorCode::InvalidMessage,
-            format!("field `data` must be a JSON object holding {what}"),
-        )),
-        None => Err(WireError::new(
-            ErrorCode::InvalidMessage,
-            format!("missing field `data` ({what})"),
-        )),
-    }
+    data(body, what).and_then(|data| object(data, what))
 }
 
 /// A string field the adapter cannot work without: present, a string, not empty.

@@ -193,21 +193,30 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Creates `path` as a directory only its owner may enter (what atm makes).
+    fn private_dir(path: &Path) {
+        std::fs::create_dir(path).unwrap();
+        chmod(path, 0o700);
+    }
+
     #[test]
     fn a_private_dir_is_trusted_and_an_open_one_is_not() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("atm");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        private_dir(&dir);
         let socket = dir.join("hooks.sock");
         check_socket_dir(&socket).unwrap();
         // Others may read or enter (nothing to tamper with there), never write.
         for mode in [0o755, 0o750, 0o711] {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            chmod(&dir, mode);
             check_socket_dir(&socket).unwrap();
         }
         for mode in [0o770, 0o722, 0o777, 0o1777] {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            chmod(&dir, mode);
             let err = check_socket_dir(&socket).unwrap_err();
             assert!(matches!(err, TrustError::DirMode { .. }), "{mode:o}: {err}");
             assert!(err.to_string().contains("chmod 700"), "{err}");
@@ -228,20 +237,19 @@ mod tests {
     fn our_own_link_to_a_private_dir_is_followed() {
         let tmp = tempfile::tempdir().unwrap();
         let real = tmp.path().join("real");
-        std::fs::create_dir(&real).unwrap();
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        private_dir(&real);
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         check_socket_dir(&link.join("atm.sock")).unwrap();
         // The target decides the rest: an open target is refused through the link too.
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o777)).unwrap();
+        chmod(&real, 0o777);
         assert!(check_socket_dir(&link.join("atm.sock")).is_err());
     }
 
     #[test]
     fn connect_reaches_our_own_listener_and_reports_a_missing_one() {
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        chmod(tmp.path(), 0o700);
         let path = tmp.path().join("q.sock");
         let err = connect(&path, Duration::from_millis(100)).unwrap_err();
         assert_eq!(err.io_kind(), Some(std::io::ErrorKind::NotFound), "{err}");

@@ -517,6 +517,22 @@ pub fn record_if_asked<'e>(
     })
 }
 
+/// Types `be SLOW please` (the fake model then works for a minute), waits until `agent` shows it
+/// works (`esc to interrupt`, the words Claude Code and Codex share) and atm says so
+/// (`wait_state("working")`), presses Escape until the agent stops, and waits until atm says
+/// `idle`: the user interrupting a turn.
+pub fn interrupt_a_slow_turn(lab: &AgentLab, agent: &str, wait_state: impl Fn(&str)) {
+    lab.type_line("be SLOW please");
+    lab.wait_screen(&format!("{agent} working"), |s| {
+        s.contains("esc to interrupt")
+    });
+    wait_state("working");
+    lab.press_until(&["Escape"], &format!("{agent} stopping"), |s| {
+        !s.contains("esc to interrupt")
+    });
+    wait_state("idle");
+}
+
 /// A real suite's agent as atm lists it: the suite says which session is this test's own
 /// (proc-discovery also lists the agents of the tests running beside it); waiting on it is
 /// the same for every agent.

@@ -248,20 +248,15 @@ impl Daemon {
     /// Runs `atm-hook ARGS` as an agent in tmux pane `pane` runs it, `payload` on stdin, and
     /// asserts what every agent relies on: exit status 0. Returns what it printed on stdout.
     pub fn run_hook(&self, pane: &str, args: &[&str], payload: &[u8]) -> Vec<u8> {
-        let mut child = self
-            .command("atm-hook")
-            .args(args)
-            .env("TMUX_PANE", pane)
-            // A `PermissionRequest` is sent like any event, not waited on for an answer
-            // (tests/tests/decisions.rs tests the waiting).
-            .env("ATM_HOOK_DECISION_WAIT_SECS", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(payload).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = atm_core::testing::run_with_stdin(
+            self.command("atm-hook")
+                .args(args)
+                .env("TMUX_PANE", pane)
+                // A `PermissionRequest` is sent like any event, not waited on for an answer
+                // (tests/tests/decisions.rs tests the waiting).
+                .env("ATM_HOOK_DECISION_WAIT_SECS", "0"),
+            payload,
+        );
         assert_eq!(
             out.status.code(),
             Some(0),

@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use atm_tests::agents::{
-    AgentLab, agent_binary, lab_daemon, project_dir, session_of, sessions_under, shell_quote,
-    stop_codex_daemon,
+    AgentLab, agent_binary, interrupt_a_slow_turn, lab_daemon, project_dir, session_of,
+    sessions_under, shell_quote, stop_codex_daemon,
 };
 use atm_tests::{Daemon, stdout_of};
 use serde_json::Value;
@@ -356,14 +356,9 @@ fn a_declined_permission_and_an_interrupt_leave_for_idle_within_2s() {
     assert!(idle["attention"].is_null(), "{idle:#}");
     assert!(!dirs[0].join("declined").exists());
 
-    c.lab.type_line("be SLOW please");
-    c.lab
-        .wait_screen("Codex working", |s| s.contains("esc to interrupt"));
-    c.wait_state("working");
-    c.lab.press_until(&["Escape"], "Codex stopping", |s| {
-        !s.contains("esc to interrupt")
+    interrupt_a_slow_turn(&c.lab, "Codex", |state| {
+        c.wait_state(state);
     });
-    c.wait_state("idle");
 }
 
 #[test]

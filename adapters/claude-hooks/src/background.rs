@@ -80,6 +80,13 @@ mod tests {
     use super::*;
     use atm_core::serde_json::json;
 
+    fn backgrounded(awaited: bool, work: &str) -> AgentEvent {
+        AgentEvent::TurnBackgrounded {
+            awaited,
+            work: work.to_owned(),
+        }
+    }
+
     #[test]
     fn a_background_subagent_keeps_the_turn_going() {
         // As Claude Code 2.1.332 sent it (tests/agents/recorded).
@@ -87,10 +94,7 @@ mod tests {
             "description": "Scripted subagent", "agent_type": "general-purpose"}]);
         assert_eq!(
             turn_end(Some(&tasks)),
-            AgentEvent::TurnBackgrounded {
-                awaited: true,
-                work: "agent Scripted subagent".into()
-            }
+            backgrounded(true, "agent Scripted subagent")
         );
     }
 
@@ -98,23 +102,14 @@ mod tests {
     fn a_background_shell_ends_the_turn_but_is_shown() {
         let tasks = json!([{"id": "bf33d3ta5", "type": "shell", "status": "running",
             "description": "Run the scripted command in the background", "command": "sleep 6"}]);
-        assert_eq!(
-            turn_end(Some(&tasks)),
-            AgentEvent::TurnBackgrounded {
-                awaited: false,
-                work: "shell sleep 6".into()
-            }
-        );
+        assert_eq!(turn_end(Some(&tasks)), backgrounded(false, "shell sleep 6"));
         let both = json!([
             {"type": "shell", "status": "running", "command": "npm run dev"},
             {"type": "subagent", "status": "pending", "description": "Explore"},
         ]);
         assert_eq!(
             turn_end(Some(&both)),
-            AgentEvent::TurnBackgrounded {
-                awaited: true,
-                work: "2 tasks (shell npm run dev, ...)".into()
-            }
+            backgrounded(true, "2 tasks (shell npm run dev, ...)")
         );
     }
 

@@ -586,16 +586,17 @@ mod tests {
     #[test]
     fn notifications_map_by_type() {
         let n = |v: Value| translate(&hook("Notification", v)).unwrap();
+        // A reminder of the permission dialog of `tool` (the message names no more).
+        let asks_again = |tool: &str| {
+            Some(AgentEvent::reminder(AgentEvent::PermissionRequested {
+                tool: tool.into(),
+                detail: None,
+                suggestions: Vec::new(),
+            }))
+        };
         let t = n(json!({"notification_type": "permission_prompt",
                          "message": "Claude needs your permission to use Bash"}));
-        assert_eq!(
-            t.event,
-            Some(AgentEvent::reminder(AgentEvent::PermissionRequested {
-                tool: "Bash".into(),
-                detail: None,
-                suggestions: Vec::new()
-            }))
-        );
+        assert_eq!(t.event, asks_again("Bash"));
         let reminded = |t: Translation| match t.event {
             Some(AgentEvent::Reminder { of }) => *of,
             other => panic!("not a reminder: {other:?}"),
@@ -626,14 +627,7 @@ mod tests {
         );
         // Older versions: no notification_type, only the message.
         let t = n(json!({"message": "Claude needs your permission to use WebFetch."}));
-        assert_eq!(
-            t.event,
-            Some(AgentEvent::reminder(AgentEvent::PermissionRequested {
-                tool: "WebFetch".into(),
-                detail: None,
-                suggestions: Vec::new()
-            }))
-        );
+        assert_eq!(t.event, asks_again("WebFetch"));
         let t = n(json!({"message": "Claude is waiting for your input"}));
         assert_eq!(
             t.event,

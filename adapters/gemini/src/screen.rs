@@ -219,61 +219,50 @@ mod tests {
         assert_eq!(classify("Gemini CLI v0.61.0\n"), Screen::Unknown);
     }
 
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp_millis(ms).unwrap()
+    }
+
+    /// Feeds `track` what the pane showed (`(screen, at ms)`, in order) while the session is in
+    /// `state` since `since` ms: the hint of each read.
+    fn reads(
+        track: &mut Track,
+        screens: &[(Screen, i64)],
+        state: AgentState,
+        since: i64,
+    ) -> Vec<Option<(AgentState, DateTime<Utc>)>> {
+        screens
+            .iter()
+            .map(|&(screen, at)| track.read(screen, t(at), state, t(since)))
+            .collect()
+    }
+
     #[test]
     fn two_reads_after_the_grace_make_a_hint_dated_by_the_first() {
         use AgentState as S;
-        let t = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
+        use Screen::{Busy, Dialog, Prompt, Unknown};
         let mut track = Track::new(t(0));
-        // Within the grace the screen may still show what came before the hook.
+        // Within the grace the screen may still show what came before the hook; then the
+        // dialog, as the state says: no hint; approved: the spinner, twice.
+        let waiting = [(Busy, 300), (Busy, 600), (Dialog, 1100), (Dialog, 1350)];
+        let approved = [(Busy, 1600), (Busy, 1850)];
         assert_eq!(
-            track.read(Screen::Busy, t(300), S::NeedsPermission, t(0)),
-            None
+            reads(&mut track, &waiting, S::NeedsPermission, 0),
+            [None; 4]
         );
         assert_eq!(
-            track.read(Screen::Busy, t(600), S::NeedsPermission, t(0)),
-            None
-        );
-        // The dialog, as the state says: no hint.
-        assert_eq!(
-            track.read(Screen::Dialog, t(1100), S::NeedsPermission, t(0)),
-            None
-        );
-        assert_eq!(
-            track.read(Screen::Dialog, t(1350), S::NeedsPermission, t(0)),
-            None
-        );
-        // Approved: the spinner, twice.
-        assert_eq!(
-            track.read(Screen::Busy, t(1600), S::NeedsPermission, t(0)),
-            None
-        );
-        assert_eq!(
-            track.read(Screen::Busy, t(1850), S::NeedsPermission, t(0)),
-            Some((S::Working, t(1600)))
+            reads(&mut track, &approved, S::NeedsPermission, 0),
+            [None, Some((S::Working, t(1600)))]
         );
         // A new state starts a new track; one odd read is not enough.
+        let stopped = [(Prompt, 3100), (Busy, 3350), (Prompt, 3600), (Prompt, 3850)];
         assert_eq!(
-            track.read(Screen::Prompt, t(3100), S::Working, t(2000)),
-            None
-        );
-        assert_eq!(track.read(Screen::Busy, t(3350), S::Working, t(2000)), None);
-        assert_eq!(
-            track.read(Screen::Prompt, t(3600), S::Working, t(2000)),
-            None
-        );
-        assert_eq!(
-            track.read(Screen::Prompt, t(3850), S::Working, t(2000)),
-            Some((S::Idle, t(3600)))
+            reads(&mut track, &stopped, S::Working, 2000),
+            [None, None, None, Some((S::Idle, t(3600)))]
         );
         // A screen that says nothing is no hint.
         let mut track = Track::new(t(0));
-        assert_eq!(
-            track.read(Screen::Unknown, t(1100), S::Starting, t(0)),
-            None
-        );
-        assert_eq!(
-            track.read(Screen::Unknown, t(1350), S::Starting, t(0)),
-            None
-        );
+        let unknown = [(Unknown, 1100), (Unknown, 1350)];
+        assert_eq!(reads(&mut track, &unknown, S::Starting, 0), [None; 2]);
     }
 }

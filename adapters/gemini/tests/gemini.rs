@@ -79,52 +79,58 @@ async fn replay_real(name: &str) -> Vec<String> {
     seen
 }
 
+/// How both real sessions begin: the first prompt runs a shell command, which asks.
+const FIRST_SHELL_ASKS: [&str; 6] = [
+    "SessionStart starting - -",
+    "BeforeAgent working Thinking -",
+    "PreCompress working Thinking -",
+    "BeforeModel working Thinking gemini-2.5-flash",
+    "BeforeTool working run_shell_command gemini-2.5-flash",
+    "Notification needs_permission Permission gemini-2.5-flash",
+];
+
 #[tokio::test]
 async fn real_gemini_approved_tool_turn_end_and_model() {
     let seen = replay_real("approved").await;
+    // `RUN sleep 3 && touch ran`, approved: no hook between the dialog and AfterTool.
     let expected = [
-        "SessionStart starting - -",
-        // `RUN sleep 3 && touch ran`, approved: no hook between the dialog and AfterTool.
-        "BeforeAgent working Thinking -",
-        "PreCompress working Thinking -",
-        "BeforeModel working Thinking gemini-2.5-flash",
-        "BeforeTool working run_shell_command gemini-2.5-flash",
-        "Notification needs_permission Permission gemini-2.5-flash",
-        "AfterTool working Thinking gemini-2.5-flash",
-        // PreCompress before every request, never Compacting.
-        "PreCompress working Thinking gemini-2.5-flash",
-        "BeforeModel working Thinking gemini-2.5-flash",
-        "AfterAgent idle - gemini-2.5-flash",
-        // `hello`
-        "BeforeAgent working Thinking gemini-2.5-flash",
-        "PreCompress working Thinking gemini-2.5-flash",
-        "BeforeModel working Thinking gemini-2.5-flash",
-        "AfterAgent idle - gemini-2.5-flash",
-        // /quit: no SessionEnd reached atm (the process's exit ends the session).
-    ];
+        FIRST_SHELL_ASKS.as_slice(),
+        &[
+            "AfterTool working Thinking gemini-2.5-flash",
+            // PreCompress before every request, never Compacting.
+            "PreCompress working Thinking gemini-2.5-flash",
+            "BeforeModel working Thinking gemini-2.5-flash",
+            "AfterAgent idle - gemini-2.5-flash",
+            // `hello`
+            "BeforeAgent working Thinking gemini-2.5-flash",
+            "PreCompress working Thinking gemini-2.5-flash",
+            "BeforeModel working Thinking gemini-2.5-flash",
+            "AfterAgent idle - gemini-2.5-flash",
+            // /quit: no SessionEnd reached atm (the process's exit ends the session).
+        ],
+    ]
+    .concat();
     assert_eq!(seen, expected);
 }
 
 #[tokio::test]
 async fn real_gemini_declined_and_esc() {
     let seen = replay_real("declined").await;
+    // `RUN touch kept`, declined ("No, suggest changes"): no hook after the Notification.
     let expected = [
-        "SessionStart starting - -",
-        // `RUN touch kept`, declined ("No, suggest changes"): no hook after the Notification.
-        "BeforeAgent working Thinking -",
-        "PreCompress working Thinking -",
-        "BeforeModel working Thinking gemini-2.5-flash",
-        "BeforeTool working run_shell_command gemini-2.5-flash",
-        "Notification needs_permission Permission gemini-2.5-flash",
-        // `RUN touch kept-too`, Esc at the dialog: no hook either.
-        "BeforeAgent working Thinking gemini-2.5-flash",
-        "PreCompress working Thinking gemini-2.5-flash",
-        "BeforeModel working Thinking gemini-2.5-flash",
-        "BeforeTool working run_shell_command gemini-2.5-flash",
-        "Notification needs_permission Permission gemini-2.5-flash",
-        // `be SLOW`, Esc while working: no AfterAgent.
-        "BeforeAgent working Thinking gemini-2.5-flash",
-        "PreCompress working Thinking gemini-2.5-flash",
-    ];
+        FIRST_SHELL_ASKS.as_slice(),
+        &[
+            // `RUN touch kept-too`, Esc at the dialog: no hook either.
+            "BeforeAgent working Thinking gemini-2.5-flash",
+            "PreCompress working Thinking gemini-2.5-flash",
+            "BeforeModel working Thinking gemini-2.5-flash",
+            "BeforeTool working run_shell_command gemini-2.5-flash",
+            "Notification needs_permission Permission gemini-2.5-flash",
+            // `be SLOW`, Esc while working: no AfterAgent.
+            "BeforeAgent working Thinking gemini-2.5-flash",
+            "PreCompress working Thinking gemini-2.5-flash",
+        ],
+    ]
+    .concat();
     assert_eq!(seen, expected);
 }

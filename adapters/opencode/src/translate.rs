@@ -131,20 +131,10 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
             )
         }
         // The session's running totals: cost in dollars (opencode sums its messages' costs).
-        "session.updated" => {
-            let Some(info) = info else {
-                return Ok(None);
-            };
-            let update = session_usage(info);
-            cwd = update.cwd.clone();
-            if update.is_empty() {
-                return Ok(None);
-            }
-            (
-                str_field(info, "id").or_else(|| str_field(p, "sessionID")),
-                AgentEvent::UsageUpdated(Box::new(update)),
-            )
-        }
+        "session.updated" => match usage_event(info, session_usage, "id", p, &mut cwd) {
+            Some(found) => found,
+            None => return Ok(None),
+        },
         "session.deleted" => (
             info.and_then(|i| str_field(i, "id"))
                 .or_else(|| str_field(p, "sessionID")),
@@ -262,21 +252,11 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
             )
         }
         "message.updated" => {
-            let Some(info) = info else {
-                return Ok(None);
-            };
-            if str_field(info, "role") != Some("assistant") {
-                return Ok(None);
+            let assistant = info.filter(|i| str_field(i, "role") == Some("assistant"));
+            match usage_event(assistant, assistant_usage, "sessionID", p, &mut cwd) {
+                Some(found) => found,
+                None => return Ok(None),
             }
-            let update = assistant_usage(info);
-            cwd = update.cwd.clone();
-            if update.is_empty() {
-                return Ok(None);
-            }
-            (
-                str_field(info, "sessionID").or_else(|| str_field(p, "sessionID")),
-                AgentEvent::UsageUpdated(Box::new(update)),
-            )
         }
         _ => return Ok(None),
     };
@@ -307,6 +287,26 @@ fn event_for(ty: &str, p: &Map<String, Value>) -> Result<Option<Translation>, Ev
             event
         },
     }))
+}
+
+/// The usage update `usage` reads from `info` (a session's or an assistant message's) as the
+/// event, for the session `info[id_key]` names or else the event's `sessionID`; `None` (nothing
+/// to apply) without `info` or when it carries no usage. `cwd` is set to the update's directory.
+fn usage_event<'a>(
+    info: Option<&'a Map<String, Value>>,
+    usage: fn(&Map<String, Value>) -> UsageUpdate,
+    id_key: &str,
+    p: &'a Map<String, Value>,
+    cwd: &mut Option<String>,
+) -> Option<(Option<&'a str>, AgentEvent)> {
+    let info = info?;
+    let update = usage(info);
+    cwd.clone_from(&update.cwd);
+    if update.is_empty() {
+        return None;
+    }
+    let session = str_field(info, id_key).or_else(|| str_field(p, "sessionID"));
+    Some((session, AgentEvent::UsageUpdated(Box::new(update))))
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {

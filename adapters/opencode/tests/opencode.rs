@@ -24,6 +24,12 @@ async fn connected(max_event_bytes: Option<usize>) -> (SseServer, Running, Conn)
     (server, run, conn)
 }
 
+/// Sends `id` busy on `conn` and waits until the registry shows it working.
+async fn busy(run: &Running, conn: &mut Conn, id: &str) {
+    conn.send(&status(id, "busy")).await;
+    run.wait_for_state(id, "working").await;
+}
+
 #[tokio::test]
 async fn contract_without_url() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,16 +109,14 @@ async fn connects_once_the_server_appears() {
     assert_eq!(OpencodeStats::get(&run.stats.connections), 0);
     let mut server = SseServer::on(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
     let mut conn = server.next_conn().await;
-    conn.send(&status("ses_late", "busy")).await;
-    run.wait_for_state("ses_late", "working").await;
+    busy(&run, &mut conn, "ses_late").await;
     run.stop().await;
 }
 
 #[tokio::test]
 async fn reconnects_after_the_server_drops_the_stream() {
     let (mut server, run, mut conn) = connected(None).await;
-    conn.send(&status("ses_a", "busy")).await;
-    run.wait_for_state("ses_a", "working").await;
+    busy(&run, &mut conn, "ses_a").await;
     drop(conn);
     // A new connection comes; events on it keep flowing.
     let mut conn = server.next_conn().await;
@@ -124,8 +128,7 @@ async fn reconnects_after_the_server_drops_the_stream() {
         .await;
     drop(conn);
     let mut conn = server.next_conn().await;
-    conn.send(&status("ses_a", "busy")).await;
-    run.wait_for_state("ses_a", "working").await;
+    busy(&run, &mut conn, "ses_a").await;
     assert_eq!(OpencodeStats::get(&run.stats.connections), 3);
     assert_eq!(OpencodeStats::get(&run.stats.malformed), 0);
     run.stop().await;
@@ -164,8 +167,7 @@ async fn bad_events_are_skipped_and_the_stream_goes_on() {
     conn.send_raw(b": keep-alive\r\nevent: message\r\nid: 9\r\n\r\n")
         .await;
     // And then a good event, which must still be read and applied.
-    conn.send(&status("ses_ok", "busy")).await;
-    run.wait_for_state("ses_ok", "working").await;
+    busy(&run, &mut conn, "ses_ok").await;
     assert_eq!(OpencodeStats::get(&run.stats.oversized), 2);
     assert_eq!(OpencodeStats::get(&run.stats.malformed), 5);
     assert_eq!(OpencodeStats::get(&run.stats.connections), 1);
@@ -194,8 +196,7 @@ async fn a_server_that_is_not_opencode_is_retried_not_fatal() {
     // Then the real thing.
     let mut server = SseServer::on(listener);
     let mut conn = server.next_conn().await;
-    conn.send(&status("ses_b", "busy")).await;
-    run.wait_for_state("ses_b", "working").await;
+    busy(&run, &mut conn, "ses_b").await;
     assert_eq!(OpencodeStats::get(&run.stats.connections), 1);
     run.stop().await;
 }
@@ -258,8 +259,7 @@ async fn a_busy_status_does_not_clear_a_pending_permission() {
     drop(conn);
     let mut conn = server.next_conn().await;
     conn.send(&status("ses_p", "busy")).await;
-    conn.send(&status("ses_marker", "busy")).await;
-    run.wait_for_state("ses_marker", "working").await;
+    busy(&run, &mut conn, "ses_marker").await;
     run.wait_for_state("ses_p", "needs_permission").await;
     run.stop().await;
 }
@@ -267,8 +267,7 @@ async fn a_busy_status_does_not_clear_a_pending_permission() {
 #[tokio::test]
 async fn a_configured_server_that_exits_takes_its_sessions_along() {
     let (server, run, mut conn) = connected(None).await;
-    conn.send(&status("ses_gone", "busy")).await;
-    run.wait_for_state("ses_gone", "working").await;
+    busy(&run, &mut conn, "ses_gone").await;
     // The server exits: its stream ends and its port refuses connections.
     drop(conn);
     drop(server);
@@ -282,13 +281,11 @@ async fn a_configured_server_that_exits_takes_its_sessions_along() {
 #[tokio::test]
 async fn a_dropped_stream_of_a_live_server_keeps_its_sessions() {
     let (mut server, run, mut conn) = connected(None).await;
-    conn.send(&status("ses_kept", "busy")).await;
-    run.wait_for_state("ses_kept", "working").await;
+    busy(&run, &mut conn, "ses_kept").await;
     server.set_status(json!({"ses_kept": {"type": "busy"}}));
     drop(conn);
     let mut conn = server.next_conn().await;
-    conn.send(&status("ses_marker", "busy")).await;
-    run.wait_for_state("ses_marker", "working").await;
+    busy(&run, &mut conn, "ses_marker").await;
     run.wait_for_state("ses_kept", "working").await;
     run.stop().await;
 }

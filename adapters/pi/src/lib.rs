@@ -11,10 +11,8 @@
 
 pub mod translate;
 
-use atm_core::ingest::IngestMessage;
-use atm_core::ingest_adapter::Translation;
+use atm_core::fields;
 use atm_core::model::Harness;
-use atm_core::protocol::{ErrorCode, WireError};
 
 pub use translate::{translate, translate_from};
 
@@ -25,17 +23,8 @@ atm_core::translator! {
     /// `pi_event`, and `pi_event:pi` for a client that sets `"agent":"pi"`.
     routes: &["pi_event", "pi_event:pi"],
     description: "pi coding agent events (pi_event) sent by atm's pi extension (atmctl setup pi)",
-    translate: translate_message,
-}
-
-/// One `pi_event`. The extension runs inside pi, so the connection's peer is the pi process: its
-/// PID is the fallback for an envelope that names none.
-fn translate_message(msg: &IngestMessage) -> Result<Translation, WireError> {
-    match msg.raw.body.get("data") {
-        Some(data) => translate_from(data, msg.peer.pid),
-        None => Err(WireError::new(
-            ErrorCode::InvalidMessage,
-            "missing field `data` (the pi extension's event envelope)",
-        )),
-    }
+    // The extension runs inside pi, so the connection's peer is the pi process: its PID is
+    // the fallback for an envelope that names none.
+    translate: |msg| fields::data(&msg.raw.body, "the pi extension's event envelope")
+        .and_then(|data| translate_from(data, msg.peer.pid)),
 }

@@ -142,6 +142,15 @@ mod tests {
         (root, entry)
     }
 
+    /// Writes each of `procs` (pid, comm, cmdline) with `entry` as the child of the next one;
+    /// the last one's parent is init.
+    fn chain(entry: impl Fn(u32, &str, u32, &[u8]), procs: &[(u32, &str, &[u8])]) {
+        for (i, &(pid, comm, cmdline)) in procs.iter().enumerate() {
+            let ppid = procs.get(i + 1).map_or(1, |&(parent, _, _)| parent);
+            entry(pid, comm, ppid, cmdline);
+        }
+    }
+
     #[test]
     fn finds_claude_among_fake_ancestors() {
         let (root, proc_entry) = fake_proc();
@@ -179,20 +188,23 @@ mod tests {
     fn finds_codex_and_gemini_among_fake_ancestors() {
         let (root, proc_entry) = fake_proc();
         // npm Codex: node launcher -> native binary (comm cut to 15 bytes) -> sh -c -> hook.
-        proc_entry(100, "sh", 90, b"sh\0-c\0atm-hook --agent codex\0");
-        proc_entry(
-            90,
-            "codex-x86_64-un",
-            80,
-            b"/usr/lib/codex-x86_64-unknown-linux-musl\0",
+        chain(
+            &proc_entry,
+            &[
+                (100, "sh", b"sh\0-c\0atm-hook --agent codex\0"),
+                (
+                    90,
+                    "codex-x86_64-un",
+                    b"/usr/lib/codex-x86_64-unknown-linux-musl\0",
+                ),
+                (
+                    80,
+                    "node",
+                    b"node\0/usr/lib/node_modules/@openai/codex/bin/codex.js\0",
+                ),
+                (70, "bash", b"bash\0"),
+            ],
         );
-        proc_entry(
-            80,
-            "node",
-            70,
-            b"node\0/usr/lib/node_modules/@openai/codex/bin/codex.js\0",
-        );
-        proc_entry(70, "bash", 1, b"bash\0");
         assert_eq!(find_agent_pid(root.path(), 100, AgentKind::Codex), 90);
         // The same chain is no Claude: skip the shell, take the native binary as the fallback.
         assert_eq!(find_agent_pid(root.path(), 100, AgentKind::Claude), 90);
@@ -200,14 +212,18 @@ mod tests {
         assert_eq!(find_agent_pid(root.path(), 80, AgentKind::Codex), 80);
 
         // Gemini: node re-launched by node, hook behind `bash -c`.
-        proc_entry(200, "bash", 190, b"bash\0-c\0atm-hook --agent gemini\0");
-        proc_entry(
-            190,
-            "node",
-            180,
-            b"node\0--max-old-space-size=8192\0/usr/bin/gemini\0",
+        chain(
+            &proc_entry,
+            &[
+                (200, "bash", b"bash\0-c\0atm-hook --agent gemini\0"),
+                (
+                    190,
+                    "node",
+                    b"node\0--max-old-space-size=8192\0/usr/bin/gemini\0",
+                ),
+                (180, "node", b"node\0/usr/bin/gemini\0"),
+            ],
         );
-        proc_entry(180, "node", 1, b"node\0/usr/bin/gemini\0");
         assert_eq!(find_agent_pid(root.path(), 200, AgentKind::Gemini), 190);
         proc_entry(300, "gemini", 1, b"gemini\0");
         assert_eq!(find_agent_pid(root.path(), 300, AgentKind::Gemini), 300);

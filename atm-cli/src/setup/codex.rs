@@ -347,6 +347,17 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// `text` with atm's hook installed (`force`: over a user's own `notify`).
+    fn installed(text: &str, force: bool) -> String {
+        install_config(&doc(text), &hook(), force)
+            .unwrap()
+            .to_string()
+    }
+
+    fn uninstalled(text: &str) -> String {
+        uninstall_config(&doc(text), &hook()).to_string()
+    }
+
     const USER_CONFIG: &str = r#"# My Codex config
 model = "gpt-5-codex"   # the default model
 approval_policy = "on-request"
@@ -361,9 +372,7 @@ command = "docs-mcp"
 
     #[test]
     fn install_adds_notify_before_tables_and_keeps_comments() {
-        let out = install_config(&doc(USER_CONFIG), &hook(), false)
-            .unwrap()
-            .to_string();
+        let out = installed(USER_CONFIG, false);
         assert_eq!(
             out,
             r#"# My Codex config
@@ -384,22 +393,15 @@ command = "docs-mcp"
         let parsed: toml::Value = toml::from_str(&out).unwrap();
         assert_eq!(parsed["features"]["hooks"].as_bool(), Some(true));
         assert_eq!(parsed["notify"][3].as_str(), Some("--notify"));
-        let again = install_config(&doc(&out), &hook(), false)
-            .unwrap()
-            .to_string();
+        let again = installed(&out, false);
         assert_eq!(again, out);
-        assert_eq!(
-            uninstall_config(&doc(&out), &hook()).to_string(),
-            USER_CONFIG
-        );
+        assert_eq!(uninstalled(&out), USER_CONFIG);
     }
 
     #[test]
     fn existing_features_table_gets_the_key_and_loses_only_ours() {
         let text = "[features]\nweb_search = true\n";
-        let out = install_config(&doc(text), &hook(), false)
-            .unwrap()
-            .to_string();
+        let out = installed(text, false);
         assert!(out.contains("notify = ["), "{out}");
         assert!(
             out.ends_with(
@@ -407,17 +409,15 @@ command = "docs-mcp"
             ),
             "{out}"
         );
-        assert_eq!(uninstall_config(&doc(&out), &hook()).to_string(), text);
+        assert_eq!(uninstalled(&out), text);
         // The user's own codex_hooks (true or false) is theirs: left alone both ways.
         for own in [
             "[features]\ncodex_hooks = true\n",
             "[features]\ncodex_hooks = false\n",
         ] {
-            let out = install_config(&doc(own), &hook(), false)
-                .unwrap()
-                .to_string();
+            let out = installed(own, false);
             assert!(out.ends_with(own), "{out}");
-            assert_eq!(uninstall_config(&doc(&out), &hook()).to_string(), own);
+            assert_eq!(uninstalled(&out), own);
         }
         assert!(matches!(
             install_config(&doc("features = 3\n"), &hook(), false),
@@ -428,19 +428,14 @@ command = "docs-mcp"
     #[test]
     fn a_codex_hooks_key_atm_added_before_becomes_the_current_key() {
         let old = "[features]\ncodex_hooks = true # added by atmctl setup codex\n";
-        let out = install_config(&doc(old), &hook(), false)
-            .unwrap()
-            .to_string();
+        let out = installed(old, false);
         assert!(
             out.ends_with("[features]\nhooks = true # added by atmctl setup codex\n"),
             "{out}"
         );
         assert!(!out.contains("codex_hooks"), "{out}");
         // Uninstall takes either key of ours away.
-        assert_eq!(
-            uninstall_config(&doc(old), &hook()).to_string(),
-            "[features]\n"
-        );
+        assert_eq!(uninstalled(old), "[features]\n");
     }
 
     #[test]
@@ -452,9 +447,7 @@ command = "docs-mcp"
                 existing: r#"["notify-send", "Codex"]"#.to_owned()
             })
         );
-        let out = install_config(&doc(text), &hook(), true)
-            .unwrap()
-            .to_string();
+        let out = installed(text, true);
         assert!(
             out.starts_with(
                 "# ping me\n# atm-previous-notify = [\"notify-send\", \"Codex\"]\nnotify = [\"/opt/atm/bin/atm-hook\", \"--agent\", \"codex\", \"--notify\"] # desktop\n"
@@ -462,13 +455,8 @@ command = "docs-mcp"
             "{out}"
         );
         // Installed again (even without --force): ours is recognised, nothing changes.
-        assert_eq!(
-            install_config(&doc(&out), &hook(), false)
-                .unwrap()
-                .to_string(),
-            out
-        );
-        assert_eq!(uninstall_config(&doc(&out), &hook()).to_string(), text);
+        assert_eq!(installed(&out, false), out);
+        assert_eq!(uninstalled(&out), text);
         // Ours from another path is updated in place.
         let moved = install_config(
             &doc(&out),

@@ -1,6 +1,6 @@
 //! Test helpers for plugin authors (feature `testing`): a real registry with contexts around it,
-//! the contract every plugin must keep, recorded fixtures, arbitrary JSON, waits on conditions
-//! and a buffer to read logs from.
+//! the contract every plugin must keep, recorded fixtures, arbitrary JSON, waits on conditions,
+//! a buffer to read logs from and a client program run with its input.
 //!
 //! These use the real registry actor, not a fake: a plugin's tests then exercise the same
 //! identity and state rules as the daemon.
@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod json;
 pub mod lines;
 pub mod log;
+pub mod process;
 pub mod text;
 mod users;
 pub mod wait;
@@ -22,6 +23,7 @@ pub mod wait;
 pub use json::arb_json;
 pub use lines::StdoutLines;
 pub use log::LogCapture;
+pub use process::run_with_stdin;
 pub use text::{arb_hostile_field, arb_hostile_session, arb_hostile_text};
 pub use users::{OTHER_USER, other_user};
 

@@ -8,7 +8,6 @@
 //! `finish_reason` and `usage`, then `[DONE]`. opencode's side requests (the session title) have
 //! no tools and get a plain text answer.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -17,7 +16,7 @@ use axum::response::Response;
 use axum::response::sse::Event;
 use serde_json::{Value, json};
 
-use crate::{Counters, Reply, SseItem, content_text, script, streamed_reply};
+use crate::{Counters, Reply, Request, SseItem, content_text, streamed_reply};
 
 /// The user's own words in a Chat Completions `messages` list, and whether the conversation's
 /// last message is a tool's result (the model's turn goes on).
@@ -54,18 +53,20 @@ pub async fn completions(
     State(counters): State<&'static Counters>,
     Json(body): Json<Value>,
 ) -> Response {
-    let id = counters.requests.fetch_add(1, Ordering::Relaxed);
-    let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let tools = body["tools"].as_array().cloned().unwrap_or_default();
-    let (text, tool_result) = last_user_text(&messages);
-    let shell = shell_tool(&tools);
-    let reply = script(&text, tool_result);
+    let request = Request::read(counters, &body, "messages", last_user_text);
+    let shell = shell_tool(&request.tools);
     eprintln!(
-        "request {id}: chat model={} tool_result={tool_result} reply={reply:?} shell={shell:?} tools={} text={:?}",
+        "request {}: chat model={} tool_result={} reply={:?} shell={shell:?} tools={} text={:?}",
+        request.id,
         body["model"],
-        tools.len(),
-        text.chars().take(120).collect::<String>()
+        request.tool_result,
+        request.reply,
+        request.tools.len(),
+        request.text_preview()
     );
+    let Request {
+        id, tools, reply, ..
+    } = request;
     let text_delta = |t: &str| json!({"role": "assistant", "content": t});
     let (delta, finish, delay) = match (reply, shell) {
         // A request without tools is one of opencode's side requests (the session's title).

@@ -11,7 +11,6 @@
 //! and get a plain, well-formed answer.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -21,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{Value, json};
 
-use crate::{Counters, Reply, script};
+use crate::{Counters, Reply, Request};
 
 /// The model name Gemini CLI is told to use (`--model` / settings); the fake answers any.
 pub const MODEL: &str = "gemini-2.5-flash";
@@ -113,23 +112,22 @@ pub async fn models_call(
     Path(model_method): Path<String>,
     Json(body): Json<Value>,
 ) -> Response {
-    let id = counters.requests.fetch_add(1, Ordering::Relaxed);
+    let request = Request::read(counters, &body, "contents", last_user_text);
     let (model, method) = model_method
         .split_once(':')
         .unwrap_or((model_method.as_str(), ""));
-    let contents = body["contents"].as_array().cloned().unwrap_or_default();
-    let tools = body["tools"].as_array().cloned().unwrap_or_default();
-    let (text, tool_result) = last_user_text(&contents);
-    let shell = has_shell(&tools);
-    let reply = script(&text, tool_result);
+    let shell = has_shell(&request.tools);
     eprintln!(
-        "request {id}: gemini {method} model={model} tool_result={tool_result} reply={reply:?} shell={shell} text={:?}",
-        text.chars().take(120).collect::<String>()
+        "request {}: gemini {method} model={model} tool_result={} reply={:?} shell={shell} text={:?}",
+        request.id,
+        request.tool_result,
+        request.reply,
+        request.text_preview()
     );
     match method {
         "countTokens" => Json(json!({"totalTokens": 1200})).into_response(),
         "streamGenerateContent" => {
-            let (parts, delay) = reply_parts(id, reply, shell);
+            let (parts, delay) = reply_parts(request.id, request.reply, shell);
             let last = chunk(parts, Some("STOP"));
             let later = stream::once(async move {
                 tokio::time::sleep(delay).await;
@@ -146,10 +144,10 @@ pub async fn models_call(
             let wants_json = body["generationConfig"]["responseMimeType"] == "application/json";
             let (parts, _) = if wants_json {
                 (json!([{"text": side_json(&body)}]), Duration::ZERO)
-            } else if tools.is_empty() {
+            } else if request.tools.is_empty() {
                 (json!([{"text": "FAKE-SIDE"}]), Duration::ZERO)
             } else {
-                reply_parts(id, reply, shell)
+                reply_parts(request.id, request.reply, shell)
             };
             Json(chunk(parts, Some("STOP"))).into_response()
         }

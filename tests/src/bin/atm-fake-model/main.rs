@@ -53,6 +53,45 @@ pub struct Counters {
     pub requests: AtomicU64,
 }
 
+/// One request as every API's handler reads it: its number, the tools offered, the user's
+/// last words, whether the conversation carries a tool's result, and the scripted reply.
+pub struct Request {
+    pub id: u64,
+    pub tools: Vec<Value>,
+    pub text: String,
+    pub tool_result: bool,
+    pub reply: Reply,
+}
+
+impl Request {
+    /// Counts the request and reads `body[conversation]` (the API's list of messages) with that
+    /// API's `last_user_text`.
+    pub fn read(
+        counters: &Counters,
+        body: &Value,
+        conversation: &str,
+        last_user_text: fn(&[Value]) -> (String, bool),
+    ) -> Self {
+        let id = counters.requests.fetch_add(1, Ordering::Relaxed);
+        let messages = body[conversation].as_array().cloned().unwrap_or_default();
+        let tools = body["tools"].as_array().cloned().unwrap_or_default();
+        let (text, tool_result) = last_user_text(&messages);
+        let reply = script(&text, tool_result);
+        Self {
+            id,
+            tools,
+            text,
+            tool_result,
+            reply,
+        }
+    }
+
+    /// The start of the user's words, for the request's log line.
+    pub fn text_preview(&self) -> String {
+        self.text.chars().take(120).collect()
+    }
+}
+
 /// What the scripted model does for one request.
 #[derive(Debug, PartialEq)]
 pub enum Reply {
@@ -124,29 +163,33 @@ pub fn script(text: &str, tool_result: bool) -> Reply {
     if tool_result && text.trim().is_empty() {
         return Reply::Text("FAKE-DONE");
     }
-    if let Some(pos) = text.find("AGENT ") {
-        let task = text[pos + 6..].lines().next().unwrap_or("").trim();
-        return Reply::Subagent(task.to_owned());
+    if let Some(task) = rest_of_line(text, "AGENT ") {
+        return Reply::Subagent(task);
     }
-    if let Some(pos) = text.find("ASK ") {
-        let q = text[pos + 4..].lines().next().unwrap_or("").trim();
-        return Reply::Ask(q.to_owned());
+    if let Some(q) = rest_of_line(text, "ASK ") {
+        return Reply::Ask(q);
     }
     if text.contains("NAP") {
         return Reply::Nap;
     }
-    if let Some(pos) = text.find("BG ") {
-        let cmd = text[pos + 3..].lines().next().unwrap_or("").trim();
-        return Reply::BackgroundShell(cmd.to_owned());
+    if let Some(cmd) = rest_of_line(text, "BG ") {
+        return Reply::BackgroundShell(cmd);
     }
-    if let Some(pos) = text.find("RUN ") {
-        let cmd = text[pos + 4..].lines().next().unwrap_or("").trim();
-        return Reply::Shell(cmd.to_owned());
+    if let Some(cmd) = rest_of_line(text, "RUN ") {
+        return Reply::Shell(cmd);
     }
     if text.contains("SLOW") {
         return Reply::Slow;
     }
     Reply::Text("FAKE-REPLY")
+}
+
+/// What follows the first `word` in `text` up to the end of its line, trimmed: a command's
+/// argument (`RUN touch x`).
+fn rest_of_line(text: &str, word: &str) -> Option<String> {
+    let pos = text.find(word)?;
+    let rest = text[pos + word.len()..].lines().next().unwrap_or("");
+    Some(rest.trim().to_owned())
 }
 
 fn event(name: &str, data: Value) -> SseItem {

@@ -7,7 +7,6 @@
 //! assistant `message` or a `function_call`), then `response.completed` with usage. Codex's side
 //! requests (the thread title, for one) have no shell tool and get a plain text answer.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -16,7 +15,7 @@ use axum::response::Response;
 use axum::response::sse::Event;
 use serde_json::{Value, json};
 
-use crate::{Counters, Reply, SseItem, content_text, script, streamed_reply};
+use crate::{Counters, Reply, Request, SseItem, content_text, streamed_reply};
 
 /// The user's own words in a Responses `input` list and whether the conversation's last item
 /// is a tool's output: the `input_text` parts of the last user message, without the context
@@ -115,21 +114,24 @@ pub async fn responses(
     State(counters): State<&'static Counters>,
     Json(body): Json<Value>,
 ) -> Response {
-    let id = counters.requests.fetch_add(1, Ordering::Relaxed);
-    let input = body["input"].as_array().cloned().unwrap_or_default();
-    let tools = body["tools"].as_array().cloned().unwrap_or_default();
-    let (text, tool_result) = last_user_text(&input);
-    let shell = shell_tool(&tools);
-    let reply = script(&text, tool_result);
-    let tool_names: Vec<_> = tools
+    let request = Request::read(counters, &body, "input", last_user_text);
+    let shell = shell_tool(&request.tools);
+    let tool_names: Vec<_> = request
+        .tools
         .iter()
         .filter_map(|t| t["name"].as_str().or(t["type"].as_str()))
         .collect();
     eprintln!(
-        "request {id}: responses model={} tool_result={tool_result} reply={reply:?} shell={shell:?} tools={tool_names:?} text={:?}",
+        "request {}: responses model={} tool_result={} reply={:?} shell={shell:?} tools={tool_names:?} text={:?}",
+        request.id,
         body["model"],
-        text.chars().take(120).collect::<String>()
+        request.tool_result,
+        request.reply,
+        request.text_preview()
     );
+    let Request {
+        id, tools, reply, ..
+    } = request;
     let (item, delay) = match (reply, &shell) {
         (Reply::Shell(cmd) | Reply::BackgroundShell(cmd), Some(tool)) => {
             let (name, args) = shell_arguments(tool, &cmd);
