@@ -51,8 +51,12 @@ fn configure(daemon: &Daemon, config_dir: &Path, project: &Path, settings: Value
 
 /// Starts atmd, configures Claude Code with the user's `settings`, and runs it in a pane.
 fn start_claude(settings: Value) -> Option<Claude> {
+    start_claude_beside(settings, lab_daemon(None))
+}
+
+/// [`start_claude`] with this `daemon`.
+fn start_claude_beside(settings: Value, daemon: Daemon) -> Option<Claude> {
     let claude = agent_binary("claude")?;
-    let daemon = lab_daemon(None);
     let project = project_dir(&daemon, "project");
     let config_dir = daemon.dir.path().join("claude");
     configure(&daemon, &config_dir, &project, settings);
@@ -536,4 +540,74 @@ fn atmd_killed_while_claude_asks_leaves_the_dialog_working_and_nothing_denied() 
         s.contains("FAKE-DONE")
     });
     assert!(target.exists(), "approved in the terminal after atmd died");
+}
+
+#[test]
+fn a_permission_approved_over_dbus_runs_the_tool() {
+    if agent_binary("claude").is_none() {
+        return;
+    }
+    // A private session bus, and atmd's D-Bus sink on it beside the lab's plugins.
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix:path={}", dir.path().join("bus").display());
+    let out = std::process::Command::new("dbus-daemon")
+        .args(["--session", "--fork", "--print-pid=1", "--nopidfile"])
+        .arg(format!("--address={address}"))
+        .output()
+        .expect("dbus-daemon is installed");
+    assert!(out.status.success(), "{out:?}");
+    let bus_pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let _bus = BusGuard(bus_pid);
+    let daemon = atm_tests::Daemon::start(&atm_tests::basic_config(&format!(
+        "[[adapter]]\ntype = \"proc-discovery\"\ninterval = \"500ms\"\n\n\
+         [[sink]]\ntype = \"dbus\"\naddress = \"{address}\"\n"
+    )));
+    let Some(c) = start_claude_beside(manual_mode(), daemon) else {
+        return;
+    };
+    c.wait_state("idle");
+    let target = ask_to_touch(&c, "approved-over-dbus");
+    let id = answerable_request(&c);
+    let mut reply = None;
+    atm_core::testing::wait_until_blocking("the D-Bus Approve", || {
+        let out = std::process::Command::new("dbus-send")
+            .arg(format!("--bus={address}"))
+            .args([
+                "--print-reply",
+                "--dest=io.github.atm.Monitor",
+                "/io/github/atm/Monitor1",
+                "io.github.atm.Monitor1.Approve",
+            ])
+            .arg(format!("string:{id}"))
+            .arg("boolean:false")
+            .output()
+            .unwrap();
+        if !out.status.success() && reply.is_none() {
+            eprintln!("dbus-send: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        reply = Some(out.clone());
+        out.status.success()
+    });
+    c.lab
+        .wait_screen("the dialog closed and the tool run", |s| {
+            !s.contains("Do you want to proceed?") && s.contains("FAKE-DONE")
+        });
+    assert!(
+        target.exists(),
+        "the command approved over D-Bus ran: {reply:?}"
+    );
+    let fates = request_fates(&c);
+    let answered = fates.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(answered["surface"]["name"], "dbus", "{fates:#?}");
+}
+
+/// Ends the test's own `dbus-daemon`, by its PID.
+struct BusGuard(i32);
+
+impl Drop for BusGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
 }
