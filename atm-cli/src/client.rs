@@ -179,8 +179,24 @@ impl Connection {
             writer,
             timeout,
         };
-        conn.send("connect", json!({"client_id": "atmctl"}))?;
-        let reply = conn.recv()?;
+        // A socket whose listener is gone can still take a connection for a moment (a child
+        // forked before it closed holds it until its exec), then resets it: a daemon that
+        // hangs up before its hello is not answering, like one that refuses.
+        let not_answering = |e: ClientError| match e {
+            ClientError::Closed => ClientError::NotAnswering { path: path.clone() },
+            ClientError::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                ClientError::NotAnswering { path: path.clone() }
+            }
+            other => other,
+        };
+        conn.send("connect", json!({"client_id": "atmctl"}))
+            .map_err(not_answering)?;
+        let reply = conn.recv().map_err(not_answering)?;
         match reply.get("type").and_then(Value::as_str) {
             Some("connected") => Ok(conn),
             Some("rejected") => Err(ClientError::Rejected(
