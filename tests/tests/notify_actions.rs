@@ -6,12 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atm_core::testing::{PrivateBus, wait_until_blocking};
+use atm_tests::waiting_hook::{WaitingHook, permission};
 use atm_tests::{Daemon, basic_config, hook};
 use serde_json::{Value, json};
 use zbus::object_server::SignalEmitter;
@@ -185,47 +184,6 @@ fn daemon(desktop: &Desktop) -> Daemon {
     Daemon::start_with_hooks(&basic_config(&sink))
 }
 
-/// An `atm-hook` waiting on a `PermissionRequest`, as Claude Code runs it.
-struct WaitingHook(Child);
-
-impl WaitingHook {
-    fn start(d: &Daemon, sid: &str, command: &str) -> WaitingHook {
-        let payload = json!({"hook_event_name": "PermissionRequest", "session_id": sid,
-            "tool_name": "Bash", "tool_input": {"command": command}, "cwd": "/tmp/prj"});
-        let mut child = d
-            .command("atm-hook")
-            .env("TMUX_PANE", "%7")
-            .env("ATM_HOOK_DECISION_WAIT_SECS", "60")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(payload.to_string().as_bytes()).unwrap();
-        drop(stdin);
-        WaitingHook(child)
-    }
-
-    /// Waits for the hook to exit (10 s): what it printed, and how long that took.
-    fn finish(mut self) -> (Vec<u8>, Duration) {
-        let start = Instant::now();
-        wait_until_blocking("the hook to exit", || self.0.try_wait().unwrap().is_some());
-        let took = start.elapsed();
-        let mut out = Vec::new();
-        self.0.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-        assert!(self.0.wait().unwrap().success());
-        (out, took)
-    }
-}
-
-impl Drop for WaitingHook {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The one open request's id, once it is answerable (10 s).
 fn answerable_request(d: &Daemon) -> String {
     let mut id = None;
@@ -249,7 +207,7 @@ fn answerable_request(d: &Daemon) -> String {
 fn allow_clicked_on_the_notification_reaches_the_waiting_hook() {
     let desktop = Desktop::start();
     let d = daemon(&desktop);
-    let hook = WaitingHook::start(&d, "n1", "cargo test");
+    let hook = WaitingHook::start(&d, permission("n1", "cargo test", json!({})));
     let id = answerable_request(&d);
     let n = desktop.wait_offering(&format!("allow:{id}"));
     assert!(n.summary.contains("needs permission: Bash"), "{n:?}");
@@ -272,6 +230,8 @@ fn allow_clicked_on_the_notification_reaches_the_waiting_hook() {
     let clicked = Instant::now();
     desktop.click(n.id, &format!("allow:{id}"));
     let (printed, _) = hook.finish();
+    assert!(printed.status.success());
+    let printed = printed.stdout;
     let took = clicked.elapsed();
     let printed: Value = serde_json::from_slice(&printed).unwrap();
     assert_eq!(
@@ -297,7 +257,7 @@ fn allow_clicked_on_the_notification_reaches_the_waiting_hook() {
 fn answered_in_the_terminal_the_notification_is_withdrawn_and_the_hook_exits() {
     let desktop = Desktop::start();
     let d = daemon(&desktop);
-    let waiting = WaitingHook::start(&d, "n2", "make");
+    let waiting = WaitingHook::start(&d, permission("n2", "make", json!({})));
     let id = answerable_request(&d);
     let n = desktop.wait_offering(&format!("deny:{id}"));
     // The user answered in Claude's dialog: the tool ran.
@@ -306,6 +266,8 @@ fn answered_in_the_terminal_the_notification_is_withdrawn_and_the_hook_exits() {
         "tool_name": "Bash"}),
     )]);
     let (printed, _) = waiting.finish();
+    assert!(printed.status.success());
+    let printed = printed.stdout;
     assert!(printed.is_empty(), "{}", String::from_utf8_lossy(&printed));
     desktop.wait_closed(n.id);
     assert_eq!(
