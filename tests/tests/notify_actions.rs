@@ -5,104 +5,19 @@
 //! instead, the notification is withdrawn.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use atm_core::testing::{PrivateBus, wait_until_blocking};
 use atm_tests::waiting_hook::{WaitingHook, permission};
 use atm_tests::{Daemon, basic_config, hook};
 use serde_json::{Value, json};
-use zbus::object_server::SignalEmitter;
-use zbus::{OwnedVariant, fdo};
+use sink_notify::testing::{Notified, Server};
 
-const PATH: &str = "/org/freedesktop/Notifications";
-const NAME: &str = "org.freedesktop.Notifications";
-
-/// One `Notify` call as the server saw it.
-#[derive(Debug, Clone)]
-struct Notified {
-    id: u32,
-    replaces_id: u32,
-    summary: String,
-    actions: Vec<String>,
-}
-
-#[derive(Default)]
-struct Record {
-    notified: Vec<Notified>,
-    closed: Vec<u32>,
-}
-
-/// A notification server with actions that records what it is asked.
-struct TestServer {
-    record: Arc<Mutex<Record>>,
-    next_id: Mutex<u32>,
-}
-
-#[zbus::interface(name = "org.freedesktop.Notifications")]
-impl TestServer {
-    #[allow(clippy::too_many_arguments)]
-    fn notify(
-        &self,
-        _app_name: String,
-        replaces_id: u32,
-        _app_icon: String,
-        summary: String,
-        _body: String,
-        actions: Vec<String>,
-        _hints: HashMap<String, OwnedVariant>,
-        _expire_timeout: i32,
-    ) -> u32 {
-        let id = if replaces_id != 0 {
-            replaces_id
-        } else {
-            let mut next = self.next_id.lock().unwrap();
-            *next += 1;
-            *next
-        };
-        self.record.lock().unwrap().notified.push(Notified {
-            id,
-            replaces_id,
-            summary,
-            actions,
-        });
-        id
-    }
-
-    async fn close_notification(
-        &self,
-        id: u32,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> fdo::Result<()> {
-        self.record.lock().unwrap().closed.push(id);
-        // 3: closed by a call to CloseNotification.
-        let _ = Self::notification_closed(&emitter, id, 3).await;
-        Ok(())
-    }
-
-    fn get_capabilities(&self) -> Vec<String> {
-        vec!["actions".into(), "body".into()]
-    }
-
-    #[zbus(out_args("name", "vendor", "version", "spec_version"))]
-    fn get_server_information(&self) -> (String, String, String, String) {
-        ("atm-e2e".into(), "atm".into(), "1".into(), "1.2".into())
-    }
-
-    #[zbus(signal)]
-    async fn notification_closed(
-        emitter: &SignalEmitter<'_>,
-        id: u32,
-        reason: u32,
-    ) -> zbus::Result<()>;
-}
-
-/// The bus, the server on it, and the runtime that serves it.
+/// The bus, the sink's test notification server on it (with actions), and the runtime that
+/// serves it.
 struct Desktop {
     rt: tokio::runtime::Runtime,
-    conn: zbus::Connection,
-    record: Arc<Mutex<Record>>,
+    server: Server,
     bus: PrivateBus,
 }
 
@@ -110,46 +25,21 @@ impl Desktop {
     fn start() -> Desktop {
         let bus = PrivateBus::start();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let record = Arc::new(Mutex::new(Record::default()));
-        let server = TestServer {
-            record: record.clone(),
-            next_id: Mutex::new(0),
-        };
-        let conn = rt
-            .block_on(
-                zbus::connection::Builder::address(bus.address.as_str())
-                    .serve_at(PATH, server)
-                    .name(NAME)
-                    .build(),
-            )
-            .expect("the test notification server starts");
-        Desktop {
-            rt,
-            conn,
-            record,
-            bus,
-        }
+        let server = rt.block_on(Server::start_with(&bus, &["actions", "body"], false));
+        Desktop { rt, server, bus }
     }
 
     /// The user clicks the button `action` of notification `id`.
     fn click(&self, id: u32, action: &str) {
-        self.rt
-            .block_on(self.conn.emit_signal(
-                None::<&str>,
-                PATH,
-                NAME,
-                "ActionInvoked",
-                &(id, action),
-            ))
-            .unwrap();
+        self.rt.block_on(self.server.invoke(id, action));
     }
 
     fn notified(&self) -> Vec<Notified> {
-        self.record.lock().unwrap().notified.clone()
+        self.server.notified()
     }
 
     fn closed(&self) -> Vec<u32> {
-        self.record.lock().unwrap().closed.clone()
+        self.server.closed()
     }
 
     /// The latest notification that offers a button with key `key` (10 s).

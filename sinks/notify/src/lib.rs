@@ -26,6 +26,8 @@ pub mod queue;
 mod server;
 mod shown;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tmux;
 
 use std::sync::Arc;
