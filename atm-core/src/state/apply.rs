@@ -56,7 +56,6 @@ pub fn apply_event(
     // Who speaks and what the event amounts to are judged on the state before the event.
     let moves_parent = speaker(s.state, s.attention.as_ref(), subagent).moves_parent();
     let applied = resolve(s.state, event);
-    let wait_before = s.attention.clone();
     let outcome = transition(s.state, s.attention.as_ref(), event, subagent);
     if outcome == Outcome::End {
         return outcome;
@@ -65,6 +64,7 @@ pub fn apply_event(
     if !is_usage {
         s.last_hook_at = Some(s.last_hook_at.map_or(at, |t| t.max(at)));
     }
+    let asked = applied.is_some_and(AgentEvent::asks);
     if let Outcome::Enter { state, attention } = &outcome {
         if *state != s.state {
             s.state_since = at;
@@ -73,10 +73,13 @@ pub fn apply_event(
             }
         }
         s.state = *state;
-        s.attention.clone_from(attention);
+        let before = std::mem::replace(&mut s.attention, attention.clone());
+        requests::settle(before.as_ref(), s, asked, at);
+    } else {
+        // The wait is unchanged: only one without a request yet (restored from an older
+        // snapshot) gets its request.
+        requests::settle(None, s, asked, at);
     }
-    let asked = applied.is_some_and(AgentEvent::asks);
-    requests::settle(wait_before.as_ref(), s, asked, at);
     // A request moves the parent whoever asked (the user must answer it), and so does what it
     // says the session is doing: a subagent's permission shows `Permission` like the parent's.
     if (moves_parent || asked)
