@@ -17,9 +17,10 @@ use tokio::sync::oneshot;
 use tracing::{debug, info};
 
 use super::actor::Actor;
+use super::sessions::process_key;
 use super::{ApplyOutcome, REKEYED, RegistryError, SessionChange};
 use crate::event::EventEnvelope;
-use crate::model::{Harness, ProcessIdentity, Session, SessionId, SessionKey};
+use crate::model::{Harness, Session, SessionId, SessionKey};
 use crate::request::{DecideError, Decision, RequestEnd, RequestFate, RequestId, Surface};
 use crate::state::requests;
 
@@ -53,14 +54,12 @@ impl Actor {
     /// Applies an event and, when it opened a request, waits for that request: the request is
     /// marked answerable and its end will arrive on the returned channel.
     pub(super) fn apply_awaiting(&mut self, env: EventEnvelope) -> Result<Awaiting, RegistryError> {
-        let (harness, id, process) = (
-            env.source.harness.clone(),
-            env.source.session_id.clone(),
-            env.source.process,
-        );
+        let harness = env.source.harness.clone();
+        let id = env.source.session_id.clone();
+        let by_process = env.source.process.map(|p| process_key(&env.source, p));
         let outcome = self.apply(env)?;
         let opened = self
-            .request_of(&harness, &id, process)
+            .request_of(&harness, &id, by_process)
             .map(|(k, r)| (k, r.clone()));
         let Some((key, request)) = opened else {
             return Ok(Awaiting {
@@ -96,19 +95,14 @@ impl Actor {
         })
     }
 
-    /// The key and open request id of the session an event about (`harness`, `id`, `process`)
-    /// lands on.
+    /// The key and open request id of the session an event about (`harness`, `id`, its
+    /// process's key `by_process`) lands on: by process first, as `apply` finds it.
     fn request_of(
         &self,
         harness: &Harness,
         id: &SessionId,
-        process: Option<ProcessIdentity>,
+        by_process: Option<SessionKey>,
     ) -> Option<(SessionKey, &RequestId)> {
-        let by_process = process.map(|p| SessionKey::Process {
-            harness: harness.clone(),
-            pid: p.pid,
-            start_time: p.start_time,
-        });
         let key = by_process
             .filter(|k| self.index.contains(k))
             .or_else(|| self.index.key_of(harness, id))?;

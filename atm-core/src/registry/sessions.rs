@@ -198,7 +198,8 @@ impl Actor {
     }
 }
 
-fn process_key(source: &EventSource, p: ProcessIdentity) -> SessionKey {
+/// The key of the session an event from process `p` belongs to.
+pub(super) fn process_key(source: &EventSource, p: ProcessIdentity) -> SessionKey {
     SessionKey::Process {
         harness: source.harness.clone(),
         pid: p.pid,
