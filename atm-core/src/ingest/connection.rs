@@ -275,17 +275,16 @@ async fn serve_connection(
                 }),
                 "disconnect" => return,
                 _ => {
-                    let awaits =
-                        raw.body.get("await_decision") == Some(&serde_json::Value::Bool(true));
-                    // A client waiting for a decision sends nothing while it waits.
-                    if awaits {
-                        slot.mark_persistent();
-                    }
                     let msg = IngestMessage {
                         raw,
                         peer,
                         client_gone: client_gone.clone(),
                     };
+                    let awaits = msg.awaits_decision();
+                    // A client waiting for a decision sends nothing while it waits.
+                    if awaits {
+                        slot.mark_persistent();
+                    }
                     let answer = handle_message(msg, &routes).await;
                     // A waiting client is always answered, so it never waits past the end.
                     match answer {

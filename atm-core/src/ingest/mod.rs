@@ -50,15 +50,6 @@ pub struct IngestMessage {
 }
 
 impl IngestMessage {
-    /// A message from `peer` whose client is there for good (tests, in-process callers).
-    pub fn new(raw: RawMessage, peer: Peer) -> Self {
-        Self {
-            raw,
-            peer,
-            client_gone: tokio_util::sync::CancellationToken::new(),
-        }
-    }
-
     /// True when the client waits for a decision on the request its event opens
     /// (`"await_decision": true`, protocol 1.1): it gets a `decision` or `request_closed`.
     pub fn awaits_decision(&self) -> bool {

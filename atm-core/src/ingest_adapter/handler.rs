@@ -13,7 +13,7 @@ use crate::event::{EventEnvelope, EventSource};
 use crate::ingest::{IngestHandler, IngestMessage, IngestStats};
 use crate::model::{Harness, ProcessIdentity, Session};
 use crate::protocol::{ErrorCode, ServerMessage, WireError};
-use crate::registry::{ApplyOutcome, RegistryError, RegistryHandle};
+use crate::registry::{ApplyOutcome, Awaiting, RegistryError, RegistryHandle};
 use crate::request::{RequestEnd, RequestId};
 use crate::view::SessionView;
 use tokio_util::sync::CancellationToken;
@@ -92,17 +92,8 @@ impl<T: Translator> TranslatorHandler<T> {
         if awaits {
             return self.await_decision(envelope, client_gone).await;
         }
-        match self.registry.apply_event(envelope).await {
-            Ok(outcome) => {
-                if outcome != ApplyOutcome::Ignored {
-                    IngestStats::bump(&self.stats.applied);
-                }
-            }
-            Err(e) => {
-                IngestStats::bump(&self.stats.registry_errors);
-                return Err(e.into());
-            }
-        }
+        let applied = self.registry.apply_event(envelope).await;
+        self.count(applied.as_ref().copied())?;
         let Some(id) = reply_for else {
             return Ok(None);
         };
@@ -130,21 +121,15 @@ impl<T: Translator> TranslatorHandler<T> {
         envelope: EventEnvelope,
         client_gone: CancellationToken,
     ) -> Result<Option<ServerMessage>, WireError> {
-        let awaiting = match self.registry.apply_awaiting(envelope).await {
-            Ok(a) => a,
-            Err(e) => {
-                IngestStats::bump(&self.stats.registry_errors);
-                return Err(e.into());
-            }
-        };
-        if awaiting.outcome != ApplyOutcome::Ignored {
-            IngestStats::bump(&self.stats.applied);
-        }
-        let Some((request_id, end)) = awaiting.wait else {
-            return Ok(Some(ServerMessage::RequestClosed {
-                request_id: None,
-                reason: "the event opened no request (the session does not wait on it)".into(),
-            }));
+        let awaiting = self.registry.apply_awaiting(envelope).await;
+        self.count(awaiting.as_ref().map(|a| a.outcome))?;
+        // No request opened: the connection answers the waiting client that nothing will come.
+        let Ok(Awaiting {
+            wait: Some((request_id, end)),
+            ..
+        }) = awaiting
+        else {
+            return Ok(None);
         };
         // Whatever ends the wait but an answer, the registry hears that nobody waits.
         let mut guard = StopWaitingGuard {
@@ -176,6 +161,21 @@ impl<T: Translator> TranslatorHandler<T> {
             }
         };
         Ok(Some(reply))
+    }
+
+    /// Counts what the registry made of one event; its refusal is the client's error.
+    fn count(&self, applied: Result<ApplyOutcome, &RegistryError>) -> Result<(), WireError> {
+        match applied {
+            Ok(ApplyOutcome::Ignored) => Ok(()),
+            Ok(_) => {
+                IngestStats::bump(&self.stats.applied);
+                Ok(())
+            }
+            Err(e) => {
+                IngestStats::bump(&self.stats.registry_errors);
+                Err(e.clone().into())
+            }
+        }
     }
 
     /// The session a reply is about: by id, else (a late message for an id the process has
