@@ -28,45 +28,63 @@ const RETRY_PAUSE: Duration = Duration::from_millis(2);
 /// Sends `line` on a fresh connection to `socket` within `deadline`; with `want_reply`, returns
 /// the first line the daemon answers. Any failure or timeout gives `None`.
 pub fn send(socket: &Path, line: &[u8], deadline: Instant, want_reply: bool) -> Option<Vec<u8>> {
-    loop {
-        let mut stream = connect(socket, deadline)?;
-        write_line(&mut stream, line, deadline)?;
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let first = read_reply_line(&mut stream, deadline);
-        if first.as_deref().is_some_and(is_too_many_clients) {
-            std::thread::sleep(RETRY_PAUSE.min(remaining(deadline)?));
-            continue;
-        }
-        if want_reply {
-            return first;
-        }
-        // A reply line (an error the daemon logs anyway) was read: wait for the close itself.
-        if first.is_some() {
-            wait_for_close(&mut stream, deadline);
-        }
-        return None;
+    let (mut stream, first) = exchange(socket, line, deadline, End::HalfClose)?;
+    if want_reply {
+        return first;
     }
+    // A reply line (an error the daemon logs anyway) was read: wait for the close itself.
+    if first.is_some() {
+        wait_for_close(&mut stream, deadline);
+    }
+    None
 }
 
 /// Sends `line` like [`send`] (connect and write within `deadline`), but keeps the connection
 /// open and waits until `wait_until` for the daemon's one reply: a decision on a request,
-/// which comes when a person answers. Never half-closes: the daemon takes a closed write side
-/// for a client that has gone, and stops waiting for it.
+/// which comes when a person answers.
 pub fn wait_for_reply(
     socket: &Path,
     line: &[u8],
     deadline: Instant,
     wait_until: Instant,
 ) -> Option<Vec<u8>> {
+    exchange(socket, line, deadline, End::StayOpenUntil(wait_until)).and_then(|(_, first)| first)
+}
+
+/// How the client side of an exchange goes on once its line is written.
+enum End {
+    /// Closes its write side (the usual end of a hook's message) and reads the reply within
+    /// the exchange's deadline.
+    HalfClose,
+    /// Never half-closes (the daemon takes a closed write side for a client that has gone,
+    /// and stops waiting for it) and reads the reply until this time.
+    StayOpenUntil(Instant),
+}
+
+/// Connects, writes `line` and reads the daemon's first line, as `end` says. A full socket
+/// (`too_many_clients`) is tried again within `deadline`.
+fn exchange(
+    socket: &Path,
+    line: &[u8],
+    deadline: Instant,
+    end: End,
+) -> Option<(UnixStream, Option<Vec<u8>>)> {
     loop {
         let mut stream = connect(socket, deadline)?;
         write_line(&mut stream, line, deadline)?;
-        let first = read_reply_line(&mut stream, wait_until);
+        let reply_until = match end {
+            End::HalfClose => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                deadline
+            }
+            End::StayOpenUntil(until) => until,
+        };
+        let first = read_reply_line(&mut stream, reply_until);
         if first.as_deref().is_some_and(is_too_many_clients) {
             std::thread::sleep(RETRY_PAUSE.min(remaining(deadline)?));
             continue;
         }
-        return first;
+        return Some((stream, first));
     }
 }
 
