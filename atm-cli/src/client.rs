@@ -413,24 +413,51 @@ pub fn get(args: &GetArgs) -> anyhow::Result<ExitCode> {
 
 /// The session whose id is `id`, else the one session whose id starts with it.
 pub(crate) fn find_session<'a>(sessions: &'a [Value], id: &str) -> Result<&'a Value, ClientError> {
+    find_by_id(
+        sessions,
+        id,
+        &Lookup {
+            noun: "session",
+            nouns: "sessions",
+            none_hint: "; `atmctl list` shows the ids",
+        },
+    )
+}
+
+/// What [`find_by_id`] looks for, as its errors name it.
+pub(crate) struct Lookup<'s> {
+    pub noun: &'s str,
+    pub nouns: &'s str,
+    /// Said after "no NOUN matches `ID`": where to find the ids.
+    pub none_hint: &'s str,
+}
+
+/// The item (a JSON object with an `id`) whose id is `id`, else the one whose id starts with it.
+pub(crate) fn find_by_id<'a>(
+    items: &'a [Value],
+    id: &str,
+    what: &Lookup<'_>,
+) -> Result<&'a Value, ClientError> {
     let id_of = |s: &Value| s.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
-    if let Some(exact) = sessions.iter().find(|s| id_of(s) == id) {
+    if let Some(exact) = items.iter().find(|s| id_of(s) == id) {
         return Ok(exact);
     }
-    let matches: Vec<&Value> = sessions
+    let matches: Vec<&Value> = items
         .iter()
         .filter(|s| !id.is_empty() && id_of(s).starts_with(id))
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
         [] => Err(ClientError::Usage(format!(
-            "no session matches `{id}`; `atmctl list` shows the ids"
+            "no {} matches `{id}`{}",
+            what.noun, what.none_hint
         ))),
         many => {
             let ids: Vec<String> = many.iter().map(|s| id_of(s)).collect();
             Err(ClientError::Usage(format!(
-                "`{id}` matches {} sessions ({}); give more characters",
+                "`{id}` matches {} {} ({}); give more characters",
                 many.len(),
+                what.nouns,
                 ids.join(", ")
             )))
         }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::client::{ClientError, Connection, SocketArg, out_err, run};
+use crate::client::{ClientError, Connection, Lookup, SocketArg, find_by_id, out_err, run};
 
 #[derive(Debug, clap::Args)]
 pub struct PendingArgs {
@@ -99,6 +99,15 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// What a request asks, in a few words: `Bash: cargo test`, or the tool or preview alone.
+fn asked(r: &Value) -> String {
+    match (text(r, "tool"), text(r, "detail")) {
+        ("", d) => d.to_owned(),
+        (t, "") => t.to_owned(),
+        (t, d) => format!("{t}: {d}"),
+    }
+}
+
 /// The table `atmctl pending` prints: one request per line, its questions and offered rules
 /// below it.
 pub fn format_pending(requests: &[Value]) -> String {
@@ -114,11 +123,7 @@ pub fn format_pending(requests: &[Value]) -> String {
         } else {
             "  (answer in its terminal)"
         };
-        let what = match (text(r, "tool"), text(r, "detail")) {
-            ("", d) => d.to_owned(),
-            (t, "") => t.to_owned(),
-            (t, d) => format!("{t}: {d}"),
-        };
+        let what = asked(r);
         out.push_str(&format!(
             "{short}  {:<8} {:<12} {what}{how}\n",
             text(r, "harness"),
@@ -157,24 +162,18 @@ pub fn pending(args: &PendingArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The pending request whose id is `id` or starts with it (a single one).
+/// The pending request whose id is `id` or starts with it (a single one; ids are hex, so
+/// either case).
 pub fn find_request<'a>(requests: &'a [Value], id: &str) -> Result<&'a Value, ClientError> {
-    let id = id.trim().to_ascii_lowercase();
-    let matches: Vec<&Value> = requests
-        .iter()
-        .filter(|r| !id.is_empty() && text(r, "id").starts_with(&id))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(one),
-        [] => Err(ClientError::Usage(format!(
-            "no pending request matches `{id}`: it may have been answered; `atmctl pending` \
-             lists the open ones"
-        ))),
-        many => Err(ClientError::Usage(format!(
-            "`{id}` matches {} pending requests; give more characters",
-            many.len()
-        ))),
-    }
+    find_by_id(
+        requests,
+        &id.trim().to_ascii_lowercase(),
+        &Lookup {
+            noun: "pending request",
+            nouns: "pending requests",
+            none_hint: ": it may have been answered; `atmctl pending` lists the open ones",
+        },
+    )
 }
 
 /// Sends `decide` for the request `id` names and prints what came of it.
@@ -191,10 +190,7 @@ fn decide(socket: &SocketArg, id: &str, decision: Value) -> anyhow::Result<ExitC
         loop {
             let msg = conn.recv()?;
             if msg.get("type").and_then(Value::as_str) == Some("decided") {
-                let what = match (text(request, "tool"), text(request, "detail")) {
-                    (t, "") => t.to_owned(),
-                    (t, d) => format!("{t}: {d}"),
-                };
+                let what = asked(request);
                 return writeln!(out, "answered {} ({what})", text(&msg, "session_id"))
                     .map_err(out_err);
             }
