@@ -22,8 +22,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::header::{self, HeaderValue};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -115,12 +113,7 @@ async fn post_reply(
     if let Some(m) = message {
         body["message"] = json!(m);
     }
-    let tcp = tokio::time::timeout(limit, TcpStream::connect((url.host.as_str(), url.port)))
-        .await
-        .map_err(|_| StreamError::Timeout(limit))?
-        .map_err(StreamError::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    let conn = tokio::spawn(conn);
+    let (mut sender, _conn) = url.connect(limit).await?;
     let mut req = Request::new(Full::new(Bytes::from(body.to_string())));
     *req.method_mut() = hyper::Method::POST;
     *req.uri_mut() = target;
@@ -130,9 +123,9 @@ async fn post_reply(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let resp = tokio::time::timeout(limit, sender.send_request(req)).await;
-    conn.abort();
-    let resp = resp.map_err(|_| StreamError::Timeout(limit))??;
+    let resp = tokio::time::timeout(limit, sender.send_request(req))
+        .await
+        .map_err(|_| StreamError::Timeout(limit))??;
     if !resp.status().is_success() {
         return Err(StreamError::Status(resp.status().as_u16()));
     }

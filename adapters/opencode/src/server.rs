@@ -26,8 +26,6 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::answer::Answerers;
@@ -547,13 +545,7 @@ async fn get(
     StreamError,
 > {
     let limit = shared.connect_timeout;
-    let tcp = tokio::time::timeout(limit, TcpStream::connect((url.host.as_str(), url.port)))
-        .await
-        .map_err(|_| StreamError::Timeout(limit))?
-        .map_err(StreamError::Connect)?;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    let conn = AbortOnDropHandle::new(tokio::spawn(conn));
+    let (mut sender, conn) = url.connect(limit).await?;
     let mut req = Request::new(Empty::<Bytes>::new());
     *req.uri_mut() = target.clone();
     req.headers_mut()

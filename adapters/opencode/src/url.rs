@@ -23,6 +23,40 @@ pub(crate) struct EventStreamUrl {
 }
 
 impl EventStreamUrl {
+    /// A fresh HTTP/1.1 connection to the server (connected within `limit`), and the task
+    /// driving it, which must be kept while a response is read.
+    pub async fn connect<B>(
+        &self,
+        limit: std::time::Duration,
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<B>,
+            tokio_util::task::AbortOnDropHandle<Result<(), hyper::Error>>,
+        ),
+        crate::server::StreamError,
+    >
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use crate::server::StreamError;
+        let tcp = atm_core::tokio::time::timeout(
+            limit,
+            atm_core::tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| StreamError::Timeout(limit))?
+        .map_err(StreamError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        Ok((
+            sender,
+            tokio_util::task::AbortOnDropHandle::new(atm_core::tokio::spawn(conn)),
+        ))
+    }
+
     /// The request target of `path` (`/session/status`) under the server's root.
     pub fn at(&self, path: &str) -> Result<Uri, InvalidUri> {
         Uri::from_str(&format!("{}{path}", self.root))
