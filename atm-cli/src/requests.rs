@@ -12,6 +12,7 @@
 
 use std::process::ExitCode;
 
+use atm_core::view::pending_of;
 use serde_json::{Value, json};
 
 use crate::client::{ClientError, Connection, Lookup, SocketArg, find_by_id, out_err, run};
@@ -64,26 +65,6 @@ pub struct AnswerArgs {
     pub answers: Vec<String>,
     #[command(flatten)]
     pub socket: SocketArg,
-}
-
-/// One pending request, as `atmctl pending --json` prints it.
-fn pending_of(session: &Value) -> Option<Value> {
-    let attention = session.get("attention")?;
-    let request = attention.get("request")?;
-    Some(json!({
-        "id": request.get("id")?,
-        "session_id": session.get("id"),
-        "harness": session.get("harness"),
-        "project": session.get("project_root").or(session.get("working_directory")),
-        "tmux_pane": session.get("tmux_pane"),
-        "reason": attention.get("reason"),
-        "tool": attention.get("tool"),
-        "detail": attention.get("detail"),
-        "questions": attention.get("questions").cloned().unwrap_or(json!([])),
-        "suggestions": attention.get("suggestions").cloned().unwrap_or(json!([])),
-        "answerable": request.get("answerable").and_then(Value::as_bool).unwrap_or(false),
-        "asked_at": request.get("asked_at"),
-    }))
 }
 
 /// Every pending request the daemon knows, oldest session first.

@@ -13,6 +13,11 @@ pub const QUERY_SOCKET: &str = "atm.sock";
 pub const HOOKS_SOCKET: &str = "hooks.sock";
 pub const LOCK_FILE: &str = "atmd.lock";
 pub const SNAPSHOT_FILE: &str = "sessions.json";
+/// The web board's token (the `http` sink), `0600` in the state dir; `atmctl web` reads it.
+pub const WEB_TOKEN_FILE: &str = "web-token";
+/// Where the `http` sink says it listens (`http://127.0.0.1:7378/`), in the runtime dir, for
+/// `atmctl web`. Not a secret.
+pub const WEB_ADDRESS_FILE: &str = "web.url";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {

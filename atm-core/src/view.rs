@@ -368,6 +368,30 @@ impl<'a> SessionView<'a> {
     }
 }
 
+/// The pending request a session's JSON view (`SessionView`, as `list_sessions` sends it)
+/// holds, as `atmctl pending --json` prints it and the web board's `/api/pending` serves it:
+/// id, session, agent, project, pane, reason, tool, detail, questions, suggestions, whether it
+/// can be answered from outside, and when it was asked. `None` when nothing is pending.
+pub fn pending_of(session: &serde_json::Value) -> Option<serde_json::Value> {
+    use serde_json::{Value, json};
+    let attention = session.get("attention")?;
+    let request = attention.get("request")?;
+    Some(json!({
+        "id": request.get("id")?,
+        "session_id": session.get("id"),
+        "harness": session.get("harness"),
+        "project": session.get("project_root").or(session.get("working_directory")),
+        "tmux_pane": session.get("tmux_pane"),
+        "reason": attention.get("reason"),
+        "tool": attention.get("tool"),
+        "detail": attention.get("detail"),
+        "questions": attention.get("questions").cloned().unwrap_or(json!([])),
+        "suggestions": attention.get("suggestions").cloned().unwrap_or(json!([])),
+        "answerable": request.get("answerable").and_then(Value::as_bool).unwrap_or(false),
+        "asked_at": request.get("asked_at"),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

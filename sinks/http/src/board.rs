@@ -1,0 +1,359 @@
+//! The fan-out behind the live stream and the JSON API: ONE task follows the registry
+//! (`atm_core::registry_follow`), keeps the latest version of every session (the registry's own
+//! `Arc`s, no copies), renders each change ONCE into a server-sent-events frame, and offers that
+//! frame to every live client's queue.
+//!
+//! Each client's queue is atm-core's [`SharedQueue`] with [`HttpConfig::client_policy`]: a few
+//! frames in order, then the latest frame per session, then a resync (the client gets a fresh
+//! `snapshot` frame when it next reads). Pushing never waits, so a stuck browser costs the
+//! fan-out one lock and a reference-count increment per change and never slows anyone else;
+//! what it holds is bounded by the policy.
+//!
+//! Consistency: a client is registered, with a resync due, under the table's write lock, and
+//! its snapshot is taken from the table when it reads; every frame carries the registry `seq`
+//! of its change and the page skips frames the snapshot already reflects (`seq` not above it).
+//!
+//! [`HttpConfig::client_policy`]: crate::config::HttpConfig::client_policy
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use atm_core::coalesce::{QueuePolicy, SharedQueue};
+use atm_core::registry::{RegistryHandle, SessionChange, SessionEvent, Snapshot};
+use atm_core::registry_follow::{Followed, RegistryFollower};
+use atm_core::{Harness, Session, SessionId, SessionView};
+use bytes::Bytes;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// A live client's queue of rendered frames, keyed by session id.
+pub(crate) type ClientQueue = SharedQueue<String, Bytes>;
+
+type TableKey = (Harness, SessionId);
+
+#[derive(Default)]
+struct Table {
+    /// The registry `seq` of the last change reflected.
+    seq: u64,
+    next_order: u64,
+    order_of: HashMap<TableKey, u64>,
+    /// In registry insertion order, oldest first.
+    entries: BTreeMap<u64, Arc<Session>>,
+    clients: HashMap<u64, Arc<ClientQueue>>,
+    /// The table follows the registry (false before the first snapshot and after the end).
+    live: bool,
+}
+
+impl Table {
+    fn upsert(&mut self, session: Arc<Session>) {
+        let key = (session.harness.clone(), session.id.clone());
+        let order = *self.order_of.entry(key).or_insert_with(|| {
+            self.next_order += 1;
+            self.next_order
+        });
+        self.entries.insert(order, session);
+    }
+
+    fn remove(&mut self, session: &Session) {
+        if let Some(order) = self
+            .order_of
+            .remove(&(session.harness.clone(), session.id.clone()))
+        {
+            self.entries.remove(&order);
+        }
+    }
+}
+
+/// A change rendered for delivery, before the lock is taken.
+struct Rendered {
+    seq: u64,
+    id: String,
+    frame: Bytes,
+    event: SessionEvent,
+}
+
+/// The sessions as the http sink knows them, and its live clients.
+pub(crate) struct Board {
+    table: RwLock<Table>,
+    policy: QueuePolicy,
+    next_client: AtomicU64,
+    /// The name the board groups this machine's sessions under.
+    pub(crate) host: String,
+}
+
+/// A live client's registration; dropping it unregisters the client.
+pub(crate) struct Subscription {
+    board: Arc<Board>,
+    id: u64,
+    pub(crate) queue: Arc<ClientQueue>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.board.write().clients.remove(&self.id);
+    }
+}
+
+fn view_json(session: &Session, out: &mut Vec<u8>) {
+    // A SessionView holds strings, numbers and string-keyed maps: it always serializes.
+    let _ = serde_json::to_writer(out, &SessionView::from_session(session, Utc::now()));
+}
+
+/// `event: NAME\ndata: JSON\n\n`. serde_json's compact output has no raw newline, so the JSON is
+/// one `data:` line.
+fn frame(name: &str, json: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    json(&mut out);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+fn render(event: SessionEvent) -> Rendered {
+    let id = event.session.id.as_str().to_owned();
+    let seq = event.seq;
+    let frame = match event.change {
+        SessionChange::Added | SessionChange::Updated => frame("session", |out| {
+            out.extend_from_slice(format!("{{\"seq\":{seq},\"session\":").as_bytes());
+            view_json(&event.session, out);
+            out.push(b'}');
+        }),
+        SessionChange::Removed { .. } => frame("removed", |out| {
+            let body = serde_json::json!({"seq": seq, "id": id});
+            let _ = serde_json::to_writer(out, &body);
+        }),
+    };
+    Rendered {
+        seq,
+        id,
+        frame,
+        event,
+    }
+}
+
+impl Board {
+    pub(crate) fn new(policy: QueuePolicy, host: String) -> Self {
+        Self {
+            table: RwLock::default(),
+            policy,
+            next_client: AtomicU64::new(1),
+            host,
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a live client; its first read is a snapshot.
+    pub(crate) fn subscribe(self: &Arc<Self>) -> Subscription {
+        let queue = Arc::new(ClientQueue::new(self.policy));
+        queue.request_resync();
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let mut table = self.write();
+        if !table.live {
+            queue.close();
+        }
+        table.clients.insert(id, queue.clone());
+        drop(table);
+        Subscription {
+            board: self.clone(),
+            id,
+            queue,
+        }
+    }
+
+    /// Live clients now.
+    #[cfg(test)]
+    pub(crate) fn clients(&self) -> usize {
+        self.read().clients.len()
+    }
+
+    /// Every session as the page's `snapshot` frame: `{seq, host, sessions: [view...]}`.
+    pub(crate) fn snapshot_frame(&self) -> Bytes {
+        let (seq, sessions) = self.sessions();
+        frame("snapshot", |out| {
+            let head = serde_json::json!({"seq": seq, "host": self.host});
+            let _ = serde_json::to_writer(&mut *out, &head);
+            // Reopen the object to append the sessions without building them as one Value.
+            out.pop();
+            out.extend_from_slice(b",\"sessions\":[");
+            for (i, s) in sessions.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                view_json(s, out);
+            }
+            out.extend_from_slice(b"]}");
+        })
+    }
+
+    /// The `seq` and the sessions, in registry order.
+    pub(crate) fn sessions(&self) -> (u64, Vec<Arc<Session>>) {
+        let table = self.read();
+        (table.seq, table.entries.values().cloned().collect())
+    }
+
+    /// The session with client-facing id `id`.
+    pub(crate) fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.read()
+            .entries
+            .values()
+            .find(|s| s.id.as_str() == id)
+            .cloned()
+    }
+
+    fn reset(&self, snapshot: Snapshot) {
+        let mut table = self.write();
+        let clients = std::mem::take(&mut table.clients);
+        *table = Table {
+            seq: snapshot.seq,
+            clients,
+            live: true,
+            ..Table::default()
+        };
+        for s in snapshot.sessions {
+            table.upsert(s);
+        }
+        for q in table.clients.values() {
+            q.request_resync();
+        }
+    }
+
+    fn apply(&self, changes: Vec<Rendered>) {
+        let mut table = self.write();
+        for r in changes {
+            if r.seq <= table.seq {
+                continue; // the snapshot we reset from holds it
+            }
+            table.seq = r.seq;
+            match r.event.change {
+                SessionChange::Added | SessionChange::Updated => table.upsert(r.event.session),
+                SessionChange::Removed { .. } => table.remove(&r.event.session),
+            }
+            for q in table.clients.values() {
+                q.push(r.id.as_str(), r.frame.clone());
+            }
+        }
+    }
+
+    /// Ends every live stream (the sink stops).
+    fn close(&self) {
+        let mut table = self.write();
+        table.live = false;
+        for q in table.clients.values() {
+            q.close();
+        }
+    }
+
+    /// The fan-out task: follows the registry until it stops or `cancel` fires.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        registry: RegistryHandle,
+        cancel: CancellationToken,
+    ) -> Result<(), atm_core::PluginError> {
+        let (snapshot, follower) = RegistryFollower::start(registry, cancel).await?;
+        let mut follower = follower.with_batch(256);
+        self.reset(snapshot);
+        while let Some(followed) = follower.next().await {
+            match followed {
+                // Rendered before the lock is taken: readers never wait on JSON.
+                Followed::Changes(events) => self.apply(events.into_iter().map(render).collect()),
+                Followed::Resync { snapshot, missed } => {
+                    warn!(
+                        missed,
+                        "http sink fell behind the registry; resyncing every live client"
+                    );
+                    self.reset(snapshot);
+                }
+            }
+        }
+        self.close();
+        debug!("http fan-out ends");
+        Ok(())
+    }
+}
+
+/// The machine's host name, for grouping (until sessions carry their own host).
+pub(crate) fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atm_core::coalesce::Overflow;
+
+    fn session(id: &str) -> Arc<Session> {
+        Arc::new(atm_core::testing::claude_session(id, Utc::now()))
+    }
+
+    fn change(seq: u64, s: Arc<Session>, change: SessionChange) -> Rendered {
+        render(SessionEvent {
+            seq,
+            change,
+            session: s,
+            previous_state: None,
+        })
+    }
+
+    #[test]
+    fn frames_are_one_event_with_one_data_line() {
+        let r = change(7, session("a\nb"), SessionChange::Added);
+        let text = String::from_utf8(r.frame.to_vec()).unwrap();
+        assert!(text.starts_with("event: session\ndata: {\"seq\":7,"), "{text}");
+        assert!(text.ends_with("}\n\n"));
+        assert_eq!(text.matches('\n').count(), 3, "{text}");
+        let data = text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["session"]["id"], "a\nb");
+    }
+
+    #[test]
+    fn a_stuck_client_is_resynced_and_never_holds_more_than_its_policy() {
+        let policy = QueuePolicy {
+            ordered: 2,
+            max_keys: 3,
+            max_age: None,
+            on_overflow: Overflow::Resync,
+            resync: atm_core::coalesce::ResyncAt::Now,
+        };
+        let board = Arc::new(Board::new(policy, "h".into()));
+        board.reset(Snapshot {
+            seq: 0,
+            sessions: Vec::new(),
+        });
+        let stuck = board.subscribe();
+        let _ = stuck.queue.take(); // the first snapshot
+        for seq in 1..=100 {
+            let id = format!("s{}", seq % 10);
+            board.apply(vec![change(seq, session(&id), SessionChange::Added)]);
+            let held = stuck.queue.inspect(|q| q.ordered_capacity());
+            assert!(held <= 64, "held {held}");
+        }
+        let batch = stuck.queue.take();
+        assert!(batch.resync, "an overflowing client is resynced");
+        assert!(batch.entries.len() <= 5);
+        assert_eq!(board.sessions().1.len(), 10);
+        let snap = String::from_utf8(board.snapshot_frame().to_vec()).unwrap();
+        assert!(snap.starts_with("event: snapshot\ndata: {\"seq\":100,\"host\":\"h\",\"sessions\":[{"));
+        drop(stuck);
+        assert_eq!(board.clients(), 0);
+    }
+}
