@@ -185,10 +185,8 @@ impl Board {
     pub(crate) fn snapshot_frame(&self) -> Bytes {
         let (seq, sessions) = self.sessions();
         frame("snapshot", |out| {
-            let head = serde_json::json!({"seq": seq, "host": self.host});
-            let _ = serde_json::to_writer(&mut *out, &head);
-            // Reopen the object to append the sessions without building them as one Value.
-            out.pop();
+            out.extend_from_slice(format!("{{\"seq\":{seq},\"host\":").as_bytes());
+            let _ = serde_json::to_writer(&mut *out, &self.host);
             out.extend_from_slice(b",\"sessions\":[");
             for (i, s) in sessions.iter().enumerate() {
                 if i > 0 {

@@ -96,13 +96,14 @@ impl Token {
                         mode,
                     });
                 }
-                let mut text = String::new();
+                let mut bytes = Vec::new();
                 // A token is 128 hex digits at most; a larger file is not ours.
                 Read::by_ref(&mut file)
                     .take(512)
-                    .read_to_string(&mut text)
+                    .read_to_end(&mut bytes)
                     .map_err(io)?;
-                Self::parse(&text).ok_or_else(|| TokenError::Malformed {
+                let text = std::str::from_utf8(&bytes).unwrap_or_default();
+                Self::parse(text).ok_or_else(|| TokenError::Malformed {
                     path: path.to_owned(),
                 })
             }
