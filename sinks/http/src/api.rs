@@ -7,7 +7,8 @@
 //! | `GET /` | none | the board when the browser is logged in, else the login form |
 //! | `POST /login` | the token, in a form | sets the login cookie (see [`crate::auth`]) |
 //! | `POST /logout` | token | clears it |
-//! | `GET /board.js`, `/board.css` | token | the board's assets |
+//! | `GET /board.js` | token | the board's script |
+//! | `GET /board.css` | none | the style of the board and of the login form (static) |
 //! | `GET /events` | token | the live stream ([`crate::sse`]) |
 //! | `GET /api/sessions` | token | what `atmctl list --json` prints |
 //! | `GET /api/pending` | token | what `atmctl pending --json` prints |
@@ -58,7 +59,6 @@ pub(crate) struct AppState {
 pub(crate) fn router(state: AppState, max_body: usize) -> Router {
     let protected = Router::new()
         .route("/board.js", get(page::script))
-        .route("/board.css", get(page::style))
         .route("/events", get(events))
         .route("/api/sessions", get(sessions))
         .route("/api/pending", get(pending))
@@ -73,6 +73,8 @@ pub(crate) fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(index))
+        // The login form's style: static, public like the form.
+        .route("/board.css", get(page::style))
         .route("/login", post(login))
         .merge(protected)
         .layer(DefaultBodyLimit::max(max_body))

@@ -102,7 +102,6 @@ async fn every_endpoint_but_healthz_wants_the_token_and_says_nothing_without_it(
         "/api/pending",
         "/metrics",
         "/board.js",
-        "/board.css",
     ] {
         for headers in [
             vec![],
@@ -364,7 +363,7 @@ async fn the_json_api_is_what_atmctl_prints_and_answers_reach_the_waiter() {
     // The audit trail names the surface.
     atm_core::testing::wait_until("the audit trail names the surface", || async {
         let log = r.get("/api/sessions").await.json();
-        log[1]["request_log"][0]["fate"]["surface"]["name"] == "http"
+        log[1]["request_log"][0]["surface"]["name"] == "http"
     })
     .await;
     // Not a request id.
@@ -525,7 +524,7 @@ async fn the_unix_socket_is_private_and_answers_with_the_peer_uid() {
     let _ = verdict(rx).await;
     let surface = atm_core::testing::wait_for("the answer in the audit trail", || async {
         let log = r.get("/api/sessions").await.json();
-        let s = log[0]["request_log"][0]["fate"]["surface"].clone();
+        let s = log[0]["request_log"][0]["surface"].clone();
         (!s.is_null()).then_some(s)
     })
     .await;
