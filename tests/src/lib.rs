@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 pub mod agents;
 pub mod waiting_hook;
+pub mod webdriver;
 
 pub use waiting_hook::WaitingHook;
 

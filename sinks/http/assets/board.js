@@ -233,7 +233,7 @@ function sessionCard(v) {
     v.worktree_branch ? "⎇ " + v.worktree_branch : null, v.tmux_pane ? "pane " + v.tmux_pane : null]
     .filter(Boolean).join(" · ")));
   card.append(el("div", { class: "meters" },
-    meter("Context", v.context_percentage, v.context_display),
+    meter("Context", v.context_percentage),
     limit(v, "five_hour", "5h"),
     limit(v, "seven_day", "7d")));
   if (v.tmux_pane) {

@@ -29,7 +29,9 @@ fn asset(status: StatusCode, content_type: &'static str, body: &'static str) -> 
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it browsers send `Origin: null` on the page's own POSTs, and
+    // the origin check would refuse them. Other sites still learn nothing.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     r
 }
 

@@ -1,0 +1,172 @@
+//! The web board in a real browser, end to end: the real `atmd` with the `http` sink, the real
+//! `atm-hook` feeding Claude's hooks, and Debian's headless Chromium (over WebDriver) logging in
+//! with the token, seeing the session appear and change state live, and pressing Allow on a
+//! permission that the waiting `atm-hook` then prints for Claude.
+//!
+//! `ATM_UPDATE_SCREENSHOT=1` writes the board as the browser showed it to `docs/board.png`
+//! (the README's picture); otherwise it goes to the test's temp dir only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+use atm_core::testing::wait_until_blocking;
+use atm_tests::waiting_hook::{decision_of, permission};
+use atm_tests::webdriver::Browser;
+use atm_tests::{Daemon, FakeAgent, basic_config, hook, status};
+use serde_json::json;
+
+const HTTP_SINK: &str = "[[sink]]\ntype = \"http\"\nlisten = \"127.0.0.1:0\"\n";
+
+/// JS: true when some session card's text has every one of `arguments[0]`.
+const CARD_SHOWS: &str = "return [...document.querySelectorAll('article.card')]\
+    .some(c => arguments[0].every(t => c.innerText.includes(t)));";
+
+fn board_url(d: &Daemon) -> String {
+    let file = d.runtime_dir().join("web.url");
+    wait_until_blocking("the board's address", || {
+        std::fs::read_to_string(&file).is_ok_and(|u| u.ends_with('\n'))
+    });
+    std::fs::read_to_string(&file).unwrap().trim().to_owned()
+}
+
+/// `SessionStart` through the real `atm-hook` (its agent process: this test).
+fn start_session(d: &Daemon, sid: &str, cwd: &str, pane: &str) {
+    let payload = json!({"hook_event_name": "SessionStart", "session_id": sid, "cwd": cwd,
+        "source": "startup"});
+    d.run_hook(pane, &[], payload.to_string().as_bytes());
+}
+
+fn prompt(d: &Daemon, sid: &str, cwd: &str, pane: &str, text: &str) {
+    let payload = json!({"hook_event_name": "UserPromptSubmit", "session_id": sid, "cwd": cwd,
+        "prompt": text});
+    d.run_hook(pane, &[], payload.to_string().as_bytes());
+}
+
+#[test]
+fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
+    let d = Daemon::start_with_hooks(&basic_config(HTTP_SINK));
+    let url = board_url(&d);
+    let token = std::fs::read_to_string(d.state_dir().join("web-token")).unwrap();
+    let browser = Browser::start(1280, 1000);
+
+    // The login form, then the board (the token goes in a form field, never in the URL).
+    browser.goto(&url);
+    let field = browser.find("#token").expect("the login form");
+    browser.type_into(&field, token.trim());
+    browser.click(&browser.find("button[type=submit]").unwrap());
+    browser.wait_for(
+        "the live board",
+        "return document.getElementById('conn')?.textContent === 'live';",
+        json!([]),
+    );
+    let at = browser.run("return location.href;", json!([]));
+    assert!(!at.as_str().unwrap().contains(token.trim()), "{at}");
+
+    // A session fed through the hooks socket appears, then changes state live.
+    start_session(&d, "web-1", "/home/dev/shop", "%7");
+    browser.wait_for("the new session", CARD_SHOWS, json!([["Starting"]]));
+    assert!(browser.text().contains("…/dev/shop"), "grouped by project");
+    prompt(&d, "web-1", "/home/dev/shop", "%7", "Add a checkout page");
+    browser.wait_for(
+        "the session working",
+        CARD_SHOWS,
+        json!([["Working", "Add a checkout page"]]),
+    );
+    d.send_hooks(&[status(json!({"session_id": "web-1",
+        "model": {"id": "claude-opus-4-6", "display_name": "Opus 4.6"},
+        "cost": {"total_cost_usd": 1.75},
+        "context_window": {"context_window_size": 200000, "used_percentage": 42.5},
+        "rate_limits": {"five_hour": {"used_percentage": 31.0}, "seven_day": {"used_percentage": 64.0}}}))]);
+    browser.wait_for("the status line's figures", CARD_SHOWS, json!([["Opus 4.6", "$1.75"]]));
+
+    // Two more agents (processes of their own: atm knows an agent by its process), for a
+    // board worth a picture.
+    let (atlas, docs) = (FakeAgent::spawn(), FakeAgent::spawn());
+    let line = |data: serde_json::Value, pid: u32, pane: &str| {
+        let mut data = data;
+        data["pid"] = json!(pid);
+        data["tmux_pane"] = json!(pane);
+        data
+    };
+    d.send_hooks(&[
+        hook(line(json!({"hook_event_name": "SessionStart", "session_id": "web-2",
+            "cwd": "/home/dev/atlas", "source": "startup"}), atlas.pid(), "%9")),
+        hook(line(json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-2",
+            "cwd": "/home/dev/atlas", "prompt": "Why does the nightly job time out?"}), atlas.pid(), "%9")),
+        hook(line(json!({"hook_event_name": "Stop", "session_id": "web-2",
+            "cwd": "/home/dev/atlas"}), atlas.pid(), "%9")),
+        status(line(json!({"session_id": "web-2",
+            "model": {"id": "claude-sonnet-4-5", "display_name": "Sonnet 4.5"},
+            "cost": {"total_cost_usd": 0.42},
+            "context_window": {"context_window_size": 200000, "used_percentage": 81.0}}), atlas.pid(), "%9")),
+        hook(line(json!({"hook_event_name": "SessionStart", "session_id": "web-3",
+            "cwd": "/home/dev/shop", "source": "startup"}), docs.pid(), "%8")),
+        hook(line(json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-3",
+            "cwd": "/home/dev/shop", "prompt": "Write the release notes"}), docs.pid(), "%8")),
+    ]);
+    browser.wait_for(
+        "three sessions",
+        "return document.querySelectorAll('article.card').length === 3;",
+        json!([]),
+    );
+
+    // A permission: the real atm-hook waits on it; the page shows it with its buttons.
+    let suggestion = json!([{"type": "addRules", "rules": [{"toolName": "Bash",
+        "ruleContent": "cargo test:*"}], "behavior": "allow", "destination": "localSettings"}]);
+    let waiting = atm_tests::WaitingHook::start(
+        &d,
+        permission(
+            "web-1",
+            "cargo test --workspace",
+            json!({"cwd": "/home/dev/shop", "permission_suggestions": suggestion}),
+        ),
+    );
+    browser.wait_for(
+        "the pending request",
+        "return [...document.querySelectorAll('li.request')].some(c => \
+         c.innerText.includes('cargo test --workspace') && c.querySelector('button.allow'));",
+        json!([]),
+    );
+    browser.wait_for(
+        "the session waiting",
+        CARD_SHOWS,
+        json!([["Needs permission", "cargo test --workspace"]]),
+    );
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(d.dir.path().join("board.png"), &png).unwrap();
+    if std::env::var_os("ATM_UPDATE_SCREENSHOT").is_some() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/board.png");
+        std::fs::write(docs, &png).unwrap();
+    }
+
+    // The filter hides what does not match, and shows it again.
+    let filter = browser.find("#filter").unwrap();
+    browser.type_into(&filter, "atlas");
+    browser.wait_for(
+        "only the matching session",
+        "return document.querySelectorAll('article.card').length === 1;",
+        json!([]),
+    );
+    browser.run(
+        "const f = document.getElementById('filter'); f.value = ''; \
+         f.dispatchEvent(new Event('input'));",
+        json!([]),
+    );
+
+    // Allow, pressed in the browser, is what the waiting hook prints for Claude.
+    let allow = browser
+        .find("li.request button.allow")
+        .expect("an Allow button");
+    browser.click(&allow);
+    assert_eq!(decision_of(waiting), json!({"behavior": "allow"}));
+    browser.wait_for(
+        "the request gone from the page",
+        "return document.getElementById('pending-section').hidden === true;",
+        json!([]),
+    );
+    let audit = d.wait_sessions("the answer audited", |s| {
+        s.iter()
+            .any(|x| x["request_log"][0]["surface"]["name"] == "http")
+    });
+    assert!(!audit.is_empty());
+    assert!(!d.log().contains(token.trim()), "the token is in no log line");
+}
