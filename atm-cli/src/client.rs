@@ -104,6 +104,8 @@ pub enum ClientError {
     NoSocket { path: PathBuf },
     #[error("atmd is not running (nothing answers on {}); start it with `atmd` or `systemctl --user start atmd`", path.display())]
     NotAnswering { path: PathBuf },
+    #[error("the web board is not running (no {}): start atmd with the http sink (`[[sink]] type = \"http\"` in plugins.toml, on by default)", path.display())]
+    NoBoard { path: PathBuf },
     #[error("{0}")]
     Connect(atm_core::trust::ConnectError),
     #[error(
@@ -126,7 +128,10 @@ pub enum ClientError {
 
 impl ClientError {
     pub(crate) fn not_running(&self) -> bool {
-        matches!(self, Self::NoSocket { .. } | Self::NotAnswering { .. })
+        matches!(
+            self,
+            Self::NoSocket { .. } | Self::NotAnswering { .. } | Self::NoBoard { .. }
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 //!   [`format`] renders their output.
 //! - [`status`]: `atmctl status [--format] [--follow]`, rendered by [`bar`] for each status bar.
 //! - [`focus`]: `atmctl focus`: takes the attached tmux client to an agent's pane.
+//! - [`web`]: `atmctl web`: where the web board is and how to log in.
 
 pub mod bar;
 pub mod client;
@@ -17,3 +18,4 @@ pub mod hook;
 pub mod requests;
 pub mod setup;
 pub mod status;
+pub mod web;

@@ -170,3 +170,23 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
     assert!(!audit.is_empty());
     assert!(!d.log().contains(token.trim()), "the token is in no log line");
 }
+
+#[test]
+fn atmctl_web_prints_the_address_and_the_token_and_says_when_the_board_is_off() {
+    let off = Daemon::start(&basic_config(""));
+    let out = off.command("atmctl").arg("web").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "no board: not running");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("web board is not running") && said.contains("web.url"), "{said}");
+    drop(off);
+
+    let d = Daemon::start(&basic_config(HTTP_SINK));
+    let url = board_url(&d);
+    let token = std::fs::read_to_string(d.state_dir().join("web-token")).unwrap();
+    let printed = atm_tests::stdout_of(d.command("atmctl").arg("web"));
+    assert!(printed.contains(&format!("The board: {url}")), "{printed}");
+    assert!(printed.contains(token.trim()), "{printed}");
+    assert!(!printed.contains(&format!("{url}#")) && !printed.contains("?token"), "no token in a URL: {printed}");
+    let only = atm_tests::stdout_of(d.command("atmctl").args(["web", "--token"]));
+    assert_eq!(only.trim(), token.trim());
+}

@@ -1,5 +1,5 @@
 //! `atmctl`: the command-line client for people and scripts. Thin: every subcommand lives in the
-//! library (`atm_cli::client`, `status`, `focus`, `requests`, `setup`, `doctor`).
+//! library (`atm_cli::client`, `status`, `focus`, `requests`, `web`, `setup`, `doctor`).
 
 use std::process::ExitCode;
 
@@ -37,6 +37,8 @@ enum Command {
     Deny(atm_cli::requests::DenyArgs),
     /// Answer a waiting agent's questions (a choice's number, or text).
     Answer(atm_cli::requests::AnswerArgs),
+    /// Where the web board is and how to log in (its token; --open opens it).
+    Web(atm_cli::web::WebArgs),
     /// Install or remove atm's hooks in an agent's settings.
     #[command(subcommand)]
     Setup(atm_cli::setup::SetupCommand),
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Approve(a) => atm_cli::requests::approve(&a),
         Command::Deny(a) => atm_cli::requests::deny(&a),
         Command::Answer(a) => atm_cli::requests::answer(&a),
+        Command::Web(a) => atm_cli::web::web(&a),
         Command::Setup(c) => atm_cli::setup::run(c),
         Command::Doctor(a) => atm_cli::doctor::doctor(&a),
     };
