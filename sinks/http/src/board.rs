@@ -42,8 +42,8 @@ struct Table {
     /// In registry insertion order, oldest first.
     entries: BTreeMap<u64, Arc<Session>>,
     clients: HashMap<u64, Arc<ClientQueue>>,
-    /// The table follows the registry (false before the first snapshot and after the end).
-    live: bool,
+    /// The fan-out has ended: no more changes will come (new clients' streams end at once).
+    ended: bool,
 }
 
 impl Table {
@@ -163,7 +163,7 @@ impl Board {
         queue.request_resync();
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         let mut table = self.write();
-        if !table.live {
+        if table.ended {
             queue.close();
         }
         table.clients.insert(id, queue.clone());
@@ -219,7 +219,6 @@ impl Board {
         *table = Table {
             seq: snapshot.seq,
             clients,
-            live: true,
             ..Table::default()
         };
         for s in snapshot.sessions {
@@ -250,7 +249,7 @@ impl Board {
     /// Ends every live stream (the sink stops).
     fn close(&self) {
         let mut table = self.write();
-        table.live = false;
+        table.ended = true;
         for q in table.clients.values() {
             q.close();
         }
