@@ -30,14 +30,14 @@ use adapter_pi as _;
 use adapter_proc_discovery as _;
 #[cfg(feature = "dbus")]
 use sink_dbus as _;
+#[cfg(feature = "http")]
+use sink_http as _;
 #[cfg(feature = "notify")]
 use sink_notify as _;
 #[cfg(feature = "socket")]
 use sink_socket as _;
 #[cfg(feature = "tmux-marks")]
 use sink_tmux_marks as _;
-#[cfg(feature = "http")]
-use sink_http as _;
 
 /// Call from a binary or test that must see every plugin: referencing this function links this
 /// crate, and with it every plugin crate's registration.

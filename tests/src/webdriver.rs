@@ -48,7 +48,10 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u1
             break end;
         }
         let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "chromedriver closed without an answer to {method} {path}");
+        assert!(
+            n > 0,
+            "chromedriver closed without an answer to {method} {path}"
+        );
         all.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
@@ -84,8 +87,8 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u1
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(line) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..line]).unwrap().trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..line]).unwrap().trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -201,7 +204,11 @@ impl Browser {
     }
 
     pub fn click(&self, element: &str) {
-        self.cmd("POST", &format!("/element/{element}/click"), Some(json!({})));
+        self.cmd(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
     }
 
     pub fn type_into(&self, element: &str, text: &str) {
@@ -267,6 +274,9 @@ mod tests {
     #[test]
     fn base64_and_chunks_decode() {
         assert_eq!(super::base64("aGVsbG8gd29ybGQ="), b"hello world");
-        assert_eq!(super::dechunk(b"5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n"), b"hello!");
+        assert_eq!(
+            super::dechunk(b"5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n"),
+            b"hello!"
+        );
     }
 }

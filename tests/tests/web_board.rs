@@ -75,7 +75,11 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
         "cost": {"total_cost_usd": 1.75},
         "context_window": {"context_window_size": 200000, "used_percentage": 42.5},
         "rate_limits": {"five_hour": {"used_percentage": 31.0}, "seven_day": {"used_percentage": 64.0}}}))]);
-    browser.wait_for("the status line's figures", CARD_SHOWS, json!([["Opus 4.6", "$1.75"]]));
+    browser.wait_for(
+        "the status line's figures",
+        CARD_SHOWS,
+        json!([["Opus 4.6", "$1.75"]]),
+    );
 
     // Two more agents (processes of their own: atm knows an agent by its process), for a
     // board worth a picture.
@@ -87,20 +91,44 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
         data
     };
     d.send_hooks(&[
-        hook(line(json!({"hook_event_name": "SessionStart", "session_id": "web-2",
-            "cwd": "/home/dev/atlas", "source": "startup"}), atlas.pid(), "%9")),
-        hook(line(json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-2",
-            "cwd": "/home/dev/atlas", "prompt": "Why does the nightly job time out?"}), atlas.pid(), "%9")),
-        hook(line(json!({"hook_event_name": "Stop", "session_id": "web-2",
-            "cwd": "/home/dev/atlas"}), atlas.pid(), "%9")),
-        status(line(json!({"session_id": "web-2",
+        hook(line(
+            json!({"hook_event_name": "SessionStart", "session_id": "web-2",
+            "cwd": "/home/dev/atlas", "source": "startup"}),
+            atlas.pid(),
+            "%9",
+        )),
+        hook(line(
+            json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-2",
+            "cwd": "/home/dev/atlas", "prompt": "Why does the nightly job time out?"}),
+            atlas.pid(),
+            "%9",
+        )),
+        hook(line(
+            json!({"hook_event_name": "Stop", "session_id": "web-2",
+            "cwd": "/home/dev/atlas"}),
+            atlas.pid(),
+            "%9",
+        )),
+        status(line(
+            json!({"session_id": "web-2",
             "model": {"id": "claude-sonnet-4-5", "display_name": "Sonnet 4.5"},
             "cost": {"total_cost_usd": 0.42},
-            "context_window": {"context_window_size": 200000, "used_percentage": 81.0}}), atlas.pid(), "%9")),
-        hook(line(json!({"hook_event_name": "SessionStart", "session_id": "web-3",
-            "cwd": "/home/dev/shop", "source": "startup"}), docs.pid(), "%8")),
-        hook(line(json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-3",
-            "cwd": "/home/dev/shop", "prompt": "Write the release notes"}), docs.pid(), "%8")),
+            "context_window": {"context_window_size": 200000, "used_percentage": 81.0}}),
+            atlas.pid(),
+            "%9",
+        )),
+        hook(line(
+            json!({"hook_event_name": "SessionStart", "session_id": "web-3",
+            "cwd": "/home/dev/shop", "source": "startup"}),
+            docs.pid(),
+            "%8",
+        )),
+        hook(line(
+            json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-3",
+            "cwd": "/home/dev/shop", "prompt": "Write the release notes"}),
+            docs.pid(),
+            "%8",
+        )),
     ]);
     browser.wait_for(
         "three sessions",
@@ -168,7 +196,10 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
             .any(|x| x["request_log"][0]["surface"]["name"] == "http")
     });
     assert!(!audit.is_empty());
-    assert!(!d.log().contains(token.trim()), "the token is in no log line");
+    assert!(
+        !d.log().contains(token.trim()),
+        "the token is in no log line"
+    );
 }
 
 #[test]
@@ -177,7 +208,10 @@ fn atmctl_web_prints_the_address_and_the_token_and_says_when_the_board_is_off() 
     let out = off.command("atmctl").arg("web").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "no board: not running");
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("web board is not running") && said.contains("web.url"), "{said}");
+    assert!(
+        said.contains("web board is not running") && said.contains("web.url"),
+        "{said}"
+    );
     drop(off);
 
     let d = Daemon::start(&basic_config(HTTP_SINK));
@@ -186,7 +220,10 @@ fn atmctl_web_prints_the_address_and_the_token_and_says_when_the_board_is_off() 
     let printed = atm_tests::stdout_of(d.command("atmctl").arg("web"));
     assert!(printed.contains(&format!("The board: {url}")), "{printed}");
     assert!(printed.contains(token.trim()), "{printed}");
-    assert!(!printed.contains(&format!("{url}#")) && !printed.contains("?token"), "no token in a URL: {printed}");
+    assert!(
+        !printed.contains(&format!("{url}#")) && !printed.contains("?token"),
+        "no token in a URL: {printed}"
+    );
     let only = atm_tests::stdout_of(d.command("atmctl").args(["web", "--token"]));
     assert_eq!(only.trim(), token.trim());
 }

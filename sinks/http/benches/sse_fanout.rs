@@ -89,9 +89,8 @@ fn scan(mut read: impl Read, seen: Seen, first_bytes: Arc<AtomicUsize>) {
 fn sse_stream(addr: SocketAddr, token: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
-    let req = format!(
-        "GET /events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\r\n"
-    );
+    let req =
+        format!("GET /events HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\r\n");
     s.write_all(req.as_bytes()).unwrap();
     s
 }
@@ -145,17 +144,34 @@ fn get_bytes(addr: SocketAddr, path: &str, cookie: &str) -> usize {
     all.len()
 }
 
+/// [`Daemon::start_with_hooks`], logging warnings only (the harness asks for debug, which at
+/// thousands of lines a second would measure the logger).
+fn quiet_daemon(config: &str) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("home")).unwrap();
+    let config_path = dir.path().join("plugins.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let log_path = dir.path().join("atmd.log");
+    let mut d = Daemon {
+        child: None,
+        dir,
+        config_path,
+        log_path,
+        // `env` runs atmd with RUST_LOG replaced.
+        wrapper: vec!["env".into(), "RUST_LOG=warn".into()],
+    };
+    d.spawn();
+    d.wait_for_socket(&d.hooks_socket());
+    d
+}
+
 fn scenario(clients: usize, rate: usize, secs: u64) {
     let config = basic_config(&format!(
         "[[sink]]\ntype = \"http\"\nlisten = \"127.0.0.1:0\"\nmax_clients = {}\n",
         clients + 100
     ))
-    .replacen(
-        "[daemon]\n",
-        "[daemon]\nworker_threads = 2\nlog = \"warn\"\n",
-        1,
-    );
-    let d = Daemon::start_with_hooks(&config);
+    .replacen("log = \"debug\"", "log = \"warn\"\nworker_threads = 2", 1);
+    let d = quiet_daemon(&config);
     let url_file = d.runtime_dir().join("web.url");
     atm_core::testing::wait_until_blocking("the board", || url_file.exists());
     let url = std::fs::read_to_string(&url_file).unwrap();
@@ -177,8 +193,10 @@ fn scenario(clients: usize, rate: usize, secs: u64) {
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            hook(json!({"hook_event_name": "SessionStart", "session_id": format!("bench-{i}"),
-                "cwd": "/w", "pid": a.pid(), "source": "startup"}))
+            hook(
+                json!({"hook_event_name": "SessionStart", "session_id": format!("bench-{i}"),
+                "cwd": "/w", "pid": a.pid(), "source": "startup"}),
+            )
         })
         .collect();
     d.send_hooks(&start_lines);
@@ -262,8 +280,10 @@ fn scenario(clients: usize, rate: usize, secs: u64) {
             std::thread::sleep(wait);
         }
         let i = k % SESSIONS;
-        let line = status(json!({"session_id": format!("bench-{i}"), "pid": agents[i].pid(),
-            "cost": {"total_cost_usd": k}}));
+        let line = status(
+            json!({"session_id": format!("bench-{i}"), "pid": agents[i].pid(),
+            "cost": {"total_cost_usd": k}}),
+        );
         let mut bytes = serde_json::to_vec(&line).unwrap();
         bytes.push(b'\n');
         *slot = Instant::now();
@@ -295,8 +315,8 @@ fn scenario(clients: usize, rate: usize, secs: u64) {
 }
 
 fn main() {
-    let scenarios = std::env::var("ATM_BENCH_SSE")
-        .unwrap_or_else(|_| "1000x1000,1000x100,100x1000".to_owned());
+    let scenarios =
+        std::env::var("ATM_BENCH_SSE").unwrap_or_else(|_| "1000x1000,1000x100,100x1000".to_owned());
     let secs = std::env::var("ATM_BENCH_SSE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -234,8 +234,9 @@ async fn focus(State(state): State<AppState>, Path(id): Path<String>) -> Respons
         );
     };
     match state.tmux.focus_pane(&pane).await {
-        Ok(f) => Json(json!({"pane": pane, "location": f.location, "client": f.client}))
-            .into_response(),
+        Ok(f) => {
+            Json(json!({"pane": pane, "location": f.location, "client": f.client})).into_response()
+        }
         Err(e) => error(StatusCode::CONFLICT, e),
     }
 }

@@ -157,7 +157,11 @@ mod tests {
             "Bearer ",
             "0123456789abcdef0123456789abcdef",
         ] {
-            assert_eq!(shown(&headers(&[("authorization", bad)]), &t), None, "{bad}");
+            assert_eq!(
+                shown(&headers(&[("authorization", bad)]), &t),
+                None,
+                "{bad}"
+            );
         }
         let wrong = format!("{COOKIE}x={good}");
         assert_eq!(shown(&headers(&[("cookie", &wrong)]), &t), None);
@@ -171,11 +175,20 @@ mod tests {
         let csrf = ("x-atm-csrf", "1");
         assert!(post_allowed(&headers(&[host]), Some(Shown::Bearer)));
         assert!(post_allowed(&headers(&[host, ours]), Some(Shown::Bearer)));
-        assert!(!post_allowed(&headers(&[host, theirs]), Some(Shown::Bearer)));
-        assert!(post_allowed(&headers(&[host, ours, csrf]), Some(Shown::Cookie)));
+        assert!(!post_allowed(
+            &headers(&[host, theirs]),
+            Some(Shown::Bearer)
+        ));
+        assert!(post_allowed(
+            &headers(&[host, ours, csrf]),
+            Some(Shown::Cookie)
+        ));
         assert!(!post_allowed(&headers(&[host, ours]), Some(Shown::Cookie)));
         assert!(!post_allowed(&headers(&[host, csrf]), Some(Shown::Cookie)));
-        assert!(!post_allowed(&headers(&[host, theirs, csrf]), Some(Shown::Cookie)));
+        assert!(!post_allowed(
+            &headers(&[host, theirs, csrf]),
+            Some(Shown::Cookie)
+        ));
         assert!(!post_allowed(&headers(&[ours, csrf]), Some(Shown::Cookie)));
     }
 }

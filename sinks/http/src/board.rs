@@ -314,7 +314,10 @@ mod tests {
     fn frames_are_one_event_with_one_data_line() {
         let r = change(7, session("a\nb"), SessionChange::Added);
         let text = String::from_utf8(r.frame.to_vec()).unwrap();
-        assert!(text.starts_with("event: session\ndata: {\"seq\":7,"), "{text}");
+        assert!(
+            text.starts_with("event: session\ndata: {\"seq\":7,"),
+            "{text}"
+        );
         assert!(text.ends_with("}\n\n"));
         assert_eq!(text.matches('\n').count(), 3, "{text}");
         let data = text.lines().nth(1).unwrap().strip_prefix("data: ").unwrap();
@@ -349,7 +352,9 @@ mod tests {
         assert!(batch.entries.len() <= 5);
         assert_eq!(board.sessions().1.len(), 10);
         let snap = String::from_utf8(board.snapshot_frame().to_vec()).unwrap();
-        assert!(snap.starts_with("event: snapshot\ndata: {\"seq\":100,\"host\":\"h\",\"sessions\":[{"));
+        assert!(
+            snap.starts_with("event: snapshot\ndata: {\"seq\":100,\"host\":\"h\",\"sessions\":[{")
+        );
         drop(stuck);
         assert_eq!(board.clients(), 0);
     }

@@ -60,10 +60,13 @@ impl Serving {
             });
             return; // dropping `io` closes it
         };
-        let service = self.router.clone().map_request(move |mut r: Request<Incoming>| {
-            r.extensions_mut().insert(peer);
-            r
-        });
+        let service = self
+            .router
+            .clone()
+            .map_request(move |mut r: Request<Incoming>| {
+                r.extensions_mut().insert(peer);
+                r
+            });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -73,7 +76,8 @@ impl Serving {
             .max_headers(64);
         let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+            let conn =
+                builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

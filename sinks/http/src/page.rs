@@ -31,7 +31,10 @@ fn asset(status: StatusCode, content_type: &'static str, body: &'static str) -> 
     );
     // Not `no-referrer`: under it browsers send `Origin: null` on the page's own POSTs, and
     // the origin check would refuse them. Other sites still learn nothing.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     r
 }
 
@@ -66,7 +69,12 @@ mod tests {
     #[test]
     fn the_first_load_is_under_100_kb_and_names_no_other_origin() {
         assert!(super::first_load_bytes() < 100_000);
-        for text in [super::BOARD_HTML, super::BOARD_JS, super::BOARD_CSS, super::LOGIN_HTML] {
+        for text in [
+            super::BOARD_HTML,
+            super::BOARD_JS,
+            super::BOARD_CSS,
+            super::LOGIN_HTML,
+        ] {
             assert!(!text.contains("http://") && !text.contains("https://"));
         }
     }

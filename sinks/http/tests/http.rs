@@ -357,7 +357,10 @@ async fn the_json_api_is_what_atmctl_prints_and_answers_reach_the_waiter() {
         .await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = verdict(rx2).await;
-    assert!(format!("{v:?}").contains("use the Makefile target"), "{v:?}");
+    assert!(
+        format!("{v:?}").contains("use the Makefile target"),
+        "{v:?}"
+    );
     // The audit trail names the surface.
     atm_core::testing::wait_until("the audit trail names the surface", || async {
         let log = r.get("/api/sessions").await.json();

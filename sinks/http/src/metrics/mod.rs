@@ -26,7 +26,10 @@ impl Metrics {
     ) -> Result<(), PluginError> {
         use atm_core::registry_follow::{Followed, RegistryFollower};
         let (snapshot, mut follower) = RegistryFollower::start(registry, cancel).await?;
-        let count = |n: usize| self.sessions.store(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let count = |n: usize| {
+            self.sessions
+                .store(n as u64, std::sync::atomic::Ordering::Relaxed)
+        };
         let mut known = snapshot.sessions.len();
         count(known);
         while let Some(followed) = follower.next().await {

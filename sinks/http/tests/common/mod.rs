@@ -49,7 +49,11 @@ pub async fn start(dir: &Path, extra: &str) -> Running {
         .join(atm_core::paths::WEB_ADDRESS_FILE);
     let url = atm_core::testing::wait_for("the sink to say where it listens", || {
         let f = url_file.clone();
-        async move { std::fs::read_to_string(&f).ok().filter(|u| u.ends_with('\n')) }
+        async move {
+            std::fs::read_to_string(&f)
+                .ok()
+                .filter(|u| u.ends_with('\n'))
+        }
     })
     .await;
     let addr: SocketAddr = url
@@ -251,7 +255,11 @@ impl Sse {
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut b = [0u8; 1];
-            assert_eq!(stream.read(&mut b).await.unwrap(), 1, "stream closed in head");
+            assert_eq!(
+                stream.read(&mut b).await.unwrap(),
+                1,
+                "stream closed in head"
+            );
             head.push(b[0]);
         }
         let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
