@@ -57,7 +57,7 @@ fn scan(mut read: impl Read, seen: Seen, first_bytes: Arc<AtomicUsize>) {
                 .take_while(|b| b.is_ascii_digit())
                 .count();
             if start + digits >= carry.len() {
-                i = i + p; // the number may go on in the next read
+                i += p; // the number may go on in the next read
                 break;
             }
             if let Ok(k) = std::str::from_utf8(&carry[start..start + digits])
