@@ -38,6 +38,12 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// more so on a loaded machine.
 pub const GRACE: Duration = Duration::from_secs(1);
 
+/// How long a state a hook announced and the agent draws (a dialog, a spinner) may go unseen
+/// before the screen's disagreement counts anyway. Until the screen has shown the state once,
+/// what it shows is taken for the agent not having drawn it yet (seen: Gemini's spinner kept
+/// for 2 s after its permission hook on a loaded machine), not for the user having moved on.
+pub const UNSEEN_GRACE: Duration = Duration::from_secs(5);
+
 /// How one agent's screen is read.
 #[derive(Debug, Clone, Copy)]
 pub struct PaneScreen {
@@ -54,6 +60,8 @@ pub struct Track {
     state_since: DateTime<Utc>,
     /// The class of the last believed read and when it was first read in a row.
     last: Option<(Option<AgentState>, DateTime<Utc>)>,
+    /// The screen has shown the session's state since it began.
+    seen: bool,
 }
 
 impl Track {
@@ -61,13 +69,15 @@ impl Track {
         Self {
             state_since,
             last: None,
+            seen: false,
         }
     }
 
     /// Takes one read at `at` (what it shows: `shown`) of a session in `state` since
     /// `state_since`; returns the hint to report: a state other than `state` that two reads in a
     /// row show, dated by the first. Reads within [`GRACE`] of the state's start are not
-    /// believed.
+    /// believed, nor, for a state the agent draws (`working`, `needs_permission`), reads that
+    /// disagree before the screen has shown that state once, within [`UNSEEN_GRACE`].
     pub fn read(
         &mut self,
         shown: Option<AgentState>,
@@ -80,6 +90,12 @@ impl Track {
         }
         let grace = chrono::Duration::from_std(GRACE).unwrap_or_default();
         if at < state_since + grace {
+            return None;
+        }
+        self.seen |= shown == Some(state);
+        let drawn = matches!(state, AgentState::Working | AgentState::NeedsPermission);
+        let unseen_grace = chrono::Duration::from_std(UNSEEN_GRACE).unwrap_or_default();
+        if drawn && !self.seen && at < state_since + unseen_grace {
             return None;
         }
         match self.last {
@@ -216,6 +232,27 @@ mod tests {
         assert_eq!(
             reads(&mut track, &stopped, S::Working, 2000),
             [None, None, None, Some((S::Idle, t(3600)))]
+        );
+        // The spinner still up after the permission hook (the dialog not drawn yet): no hint
+        // until the dialog has been seen, or the wait has gone unseen for UNSEEN_GRACE.
+        let mut track = Track::new(t(0));
+        let late = [
+            (busy, 1100),
+            (busy, 1350),
+            (busy, 2500),
+            (dialog, 2750),
+            (busy, 3000),
+            (busy, 3250),
+        ];
+        assert_eq!(
+            reads(&mut track, &late, S::NeedsPermission, 0),
+            [None, None, None, None, None, Some((S::Working, t(3000)))]
+        );
+        let mut track = Track::new(t(0));
+        let never_drawn = [(prompt, 4900), (prompt, 5100), (prompt, 5350)];
+        assert_eq!(
+            reads(&mut track, &never_drawn, S::NeedsPermission, 0),
+            [None, None, Some((S::Idle, t(5100)))]
         );
         // A screen that says nothing is no hint.
         let mut track = Track::new(t(0));
