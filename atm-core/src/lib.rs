@@ -54,6 +54,7 @@ pub mod screen;
 pub mod sink_stats;
 pub mod state;
 pub mod text;
+pub mod timer;
 pub mod tmux;
 pub mod trust;
 pub mod unix_socket;

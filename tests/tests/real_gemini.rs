@@ -261,7 +261,11 @@ fn start_approved_tool_turn_end_model_and_quit_match_the_screen() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let screen = g.lab.screen();
-        if g.lab.exited() || !screen.lines().any(|l| l.contains("> ") && l.contains("/quit")) {
+        if g.lab.exited()
+            || !screen
+                .lines()
+                .any(|l| l.contains("> ") && l.contains("/quit"))
+        {
             break;
         }
         eprintln!("/quit still in the input box; pressing Enter again");
