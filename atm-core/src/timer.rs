@@ -14,7 +14,6 @@ use rustix::time::{
     Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
     timerfd_settime,
 };
-use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
@@ -54,7 +53,7 @@ fn arm(wait: std::time::Duration) -> std::io::Result<AsyncFd<OwnedFd>> {
         },
     };
     timerfd_settime(&fd, TimerfdTimerFlags::empty(), &once)?;
-    AsyncFd::with_interest(fd, Interest::READABLE)
+    crate::liveness::async_owned_fd(fd)
 }
 
 #[cfg(test)]
