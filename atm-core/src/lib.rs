@@ -50,9 +50,11 @@ pub mod registry;
 pub mod registry_follow;
 pub mod request;
 pub mod sanitize;
+pub mod screen;
 pub mod sink_stats;
 pub mod state;
 pub mod text;
+pub mod timer;
 pub mod tmux;
 pub mod trust;
 pub mod unix_socket;
@@ -81,7 +83,7 @@ pub use model::{
 pub use plugin::{AdapterContext, ConfigError, InputAdapter, OutputSink, PluginError, SinkContext};
 pub use registry::{
     ApplyOutcome, Discovered, Registry, RegistryConfig, RegistryError, RegistryHandle,
-    SessionChange, SessionEvent, Snapshot,
+    RequestChanges, SessionChange, SessionEvent, Snapshot,
 };
 pub use sink_stats::SinkStats;
 pub use view::SessionView;

@@ -230,7 +230,8 @@ impl InputAdapter for ProcDiscoveryAdapter {
                     ControlRequest::Rescan { reply } => Some(reply),
                 },
                 () = session_file_change(files.as_ref()) => None,
-                () = atm_core::tokio::time::sleep_until(next_pass) => None,
+                // One wake-up per pass, not tokio's three for a far deadline (atm_core::timer).
+                () = atm_core::timer::sleep_until(next_pass) => None,
             };
             let Some(report) = pass(&ctx, &mut scanner, &settings).await? else {
                 return Ok(());

@@ -177,6 +177,10 @@ impl RegistryHandle {
     /// off the actor. Returns the removed ids.
     pub async fn cleanup_stale(&self) -> Result<Vec<SessionId>, RegistryError> {
         let snapshot = self.snapshot().await?;
+        // Nothing to judge: no hand-off to a blocking thread (an idle daemon stays asleep).
+        if snapshot.sessions.is_empty() {
+            return Ok(Vec::new());
+        }
         let proc_root = self.proc_root.clone();
         let expiry = self.silence_expiry;
         let stale = tokio::task::spawn_blocking(move || {

@@ -54,13 +54,11 @@ impl Janitor {
 
 /// Every `every`, removes stale sessions; ends on cancellation or when the registry stops.
 async fn run(handle: RegistryHandle, every: Duration, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
     loop {
+        // One wake-up per round (`crate::timer`): the janitor runs in an idle daemon too.
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+            () = crate::timer::sleep_until(tokio::time::Instant::now() + every) => {}
         }
         let removed = tokio::select! {
             () = cancel.cancelled() => return,

@@ -64,6 +64,35 @@ pub fn permission_attention(tool: &str, detail: Option<&str>) -> crate::model::A
     }
 }
 
+/// A question `text` offering `options` (labels without descriptions).
+pub fn question(text: &str, options: &[&str], multi_select: bool) -> crate::request::Question {
+    crate::request::Question {
+        question: text.to_owned(),
+        header: None,
+        options: options
+            .iter()
+            .map(|label| crate::request::QuestionOption {
+                label: (*label).to_owned(),
+                description: None,
+            })
+            .collect(),
+        multi_select,
+    }
+}
+
+/// Claude's `AskUserQuestion` as the translator gives it: one question, "Which database?",
+/// under `header`, offering `options`, one answer.
+pub fn database_question(header: Option<&str>, options: &[&str]) -> crate::event::AgentEvent {
+    crate::event::AgentEvent::QuestionsAsked {
+        tool: "AskUserQuestion".into(),
+        detail: Some("Which database?".into()),
+        questions: vec![crate::request::Question {
+            header: header.map(str::to_owned),
+            ..question("Which database?", options, false)
+        }],
+    }
+}
+
 /// The key of a Claude Code session known by its id only (no process).
 pub fn claude_key(id: &str) -> crate::model::SessionKey {
     crate::model::SessionKey::Id {

@@ -224,7 +224,7 @@ mod tests {
     use super::*;
     use atm_core::chrono::Utc;
     use atm_core::model::PermissionSuggestion;
-    use atm_core::request::{PendingRequest, Question, QuestionOption};
+    use atm_core::request::{PendingRequest, Question};
 
     fn waiting(answerable: bool, suggestions: &[&str], questions: Vec<Question>) -> Session {
         let mut s = atm_core::testing::claude_session("s", Utc::now());
@@ -251,18 +251,7 @@ mod tests {
     }
 
     fn question(options: &[&str], multi_select: bool) -> Question {
-        Question {
-            question: "Which?".into(),
-            header: None,
-            options: options
-                .iter()
-                .map(|l| QuestionOption {
-                    label: (*l).into(),
-                    description: None,
-                })
-                .collect(),
-            multi_select,
-        }
+        atm_core::testing::question("Which?", options, multi_select)
     }
 
     #[test]
