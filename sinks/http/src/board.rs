@@ -307,6 +307,7 @@ mod tests {
             change,
             session: s,
             previous_state: None,
+            requests: Default::default(),
         })
     }
 
