@@ -227,3 +227,20 @@ fn atmctl_web_prints_the_address_and_the_token_and_says_when_the_board_is_off() 
     let only = atm_tests::stdout_of(d.command("atmctl").args(["web", "--token"]));
     assert_eq!(only.trim(), token.trim());
 }
+
+#[test]
+fn a_taken_port_is_logged_with_its_address_and_the_daemon_keeps_serving() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let d = Daemon::start_with_hooks(&basic_config(&format!(
+        "[[sink]]\ntype = \"http\"\nlisten = \"{addr}\"\n"
+    )));
+    wait_until_blocking("the bind failure in the log", || {
+        d.log()
+            .contains(&format!("cannot listen on {addr}; another program uses it"))
+    });
+    // Everything else runs: hooks are taken and the query socket answers.
+    start_session(&d, "still-1", "/w", "%1");
+    d.wait_sessions("the session", |s| s.iter().any(|x| x["id"] == "still-1"));
+    assert!(!d.runtime_dir().join("web.url").exists());
+}

@@ -530,3 +530,34 @@ async fn the_unix_socket_is_private_and_answers_with_the_peer_uid() {
     assert_eq!(surface["name"], "http");
     assert_eq!(surface["uid"], atm_core::paths::uid());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_is_answered_with_its_choice_and_a_wrong_count_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path(), "").await;
+    started(&r, "q1").await;
+    let awaiting = r
+        .harness
+        .registry
+        .apply_awaiting(EventEnvelope::now(
+            source("q1"),
+            atm_core::testing::database_question(Some("DB"), &["Postgres", "SQLite"]),
+        ))
+        .await
+        .unwrap();
+    let (rid, rx) = awaiting.wait.expect("a question opens a request");
+    let pending = r.get("/api/pending").await.json();
+    assert_eq!(pending[0]["questions"][0]["options"][1]["label"], "SQLite");
+    let path = format!("/api/requests/{rid}/decision");
+    let wrong = r
+        .post_json(&path, &json!({"decision": "answer", "answers": ["a", "b"]}))
+        .await;
+    assert_eq!(wrong.status, 400, "{}", wrong.text());
+    assert!(wrong.json()["error"].is_string());
+    let ok = r
+        .post_json(&path, &json!({"decision": "answer", "answers": ["SQLite"]}))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let v = verdict(rx).await;
+    assert!(format!("{v:?}").contains("SQLite"), "{v:?}");
+}
