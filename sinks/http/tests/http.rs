@@ -561,3 +561,30 @@ async fn a_question_is_answered_with_its_choice_and_a_wrong_count_is_refused() {
     let v = verdict(rx).await;
     assert!(format!("{v:?}").contains("SQLite"), "{v:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_outlives_the_header_timeout_on_keepalive_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(
+        dir.path(),
+        "header_timeout = \"300ms\"\nkeepalive = \"1s\"\n",
+    )
+    .await;
+    let mut sse = Sse::open(r.addr, &r.bearer()).await;
+    assert_eq!(sse.next().await.name, "snapshot");
+    // Three keep-alive comments later the stream still carries changes.
+    let mut buf = [0u8; 256];
+    let mut comments = 0;
+    while comments < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(5), sse.stream.read(&mut buf))
+            .await
+            .expect("a keep-alive within 5 s")
+            .unwrap();
+        assert!(n > 0, "the stream closed while idle");
+        comments += String::from_utf8_lossy(&buf[..n])
+            .matches(": keepalive")
+            .count();
+    }
+    started(&r, "late").await;
+    sse.until("session", |d| d["session"]["id"] == "late").await;
+}
