@@ -180,6 +180,28 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
         json!([]),
     );
 
+    // Typing a denial's message survives updates of other sessions (the card is not redrawn).
+    let message = browser
+        .find("li.request input[type=text]")
+        .expect("the message field");
+    browser.click(&message);
+    browser.type_into(&message, "not now");
+    d.send_hooks(&[status(line(
+        json!({"session_id": "web-2", "cost": {"total_cost_usd": 0.99}}),
+        atlas.pid(),
+        "%9",
+    ))]);
+    browser.wait_for(
+        "the other session's new cost",
+        CARD_SHOWS,
+        json!([["$0.99"]]),
+    );
+    let kept = browser.run(
+        "const a = document.activeElement; return a && a.matches('li.request input') ? a.value : null;",
+        json!([]),
+    );
+    assert_eq!(kept, json!("not now"), "focus and text kept");
+
     // Allow, pressed in the browser, is what the waiting hook prints for Claude.
     let allow = browser
         .find("li.request button.allow")

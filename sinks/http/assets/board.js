@@ -182,14 +182,15 @@ function drawPending() {
   }
   open.sort((x, y) => Date.parse(x.attention.request.asked_at) - Date.parse(y.attention.request.asked_at));
   let shown = 0;
-  for (const v of open) {
+  open.forEach((v, i) => {
     const id = v.attention.request.id;
     let card = requestCards.get(id);
     if (!card) { card = requestCard(v); requestCards.set(id, card); }
     card.hidden = !matches(v);
     if (!card.hidden) shown++;
-    list.append(card); // keeps order; moving an existing node keeps its inputs
-  }
+    // Moved only when out of place: moving a node takes the focus from a field being typed in.
+    if (list.children[i] !== card) list.insertBefore(card, list.children[i] || null);
+  });
   $("pending-section").hidden = open.length === 0;
   $("pending-count").textContent = open.length ? "(" + shown + (shown !== open.length ? " of " + open.length : "") + ")" : "";
 }
