@@ -35,6 +35,8 @@
 
 mod collector;
 mod families;
+#[cfg(test)]
+mod follow_tests;
 mod labels;
 mod table;
 #[cfg(test)]
