@@ -34,6 +34,8 @@
 //! cleaned and capped ([`labels`]).
 
 mod collector;
+#[cfg(test)]
+mod dist_tests;
 mod families;
 #[cfg(test)]
 mod follow_tests;

@@ -642,8 +642,9 @@ fn per_session_series_are_capped_waiting_sessions_first_and_the_rest_counted() {
     assert_eq!(get(&v, "atm_session_series_omitted", &[]), Some(1.0));
 }
 
-#[test]
-fn hostile_label_values_are_escaped_cut_and_capped() {
+/// Sessions, harnesses and surfaces with hostile names (quotes, newlines, NUL, lossy UTF-8,
+/// 100,000 characters, an attempt to start a line), more of them than the caps allow.
+pub(super) fn hostile_metrics() -> Metrics {
     let m = metrics(100);
     let t = t0();
     let lossy = String::from_utf8_lossy(b"bad\xff\xfe-utf8").into_owned();
@@ -687,8 +688,12 @@ fn hostile_label_values_are_escaped_cut_and_capped() {
         .map(|(i, s)| event(2 + i as u64, SessionChange::Added, s, None))
         .collect();
     m.apply(&events);
+    m
+}
 
-    let (text, v) = scrape(&m);
+#[test]
+fn hostile_label_values_are_escaped_cut_and_capped() {
+    let (text, v) = scrape(&hostile_metrics());
     assert!(!text.contains("\nfake_metric"), "no injected line");
     let session_ids: Vec<String> = v
         .keys()
