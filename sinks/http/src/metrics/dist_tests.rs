@@ -86,7 +86,7 @@ fn dashboard() -> serde_json::Value {
 }
 
 /// Every query of the dashboard, with Grafana's variables replaced by what Prometheus reads.
-fn dashboard_queries() -> Vec<(String, String)> {
+pub(super) fn dashboard_queries() -> Vec<(String, String)> {
     let d = dashboard();
     let mut out = Vec::new();
     for p in d["panels"].as_array().unwrap() {

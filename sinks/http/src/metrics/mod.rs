@@ -40,6 +40,8 @@ mod families;
 #[cfg(test)]
 mod follow_tests;
 mod labels;
+#[cfg(test)]
+mod prometheus_tests;
 mod table;
 #[cfg(test)]
 mod tests;
