@@ -81,7 +81,7 @@ pub use model::{
 pub use plugin::{AdapterContext, ConfigError, InputAdapter, OutputSink, PluginError, SinkContext};
 pub use registry::{
     ApplyOutcome, Discovered, Registry, RegistryConfig, RegistryError, RegistryHandle,
-    SessionChange, SessionEvent, Snapshot,
+    RequestChanges, SessionChange, SessionEvent, Snapshot,
 };
 pub use sink_stats::SinkStats;
 pub use view::SessionView;

@@ -498,16 +498,7 @@ mod tests {
         for name in ["PreToolUse", "PermissionRequest"] {
             assert_eq!(
                 event(name, question.clone()),
-                AgentEvent::QuestionsAsked {
-                    tool: "AskUserQuestion".into(),
-                    detail: Some("Which database?".into()),
-                    questions: vec![Question {
-                        question: "Which database?".into(),
-                        header: Some("DB".into()),
-                        options: Vec::new(),
-                        multi_select: false,
-                    }],
-                },
+                atm_core::testing::database_question(Some("DB"), &[]),
                 "{name}"
             );
         }

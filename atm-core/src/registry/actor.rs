@@ -14,8 +14,10 @@ use tracing::{debug, info, warn};
 
 use super::command::Command;
 use super::index::Index;
-use super::{RegistryConfig, RegistryError, SessionChange, SessionEvent, Snapshot, janitor};
-use crate::model::{AgentState, Session, SessionKey};
+use super::{
+    RegistryConfig, RegistryError, RequestChanges, SessionChange, SessionEvent, Snapshot, janitor,
+};
+use crate::model::{Session, SessionKey};
 use crate::persist;
 use crate::sanitize::sanitize;
 
@@ -161,20 +163,28 @@ impl Actor {
     }
 
     /// The one way a change leaves the actor: numbered, broadcast, and marked for the snapshot.
+    /// `before` is the session as followers knew it (`None` for a new one; for a removal, the
+    /// session itself), so the change can say which requests it opened and ended.
     pub(super) fn emit(
         &mut self,
         change: SessionChange,
         session: Arc<Session>,
-        previous_state: Option<AgentState>,
+        before: Option<&Session>,
     ) {
         self.seq += 1;
         self.settle_waiters(&change, &session);
+        let requests = RequestChanges::between(&change, before, &session, Utc::now());
+        let previous_state = match change {
+            SessionChange::Added => None,
+            SessionChange::Updated | SessionChange::Removed { .. } => before.map(|b| b.state),
+        };
         // No receivers is fine: the change is still reflected in snapshots.
         let _ = self.events.send(SessionEvent {
             seq: self.seq,
             change,
             session,
             previous_state,
+            requests,
         });
         self.persist.mark_dirty();
     }
@@ -240,7 +250,7 @@ impl Actor {
                 reason: reason.to_owned(),
             },
             s.clone(),
-            Some(s.state),
+            Some(&s),
         );
         Some(s)
     }

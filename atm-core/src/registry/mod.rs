@@ -42,7 +42,7 @@ use tracing::info;
 
 pub use crate::event::Discovered;
 pub use crate::limits;
-pub use change::{ApplyOutcome, REKEYED, SessionChange, SessionEvent, Snapshot};
+pub use change::{ApplyOutcome, REKEYED, RequestChanges, SessionChange, SessionEvent, Snapshot};
 pub use config::RegistryConfig;
 pub use error::RegistryError;
 pub use handle::RegistryHandle;

@@ -126,10 +126,10 @@ impl Actor {
         let Some(entry) = self.index.get_mut(key) else {
             return;
         };
-        let before = entry.session.state;
+        let before = entry.session.clone();
         if requests::set_answerable(Arc::make_mut(&mut entry.session), id, answerable) {
             let after = entry.session.clone();
-            self.emit(SessionChange::Updated, after, Some(before));
+            self.emit(SessionChange::Updated, after, Some(&before));
         }
     }
 
@@ -180,7 +180,7 @@ impl Actor {
         if let Some(entry) = self.index.get_mut(&key) {
             entry.session = after.clone();
         }
-        self.emit(SessionChange::Updated, after, Some(before.state));
+        self.emit(SessionChange::Updated, after, Some(&before));
         Ok(Decided {
             request_id: id.clone(),
             session_id,

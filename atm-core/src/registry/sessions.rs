@@ -110,7 +110,7 @@ impl Actor {
             return Ok(ApplyOutcome::Unchanged);
         }
         let after = entry.session.clone();
-        self.emit(SessionChange::Updated, after, Some(before.state));
+        self.emit(SessionChange::Updated, after, Some(&before));
         Ok(ApplyOutcome::Updated)
     }
 
@@ -129,10 +129,11 @@ impl Actor {
             SessionChange::Removed {
                 reason: REKEYED.to_owned(),
             },
-            old,
+            old.clone(),
             None,
         );
-        self.emit(SessionChange::Added, new, None);
+        // Compared with the old row: the request it holds goes on under the new id.
+        self.emit(SessionChange::Added, new, Some(&old));
     }
 
     /// Moves a session keyed by id (created before its process was known) under its process key.
@@ -142,7 +143,7 @@ impl Actor {
         };
         if let Some(after) = self.index.get(&key).map(|e| e.session.clone()) {
             // The key changed: sinks that track sessions by key must hear of it.
-            self.emit(SessionChange::Updated, after, Some(before.state));
+            self.emit(SessionChange::Updated, after, Some(&before));
         }
         key
     }
@@ -191,7 +192,7 @@ impl Actor {
         apply_discovery(Arc::make_mut(&mut entry.session), &found, Utc::now());
         if *entry.session != *before {
             let after = entry.session.clone();
-            self.emit(SessionChange::Updated, after, Some(before.state));
+            self.emit(SessionChange::Updated, after, Some(&before));
             outcome = ApplyOutcome::Updated;
         }
         Ok(outcome)

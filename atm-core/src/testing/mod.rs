@@ -64,6 +64,28 @@ pub fn permission_attention(tool: &str, detail: Option<&str>) -> crate::model::A
     }
 }
 
+/// Claude's `AskUserQuestion` as the translator gives it: one question, "Which database?",
+/// under `header`, offering `options` (labels without descriptions), one answer.
+pub fn database_question(header: Option<&str>, options: &[&str]) -> crate::event::AgentEvent {
+    use crate::request::{Question, QuestionOption};
+    crate::event::AgentEvent::QuestionsAsked {
+        tool: "AskUserQuestion".into(),
+        detail: Some("Which database?".into()),
+        questions: vec![Question {
+            question: "Which database?".into(),
+            header: header.map(str::to_owned),
+            options: options
+                .iter()
+                .map(|label| QuestionOption {
+                    label: (*label).to_owned(),
+                    description: None,
+                })
+                .collect(),
+            multi_select: false,
+        }],
+    }
+}
+
 /// The key of a Claude Code session known by its id only (no process).
 pub fn claude_key(id: &str) -> crate::model::SessionKey {
     crate::model::SessionKey::Id {

@@ -101,6 +101,7 @@ mod tests {
             change,
             session: Arc::new(s),
             previous_state: None,
+            requests: Default::default(),
         }
     }
 

@@ -1,11 +1,12 @@
-//! Pending requests as D-Bus signals: which requests appeared and which ended, worked out by
-//! the follower from *every* registry change, and handed to the bus task on a queue of their own.
+//! Pending requests as D-Bus signals: which requests appeared and which ended, read by the
+//! follower from *every* registry change (each says what it opened and ended), and handed to
+//! the bus task on a queue of their own.
 //!
 //! Why not from the bus task's mirror: when the bus task is behind, session changes are
 //! coalesced per session (see [`crate::handoff`]), and a request that was opened and answered
 //! in between would never be seen. A client waiting for `RequestResolved` to withdraw its
-//! notification must not miss it, so the follower, which sees each change in order, diffs the
-//! requests ([`RequestTracker`]) and queues one [`RequestSignal`] per appearance and per end.
+//! notification must not miss it, so the follower, which sees each change in order, queues one
+//! [`RequestSignal`] per appearance and per end ([`RequestTracker`]).
 //!
 //! Each signal carries the `seq` of the change it comes from and is queued just *before* that
 //! change is handed off, so the bus task always has it when it applies the change and sends it
@@ -21,7 +22,6 @@
 
 use std::collections::HashMap;
 
-use atm_core::registry::REKEYED;
 use atm_core::request::{RequestFate, RequestId};
 use atm_core::text::portable;
 use atm_core::{Session, SessionChange, SessionEvent, SessionKey, Snapshot};
@@ -99,13 +99,6 @@ fn resolved(id: &RequestId, session_id: &str, fate: &RequestFate) -> RequestSign
     }
 }
 
-fn withdrawn(id: &RequestId, session_id: &str, reason: &str) -> RequestSignal {
-    let fate = RequestFate::Withdrawn {
-        reason: reason.to_owned(),
-    };
-    resolved(id, session_id, &fate)
-}
-
 fn added(id: &RequestId, s: &Session) -> RequestSignal {
     let attention = s.attention.as_ref();
     let field = |f: Option<&String>| f.map(|t| text(t)).unwrap_or_default();
@@ -160,56 +153,27 @@ impl RequestTracker {
         Some(holder)
     }
 
-    /// One registry change: the requests it ended (first) and the one it opened.
+    /// One registry change: the requests it ended (first) and the one it opened, as the
+    /// change says ([`SessionEvent::requests`]). The tracker only remembers which requests are
+    /// open, for the difference a resync needs.
     pub fn observe(&mut self, event: &SessionEvent, out: &mut Vec<Sequenced>) {
-        let mut found = Vec::new();
-        self.diff(event, &mut found);
-        out.extend(found.into_iter().map(|s| (event.seq, s)));
-    }
-
-    fn diff(&mut self, event: &SessionEvent, out: &mut Vec<RequestSignal>) {
         let s = &event.session;
-        let removed = match &event.change {
-            // The same session follows under its new id, holding the same request.
-            SessionChange::Removed { reason } if reason == REKEYED => return,
-            SessionChange::Removed { reason } => Some(reason.as_str()),
-            SessionChange::Added | SessionChange::Updated => None,
-        };
-        let current = if removed.is_some() {
-            None
-        } else {
-            open_request(s)
-        };
-        // Ended with this change: its log says how (the log is short, `limits::REQUEST_LOG`).
-        if !self.by_request.is_empty() {
-            for r in &s.request_log {
-                if Some(&r.id) != current && self.release(&r.id).is_some() {
-                    out.push(resolved(&r.id, s.id.as_str(), &r.fate));
-                }
+        for r in &event.requests.ended {
+            if self.release(&r.id).is_some() {
+                out.push((event.seq, resolved(&r.id, s.id.as_str(), &r.fate)));
             }
         }
-        // Gone without a log entry: the session ended, or its wait was dropped.
-        let before = self.by_session.get(&s.key).cloned();
-        let open_before = removed.and_then(|_| open_request(s)).cloned();
-        for id in [before, open_before].into_iter().flatten() {
-            if Some(&id) != current && self.release(&id).is_some() {
-                let reason = match removed {
-                    Some(reason) => format!("the session ended ({reason})"),
-                    None => "the wait ended".to_owned(),
-                };
-                out.push(withdrawn(&id, s.id.as_str(), &reason));
-            }
+        if matches!(event.change, SessionChange::Removed { .. }) {
+            return;
         }
-        match current {
-            Some(id) => {
-                if !self.by_request.contains_key(id) {
-                    out.push(added(id, s));
-                }
-                self.hold(id, s);
-            }
-            None => {
-                self.by_session.remove(&s.key);
-            }
+        if let Some(id) = &event.requests.opened
+            && !self.by_request.contains_key(id)
+        {
+            out.push((event.seq, added(id, s)));
+        }
+        // Held under the session's current key and id (they change with a re-key).
+        if let Some(id) = open_request(s).cloned() {
+            self.hold(&id, s);
         }
     }
 
@@ -243,7 +207,12 @@ impl RequestTracker {
             });
             out.push(match logged {
                 Some((s, r)) => resolved(&id, s.id.as_str(), &r.fate),
-                None => withdrawn(&id, &holder.session_id, "the session ended"),
+                None => {
+                    let fate = RequestFate::Withdrawn {
+                        reason: "the session ended".to_owned(),
+                    };
+                    resolved(&id, &holder.session_id, &fate)
+                }
             });
         }
         let mut new: Vec<(&RequestId, &Session)> = open

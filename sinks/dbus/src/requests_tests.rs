@@ -2,9 +2,10 @@ use std::sync::Arc;
 
 use atm_core::chrono::Utc;
 use atm_core::request::{Decision, PendingRequest, RequestRecord, Surface};
-use atm_core::{AgentState, Attention};
+use atm_core::{AgentState, Attention, RequestChanges};
 
 use super::*;
+use atm_core::registry::REKEYED;
 
 fn id(n: u8) -> RequestId {
     RequestId::parse(&format!("{n:032x}")).unwrap()
@@ -41,15 +42,6 @@ fn session(sid: &str, open: Option<u8>, log: &[(u8, RequestFate)]) -> Session {
     s
 }
 
-fn event(change: SessionChange, s: Session) -> SessionEvent {
-    SessionEvent {
-        seq: 1,
-        change,
-        session: Arc::new(s),
-        previous_state: None,
-    }
-}
-
 fn answered(surface: &str) -> RequestFate {
     RequestFate::Answered {
         decision: Decision::Allow {
@@ -66,14 +58,36 @@ fn gone(reason: &str) -> RequestFate {
     }
 }
 
-fn observe(t: &mut RequestTracker, change: SessionChange, s: Session) -> Vec<RequestSignal> {
-    let mut out = Vec::new();
-    t.observe(&event(change, s), &mut out);
-    assert!(
-        out.iter().all(|(seq, _)| *seq == 1),
-        "tagged with the change's seq"
-    );
-    out.into_iter().map(|(_, s)| s).collect()
+/// The tracker and the session as the registry last announced it: each change is built as
+/// the registry builds it, saying what it opened and ended compared with that.
+#[derive(Default)]
+struct Follower {
+    tracker: RequestTracker,
+    last: Option<Session>,
+}
+
+impl Follower {
+    fn observe(&mut self, change: SessionChange, s: Session) -> Vec<RequestSignal> {
+        let before = match change {
+            SessionChange::Removed { .. } => Some(s.clone()),
+            _ => self.last.take(),
+        };
+        let event = SessionEvent {
+            seq: 1,
+            requests: RequestChanges::between(&change, before.as_ref(), &s, Utc::now()),
+            change,
+            session: Arc::new(s.clone()),
+            previous_state: None,
+        };
+        self.last = Some(s);
+        let mut out = Vec::new();
+        self.tracker.observe(&event, &mut out);
+        assert!(
+            out.iter().all(|(seq, _)| *seq == 1),
+            "tagged with the change's seq"
+        );
+        out.into_iter().map(|(_, s)| s).collect()
+    }
 }
 
 fn added_sig(n: u8, sid: &str) -> RequestSignal {
@@ -97,53 +111,59 @@ fn resolved_sig(n: u8, sid: &str, fate: &'static str, detail: &str) -> RequestSi
 
 #[test]
 fn a_request_is_added_once_and_resolved_with_its_logged_fate() {
-    let mut t = RequestTracker::default();
+    let mut t = Follower::default();
     assert_eq!(
-        observe(&mut t, SessionChange::Added, session("a", Some(1), &[])),
+        t.observe(SessionChange::Added, session("a", Some(1), &[])),
         [added_sig(1, "a")]
     );
     // Said again (answerable now, or the same wait repeated): nothing new.
-    assert!(observe(&mut t, SessionChange::Updated, session("a", Some(1), &[])).is_empty());
+    assert!(
+        t.observe(SessionChange::Updated, session("a", Some(1), &[]))
+            .is_empty()
+    );
     let done = session("a", None, &[(1, answered("dbus"))]);
     assert_eq!(
-        observe(&mut t, SessionChange::Updated, done.clone()),
+        t.observe(SessionChange::Updated, done.clone()),
         [resolved_sig(1, "a", "answered", "dbus")]
     );
     // The log keeps the entry; later changes do not resolve it again.
-    assert!(observe(&mut t, SessionChange::Updated, done).is_empty());
-    assert_eq!(t.open(), 0);
+    assert!(t.observe(SessionChange::Updated, done).is_empty());
+    assert_eq!(t.tracker.open(), 0);
 }
 
 #[test]
 fn a_superseded_request_resolves_before_the_new_one_is_added() {
-    let mut t = RequestTracker::default();
-    observe(&mut t, SessionChange::Added, session("a", Some(1), &[]));
+    let mut t = Follower::default();
+    t.observe(SessionChange::Added, session("a", Some(1), &[]));
     let next = session("a", Some(2), &[(1, gone("superseded by a newer request"))]);
     assert_eq!(
-        observe(&mut t, SessionChange::Updated, next),
+        t.observe(SessionChange::Updated, next),
         [
             resolved_sig(1, "a", "withdrawn", "superseded by a newer request"),
             added_sig(2, "a")
         ]
     );
-    assert_eq!(t.open(), 1);
+    assert_eq!(t.tracker.open(), 1);
 }
 
 #[test]
 fn a_removed_session_withdraws_its_request_but_a_rekey_does_not() {
-    let mut t = RequestTracker::default();
-    observe(&mut t, SessionChange::Added, session("a", Some(1), &[]));
+    let mut t = Follower::default();
+    t.observe(SessionChange::Added, session("a", Some(1), &[]));
     let rekey = SessionChange::Removed {
         reason: REKEYED.into(),
     };
-    assert!(observe(&mut t, rekey, session("a", Some(1), &[])).is_empty());
+    assert!(t.observe(rekey, session("a", Some(1), &[])).is_empty());
     // The same key under its new id, holding the same request.
-    assert!(observe(&mut t, SessionChange::Added, session("a2", Some(1), &[])).is_empty());
+    assert!(
+        t.observe(SessionChange::Added, session("a2", Some(1), &[]))
+            .is_empty()
+    );
     let ended = SessionChange::Removed {
         reason: "process exited".into(),
     };
     assert_eq!(
-        observe(&mut t, ended, session("a2", Some(1), &[])),
+        t.observe(ended, session("a2", Some(1), &[])),
         [resolved_sig(
             1,
             "a2",
@@ -151,15 +171,15 @@ fn a_removed_session_withdraws_its_request_but_a_rekey_does_not() {
             "the session ended (process exited)"
         )]
     );
-    assert_eq!(t.open(), 0);
+    assert_eq!(t.tracker.open(), 0);
 }
 
 #[test]
 fn a_wait_that_vanishes_without_a_log_entry_is_withdrawn() {
-    let mut t = RequestTracker::default();
-    observe(&mut t, SessionChange::Added, session("a", Some(1), &[]));
+    let mut t = Follower::default();
+    t.observe(SessionChange::Added, session("a", Some(1), &[]));
     assert_eq!(
-        observe(&mut t, SessionChange::Updated, session("a", None, &[])),
+        t.observe(SessionChange::Updated, session("a", None, &[])),
         [resolved_sig(1, "a", "withdrawn", "the wait ended")]
     );
 }

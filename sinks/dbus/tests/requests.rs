@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use atm_core::model::PermissionSuggestion;
-use atm_core::request::{Question, QuestionOption, RequestEnd, RequestFate, RequestId, Verdict};
+use atm_core::request::{RequestEnd, RequestFate, RequestId, Verdict};
 use atm_core::serde_json;
 use atm_core::{AgentEvent, EventEnvelope, EventSource};
 use common::*;
@@ -59,23 +59,6 @@ fn permission_with_rule(tool: &str, detail: &str) -> AgentEvent {
         suggestions: vec![PermissionSuggestion {
             label: "allow Bash(make:*) for this session".into(),
             rule: serde_json::json!({"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "make:*"}]}),
-        }],
-    }
-}
-
-fn questions() -> AgentEvent {
-    let option = |label: &str| QuestionOption {
-        label: label.into(),
-        description: None,
-    };
-    AgentEvent::QuestionsAsked {
-        tool: "AskUserQuestion".into(),
-        detail: Some("Which database?".into()),
-        questions: vec![Question {
-            question: "Which database?".into(),
-            header: Some("DB".into()),
-            options: vec![option("Postgres"), option("SQLite")],
-            multi_select: false,
         }],
     }
 }
@@ -223,7 +206,12 @@ async fn deny_carries_its_message_and_answer_its_answers() {
         }
     );
 
-    let w = ask(&t, &src, questions()).await;
+    let w = ask(
+        &t,
+        &src,
+        atm_core::testing::database_question(Some("DB"), &["Postgres", "SQLite"]),
+    )
+    .await;
     let r = listed_answerable(&m, &w.id).await;
     let q: Vec<(String, String, Vec<String>, bool)> = get(&r, "Questions");
     assert_eq!(

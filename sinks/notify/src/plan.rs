@@ -283,6 +283,7 @@ mod tests {
             change,
             session: Arc::new(s),
             previous_state: prev,
+            requests: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use atm_core::chrono::Utc;
 use atm_core::model::PermissionSuggestion;
 use atm_core::registry::Awaiting;
-use atm_core::request::{Question, QuestionOption, RequestEnd, RequestFate, RequestId, Verdict};
+use atm_core::request::{RequestEnd, RequestFate, RequestId, Verdict};
 use atm_core::testing::{PrivateBus, wait_for, wait_until};
 use atm_core::{AgentEvent, EventEnvelope, EventSource, Session};
 use tokio::sync::oneshot;
@@ -52,6 +52,19 @@ async fn awaiting(
 
 async fn session(setup: &Setup, id: &str) -> std::sync::Arc<Session> {
     setup.harness.registry.get_session(id).await.unwrap()
+}
+
+/// Waits until session `id`'s open request can be answered (something waits for it).
+async fn wait_answerable(setup: &Setup, id: &str) {
+    wait_until(&format!("{id}'s request to be answerable"), || async {
+        session(setup, id)
+            .await
+            .attention
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .is_some_and(|r| r.answerable)
+    })
+    .await;
 }
 
 /// The notifications about `repo` that offer a button with key `key`.
@@ -187,15 +200,7 @@ async fn a_request_nobody_can_answer_and_a_server_without_actions_get_no_answer_
     .await;
     let got = server.wait_notified("plain-repo", 1).await;
     // The answerable version came too (the session is what it is now), still without buttons.
-    wait_until("the answerable version", || async {
-        session(&setup, "plain")
-            .await
-            .attention
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .is_some_and(|r| r.answerable)
-    })
-    .await;
+    wait_answerable(&setup, "plain").await;
     assert!(got[0].actions.is_empty(), "{:?}", got[0].actions);
     assert!(server.notified().iter().all(|n| n.actions.is_empty()));
     setup.stop().await;
@@ -204,22 +209,9 @@ async fn a_request_nobody_can_answer_and_a_server_without_actions_get_no_answer_
 #[tokio::test]
 async fn a_short_question_gets_its_choices_and_a_long_one_focus_only() {
     let (_bus, server, setup) = with_server("").await;
-    let option = |l: &str| QuestionOption {
-        label: l.into(),
-        description: None,
-    };
-    let ask = |options: Vec<QuestionOption>| AgentEvent::QuestionsAsked {
-        tool: "AskUserQuestion".into(),
-        detail: Some("Which database?".into()),
-        questions: vec![Question {
-            question: "Which database?".into(),
-            header: None,
-            options,
-            multi_select: false,
-        }],
-    };
+    let ask = |options: &[&str]| atm_core::testing::database_question(None, options);
     let a = source("asks", Some("%9"));
-    let (id, rx) = awaiting(&setup, &a, ask(vec![option("Postgres"), option("SQLite")])).await;
+    let (id, rx) = awaiting(&setup, &a, ask(&["Postgres", "SQLite"])).await;
     let key = format!("answer:1:{id}");
     let n = wait_offering(&server, "asks-repo", &key).await;
     assert_eq!(
@@ -245,18 +237,10 @@ async fn a_short_question_gets_its_choices_and_a_long_one_focus_only() {
     );
     server.wait_closed(n.id).await;
 
-    let many = ["a", "b", "c", "d"].map(option).to_vec();
+    let many = ["a", "b", "c", "d"];
     let b = source("many", Some("%9"));
-    let (_id, _rx) = awaiting(&setup, &b, ask(many)).await;
-    wait_until("the answerable question", || async {
-        session(&setup, "many")
-            .await
-            .attention
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .is_some_and(|r| r.answerable)
-    })
-    .await;
+    let (_id, _rx) = awaiting(&setup, &b, ask(&many)).await;
+    wait_answerable(&setup, "many").await;
     // A barrier: what was queued for "many" went out before this one.
     setup.asks("barrier").await;
     server.wait_notified("barrier-repo", 1).await;

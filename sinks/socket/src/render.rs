@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use atm_core::protocol::ServerMessage;
+use atm_core::request::RequestRecord;
 use atm_core::{Session, SessionView};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -53,39 +54,21 @@ pub(crate) fn removed_line(id: &str) -> Bytes {
     )
 }
 
-/// `request_resolved` lines (protocol 1.1) for the requests that ended between `old` and `new`
-/// (`None`: the session is gone, and the request it held with it), each with the key it is
-/// queued under so that it is not merged with the session's own updates.
-pub(crate) fn resolved_lines(old: Option<&Session>, new: Option<&Session>) -> Vec<(String, Bytes)> {
-    use atm_core::request::RequestFate;
-    let Some(old) = old else {
-        return Vec::new();
-    };
-    let line = |id: &atm_core::request::RequestId, fate: RequestFate| {
-        let msg = ServerMessage::RequestResolved {
-            request_id: id.clone(),
-            session_id: old.id.as_str().to_owned(),
-            fate,
-        };
-        (format!("request:{id}"), Bytes::from(msg.to_line()))
-    };
-    let open_before = old.attention.as_ref().and_then(|a| a.request.as_ref());
-    match new {
-        Some(new) => new
-            .request_log
-            .iter()
-            .filter(|r| !old.request_log.iter().any(|o| o.id == r.id))
-            .map(|r| line(&r.id, r.fate.clone()))
-            .collect(),
-        None => open_before
-            .map(|r| {
-                let fate = RequestFate::Withdrawn {
-                    reason: "the session ended".to_owned(),
-                };
-                vec![line(&r.id, fate)]
-            })
-            .unwrap_or_default(),
-    }
+/// `request_resolved` lines (protocol 1.1) for the requests a change to session `session_id`
+/// ended, each with the key it is queued under so that it is not merged with the session's
+/// own updates.
+pub(crate) fn resolved_lines(session_id: &str, ended: &[RequestRecord]) -> Vec<(String, Bytes)> {
+    ended
+        .iter()
+        .map(|r| {
+            let msg = ServerMessage::RequestResolved {
+                request_id: r.id.clone(),
+                session_id: session_id.to_owned(),
+                fate: r.fate.clone(),
+            };
+            (format!("request:{}", r.id), Bytes::from(msg.to_line()))
+        })
+        .collect()
 }
 
 /// A point-in-time list for one reply: the sessions as they were when it was taken.

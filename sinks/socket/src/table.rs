@@ -57,12 +57,6 @@ impl Table {
         self.entries.insert(order, session);
     }
 
-    /// The version of `session` the table holds now.
-    fn current(&self, session: &Session) -> Option<&Arc<Session>> {
-        let key = (session.harness.clone(), session.id.clone());
-        self.order_of.get(&key).and_then(|o| self.entries.get(o))
-    }
-
     fn remove(&mut self, session: &Session) {
         if let Some(order) = self
             .order_of
@@ -94,6 +88,8 @@ struct Delivery {
     line: Bytes,
     update: Option<Arc<Session>>,
     removed: Option<Arc<Session>>,
+    /// `request_resolved` lines for the requests this change ended, with their queue keys.
+    resolved: Vec<(String, Bytes)>,
 }
 
 /// The shared state of one socket sink: the table, the limits, and what connections need.
@@ -185,17 +181,6 @@ impl Shared {
                 continue; // already in the snapshot we reset from
             }
             table.seq = d.seq;
-            // Requests that ended with this change (rare: compared only when one was open
-            // or the log changed).
-            let about = d.update.as_ref().or(d.removed.as_ref());
-            let resolved = match about.and_then(|s| table.current(s)) {
-                Some(old)
-                    if has_requests(old) || d.update.as_ref().is_some_and(|n| has_requests(n)) =>
-                {
-                    resolved_lines(Some(old), d.update.as_deref())
-                }
-                _ => Vec::new(),
-            };
             if let Some(r) = d.update {
                 table.insert_or_replace(r);
             }
@@ -204,7 +189,7 @@ impl Shared {
             }
             for outbox in table.subscribers.values() {
                 outbox.deliver(&d.id, &d.line);
-                for (key, line) in &resolved {
+                for (key, line) in &d.resolved {
                     outbox.deliver_as(&d.id, key, line);
                 }
             }
@@ -247,13 +232,9 @@ impl Shared {
     }
 }
 
-/// True when `s` holds a request or has ended one.
-fn has_requests(s: &Session) -> bool {
-    !s.request_log.is_empty() || s.attention.as_ref().is_some_and(|a| a.request.is_some())
-}
-
 fn render_change(event: SessionEvent) -> Delivery {
     let id = event.session.id.as_str().to_owned();
+    let resolved = resolved_lines(&id, &event.requests.ended);
     match event.change {
         SessionChange::Added | SessionChange::Updated => Delivery {
             seq: event.seq,
@@ -261,6 +242,7 @@ fn render_change(event: SessionEvent) -> Delivery {
             id,
             update: Some(event.session),
             removed: None,
+            resolved,
         },
         SessionChange::Removed { .. } => Delivery {
             seq: event.seq,
@@ -268,6 +250,7 @@ fn render_change(event: SessionEvent) -> Delivery {
             id,
             update: None,
             removed: Some(event.session),
+            resolved,
         },
     }
 }
