@@ -19,7 +19,7 @@ const SESSIONS: usize = 10_000;
 const ROUNDS: usize = 101;
 
 fn source(i: usize) -> EventSource {
-    let harness = if i % 5 == 0 {
+    let harness = if i.is_multiple_of(5) {
         Harness::new(Harness::CODEX)
     } else {
         Harness::claude()
@@ -105,7 +105,7 @@ fn measure(
             reference.push(t.elapsed());
             json_len = json.len();
         };
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             run_ours();
             run_reference();
         } else {

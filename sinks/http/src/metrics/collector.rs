@@ -175,7 +175,7 @@ impl Shared {
             all.select_nth_unstable_by(keep - 1, |a, b| rank(b).cmp(&rank(a)));
         }
         all.truncate(keep);
-        all.sort_unstable_by(|a, b| rank(b).cmp(&rank(a)));
+        all.sort_unstable_by_key(|s| std::cmp::Reverse(rank(s)));
         let rows = all
             .into_iter()
             .map(|s| Row {
@@ -205,6 +205,9 @@ impl Shared {
         }
     }
 }
+
+/// How one per-session gauge reads a session at an instant.
+type PerSession = fn(&Session, chrono::DateTime<Utc>) -> f64;
 
 /// The scrape-time part of the registry.
 #[derive(Debug)]
@@ -248,7 +251,7 @@ impl Collector for SessionCollector {
                     .then_some((labels, &*r.session))
             })
             .collect();
-        let per_session: [(&str, &str, fn(&Session, chrono::DateTime<Utc>) -> f64); 3] = [
+        let per_session: [(&str, &str, PerSession); 3] = [
             (
                 SESSION_COST,
                 "US dollars a session has cost, as its agent reports (bounded set of sessions)",
@@ -335,7 +338,6 @@ impl SessionCollector {
                 let labels = [("sink", sink.as_str())];
                 ConstGauge::new(s.applied_seq() as i64).encode(m.encode_family(&labels)?)?;
             }
-            drop(m);
             let mut m = encoder.encode_descriptor(
                 SINK_FAILURES.trim_end_matches("_total"),
                 "Failed attempts of a sink to reach what it writes to",

@@ -4,9 +4,10 @@
 //! A change is compared with the record the table held for that session before it:
 //! - a new `(state, state_since)` means the session left its old state: the time from the old
 //!   `state_since` to the new one is observed (on removal: to now);
-//! - records added to the end of `request_log` are requests that ended: their wait (asked to
-//!   ended) is observed, and their surface and outcome counted; a session removed while a
-//!   request is open ends it too (withdrawn, waited until now);
+//! - the requests the change ended (`SessionEvent::requests`, which the registry computes; a
+//!   session removed while a request is open ends it, withdrawn) have their wait (asked to
+//!   ended) observed and their surface and outcome counted; after a resync, whose snapshot says
+//!   no such thing, the records added to the end of each `request_log` are counted instead;
 //! - a higher `usage.cost_usd` adds the difference to the cost counter (a lower one, as after
 //!   an agent's `/clear`, adds nothing: the counter only grows).
 //!
@@ -121,17 +122,16 @@ impl Table {
                 ("change", change_name(&e.change).into()),
             ])
             .inc();
+        for r in &e.requests.ended {
+            self.count_record(s, r, f);
+        }
         match &e.change {
             // The same session follows under its new id (an `Added` with the same key).
             SessionChange::Removed { reason } if reason == REKEYED => {}
             SessionChange::Removed { .. } => {
                 let before = self.sessions.remove(&s.key);
                 let before = before.as_ref().unwrap_or(s);
-                self.count_requests(&before.request_log, s, f);
                 self.observe_state(before.state, before.state_since, now, s, f);
-                if let Some(open) = s.attention.as_ref().and_then(|a| a.request.as_ref()) {
-                    self.count_end(s, open.asked_at, now, None, f);
-                }
             }
             SessionChange::Added | SessionChange::Updated => {
                 let before = self.previous(s);
@@ -141,14 +141,10 @@ impl Table {
                         if (b.state, b.state_since) != (s.state, s.state_since) {
                             self.observe_state(b.state, b.state_since, s.state_since, s, f);
                         }
-                        self.count_requests(&b.request_log, s, f);
                         self.count_cost(Some(b), s, f);
                     }
-                    // A session seen for the first time: whatever it carries is new to us.
-                    None if e.change == SessionChange::Added => {
-                        self.count_requests(&[], s, f);
-                        self.count_cost(None, s, f);
-                    }
+                    // A session seen for the first time: what it cost is new to us.
+                    None if e.change == SessionChange::Added => self.count_cost(None, s, f),
                     // An update of a session we never saw (cannot happen after a snapshot):
                     // a baseline, like the first snapshot.
                     None => {}
@@ -188,35 +184,27 @@ impl Table {
             .observe(seconds(since, until));
     }
 
+    /// Counts the records `s` logged after `old`'s newest (after a resync).
     fn count_requests(&mut self, old: &[RequestRecord], s: &Session, f: &Families) {
         for r in ended_since(old, &s.request_log) {
-            let answered = match &r.fate {
-                RequestFate::Answered { decision, surface } => {
-                    Some((surface.name.as_str(), decision.name()))
-                }
-                RequestFate::Withdrawn { .. } => None,
-            };
-            self.count_end(s, r.asked_at, r.ended_at, answered, f);
+            self.count_record(s, r, f);
         }
     }
 
-    /// One ended request: its wait, and its surface and outcome (`None`: withdrawn).
-    fn count_end(
-        &mut self,
-        s: &Session,
-        asked: DateTime<Utc>,
-        ended: DateTime<Utc>,
-        answered: Option<(&str, &'static str)>,
-        f: &Families,
-    ) {
+    /// One ended request of `s`: its wait, and its surface and outcome.
+    fn count_record(&mut self, s: &Session, r: &RequestRecord, f: &Families) {
         let harness = self.harnesses.value(s.harness.as_str());
-        let (surface, outcome, fate) = match answered {
-            Some((surface, decision)) => (self.surfaces.value(surface), decision, "answered"),
-            None => ("none".to_owned(), "withdrawn", "withdrawn"),
+        let (surface, outcome, fate) = match &r.fate {
+            RequestFate::Answered { decision, surface } => (
+                self.surfaces.value(&surface.name),
+                decision.name(),
+                "answered",
+            ),
+            RequestFate::Withdrawn { .. } => ("none".to_owned(), "withdrawn", "withdrawn"),
         };
         f.wait_seconds
             .get_or_create(&[("harness", harness), ("outcome", fate.into())])
-            .observe(seconds(asked, ended));
+            .observe(seconds(r.asked_at, r.ended_at));
         f.requests_ended
             .get_or_create(&[("surface", surface), ("outcome", outcome.into())])
             .inc();

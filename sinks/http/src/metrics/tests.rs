@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use atm_core::model::{AgentState, Harness, Session, SessionId, SessionKey};
-use atm_core::registry::{REKEYED, SessionChange, SessionEvent, Snapshot};
+use atm_core::registry::{REKEYED, RequestChanges, SessionChange, SessionEvent, Snapshot};
 use atm_core::request::{Decision, PendingRequest, RequestFate, RequestId, RequestRecord, Surface};
 use atm_core::testing::{claude_session, permission_attention};
 use chrono::{DateTime, Duration, Utc};
@@ -34,15 +34,18 @@ pub(super) fn session(id: &str, state: AgentState, since: DateTime<Utc>) -> Sess
     s
 }
 
-/// A change of `s`, numbered `seq`.
+/// A change of `s` (which was `before`), numbered `seq`, saying which requests it ended as the
+/// registry does.
 fn event(
     seq: u64,
     change: SessionChange,
+    before: Option<&Session>,
     s: &Session,
     previous: Option<AgentState>,
 ) -> SessionEvent {
     SessionEvent {
         seq,
+        requests: RequestChanges::between(&change, before, s, Utc::now()),
         change,
         session: Arc::new(s.clone()),
         previous_state: previous,
@@ -80,7 +83,10 @@ fn allow() -> Decision {
 }
 
 /// A parsed scrape: (name, labels without `host`) -> value, after the strict check.
-pub(super) fn scrape(m: &Metrics) -> (String, HashMap<(String, Vec<(String, String)>), f64>) {
+/// Samples by name and sorted labels (without `host`).
+pub(super) type Values = HashMap<(String, Vec<(String, String)>), f64>;
+
+pub(super) fn scrape(m: &Metrics) -> (String, Values) {
     let text = m.encode().unwrap();
     strict_check(&text);
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
@@ -115,11 +121,7 @@ pub(super) fn scrape(m: &Metrics) -> (String, HashMap<(String, Vec<(String, Stri
     (text, out)
 }
 
-fn get(
-    values: &HashMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn get(values: &Values, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut l: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -247,8 +249,14 @@ fn sessions_by_state_and_harness_follow_changes() {
     a2.state = AgentState::NeedsPermission;
     a2.state_since = t + Duration::seconds(90);
     m.apply(&[
-        event(8, SessionChange::Added, &c, None),
-        event(9, SessionChange::Updated, &a2, Some(AgentState::Working)),
+        event(8, SessionChange::Added, None, &c, None),
+        event(
+            9,
+            SessionChange::Updated,
+            Some(&a),
+            &a2,
+            Some(AgentState::Working),
+        ),
     ]);
     let (_, v) = scrape(&m);
     let n = |state: &str, harness: &str| {
@@ -302,6 +310,7 @@ fn sessions_by_state_and_harness_follow_changes() {
         SessionChange::Removed {
             reason: "process exited".into(),
         },
+        Some(&b),
         &b,
         Some(AgentState::Idle),
     )]);
@@ -367,13 +376,32 @@ fn ended_requests_count_by_surface_and_outcome_with_their_wait() {
     });
     a4.attention = Some(att);
     m.apply(&[
-        event(2, SessionChange::Updated, &a2, Some(AgentState::Working)),
-        event(3, SessionChange::Updated, &a3, Some(AgentState::Working)),
-        event(4, SessionChange::Updated, &a4, Some(AgentState::Working)),
+        event(
+            2,
+            SessionChange::Updated,
+            Some(&a),
+            &a2,
+            Some(AgentState::Working),
+        ),
+        event(
+            3,
+            SessionChange::Updated,
+            Some(&a2),
+            &a3,
+            Some(AgentState::Working),
+        ),
+        event(
+            4,
+            SessionChange::Updated,
+            Some(&a3),
+            &a4,
+            Some(AgentState::Working),
+        ),
         // The same record again (an unrelated update) counts nothing.
         event(
             5,
             SessionChange::Updated,
+            Some(&a4),
             &a4,
             Some(AgentState::NeedsPermission),
         ),
@@ -382,6 +410,7 @@ fn ended_requests_count_by_surface_and_outcome_with_their_wait() {
             SessionChange::Removed {
                 reason: "ended".into(),
             },
+            Some(&a4),
             &a4,
             Some(AgentState::NeedsPermission),
         ),
@@ -439,19 +468,27 @@ fn cost_counts_increases_once_and_survives_a_rekey_and_a_resync() {
     let mut renamed2 = renamed.clone();
     renamed2.usage.cost_usd = 1.0;
     m.apply(&[
-        event(2, SessionChange::Updated, &a2, Some(AgentState::Working)),
+        event(
+            2,
+            SessionChange::Updated,
+            Some(&a),
+            &a2,
+            Some(AgentState::Working),
+        ),
         event(
             3,
             SessionChange::Removed {
                 reason: REKEYED.into(),
             },
+            Some(&a2),
             &a2,
             None,
         ),
-        event(4, SessionChange::Added, &renamed, None),
+        event(4, SessionChange::Added, Some(&a2), &renamed, None),
         event(
             5,
             SessionChange::Updated,
+            Some(&renamed),
             &renamed2,
             Some(AgentState::Working),
         ),
@@ -536,6 +573,7 @@ fn a_session_moved_from_its_id_key_to_its_process_key_is_one_session() {
     m.apply(&[event(
         2,
         SessionChange::Updated,
+        Some(&a),
         &moved,
         Some(AgentState::Working),
     )]);
@@ -685,7 +723,7 @@ pub(super) fn hostile_metrics() -> Metrics {
     let events: Vec<SessionEvent> = surfaces
         .iter()
         .enumerate()
-        .map(|(i, s)| event(2 + i as u64, SessionChange::Added, s, None))
+        .map(|(i, s)| event(2 + i as u64, SessionChange::Added, None, s, None))
         .collect();
     m.apply(&events);
     m
@@ -818,6 +856,7 @@ pub(super) fn every_family() -> Metrics {
     m.apply(&[event(
         2,
         SessionChange::Updated,
+        Some(&a),
         &a2,
         Some(AgentState::Working),
     )]);
