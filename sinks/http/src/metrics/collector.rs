@@ -16,7 +16,7 @@
 //! The table's lock is held only to count and pick; the text is written after it is released,
 //! so a scrape delays the follower by the time of one pass over the sessions.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use atm_core::ingest::IngestStats;
@@ -137,55 +137,69 @@ impl Shared {
             };
         };
         let table = &mut *table;
-        let mut by_state: BTreeMap<String, [u64; 5]> = BTreeMap::new();
-        // One cap lookup per distinct harness, not per session.
-        let mut harness_labels: HashMap<&str, String> = HashMap::new();
+        // Per distinct harness (a handful, so a linear scan; names are interned, so mostly a
+        // pointer comparison): its name, its label, its sessions per state.
+        let mut harnesses: Vec<(&str, String, [u64; 5])> = Vec::new();
         let mut longest_wait = 0.0_f64;
-        let mut all: Vec<&Arc<Session>> = Vec::with_capacity(table.sessions.len());
+        // Waiting first, longest wait first; then the most recently active. The key is taken
+        // once per session: comparing through the records would touch each one many times.
+        let mut ranked: Vec<((bool, i64), &Arc<Session>)> =
+            Vec::with_capacity(table.sessions.len());
         for s in table.sessions.values() {
-            let harness = harness_labels
-                .entry(s.harness.as_str())
-                .or_insert_with(|| table.harnesses.value(s.harness.as_str()));
-            let counts = match by_state.get_mut(harness.as_str()) {
-                Some(c) => c,
-                None => by_state.entry(harness.clone()).or_default(),
-            };
-            if let Some(n) = AgentState::ALL
+            let name = s.harness.as_str();
+            let at = match harnesses
                 .iter()
-                .position(|st| *st == s.state)
-                .and_then(|i| counts.get_mut(i))
+                .position(|(h, ..)| std::ptr::eq(*h, name) || *h == name)
+            {
+                Some(at) => at,
+                None => {
+                    harnesses.push((name, table.harnesses.value(name), [0; 5]));
+                    harnesses.len() - 1
+                }
+            };
+            let state = AgentState::ALL.iter().position(|st| *st == s.state);
+            if let Some((_, _, counts)) = harnesses.get_mut(at)
+                && let Some(n) = state.and_then(|i| counts.get_mut(i))
             {
                 *n += 1;
             }
-            longest_wait = longest_wait.max(waiting_seconds(s, now));
-            all.push(s);
-        }
-        // Waiting first, longest wait first; then the most recently active.
-        let rank = |s: &Arc<Session>| {
             let waiting = s.state.needs_attention();
-            let at = if waiting {
-                -s.state_since.timestamp_millis()
+            let key = if waiting {
+                longest_wait = longest_wait.max(waiting_seconds(s, now));
+                (true, -s.state_since.timestamp_millis())
             } else {
-                s.last_activity.timestamp_millis()
+                (false, s.last_activity.timestamp_millis())
             };
-            (waiting, at)
-        };
-        let keep = self.max_session_series.min(all.len());
-        if keep < all.len() && keep > 0 {
-            all.select_nth_unstable_by(keep - 1, |a, b| rank(b).cmp(&rank(a)));
+            ranked.push((key, s));
         }
-        all.truncate(keep);
-        all.sort_unstable_by_key(|s| std::cmp::Reverse(rank(s)));
-        let rows = all
+        let keep = self.max_session_series.min(ranked.len());
+        if keep < ranked.len() && keep > 0 {
+            ranked.select_nth_unstable_by_key(keep - 1, |(key, _)| std::cmp::Reverse(*key));
+        }
+        ranked.truncate(keep);
+        ranked.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
+        let label_of = |name: &str| {
+            harnesses
+                .iter()
+                .find(|(h, ..)| *h == name)
+                .map(|(_, label, _)| label.clone())
+                .unwrap_or_default()
+        };
+        let rows = ranked
             .into_iter()
-            .map(|s| Row {
+            .map(|(_, s)| Row {
                 session: s.clone(),
-                harness: harness_labels
-                    .get(s.harness.as_str())
-                    .cloned()
-                    .unwrap_or_default(),
+                harness: label_of(s.harness.as_str()),
             })
             .collect();
+        // Two names capped to `other` share its series.
+        let mut by_state: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+        for (_, label, counts) in &harnesses {
+            let sum = by_state.entry(label.clone()).or_default();
+            for (total, n) in sum.iter_mut().zip(counts) {
+                *total += n;
+            }
+        }
         let capped = [
             &table.harnesses,
             &table.sources,
