@@ -144,8 +144,12 @@ async fn main() {
             sink: "http".into(),
             max_session_series: series,
         });
-        let stop = h.cancel.child_token();
-        let task = tokio::spawn(m.clone().run(h.registry.clone(), stop.clone()));
+        let ctx = h.sink_context("http");
+        let stop = ctx.cancel.clone();
+        let task = tokio::spawn({
+            let m = m.clone();
+            async move { m.run(&ctx).await }
+        });
         let until = Instant::now() + Duration::from_secs(30);
         while m.stats().applied_seq() < seq {
             assert!(Instant::now() < until, "the metrics never caught up");

@@ -52,7 +52,11 @@ async fn run_follows_a_real_registry_through_a_permission_answered_over_it() {
     let h = TestHarness::new(dir.path()).await;
     start(&h, "before").await;
     let m = metrics(100);
-    let task = tokio::spawn(m.clone().run(h.registry.clone(), h.cancel.child_token()));
+    let ctx = h.sink_context("http");
+    let task = tokio::spawn({
+        let m = m.clone();
+        async move { m.run(&ctx).await }
+    });
     caught_up(&h, &m).await;
 
     start(&h, "s1").await;
@@ -176,7 +180,11 @@ async fn a_follower_that_falls_behind_resyncs_and_counts_it() {
     )
     .await;
     let m = metrics(100);
-    let task = tokio::spawn(m.clone().run(h.registry.clone(), h.cancel.child_token()));
+    let ctx = h.sink_context("http");
+    let task = tokio::spawn({
+        let m = m.clone();
+        async move { m.run(&ctx).await }
+    });
     caught_up(&h, &m).await;
     // Hold the table so the follower cannot take changes in while the registry makes 20.
     {

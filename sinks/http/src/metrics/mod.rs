@@ -50,12 +50,11 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use atm_core::ingest::IngestStats;
-use atm_core::plugin::PluginError;
-use atm_core::registry::{RegistryHandle, SessionEvent, Snapshot};
-use atm_core::registry_follow::{Followed, RegistryFollower};
+use atm_core::plugin::{PluginError, SinkContext};
+use atm_core::registry::{SessionEvent, Snapshot};
+use atm_core::registry_follow::Followed;
 use atm_core::sink_stats::SinkStats;
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
 
 pub use collector::{DEFAULT_SESSION_SERIES, MAX_SESSION_SERIES, MAX_WATCHED};
 pub use families::SinkCounters;
@@ -164,15 +163,11 @@ impl Metrics {
         }))
     }
 
-    /// Follows `registry` and keeps the metrics current until `cancel` fires or the registry
-    /// stops (then `Ok(())`). Run it once per [`Metrics`] (a second run would count every
-    /// change twice).
-    pub async fn run(
-        self,
-        registry: RegistryHandle,
-        cancel: CancellationToken,
-    ) -> Result<(), PluginError> {
-        let (snapshot, mut follower) = RegistryFollower::start(registry, cancel).await?;
+    /// Follows the sink's registry ([`SinkContext::follow`]) and keeps the metrics current
+    /// until the sink is cancelled or the registry stops (then `Ok(())`). Run it once per
+    /// [`Metrics`] (a second run would count every change twice).
+    pub async fn run(self, ctx: &SinkContext) -> Result<(), PluginError> {
+        let (snapshot, mut follower) = ctx.follow().await?;
         self.load(&snapshot);
         while let Some(followed) = follower.next().await {
             match followed {
