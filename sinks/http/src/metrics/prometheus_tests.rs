@@ -107,6 +107,7 @@ async fn a_real_prometheus_scrapes_the_metrics_loads_the_alerts_and_answers_the_
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let port = free_port();
+    let log = dir.path().join("prometheus.log");
     let child = Command::new("prometheus")
         .arg(format!(
             "--config.file={}",
@@ -119,18 +120,22 @@ async fn a_real_prometheus_scrapes_the_metrics_loads_the_alerts_and_answers_the_
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap_or_else(|e| {
             panic!("cannot start prometheus ({e}): apt-get install prometheus (.ci/run does)")
         });
-    let _server = Server(child);
+    let server = std::sync::Mutex::new(Server(child));
 
     // Up, scraped without error, and the series are there.
     wait_until_within(
         Duration::from_secs(60),
         "Prometheus scrapes /metrics",
         || async {
+            if let Ok(Some(status)) = server.lock().unwrap().0.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("prometheus exited ({status}):\n{log}");
+            }
             let Some(v) = get(port, "/api/v1/targets").await else {
                 return false;
             };
