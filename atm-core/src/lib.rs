@@ -50,6 +50,7 @@ pub mod registry;
 pub mod registry_follow;
 pub mod request;
 pub mod sanitize;
+pub mod screen;
 pub mod sink_stats;
 pub mod state;
 pub mod text;

@@ -136,9 +136,28 @@ pub fn identity_recent(pid: u32) -> Option<ProcessIdentity> {
     CACHE.identity(pid)
 }
 
+/// The value of variable `name` in a `/proc/<pid>/environ` image (NUL-separated `K=V`):
+/// exact name, first match, `None` when absent or not UTF-8.
+pub fn environ_var(environ: &[u8], name: &str) -> Option<String> {
+    environ.split(|b| *b == 0).find_map(|entry| {
+        let rest = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        std::str::from_utf8(rest).ok().map(str::to_owned)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_lookup_is_exact_and_tolerant() {
+        let env = b"TMUX_PANE_X=no\0TMUX_PANE=%3\0TMUX_PANE=%4\0BAD=\xff\0noequals\0";
+        assert_eq!(environ_var(env, "TMUX_PANE").as_deref(), Some("%3"));
+        assert_eq!(environ_var(env, "BAD"), None);
+        assert_eq!(environ_var(env, "noequals"), None);
+        assert_eq!(environ_var(b"", "TMUX_PANE"), None);
+        assert_eq!(environ_var(b"TMUX_PANE=", "TMUX_PANE").as_deref(), Some(""));
+    }
 
     /// A child that lives until the test kills it.
     fn sleeper() -> std::process::Child {

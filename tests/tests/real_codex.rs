@@ -262,6 +262,9 @@ fn start_permission_approve_turn_end_and_quit_match_the_screen() {
         return;
     };
     let project = &dirs[0];
+    // No hook fires while Codex waits at its first prompt: its screen says idle.
+    let ready = c.wait_state("idle");
+    assert_eq!(ready["tmux_pane"], c.lab.pane(), "{ready:#}");
     let target = project.join("approved");
     c.lab
         .type_line(&format!("please RUN touch {}", target.display()));

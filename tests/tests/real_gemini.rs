@@ -150,7 +150,11 @@ impl Gemini {
         self.submit(text);
         self.lab
             .wait_screen("the approval dialog", |s| s.contains(DIALOG));
-        let asking = self.wait_state("needs_permission");
+        // The screen may show the dialog before the `Notification` hook lands (a wait with a
+        // reason only); the hook then names the tool.
+        let asking = self.wait_session("needs_permission with the hook's tool", |s| {
+            s["state"] == "needs_permission" && !s["attention"]["tool"].is_null()
+        });
         assert_eq!(
             asking["attention"]["tool"],
             "run_shell_command",

@@ -8,8 +8,11 @@
 //!
 //! This crate is a translator: [`translate`] is the pure mapping of both payload shapes;
 //! [`CodexHooks`] hands it to atm-core's generic ingest adapter, which serves the routes,
-//! resolves the process identity, applies to the registry and counts.
+//! resolves the process identity, applies to the registry and counts. Beside it, atm-core's
+//! pane watcher reads a starting Codex's pane ([`screen::SCREEN`]): Codex fires no hook while
+//! it waits at its first prompt.
 
+pub mod screen;
 pub mod translate;
 
 use atm_core::model::Harness;
@@ -23,6 +26,7 @@ atm_core::translator! {
     /// `hook_event` with `"agent":"codex"` (hooks and notify through `atm-hook`), and
     /// `codex_notify` for a client that sends a notify payload under its own type.
     routes: &["hook_event:codex", "codex_notify"],
-    description: "Codex CLI hook events and notify turn completions sent by atm-hook",
+    description: "Codex CLI hook events and notify turn completions sent by atm-hook, and its pane's screen while it starts",
+    screen: screen::SCREEN,
     translate: |msg| translate(msg.data()),
 }

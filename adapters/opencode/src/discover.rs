@@ -36,13 +36,10 @@ pub fn server_process(proc_root: &Path, pid: u32) -> Option<ServerProcess> {
         .skip(1)
         .find(|a| !a.starts_with(b"-"))
         .is_some_and(|a| HEADLESS.iter().any(|h| h.as_bytes() == a));
-    let tmux_pane = std::fs::read(dir.join("environ")).ok().and_then(|env| {
-        env.split(|b| *b == 0)
-            .find_map(|kv| kv.strip_prefix(b"TMUX_PANE="))
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .filter(|v| v.starts_with('%') && v.len() <= 16)
-            .map(str::to_owned)
-    });
+    let tmux_pane = std::fs::read(dir.join("environ"))
+        .ok()
+        .and_then(|env| atm_core::process::environ_var(&env, "TMUX_PANE"))
+        .filter(|v| v.starts_with('%') && v.len() <= 16);
     Some(ServerProcess {
         headless,
         tmux_pane,

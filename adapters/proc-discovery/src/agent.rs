@@ -16,7 +16,9 @@ use atm_core::Harness;
 
 use crate::claude::{self, SessionFile};
 use crate::matcher::{MatchKind, MatcherConfig, match_process};
-use crate::procread::{ENVIRON_CAP, ReadError, env_var, read_capped, read_cmdline, read_link_text};
+use atm_core::process::environ_var as env_var;
+
+use crate::procread::{ENVIRON_CAP, ReadError, read_capped, read_cmdline, read_link_text};
 
 /// What a process is.
 #[derive(Debug)]

@@ -86,15 +86,6 @@ pub fn read_cmdline(dir: &Path) -> Result<Vec<String>, ReadError> {
     Ok(argv)
 }
 
-/// The value of `name` in a NUL-separated environment block (the first definition wins, as
-/// `getenv` does). Values that are not UTF-8 are ignored.
-pub fn env_var(environ: &[u8], name: &str) -> Option<String> {
-    environ.split(|b| *b == 0).find_map(|entry| {
-        let rest = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
-        std::str::from_utf8(rest).ok().map(str::to_owned)
-    })
-}
-
 /// A symlink's target as text (`exe`, `cwd`). `None` when it has none (kernel threads,
 /// zombies) or is not UTF-8.
 pub fn read_link_text(path: &Path) -> Result<Option<String>, ReadError> {
@@ -119,16 +110,6 @@ mod tests {
             vec!["\u{fffd}\u{fffd}claude", "x"]
         );
         assert_eq!(split_nul(b"a\0\0b"), vec!["a", "", "b"]);
-    }
-
-    #[test]
-    fn env_lookup_is_exact_and_tolerant() {
-        let env = b"TMUX_PANE_X=no\0TMUX_PANE=%3\0TMUX_PANE=%4\0BAD=\xff\0noequals\0";
-        assert_eq!(env_var(env, "TMUX_PANE").as_deref(), Some("%3"));
-        assert_eq!(env_var(env, "BAD"), None);
-        assert_eq!(env_var(env, "noequals"), None);
-        assert_eq!(env_var(b"", "TMUX_PANE"), None);
-        assert_eq!(env_var(b"TMUX_PANE=", "TMUX_PANE").as_deref(), Some(""));
     }
 
     #[test]

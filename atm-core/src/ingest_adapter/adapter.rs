@@ -73,6 +73,15 @@ impl<T: Translator> InputAdapter for IngestAdapter<T> {
             adapter: ctx.name.clone(),
             stats: self.stats.clone(),
         });
+        if let Some(screen) = T::SCREEN {
+            ctx.spawn(crate::screen::watch(
+                ctx.registry.clone(),
+                ctx.cancel.clone(),
+                ctx.name.clone(),
+                T::HARNESS,
+                screen,
+            ));
+        }
         ctx.serve_ingest(&path, T::ROUTES, handler).await?;
         self.stats.log_summary(&ctx.name);
         Ok(())

@@ -43,6 +43,10 @@ pub trait Translator: Default + Send + Sync + 'static {
     /// user then waits for a decision made through atm. False (the default) for agents that
     /// decide only in their own dialog: their requests are shown, never answerable.
     const ANSWERABLE: bool = false;
+    /// How this agent's tmux pane is read for the moves it fires no hook for
+    /// ([`crate::screen`]): the adapter then runs a pane watcher beside the socket. `None`
+    /// (the default): the hooks say everything.
+    const SCREEN: Option<crate::screen::PaneScreen> = None;
 
     /// Translates one message (its `data` is the agent's payload; [`fields::data_object`] reads
     /// it). An error goes back to the client as an `error` line and is counted as a bad
@@ -178,6 +182,7 @@ macro_rules! translator {
         routes: $routes:expr,
         description: $desc:expr,
         $(answerable: $answerable:expr,)?
+        $(screen: $screen:expr,)?
         translate: $translate:expr $(,)?
     ) => {
         $(#[$meta])*
@@ -190,6 +195,7 @@ macro_rules! translator {
             const HARNESS: &'static str = $harness;
             const AGENT: &'static str = $agent;
             $(const ANSWERABLE: bool = $answerable;)?
+            $(const SCREEN: Option<$crate::screen::PaneScreen> = Some($screen);)?
 
             fn translate(
                 &self,
