@@ -130,6 +130,7 @@ impl TestHarness {
                 runtime_dir,
                 state_dir,
                 rebind: Default::default(),
+                ingest_stats: Default::default(),
             },
             cancel: CancellationToken::new(),
         }

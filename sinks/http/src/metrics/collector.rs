@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use atm_core::ingest::IngestStats;
+use atm_core::ingest::{IngestStats, IngestStatsBoard};
 use atm_core::model::{AgentState, Session};
 use atm_core::sink_stats::SinkStats;
 use chrono::Utc;
@@ -51,9 +51,11 @@ pub const SINK_APPLIED: &str = "atm_sink_applied_seq";
 pub const SINK_FAILURES: &str = "atm_sink_failures_total";
 pub const REGISTRY_SEQ: &str = "atm_registry_seq";
 
-/// Counters of other plugins, handed in by whoever can reach them.
+/// Counters of other plugins: the daemon's board of ingest adapters (from the sink's context,
+/// once [`super::Metrics::run`] has it), and what was handed in.
 #[derive(Debug, Default)]
 pub struct Watched {
+    pub board: Option<IngestStatsBoard>,
     pub adapters: BTreeMap<String, Arc<IngestStats>>,
     pub sinks: BTreeMap<String, SinkStats>,
 }
@@ -308,19 +310,22 @@ impl Collector for SessionCollector {
 
 impl SessionCollector {
     fn encode_watched(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (adapters, sinks): (Vec<_>, Vec<_>) = match self.0.watched.lock() {
+        let (mut adapters, sinks, board) = match self.0.watched.lock() {
             Ok(w) => (
-                w.adapters
-                    .iter()
-                    .map(|(n, s)| (n.clone(), s.clone()))
-                    .collect(),
+                w.adapters.clone(),
                 w.sinks
                     .iter()
                     .map(|(n, s)| (n.clone(), s.clone()))
                     .collect(),
+                w.board.clone(),
             ),
-            Err(_) => (Vec::new(), Vec::new()),
+            Err(_) => (BTreeMap::new(), Vec::new(), None),
         };
+        // The board is the daemon's own account: it wins over a name handed in, and is as
+        // bounded as the rest.
+        for (name, stats) in board.map(|b| b.all()).unwrap_or_default() {
+            Self::watch(&mut adapters, &name, stats);
+        }
         if !adapters.is_empty() {
             let mut m = encoder.encode_descriptor(
                 ADAPTER_EVENTS.trim_end_matches("_total"),

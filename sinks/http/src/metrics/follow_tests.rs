@@ -1,12 +1,18 @@
 //! [`Metrics::run`] against a real registry: events applied as an adapter would, a permission
-//! asked and answered through the registry, a follower made to lag, cancellation.
+//! asked and answered through the registry, a follower made to lag, cancellation, and events
+//! sent through a real ingest socket to a real ingest adapter.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use atm_core::event::{AgentEvent, EventEnvelope, EventSource, StartSource};
+use atm_core::fields;
+use atm_core::ingest::IngestMessage;
+use atm_core::ingest_adapter::{Translation, Translator};
 use atm_core::model::{Harness, SessionId, UsageUpdate};
+use atm_core::protocol::WireError;
 use atm_core::registry::RegistryConfig;
 use atm_core::request::{Decision, Surface};
 use atm_core::testing::TestHarness;
+use atm_core::testing::ingest::RunningAdapter;
 use atm_core::testing::wait::wait_until;
 
 use super::tests::{metrics, strict_check};
@@ -212,4 +218,81 @@ async fn a_follower_that_falls_behind_resyncs_and_counts_it() {
     );
     h.cancel.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// A hook-style agent for the test: `{"session_id", "event"}` with `start` or `stop`.
+#[derive(Debug, Default)]
+struct TestHooks;
+
+impl Translator for TestHooks {
+    const ROUTES: &'static [&'static str] = &["metrics_test_event"];
+    const HARNESS: &'static str = "claude";
+    const AGENT: &'static str = "Test Agent";
+
+    fn translate(&self, msg: &IngestMessage) -> Result<Translation, WireError> {
+        let data = fields::data_object(&msg.raw.body, "test JSON")?;
+        let id = fields::session_id(data)?;
+        let event = match fields::required_str(data, "event")? {
+            "start" => AgentEvent::SessionStarted {
+                source: StartSource::Startup,
+                model: None,
+            },
+            _ => AgentEvent::TurnFinished,
+        };
+        Ok(Translation::new("test", id, event))
+    }
+}
+
+#[tokio::test]
+async fn events_through_a_real_ingest_socket_are_counted_by_adapter() {
+    let (run, _stats) =
+        RunningAdapter::start_translator::<TestHooks>(RegistryConfig::default()).await;
+    let m = metrics(100);
+    let ctx = run.harness.sink_context("http");
+    let task = tokio::spawn({
+        let m = m.clone();
+        async move { m.run(&ctx).await }
+    });
+    let mut client = run.client().await;
+    for event in ["start", "stop", "stop"] {
+        client
+            .send(
+                "metrics_test_event",
+                serde_json::json!({"session_id": "s1", "event": event}),
+                serde_json::json!({}),
+            )
+            .await;
+    }
+    // No session id: the translator refuses it.
+    client
+        .send(
+            "metrics_test_event",
+            serde_json::json!({"event": "start"}),
+            serde_json::json!({}),
+        )
+        .await;
+    client.sync().await;
+    caught_up(&run.harness, &m).await;
+    let text = m.encode().unwrap();
+    strict_check(&text);
+    // `test` is the adapter's instance name in the harness.
+    let applied = ["adapter=\"test\"", "outcome=\"applied\""];
+    assert_eq!(
+        value(&text, "atm_adapter_events_total", &applied),
+        Some(3.0),
+        "{text}"
+    );
+    let malformed = ["adapter=\"test\"", "outcome=\"malformed\""];
+    assert_eq!(
+        value(&text, "atm_adapter_events_total", &malformed),
+        Some(1.0)
+    );
+    let changes = ["source=\"test\"", "change=\"added\""];
+    assert_eq!(
+        value(&text, "atm_session_changes_total", &changes),
+        Some(1.0)
+    );
+    run.harness.cancel.cancel();
+    task.await.unwrap().unwrap();
+    run.stop().await;
 }

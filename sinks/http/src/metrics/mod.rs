@@ -167,6 +167,9 @@ impl Metrics {
     /// until the sink is cancelled or the registry stops (then `Ok(())`). Run it once per
     /// [`Metrics`] (a second run would count every change twice).
     pub async fn run(self, ctx: &SinkContext) -> Result<(), PluginError> {
+        if let Ok(mut w) = self.0.shared.watched.lock() {
+            w.board = Some(ctx.env.ingest_stats.clone());
+        }
         let (snapshot, mut follower) = ctx.follow().await?;
         self.load(&snapshot);
         while let Some(followed) = follower.next().await {
@@ -204,9 +207,10 @@ impl Metrics {
         SinkCounters::new(&self.0.families, label)
     }
 
-    /// Reports an ingest adapter's counters as `atm_adapter_events_total{adapter=name}`. The
-    /// same name again replaces them (a restarted adapter); beyond [`MAX_WATCHED`] names, new
-    /// ones are refused (`false`).
+    /// Reports an ingest adapter's counters as `atm_adapter_events_total{adapter=name}`
+    /// (those on the daemon's board, `PluginEnv::ingest_stats`, are reported once
+    /// [`Metrics::run`] starts, without this). The same name again replaces them (a restarted
+    /// adapter); beyond [`MAX_WATCHED`] names, new ones are refused (`false`).
     pub fn watch_adapter(&self, name: &str, stats: Arc<IngestStats>) -> bool {
         match self.0.shared.watched.lock() {
             Ok(mut w) => SessionCollector::watch(&mut w.adapters, name, stats),
