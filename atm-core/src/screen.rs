@@ -88,11 +88,13 @@ impl Track {
         if self.state_since != state_since {
             *self = Self::new(state_since);
         }
+        // Any read that shows the state counts as seen, within the grace too: the user may
+        // answer a dialog sooner than the grace.
+        self.seen |= shown == Some(state);
         let grace = chrono::Duration::from_std(GRACE).unwrap_or_default();
         if at < state_since + grace {
             return None;
         }
-        self.seen |= shown == Some(state);
         let drawn = matches!(state, AgentState::Working | AgentState::NeedsPermission);
         let unseen_grace = chrono::Duration::from_std(UNSEEN_GRACE).unwrap_or_default();
         if drawn && !self.seen && at < state_since + unseen_grace {
@@ -250,6 +252,13 @@ mod tests {
         );
         let mut track = Track::new(t(0));
         let never_drawn = [(prompt, 4900), (prompt, 5100), (prompt, 5350)];
+        // Seen within the grace (answered at once): the prompt after it counts at the grace.
+        let mut quick = Track::new(t(0));
+        let answered = [(dialog, 300), (prompt, 600), (prompt, 1100), (prompt, 1350)];
+        assert_eq!(
+            reads(&mut quick, &answered, S::NeedsPermission, 0),
+            [None, None, None, Some((S::Idle, t(1100)))]
+        );
         assert_eq!(
             reads(&mut track, &never_drawn, S::NeedsPermission, 0),
             [None, None, Some((S::Idle, t(5100)))]

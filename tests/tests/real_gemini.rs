@@ -253,6 +253,20 @@ fn start_approved_tool_turn_end_model_and_quit_match_the_screen() {
     let pids = process_tree(g.lab.pid());
     let quit_at = Instant::now();
     g.submit("/quit");
+    // A loaded Gemini may take the Enter for picking `/quit` in its command menu: pressed
+    // again while the command still stands in the input box, as a person would.
+    for _ in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !g.lab.exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let screen = g.lab.screen();
+        if g.lab.exited() || !screen.lines().any(|l| l.contains("> ") && l.contains("/quit")) {
+            break;
+        }
+        eprintln!("/quit still in the input box; pressing Enter again");
+        g.lab.keys(&["Enter"]);
+    }
     atm_core::testing::wait_until_blocking("Gemini to exit", || g.lab.exited());
     eprintln!("exited {:?} after /quit", quit_at.elapsed());
     g.daemon.wait_sessions("the session gone", |all| {
