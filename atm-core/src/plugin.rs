@@ -175,6 +175,9 @@ pub struct PluginEnv {
     /// Fires when the daemon recreated its runtime dir: a plugin that listens on a socket there
     /// binds it through [`crate::unix_socket::PrivateListener`] with this, and is found again.
     pub rebind: crate::unix_socket::RebindWatch,
+    /// The running ingest adapters' counters (published by [`crate::ingest_adapter`], read by
+    /// sinks that report them).
+    pub ingest_stats: crate::ingest::IngestStatsBoard,
 }
 
 /// What an input adapter gets.

@@ -231,6 +231,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             runtime_dir,
             state_dir: state.clone(),
             rebind: rebind.subscribe(),
+            ingest_stats: Default::default(),
         },
     };
     // Sinks first, so nothing an adapter reports at start-up is missed by a sink.

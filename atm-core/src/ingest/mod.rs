@@ -37,7 +37,7 @@ mod stats;
 
 pub use crate::unix_socket::Peer;
 pub use hub::{IngestAttachment, IngestHub};
-pub use stats::IngestStats;
+pub use stats::{IngestStats, IngestStatsBoard};
 
 /// One accepted ingest message.
 #[derive(Debug, Clone)]

@@ -1,4 +1,7 @@
-//! The counters every ingest adapter keeps.
+//! The counters every ingest adapter keeps, and the board where the running ones are found.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
@@ -38,5 +41,55 @@ impl IngestStats {
             registry_errors = Self::get(&self.registry_errors),
             "ingest adapter stopped"
         );
+    }
+}
+
+/// The counters of every ingest adapter that has run, by instance name, shared by the daemon's
+/// plugins ([`crate::plugin::PluginEnv::ingest_stats`]): an ingest adapter publishes its
+/// [`IngestStats`] when it starts (a restarted instance replaces its old counters), and a sink
+/// that reports them (the `http` sink's `/metrics`) reads them. Bounded by the configured
+/// adapters: only instances the daemon runs publish.
+#[derive(Debug, Clone, Default)]
+pub struct IngestStatsBoard(Arc<Mutex<BTreeMap<String, Arc<IngestStats>>>>);
+
+impl IngestStatsBoard {
+    /// Publishes `stats` as the counters of adapter instance `adapter`.
+    pub fn publish(&self, adapter: &str, stats: Arc<IngestStats>) {
+        if let Ok(mut board) = self.0.lock() {
+            board.insert(adapter.to_owned(), stats);
+        }
+    }
+
+    /// Every published adapter's counters, by name.
+    pub fn all(&self) -> Vec<(String, Arc<IngestStats>)> {
+        match self.0.lock() {
+            Ok(board) => board.iter().map(|(n, s)| (n.clone(), s.clone())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_board_shares_published_counters_and_a_restart_replaces_them() {
+        let board = IngestStatsBoard::default();
+        let reader = board.clone();
+        let first = Arc::new(IngestStats::default());
+        board.publish("claude-hooks", first.clone());
+        IngestStats::bump(&first.applied);
+        let all = reader.all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(IngestStats::get(&all[0].1.applied), 1, "the same counters");
+        board.publish("claude-hooks", Arc::new(IngestStats::default()));
+        board.publish("codex", Arc::new(IngestStats::default()));
+        let all = reader.all();
+        assert_eq!(
+            all.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["claude-hooks", "codex"]
+        );
+        assert_eq!(IngestStats::get(&all[0].1.applied), 0, "replaced");
     }
 }

@@ -66,6 +66,7 @@ pub fn factory<T: Translator>(cfg: &toml::Value) -> Result<Box<dyn InputAdapter>
 impl<T: Translator> InputAdapter for IngestAdapter<T> {
     async fn run(self: Box<Self>, ctx: AdapterContext) -> Result<(), PluginError> {
         let path = self.config.socket_path(&ctx.env.runtime_dir);
+        ctx.env.ingest_stats.publish(&ctx.name, self.stats.clone());
         let handler = Arc::new(TranslatorHandler {
             translator: self.translator,
             registry: ctx.registry.clone(),

@@ -137,6 +137,7 @@ impl TestHarness {
                 runtime_dir,
                 state_dir,
                 rebind: Default::default(),
+                ingest_stats: Default::default(),
             },
             cancel: CancellationToken::new(),
         }

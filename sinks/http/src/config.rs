@@ -46,6 +46,10 @@ pub struct HttpConfig {
     /// A comment line sent on idle live streams this often, so proxies keep them open (1 s to 1 h).
     #[serde(with = "duration::Within::<1000, 3_600_000>")]
     pub keepalive: Duration,
+    /// Sessions with series of their own on `/metrics` (cost, context, wait) at most (1 to
+    /// 1000): the waiting ones first, then the most recently active; the rest are counted in
+    /// `atm_session_series_omitted`. Bounds what a scrape stores.
+    pub max_session_series: usize,
 }
 
 impl Default for HttpConfig {
@@ -61,6 +65,7 @@ impl Default for HttpConfig {
             max_header_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(20),
+            max_session_series: crate::metrics::DEFAULT_SESSION_SERIES,
         }
     }
 }
@@ -72,6 +77,12 @@ impl HttpConfig {
             ("max_clients", self.max_clients, 1, 65_536),
             ("client_queue", self.client_queue, 1, 4096),
             ("client_coalesced", self.client_coalesced, 1, 65_536),
+            (
+                "max_session_series",
+                self.max_session_series,
+                1,
+                crate::metrics::MAX_SESSION_SERIES,
+            ),
             ("max_body_bytes", self.max_body_bytes, 256, 1 << 20),
             (
                 "max_header_bytes",

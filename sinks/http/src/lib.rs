@@ -130,7 +130,11 @@ impl OutputSink for HttpSink {
             config.client_policy(),
             board::local_hostname(),
         ));
-        let metrics = metrics::Metrics::new();
+        let metrics = metrics::Metrics::new(metrics::MetricsConfig {
+            host: board::local_hostname(),
+            sink: ctx.name.clone(),
+            max_session_series: config.max_session_series,
+        });
         let state = api::AppState {
             token,
             board: board.clone(),
@@ -164,7 +168,7 @@ impl OutputSink for HttpSink {
         };
         let result = tokio::select! {
             r = board.clone().run(ctx.registry.clone(), stop.clone()) => r,
-            r = metrics.follow(ctx.registry.clone(), stop.clone()) => r,
+            r = metrics.clone().run(&ctx) => r,
             ((), ()) = async { tokio::join!(accept_tcp, accept_unix) } => Ok(()),
         };
         stop.cancel();
