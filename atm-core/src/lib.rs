@@ -33,6 +33,7 @@ pub mod duration;
 pub mod event;
 pub mod fields;
 pub mod follow;
+pub mod host;
 pub mod ingest;
 pub mod ingest_adapter;
 pub mod limits;
@@ -74,6 +75,7 @@ pub use toml;
 pub use tracing;
 
 pub use event::{AgentEvent, EventEnvelope, EventSource, StartSource};
+pub use host::HostId;
 pub use model::{
     AgentState, Attention, Harness, ProcessIdentity, Session, SessionId, SessionKey, Usage,
     UsageUpdate,
