@@ -32,7 +32,8 @@ impl HostId {
     pub fn parse(s: &str) -> Result<Self, BadHostId> {
         let ok = !s.is_empty()
             && s.len() <= MAX_HOST_ID
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(Self(Arc::from(s)))
         } else {

@@ -32,6 +32,7 @@ pub mod control;
 pub mod duration;
 pub mod event;
 pub mod fields;
+pub mod fleet;
 pub mod follow;
 pub mod host;
 pub mod ingest;
@@ -62,6 +63,22 @@ pub mod warn_rate;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// A plain session for this crate's unit tests.
+#[cfg(test)]
+pub(crate) fn testing_session() -> model::Session {
+    let key = model::SessionKey::Id {
+        harness: model::Harness::claude(),
+        id: model::SessionId::new("t"),
+    };
+    model::Session::new(
+        key,
+        model::SessionId::new("t"),
+        None,
+        "test",
+        chrono::Utc::now(),
+    )
+}
 
 // Re-exported for `register_plugin!` and for plugin crates, so they need no direct dependency.
 pub use async_trait::async_trait;

@@ -134,7 +134,10 @@ pub enum SessionKey {
     },
     /// A session of another machine, mirrored here (the `nats` adapter): its host and the key
     /// it has there. Never a local process: nothing here watches its PID.
-    Remote { host: HostId, key: Box<SessionKey> },
+    Remote {
+        host: HostId,
+        key: Box<SessionKey>,
+    },
 }
 
 impl SessionKey {

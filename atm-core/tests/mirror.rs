@@ -34,7 +34,13 @@ fn remote_session(id: &str, pid: u32, state: AgentState) -> Session {
         start_time: 9,
     };
     let process = Some(ProcessIdentity { pid, start_time: 9 });
-    let mut s = Session::new(key, SessionId::new(id), process, "claude-hooks", chrono::Utc::now());
+    let mut s = Session::new(
+        key,
+        SessionId::new(id),
+        process,
+        "claude-hooks",
+        chrono::Utc::now(),
+    );
     s.state = state;
     s.tmux_pane = Some("%3".into());
     s.host = host("devbox");
@@ -69,10 +75,17 @@ async fn a_remote_session_is_kept_as_its_host_said_and_apart_from_local_ones() {
     assert_eq!(out, ApplyOutcome::Added);
     let all = reg.get_all_sessions().await.unwrap();
     assert_eq!(all.len(), 2);
-    assert_eq!(all[0].host.as_str(), "hub", "local sessions carry the local host");
+    assert_eq!(
+        all[0].host.as_str(),
+        "hub",
+        "local sessions carry the local host"
+    );
     assert!(!all[0].is_remote());
     let remote = &all[1];
-    assert_eq!((remote.host.as_str(), remote.state), ("devbox", AgentState::Working));
+    assert_eq!(
+        (remote.host.as_str(), remote.state),
+        ("devbox", AgentState::Working)
+    );
     assert_eq!(remote.process, None, "a remote PID is never watched here");
     assert_eq!(remote.tmux_pane, None, "a remote pane is not a pane here");
     assert!(matches!(remote.key, SessionKey::Remote { .. }));
@@ -98,7 +111,10 @@ async fn a_remote_session_is_kept_as_its_host_said_and_apart_from_local_ones() {
         host: host("devbox"),
         stale: true,
     };
-    assert_eq!(reg.mirror(stale.clone()).await.unwrap(), ApplyOutcome::Updated);
+    assert_eq!(
+        reg.mirror(stale.clone()).await.unwrap(),
+        ApplyOutcome::Updated
+    );
     assert_eq!(reg.mirror(stale).await.unwrap(), ApplyOutcome::Unchanged);
     let all = reg.get_all_sessions().await.unwrap();
     assert!(all[1].remote.unwrap().stale);
@@ -176,7 +192,11 @@ async fn a_decision_for_a_remote_request_goes_to_the_link_and_its_answer_back() 
     };
     // No link yet: the hub says the host cannot be reached, and why.
     let refused = reg
-        .decide(request.clone(), allow.clone(), Surface::new("atmctl", Some(1)))
+        .decide(
+            request.clone(),
+            allow.clone(),
+            Surface::new("atmctl", Some(1)),
+        )
         .await
         .unwrap()
         .unwrap_err();
@@ -225,7 +245,10 @@ async fn a_decision_for_a_remote_request_goes_to_the_link_and_its_answer_back() 
         .await
         .unwrap()
         .unwrap_err();
-    assert!(matches!(refused, DecideError::Unreachable { .. }), "{refused:?}");
+    assert!(
+        matches!(refused, DecideError::Unreachable { .. }),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -144,9 +144,7 @@ impl Actor {
         Surface,
         oneshot::Sender<Result<Decided, DecideError>>,
     )> {
-        let host = self
-            .key_holding(&id)
-            .and_then(|k| k.remote_host().cloned());
+        let host = self.key_holding(&id).and_then(|k| k.remote_host().cloned());
         let Some(host) = host else {
             return Some((id, decision, surface, reply));
         };

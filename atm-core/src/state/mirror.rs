@@ -59,7 +59,13 @@ mod tests {
             pid: 42,
             start_time: 7,
         });
-        let mut s = Session::new(key.clone(), SessionId::new("a"), process, "t", chrono::Utc::now());
+        let mut s = Session::new(
+            key.clone(),
+            SessionId::new("a"),
+            process,
+            "t",
+            chrono::Utc::now(),
+        );
         s.state = crate::model::AgentState::NeedsPermission;
         s.tmux_pane = Some("%5".into());
         s.attention = Some(Attention {
@@ -82,7 +88,13 @@ mod tests {
         let detail = m.attention.unwrap().detail.unwrap();
         assert!(!detail.contains('\u{1b}'), "{detail:?}");
         // Mirrored again (a relay): still one level deep.
-        let mut again = Session::new(m.key.clone(), SessionId::new("a"), None, "t", chrono::Utc::now());
+        let mut again = Session::new(
+            m.key.clone(),
+            SessionId::new("a"),
+            None,
+            "t",
+            chrono::Utc::now(),
+        );
         again.host = host.clone();
         let other = HostId::parse("hub").unwrap();
         let twice = mirrored(&other, again);
