@@ -295,6 +295,136 @@ pub async fn connect(
     Ok((client, rx))
 }
 
+/// Why the bucket could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error(
+        "the key-value bucket {bucket} does not exist and this plugin may not create it \
+         (`create_bucket = false`): create it, or let a hub with `create_bucket = true` do so"
+    )]
+    Missing { bucket: String },
+    #[error("cannot open the key-value bucket {bucket}: {message}")]
+    Open { bucket: String, message: String },
+    #[error("cannot list the keys of host {host} in bucket {bucket}: {message}")]
+    List {
+        bucket: String,
+        host: String,
+        message: String,
+    },
+}
+
+/// The bucket's settings when a plugin creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSettings {
+    /// Copies kept in a JetStream cluster (1 for a single server, 3 for a 3-node cluster).
+    pub replicas: usize,
+}
+
+/// Opens the bucket, creating it (`create: Some`) when it does not exist. One value per key
+/// (no history: only the latest view matters), values capped at [`super::MAX_ENTRY`], kept on
+/// disk so a server restart keeps every host's view.
+pub async fn open_bucket(
+    client: &async_nats::Client,
+    cfg: &NatsConnection,
+    create: Option<BucketSettings>,
+) -> Result<async_nats::jetstream::kv::Store, BucketError> {
+    use async_nats::jetstream::context::KeyValueErrorKind;
+    let js = async_nats::jetstream::new(client.clone());
+    let open_err = |e: &dyn std::fmt::Display| BucketError::Open {
+        bucket: cfg.bucket.clone(),
+        message: e.to_string(),
+    };
+    match js.get_key_value(cfg.bucket.clone()).await {
+        Ok(store) => return Ok(store),
+        Err(e) if e.kind() == KeyValueErrorKind::GetBucket && create.is_some() => {}
+        Err(e) if e.kind() == KeyValueErrorKind::GetBucket => {
+            return Err(BucketError::Missing {
+                bucket: cfg.bucket.clone(),
+            });
+        }
+        Err(e) => return Err(open_err(&e)),
+    }
+    let settings = create.unwrap_or(BucketSettings { replicas: 1 });
+    let config = async_nats::jetstream::kv::Config {
+        bucket: cfg.bucket.clone(),
+        description: "atm: every host's agent sessions".to_owned(),
+        history: 1,
+        max_value_size: i32::try_from(super::MAX_ENTRY).unwrap_or(i32::MAX),
+        storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: settings.replicas.max(1),
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another plugin created it meanwhile.
+        Err(_) => js
+            .get_key_value(cfg.bucket.clone())
+            .await
+            .map_err(|e| open_err(&e)),
+    }
+}
+
+/// The keys `host` holds in the bucket now (deleted ones left out): what a host that starts
+/// over compares with what it has, to delete what ended while it was away.
+pub async fn host_keys(
+    store: &async_nats::jetstream::kv::Store,
+    client: &async_nats::Client,
+    host: &crate::host::HostId,
+    timeout: Duration,
+) -> Result<std::collections::HashSet<String>, BucketError> {
+    use futures_util::StreamExt;
+    let list_err = |message: String| BucketError::List {
+        bucket: store.name.clone(),
+        host: host.to_string(),
+        message,
+    };
+    let filter = format!("{}{host}.", store.prefix);
+    let consumer = store
+        .stream
+        .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: format!("{filter}>"),
+            headers_only: true,
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| list_err(e.to_string()))?;
+    let mut pending = consumer.cached_info().num_pending;
+    let mut keys = std::collections::HashSet::new();
+    if pending == 0 {
+        return Ok(keys);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| list_err(e.to_string()))?;
+    let read = async {
+        while pending > 0 {
+            let Some(m) = messages.next().await else {
+                return Err(list_err("the listing ended early".to_owned()));
+            };
+            let m = m.map_err(|e| list_err(e.to_string()))?;
+            pending -= 1;
+            let deleted = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            if let Some(key) = m.subject.as_str().strip_prefix(&store.prefix)
+                && !deleted
+            {
+                keys.insert(key.to_owned());
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| list_err(format!("no answer within {timeout:?}")))??;
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,9 @@
 #[cfg(feature = "nats")]
 mod connect;
 #[cfg(feature = "nats")]
-pub use connect::{ConnectError, connect};
+pub use connect::{
+    BucketError, BucketSettings, ConnectError, NatsConnection, connect, host_keys, open_bucket,
+};
 
 use serde::{Deserialize, Serialize};
 
