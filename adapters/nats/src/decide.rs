@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use async_nats::RequestErrorKind;
 use atm_core::HostId;
+use atm_core::SessionId;
 use atm_core::fleet::{DecideReply, DecideRequest, ENTRY_VERSION, decide_subject};
 use atm_core::registry::{Decided, RemoteDecision};
 use atm_core::request::DecideError;
 use atm_core::tokio_util::sync::CancellationToken;
-use atm_core::SessionId;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info};
 
@@ -72,14 +72,10 @@ impl Forwarder {
             uid: d.surface.uid,
             from: self.from.clone(),
         };
-        let payload =
-            serde_json::to_vec(&req).map_err(|e| DecideError::Invalid(e.to_string()))?;
+        let payload = serde_json::to_vec(&req).map_err(|e| DecideError::Invalid(e.to_string()))?;
         let subject = decide_subject(&self.prefix, &d.host);
-        let asked = tokio::time::timeout(
-            self.timeout,
-            self.client.request(subject, payload.into()),
-        )
-        .await;
+        let asked =
+            tokio::time::timeout(self.timeout, self.client.request(subject, payload.into())).await;
         let msg = match asked {
             Err(_) => {
                 return Err(unreachable(format!(

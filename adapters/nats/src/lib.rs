@@ -89,7 +89,12 @@ impl NatsAdapterConfig {
         let (ms, day) = (Duration::from_millis(100), Duration::from_secs(86_400));
         range("stale_after", own.stale_after, ms, day)?;
         range("remove_after", own.remove_after, ms, day * 30)?;
-        range("decide_timeout", own.decide_timeout, ms, Duration::from_secs(120))?;
+        range(
+            "decide_timeout",
+            own.decide_timeout,
+            ms,
+            Duration::from_secs(120),
+        )?;
         if own.remove_after <= own.stale_after {
             return Err(ConfigError::for_key(
                 "remove_after",

@@ -58,14 +58,18 @@ impl Mirror {
         }
     }
 
-    pub(crate) async fn run(mut self, store: Store, ctx: &AdapterContext) -> Result<(), PluginError> {
+    pub(crate) async fn run(
+        mut self,
+        store: Store,
+        ctx: &AdapterContext,
+    ) -> Result<(), PluginError> {
         let mut tick = tokio::time::interval((self.stale_after / 4).max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ready = false;
         loop {
             let watch = tokio::select! {
                 () = ctx.cancel.cancelled() => return Ok(()),
-                w = store.watch_all() => w,
+                w = store.watch_with_history(">") => w,
             };
             let mut watch = match watch {
                 Ok(w) => w,
@@ -123,9 +127,9 @@ impl Mirror {
     async fn tell(&self, said: Said) -> Result<(), PluginError> {
         match self.registry.mirror(said).await {
             Ok(_) => Ok(()),
-            Err(RegistryError::ChannelClosed) => Err(PluginError::Other(
-                "the registry stopped".to_owned(),
-            )),
+            Err(RegistryError::ChannelClosed) => {
+                Err(PluginError::Other("the registry stopped".to_owned()))
+            }
             Err(e) => {
                 debug!(error = %e, "nats: the registry refused a mirrored session");
                 Ok(())
@@ -136,7 +140,10 @@ impl Mirror {
     fn refuse(&mut self, key: &str, why: &str) {
         self.refused += 1;
         if self.warned.insert(key.to_owned()) {
-            warn!(key, why, "nats: a value in the bucket was refused (the watch goes on)");
+            warn!(
+                key,
+                why, "nats: a value in the bucket was refused (the watch goes on)"
+            );
         } else {
             debug!(key, why, "nats: a value in the bucket was refused again");
         }
@@ -176,7 +183,10 @@ impl Mirror {
     async fn heard(&mut self, entry: Entry) -> Result<(), PluginError> {
         let key = entry.key.clone();
         let Some(kind) = parse_key(&key) else {
-            self.refuse(&key, "not a key of atm's layout (<host>.host or <host>.s.<session>)");
+            self.refuse(
+                &key,
+                "not a key of atm's layout (<host>.host or <host>.s.<session>)",
+            );
             return Ok(());
         };
         let (KeyKind::Host(host) | KeyKind::Session(host)) = &kind;
@@ -284,8 +294,11 @@ impl Mirror {
         }
         for (host, silent) in gone {
             info!(%host, silent = ?silent, "nats: host not heard for too long; its sessions are removed");
-            self.host_gone(&host, &format!("host {host} not heard for {}s", silent.as_secs()))
-                .await?;
+            self.host_gone(
+                &host,
+                &format!("host {host} not heard for {}s", silent.as_secs()),
+            )
+            .await?;
         }
         Ok(())
     }

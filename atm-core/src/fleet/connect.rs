@@ -345,23 +345,31 @@ pub async fn open_bucket(
         Err(e) => return Err(open_err(&e)),
     }
     let settings = create.unwrap_or(BucketSettings { replicas: 1 });
-    let config = async_nats::jetstream::kv::Config {
-        bucket: cfg.bucket.clone(),
-        description: "atm: every host's agent sessions".to_owned(),
-        history: 1,
-        max_value_size: i32::try_from(super::MAX_ENTRY).unwrap_or(i32::MAX),
-        storage: async_nats::jetstream::stream::StorageType::File,
+    // The stream a key-value bucket is, as the client's `create_key_value` would make it.
+    // Made by hand because that call first reads the account's JetStream info in a shape
+    // servers before 2.10 do not send (Debian 12 ships 2.9).
+    use async_nats::jetstream::stream;
+    let config = stream::Config {
+        name: format!("KV_{}", cfg.bucket),
+        description: Some("atm: every host's agent sessions".to_owned()),
+        subjects: vec![format!("$KV.{}.>", cfg.bucket)],
+        max_messages_per_subject: 1,
+        max_message_size: i32::try_from(super::MAX_ENTRY).unwrap_or(i32::MAX),
+        storage: stream::StorageType::File,
         num_replicas: settings.replicas.max(1),
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
         ..Default::default()
     };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        // Another plugin created it meanwhile.
-        Err(_) => js
-            .get_key_value(cfg.bucket.clone())
-            .await
-            .map_err(|e| open_err(&e)),
+    if let Err(e) = js.create_stream(config).await {
+        // Another plugin may have created it meanwhile: opening tells.
+        tracing::debug!(error = %e, "nats: creating the bucket failed");
     }
+    js.get_key_value(cfg.bucket.clone())
+        .await
+        .map_err(|e| open_err(&e))
 }
 
 /// The keys `host` holds in the bucket now (deleted ones left out): what a host that starts

@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 
 use atm_core::fleet::{DecideReply, DecideRequest, ENTRY_VERSION, decide_subject};
 use atm_core::request::{DecideError, RequestId, Surface};
+use atm_core::tokio_util::sync::CancellationToken;
 use atm_core::{HostId, RegistryHandle};
 use futures_util::StreamExt;
-use atm_core::tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Delivered answers remembered for repeats.
@@ -72,7 +72,10 @@ async fn answer(
     recent: &mut VecDeque<(String, DecideReply)>,
 ) -> DecideReply {
     if payload.len() > MAX_REQUEST {
-        return invalid(format!("a decision of {} bytes is too large", payload.len()));
+        return invalid(format!(
+            "a decision of {} bytes is too large",
+            payload.len()
+        ));
     }
     let req: DecideRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,

@@ -192,7 +192,10 @@ impl OutputSink for NatsSink {
                     }
                 }
                 Followed::Resync { missed, .. } => {
-                    debug!(missed, "nats: fell behind the registry; publishing everything again");
+                    debug!(
+                        missed,
+                        "nats: fell behind the registry; publishing everything again"
+                    );
                     queue.request_resync();
                 }
             }
