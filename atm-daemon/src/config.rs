@@ -475,6 +475,18 @@ mod tests {
         let c = load(&ConfigSource::Embedded).unwrap();
         assert!(c.plugins.iter().any(|p| p.plugin == "socket"));
         assert!(c.plugins.iter().any(|p| p.plugin == "claude-hooks"));
+        // The fleet needs a server somewhere: shown commented out, never on by default.
+        assert!(!c.plugins.iter().any(|p| p.plugin == "nats"));
+    }
+
+    #[test]
+    fn the_host_id_is_read_and_a_bad_one_is_refused() {
+        let c = parse_str("[daemon]\nhost = \"devbox-2\"\n").unwrap();
+        assert_eq!(c.daemon.host.as_deref(), Some("devbox-2"));
+        check_errors(&[(
+            "[daemon]\nhost = \"dev.box\"\n",
+            &["[daemon] host", "not a host id"],
+        )]);
     }
 
     #[test]

@@ -36,6 +36,10 @@ use sink_notify as _;
 use sink_socket as _;
 #[cfg(feature = "tmux-marks")]
 use sink_tmux_marks as _;
+#[cfg(feature = "nats")]
+use adapter_nats as _;
+#[cfg(feature = "nats")]
+use sink_nats as _;
 
 /// Call from a binary or test that must see every plugin: referencing this function links this
 /// crate, and with it every plugin crate's registration.
@@ -59,6 +63,8 @@ pub fn built_in_plugins() -> Vec<&'static str> {
         (cfg!(feature = "notify"), "sink:notify"),
         (cfg!(feature = "socket"), "sink:socket"),
         (cfg!(feature = "tmux-marks"), "sink:tmux-marks"),
+        (cfg!(feature = "nats"), "adapter:nats"),
+        (cfg!(feature = "nats"), "sink:nats"),
     ];
     all.into_iter()
         .filter_map(|(on, name)| on.then_some(name))

@@ -253,3 +253,33 @@ async fn bad_values_are_refused_and_the_watch_goes_on() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_sample_builds_and_the_plugin_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path(), "");
+    let cfg = atm_core::testing::config_table(&format!("servers = [\"{}\"]", server.url()));
+    atm_core::testing::check_adapter_contract("nats", cfg, dir.path()).await;
+}
+
+#[test]
+fn config_errors_name_their_key() {
+    let parse = |t: &str| NatsAdapterConfig::from_toml(&atm_core::testing::config_table(t));
+    let sample = atm_core::testing::config_table(
+        &include_str!("../sample.toml").replace("[[adapter]]\ntype = \"nats\"\n", ""),
+    );
+    let c = NatsAdapterConfig::from_toml(&sample).unwrap();
+    assert_eq!(c.stale_after, Duration::from_secs(30));
+    assert_eq!(c.remove_after, Duration::from_secs(600));
+    for (t, key) in [
+        ("stale_after = \"1ms\"", "stale_after"),
+        ("stale_after = \"1min\"\nremove_after = \"30s\"", "remove_after"),
+        ("decide_timeout = \"1h\"", "decide_timeout"),
+        ("replicas = 0", "replicas"),
+        ("stale = \"1s\"", "stale"),
+        ("bucket = \"a b\"", "bucket"),
+    ] {
+        let e = parse(t).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{t}: {e}");
+    }
+}
