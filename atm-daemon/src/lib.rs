@@ -22,6 +22,8 @@ use adapter_claude_statusline as _;
 use adapter_codex as _;
 #[cfg(feature = "gemini")]
 use adapter_gemini as _;
+#[cfg(feature = "nats")]
+use adapter_nats as _;
 #[cfg(feature = "opencode")]
 use adapter_opencode as _;
 #[cfg(feature = "pi")]
@@ -30,16 +32,14 @@ use adapter_pi as _;
 use adapter_proc_discovery as _;
 #[cfg(feature = "dbus")]
 use sink_dbus as _;
+#[cfg(feature = "nats")]
+use sink_nats as _;
 #[cfg(feature = "notify")]
 use sink_notify as _;
 #[cfg(feature = "socket")]
 use sink_socket as _;
 #[cfg(feature = "tmux-marks")]
 use sink_tmux_marks as _;
-#[cfg(feature = "nats")]
-use adapter_nats as _;
-#[cfg(feature = "nats")]
-use sink_nats as _;
 
 /// Call from a binary or test that must see every plugin: referencing this function links this
 /// crate, and with it every plugin crate's registration.

@@ -273,7 +273,10 @@ fn config_errors_name_their_key() {
     assert_eq!(c.remove_after, Duration::from_secs(600));
     for (t, key) in [
         ("stale_after = \"1ms\"", "stale_after"),
-        ("stale_after = \"1min\"\nremove_after = \"30s\"", "remove_after"),
+        (
+            "stale_after = \"1min\"\nremove_after = \"30s\"",
+            "remove_after",
+        ),
         ("decide_timeout = \"1h\"", "decide_timeout"),
         ("replicas = 0", "replicas"),
         ("stale = \"1s\"", "stale"),
