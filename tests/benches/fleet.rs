@@ -49,7 +49,13 @@ fn session(h: &HostId, j: usize) -> Session {
         harness: atm_core::Harness::claude(),
         id: SessionId::new(id.clone()),
     };
-    let mut s = Session::new(key, SessionId::new(id), None, "claude-hooks", atm_core::chrono::Utc::now());
+    let mut s = Session::new(
+        key,
+        SessionId::new(id),
+        None,
+        "claude-hooks",
+        atm_core::chrono::Utc::now(),
+    );
     s.host = h.clone();
     s.state = AgentState::Working;
     s.cwd = Some(format!("/home/dev/src/project-{j}"));
@@ -151,7 +157,9 @@ fn main() {
         for (h, _, kv) in &hosts {
             for j in 0..SESSIONS {
                 let s = session(h, j);
-                kv.put(session_kv_key(h, &s.key), value(h, &s)).await.unwrap();
+                kv.put(session_kv_key(h, &s.key), value(h, &s))
+                    .await
+                    .unwrap();
             }
             kv.put(host_key(h), beat(h)).await.unwrap();
         }
@@ -206,12 +214,18 @@ fn main() {
                     continue;
                 }
                 let s = &v["session"];
-                let (Some(h), Some(id), Some(seq)) =
-                    (s["host"].as_str(), s["id"].as_str(), s["output_tokens"].as_u64())
-                else {
+                let (Some(h), Some(id), Some(seq)) = (
+                    s["host"].as_str(),
+                    s["id"].as_str(),
+                    s["output_tokens"].as_u64(),
+                ) else {
                     continue;
                 };
-                if let Some(t) = sent.lock().unwrap().get(&(h.to_owned(), id.to_owned(), seq)) {
+                if let Some(t) = sent
+                    .lock()
+                    .unwrap()
+                    .get(&(h.to_owned(), id.to_owned(), seq))
+                {
                     lat.lock().unwrap().push(at.duration_since(*t));
                 }
             }
@@ -227,8 +241,7 @@ fn main() {
             tasks.push(tokio::spawn(async move {
                 // Spread the hosts over the first period.
                 tokio::time::sleep(Duration::from_millis((i as u64 * 100) / HOSTS as u64)).await;
-                let mut tick =
-                    tokio::time::interval(Duration::from_millis(1000 / UPDATES_PER_SEC));
+                let mut tick = tokio::time::interval(Duration::from_millis(1000 / UPDATES_PER_SEC));
                 let mut sessions: Vec<Session> = (0..SESSIONS).map(|j| session(&h, j)).collect();
                 let end = Instant::now() + STEADY;
                 let mut seq = 0u64;
@@ -246,7 +259,9 @@ fn main() {
                     s.last_activity = atm_core::chrono::Utc::now();
                     let key = (h.to_string(), s.id.to_string(), seq);
                     sent.lock().unwrap().insert(key, Instant::now());
-                    kv.put(session_kv_key(&h, &s.key), value(&h, s)).await.unwrap();
+                    kv.put(session_kv_key(&h, &s.key), value(&h, s))
+                        .await
+                        .unwrap();
                     if last_beat.elapsed() >= Duration::from_secs(5) {
                         kv.put(host_key(&h), beat(&h)).await.unwrap();
                         last_beat = Instant::now();
@@ -276,9 +291,15 @@ fn main() {
     let restarts = rt.block_on(restart_rounds(&url, &hub));
 
     let remote = (HOSTS * SESSIONS) as f64;
-    println!("\n### Fleet at a hub ({HOSTS} hosts x {SESSIONS} sessions, {UPDATES_PER_SEC} updates/s per host)\n");
+    println!(
+        "\n### Fleet at a hub ({HOSTS} hosts x {SESSIONS} sessions, {UPDATES_PER_SEC} updates/s per host)\n"
+    );
     println!("| measure | value |\n|---|---|");
-    println!("| initial load ({} sessions) mirrored in | {:.0} ms |", HOSTS * SESSIONS, load_took.as_secs_f64() * 1000.0);
+    println!(
+        "| initial load ({} sessions) mirrored in | {:.0} ms |",
+        HOSTS * SESSIONS,
+        load_took.as_secs_f64() * 1000.0
+    );
     println!(
         "| convergence at the hub's socket (n={}/{sent_n}) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
         hub_lat.len(),
@@ -382,7 +403,10 @@ async fn restart_rounds(url: &str, hub: &Daemon) -> Vec<Duration> {
             if listed(hub) == want {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(20), "the hub never converged");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the hub never converged"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         if round > 0 {

@@ -187,3 +187,116 @@ fn a_three_node_cluster_keeps_converging_when_a_node_dies() {
     });
     assert!(nodes[1].is_running() && nodes[2].is_running());
 }
+
+/// A least-privilege account per host, as the README shows it: devbox may write only its own
+/// keys, list only its own keys, and take only its own answers; the hub may do everything.
+/// Passwords come from files.
+const PERMISSIONS: &str = r#"
+accounts {
+  FLEET {
+    jetstream: enabled
+    users: [
+      { user: hub, password: "hub-secret" }
+      { user: devbox, password: "devbox-secret", permissions: {
+          publish: { allow: [
+            "$KV.atm.devbox.>",
+            "$JS.API.STREAM.INFO.KV_atm",
+            "$JS.API.CONSUMER.CREATE.KV_atm.*.$KV.atm.devbox.>"
+          ] }
+          subscribe: { allow: ["atm.devbox.decide", "_INBOX_devbox.>"] }
+          allow_responses: true
+      } }
+    ]
+  }
+}
+"#;
+
+#[test]
+fn a_host_with_least_privilege_publishes_and_answers_but_touches_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path(), PERMISSIONS);
+    let list = servers(&[&server]);
+    let secret = |name: &str, pw: &str| {
+        let p = dir.path().join(format!("{name}.pw"));
+        std::fs::write(&p, format!("{pw}\n")).unwrap();
+        p.display().to_string()
+    };
+    let hub_pw = secret("hub", "hub-secret");
+    let dev_pw = secret("devbox", "devbox-secret");
+    let hub = Daemon::start(&format!(
+        "[daemon]\nhost = \"hub\"\n\n[[sink]]\ntype = \"socket\"\n\n[[adapter]]\ntype = \"nats\"\n\
+         servers = {list}\nuser = \"hub\"\npassword_file = \"{hub_pw}\"\n"
+    ));
+    let devbox = Daemon::start_with_hooks(&format!(
+        "[daemon]\nhost = \"devbox\"\n\n[[adapter]]\ntype = \"claude-hooks\"\n\n\
+         [[sink]]\ntype = \"socket\"\n\n[[sink]]\ntype = \"nats\"\nservers = {list}\n\
+         user = \"devbox\"\npassword_file = \"{dev_pw}\"\ninbox_prefix = \"_INBOX_devbox\"\n\
+         create_bucket = false\nheartbeat = \"300ms\"\n"
+    ));
+    let hook = WaitingHook::start(&devbox, permission("p1", "make", json!({})));
+    let sessions = hub.wait_sessions("devbox's session at the hub", |s| {
+        find(s, "p1").is_some_and(|v| v["attention"]["request"]["answerable"] == true)
+    });
+    let request = find(&sessions, "p1").unwrap()["attention"]["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = atmctl(&hub, &["approve", &request]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(decision_of(hook), json!({"behavior": "allow"}));
+    // What the host did needed nothing more than its permissions allow.
+    assert!(!server.log().contains("Violation"), "{}", server.log());
+
+    // With devbox's credentials, another host's keys and subjects are refused.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            "devbox".into(),
+            "devbox-secret".into(),
+        )
+        .custom_inbox_prefix("_INBOX_devbox")
+        .request_timeout(Some(std::time::Duration::from_secs(1)))
+        .connect(server.url())
+        .await
+        .unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let kv = js.get_key_value("atm").await.unwrap();
+        let forged = kv.put("runner.s.i_claude__x", b"{}".to_vec().into()).await;
+        assert!(forged.is_err(), "devbox wrote runner's key: {forged:?}");
+        assert!(
+            kv.put("devbox.s.i_claude__x", b"{}".to_vec().into())
+                .await
+                .is_ok()
+        );
+        let theirs = atm_core::fleet::host_keys(
+            &kv,
+            &client,
+            &atm_core::HostId::parse("runner").unwrap(),
+            std::time::Duration::from_secs(2),
+        )
+        .await;
+        assert!(theirs.is_err(), "devbox listed runner's keys: {theirs:?}");
+        let mut sub = client.subscribe("atm.runner.decide").await.unwrap();
+        // The server refuses the subscription: nothing arrives, and the violation is logged.
+        let got = tokio::time::timeout(std::time::Duration::from_millis(300), {
+            use futures_util::StreamExt;
+            sub.next()
+        })
+        .await;
+        assert!(!matches!(got, Ok(Some(_))), "devbox got runner's answers");
+    });
+    atm_core::testing::wait_until_blocking("the server logged the refusals", || {
+        let log = server.log();
+        let refused = |what: &str, subject: &str| {
+            log.lines()
+                .any(|l| l.contains(what) && l.contains("User \"devbox\"") && l.contains(subject))
+        };
+        refused("Publish Violation", "Subject \"$KV.atm.runner.s.")
+            && refused("Publish Violation", "$KV.atm.runner.>")
+            && refused("Subscription Violation", "Subject \"atm.runner.decide\"")
+    });
+}

@@ -53,6 +53,10 @@ pub struct NatsConnection {
     /// Require TLS even without a CA file (the system's roots verify the server).
     #[serde(default)]
     pub tls_required: bool,
+    /// The prefix of this client's reply subjects (default `_INBOX`). Give each host its own
+    /// (`_INBOX_devbox`), so that its permissions to receive replies cover nobody else's.
+    #[serde(default)]
+    pub inbox_prefix: Option<String>,
     /// How long a request (a key-value write, an answer) may take before it fails.
     #[serde(with = "crate::duration", default = "default_request_timeout")]
     pub request_timeout: Duration,
@@ -86,6 +90,7 @@ impl Default for NatsConnection {
             tls_cert_file: None,
             tls_key_file: None,
             tls_required: false,
+            inbox_prefix: None,
             request_timeout: default_request_timeout(),
         }
     }
@@ -106,6 +111,7 @@ impl NatsConnection {
         "tls_cert_file",
         "tls_key_file",
         "tls_required",
+        "inbox_prefix",
         "request_timeout",
     ];
 
@@ -172,6 +178,19 @@ impl NatsConnection {
             return Err(ConfigError::for_key(
                 "tls_key_file",
                 "`tls_cert_file` and `tls_key_file` go together",
+            ));
+        }
+        if let Some(p) = &self.inbox_prefix
+            && (p.is_empty()
+                || !p.split('.').all(|t| {
+                    !t.is_empty()
+                        && t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                }))
+        {
+            return Err(ConfigError::for_key(
+                "inbox_prefix",
+                "a subject without wildcards, e.g. `_INBOX_devbox`",
             ));
         }
         if self.request_timeout.is_zero() {
@@ -260,6 +279,9 @@ pub async fn connect(
     }
     if cfg.tls_required {
         opts = opts.require_tls(true);
+    }
+    if let Some(prefix) = &cfg.inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix);
     }
     let (tx, rx) = watch::channel(0u64);
     let opts = opts
@@ -387,9 +409,16 @@ pub async fn host_keys(
         message,
     };
     let filter = format!("{}{host}.", store.prefix);
+    // A named consumer is created on a subject that names its filter
+    // (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`), so a host's permissions can allow
+    // listing its own keys and nobody else's.
+    let name = crate::request::RequestId::generate()
+        .map(|r| format!("atm-keys-{host}-{r}"))
+        .map_err(|e| list_err(format!("no random name: {e}")))?;
     let consumer = store
         .stream
         .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+            name: Some(name),
             deliver_subject: client.new_inbox(),
             filter_subject: format!("{filter}>"),
             headers_only: true,
