@@ -251,7 +251,7 @@ fn main() {
                     seq += 1;
                     let s = &mut sessions[seq as usize % SESSIONS];
                     s.usage.output_tokens = seq;
-                    s.state = if seq % 2 == 0 {
+                    s.state = if seq.is_multiple_of(2) {
                         AgentState::Working
                     } else {
                         AgentState::Idle

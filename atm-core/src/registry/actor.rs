@@ -114,10 +114,14 @@ impl Actor {
                 surface,
                 reply,
             } => {
-                if let Some((id, decision, surface, reply)) =
-                    self.forward_decision(id, decision, surface, reply)
-                {
-                    let _ = reply.send(self.decide(&id, &decision, surface));
+                let call = super::remote::DecideCall {
+                    id,
+                    decision,
+                    surface,
+                    reply,
+                };
+                if let Some(c) = self.forward_decision(call) {
+                    let _ = c.reply.send(self.decide(&c.id, &c.decision, c.surface));
                 }
             }
             Command::Mirror { mirror, reply } => {

@@ -50,6 +50,14 @@ pub struct RemoteDecision {
     pub reply: oneshot::Sender<Result<Decided, DecideError>>,
 }
 
+/// A decision as the actor received it, with the caller's reply channel.
+pub(super) struct DecideCall {
+    pub id: RequestId,
+    pub decision: Decision,
+    pub surface: Surface,
+    pub reply: oneshot::Sender<Result<Decided, DecideError>>,
+}
+
 /// Decisions queued for the link at most; past that a decision is refused as "busy" rather
 /// than queued without bound (a person clicks; hundreds in flight means the link is stuck).
 pub const REMOTE_DECISIONS: usize = 64;
@@ -132,21 +140,21 @@ impl Actor {
 
     /// Takes the decision for request `id` to the link when a mirrored session holds it.
     /// Gives the call back when the request is not a mirrored session's.
-    pub(super) fn forward_decision(
-        &mut self,
-        id: RequestId,
-        decision: Decision,
-        surface: Surface,
-        reply: oneshot::Sender<Result<Decided, DecideError>>,
-    ) -> Option<(
-        RequestId,
-        Decision,
-        Surface,
-        oneshot::Sender<Result<Decided, DecideError>>,
-    )> {
+    pub(super) fn forward_decision(&mut self, call: DecideCall) -> Option<DecideCall> {
+        let DecideCall {
+            id,
+            decision,
+            surface,
+            reply,
+        } = call;
         let host = self.key_holding(&id).and_then(|k| k.remote_host().cloned());
         let Some(host) = host else {
-            return Some((id, decision, surface, reply));
+            return Some(DecideCall {
+                id,
+                decision,
+                surface,
+                reply,
+            });
         };
         let id_text = id.to_string();
         let unreachable = |reason: &str| DecideError::Unreachable {
