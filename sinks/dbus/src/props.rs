@@ -189,7 +189,7 @@ mod tests {
         );
         assert_eq!(p.pid, 0);
         assert_eq!(p.started_at, 1_700_000_000);
-        assert_eq!(p.to_dict().len(), 17);
+        assert_eq!(p.to_dict().len(), 20);
         assert_eq!((p.request_id.as_str(), p.request_answerable), ("", false));
     }
 
@@ -284,7 +284,7 @@ mod tests {
                     }
                 }
                 let dict = p.to_dict();
-                prop_assert_eq!(dict.len(), 17);
+                prop_assert_eq!(dict.len(), 20);
                 prop_assert!(to_bytes(Context::new(Endian::Little, 0), &dict).is_ok());
                 if let Some(a) = &s.attention {
                     let summary = attention_summary(a);
