@@ -44,6 +44,9 @@ pub struct ListArgs {
     /// `attention` for both needs_* states.
     #[arg(long, value_name = "S", value_parser = parse_state_filter)]
     pub state: Option<StateFilter>,
+    /// Only sessions running on this host (its id, as the HOST column shows it).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
     #[command(flatten)]
     pub socket: SocketArg,
 }
@@ -330,10 +333,13 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     run(|out| {
         let mut conn = Connection::open(args.socket.socket.as_deref())?;
         let mut sessions = conn.list_sessions()?;
-        if let Some(filter) = args.state {
+        if args.state.is_some() || args.host.is_some() {
             let mut kept = Vec::new();
             for s in sessions {
-                if filter.matches(view_of(&s)?.state) {
+                let v = view_of(&s)?;
+                let state_ok = args.state.is_none_or(|f| f.matches(v.state));
+                let host_ok = args.host.as_deref().is_none_or(|h| v.host == h);
+                if state_ok && host_ok {
                     kept.push(s);
                 }
             }

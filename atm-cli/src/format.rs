@@ -23,18 +23,33 @@ fn activity(v: &SessionView) -> String {
     v.activity_detail.as_deref().unwrap_or("-").to_owned()
 }
 
-/// `list`'s table, columns padded by characters (ids and paths may be non-ASCII).
+/// What the HOST column says: the host, marked `(stale)` while it is not heard.
+fn host_cell(v: &SessionView) -> String {
+    let host = if v.host.is_empty() { "-" } else { &v.host };
+    if v.stale {
+        format!("{host} (stale)")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// `list`'s table, columns padded by characters (ids and paths may be non-ASCII). A HOST
+/// column comes first when the sessions run on more than one machine.
 pub fn format_table(views: &[SessionView]) -> String {
     if views.is_empty() {
         return "no sessions\n".to_owned();
     }
-    let header = [
+    let several_hosts = views.iter().any(|v| v.host != views[0].host || v.remote);
+    let mut header = vec![
         "ID", "HARNESS", "STATE", "ACTIVITY", "PROJECT", "CTX", "COST", "AGE",
     ];
-    let rows: Vec<[String; 8]> = views
+    if several_hosts {
+        header.insert(0, "HOST");
+    }
+    let rows: Vec<Vec<String>> = views
         .iter()
         .map(|v| {
-            [
+            let mut row = vec![
                 v.id_short.to_string(),
                 v.harness.to_string(),
                 v.state.as_str().to_owned(),
@@ -43,10 +58,14 @@ pub fn format_table(views: &[SessionView]) -> String {
                 format!("{:.0}%", v.context_percentage),
                 v.cost_display.to_string(),
                 v.age_display.trim_end_matches(" ago").to_owned(),
-            ]
+            ];
+            if several_hosts {
+                row.insert(0, host_cell(v));
+            }
+            row
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -55,7 +74,7 @@ pub fn format_table(views: &[SessionView]) -> String {
     let mut out = String::new();
     let mut push_row = |cells: &[String]| {
         let mut line = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(widths.iter().copied()).enumerate() {
             if i > 0 {
                 line.push_str("  ");
             }
@@ -67,7 +86,7 @@ pub fn format_table(views: &[SessionView]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     };
-    push_row(&header.map(str::to_owned));
+    push_row(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
     for row in &rows {
         push_row(row);
     }
@@ -92,6 +111,7 @@ pub fn format_watch_line(v: &SessionView) -> String {
 pub fn format_details(v: &SessionView) -> String {
     let mut rows: Vec<(&str, String)> = vec![
         ("id", v.id.to_string()),
+        ("host", host_cell(v)),
         ("harness", v.harness.to_string()),
         ("state", format!("{} (since {})", v.state, v.state_since)),
         ("activity", activity(v)),
@@ -176,5 +196,26 @@ pub(crate) mod tests {
         assert_eq!(col(lines[0], "STATE"), col(lines[1], "working"));
         assert_eq!(col(lines[0], "STATE"), col(lines[2], "idle"));
         assert_eq!(format_table(&[]), "no sessions\n");
+        assert!(
+            !table.contains("HOST"),
+            "one host, no HOST column:\n{table}"
+        );
+    }
+
+    #[test]
+    fn sessions_of_several_hosts_get_a_host_column() {
+        let mut a = view("aaaa1111", AgentState::Working, 0.0, "/srv/a");
+        a.host = "laptop".into();
+        let mut b = view("bbbb2222", AgentState::Idle, 0.0, "/srv/b");
+        b.host = "devbox".into();
+        b.remote = true;
+        b.stale = true;
+        let table = format_table(&[a, b]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("HOST"), "{table}");
+        assert!(lines[1].starts_with("laptop") && lines[1].contains("aaaa1111"));
+        assert!(lines[2].starts_with("devbox (stale)"), "{table}");
+        let col = |l: &str, word: &str| l.find(word).map(|b| l[..b].chars().count());
+        assert_eq!(col(lines[0], "ID"), col(lines[2], "bbbb2222"));
     }
 }

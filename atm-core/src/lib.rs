@@ -32,7 +32,9 @@ pub mod control;
 pub mod duration;
 pub mod event;
 pub mod fields;
+pub mod fleet;
 pub mod follow;
+pub mod host;
 pub mod ingest;
 pub mod ingest_adapter;
 pub mod limits;
@@ -64,6 +66,22 @@ pub mod warn_rate;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// A plain session for this crate's unit tests.
+#[cfg(test)]
+pub(crate) fn testing_session() -> model::Session {
+    let key = model::SessionKey::Id {
+        harness: model::Harness::claude(),
+        id: model::SessionId::new("t"),
+    };
+    model::Session::new(
+        key,
+        model::SessionId::new("t"),
+        None,
+        "test",
+        chrono::Utc::now(),
+    )
+}
+
 // Re-exported for `register_plugin!` and for plugin crates, so they need no direct dependency.
 pub use async_trait::async_trait;
 pub use chrono;
@@ -76,6 +94,7 @@ pub use toml;
 pub use tracing;
 
 pub use event::{AgentEvent, EventEnvelope, EventSource, StartSource};
+pub use host::HostId;
 pub use model::{
     AgentState, Attention, Harness, ProcessIdentity, Session, SessionId, SessionKey, Usage,
     UsageUpdate,

@@ -11,6 +11,7 @@ use std::sync::{Arc, LazyLock};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::host::HostId;
 use crate::request::{PendingRequest, Question, RequestRecord};
 
 /// The agent's own session id (Claude's `session_id`), or `pending-<pid>` until it is known.
@@ -131,12 +132,27 @@ pub enum SessionKey {
         harness: Harness,
         id: SessionId,
     },
+    /// A session of another machine, mirrored here (the `nats` adapter): its host and the key
+    /// it has there. Never a local process: nothing here watches its PID.
+    Remote {
+        host: HostId,
+        key: Box<SessionKey>,
+    },
 }
 
 impl SessionKey {
     pub fn harness(&self) -> &Harness {
         match self {
             Self::Process { harness, .. } | Self::Id { harness, .. } => harness,
+            Self::Remote { key, .. } => key.harness(),
+        }
+    }
+
+    /// The host of a mirrored session's key (`None` for this machine's own sessions).
+    pub fn remote_host(&self) -> Option<&HostId> {
+        match self {
+            Self::Remote { host, .. } => Some(host),
+            _ => None,
         }
     }
 }
@@ -389,6 +405,23 @@ pub struct Session {
     /// at most [`crate::limits::REQUEST_LOG`]: the audit trail of answers given through atm.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_log: Vec<RequestRecord>,
+    /// The machine the session runs on. The registry stamps its own host on every session it
+    /// creates; a mirrored session carries the host that owns it.
+    #[serde(default)]
+    pub host: HostId,
+    /// Set for a session mirrored from another machine ([`crate::fleet`]): what this daemon
+    /// knows of its link to that host. `None` for this machine's own sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteLink>,
+}
+
+/// What a daemon knows of the link to the host a mirrored session comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteLink {
+    /// The host's heartbeat has not been seen for longer than the mirror allows: what is shown
+    /// may be out of date.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 impl Session {
@@ -431,7 +464,14 @@ impl Session {
             last_hook_at: None,
             awaits_background: false,
             request_log: Vec::new(),
+            host: HostId::default(),
+            remote: None,
         }
+    }
+
+    /// True for a session mirrored from another machine.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     pub fn pid(&self) -> Option<u32> {

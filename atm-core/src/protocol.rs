@@ -54,6 +54,8 @@ pub enum ErrorCode {
     AlreadyAnswered,
     /// A `decide` for a request nothing can deliver an answer to.
     NotAnswerable,
+    /// A `decide` for a request of another machine that could not be asked.
+    HostUnreachable,
     Internal,
 }
 
@@ -72,6 +74,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::AlreadyAnswered => "already_answered",
             Self::NotAnswerable => "not_answerable",
+            Self::HostUnreachable => "host_unreachable",
             Self::Internal => "internal",
         }
     }
@@ -119,6 +122,7 @@ impl From<crate::request::DecideError> for WireError {
             }
             DecideError::NotAnswerable(_) => ErrorCode::NotAnswerable,
             DecideError::Invalid(_) => ErrorCode::InvalidMessage,
+            DecideError::Unreachable { .. } => ErrorCode::HostUnreachable,
         };
         Self::new(code, e.to_string())
     }

@@ -200,6 +200,16 @@ pub enum DecideError {
     NotAnswerable(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request is another machine's, and that machine could not be asked.
+    #[error(
+        "request {id}'s session runs on host {host}, which cannot be reached: {reason}; answer \
+         it on that machine"
+    )]
+    Unreachable {
+        host: String,
+        id: String,
+        reason: String,
+    },
 }
 
 /// Why a waiter stopped waiting, as the waiting side hears it.

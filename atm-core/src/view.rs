@@ -102,6 +102,21 @@ pub struct SessionView<'a> {
     /// How its last requests ended: answered (decision, surface, uid) or withdrawn (why).
     #[serde(default, skip_serializing_if = "is_empty_log")]
     pub request_log: Cow<'a, [RequestRecord]>,
+    /// The machine the session runs on (this daemon's own host for its own sessions; empty
+    /// from a daemon older than hosts).
+    #[serde(default)]
+    pub host: Text<'a>,
+    /// True for a session of another machine, mirrored here (the `nats` adapter).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub remote: bool,
+    /// True while the mirrored session's host has not been heard for too long: what is shown
+    /// may be out of date.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stale: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[allow(clippy::ptr_arg)] // as above
@@ -253,6 +268,9 @@ impl<'a> SessionView<'a> {
             turn_id: s.turn_id.as_deref().map(Cow::Borrowed),
             title: s.title.as_deref().map(Cow::Borrowed),
             request_log: Cow::Borrowed(&s.request_log),
+            host: Cow::Borrowed(s.host.as_str()),
+            remote: s.is_remote(),
+            stale: s.remote.is_some_and(|r| r.stale),
         }
     }
 
@@ -312,6 +330,9 @@ impl<'a> SessionView<'a> {
             turn_id,
             title,
             request_log,
+            host,
+            remote,
+            stale,
         } = self;
         SessionView {
             id: own(id),
@@ -364,6 +385,9 @@ impl<'a> SessionView<'a> {
             turn_id: turn_id.map(own),
             title: title.map(own),
             request_log: Cow::Owned(request_log.into_owned()),
+            host: own(host),
+            remote,
+            stale,
         }
     }
 }

@@ -105,6 +105,9 @@ pub struct DaemonSection {
     /// complete line (default `60s`, from 1 s to 24 hours). Persistent clients (the pi
     /// extension) say `connect` and are exempt while there is room.
     pub ingest_idle_timeout: Option<String>,
+    /// This machine's id among several (the `nats` sink and adapter), stamped on its sessions
+    /// (default: the host name's first label; letters, digits, `-` and `_`, at most 64).
+    pub host: Option<String>,
 }
 
 /// The range of `[daemon] max_sessions`.
@@ -262,6 +265,14 @@ pub fn parse(text: &str, source: ConfigSource) -> Result<Config, ConfigError> {
         atm_core::plugin::duration::check_range(parsed, min, max)
             .map_err(|m| whole(format!("[daemon] {key} = {v:?}: {m}")))
     };
+    if let Some(host) = &daemon.host
+        && let Err(e) = atm_core::HostId::parse(host)
+    {
+        return Err(ConfigError::Whole {
+            source_name: source_name.clone(),
+            message: format!("[daemon] host: {e}"),
+        });
+    }
     if daemon.worker_threads == Some(0) {
         return Err(ConfigError::Whole {
             source_name: source_name.clone(),
@@ -464,6 +475,18 @@ mod tests {
         let c = load(&ConfigSource::Embedded).unwrap();
         assert!(c.plugins.iter().any(|p| p.plugin == "socket"));
         assert!(c.plugins.iter().any(|p| p.plugin == "claude-hooks"));
+        // The fleet needs a server somewhere: shown commented out, never on by default.
+        assert!(!c.plugins.iter().any(|p| p.plugin == "nats"));
+    }
+
+    #[test]
+    fn the_host_id_is_read_and_a_bad_one_is_refused() {
+        let c = parse_str("[daemon]\nhost = \"devbox-2\"\n").unwrap();
+        assert_eq!(c.daemon.host.as_deref(), Some("devbox-2"));
+        check_errors(&[(
+            "[daemon]\nhost = \"dev.box\"\n",
+            &["[daemon] host", "not a host id"],
+        )]);
     }
 
     #[test]

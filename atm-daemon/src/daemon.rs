@@ -202,6 +202,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             cleanup_interval: d.cleanup_interval,
             snapshot_debounce: d.snapshot_debounce,
             snapshot_path: Some(state.join(atm_core::paths::SNAPSHOT_FILE)),
+            host: config
+                .daemon
+                .host
+                .as_deref()
+                .and_then(|h| atm_core::HostId::parse(h).ok())
+                .unwrap_or_else(atm_core::HostId::local),
             ..RegistryConfig::default()
         },
         &inputs.cancel,

@@ -22,6 +22,8 @@ use adapter_claude_statusline as _;
 use adapter_codex as _;
 #[cfg(feature = "gemini")]
 use adapter_gemini as _;
+#[cfg(feature = "nats")]
+use adapter_nats as _;
 #[cfg(feature = "opencode")]
 use adapter_opencode as _;
 #[cfg(feature = "pi")]
@@ -32,6 +34,8 @@ use adapter_proc_discovery as _;
 use sink_dbus as _;
 #[cfg(feature = "http")]
 use sink_http as _;
+#[cfg(feature = "nats")]
+use sink_nats as _;
 #[cfg(feature = "notify")]
 use sink_notify as _;
 #[cfg(feature = "socket")]
@@ -62,6 +66,8 @@ pub fn built_in_plugins() -> Vec<&'static str> {
         (cfg!(feature = "socket"), "sink:socket"),
         (cfg!(feature = "tmux-marks"), "sink:tmux-marks"),
         (cfg!(feature = "http"), "sink:http"),
+        (cfg!(feature = "nats"), "adapter:nats"),
+        (cfg!(feature = "nats"), "sink:nats"),
     ];
     all.into_iter()
         .filter_map(|(on, name)| on.then_some(name))

@@ -52,7 +52,7 @@ fn check_config_accepts_good_files_and_locates_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:2:8:", bad.display())), "{err}");
     assert!(
-        err.contains("available sinks: dbus, http, notify, socket"),
+        err.contains("available sinks: dbus, http, nats, notify, socket"),
         "{err}"
     );
 

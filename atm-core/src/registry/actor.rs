@@ -32,6 +32,8 @@ pub(super) struct Actor {
     full_warned_at: Option<Instant>,
     /// Who waits for which pending request ([`super::requests`]).
     pub(super) waiters: super::requests::Waiters,
+    /// Where decisions for mirrored sessions go ([`super::remote`]).
+    pub(super) remote_link: Option<mpsc::Sender<super::RemoteDecision>>,
 }
 
 /// How often a full registry is reported at warn at most (the rest at debug).
@@ -47,12 +49,17 @@ impl Actor {
             config,
             full_warned_at: None,
             waiters: Default::default(),
+            remote_link: None,
         }
     }
 
     /// Takes a restored session in without announcing it (nobody subscribed yet). Times a
     /// wrong clock put in the future come back to now, so the session can still expire.
     pub fn restore(&mut self, mut session: Session) {
+        if session.is_remote() {
+            return; // The mirror brings remote sessions back from their host.
+        }
+        session.host = self.config.host.clone();
         crate::sanitize::clamp_future_times(&mut session, Utc::now());
         // Nothing waits for an answer across a restart: the hook that did has its own end.
         if let Some(r) = session.attention.as_mut().and_then(|a| a.request.as_mut()) {
@@ -67,18 +74,18 @@ impl Actor {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
-                        self.persist.flush_now(self.index.all()).await;
+                        self.persist.flush_now(self.index.local()).await;
                         let _ = reply.send(());
                         break;
                     }
                     Some(cmd) => self.handle(cmd),
                     None => {
-                        self.persist.flush_now(self.index.all()).await;
+                        self.persist.flush_now(self.index.local()).await;
                         break;
                     }
                 },
                 () = sleep_until_opt(deadline) => {
-                    self.persist.write_in_background(self.index.all());
+                    self.persist.write_in_background(self.index.local());
                 }
             }
         }
@@ -109,8 +116,20 @@ impl Actor {
                 surface,
                 reply,
             } => {
-                let _ = reply.send(self.decide(&id, &decision, surface));
+                let call = super::remote::DecideCall {
+                    id,
+                    decision,
+                    surface,
+                    reply,
+                };
+                if let Some(c) = self.forward_decision(call) {
+                    let _ = c.reply.send(self.decide(&c.id, &c.decision, c.surface));
+                }
             }
+            Command::Mirror { mirror, reply } => {
+                let _ = reply.send(self.mirror(*mirror));
+            }
+            Command::LinkRemote { tx } => self.link_remote(tx),
             Command::Get { id, reply } => {
                 let found = self
                     .index
@@ -215,8 +234,12 @@ impl Actor {
             self.remove(&evict, "evicted: the registry is full");
         }
         sanitize(&mut session);
+        if !session.is_remote() {
+            session.host = self.config.host.clone();
+        }
         // An id lives in one row: a process that takes over an id replaces the old holder.
-        if let Some(old) = self.index.key_of(&session.harness, &session.id)
+        if !session.is_remote()
+            && let Some(old) = self.index.key_of(&session.harness, &session.id)
             && old != session.key
         {
             self.remove(&old, "session id moved to another process");

@@ -58,4 +58,13 @@ pub(super) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// What a link to other hosts heard ([`super::remote`]).
+    Mirror {
+        mirror: Box<super::Mirror>,
+        reply: oneshot::Sender<Result<ApplyOutcome, RegistryError>>,
+    },
+    /// From now on, decisions for mirrored sessions go to `tx`.
+    LinkRemote {
+        tx: tokio::sync::mpsc::Sender<super::RemoteDecision>,
+    },
 }

@@ -23,6 +23,8 @@ pub struct RegistryConfig {
     /// How often the janitor looks for dead processes and silent sessions (zero: never).
     pub cleanup_interval: Duration,
     pub proc_root: PathBuf,
+    /// This machine's id, stamped on every session the registry creates (`[daemon] host`).
+    pub host: crate::host::HostId,
 }
 
 impl RegistryConfig {
@@ -53,6 +55,7 @@ impl Default for RegistryConfig {
             snapshot_debounce: Self::DEFAULT_SNAPSHOT_DEBOUNCE,
             cleanup_interval: Self::DEFAULT_CLEANUP_INTERVAL,
             proc_root: PathBuf::from(crate::process::PROC_ROOT),
+            host: crate::host::HostId::local(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct RegistryHandle {
     tx: mpsc::Sender<Command>,
     proc_root: Arc<PathBuf>,
     silence_expiry: Duration,
+    host: crate::host::HostId,
 }
 
 impl std::fmt::Debug for RegistryHandle {
@@ -36,11 +37,13 @@ impl RegistryHandle {
         tx: mpsc::Sender<Command>,
         proc_root: PathBuf,
         silence_expiry: Duration,
+        host: crate::host::HostId,
     ) -> Self {
         Self {
             tx,
             proc_root: Arc::new(proc_root),
             silence_expiry,
+            host,
         }
     }
 
@@ -196,6 +199,36 @@ impl RegistryHandle {
         }
         self.ask(|reply| Command::RemoveStale { stale, reply })
             .await
+    }
+
+    /// Applies what a link to other hosts heard ([`super::Mirror`]): a remote session, its
+    /// removal, its host's heartbeat stopping or coming back, its host gone.
+    pub async fn mirror(&self, mirror: super::Mirror) -> Result<ApplyOutcome, RegistryError> {
+        self.ask(|reply| Command::Mirror {
+            mirror: Box::new(mirror),
+            reply,
+        })
+        .await?
+    }
+
+    /// Makes the caller the link that delivers decisions for mirrored sessions to their hosts:
+    /// they arrive on the returned queue (at most [`super::REMOTE_DECISIONS`]; past that a
+    /// decision is refused as unreachable), each with the reply channel its caller waits on.
+    /// A later call replaces the link.
+    pub async fn link_remote(
+        &self,
+    ) -> Result<mpsc::Receiver<super::RemoteDecision>, RegistryError> {
+        let (tx, rx) = mpsc::channel(super::REMOTE_DECISIONS);
+        self.tx
+            .send(Command::LinkRemote { tx })
+            .await
+            .map_err(|_| RegistryError::ChannelClosed)?;
+        Ok(rx)
+    }
+
+    /// This machine's host id, stamped on its sessions.
+    pub fn host(&self) -> &crate::host::HostId {
+        &self.host
     }
 
     /// True while the actor runs.

@@ -65,10 +65,14 @@ impl Index {
 
     pub fn insert(&mut self, session: Arc<Session>) {
         self.order += 1;
-        self.by_id.insert(
-            (session.harness.clone(), session.id.clone()),
-            session.key.clone(),
-        );
+        // A mirrored session is found by its key only: its id belongs to another machine and
+        // must never catch an event of a local session that has the same id.
+        if !matches!(session.key, SessionKey::Remote { .. }) {
+            self.by_id.insert(
+                (session.harness.clone(), session.id.clone()),
+                session.key.clone(),
+            );
+        }
         self.sessions.insert(
             session.key.clone(),
             Entry {
@@ -162,6 +166,23 @@ impl Index {
             .filter(|e| e.session.process.is_none())
             .min_by_key(|e| (e.session.last_activity, e.order))
             .map(|e| e.session.key.clone())
+    }
+
+    /// This machine's own sessions, oldest first: what the snapshot keeps (mirrored ones come
+    /// back from their host).
+    pub fn local(&self) -> Vec<Arc<Session>> {
+        let mut all = self.all();
+        all.retain(|s| !s.is_remote());
+        all
+    }
+
+    /// Every mirrored session of `host`.
+    pub fn of_host(&self, host: &crate::host::HostId) -> Vec<SessionKey> {
+        self.sessions
+            .keys()
+            .filter(|k| k.remote_host() == Some(host))
+            .cloned()
+            .collect()
     }
 
     /// Every session, oldest first.

@@ -87,6 +87,9 @@ pub(super) fn judge(
     sessions
         .iter()
         .filter_map(|s| {
+            if s.is_remote() {
+                return None; // The mirror keeps remote sessions, by their host's heartbeat.
+            }
             let reason = match s.process {
                 Some(p) if !crate::process::is_alive_in(proc_root, p) => "process exited",
                 None if silent(s, expiry, now) => "expired",
@@ -142,7 +145,7 @@ mod tests {
             .iter()
             .map(|(k, r)| match k {
                 SessionKey::Id { id, .. } => (id.as_str(), r.as_str()),
-                SessionKey::Process { .. } => ("?", r.as_str()),
+                SessionKey::Process { .. } | SessionKey::Remote { .. } => ("?", r.as_str()),
             })
             .collect();
         assert_eq!(

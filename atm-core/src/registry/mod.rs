@@ -10,7 +10,8 @@
 //! One role per file: [`config`] (settings and the one source of their defaults), `error`,
 //! `change` (what sinks receive), `command` and `handle` (the calls), `actor` (the loop and
 //! the emit path), `index` (the identity maps), `sessions` (applying events and discoveries),
-//! `janitor` (stale sessions), `requests` (who waits for which pending request).
+//! `janitor` (stale sessions), `requests` (who waits for which pending request), `remote`
+//! (sessions mirrored from other hosts, and decisions forwarded to them).
 //!
 //! Queues and their overflow policies:
 //! - commands: bounded `mpsc` (`command_capacity`); callers wait (backpressure on adapters).
@@ -32,6 +33,7 @@ mod error;
 mod handle;
 mod index;
 mod janitor;
+mod remote;
 mod requests;
 mod sessions;
 
@@ -47,6 +49,7 @@ pub use config::RegistryConfig;
 pub use error::RegistryError;
 pub use handle::RegistryHandle;
 pub use janitor::Janitor;
+pub use remote::{Mirror, REMOTE_DECISIONS, RemoteDecision};
 pub use requests::{Awaiting, Decided};
 
 use crate::persist;
@@ -85,7 +88,12 @@ impl Registry {
         }
         let (tx, rx) = mpsc::channel(config.command_capacity.max(1));
         let (events, _) = broadcast::channel(config.broadcast_capacity.max(1));
-        let handle = RegistryHandle::new(tx, config.proc_root.clone(), config.silence_expiry);
+        let handle = RegistryHandle::new(
+            tx,
+            config.proc_root.clone(),
+            config.silence_expiry,
+            config.host.clone(),
+        );
         let janitor_interval = config.cleanup_interval;
         let mut actor = actor::Actor::new(config, events);
         for s in restored {

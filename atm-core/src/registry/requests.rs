@@ -188,7 +188,7 @@ impl Actor {
     }
 
     /// The session whose open request, or whose log, has `id`.
-    fn key_holding(&self, id: &RequestId) -> Option<SessionKey> {
+    pub(super) fn key_holding(&self, id: &RequestId) -> Option<SessionKey> {
         if let Some(w) = self.waiters.0.get(id)
             && self.index.contains(&w.key)
         {

@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod hint;
 pub mod identity;
+pub mod mirror;
 pub mod requests;
 
 use crate::event::{AgentEvent, StartSource};

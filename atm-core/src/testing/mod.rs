@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod json;
 pub mod lines;
 pub mod log;
+pub mod nats;
 pub mod process;
 pub mod text;
 mod users;

@@ -168,6 +168,7 @@ pub fn refused(e: DecideError) -> MonitorError {
         e @ DecideError::Ended { .. } => MonitorError::Ended(e.to_string()),
         e @ DecideError::NotAnswerable(_) => MonitorError::NotAnswerable(e.to_string()),
         DecideError::Invalid(m) => MonitorError::Invalid(m),
+        e @ DecideError::Unreachable { .. } => MonitorError::Unavailable(e.to_string()),
     }
 }
 

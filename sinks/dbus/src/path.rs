@@ -9,6 +9,8 @@
 //!
 //! - process key: `<harness>__<pid>_<start_time>`, e.g. `claude__48213_991823`
 //! - id key:      `<harness>__id__<id>`, e.g. `claude__id__5f0c_2D11`
+//! - a session mirrored from another host: `<host>__remote__<its key's element>`, e.g.
+//!   `devbox__remote__claude__48213_991823`
 
 use atm_core::SessionKey;
 
@@ -40,6 +42,11 @@ pub fn segment(key: &SessionKey) -> String {
         } => format!("{}__{pid}_{start_time}", escape(harness.as_str())),
         SessionKey::Id { harness, id } => {
             format!("{}__id__{}", escape(harness.as_str()), escape(id.as_str()))
+        }
+        // `__remote__` cannot start the tail of a local key (digits or `id`), and the escaped
+        // host holds no `__`: still injective.
+        SessionKey::Remote { host, key } => {
+            format!("{}__remote__{}", escape(host.as_str()), segment(key))
         }
     }
 }

@@ -37,6 +37,12 @@ pub struct SessionProps {
     pub request_id: String,
     /// Whether an answer to that request can reach the agent now.
     pub request_answerable: bool,
+    /// The machine the session runs on.
+    pub host: String,
+    /// A session of another machine, mirrored here.
+    pub remote: bool,
+    /// Its host has not been heard for too long.
+    pub stale: bool,
 }
 
 impl SessionProps {
@@ -69,11 +75,14 @@ impl SessionProps {
                 .map(|r| r.id.as_str().to_owned())
                 .unwrap_or_default(),
             request_answerable: request.is_some_and(|r| r.answerable),
+            host: s.host.as_str().to_owned(),
+            remote: s.is_remote(),
+            stale: s.remote.is_some_and(|r| r.stale),
         }
     }
 
     /// Every property with its D-Bus name, in introspection order.
-    pub fn entries(&self) -> [(&'static str, Variant<'_>); 17] {
+    pub fn entries(&self) -> [(&'static str, Variant<'_>); 20] {
         [
             ("Id", Variant::from(self.id.as_str())),
             ("Harness", Variant::from(self.harness.as_str())),
@@ -95,6 +104,9 @@ impl SessionProps {
             ("Pid", Variant::from(self.pid)),
             ("RequestId", Variant::from(self.request_id.as_str())),
             ("RequestAnswerable", Variant::from(self.request_answerable)),
+            ("Host", Variant::from(self.host.as_str())),
+            ("Remote", Variant::from(self.remote)),
+            ("Stale", Variant::from(self.stale)),
         ]
     }
 
@@ -177,7 +189,7 @@ mod tests {
         );
         assert_eq!(p.pid, 0);
         assert_eq!(p.started_at, 1_700_000_000);
-        assert_eq!(p.to_dict().len(), 17);
+        assert_eq!(p.to_dict().len(), 20);
         assert_eq!((p.request_id.as_str(), p.request_answerable), ("", false));
     }
 
@@ -272,7 +284,7 @@ mod tests {
                     }
                 }
                 let dict = p.to_dict();
-                prop_assert_eq!(dict.len(), 17);
+                prop_assert_eq!(dict.len(), 20);
                 prop_assert!(to_bytes(Context::new(Endian::Little, 0), &dict).is_ok());
                 if let Some(a) = &s.attention {
                     let summary = attention_summary(a);

@@ -498,4 +498,22 @@ impl SessionObject {
     fn request_answerable(&self) -> fdo::Result<bool> {
         self.prop(|p| p.request_answerable)
     }
+
+    /// The machine the session runs on (this daemon's host for its own sessions).
+    #[zbus(property)]
+    fn host(&self) -> fdo::Result<String> {
+        self.prop(|p| p.host.clone())
+    }
+
+    /// Whether the session runs on another machine and is mirrored here.
+    #[zbus(property)]
+    fn remote(&self) -> fdo::Result<bool> {
+        self.prop(|p| p.remote)
+    }
+
+    /// Whether the session's host has not been heard for too long (what is shown may be old).
+    #[zbus(property)]
+    fn stale(&self) -> fdo::Result<bool> {
+        self.prop(|p| p.stale)
+    }
 }

@@ -246,8 +246,12 @@ function sessionCard(v) {
 
 function drawSessions() {
   const groups = $("groups");
-  const byProject = new Map();
+  // Host, then project: sessions of other machines (the nats adapter) carry their own host.
+  const byHost = new Map();
   for (const v of sessions.values()) {
+    const h = v.host || host || "this machine";
+    if (!byHost.has(h)) byHost.set(h, new Map());
+    const byProject = byHost.get(h);
     const key = project(v);
     if (!byProject.has(key)) byProject.set(key, []);
     byProject.get(key).push(v);
@@ -258,20 +262,27 @@ function drawSessions() {
   groups.textContent = "";
   cards.clear();
   let shown = 0;
-  groups.append(el("h3", {}, "Host ", el("span", { class: "host" }, host || "this machine")));
-  for (const key of [...byProject.keys()].sort()) {
-    const list = byProject.get(key).filter(matches);
-    if (!list.length) continue;
-    const g = el("div", { class: "group", role: "list" });
-    for (const v of list) {
-      const c = sessionCard(v);
-      c.dataset.id = v.id;
-      c.setAttribute("role", "listitem");
-      cards.set(v.id, c);
-      g.append(c);
-      shown++;
+  // This machine first, then the others by name.
+  const hosts = [...byHost.keys()].sort((a, b) => (a === host ? -1 : b === host ? 1 : a.localeCompare(b)));
+  for (const h of hosts) {
+    const byProject = byHost.get(h);
+    const stale = [...byProject.values()].flat().some((v) => v.stale);
+    groups.append(el("h3", {}, "Host ", el("span", { class: "host" }, h),
+      stale ? el("span", { class: "stale", title: "no heartbeat from this host lately" }, " (not heard from lately)") : null));
+    for (const key of [...byProject.keys()].sort()) {
+      const list = byProject.get(key).filter(matches);
+      if (!list.length) continue;
+      const g = el("div", { class: "group", role: "list" });
+      for (const v of list) {
+        const c = sessionCard(v);
+        c.dataset.id = v.id;
+        c.setAttribute("role", "listitem");
+        cards.set(v.id, c);
+        g.append(c);
+        shown++;
+      }
+      groups.append(el("h4", { title: key }, shortPath(key)), g);
     }
-    groups.append(el("h3", { title: key }, shortPath(key)), g);
   }
   if (focusedId && cards.has(focusedId)) {
     const b = cards.get(focusedId).querySelector("button");

@@ -216,6 +216,8 @@ async fn decide(
                 DecideError::AlreadyAnswered(_)
                 | DecideError::Ended { .. }
                 | DecideError::NotAnswerable(_) => StatusCode::CONFLICT,
+                // Another machine's request whose host cannot be reached now.
+                DecideError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             };
             error(status, e)
         }

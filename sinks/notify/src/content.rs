@@ -35,6 +35,11 @@ pub fn render(show: &Show, location: Option<&str>, markup: bool) -> Text {
         summary.push_str(" · ");
         summary.push_str(&project);
     }
+    // A session of another machine says which: the same agent and project may run on both.
+    if s.is_remote() {
+        summary.push_str(" @ ");
+        summary.push_str(s.host.as_str());
+    }
     let mut lines = Vec::new();
     match show.kind {
         Kind::Permission | Kind::Input => {
@@ -202,6 +207,24 @@ mod tests {
         );
         let plain = render(&sh, None, false);
         assert_eq!(plain.body, "cargo test && echo <ok>\nbranch main · tmux %5");
+    }
+
+    #[test]
+    fn a_remote_session_names_its_host() {
+        let sh = show(Kind::Permission, |s| {
+            s.attention = Some(permission("Bash", None));
+            s.host = atm_core::HostId::parse("devbox").unwrap();
+            s.remote = Some(Default::default());
+        });
+        assert_eq!(
+            render(&sh, None, true).summary,
+            "Claude needs permission: Bash · myrepo @ devbox"
+        );
+        // A local session does not: its host is this machine.
+        let local = show(Kind::Permission, |s| {
+            s.attention = Some(permission("Bash", None))
+        });
+        assert!(!render(&local, None, true).summary.contains('@'));
     }
 
     #[test]
