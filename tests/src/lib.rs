@@ -229,8 +229,18 @@ impl Daemon {
 
     /// Polls `list_sessions` until `pred` holds (10 s), returning the sessions.
     pub fn wait_sessions(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        self.wait_sessions_within(Duration::from_secs(10), what, pred)
+    }
+
+    /// [`Daemon::wait_sessions`] with a deadline of `within`.
+    pub fn wait_sessions_within(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let mut c = self.client();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + within;
         let mut last = Vec::new();
         while Instant::now() < deadline {
             last = c.list();

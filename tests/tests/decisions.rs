@@ -59,7 +59,7 @@ fn session(d: &Daemon, sid: &str) -> Value {
 
 #[test]
 fn approved_from_atmctl_the_hook_prints_allow_and_the_answer_is_audited() {
-    let d = Daemon::start(&basic_config(""));
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let updates = subscribe_stamped(&d.query_socket());
     let hook = WaitingHook::start(&d, permission("a1", "cargo test", json!({})));
     let request = answerable(&d);
@@ -117,7 +117,7 @@ fn approved_from_atmctl_the_hook_prints_allow_and_the_answer_is_audited() {
 
 #[test]
 fn always_echoes_the_offered_rule_and_deny_carries_its_message() {
-    let d = Daemon::start(&basic_config(""));
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let rule = json!({"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "npm test:*"}],
         "behavior": "allow", "destination": "localSettings"});
     let hook = WaitingHook::start(
@@ -147,7 +147,7 @@ fn always_echoes_the_offered_rule_and_deny_carries_its_message() {
 
 #[test]
 fn answered_in_the_terminal_first_the_hook_exits_without_a_decision() {
-    let d = Daemon::start(&basic_config(""));
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let mut hook = WaitingHook::start(&d, permission("t1", "ls", json!({})));
     let id = answerable(&d)["id"].as_str().unwrap().to_owned();
     assert!(hook.still_waiting());
@@ -170,7 +170,7 @@ fn hook_line(event: &str, sid: &str) -> Value {
 
 #[test]
 fn a_hook_that_dies_leaves_the_request_shown_but_not_answerable() {
-    let d = Daemon::start(&basic_config(""));
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let mut hook = WaitingHook::start(&d, permission("k1", "make", json!({})));
     let id = answerable(&d)["id"].as_str().unwrap().to_owned();
     hook.child.kill().unwrap();
@@ -188,7 +188,7 @@ fn a_hook_that_dies_leaves_the_request_shown_but_not_answerable() {
 
 #[test]
 fn a_daemon_that_dies_is_no_decision_and_a_restored_request_is_not_answerable() {
-    let mut d = Daemon::start(&basic_config(""));
+    let mut d = Daemon::start_with_hooks(&basic_config(""));
     let hook = WaitingHook::start(&d, permission("r1", "make", json!({})));
     answerable(&d);
     // Let the snapshot catch the waiting session before the daemon dies.
@@ -208,7 +208,7 @@ fn a_daemon_that_dies_is_no_decision_and_a_restored_request_is_not_answerable() 
 
 #[test]
 fn questions_are_answered_by_choice_number_or_text() {
-    let d = Daemon::start(&basic_config(""));
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let input = json!({"questions": [
         {"question": "Which database?", "header": "DB", "multiSelect": false,
          "options": [{"label": "Postgres", "description": "server"}, {"label": "SQLite", "description": "file"}]},
@@ -237,7 +237,7 @@ fn questions_are_answered_by_choice_number_or_text() {
 
 #[test]
 fn bad_decisions_get_clear_errors_and_change_nothing() {
-    let d = Daemon::start(&basic_config(""));
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let mut hook = WaitingHook::start(&d, permission("b1", "ls", json!({})));
     let id = answerable(&d)["id"].as_str().unwrap().to_owned();
     let mut c = d.client();
@@ -287,7 +287,7 @@ fn bad_decisions_get_clear_errors_and_change_nothing() {
 
 #[test]
 fn without_a_daemon_the_hook_prints_nothing_at_once() {
-    let d = Daemon::start(&basic_config(""));
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let mut d = d;
     d.kill9();
     let start = Instant::now();
@@ -305,7 +305,7 @@ fn another_user_cannot_answer_or_see_requests() {
     else {
         return;
     };
-    let d = Daemon::start(&basic_config(""));
+    let d = Daemon::start_with_hooks(&basic_config(""));
     let mut hook = WaitingHook::start(&d, permission("u1", "rm -rf ~", json!({})));
     let id = answerable(&d)["id"].as_str().unwrap().to_owned();
     for args in [

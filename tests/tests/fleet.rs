@@ -182,7 +182,9 @@ fn a_three_node_cluster_keeps_converging_when_a_node_dies() {
     nodes[0].kill();
     devbox.send_hooks(&[start("d2"), end("d1")]);
     runner.send_hooks(&[start("r2")]);
-    hub.wait_sessions("the hub converges on two nodes", |s| {
+    // A new stream leader is elected and every client reconnects: seconds on a loaded machine.
+    let within = std::time::Duration::from_secs(30);
+    hub.wait_sessions_within(within, "the hub converges on two nodes", |s| {
         of_host(s, "devbox") == ["d2"] && of_host(s, "runner") == ["r1", "r2"]
     });
     assert!(nodes[1].is_running() && nodes[2].is_running());

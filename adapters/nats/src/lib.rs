@@ -136,7 +136,7 @@ impl InputAdapter for NatsAdapter {
             () = ctx.cancel.cancelled() => return Ok(()),
             c = atm_core::fleet::connect(&cfg.connection, &client_name) => c,
         };
-        let (client, _connects) = connected.map_err(|e| {
+        let (client, connects) = connected.map_err(|e| {
             if e.is_unavailable() {
                 PluginError::Unavailable(e.to_string())
             } else {
@@ -165,6 +165,6 @@ impl InputAdapter for NatsAdapter {
         ctx.spawn(forwarder.run(decisions, ctx.cancel.clone()));
         info!(adapter = ctx.name, %host, bucket = cfg.connection.bucket, "nats: mirroring the fleet");
         let mirror = watch::Mirror::new(ctx.registry.clone(), host, &cfg);
-        mirror.run(store, &ctx).await
+        mirror.run(store, connects, &ctx).await
     }
 }

@@ -58,15 +58,21 @@ impl Mirror {
         }
     }
 
+    /// Mirrors the bucket until cancelled. `connects` changes at every (re)connect of the
+    /// client: the watch is then made anew at once, since its consumer may have lived on the
+    /// server that went away (found otherwise only by missed idle heartbeats, seconds later).
     pub(crate) async fn run(
         mut self,
         store: Store,
+        mut connects: tokio::sync::watch::Receiver<u64>,
         ctx: &AdapterContext,
     ) -> Result<(), PluginError> {
         let mut tick = tokio::time::interval((self.stale_after / 4).max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ready = false;
+        let mut counting = true;
         loop {
+            connects.borrow_and_update();
             let watch = tokio::select! {
                 () = ctx.cancel.cancelled() => return Ok(()),
                 w = store.watch_with_history(">") => w,
@@ -95,6 +101,15 @@ impl Mirror {
                         continue;
                     }
                     n = watch.next() => n,
+                    changed = connects.changed(), if counting => {
+                        if changed.is_err() {
+                            // No more counts: the watch alone says when it fails.
+                            counting = false;
+                            continue;
+                        }
+                        debug!("nats: reconnected; watching again");
+                        break;
+                    }
                 };
                 match next {
                     Some(Ok(entry)) => {

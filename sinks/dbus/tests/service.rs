@@ -291,7 +291,7 @@ async fn manager_methods_and_properties_answer_over_the_bus() {
     assert_eq!(str_prop(&listed["beta"], "State"), "needs_permission");
     assert_eq!(str_prop(&listed["beta"], "AttentionReason"), "permission");
     assert_eq!(str_prop(&listed["beta"], "Tool"), "Edit");
-    assert_eq!(listed["beta"].len(), 17);
+    assert_eq!(listed["beta"].len(), 20);
     // The request it waits on (not answerable: nothing waits for an answer here).
     assert_eq!(str_prop(&listed["beta"], "RequestId").len(), 32);
     assert_eq!(str_prop(&listed["alpha"], "RequestId"), "");
