@@ -31,8 +31,12 @@ where
 {
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        if check().await {
-            return;
+        // A check that never returns (a client call without a timeout) is a failure at the
+        // deadline too, not a test run that hangs.
+        match tokio::time::timeout_at(until, check()).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(_) => panic!("waited {deadline:?} for: {what} (the last check did not return)"),
         }
         if tokio::time::Instant::now() >= until {
             panic!("waited {deadline:?} for: {what}");

@@ -71,8 +71,18 @@ fn started() -> AgentEvent {
 }
 
 /// What the bucket holds now: key -> raw value (deleted keys left out).
+/// What the bucket holds now; empty when the server does not answer within 3 s (a poll then
+/// asks again on a fresh connection: a read hung across a server restart was seen once).
 async fn contents(url: &str) -> BTreeMap<String, Vec<u8>> {
-    let client = async_nats::connect(url).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), read_bucket(url))
+        .await
+        .unwrap_or_default()
+}
+
+async fn read_bucket(url: &str) -> BTreeMap<String, Vec<u8>> {
+    let Ok(client) = async_nats::connect(url).await else {
+        return BTreeMap::new();
+    };
     let js = async_nats::jetstream::new(client);
     let Ok(kv) = js.get_key_value("atm").await else {
         return BTreeMap::new();
