@@ -283,15 +283,6 @@ impl Board {
     }
 }
 
-/// The machine's host name, for grouping (until sessions carry their own host).
-pub(crate) fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

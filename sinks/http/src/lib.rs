@@ -128,10 +128,12 @@ impl OutputSink for HttpSink {
         let stop = ctx.cancel.child_token();
         let board = Arc::new(board::Board::new(
             config.client_policy(),
-            board::local_hostname(),
+            // The registry's host id (`[daemon] host`), the one every session carries, so the
+            // page can tell this machine's sessions from mirrored ones.
+            ctx.registry.host().to_string(),
         ));
         let metrics = metrics::Metrics::new(metrics::MetricsConfig {
-            host: board::local_hostname(),
+            host: ctx.registry.host().to_string(),
             sink: ctx.name.clone(),
             max_session_series: config.max_session_series,
         });

@@ -11,8 +11,8 @@
 //!   ([`collector`]): sessions by state and harness, the longest wait, and per-session cost,
 //!   context ratio and wait for a bounded set of sessions (the cardinality is documented there).
 //!
-//! Every series carries the `host` label (the daemon's host name), so one Prometheus can
-//! scrape several machines' daemons and a dashboard can group them.
+//! Every series carries the `host` label (the daemon's host id, `[daemon] host`), so one
+//! Prometheus can scrape several machines' daemons and a dashboard can group them.
 //!
 //! # Why this shape
 //!
@@ -100,18 +100,6 @@ pub struct MetricsConfig {
     pub sink: String,
     /// Sessions with per-session series at most (at most [`MAX_SESSION_SERIES`]).
     pub max_session_series: usize,
-}
-
-impl MetricsConfig {
-    /// This machine's host name (`/proc/sys/kernel/hostname`, else `localhost`), sink `http`,
-    /// the default number of per-session series.
-    pub fn local() -> Self {
-        Self {
-            host: crate::board::local_hostname(),
-            sink: "http".to_owned(),
-            max_session_series: DEFAULT_SESSION_SERIES,
-        }
-    }
 }
 
 /// Encoding the text failed (a metric's writer refused; not expected with a `String`).
