@@ -1,13 +1,18 @@
 //! The gauges that say how things are now, computed from the session table at each scrape:
-//! sessions by state and harness, the longest wait, and per-session cost, context and wait for
-//! a bounded number of sessions; plus the counters of other plugins handed to the metrics.
+//! sessions by host, state and harness, the longest wait per host, and per-session cost,
+//! context and wait for a bounded number of sessions; plus the counters of other plugins handed
+//! to the metrics.
+//!
+//! Series about sessions carry each session's own `host` (on a hub: the host that runs it);
+//! the rest (omitted series, capped labels, the registry's seq, other plugins' counters) are
+//! this daemon's own and carry its host.
 //!
 //! # Cardinality
 //!
-//! Per-session series (`atm_session_*`, labels `session`, `harness`, `project`) exist for at most
-//! `max_session_series` sessions (default [`DEFAULT_SESSION_SERIES`]): the sessions waiting on
-//! their user first (longest wait first), then the most recently active. The others are counted
-//! in `atm_session_series_omitted` and are still in every aggregate (`atm_sessions`,
+//! Per-session series (`atm_session_*`, labels `host`, `session`, `harness`, `project`) exist
+//! for at most `max_session_series` sessions (default [`DEFAULT_SESSION_SERIES`]): the sessions
+//! waiting on their user first (longest wait first), then the most recently active. The others
+//! are counted in `atm_session_series_omitted` and are still in every aggregate (`atm_sessions`,
 //! `atm_cost_usd_total`, the histograms). Waiting sessions come first because they are what an
 //! alert must name; the most recent next because they are what a dashboard shows. With the
 //! default, a scrape carries at most 3 x 100 per-session series, whatever the registry holds
@@ -63,6 +68,8 @@ pub struct Watched {
 /// What the collector reads: the table, the counters handed in, the cap.
 #[derive(Debug)]
 pub struct Shared {
+    /// This daemon's `host` label.
+    pub host: String,
     pub table: Mutex<Table>,
     pub watched: Mutex<Watched>,
     pub max_session_series: usize,
@@ -71,14 +78,25 @@ pub struct Shared {
 /// One session's per-session series, picked under the lock.
 struct Row {
     session: Arc<Session>,
+    host: String,
     harness: String,
+}
+
+/// Sessions of one host and harness: the names (interned, so mostly compared by pointer), their
+/// labels, the sessions in each of [`AgentState::ALL`].
+struct Group<'a> {
+    host: &'a str,
+    harness: &'a str,
+    labels: (String, String),
+    counts: [u64; 5],
 }
 
 /// What one pass over the table found.
 struct Counted {
-    /// Per harness label, sessions in each of [`AgentState::ALL`].
-    by_state: BTreeMap<String, [u64; 5]>,
-    longest_wait: f64,
+    /// Per (host, harness) label, sessions in each of [`AgentState::ALL`].
+    by_state: BTreeMap<(String, String), [u64; 5]>,
+    /// Per host label (this daemon's always there), the longest wait.
+    longest_wait: BTreeMap<String, f64>,
     rows: Vec<Row>,
     omitted: usize,
     capped: u64,
@@ -128,10 +146,11 @@ fn project(s: &Session) -> &str {
 impl Shared {
     fn count(&self) -> Counted {
         let now = Utc::now();
+        let mut longest_wait = BTreeMap::from([(self.host.clone(), 0.0_f64)]);
         let Ok(mut table) = self.table.lock() else {
             return Counted {
                 by_state: BTreeMap::new(),
-                longest_wait: 0.0,
+                longest_wait,
                 rows: Vec::new(),
                 omitted: 0,
                 capped: 0,
@@ -139,66 +158,69 @@ impl Shared {
             };
         };
         let table = &mut *table;
-        // Per distinct harness (a handful, so a linear scan; names are interned, so mostly a
-        // pointer comparison): its name, its label, its sessions per state.
-        let mut harnesses: Vec<(&str, String, [u64; 5])> = Vec::new();
-        let mut longest_wait = 0.0_f64;
+        // A handful of groups, so a linear scan.
+        let mut groups: Vec<Group<'_>> = Vec::new();
         // Waiting first, longest wait first; then the most recently active. The key is taken
         // once per session: comparing through the records would touch each one many times.
-        let mut ranked: Vec<((bool, i64), &Arc<Session>)> =
+        let mut ranked: Vec<((bool, i64), &Arc<Session>, usize)> =
             Vec::with_capacity(table.sessions.len());
         for s in table.sessions.values() {
-            let name = s.harness.as_str();
-            let at = match harnesses
+            let (host, harness) = (s.host.as_str(), s.harness.as_str());
+            let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
+            let at = match groups
                 .iter()
-                .position(|(h, ..)| std::ptr::eq(*h, name) || *h == name)
+                .position(|g| same(g.harness, harness) && same(g.host, host))
             {
                 Some(at) => at,
                 None => {
-                    harnesses.push((name, table.harnesses.value(name), [0; 5]));
-                    harnesses.len() - 1
+                    let labels = (table.hosts.value(host), table.harnesses.value(harness));
+                    groups.push(Group {
+                        host,
+                        harness,
+                        labels,
+                        counts: [0; 5],
+                    });
+                    groups.len() - 1
                 }
             };
+            let Some(group) = groups.get_mut(at) else {
+                continue;
+            };
             let state = AgentState::ALL.iter().position(|st| *st == s.state);
-            if let Some((_, _, counts)) = harnesses.get_mut(at)
-                && let Some(n) = state.and_then(|i| counts.get_mut(i))
-            {
+            if let Some(n) = state.and_then(|i| group.counts.get_mut(i)) {
                 *n += 1;
             }
-            let waiting = s.state.needs_attention();
-            let key = if waiting {
-                longest_wait = longest_wait.max(waiting_seconds(s, now));
+            let key = if s.state.needs_attention() {
+                let longest = longest_wait.entry(group.labels.0.clone()).or_default();
+                *longest = longest.max(waiting_seconds(s, now));
                 (true, -s.state_since.timestamp_millis())
             } else {
                 (false, s.last_activity.timestamp_millis())
             };
-            ranked.push((key, s));
+            ranked.push((key, s, at));
         }
         let keep = self.max_session_series.min(ranked.len());
         if keep < ranked.len() && keep > 0 {
-            ranked.select_nth_unstable_by_key(keep - 1, |(key, _)| std::cmp::Reverse(*key));
+            ranked.select_nth_unstable_by_key(keep - 1, |(key, ..)| std::cmp::Reverse(*key));
         }
         ranked.truncate(keep);
-        ranked.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
-        let label_of = |name: &str| {
-            harnesses
-                .iter()
-                .find(|(h, ..)| *h == name)
-                .map(|(_, label, _)| label.clone())
-                .unwrap_or_default()
-        };
+        ranked.sort_unstable_by_key(|(key, ..)| std::cmp::Reverse(*key));
         let rows = ranked
             .into_iter()
-            .map(|(_, s)| Row {
-                session: s.clone(),
-                harness: label_of(s.harness.as_str()),
+            .filter_map(|(_, s, at)| {
+                let (host, harness) = groups.get(at)?.labels.clone();
+                Some(Row {
+                    session: s.clone(),
+                    host,
+                    harness,
+                })
             })
             .collect();
         // Two names capped to `other` share its series.
-        let mut by_state: BTreeMap<String, [u64; 5]> = BTreeMap::new();
-        for (_, label, counts) in &harnesses {
-            let sum = by_state.entry(label.clone()).or_default();
-            for (total, n) in sum.iter_mut().zip(counts) {
+        let mut by_state: BTreeMap<(String, String), [u64; 5]> = BTreeMap::new();
+        for g in &groups {
+            let sum = by_state.entry(g.labels.clone()).or_default();
+            for (total, n) in sum.iter_mut().zip(&g.counts) {
                 *total += n;
             }
         }
@@ -207,6 +229,7 @@ impl Shared {
             &table.sources,
             &table.surfaces,
             &table.sinks,
+            &table.hosts,
         ]
         .iter()
         .map(|c| c.overflowed())
@@ -242,28 +265,41 @@ impl Collector for SessionCollector {
         let c = self.0.count();
         let now = Utc::now();
 
-        let mut m = gauge(&mut encoder, SESSIONS, "Sessions by state and harness")?;
-        for (harness, counts) in &c.by_state {
+        let own = [("host", self.0.host.as_str())];
+        let mut m = gauge(
+            &mut encoder,
+            SESSIONS,
+            "Sessions by host, state and harness",
+        )?;
+        for ((host, harness), counts) in &c.by_state {
             for (state, n) in AgentState::ALL.iter().zip(counts) {
-                let labels = [("state", state.as_str()), ("harness", harness.as_str())];
+                let labels = [
+                    ("host", host.as_str()),
+                    ("state", state.as_str()),
+                    ("harness", harness.as_str()),
+                ];
                 ConstGauge::new(*n as i64).encode(m.encode_family(&labels)?)?;
             }
         }
-        let longest = "Seconds the longest-waiting session has waited on its user (0: none waits)";
-        ConstGauge::new(c.longest_wait).encode(gauge(&mut encoder, LONGEST_WAIT, longest)?)?;
+        let longest = "Seconds a host's longest-waiting session has waited on its user (0: none)";
+        let mut m = gauge(&mut encoder, LONGEST_WAIT, longest)?;
+        for (host, seconds) in &c.longest_wait {
+            ConstGauge::new(*seconds).encode(m.encode_family(&[("host", host.as_str())])?)?;
+        }
 
         // One label set per series even if two hostile ids clean to the same label.
         let mut seen = HashSet::with_capacity(c.rows.len());
-        let rows: Vec<([(&str, String); 3], &Session)> = c
+        let rows: Vec<([(&str, String); 4], &Session)> = c
             .rows
             .iter()
             .filter_map(|r| {
                 let labels = [
+                    ("host", r.host.clone()),
                     ("session", clean(r.session.id.as_str()).into_owned()),
                     ("harness", r.harness.clone()),
                     ("project", clean(project(&r.session)).into_owned()),
                 ];
-                seen.insert(labels[0].1.clone())
+                seen.insert((labels[0].1.clone(), labels[1].1.clone()))
                     .then_some((labels, &*r.session))
             })
             .collect();
@@ -294,16 +330,24 @@ impl Collector for SessionCollector {
         }
         let omitted_help = "Sessions without per-session series (beyond max_session_series)";
         let omitted = (c.omitted + c.rows.len() - rows.len()) as i64;
-        ConstGauge::new(omitted).encode(gauge(&mut encoder, OMITTED, omitted_help)?)?;
+        ConstGauge::new(omitted)
+            .encode(gauge(&mut encoder, OMITTED, omitted_help)?.encode_family(&own)?)?;
         let capped = ConstCounter::new(c.capped);
-        capped.encode(encoder.encode_descriptor(
-            LABELS_CAPPED.trim_end_matches("_total"),
-            "Label values reported as `other` because their label had too many distinct values",
-            None,
-            MetricType::Counter,
-        )?)?;
+        let capped_help =
+            "Label values reported as `other` because their label had too many distinct values";
+        capped.encode(
+            encoder
+                .encode_descriptor(
+                    LABELS_CAPPED.trim_end_matches("_total"),
+                    capped_help,
+                    None,
+                    MetricType::Counter,
+                )?
+                .encode_family(&own)?,
+        )?;
         let seq = "Sequence number of the last registry change the metrics took in";
-        ConstGauge::new(c.seq as i64).encode(gauge(&mut encoder, REGISTRY_SEQ, seq)?)?;
+        ConstGauge::new(c.seq as i64)
+            .encode(gauge(&mut encoder, REGISTRY_SEQ, seq)?.encode_family(&own)?)?;
         self.encode_watched(&mut encoder)
     }
 }
@@ -341,7 +385,11 @@ impl SessionCollector {
                     ("malformed", &s.bad_messages),
                     ("refused", &s.registry_errors),
                 ] {
-                    let labels = [("adapter", adapter.as_str()), ("outcome", outcome)];
+                    let labels = [
+                        ("host", self.0.host.as_str()),
+                        ("adapter", adapter.as_str()),
+                        ("outcome", outcome),
+                    ];
                     ConstCounter::new(IngestStats::get(counter))
                         .encode(m.encode_family(&labels)?)?;
                 }
@@ -354,7 +402,7 @@ impl SessionCollector {
                 "Sequence number of the last registry change a sink took in",
             )?;
             for (sink, s) in &sinks {
-                let labels = [("sink", sink.as_str())];
+                let labels = [("host", self.0.host.as_str()), ("sink", sink.as_str())];
                 ConstGauge::new(s.applied_seq() as i64).encode(m.encode_family(&labels)?)?;
             }
             let mut m = encoder.encode_descriptor(
@@ -364,7 +412,7 @@ impl SessionCollector {
                 MetricType::Counter,
             )?;
             for (sink, s) in &sinks {
-                let labels = [("sink", sink.as_str())];
+                let labels = [("host", self.0.host.as_str()), ("sink", sink.as_str())];
                 ConstCounter::new(s.failures()).encode(m.encode_family(&labels)?)?;
             }
         }

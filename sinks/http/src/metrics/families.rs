@@ -4,7 +4,12 @@
 //!
 //! Names follow Prometheus conventions: base units (seconds, dollars), `_total` on counters (the
 //! encoder adds it to the registered name), one family per meaning.
+//!
+//! The families about sessions carry each session's own `host` as their first label (a hub's
+//! mirrored sessions count under the host that runs them); the sinks' counters are this
+//! daemon's own and sit in a sub-registry whose constant `host` label is this daemon's.
 
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
@@ -12,11 +17,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Two labels, the first values of which are atm's own words and the second cleaned and capped.
+/// A session's `host` and two more labels, each cleaned and capped.
+pub type Three = [(&'static str, String); 3];
+/// A session's `host` and one more label.
 pub type Pair = [(&'static str, String); 2];
 pub type One = [(&'static str, String); 1];
 
-type Histograms = Family<Pair, Histogram, fn() -> Histogram>;
+type Histograms = Family<Three, Histogram, fn() -> Histogram>;
 
 /// Time in one state, in seconds: a second to a day (one bucket per step people tell apart:
 /// "a moment", "a minute", "a coffee", "the afternoon").
@@ -55,18 +62,20 @@ fn counter_name(scraped: &'static str) -> &'static str {
 /// The families updated as the registry's changes arrive.
 #[derive(Debug, Clone)]
 pub struct Families {
-    /// `state` (left), `harness`: observed when a session leaves a state.
+    /// `host`, `state` (left), `harness`: observed when a session leaves a state.
     pub state_seconds: Histograms,
-    /// `harness`, `outcome` (`answered` / `withdrawn`): asked to ended, per ended request.
+    /// `host`, `harness`, `outcome` (`answered` / `withdrawn`): asked to ended, per ended
+    /// request.
     pub wait_seconds: Histograms,
-    /// `surface` (`none` when withdrawn), `outcome` (`allow`, `allow_always`, `deny`,
+    /// `host`, `surface` (`none` when withdrawn), `outcome` (`allow`, `allow_always`, `deny`,
     /// `answer`, `withdrawn`).
-    pub requests_ended: Family<Pair, Counter>,
-    /// `source` (the adapter that first saw the session), `change` (`added` / `updated` /
-    /// `removed`).
-    pub session_changes: Family<Pair, Counter>,
-    /// `harness`: dollars spent while atm watched (increases of each session's reported cost).
-    pub cost: Family<One, Counter<f64, AtomicU64>>,
+    pub requests_ended: Family<Three, Counter>,
+    /// `host`, `source` (the adapter that first saw the session), `change` (`added` /
+    /// `updated` / `removed`).
+    pub session_changes: Family<Three, Counter>,
+    /// `host`, `harness`: dollars spent while atm watched (increases of each session's
+    /// reported cost).
+    pub cost: Family<Pair, Counter<f64, AtomicU64>>,
     /// `sink`: times a follower or a queue started over from a snapshot.
     pub sink_resyncs: Family<One, Counter>,
     /// `sink`: registry changes a follower lost before its resync.
@@ -76,8 +85,9 @@ pub struct Families {
 }
 
 impl Families {
-    /// The families, registered in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    /// The families, registered in `registry`: the sessions' ones at its root, the sinks'
+    /// under the constant label `host="<daemon_host>"`.
+    pub fn register(registry: &mut Registry, daemon_host: &str) -> Self {
         let f = Self {
             state_seconds: Family::new_with_constructor(state_histogram as fn() -> Histogram),
             wait_seconds: Family::new_with_constructor(wait_histogram as fn() -> Histogram),
@@ -113,6 +123,8 @@ impl Families {
             "US dollars spent by sessions while atm watched them (increases of reported cost)",
             f.cost.clone(),
         );
+        let registry = registry
+            .sub_registry_with_label((Cow::Borrowed("host"), Cow::Owned(daemon_host.to_owned())));
         registry.register(
             counter_name(SINK_RESYNCS),
             "Times a sink's follower or queue fell behind and started over from a snapshot",

@@ -11,8 +11,13 @@
 //!   ([`collector`]): sessions by state and harness, the longest wait, and per-session cost,
 //!   context ratio and wait for a bounded set of sessions (the cardinality is documented there).
 //!
-//! Every series carries the `host` label (the daemon's host id, `[daemon] host`), so one
-//! Prometheus can scrape several machines' daemons and a dashboard can group them.
+//! Every series carries a `host` label. Series about sessions carry the host of their session:
+//! on a fleet's hub (the `nats` adapter), the mirrored sessions count under the host that runs
+//! them, so the hub's one scrape describes the whole fleet. The daemon's own series (sinks'
+//! counters, adapters' events, the registry's seq) carry this daemon's host id (`[daemon]
+//! host`). A Prometheus that scrapes the hub and also the other hosts' daemons sees those hosts'
+//! sessions twice, under two `instance`s: scrape the hub alone for the fleet, or filter by
+//! `instance`.
 //!
 //! # Why this shape
 //!
@@ -38,6 +43,8 @@ mod collector;
 mod dist_tests;
 mod families;
 #[cfg(test)]
+mod fleet_tests;
+#[cfg(test)]
 mod follow_tests;
 mod labels;
 #[cfg(test)]
@@ -46,7 +53,6 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use atm_core::ingest::IngestStats;
@@ -94,7 +100,7 @@ pub const METRIC_NAMES: &[&str] = &[
 /// What the metrics need to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
-    /// The `host` label of every series.
+    /// This daemon's host id: the `host` label of its own series (sessions carry theirs).
     pub host: String,
     /// The sink's instance name: the follower's counters are `sink="<name>-metrics"`.
     pub sink: String,
@@ -124,10 +130,10 @@ struct Inner {
 impl Metrics {
     pub fn new(config: MetricsConfig) -> Self {
         let host = labels::clean(&config.host).into_owned();
-        let mut registry =
-            Registry::with_labels([(Cow::Borrowed("host"), Cow::Owned(host))].into_iter());
-        let families = Families::register(&mut registry);
+        let mut registry = Registry::default();
+        let families = Families::register(&mut registry, &host);
         let shared = Arc::new(Shared {
+            host,
             table: Mutex::new(Table::default()),
             watched: Mutex::new(Watched::default()),
             max_session_series: config.max_session_series.min(MAX_SESSION_SERIES),

@@ -34,6 +34,8 @@ pub const MAX_SOURCES: usize = 32;
 pub const MAX_SURFACES: usize = 32;
 /// Distinct sink names kept as `sink` labels.
 pub const MAX_SINKS: usize = 32;
+/// Distinct hosts kept as `host` labels (a hub's fleet; host ids are short and clean already).
+pub const MAX_HOSTS: usize = 256;
 
 /// Every session the registry holds, by key, and the label caps.
 #[derive(Debug)]
@@ -43,6 +45,7 @@ pub struct Table {
     pub sources: LabelCap,
     pub surfaces: LabelCap,
     pub sinks: LabelCap,
+    pub hosts: LabelCap,
     /// The `seq` of the last change applied.
     pub seq: u64,
 }
@@ -55,6 +58,7 @@ impl Default for Table {
             sources: LabelCap::new(MAX_SOURCES),
             surfaces: LabelCap::new(MAX_SURFACES),
             sinks: LabelCap::new(MAX_SINKS),
+            hosts: LabelCap::new(MAX_HOSTS),
             seq: 0,
         }
     }
@@ -118,6 +122,7 @@ impl Table {
         let source = self.sources.value(&s.source);
         f.session_changes
             .get_or_create(&[
+                ("host", self.hosts.value(s.host.as_str())),
                 ("source", source),
                 ("change", change_name(&e.change).into()),
             ])
@@ -180,7 +185,11 @@ impl Table {
     ) {
         let harness = self.harnesses.value(s.harness.as_str());
         f.state_seconds
-            .get_or_create(&[("state", state.as_str().into()), ("harness", harness)])
+            .get_or_create(&[
+                ("host", self.hosts.value(s.host.as_str())),
+                ("state", state.as_str().into()),
+                ("harness", harness),
+            ])
             .observe(seconds(since, until));
     }
 
@@ -193,6 +202,7 @@ impl Table {
 
     /// One ended request of `s`: its wait, and its surface and outcome.
     fn count_record(&mut self, s: &Session, r: &RequestRecord, f: &Families) {
+        let host = self.hosts.value(s.host.as_str());
         let harness = self.harnesses.value(s.harness.as_str());
         let (surface, outcome, fate) = match &r.fate {
             RequestFate::Answered { decision, surface } => (
@@ -203,10 +213,18 @@ impl Table {
             RequestFate::Withdrawn { .. } => ("none".to_owned(), "withdrawn", "withdrawn"),
         };
         f.wait_seconds
-            .get_or_create(&[("harness", harness), ("outcome", fate.into())])
+            .get_or_create(&[
+                ("host", host.clone()),
+                ("harness", harness),
+                ("outcome", fate.into()),
+            ])
             .observe(seconds(r.asked_at, r.ended_at));
         f.requests_ended
-            .get_or_create(&[("surface", surface), ("outcome", outcome.into())])
+            .get_or_create(&[
+                ("host", host),
+                ("surface", surface),
+                ("outcome", outcome.into()),
+            ])
             .inc();
     }
 
@@ -214,8 +232,11 @@ impl Table {
         let old = before.map_or(0.0, |b| b.usage.cost_usd);
         let spent = s.usage.cost_usd - old;
         if spent.is_finite() && spent > 0.0 {
-            let harness = self.harnesses.value(s.harness.as_str());
-            f.cost.get_or_create(&[("harness", harness)]).inc_by(spent);
+            let labels = [
+                ("host", self.hosts.value(s.host.as_str())),
+                ("harness", self.harnesses.value(s.harness.as_str())),
+            ];
+            f.cost.get_or_create(&labels).inc_by(spent);
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use atm_core::host::HostId;
 use atm_core::model::{AgentState, Harness, Session, SessionId, SessionKey};
 use atm_core::registry::{REKEYED, RequestChanges, SessionChange, SessionEvent, Snapshot};
 use atm_core::request::{Decision, PendingRequest, RequestFate, RequestId, RequestRecord, Surface};
@@ -25,9 +26,10 @@ pub(super) fn metrics(max_session_series: usize) -> Metrics {
     })
 }
 
-/// A session `id` in `state` since `since`.
+/// A session `id` of this daemon (host `box-1`) in `state` since `since`.
 pub(super) fn session(id: &str, state: AgentState, since: DateTime<Utc>) -> Session {
     let mut s = claude_session(id, since);
+    s.host = HostId::parse("box-1").unwrap();
     s.state = state;
     s.state_since = since;
     s.last_activity = since;
@@ -36,7 +38,7 @@ pub(super) fn session(id: &str, state: AgentState, since: DateTime<Utc>) -> Sess
 
 /// A change of `s` (which was `before`), numbered `seq`, saying which requests it ended as the
 /// registry does.
-fn event(
+pub(super) fn event(
     seq: u64,
     change: SessionChange,
     before: Option<&Session>,
@@ -75,28 +77,26 @@ pub(super) fn answered(
     }
 }
 
-fn allow() -> Decision {
+pub(super) fn allow() -> Decision {
     Decision::Allow {
         always: false,
         rule: None,
     }
 }
 
-/// A parsed scrape: (name, labels without `host`) -> value, after the strict check.
-/// Samples by name and sorted labels (without `host`).
+/// A parsed scrape: samples by name and sorted labels, after the strict check.
 pub(super) type Values = HashMap<(String, Vec<(String, String)>), f64>;
 
-pub(super) fn scrape(m: &Metrics) -> (String, Values) {
+/// Every sample of `m`'s scrape, each with all its labels (`host` included).
+pub(super) fn scrape_with_hosts(m: &Metrics) -> (String, Values) {
     let text = m.encode().unwrap();
     strict_check(&text);
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let mut out = HashMap::new();
     for s in parsed.samples {
-        assert_eq!(s.labels.get("host"), Some("box-1"), "{}", s.metric);
         let mut labels: Vec<(String, String)> = s
             .labels
             .iter()
-            .filter(|(k, _)| k.as_str() != "host")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         labels.sort();
@@ -121,7 +121,24 @@ pub(super) fn scrape(m: &Metrics) -> (String, Values) {
     (text, out)
 }
 
-fn get(values: &Values, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+/// The scrape of a daemon whose sessions are all its own: every sample has `host="box-1"`,
+/// which is left out of the labels.
+pub(super) fn scrape(m: &Metrics) -> (String, Values) {
+    let (text, all) = scrape_with_hosts(m);
+    let host = ("host".to_owned(), "box-1".to_owned());
+    let out = all
+        .into_iter()
+        .map(|((name, mut labels), value)| {
+            let at = labels.iter().position(|l| *l == host);
+            assert!(at.is_some(), "{name} {labels:?} has host box-1");
+            labels.retain(|l| *l != host);
+            ((name, labels), value)
+        })
+        .collect();
+    (text, out)
+}
+
+pub(super) fn get(values: &Values, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut l: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
