@@ -9,6 +9,10 @@
 //! fan-out one lock and a reference-count increment per change and never slows anyone else;
 //! what it holds is bounded by the policy.
 //!
+//! Every client queue that overflows counts a resync of `<sink>-sse` in `/metrics`
+//! (`atm_sink_resyncs_total`; what it lost is unknown, so `missed` stays 0), and the fan-out's
+//! own follower falling behind the registry counts under `<sink>-board` with what it missed.
+//!
 //! Consistency: a client is registered, with a resync due, under the table's write lock, and
 //! its snapshot is taken from the table when it reads; every frame carries the registry `seq`
 //! of its change and the page skips frames the snapshot already reflects (`seq` not above it).
@@ -19,7 +23,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use atm_core::coalesce::{QueuePolicy, SharedQueue};
+use atm_core::coalesce::{Pushed, QueuePolicy, SharedQueue};
+
+use crate::metrics::SinkCounters;
 use atm_core::registry::{RegistryHandle, SessionChange, SessionEvent, Snapshot};
 use atm_core::registry_follow::{Followed, RegistryFollower};
 use atm_core::{Harness, Session, SessionId, SessionView};
@@ -81,6 +87,16 @@ pub(crate) struct Board {
     next_client: AtomicU64,
     /// The name the board groups this machine's sessions under.
     pub(crate) host: String,
+    counters: Counters,
+}
+
+/// What the board counts in `/metrics`.
+#[derive(Debug, Clone)]
+pub(crate) struct Counters {
+    /// Client queues that overflowed and will start over from a snapshot (`<sink>-sse`).
+    pub(crate) clients: SinkCounters,
+    /// The fan-out's follower fell behind the registry (`<sink>-board`).
+    pub(crate) fan_out: SinkCounters,
 }
 
 /// A live client's registration; dropping it unregisters the client.
@@ -136,12 +152,15 @@ fn render(event: SessionEvent) -> Rendered {
 }
 
 impl Board {
-    pub(crate) fn new(policy: QueuePolicy, host: String) -> Self {
+    /// A board for clients with `policy`, naming this machine `host`; `counters` count its
+    /// overflows ([`Counters`]).
+    pub(crate) fn new(policy: QueuePolicy, host: String, counters: Counters) -> Self {
         Self {
             table: RwLock::default(),
             policy,
             next_client: AtomicU64::new(1),
             host,
+            counters,
         }
     }
 
@@ -241,7 +260,9 @@ impl Board {
                 SessionChange::Removed { .. } => table.remove(&r.event.session),
             }
             for q in table.clients.values() {
-                q.push(r.id.as_str(), r.frame.clone());
+                if q.push(r.id.as_str(), r.frame.clone()) == Pushed::Resync {
+                    self.counters.clients.resynced(0);
+                }
             }
         }
     }
@@ -273,6 +294,7 @@ impl Board {
                         missed,
                         "http sink fell behind the registry; resyncing every live client"
                     );
+                    self.counters.fan_out.resynced(missed);
                     self.reset(snapshot);
                 }
             }
@@ -326,7 +348,16 @@ mod tests {
             on_overflow: Overflow::Resync,
             resync: atm_core::coalesce::ResyncAt::Now,
         };
-        let board = Arc::new(Board::new(policy, "h".into()));
+        let metrics = crate::metrics::Metrics::new(crate::metrics::MetricsConfig {
+            host: "h".into(),
+            sink: "http".into(),
+            max_session_series: 0,
+        });
+        let counters = Counters {
+            clients: metrics.sink_counters("http-sse"),
+            fan_out: metrics.sink_counters("http-board"),
+        };
+        let board = Arc::new(Board::new(policy, "h".into(), counters));
         board.reset(Snapshot {
             seq: 0,
             sessions: Vec::new(),
@@ -347,6 +378,21 @@ mod tests {
         assert!(
             snap.starts_with("event: snapshot\ndata: {\"seq\":100,\"host\":\"h\",\"sessions\":[{")
         );
+        // Every overflow is in /metrics.
+        let resyncs = stuck.queue.inspect(|q| q.resyncs());
+        assert!(resyncs > 0);
+        let text = metrics.encode().unwrap();
+        let counted = |sink: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("atm_sink_resyncs_total{")
+                        && l.contains(&format!("sink=\"{sink}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(|v| v.parse::<u64>().unwrap())
+        };
+        assert_eq!(counted("http-sse"), Some(resyncs), "{text}");
+        assert_eq!(counted("http-board"), Some(0), "{text}");
         drop(stuck);
         assert_eq!(board.clients(), 0);
     }

@@ -126,17 +126,21 @@ impl OutputSink for HttpSink {
         }
 
         let stop = ctx.cancel.child_token();
-        let board = Arc::new(board::Board::new(
-            config.client_policy(),
-            // The registry's host id (`[daemon] host`), the one every session carries, so the
-            // page can tell this machine's sessions from mirrored ones.
-            ctx.registry.host().to_string(),
-        ));
         let metrics = metrics::Metrics::new(metrics::MetricsConfig {
             host: ctx.registry.host().to_string(),
             sink: ctx.name.clone(),
             max_session_series: config.max_session_series,
         });
+        let board = Arc::new(board::Board::new(
+            config.client_policy(),
+            // The registry's host id (`[daemon] host`), the one every session carries, so the
+            // page can tell this machine's sessions from mirrored ones.
+            ctx.registry.host().to_string(),
+            board::Counters {
+                clients: metrics.sink_counters(&format!("{}-sse", ctx.name)),
+                fan_out: metrics.sink_counters(&format!("{}-board", ctx.name)),
+            },
+        ));
         let state = api::AppState {
             token,
             board: board.clone(),
