@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use atm_core::coalesce::{Pushed, QueuePolicy, SharedQueue};
 
@@ -88,6 +88,10 @@ pub(crate) struct Board {
     /// The name the board groups this machine's sessions under.
     pub(crate) host: String,
     counters: Counters,
+    /// The last snapshot frame and the `seq` it reflects: clients that resync at one `seq` (a
+    /// burst of browsers reconnecting after a restart) share one frame instead of each
+    /// rendering and holding its own.
+    last_snapshot: Mutex<Option<(u64, Bytes)>>,
 }
 
 /// What the board counts in `/metrics`.
@@ -161,6 +165,7 @@ impl Board {
             next_client: AtomicU64::new(1),
             host,
             counters,
+            last_snapshot: Mutex::new(None),
         }
     }
 
@@ -202,7 +207,25 @@ impl Board {
 
     /// Every session as the page's `snapshot` frame: `{seq, host, sessions: [view...]}`.
     pub(crate) fn snapshot_frame(&self) -> Bytes {
+        let mut last = self
+            .last_snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = self.read().seq;
+        if let Some((at, frame)) = &*last
+            && *at == now
+        {
+            return frame.clone();
+        }
         let (seq, sessions) = self.sessions();
+        // Rendered under the cache's lock: clients arriving meanwhile wait for this one frame
+        // rather than render the same one again.
+        let rendered = self.render_snapshot(seq, &sessions);
+        *last = Some((seq, rendered.clone()));
+        rendered
+    }
+
+    fn render_snapshot(&self, seq: u64, sessions: &[Arc<Session>]) -> Bytes {
         frame("snapshot", |out| {
             out.extend_from_slice(format!("{{\"seq\":{seq},\"host\":").as_bytes());
             let _ = serde_json::to_writer(&mut *out, &self.host);
@@ -395,5 +418,36 @@ mod tests {
         assert_eq!(counted("http-board"), Some(0), "{text}");
         drop(stuck);
         assert_eq!(board.clients(), 0);
+    }
+
+    #[test]
+    fn clients_resyncing_at_one_seq_share_one_snapshot_frame() {
+        let policy = QueuePolicy::ordered_then_latest(4);
+        let board = Arc::new(Board::new(policy, "h".into(), test_counters()));
+        board.reset(Snapshot {
+            seq: 3,
+            sessions: vec![session("a"), session("b")],
+        });
+        let first = board.snapshot_frame();
+        let again = board.snapshot_frame();
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one frame, shared");
+        board.apply(vec![change(4, session("c"), SessionChange::Added)]);
+        let after = board.snapshot_frame();
+        assert_ne!(first.as_ptr(), after.as_ptr());
+        let text = String::from_utf8(after.to_vec()).unwrap();
+        assert!(text.contains("\"seq\":4,"), "{text}");
+        assert_eq!(text.matches("\"id\":").count(), 3, "{text}");
+    }
+
+    fn test_counters() -> Counters {
+        let metrics = crate::metrics::Metrics::new(crate::metrics::MetricsConfig {
+            host: "h".into(),
+            sink: "http".into(),
+            max_session_series: 0,
+        });
+        Counters {
+            clients: metrics.sink_counters("http-sse"),
+            fan_out: metrics.sink_counters("http-board"),
+        }
     }
 }

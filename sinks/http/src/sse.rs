@@ -38,13 +38,19 @@ impl Stream {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             let batch = self.sub.queue.take();
-            if batch.resync || !batch.entries.is_empty() {
-                let mut out = BytesMut::new();
-                if batch.resync {
-                    out.extend_from_slice(&self.board.snapshot_frame());
-                }
-                for frame in &batch.entries {
-                    out.extend_from_slice(frame);
+            let snapshot = batch.resync.then(|| self.board.snapshot_frame());
+            let mut pieces = snapshot.into_iter().chain(batch.entries);
+            if let Some(first) = pieces.next() {
+                // One piece is the shared frame itself (no copy: a burst of clients resyncing
+                // at once holds one snapshot between them); more are joined into one write.
+                let Some(second) = pieces.next() else {
+                    return Some(first);
+                };
+                let rest: Vec<Bytes> = pieces.collect();
+                let len = first.len() + second.len() + rest.iter().map(Bytes::len).sum::<usize>();
+                let mut out = BytesMut::with_capacity(len);
+                for piece in [first, second].iter().chain(&rest) {
+                    out.extend_from_slice(piece);
                 }
                 return Some(out.freeze());
             }
