@@ -222,13 +222,27 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// True when the server is not there (yet): worth retrying quietly, not an error.
+    /// True when the server is not there (yet): worth retrying quietly, not an error. A
+    /// server that answers but whose TLS handshake fails (a certificate not trusted, no client
+    /// certificate) is there: that needs the user, like a refused secret.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Connect { source, .. }
-            if matches!(source.kind(), async_nats::ConnectErrorKind::Io
-                | async_nats::ConnectErrorKind::TimedOut
-                | async_nats::ConnectErrorKind::Dns))
+        let Self::Connect { source, .. } = self else {
+            return false;
+        };
+        match source.kind() {
+            async_nats::ConnectErrorKind::Io => !failed_handshake(source),
+            async_nats::ConnectErrorKind::TimedOut | async_nats::ConnectErrorKind::Dns => true,
+            _ => false,
+        }
     }
+}
+
+/// The client reports a TLS handshake the server or the client refused as an I/O error of kind
+/// `InvalidData` (rustls's error inside); a server that is down or unreachable is another kind.
+fn failed_handshake(e: &async_nats::ConnectError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
 fn read_secret(what: &'static str, path: &str) -> Result<String, ConnectError> {
