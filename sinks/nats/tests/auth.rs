@@ -105,7 +105,9 @@ async fn a_token_a_password_and_an_nkey_each_let_in_only_their_holder() {
         ),
     ];
     for (what, authorization, good, bad) in methods {
-        let server_dir = dir.path().join(format!("server-{}", what.replace(' ', "-")));
+        let server_dir = dir
+            .path()
+            .join(format!("server-{}", what.replace(' ', "-")));
         std::fs::create_dir_all(&server_dir).unwrap();
         let server = NatsServer::start(&server_dir, &authorization);
         let with = |c: NatsConnection| NatsConnection {
