@@ -400,6 +400,54 @@ fn two_tuis_in_two_panes_are_two_sessions_with_their_own_panes() {
 }
 
 #[test]
+fn two_tuis_in_one_directory_are_told_apart_by_the_prompt_on_their_screens() {
+    let Some((c, dirs)) = start_codex(&["shared"]) else {
+        return;
+    };
+    let second = c.lab.open_pane(&dirs[0]);
+    c.through_trust_dialog(&second, false);
+    c.lab.type_line("hello from the first pane");
+    c.lab
+        .wait_screen("the first reply", |s| s.contains("FAKE-REPLY"));
+    c.lab.type_line_in(&second, "hello from the second pane");
+    c.lab
+        .wait_screen_in(&second, "the second reply", |s| s.contains("FAKE-REPLY"));
+    let both = c.sessions("two idle sessions, one per pane", |s| {
+        s.len() == 2
+            && s.iter().all(|s| s["state"] == "idle")
+            && s.iter().any(|s| s["tmux_pane"] == c.lab.pane())
+            && s.iter().any(|s| s["tmux_pane"] == second.as_str())
+    });
+    for (pane, pid) in [
+        (c.lab.pane(), c.tui_pid("agent")),
+        (second.clone(), c.tui_pid(&second)),
+    ] {
+        let s = both.iter().find(|s| s["tmux_pane"] == pane).unwrap();
+        assert_eq!(s["pid"], pid, "{s:#}");
+        assert_eq!(
+            s["working_directory"],
+            dirs[0].display().to_string(),
+            "{s:#}"
+        );
+    }
+    // A permission in the second pane is the second pane's, though its hook carries no prompt.
+    let target = dirs[0].join("from-two");
+    c.lab
+        .type_line_in(&second, &format!("please RUN touch {}", target.display()));
+    c.lab
+        .wait_screen_in(&second, "the approval dialog", approval);
+    let now = c.sessions("one of the two waiting", |s| {
+        s.len() == 2 && s.iter().any(|s| s["state"] == "needs_permission")
+    });
+    let waiting = now
+        .iter()
+        .find(|s| s["state"] == "needs_permission")
+        .unwrap();
+    assert_eq!(waiting["tmux_pane"], second.as_str(), "{now:#?}");
+    assert_eq!(waiting["pid"], c.tui_pid(&second), "{waiting:#}");
+}
+
+#[test]
 fn with_the_hooks_not_trusted_notify_alone_shows_the_turn_end_of_the_real_thread() {
     // "Continue without trusting (hooks won't run)": only the notify program runs.
     let Some((c, _dirs)) = start_codex_answering(&["project"], "3") else {

@@ -57,7 +57,8 @@ pub fn event_line_of(
     let own_pane = || std::env::var_os("TMUX_PANE").and_then(|p| p.into_string().ok());
     let (pid, pane) = if kind_of_agent == AgentKind::Codex {
         let cwd = data.get("cwd").and_then(Value::as_str).map(PathBuf::from);
-        match codex_daemon::resolve(proc_root, pid, cwd.as_deref()) {
+        let prompt = data.get("prompt").and_then(Value::as_str);
+        match codex_daemon::resolve_with_screens(proc_root, pid, cwd.as_deref(), prompt) {
             CodexProcess::Own => (Some(pid), own_pane()),
             CodexProcess::Tui { pid, tmux_pane } => (Some(pid), tmux_pane),
             // The daemon's PID and pane are not the session's.
