@@ -54,6 +54,11 @@ fn config(path: &Path) {
 /// runs opencode once [`Opencode::go`] is called; atmd is moved into the lab's network
 /// namespace.
 fn setup() -> Option<Opencode> {
+    setup_running("--port 0")
+}
+
+/// [`setup`], the pane running `opencode <args>`.
+fn setup_running(args: &str) -> Option<Opencode> {
     let bin = agent_binary("opencode")?;
     let guard = ONE_AT_A_TIME
         .lock()
@@ -70,7 +75,7 @@ fn setup() -> Option<Opencode> {
         "/bin/sh -c {}",
         shell_quote(&format!(
             "while [ ! -e {go} ]; do sleep 0.05; done; \
-             sed -i \"s#{URL_SLOT}#$ATM_FAKE_MODEL_URL#\" {cfg}; exec {bin} --port 0",
+             sed -i \"s#{URL_SLOT}#$ATM_FAKE_MODEL_URL#\" {cfg}; exec {bin} {args}",
             go = shell_quote(&go.display().to_string()),
             cfg = shell_quote(&config_path.display().to_string()),
             bin = shell_quote(&bin.display().to_string()),
@@ -389,4 +394,111 @@ fn permissions_answered_from_atmctl_reach_opencode_over_its_api() {
         .wait_screen("the prompt gone", |s| !s.contains("Permission required"));
     o.wait_state("idle");
     assert!(!o.project.join("rejected-by-atm").exists());
+}
+
+/// The port a headless `opencode serve` says it listens on.
+fn listening_port(screen: &str) -> Option<u16> {
+    let at = screen.find("listening on http://127.0.0.1:")?;
+    let rest = &screen[at + "listening on http://127.0.0.1:".len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_headless_opencode_serve_is_found_and_followed_through_a_permission() {
+    let Some(mut o) = setup_running("serve --port 0 --hostname 127.0.0.1") else {
+        return;
+    };
+    o.start_atmd();
+    std::fs::write(o.daemon.dir.path().join("go"), "").unwrap();
+    let screen = o.lab.wait_screen_within(
+        atm_tests::agents::FIRST,
+        Duration::from_secs(90),
+        "the server listening",
+        |s| listening_port(s).is_some(),
+    );
+    let port = listening_port(&screen).unwrap();
+    // A client of the server's API (a web UI, an editor plugin), run in the lab's network
+    // namespace where the server listens.
+    let api = |method: &str, path: &str, body: &Value| -> Value {
+        let mut argv = o.lab.netns_prefix();
+        argv.push("curl".to_owned());
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .args(["-sS", "--max-time", "20", "-X", method])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &body.to_string(),
+            ])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{method} {path}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let session = api("POST", "/session", &json!({"title": "headless"}));
+    let id = session["id"].as_str().unwrap().to_owned();
+    // The server's sessions are the server's API clients', not one process's: found by id.
+    let wait = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        let all = o.daemon.wait_sessions(what, |all| {
+            all.iter().any(|s| s["id"] == id.as_str() && pred(s))
+        });
+        all.into_iter().find(|s| s["id"] == id.as_str()).unwrap()
+    };
+    let s = wait("the API's session, idle", &|s| s["state"] == "idle");
+    assert_eq!(s["title"], "headless", "{s:#}");
+    assert_eq!(
+        s["working_directory"].as_str(),
+        Some(o.project.display().to_string().as_str()),
+        "{s:#}"
+    );
+    assert!(
+        s["tmux_pane"].is_null() || s["tmux_pane"] == o.lab.pane(),
+        "{s:#}"
+    );
+
+    // A prompt through the API asks for a permission; atm shows it and answers it.
+    let prompt = json!({
+        "parts": [{"type": "text", "text": "please RUN touch headless-file"}],
+        "model": {"providerID": "fake", "modelID": "fake-chat"}
+    });
+    api("POST", &format!("/session/{id}/prompt_async"), &prompt);
+    let waiting = wait("the permission", &|s| {
+        s["state"] == "needs_permission" && s["attention"]["request"]["answerable"] == true
+    });
+    assert!(
+        waiting.to_string().contains("touch headless-file"),
+        "{waiting:#}"
+    );
+    let rid = waiting["attention"]["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = o
+        .daemon
+        .command("atmctl")
+        .args(["approve", &rid])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait("idle after the tool", &|s| s["state"] == "idle");
+    assert!(o.project.join("headless-file").exists());
+    wait("with its cost", &|s| cost_of(s) > 0.0);
+
+    // The server is terminated: its session goes at once.
+    let pid = o.lab.pid();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let took = o.wait_gone(wait_exited(pid));
+    assert!(
+        took < Duration::from_secs(2),
+        "gone {took:?} after the exit"
+    );
 }

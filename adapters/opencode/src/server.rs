@@ -433,7 +433,18 @@ impl Server {
             }
         };
         match parse(&data).and_then(|v| translate(&v)) {
-            Ok(Some(t)) => self.apply_counted(t, shared, ctx).await,
+            Ok(Some(t)) => {
+                let created = (t.event_type == "session.created").then(|| t.session_id.clone());
+                self.apply_counted(t, shared, ctx).await;
+                // opencode makes a session idle, waiting for its first prompt (its status goes
+                // busy when one comes, as the next event): shown so, as a resync shows a listed
+                // session that is not busy. A session a web UI or an editor plugin creates on a
+                // headless server would otherwise show `starting` until its first prompt.
+                if let Some(id) = created {
+                    self.apply(synthetic(&id, AgentEvent::TurnFinished), shared, ctx)
+                        .await;
+                }
+            }
             Ok(None) => OpencodeStats::bump(&shared.stats.ignored),
             Err(e) => {
                 OpencodeStats::bump(&shared.stats.malformed);
