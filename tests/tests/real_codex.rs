@@ -125,6 +125,35 @@ fn start_codex_answering(projects: &[&str], answer: &str) -> Option<(Codex, Vec<
 }
 
 impl Codex {
+    /// Says `hellos` in the first pane and in `second` (whose TUIs run in `dirs`), and waits
+    /// until atm shows two idle sessions, one per pane, each with its TUI's PID and directory.
+    fn two_idle_sessions(&self, second: &str, dirs: [&Path; 2], hellos: [&str; 2]) {
+        self.lab.type_line(hellos[0]);
+        self.lab
+            .wait_screen("the first reply", |s| s.contains("FAKE-REPLY"));
+        self.lab.type_line_in(second, hellos[1]);
+        self.lab
+            .wait_screen_in(second, "the second reply", |s| s.contains("FAKE-REPLY"));
+        let first = self.lab.pane();
+        let both = self.sessions("two idle sessions, one per pane", |s| {
+            s.len() == 2
+                && s.iter().all(|s| s["state"] == "idle")
+                && s.iter().any(|s| s["tmux_pane"] == first.as_str())
+                && s.iter().any(|s| s["tmux_pane"] == second)
+        });
+        for (pane, pid, dir) in [
+            (first.as_str(), self.tui_pid("agent"), dirs[0]),
+            (second, self.tui_pid(second), dirs[1]),
+        ] {
+            let s = both
+                .iter()
+                .find(|s| s["tmux_pane"] == pane)
+                .unwrap_or_else(|| panic!("no session in pane {pane}: {both:#?}"));
+            assert_eq!(s["pid"], pid, "{s:#}");
+            assert_eq!(s["working_directory"], dir.display().to_string(), "{s:#}");
+        }
+    }
+
     /// Answers the hook-trust dialog (which Codex shows, over its prompt, until the hooks are
     /// trusted) with "Trust all and continue", and waits for the prompt.
     fn through_trust_dialog(&self, pane: &str, dialog: bool) {
@@ -371,26 +400,11 @@ fn two_tuis_in_two_panes_are_two_sessions_with_their_own_panes() {
     };
     let second = c.lab.open_pane(&dirs[1]);
     c.through_trust_dialog(&second, false);
-    c.lab.type_line("hello from one");
-    c.lab
-        .wait_screen("the first reply", |s| s.contains("FAKE-REPLY"));
-    c.lab.type_line_in(&second, "hello from two");
-    c.lab
-        .wait_screen_in(&second, "the second reply", |s| s.contains("FAKE-REPLY"));
-    let both = c.sessions("two idle sessions, one per pane", |s| {
-        s.len() == 2 && s.iter().all(|s| s["state"] == "idle")
-    });
-    for (pane, pid, dir) in [
-        (c.lab.pane(), c.tui_pid("agent"), &dirs[0]),
-        (second.clone(), c.tui_pid(&second), &dirs[1]),
-    ] {
-        let s = both
-            .iter()
-            .find(|s| s["tmux_pane"] == pane)
-            .unwrap_or_else(|| panic!("no session in pane {pane}: {both:#?}"));
-        assert_eq!(s["pid"], pid, "{s:#}");
-        assert_eq!(s["working_directory"], dir.display().to_string(), "{s:#}");
-    }
+    c.two_idle_sessions(
+        &second,
+        [&dirs[0], &dirs[1]],
+        ["hello from one", "hello from two"],
+    );
 
     c.lab.type_line_in(&second, "/quit");
     atm_core::testing::wait_until_blocking("the second Codex to exit", || c.lab.exited_in(&second));
@@ -406,30 +420,11 @@ fn two_tuis_in_one_directory_are_told_apart_by_the_prompt_on_their_screens() {
     };
     let second = c.lab.open_pane(&dirs[0]);
     c.through_trust_dialog(&second, false);
-    c.lab.type_line("hello from the first pane");
-    c.lab
-        .wait_screen("the first reply", |s| s.contains("FAKE-REPLY"));
-    c.lab.type_line_in(&second, "hello from the second pane");
-    c.lab
-        .wait_screen_in(&second, "the second reply", |s| s.contains("FAKE-REPLY"));
-    let both = c.sessions("two idle sessions, one per pane", |s| {
-        s.len() == 2
-            && s.iter().all(|s| s["state"] == "idle")
-            && s.iter().any(|s| s["tmux_pane"] == c.lab.pane())
-            && s.iter().any(|s| s["tmux_pane"] == second.as_str())
-    });
-    for (pane, pid) in [
-        (c.lab.pane(), c.tui_pid("agent")),
-        (second.clone(), c.tui_pid(&second)),
-    ] {
-        let s = both.iter().find(|s| s["tmux_pane"] == pane).unwrap();
-        assert_eq!(s["pid"], pid, "{s:#}");
-        assert_eq!(
-            s["working_directory"],
-            dirs[0].display().to_string(),
-            "{s:#}"
-        );
-    }
+    c.two_idle_sessions(
+        &second,
+        [&dirs[0], &dirs[0]],
+        ["hello from the first pane", "hello from the second pane"],
+    );
     // A permission in the second pane is the second pane's, though its hook carries no prompt.
     let target = dirs[0].join("from-two");
     c.lab

@@ -26,7 +26,7 @@ pub use lines::StdoutLines;
 pub use log::LogCapture;
 pub use process::run_with_stdin;
 pub use text::{arb_hostile_field, arb_hostile_session, arb_hostile_text};
-pub use users::{OTHER_USER, other_user};
+pub use users::{OTHER_USER, assert_other_users_refused, exchange_as_nobody, other_user};
 
 pub use wait::{
     wait_for, wait_until, wait_until_blocking, wait_until_blocking_within, wait_until_within,

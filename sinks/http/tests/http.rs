@@ -486,17 +486,7 @@ async fn a_taken_address_is_a_clear_error_naming_it() {
 async fn the_unix_socket_is_private_and_answers_with_the_peer_uid() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("run/web.sock");
-    let r = start(
-        dir.path(),
-        &format!("unix_socket = \"{}\"\n", sock.display()),
-    )
-    .await;
-    atm_core::testing::wait_until("the socket", || {
-        let s = sock.clone();
-        async move { s.exists() }
-    })
-    .await;
+    let (r, sock) = start_with_unix_socket(dir.path()).await;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     started(&r, "s1").await;

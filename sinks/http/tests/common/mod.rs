@@ -74,6 +74,19 @@ pub async fn start(dir: &Path, extra: &str) -> Running {
     }
 }
 
+/// [`start`] with the private Unix socket `<dir>/run/web.sock` too, waiting until it exists;
+/// returns its path beside the running sink.
+pub async fn start_with_unix_socket(dir: &Path) -> (Running, std::path::PathBuf) {
+    let sock = dir.join("run/web.sock");
+    let r = start(dir, &format!("unix_socket = \"{}\"\n", sock.display())).await;
+    atm_core::testing::wait_until("the socket", || {
+        let s = sock.clone();
+        async move { s.exists() }
+    })
+    .await;
+    (r, sock)
+}
+
 impl Running {
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.token)
