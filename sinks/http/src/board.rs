@@ -103,6 +103,16 @@ pub(crate) struct Counters {
     pub(crate) fan_out: SinkCounters,
 }
 
+impl Counters {
+    /// The counters of the board of sink `sink`, in `metrics`.
+    pub(crate) fn new(metrics: &crate::metrics::Metrics, sink: &str) -> Self {
+        Self {
+            clients: metrics.sink_counters(&format!("{sink}-sse")),
+            fan_out: metrics.sink_counters(&format!("{sink}-board")),
+        }
+    }
+}
+
 /// A live client's registration; dropping it unregisters the client.
 pub(crate) struct Subscription {
     board: Arc<Board>,
@@ -371,16 +381,12 @@ mod tests {
             on_overflow: Overflow::Resync,
             resync: atm_core::coalesce::ResyncAt::Now,
         };
-        let metrics = crate::metrics::Metrics::new(crate::metrics::MetricsConfig {
-            host: "h".into(),
-            sink: "http".into(),
-            max_session_series: 0,
-        });
-        let counters = Counters {
-            clients: metrics.sink_counters("http-sse"),
-            fan_out: metrics.sink_counters("http-board"),
-        };
-        let board = Arc::new(Board::new(policy, "h".into(), counters));
+        let metrics = test_metrics();
+        let board = Arc::new(Board::new(
+            policy,
+            "h".into(),
+            Counters::new(&metrics, "http"),
+        ));
         board.reset(Snapshot {
             seq: 0,
             sessions: Vec::new(),
@@ -423,7 +429,8 @@ mod tests {
     #[test]
     fn clients_resyncing_at_one_seq_share_one_snapshot_frame() {
         let policy = QueuePolicy::ordered_then_latest(4);
-        let board = Arc::new(Board::new(policy, "h".into(), test_counters()));
+        let counters = Counters::new(&test_metrics(), "http");
+        let board = Arc::new(Board::new(policy, "h".into(), counters));
         board.reset(Snapshot {
             seq: 3,
             sessions: vec![session("a"), session("b")],
@@ -439,15 +446,11 @@ mod tests {
         assert_eq!(text.matches("\"id\":").count(), 3, "{text}");
     }
 
-    fn test_counters() -> Counters {
-        let metrics = crate::metrics::Metrics::new(crate::metrics::MetricsConfig {
+    fn test_metrics() -> crate::metrics::Metrics {
+        crate::metrics::Metrics::new(crate::metrics::MetricsConfig {
             host: "h".into(),
             sink: "http".into(),
             max_session_series: 0,
-        });
-        Counters {
-            clients: metrics.sink_counters("http-sse"),
-            fan_out: metrics.sink_counters("http-board"),
-        }
+        })
     }
 }

@@ -136,10 +136,7 @@ impl OutputSink for HttpSink {
             // The registry's host id (`[daemon] host`), the one every session carries, so the
             // page can tell this machine's sessions from mirrored ones.
             ctx.registry.host().to_string(),
-            board::Counters {
-                clients: metrics.sink_counters(&format!("{}-sse", ctx.name)),
-                fan_out: metrics.sink_counters(&format!("{}-board", ctx.name)),
-            },
+            board::Counters::new(&metrics, &ctx.name),
         ));
         let state = api::AppState {
             token,

@@ -164,9 +164,9 @@ impl Shared {
         // once per session: comparing through the records would touch each one many times.
         let mut ranked: Vec<((bool, i64), &Arc<Session>, usize)> =
             Vec::with_capacity(table.sessions.len());
+        let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
         for s in table.sessions.values() {
             let (host, harness) = (s.host.as_str(), s.harness.as_str());
-            let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
             let at = match groups
                 .iter()
                 .position(|g| same(g.harness, harness) && same(g.host, host))
