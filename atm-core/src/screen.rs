@@ -13,6 +13,13 @@
 //! and the command, keep their say. Sessions in other states are not read at all: the watcher
 //! then sleeps until the registry changes.
 //!
+//! A dialog the screen never showed is not believed gone (the agent may not have drawn it yet),
+//! so the watcher must catch it on screen while it stands: it reads at once when a session's
+//! state changes, every [`FAST_POLL`] while a drawn state has not been seen, and counts a read
+//! that showed the state just before its hook landed (agents draw before their hook reaches
+//! atm, more so on a loaded machine). Without that, an answer given within one slow read of the
+//! dialog was taken for "not drawn yet" for [`UNSEEN_GRACE`].
+//!
 //! Shaped as one generic loop with a per-agent classifier (a plain `fn`, so it is a `const` of
 //! the agent's [`crate::ingest_adapter::Translator`]) because the reading, the debounce and the
 //! hint are the same for every agent; only what its screen looks like differs.
@@ -27,7 +34,7 @@ use tracing::debug;
 use crate::event::Discovered;
 use crate::model::{AgentState, ProcessIdentity, Session, SessionId};
 use crate::registry::RegistryHandle;
-use crate::registry_follow::RegistryFollower;
+use crate::registry_follow::{Followed, RegistryFollower};
 use crate::tmux::{Tmux, TmuxSocket};
 
 /// How often a watched pane is read.
@@ -37,6 +44,11 @@ pub const POLL: Duration = Duration::from_millis(250);
 /// a hook announced a little later (a dialog after its hook, a spinner after the prompt's),
 /// more so on a loaded machine.
 pub const GRACE: Duration = Duration::from_secs(1);
+
+/// How often a pane is read while its session is in a drawn state the screen has not shown
+/// yet: the user may answer a dialog within a few hundred milliseconds, and a dialog never read
+/// is not believed answered until [`UNSEEN_GRACE`]. Only for that short while, so cheap.
+pub const FAST_POLL: Duration = Duration::from_millis(50);
 
 /// How long a state a hook announced and the agent draws (a dialog, a spinner) may go unseen
 /// before the screen's disagreement counts anyway. Until the screen has shown the state once,
@@ -60,8 +72,11 @@ pub struct Track {
     state_since: DateTime<Utc>,
     /// The class of the last believed read and when it was first read in a row.
     last: Option<(Option<AgentState>, DateTime<Utc>)>,
-    /// The screen has shown the session's state since it began.
+    /// The screen has shown the session's state since it began (or just before).
     seen: bool,
+    /// The latest read of all, kept across states: a read that showed a state shortly before
+    /// its hook landed counts as having seen it.
+    latest: Option<(Option<AgentState>, DateTime<Utc>)>,
 }
 
 impl Track {
@@ -70,7 +85,14 @@ impl Track {
             state_since,
             last: None,
             seen: false,
+            latest: None,
         }
+    }
+
+    /// A drawn state (`working`, `needs_permission`) the screen has not shown yet: the pane is
+    /// then read every [`FAST_POLL`].
+    pub fn unseen(&self, state: AgentState) -> bool {
+        is_drawn(state) && !self.seen
     }
 
     /// Takes one read at `at` (what it shows: `shown`) of a session in `state` since
@@ -85,19 +107,25 @@ impl Track {
         state: AgentState,
         state_since: DateTime<Utc>,
     ) -> Option<(AgentState, DateTime<Utc>)> {
+        let grace = chrono::Duration::from_std(GRACE).unwrap_or_default();
         if self.state_since != state_since {
+            let latest = self.latest;
             *self = Self::new(state_since);
+            // The agent drew the state before its hook landed: seen, if not long before.
+            self.seen = latest.is_some_and(|(class, read_at)| {
+                class == Some(state) && read_at + grace >= state_since
+            });
+            self.latest = latest;
         }
+        self.latest = Some((shown, at));
         // Any read that shows the state counts as seen, within the grace too: the user may
         // answer a dialog sooner than the grace.
         self.seen |= shown == Some(state);
-        let grace = chrono::Duration::from_std(GRACE).unwrap_or_default();
         if at < state_since + grace {
             return None;
         }
-        let drawn = matches!(state, AgentState::Working | AgentState::NeedsPermission);
         let unseen_grace = chrono::Duration::from_std(UNSEEN_GRACE).unwrap_or_default();
-        if drawn && !self.seen && at < state_since + unseen_grace {
+        if self.unseen(state) && at < state_since + unseen_grace {
             return None;
         }
         match self.last {
@@ -110,6 +138,11 @@ impl Track {
             }
         }
     }
+}
+
+/// A state the agent draws (a spinner, a dialog), as opposed to one it may show before its hook.
+fn is_drawn(state: AgentState) -> bool {
+    matches!(state, AgentState::Working | AgentState::NeedsPermission)
 }
 
 /// The tmux server a process's pane lives on: the socket path in its `$TMUX`.
@@ -142,6 +175,7 @@ pub async fn watch(
     };
     let mut tracks: HashMap<SessionId, Track> = HashMap::new();
     loop {
+        let round = tokio::time::Instant::now();
         let sessions = registry.get_all_sessions().await.unwrap_or_default();
         let active: Vec<_> = sessions
             .iter()
@@ -155,6 +189,7 @@ pub async fn watch(
             }
             continue;
         }
+        let mut hurry = false;
         for (s, (process, pane)) in active {
             let Some(socket) = tmux_socket(process.pid) else {
                 debug!(session = %s.id, pid = process.pid, "no $TMUX: the screen is not read");
@@ -171,10 +206,11 @@ pub async fn watch(
                 }
             };
             let shown = (screen.classify)(&text);
-            let hint = tracks
+            let track = tracks
                 .entry(s.id.clone())
-                .or_insert_with(|| Track::new(s.state_since))
-                .read(shown, Utc::now(), s.state, s.state_since);
+                .or_insert_with(|| Track::new(s.state_since));
+            let hint = track.read(shown, Utc::now(), s.state, s.state_since);
+            hurry |= track.unseen(s.state);
             if let Some((state, at)) = hint {
                 debug!(session = %s.id, ?shown, %state, %at, "the screen says");
                 let mut found = Discovered::new(s.harness.clone(), process, adapter.clone());
@@ -183,10 +219,48 @@ pub async fn watch(
                 let _ = registry.register_discovered(found).await;
             }
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(POLL) => {}
+        let pause = if hurry { FAST_POLL } else { POLL };
+        if !wait_round(&mut follower, &cancel, harness, round, pause).await {
+            return;
         }
+    }
+}
+
+/// Waits `pause` after the read that began at `round`, or less when one of `harness`'s
+/// sessions changes state (a hook moved it: its pane is read at once, but no sooner than
+/// [`FAST_POLL`] after the last round however busy the registry is). `false`: stop.
+async fn wait_round(
+    follower: &mut RegistryFollower,
+    cancel: &CancellationToken,
+    harness: &str,
+    round: tokio::time::Instant,
+    pause: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + pause;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return false,
+            () = tokio::time::sleep_until(deadline) => return true,
+            changed = follower.next() => match changed {
+                None => return false,
+                Some(followed) if moves_one_of(&followed, harness) => break,
+                Some(_) => {}
+            },
+        }
+    }
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep_until(round + FAST_POLL) => true,
+    }
+}
+
+/// The registry moved one of `harness`'s sessions to another state (or may have: a resync).
+fn moves_one_of(followed: &Followed, harness: &str) -> bool {
+    match followed {
+        Followed::Changes(changes) => changes.iter().any(|e| {
+            e.session.harness.as_str() == harness && e.previous_state != Some(e.session.state)
+        }),
+        Followed::Resync { .. } => true,
     }
 }
 
@@ -262,6 +336,32 @@ mod tests {
         assert_eq!(
             reads(&mut track, &never_drawn, S::NeedsPermission, 0),
             [None, None, Some((S::Idle, t(5100)))]
+        );
+        // The dialog drawn just before its hook landed (the last read in `working` showed it):
+        // seen, so the prompt after it is believed at the grace. Drawn long before: not seen.
+        let mut early = Track::new(t(0));
+        assert_eq!(reads(&mut early, &[(dialog, 900)], S::Working, 0), [None]);
+        let answered = [(prompt, 1300), (prompt, 2100), (prompt, 2350)];
+        assert_eq!(
+            reads(&mut early, &answered, S::NeedsPermission, 1000),
+            [None, None, Some((S::Idle, t(2100)))]
+        );
+        let mut stale = Track::new(t(0));
+        assert_eq!(reads(&mut stale, &[(dialog, 900)], S::Working, 0), [None]);
+        assert!(stale.unseen(S::Working));
+        let _ = reads(&mut stale, &[(prompt, 2500)], S::NeedsPermission, 2000);
+        assert!(
+            stale.unseen(S::NeedsPermission),
+            "a dialog 1.1 s before is not this one"
+        );
+        assert_eq!(
+            reads(
+                &mut stale,
+                &[(prompt, 3100), (prompt, 3350)],
+                S::NeedsPermission,
+                2000
+            ),
+            [None, None]
         );
         // A screen that says nothing is no hint.
         let mut track = Track::new(t(0));

@@ -331,8 +331,9 @@ fn declined_esc_at_the_dialog_and_interrupt_leave_the_wait() {
     );
     assert!(
         closed.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        closed.elapsed()
+        "{:?}\natmd log:\n{}",
+        closed.elapsed(),
+        g.daemon.log()
     );
     g.wait_state("idle");
     assert!(!kept_too.exists(), "the cancelled command did not run");
