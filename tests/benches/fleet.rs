@@ -358,8 +358,10 @@ async fn restart_rounds(url: &str, hub: &Daemon) -> Vec<Duration> {
         heartbeat: Duration::from_secs(5),
         include_text: false,
         queue_capacity: 1024,
-        create_bucket: false,
-        replicas: 1,
+        bucket_creation: atm_core::fleet::BucketCreation {
+            create_bucket: false,
+            replicas: 1,
+        },
     };
     let src = |id: &str| EventSource::new(atm_core::Harness::claude(), SessionId::new(id), "bench");
     let started = || AgentEvent::SessionStarted {

@@ -26,8 +26,7 @@ fn config(server: &NatsServer) -> NatsAdapterConfig {
         stale_after: Duration::from_secs(2),
         remove_after: Duration::from_secs(5),
         decide_timeout: Duration::from_secs(2),
-        create_bucket: true,
-        replicas: 1,
+        bucket_creation: Default::default(),
     }
 }
 

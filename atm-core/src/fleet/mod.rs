@@ -25,7 +25,8 @@
 mod connect;
 #[cfg(feature = "nats")]
 pub use connect::{
-    BucketError, BucketSettings, ConnectError, NatsConnection, connect, host_keys, open_bucket,
+    BucketCreation, BucketError, BucketSettings, ConnectError, NatsConnection, Opened, connect,
+    connect_and_open, host_keys, open_bucket,
 };
 
 use serde::{Deserialize, Serialize};

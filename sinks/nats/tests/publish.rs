@@ -33,8 +33,7 @@ fn config(url: String) -> NatsSinkConfig {
         heartbeat: Duration::from_millis(300),
         include_text: false,
         queue_capacity: 64,
-        create_bucket: true,
-        replicas: 1,
+        bucket_creation: Default::default(),
     }
 }
 
