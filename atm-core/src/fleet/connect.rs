@@ -18,70 +18,44 @@ use crate::plugin::{ConfigError, PluginError};
 
 /// Where and how to reach NATS. The same keys for the `nats` sink and adapter.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NatsConnection {
     /// Server URLs (`nats://host:4222`, `tls://host:4222`); several for a cluster.
-    #[serde(default = "default_servers")]
     pub servers: Vec<String>,
     /// The key-value bucket holding every host's sessions.
-    #[serde(default = "default_bucket")]
     pub bucket: String,
     /// The first token of the subjects answers travel on (`<prefix>.<host>.decide`).
-    #[serde(default = "default_prefix")]
     pub subject_prefix: String,
     /// User name, with its password in `password_file`.
-    #[serde(default)]
     pub user: Option<String>,
-    #[serde(default)]
     pub password_file: Option<String>,
     /// A file holding a token.
-    #[serde(default)]
     pub token_file: Option<String>,
     /// A file holding an nkey seed (`SU...`).
-    #[serde(default)]
     pub nkey_file: Option<String>,
     /// A `.creds` file (a user JWT and its seed, as `nsc` writes them).
-    #[serde(default)]
     pub creds_file: Option<String>,
     /// A CA certificate (PEM) to verify the servers with; implies TLS.
-    #[serde(default)]
     pub tls_ca_file: Option<String>,
     /// A client certificate and its key (PEM), for servers that verify clients.
-    #[serde(default)]
     pub tls_cert_file: Option<String>,
-    #[serde(default)]
     pub tls_key_file: Option<String>,
     /// Require TLS even without a CA file (the system's roots verify the server).
-    #[serde(default)]
     pub tls_required: bool,
     /// The prefix of this client's reply subjects (default `_INBOX`). Give each host its own
     /// (`_INBOX_devbox`), so that its permissions to receive replies cover nobody else's.
-    #[serde(default)]
     pub inbox_prefix: Option<String>,
     /// How long a request (a key-value write, an answer) may take before it fails.
-    #[serde(with = "crate::duration", default = "default_request_timeout")]
+    #[serde(with = "crate::duration")]
     pub request_timeout: Duration,
-}
-
-fn default_servers() -> Vec<String> {
-    vec!["nats://127.0.0.1:4222".to_owned()]
-}
-fn default_bucket() -> String {
-    "atm".to_owned()
-}
-fn default_prefix() -> String {
-    "atm".to_owned()
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(5)
 }
 
 impl Default for NatsConnection {
     fn default() -> Self {
         Self {
-            servers: default_servers(),
-            bucket: default_bucket(),
-            subject_prefix: default_prefix(),
+            servers: vec!["nats://127.0.0.1:4222".to_owned()],
+            bucket: "atm".to_owned(),
+            subject_prefix: "atm".to_owned(),
             user: None,
             password_file: None,
             token_file: None,
@@ -92,7 +66,7 @@ impl Default for NatsConnection {
             tls_key_file: None,
             tls_required: false,
             inbox_prefix: None,
-            request_timeout: default_request_timeout(),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
