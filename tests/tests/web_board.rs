@@ -19,14 +19,6 @@ const HTTP_SINK: &str = "[[sink]]\ntype = \"http\"\nlisten = \"127.0.0.1:0\"\n";
 const CARD_SHOWS: &str = "return [...document.querySelectorAll('article.card')]\
     .some(c => arguments[0].every(t => c.innerText.includes(t)));";
 
-fn board_url(d: &Daemon) -> String {
-    let file = d.runtime_dir().join("web.url");
-    wait_until_blocking("the board's address", || {
-        std::fs::read_to_string(&file).is_ok_and(|u| u.ends_with('\n'))
-    });
-    std::fs::read_to_string(&file).unwrap().trim().to_owned()
-}
-
 /// `SessionStart` through the real `atm-hook` (its agent process: this test).
 fn start_session(d: &Daemon, sid: &str, cwd: &str, pane: &str) {
     let payload = json!({"hook_event_name": "SessionStart", "session_id": sid, "cwd": cwd,
@@ -43,14 +35,13 @@ fn prompt(d: &Daemon, sid: &str, cwd: &str, pane: &str, text: &str) {
 #[test]
 fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
     let d = Daemon::start_with_hooks(&basic_config(HTTP_SINK));
-    let url = board_url(&d);
-    let token = std::fs::read_to_string(d.state_dir().join("web-token")).unwrap();
+    let atm_tests::WebBoard { url, token, .. } = d.web_board();
     let browser = Browser::start(1280, 1000);
 
     // The login form, then the board (the token goes in a form field, never in the URL).
     browser.goto(&url);
     let field = browser.find("#token").expect("the login form");
-    browser.type_into(&field, token.trim());
+    browser.type_into(&field, &token);
     browser.click(&browser.find("button[type=submit]").unwrap());
     browser.wait_for(
         "the live board",
@@ -58,7 +49,7 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
         json!([]),
     );
     let at = browser.run("return location.href;", json!([]));
-    assert!(!at.as_str().unwrap().contains(token.trim()), "{at}");
+    assert!(!at.as_str().unwrap().contains(&token), "{at}");
 
     // A session fed through the hooks socket appears, then changes state live.
     start_session(&d, "web-1", "/home/dev/shop", "%7");
@@ -218,10 +209,7 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
             .any(|x| x["request_log"][0]["surface"]["name"] == "http")
     });
     assert!(!audit.is_empty());
-    assert!(
-        !d.log().contains(token.trim()),
-        "the token is in no log line"
-    );
+    assert!(!d.log().contains(&token), "the token is in no log line");
 }
 
 #[test]
@@ -237,17 +225,16 @@ fn atmctl_web_prints_the_address_and_the_token_and_says_when_the_board_is_off() 
     drop(off);
 
     let d = Daemon::start(&basic_config(HTTP_SINK));
-    let url = board_url(&d);
-    let token = std::fs::read_to_string(d.state_dir().join("web-token")).unwrap();
+    let atm_tests::WebBoard { url, token, .. } = d.web_board();
     let printed = atm_tests::stdout_of(d.command("atmctl").arg("web"));
     assert!(printed.contains(&format!("The board: {url}")), "{printed}");
-    assert!(printed.contains(token.trim()), "{printed}");
+    assert!(printed.contains(&token), "{printed}");
     assert!(
         !printed.contains(&format!("{url}#")) && !printed.contains("?token"),
         "no token in a URL: {printed}"
     );
     let only = atm_tests::stdout_of(d.command("atmctl").args(["web", "--token"]));
-    assert_eq!(only.trim(), token.trim());
+    assert_eq!(only.trim(), &token);
 }
 
 #[test]
