@@ -23,6 +23,14 @@ use sink_dbus::{DbusConfig, DbusSink};
 
 pub const SERVICE: &str = "io.github.atm.Monitor";
 pub const MANAGER: &str = "/io/github/atm/Monitor1";
+/// `busctl`'s words for the manager's ListSessions.
+pub const LIST_SESSIONS: [&str; 5] = [
+    "call",
+    SERVICE,
+    MANAGER,
+    "io.github.atm.Monitor1",
+    "ListSessions",
+];
 
 #[zbus::proxy(
     interface = "io.github.atm.Monitor1",
@@ -300,6 +308,39 @@ pub fn ended() -> AgentEvent {
     AgentEvent::SessionEnded {
         reason: "exit".into(),
         continues: false,
+    }
+}
+
+/// Eight agents (`<name>-<i>`, pids from `pid_base`) at once, each applying `rounds` events
+/// (a prompt, a permission request, a finished turn, in turn) and then ending where `ends(i)`:
+/// a burst for the sink to keep up with. Returns when every agent is done.
+pub async fn burst(
+    harness: &TestHarness,
+    name: &str,
+    pid_base: u32,
+    rounds: u32,
+    ends: impl Fn(u32) -> bool,
+) {
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let registry = harness.registry.clone();
+        let (s, end) = (source(&format!("{name}-{i}"), pid_base + i), ends(i));
+        tasks.push(tokio::spawn(async move {
+            let events = (0..rounds).map(|round| match round % 3 {
+                0 => prompt(),
+                1 => permission("Bash", &format!("step {round}")),
+                _ => AgentEvent::TurnFinished,
+            });
+            for e in events.chain(end.then(ended)) {
+                registry
+                    .apply_event(atm_core::EventEnvelope::now(s.clone(), e))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
     }
 }
 
