@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::ControlBus;
 use crate::ingest::IngestHub;
 use crate::plugin::{
-    AdapterContext, InputAdapter, PluginEnv, PluginError, PluginFactory, PluginKind,
+    AdapterContext, ConfigError, InputAdapter, PluginEnv, PluginError, PluginFactory, PluginKind,
     PluginRegistration, SinkContext,
 };
 use crate::registry::{Registry, RegistryConfig, RegistryHandle};
@@ -253,6 +253,20 @@ pub fn config_table(text: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(text) {
         Ok(t) => toml::Value::Table(t),
         Err(e) => panic!("test config does not parse: {e}\n{text}"),
+    }
+}
+
+/// Checks that `parse` refuses every config of `cases` (TOML text) with an error naming the
+/// key beside it.
+pub fn assert_refused_with_key<T: std::fmt::Debug>(
+    parse: impl Fn(&toml::Value) -> Result<T, ConfigError>,
+    cases: &[(&str, &str)],
+) {
+    for (text, key) in cases {
+        match parse(&config_table(text)) {
+            Ok(parsed) => panic!("{text}: accepted as {parsed:?}"),
+            Err(e) => assert_eq!(e.key.as_deref(), Some(*key), "{text}: {e}"),
+        }
     }
 }
 
