@@ -75,50 +75,40 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
     // Two more agents (processes of their own: atm knows an agent by its process), for a
     // board worth a picture.
     let (atlas, docs) = (FakeAgent::spawn(), FakeAgent::spawn());
-    let line = |data: serde_json::Value, pid: u32, pane: &str| {
+    // An agent's line: `data` of session `sid` in `cwd`, from the agent's process and pane.
+    let line = |agent: &FakeAgent, pane: &str, sid: &str, cwd: &str, data: serde_json::Value| {
         let mut data = data;
-        data["pid"] = json!(pid);
+        data["pid"] = json!(agent.pid());
         data["tmux_pane"] = json!(pane);
+        data["session_id"] = json!(sid);
+        if !cwd.is_empty() {
+            data["cwd"] = json!(cwd);
+        }
         data
     };
+    let atlas_line = |data| line(&atlas, "%9", "web-2", "/home/dev/atlas", data);
+    let docs_line = |data| line(&docs, "%8", "web-3", "/home/dev/shop", data);
     d.send_hooks(&[
-        hook(line(
-            json!({"hook_event_name": "SessionStart", "session_id": "web-2",
-            "cwd": "/home/dev/atlas", "source": "startup"}),
-            atlas.pid(),
-            "%9",
+        hook(atlas_line(
+            json!({"hook_event_name": "SessionStart", "source": "startup"}),
         )),
-        hook(line(
-            json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-2",
-            "cwd": "/home/dev/atlas", "prompt": "Why does the nightly job time out?"}),
-            atlas.pid(),
-            "%9",
-        )),
-        hook(line(
-            json!({"hook_event_name": "Stop", "session_id": "web-2",
-            "cwd": "/home/dev/atlas"}),
-            atlas.pid(),
-            "%9",
-        )),
+        hook(atlas_line(json!({"hook_event_name": "UserPromptSubmit",
+            "prompt": "Why does the nightly job time out?"}))),
+        hook(atlas_line(json!({"hook_event_name": "Stop"}))),
         status(line(
-            json!({"session_id": "web-2",
-            "model": {"id": "claude-sonnet-4-5", "display_name": "Sonnet 4.5"},
+            &atlas,
+            "%9",
+            "web-2",
+            "",
+            json!({"model": {"id": "claude-sonnet-4-5", "display_name": "Sonnet 4.5"},
             "cost": {"total_cost_usd": 0.42},
             "context_window": {"context_window_size": 200000, "used_percentage": 81.0}}),
-            atlas.pid(),
-            "%9",
         )),
-        hook(line(
-            json!({"hook_event_name": "SessionStart", "session_id": "web-3",
-            "cwd": "/home/dev/shop", "source": "startup"}),
-            docs.pid(),
-            "%8",
+        hook(docs_line(
+            json!({"hook_event_name": "SessionStart", "source": "startup"}),
         )),
-        hook(line(
-            json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-3",
-            "cwd": "/home/dev/shop", "prompt": "Write the release notes"}),
-            docs.pid(),
-            "%8",
+        hook(docs_line(
+            json!({"hook_event_name": "UserPromptSubmit", "prompt": "Write the release notes"}),
         )),
     ]);
     browser.wait_for(
@@ -178,9 +168,11 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
     browser.click(&message);
     browser.type_into(&message, "not now");
     d.send_hooks(&[status(line(
-        json!({"session_id": "web-2", "cost": {"total_cost_usd": 0.99}}),
-        atlas.pid(),
+        &atlas,
         "%9",
+        "web-2",
+        "",
+        json!({"cost": {"total_cost_usd": 0.99}}),
     ))]);
     browser.wait_for(
         "the other session's new cost",
