@@ -51,6 +51,39 @@ async fn hub(dir: &std::path::Path) -> TestHarness {
     .await
 }
 
+/// A nats-server with the fleet's bucket, and a hub daemon (fields drop in this order: the
+/// hub before the server, the server before its directory).
+struct Fleet {
+    h: TestHarness,
+    kv: async_nats::jetstream::kv::Store,
+    server: NatsServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_fleet() -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(dir.path(), "");
+    let kv = bucket(&server).await;
+    let h = hub(dir.path()).await;
+    Fleet {
+        h,
+        kv,
+        server,
+        _dir: dir,
+    }
+}
+
+impl Fleet {
+    /// Starts the hub's adapter with `config` of this fleet's server.
+    async fn start(
+        &self,
+        config: fn(&NatsServer) -> NatsAdapterConfig,
+    ) -> tokio::task::JoinHandle<Result<(), atm_core::PluginError>> {
+        let adapter = NatsAdapter::new(config(&self.server));
+        self.h.start_adapter("nats", Box::new(adapter)).await
+    }
+}
+
 async fn bucket(server: &NatsServer) -> async_nats::jetstream::kv::Store {
     let client = async_nats::connect(server.url()).await.unwrap();
     let cfg = NatsConnection {
@@ -125,27 +158,23 @@ async fn remote_states(h: &TestHarness) -> Vec<(String, String, AgentState, bool
 
 #[tokio::test]
 async fn values_in_the_bucket_become_mirrored_sessions_and_deletes_remove_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(dir.path(), "");
-    let kv = bucket(&server).await;
+    let fleet = start_fleet().await;
+    let Fleet { h, kv, .. } = &fleet;
     // A value that was there before the hub started is delivered too.
-    put_session(&kv, "devbox", &session("early", AgentState::Idle)).await;
-    let h = hub(dir.path()).await;
-    let task = h
-        .start_adapter("nats", Box::new(NatsAdapter::new(patient(&server))))
-        .await;
+    put_session(kv, "devbox", &session("early", AgentState::Idle)).await;
+    let task = fleet.start(patient).await;
     wait_until("the early session is mirrored", || async {
-        remote_states(&h).await == [("devbox".into(), "early".into(), AgentState::Idle, false)]
+        remote_states(h).await == [("devbox".into(), "early".into(), AgentState::Idle, false)]
     })
     .await;
     let mut s = session("s1", AgentState::Working);
-    put_session(&kv, "devbox", &s).await;
+    put_session(kv, "devbox", &s).await;
     s.state = AgentState::NeedsPermission;
-    put_session(&kv, "devbox", &s).await;
+    put_session(kv, "devbox", &s).await;
     // Its own host's entries are never mirrored.
-    put_session(&kv, "hub", &session("mine", AgentState::Working)).await;
+    put_session(kv, "hub", &session("mine", AgentState::Working)).await;
     wait_until("s1 waits for permission at the hub", || async {
-        remote_states(&h).await.contains(&(
+        remote_states(h).await.contains(&(
             "devbox".into(),
             "s1".into(),
             AgentState::NeedsPermission,
@@ -157,7 +186,7 @@ async fn values_in_the_bucket_become_mirrored_sessions_and_deletes_remove_them()
         .await
         .unwrap();
     wait_until("s1 is removed", || async {
-        remote_states(&h).await.iter().all(|r| r.1 != "s1")
+        remote_states(h).await.iter().all(|r| r.1 != "s1")
     })
     .await;
     assert!(h.sessions().await.iter().all(|s| s.id.as_str() != "mine"));
@@ -171,43 +200,35 @@ async fn values_in_the_bucket_become_mirrored_sessions_and_deletes_remove_them()
 
 #[tokio::test]
 async fn a_silent_host_goes_stale_comes_back_and_is_removed_after_longer() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(dir.path(), "");
-    let kv = bucket(&server).await;
-    let h = hub(dir.path()).await;
-    let _task = h
-        .start_adapter("nats", Box::new(NatsAdapter::new(config(&server))))
-        .await;
-    put_session(&kv, "runner", &session("job", AgentState::Working)).await;
-    beat(&kv, "runner").await;
+    let fleet = start_fleet().await;
+    let Fleet { h, kv, .. } = &fleet;
+    let _task = fleet.start(config).await;
+    put_session(kv, "runner", &session("job", AgentState::Working)).await;
+    beat(kv, "runner").await;
     wait_until("job is mirrored", || async {
-        remote_states(&h).await == [("runner".into(), "job".into(), AgentState::Working, false)]
+        remote_states(h).await == [("runner".into(), "job".into(), AgentState::Working, false)]
     })
     .await;
     wait_until("job goes stale after 2 s of silence", || async {
-        remote_states(&h).await == [("runner".into(), "job".into(), AgentState::Working, true)]
+        remote_states(h).await == [("runner".into(), "job".into(), AgentState::Working, true)]
     })
     .await;
-    beat(&kv, "runner").await;
+    beat(kv, "runner").await;
     wait_until("a heartbeat makes it fresh again", || async {
-        remote_states(&h).await == [("runner".into(), "job".into(), AgentState::Working, false)]
+        remote_states(h).await == [("runner".into(), "job".into(), AgentState::Working, false)]
     })
     .await;
     wait_until("5 s of silence removes it", || async {
-        remote_states(&h).await.is_empty()
+        remote_states(h).await.is_empty()
     })
     .await;
 }
 
 #[tokio::test]
 async fn bad_values_are_refused_and_the_watch_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start(dir.path(), "");
-    let kv = bucket(&server).await;
-    let h = hub(dir.path()).await;
-    let _task = h
-        .start_adapter("nats", Box::new(NatsAdapter::new(patient(&server))))
-        .await;
+    let fleet = start_fleet().await;
+    let Fleet { h, kv, .. } = &fleet;
+    let _task = fleet.start(patient).await;
     let key = |id: &str| session_kv_key(&host("devbox"), &session(id, AgentState::Idle).key);
     let good = session("good", AgentState::Idle);
     let mut wrong_host = serde_json::to_value(SessionEntry {
@@ -242,11 +263,11 @@ async fn bad_values_are_refused_and_the_watch_goes_on() {
     for (k, v) in bad {
         kv.put(k, v.into()).await.unwrap();
     }
-    put_session(&kv, "devbox", &good).await;
+    put_session(kv, "devbox", &good).await;
     wait_until(
         "the good session after the bad values is mirrored",
         || async {
-            remote_states(&h).await == [("devbox".into(), "good".into(), AgentState::Idle, false)]
+            remote_states(h).await == [("devbox".into(), "good".into(), AgentState::Idle, false)]
         },
     )
     .await;
