@@ -24,7 +24,7 @@ pub mod wait;
 pub use json::arb_json;
 pub use lines::StdoutLines;
 pub use log::LogCapture;
-pub use process::run_with_stdin;
+pub use process::{run_with_stdin, spawn_with_input};
 pub use text::{arb_hostile_field, arb_hostile_session, arb_hostile_text};
 pub use users::{OTHER_USER, other_user};
 
