@@ -39,6 +39,15 @@ pub fn board_addr(url: &str) -> std::net::SocketAddr {
         .unwrap()
 }
 
+/// The runtime the benchmarks drive their clients from (two workers), the same in each.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Directory holding atmd, atm-hook and atmctl.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ATM_BIN_DIR") {
