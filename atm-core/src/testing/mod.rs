@@ -212,6 +212,26 @@ impl TestHarness {
             .unwrap();
     }
 
+    /// Applies a usage update to `source`'s session; panics if the registry refuses it.
+    pub async fn usage(&self, source: &crate::event::EventSource, update: crate::UsageUpdate) {
+        self.registry
+            .update_usage(source.clone(), update)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until a sink counting into `stats` has taken every change the registry made so
+    /// far and has failed at least `failures` times in all (connecting, a lost connection, a
+    /// call): the witness that it kept working, and retrying, without what it serves.
+    pub async fn wait_caught_up_failing(&self, stats: &crate::SinkStats, failures: u64) {
+        let seq = self.registry.snapshot().await.unwrap().seq;
+        wait_until(
+            &format!("the sink to take change {seq} and fail {failures} time(s)"),
+            || async { stats.applied_seq() >= seq && stats.failures() >= failures },
+        )
+        .await;
+    }
+
     pub fn sink_context(&self, name: &str) -> SinkContext {
         SinkContext {
             name: name.to_owned(),

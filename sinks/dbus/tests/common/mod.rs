@@ -131,23 +131,15 @@ impl SinkUnderTest {
     }
 
     pub async fn usage(&self, source: &EventSource, update: UsageUpdate) {
-        self.harness
-            .registry
-            .update_usage(source.clone(), update)
-            .await
-            .unwrap();
+        self.harness.usage(source, update).await;
     }
 
     /// Waits until the sink has applied every change the registry made so far and has failed
     /// at least `failures` connection attempts in all: the witness that it kept working (and
     /// retrying) without a bus. The sink must still be running.
     pub async fn wait_caught_up_without_bus(&self, failures: u64) {
-        let seq = self.harness.registry.snapshot().await.unwrap().seq;
-        wait_until(
-            &format!("the sink to apply change {seq} and fail {failures} connection attempts"),
-            || async { self.stats.applied_seq() >= seq && self.stats.failures() >= failures },
-        )
-        .await;
+        let stats = &self.stats;
+        self.harness.wait_caught_up_failing(stats, failures).await;
         assert!(!self.task.is_finished(), "the sink gave up without a bus");
     }
 
