@@ -9,7 +9,8 @@
 //! - [`plugin`]: the `InputAdapter` / `OutputSink` traits and `register_plugin!`.
 //! - [`registry_follow`], [`coalesce`]: how a sink follows the registry (snapshot, changes, resync) and
 //!   the bounded latest-per-key queue between it and anything slower; [`sink_stats`]: the
-//!   counters a sink shows of its progress and its outages.
+//!   counters a sink shows of its progress and its outages; [`session_table`]: the latest
+//!   version of every session, in registry order, for sinks that fan changes out.
 //! - [`protocol`], [`ingest`], [`control`], [`paths`], [`process`], [`persist`], [`text`]:
 //!   the wire format, the shared ingest socket, sink-to-adapter requests, file locations,
 //!   process identity, snapshots and text cutting; [`unix_socket`]: private sockets and peer
@@ -53,6 +54,7 @@ pub mod registry_follow;
 pub mod request;
 pub mod sanitize;
 pub mod screen;
+pub mod session_table;
 pub mod sink_stats;
 pub mod state;
 pub mod text;

@@ -94,6 +94,16 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// `p50 …, p99 …, max …` of sorted latencies.
+fn percentiles(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(sorted, 0.5),
+        pct(sorted, 0.99),
+        pct(sorted, 1.0)
+    )
+}
+
 /// utime + stime of `pid`, in seconds.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -125,11 +135,7 @@ async fn open(url: &str) -> (async_nats::Client, async_nats::jetstream::kv::Stor
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = atm_tests::bench_runtime();
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start(dir.path(), "");
     let url = server.url();
@@ -301,18 +307,14 @@ fn main() {
         load_took.as_secs_f64() * 1000.0
     );
     println!(
-        "| convergence at the hub's socket (n={}/{sent_n}) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+        "| convergence at the hub's socket (n={}/{sent_n}) | {} |",
         hub_lat.len(),
-        pct(&hub_lat, 0.5),
-        pct(&hub_lat, 0.99),
-        pct(&hub_lat, 1.0)
+        percentiles(&hub_lat)
     );
     println!(
-        "| reference: raw JetStream watcher (n={}) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |",
+        "| reference: raw JetStream watcher (n={}) | {} |",
         ref_lat.len(),
-        pct(&ref_lat, 0.5),
-        pct(&ref_lat, 0.99),
-        pct(&ref_lat, 1.0)
+        percentiles(&ref_lat)
     );
     println!(
         "| host restart converged (median of {RESTARTS}, max) | {:.0} ms, {:.0} ms |",
@@ -358,8 +360,10 @@ async fn restart_rounds(url: &str, hub: &Daemon) -> Vec<Duration> {
         heartbeat: Duration::from_secs(5),
         include_text: false,
         queue_capacity: 1024,
-        create_bucket: false,
-        replicas: 1,
+        bucket_creation: atm_core::fleet::BucketCreation {
+            create_bucket: false,
+            replicas: 1,
+        },
     };
     let src = |id: &str| EventSource::new(atm_core::Harness::claude(), SessionId::new(id), "bench");
     let started = || AgentEvent::SessionStarted {

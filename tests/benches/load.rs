@@ -733,11 +733,7 @@ fn wanted(name: &str) -> bool {
 
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = atm_tests::bench_runtime();
     let sessions = 200;
     let agents: Vec<Child> = (0..sessions)
         .map(|_| Command::new("sleep").arg("3600").spawn().unwrap())

@@ -22,6 +22,32 @@ pub use waiting_hook::WaitingHook;
 /// A child process standing in for an agent, so PIDs and start times are real.
 pub use atm_core::testing::ingest::FakeAgent;
 
+/// Where a daemon's web board listens and the token to log in with.
+pub struct WebBoard {
+    /// `http://127.0.0.1:<port>/`.
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub token: String,
+}
+
+/// The address of a board URL as the `http` sink writes it (`http://127.0.0.1:<port>/`).
+pub fn board_addr(url: &str) -> std::net::SocketAddr {
+    url.trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+/// The runtime the benchmarks drive their clients from (two workers), the same in each.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Directory holding atmd, atm-hook and atmctl.
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ATM_BIN_DIR") {
@@ -111,6 +137,12 @@ impl Daemon {
 
     /// Writes `config` and starts atmd, waiting until its sockets answer.
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_wrapped(config, Vec::new())
+    }
+
+    /// [`Daemon::start`], with atmd run by `wrapper` (a command and its arguments, e.g.
+    /// `env RUST_LOG=warn`).
+    pub fn start_wrapped(config: &str, wrapper: Vec<String>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let config_path = dir.path().join("plugins.toml");
@@ -121,7 +153,7 @@ impl Daemon {
             dir,
             config_path,
             log_path,
-            wrapper: Vec::new(),
+            wrapper,
         };
         d.spawn();
         d
@@ -132,6 +164,21 @@ impl Daemon {
         let d = Daemon::start(config);
         d.wait_for_socket(&d.hooks_socket());
         d
+    }
+
+    /// The `http` sink's board, once the sink says where it listens (`web.url`).
+    pub fn web_board(&self) -> WebBoard {
+        let file = self.runtime_dir().join(atm_core::paths::WEB_ADDRESS_FILE);
+        atm_core::testing::wait_until_blocking("the board's address", || {
+            std::fs::read_to_string(&file).is_ok_and(|u| u.ends_with('\n'))
+        });
+        let url = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+        let token = std::fs::read_to_string(self.state_dir().join("web-token")).unwrap();
+        WebBoard {
+            addr: board_addr(&url),
+            url,
+            token: token.trim().to_owned(),
+        }
     }
 
     /// (Re)starts atmd on the same directories.

@@ -3,12 +3,12 @@
 //! Shared by the end-to-end tests of every surface that answers (atmctl, the socket, D-Bus)
 //! and by the decision latency benchmark.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use atm_core::testing::wait_until_blocking;
+use atm_core::testing::{spawn_with_input, wait_until_blocking};
 use serde_json::{Value, json};
 
 use crate::Daemon;
@@ -20,18 +20,12 @@ pub struct WaitingHook {
 
 impl WaitingHook {
     pub fn start(d: &Daemon, payload: Value) -> WaitingHook {
-        let mut child = d
-            .command("atm-hook")
-            .env("TMUX_PANE", "%7")
+        let mut hook = d.command("atm-hook");
+        hook.env("TMUX_PANE", "%7")
             .env("ATM_HOOK_DECISION_WAIT_SECS", "60")
-            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(payload.to_string().as_bytes()).unwrap();
-        drop(stdin);
+            .stderr(Stdio::piped());
+        let child = spawn_with_input(&mut hook, payload.to_string().as_bytes());
         WaitingHook { child }
     }
 

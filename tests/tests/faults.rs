@@ -306,21 +306,12 @@ fn accept(listener: &std::os::unix::net::UnixListener) -> UnixStream {
 /// of 10 s, so that what it waits for is the daemon, never the clock of a loaded machine.
 fn spawn_hook(dir: &std::path::Path, event: &serde_json::Value) -> std::process::Child {
     use std::process::Stdio;
-    let mut child = std::process::Command::new(atm_tests::bin("atm-hook"))
-        .env("ATM_HOOKS_SOCKET", dir.join("hooks.sock"))
+    let mut hook = std::process::Command::new(atm_tests::bin("atm-hook"));
+    hook.env("ATM_HOOKS_SOCKET", dir.join("hooks.sock"))
         .env("ATM_HOOK_BUDGET_MS", "10000")
-        .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(event.to_string().as_bytes())
-        .unwrap();
-    child
+        .stderr(Stdio::null());
+    atm_core::testing::spawn_with_input(&mut hook, event.to_string().as_bytes())
 }
 
 fn read_line_from(s: &UnixStream) -> String {

@@ -6,10 +6,10 @@
 //! this test where crates.io cannot be reached.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use atm_core::testing::spawn_with_input;
 use atm_tests::{Daemon, FakeAgent, basic_config, bin_dir};
 use serde_json::{Value, json};
 
@@ -52,19 +52,11 @@ fn published_atm_list_and_status_show_a_session_fed_through_atm_hook() {
         json!({"hook_event_name": "PermissionRequest", "session_id": sid, "tool_name": "Bash",
                "tool_input": {"command": "cargo test"}, "cwd": "/tmp/prj", "pid": agent.pid()}),
     ] {
-        let mut hook = d
-            .command("atm-hook")
-            .env("TMUX_PANE", "%9")
+        let mut hook = d.command("atm-hook");
+        hook.env("TMUX_PANE", "%9")
             .env("ATM_HOOK_DECISION_WAIT_SECS", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        hook.stdin
-            .take()
-            .unwrap()
-            .write_all(event.to_string().as_bytes())
-            .unwrap();
+            .stdout(Stdio::null());
+        let mut hook = spawn_with_input(&mut hook, event.to_string().as_bytes());
         assert!(hook.wait().unwrap().success());
     }
     d.wait_sessions("the permission request", |s| {

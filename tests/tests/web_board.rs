@@ -19,14 +19,6 @@ const HTTP_SINK: &str = "[[sink]]\ntype = \"http\"\nlisten = \"127.0.0.1:0\"\n";
 const CARD_SHOWS: &str = "return [...document.querySelectorAll('article.card')]\
     .some(c => arguments[0].every(t => c.innerText.includes(t)));";
 
-fn board_url(d: &Daemon) -> String {
-    let file = d.runtime_dir().join("web.url");
-    wait_until_blocking("the board's address", || {
-        std::fs::read_to_string(&file).is_ok_and(|u| u.ends_with('\n'))
-    });
-    std::fs::read_to_string(&file).unwrap().trim().to_owned()
-}
-
 /// `SessionStart` through the real `atm-hook` (its agent process: this test).
 fn start_session(d: &Daemon, sid: &str, cwd: &str, pane: &str) {
     let payload = json!({"hook_event_name": "SessionStart", "session_id": sid, "cwd": cwd,
@@ -43,14 +35,13 @@ fn prompt(d: &Daemon, sid: &str, cwd: &str, pane: &str, text: &str) {
 #[test]
 fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
     let d = Daemon::start_with_hooks(&basic_config(HTTP_SINK));
-    let url = board_url(&d);
-    let token = std::fs::read_to_string(d.state_dir().join("web-token")).unwrap();
+    let atm_tests::WebBoard { url, token, .. } = d.web_board();
     let browser = Browser::start(1280, 1000);
 
     // The login form, then the board (the token goes in a form field, never in the URL).
     browser.goto(&url);
     let field = browser.find("#token").expect("the login form");
-    browser.type_into(&field, token.trim());
+    browser.type_into(&field, &token);
     browser.click(&browser.find("button[type=submit]").unwrap());
     browser.wait_for(
         "the live board",
@@ -58,7 +49,7 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
         json!([]),
     );
     let at = browser.run("return location.href;", json!([]));
-    assert!(!at.as_str().unwrap().contains(token.trim()), "{at}");
+    assert!(!at.as_str().unwrap().contains(&token), "{at}");
 
     // A session fed through the hooks socket appears, then changes state live.
     start_session(&d, "web-1", "/home/dev/shop", "%7");
@@ -84,50 +75,40 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
     // Two more agents (processes of their own: atm knows an agent by its process), for a
     // board worth a picture.
     let (atlas, docs) = (FakeAgent::spawn(), FakeAgent::spawn());
-    let line = |data: serde_json::Value, pid: u32, pane: &str| {
+    // An agent's line: `data` of session `sid` in `cwd`, from the agent's process and pane.
+    let line = |agent: &FakeAgent, pane: &str, sid: &str, cwd: &str, data: serde_json::Value| {
         let mut data = data;
-        data["pid"] = json!(pid);
+        data["pid"] = json!(agent.pid());
         data["tmux_pane"] = json!(pane);
+        data["session_id"] = json!(sid);
+        if !cwd.is_empty() {
+            data["cwd"] = json!(cwd);
+        }
         data
     };
+    let atlas_line = |data| line(&atlas, "%9", "web-2", "/home/dev/atlas", data);
+    let docs_line = |data| line(&docs, "%8", "web-3", "/home/dev/shop", data);
     d.send_hooks(&[
-        hook(line(
-            json!({"hook_event_name": "SessionStart", "session_id": "web-2",
-            "cwd": "/home/dev/atlas", "source": "startup"}),
-            atlas.pid(),
-            "%9",
+        hook(atlas_line(
+            json!({"hook_event_name": "SessionStart", "source": "startup"}),
         )),
-        hook(line(
-            json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-2",
-            "cwd": "/home/dev/atlas", "prompt": "Why does the nightly job time out?"}),
-            atlas.pid(),
-            "%9",
-        )),
-        hook(line(
-            json!({"hook_event_name": "Stop", "session_id": "web-2",
-            "cwd": "/home/dev/atlas"}),
-            atlas.pid(),
-            "%9",
-        )),
+        hook(atlas_line(json!({"hook_event_name": "UserPromptSubmit",
+            "prompt": "Why does the nightly job time out?"}))),
+        hook(atlas_line(json!({"hook_event_name": "Stop"}))),
         status(line(
-            json!({"session_id": "web-2",
-            "model": {"id": "claude-sonnet-4-5", "display_name": "Sonnet 4.5"},
+            &atlas,
+            "%9",
+            "web-2",
+            "",
+            json!({"model": {"id": "claude-sonnet-4-5", "display_name": "Sonnet 4.5"},
             "cost": {"total_cost_usd": 0.42},
             "context_window": {"context_window_size": 200000, "used_percentage": 81.0}}),
-            atlas.pid(),
-            "%9",
         )),
-        hook(line(
-            json!({"hook_event_name": "SessionStart", "session_id": "web-3",
-            "cwd": "/home/dev/shop", "source": "startup"}),
-            docs.pid(),
-            "%8",
+        hook(docs_line(
+            json!({"hook_event_name": "SessionStart", "source": "startup"}),
         )),
-        hook(line(
-            json!({"hook_event_name": "UserPromptSubmit", "session_id": "web-3",
-            "cwd": "/home/dev/shop", "prompt": "Write the release notes"}),
-            docs.pid(),
-            "%8",
+        hook(docs_line(
+            json!({"hook_event_name": "UserPromptSubmit", "prompt": "Write the release notes"}),
         )),
     ]);
     browser.wait_for(
@@ -187,9 +168,11 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
     browser.click(&message);
     browser.type_into(&message, "not now");
     d.send_hooks(&[status(line(
-        json!({"session_id": "web-2", "cost": {"total_cost_usd": 0.99}}),
-        atlas.pid(),
+        &atlas,
         "%9",
+        "web-2",
+        "",
+        json!({"cost": {"total_cost_usd": 0.99}}),
     ))]);
     browser.wait_for(
         "the other session's new cost",
@@ -218,10 +201,7 @@ fn the_board_shows_sessions_live_and_allow_reaches_the_waiting_hook() {
             .any(|x| x["request_log"][0]["surface"]["name"] == "http")
     });
     assert!(!audit.is_empty());
-    assert!(
-        !d.log().contains(token.trim()),
-        "the token is in no log line"
-    );
+    assert!(!d.log().contains(&token), "the token is in no log line");
 }
 
 #[test]
@@ -237,17 +217,16 @@ fn atmctl_web_prints_the_address_and_the_token_and_says_when_the_board_is_off() 
     drop(off);
 
     let d = Daemon::start(&basic_config(HTTP_SINK));
-    let url = board_url(&d);
-    let token = std::fs::read_to_string(d.state_dir().join("web-token")).unwrap();
+    let atm_tests::WebBoard { url, token, .. } = d.web_board();
     let printed = atm_tests::stdout_of(d.command("atmctl").arg("web"));
     assert!(printed.contains(&format!("The board: {url}")), "{printed}");
-    assert!(printed.contains(token.trim()), "{printed}");
+    assert!(printed.contains(&token), "{printed}");
     assert!(
         !printed.contains(&format!("{url}#")) && !printed.contains("?token"),
         "no token in a URL: {printed}"
     );
     let only = atm_tests::stdout_of(d.command("atmctl").args(["web", "--token"]));
-    assert_eq!(only.trim(), token.trim());
+    assert_eq!(only.trim(), &token);
 }
 
 #[test]

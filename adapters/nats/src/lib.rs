@@ -19,7 +19,7 @@ mod watch;
 
 use std::time::Duration;
 
-use atm_core::fleet::{BucketSettings, NatsConnection};
+use atm_core::fleet::{self, BucketCreation, NatsConnection};
 use atm_core::plugin::{AdapterContext, ConfigError, InputAdapter, PluginError};
 use serde::Deserialize;
 use tracing::info;
@@ -32,35 +32,26 @@ atm_core::register_plugin! {
     factory: |cfg| Ok(Box::new(NatsAdapter::new(NatsAdapterConfig::from_toml(cfg)?))),
 }
 
+/// The adapter's own keys (beside [`NatsConnection`]'s and [`BucketCreation`]'s).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct OwnKeys {
-    #[serde(with = "atm_core::duration", default = "default_stale")]
+    #[serde(with = "atm_core::duration")]
     stale_after: Duration,
-    #[serde(with = "atm_core::duration", default = "default_remove")]
+    #[serde(with = "atm_core::duration")]
     remove_after: Duration,
-    #[serde(with = "atm_core::duration", default = "default_decide")]
+    #[serde(with = "atm_core::duration")]
     decide_timeout: Duration,
-    #[serde(default = "default_true")]
-    create_bucket: bool,
-    #[serde(default = "default_replicas")]
-    replicas: usize,
 }
 
-fn default_stale() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_remove() -> Duration {
-    Duration::from_secs(600)
-}
-fn default_decide() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_true() -> bool {
-    true
-}
-fn default_replicas() -> usize {
-    1
+impl Default for OwnKeys {
+    fn default() -> Self {
+        Self {
+            stale_after: Duration::from_secs(30),
+            remove_after: Duration::from_secs(600),
+            decide_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[[adapter]] type = "nats"`.
@@ -73,13 +64,13 @@ pub struct NatsAdapterConfig {
     pub remove_after: Duration,
     /// How long an answer waits for its host's confirmation (default 5 s).
     pub decide_timeout: Duration,
-    pub create_bucket: bool,
-    pub replicas: usize,
+    pub bucket_creation: BucketCreation,
 }
 
 impl NatsAdapterConfig {
     pub fn from_toml(value: &atm_core::toml::Value) -> Result<Self, ConfigError> {
         let (connection, own) = NatsConnection::split(value)?;
+        let (bucket_creation, own) = BucketCreation::split(&own)?;
         let own: OwnKeys = atm_core::plugin::parse_config(&own)?;
         let range = |key: &str, d: Duration, min: Duration, max: Duration| {
             atm_core::duration::check_range(d, min, max)
@@ -101,16 +92,12 @@ impl NatsAdapterConfig {
                 "must be longer than `stale_after` (sessions are shown stale first)",
             ));
         }
-        if !(1..=5).contains(&own.replicas) {
-            return Err(ConfigError::for_key("replicas", "use 1 to 5"));
-        }
         Ok(Self {
             connection,
             stale_after: own.stale_after,
             remove_after: own.remove_after,
             decide_timeout: own.decide_timeout,
-            create_bucket: own.create_bucket,
-            replicas: own.replicas,
+            bucket_creation,
         })
     }
 }
@@ -132,32 +119,22 @@ impl InputAdapter for NatsAdapter {
         let cfg = self.config;
         let host = ctx.registry.host().clone();
         let client_name = format!("atm hub {host}");
-        let connected = tokio::select! {
-            () = ctx.cancel.cancelled() => return Ok(()),
-            c = atm_core::fleet::connect(&cfg.connection, &client_name) => c,
+        let opened = fleet::connect_and_open(
+            &cfg.connection,
+            &cfg.bucket_creation,
+            &client_name,
+            &ctx.cancel,
+        );
+        let Some(nats) = opened.await? else {
+            return Ok(());
         };
-        let (client, connects) = connected.map_err(|e| {
-            if e.is_unavailable() {
-                PluginError::Unavailable(e.to_string())
-            } else {
-                PluginError::Other(e.to_string())
-            }
-        })?;
-        let create = cfg.create_bucket.then_some(BucketSettings {
-            replicas: cfg.replicas,
-        });
-        let opened = tokio::select! {
-            () = ctx.cancel.cancelled() => return Ok(()),
-            s = atm_core::fleet::open_bucket(&client, &cfg.connection, create) => s,
-        };
-        let store = opened.map_err(|e| PluginError::Unavailable(e.to_string()))?;
         let decisions = ctx
             .registry
             .link_remote()
             .await
             .map_err(|e| PluginError::Other(format!("cannot link to the registry: {e}")))?;
         let forwarder = decide::Forwarder {
-            client: client.clone(),
+            client: nats.client,
             prefix: cfg.connection.subject_prefix.clone(),
             from: host.clone(),
             timeout: cfg.decide_timeout,
@@ -165,6 +142,6 @@ impl InputAdapter for NatsAdapter {
         ctx.spawn(forwarder.run(decisions, ctx.cancel.clone()));
         info!(adapter = ctx.name, %host, bucket = cfg.connection.bucket, "nats: mirroring the fleet");
         let mirror = watch::Mirror::new(ctx.registry.clone(), host, &cfg);
-        mirror.run(store, connects, &ctx).await
+        mirror.run(nats.store, nats.connects, &ctx).await
     }
 }

@@ -213,14 +213,7 @@ impl Mirror {
         match (entry.operation, kind) {
             (Operation::Delete | Operation::Purge, KeyKind::Session(_)) => {
                 self.warned.remove(&key);
-                if let Some((host, key)) = self.known.remove(&key) {
-                    self.tell(Said::Gone {
-                        host,
-                        key,
-                        reason: "ended on its host".to_owned(),
-                    })
-                    .await?;
-                }
+                self.forget(&key).await?;
             }
             (Operation::Delete | Operation::Purge, KeyKind::Host(_)) => {
                 self.host_gone(&host, "its host left the fleet").await?;
@@ -267,14 +260,20 @@ impl Mirror {
             .cloned()
             .collect();
         for k in gone {
-            if let Some((host, key)) = self.known.remove(&k) {
-                self.tell(Said::Gone {
-                    host,
-                    key,
-                    reason: "ended on its host".to_owned(),
-                })
-                .await?;
-            }
+            self.forget(&k).await?;
+        }
+        Ok(())
+    }
+
+    /// The session under bucket key `kv_key` ended on its host (if it was known).
+    async fn forget(&mut self, kv_key: &str) -> Result<(), PluginError> {
+        if let Some((host, key)) = self.known.remove(kv_key) {
+            self.tell(Said::Gone {
+                host,
+                key,
+                reason: "ended on its host".to_owned(),
+            })
+            .await?;
         }
         Ok(())
     }

@@ -11,76 +11,51 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::paths::expand;
-use crate::plugin::ConfigError;
+use crate::plugin::{ConfigError, PluginError};
 
 /// Where and how to reach NATS. The same keys for the `nats` sink and adapter.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NatsConnection {
     /// Server URLs (`nats://host:4222`, `tls://host:4222`); several for a cluster.
-    #[serde(default = "default_servers")]
     pub servers: Vec<String>,
     /// The key-value bucket holding every host's sessions.
-    #[serde(default = "default_bucket")]
     pub bucket: String,
     /// The first token of the subjects answers travel on (`<prefix>.<host>.decide`).
-    #[serde(default = "default_prefix")]
     pub subject_prefix: String,
     /// User name, with its password in `password_file`.
-    #[serde(default)]
     pub user: Option<String>,
-    #[serde(default)]
     pub password_file: Option<String>,
     /// A file holding a token.
-    #[serde(default)]
     pub token_file: Option<String>,
     /// A file holding an nkey seed (`SU...`).
-    #[serde(default)]
     pub nkey_file: Option<String>,
     /// A `.creds` file (a user JWT and its seed, as `nsc` writes them).
-    #[serde(default)]
     pub creds_file: Option<String>,
     /// A CA certificate (PEM) to verify the servers with; implies TLS.
-    #[serde(default)]
     pub tls_ca_file: Option<String>,
     /// A client certificate and its key (PEM), for servers that verify clients.
-    #[serde(default)]
     pub tls_cert_file: Option<String>,
-    #[serde(default)]
     pub tls_key_file: Option<String>,
     /// Require TLS even without a CA file (the system's roots verify the server).
-    #[serde(default)]
     pub tls_required: bool,
     /// The prefix of this client's reply subjects (default `_INBOX`). Give each host its own
     /// (`_INBOX_devbox`), so that its permissions to receive replies cover nobody else's.
-    #[serde(default)]
     pub inbox_prefix: Option<String>,
     /// How long a request (a key-value write, an answer) may take before it fails.
-    #[serde(with = "crate::duration", default = "default_request_timeout")]
+    #[serde(with = "crate::duration")]
     pub request_timeout: Duration,
-}
-
-fn default_servers() -> Vec<String> {
-    vec!["nats://127.0.0.1:4222".to_owned()]
-}
-fn default_bucket() -> String {
-    "atm".to_owned()
-}
-fn default_prefix() -> String {
-    "atm".to_owned()
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(5)
 }
 
 impl Default for NatsConnection {
     fn default() -> Self {
         Self {
-            servers: default_servers(),
-            bucket: default_bucket(),
-            subject_prefix: default_prefix(),
+            servers: vec!["nats://127.0.0.1:4222".to_owned()],
+            bucket: "atm".to_owned(),
+            subject_prefix: "atm".to_owned(),
             user: None,
             password_file: None,
             token_file: None,
@@ -91,7 +66,7 @@ impl Default for NatsConnection {
             tls_key_file: None,
             tls_required: false,
             inbox_prefix: None,
-            request_timeout: default_request_timeout(),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -118,20 +93,10 @@ impl NatsConnection {
     /// Splits a plugin's table into these keys and the plugin's own, parses these and checks
     /// them (one way to authenticate, names NATS accepts). The rest is the plugin's to parse.
     pub fn split(value: &toml::Value) -> Result<(Self, toml::Value), ConfigError> {
-        let mut own = toml::Table::new();
-        let mut conn = toml::Table::new();
-        if let Some(t) = value.as_table() {
-            for (k, v) in t {
-                if Self::KEYS.contains(&k.as_str()) {
-                    conn.insert(k.clone(), v.clone());
-                } else {
-                    own.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        let parsed: Self = crate::plugin::parse_config(&toml::Value::Table(conn))?;
+        let (conn, own) = split_keys(value, Self::KEYS);
+        let parsed: Self = crate::plugin::parse_config(&conn)?;
         parsed.check()?;
-        Ok((parsed, toml::Value::Table(own)))
+        Ok((parsed, own))
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -200,6 +165,64 @@ impl NatsConnection {
             ));
         }
         Ok(())
+    }
+}
+
+/// `value`'s table split into the entries named in `keys` and the rest.
+fn split_keys(value: &toml::Value, keys: &[&str]) -> (toml::Value, toml::Value) {
+    let mut taken = toml::Table::new();
+    let mut rest = toml::Table::new();
+    if let Some(t) = value.as_table() {
+        for (k, v) in t {
+            if keys.contains(&k.as_str()) {
+                taken.insert(k.clone(), v.clone());
+            } else {
+                rest.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    (toml::Value::Table(taken), toml::Value::Table(rest))
+}
+
+/// Whether a plugin creates the bucket when it is missing, and with how many replicas. The
+/// same keys for the `nats` sink and adapter, taken beside [`NatsConnection`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BucketCreation {
+    /// Create the bucket when it is missing (default on).
+    pub create_bucket: bool,
+    /// Replicas of a bucket this plugin creates (default 1, at most 5).
+    pub replicas: usize,
+}
+
+impl Default for BucketCreation {
+    fn default() -> Self {
+        Self {
+            create_bucket: true,
+            replicas: 1,
+        }
+    }
+}
+
+impl BucketCreation {
+    /// Every key of this table.
+    pub const KEYS: &'static [&'static str] = &["create_bucket", "replicas"];
+
+    /// Like [`NatsConnection::split`]: these keys parsed and checked, and the rest.
+    pub fn split(value: &toml::Value) -> Result<(Self, toml::Value), ConfigError> {
+        let (taken, rest) = split_keys(value, Self::KEYS);
+        let parsed: Self = crate::plugin::parse_config(&taken)?;
+        if !(1..=5).contains(&parsed.replicas) {
+            return Err(ConfigError::for_key("replicas", "use 1 to 5"));
+        }
+        Ok((parsed, rest))
+    }
+
+    /// What [`open_bucket`] creates a missing bucket with; `None` where it may not.
+    pub fn settings(&self) -> Option<BucketSettings> {
+        self.create_bucket.then_some(BucketSettings {
+            replicas: self.replicas,
+        })
     }
 }
 
@@ -329,6 +352,52 @@ pub async fn connect(
                 source,
             })?;
     Ok((client, rx))
+}
+
+impl From<ConnectError> for PluginError {
+    /// As the supervisor should hear it: a server that is not there is "not yet" (retried
+    /// quietly), anything else (a bad secret file) an error.
+    fn from(e: ConnectError) -> Self {
+        if e.is_unavailable() {
+            PluginError::Unavailable(e.to_string())
+        } else {
+            PluginError::Other(e.to_string())
+        }
+    }
+}
+
+/// What a `nats` plugin starts from: a client, its count of connections (see [`connect`]) and
+/// the open bucket.
+pub struct Opened {
+    pub client: async_nats::Client,
+    pub connects: watch::Receiver<u64>,
+    pub store: async_nats::jetstream::kv::Store,
+}
+
+/// A plugin's start: connects as `client_name` and opens the bucket (creating it as
+/// `creation` allows), with errors as the supervisor should hear them. `None` when `cancel`
+/// fires first.
+pub async fn connect_and_open(
+    cfg: &NatsConnection,
+    creation: &BucketCreation,
+    client_name: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<Opened>, PluginError> {
+    let connected = tokio::select! {
+        () = cancel.cancelled() => return Ok(None),
+        c = connect(cfg, client_name) => c,
+    };
+    let (client, connects) = connected?;
+    let opened = tokio::select! {
+        () = cancel.cancelled() => return Ok(None),
+        s = open_bucket(&client, cfg, creation.settings()) => s,
+    };
+    let store = opened.map_err(|e| PluginError::Unavailable(e.to_string()))?;
+    Ok(Some(Opened {
+        client,
+        connects,
+        store,
+    }))
 }
 
 /// Why the bucket could not be opened or read.
@@ -492,6 +561,27 @@ mod tests {
         assert_eq!(c.bucket, "fleet");
         assert_eq!(own.as_table().unwrap().len(), 1);
         assert_eq!(split("").unwrap().0, NatsConnection::default());
+    }
+
+    #[test]
+    fn bucket_creation_keys_are_split_from_the_plugins_own() {
+        let value = toml::from_str("replicas = 3\nheartbeat = \"2s\"").unwrap();
+        let (b, own) = BucketCreation::split(&value).unwrap();
+        assert_eq!(
+            b,
+            BucketCreation {
+                create_bucket: true,
+                replicas: 3
+            }
+        );
+        assert_eq!(b.settings(), Some(BucketSettings { replicas: 3 }));
+        assert_eq!(own.as_table().unwrap().len(), 1);
+        let value = toml::from_str("create_bucket = false").unwrap();
+        assert_eq!(BucketCreation::split(&value).unwrap().0.settings(), None);
+        for bad in ["replicas = 0", "replicas = 6"] {
+            let e = BucketCreation::split(&toml::from_str(bad).unwrap()).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("replicas"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -25,7 +25,8 @@
 mod connect;
 #[cfg(feature = "nats")]
 pub use connect::{
-    BucketError, BucketSettings, ConnectError, NatsConnection, connect, host_keys, open_bucket,
+    BucketCreation, BucketError, BucketSettings, ConnectError, NatsConnection, Opened, connect,
+    connect_and_open, host_keys, open_bucket,
 };
 
 use serde::{Deserialize, Serialize};
@@ -164,19 +165,24 @@ fn check_size(value: &[u8]) -> Result<&str, EntryError> {
 
 /// Decodes a session value found under a key of `key_host`.
 pub fn decode_session(key_host: &HostId, value: &[u8]) -> Result<SessionEntry, EntryError> {
-    let text = check_size(value)?;
-    let e: SessionEntry =
-        serde_json::from_str(text).map_err(|e| EntryError::Invalid(e.to_string()))?;
-    check(e.v, key_host, &e.host)?;
-    Ok(e)
+    decode(key_host, value, |e| (e.v, &e.host))
 }
 
 /// Decodes a heartbeat value found under a key of `key_host`.
 pub fn decode_host(key_host: &HostId, value: &[u8]) -> Result<HostEntry, EntryError> {
+    decode(key_host, value, |e| (e.v, &e.host))
+}
+
+/// Decodes an entry and checks the version and host that `stamp` reads from it.
+fn decode<T: serde::de::DeserializeOwned>(
+    key_host: &HostId,
+    value: &[u8],
+    stamp: fn(&T) -> (u32, &HostId),
+) -> Result<T, EntryError> {
     let text = check_size(value)?;
-    let e: HostEntry =
-        serde_json::from_str(text).map_err(|e| EntryError::Invalid(e.to_string()))?;
-    check(e.v, key_host, &e.host)?;
+    let e: T = serde_json::from_str(text).map_err(|e| EntryError::Invalid(e.to_string()))?;
+    let (v, host) = stamp(&e);
+    check(v, key_host, host)?;
     Ok(e)
 }
 

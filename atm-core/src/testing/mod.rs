@@ -24,7 +24,7 @@ pub mod wait;
 pub use json::arb_json;
 pub use lines::StdoutLines;
 pub use log::LogCapture;
-pub use process::run_with_stdin;
+pub use process::{run_with_stdin, spawn_with_input};
 pub use text::{arb_hostile_field, arb_hostile_session, arb_hostile_text};
 pub use users::{OTHER_USER, assert_other_users_refused, exchange_as_nobody, other_user};
 
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::ControlBus;
 use crate::ingest::IngestHub;
 use crate::plugin::{
-    AdapterContext, InputAdapter, PluginEnv, PluginError, PluginFactory, PluginKind,
+    AdapterContext, ConfigError, InputAdapter, PluginEnv, PluginError, PluginFactory, PluginKind,
     PluginRegistration, SinkContext,
 };
 use crate::registry::{Registry, RegistryConfig, RegistryHandle};
@@ -212,6 +212,26 @@ impl TestHarness {
             .unwrap();
     }
 
+    /// Applies a usage update to `source`'s session; panics if the registry refuses it.
+    pub async fn usage(&self, source: &crate::event::EventSource, update: crate::UsageUpdate) {
+        self.registry
+            .update_usage(source.clone(), update)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until a sink counting into `stats` has taken every change the registry made so
+    /// far and has failed at least `failures` times in all (connecting, a lost connection, a
+    /// call): the witness that it kept working, and retrying, without what it serves.
+    pub async fn wait_caught_up_failing(&self, stats: &crate::SinkStats, failures: u64) {
+        let seq = self.registry.snapshot().await.unwrap().seq;
+        wait_until(
+            &format!("the sink to take change {seq} and fail {failures} time(s)"),
+            || async { stats.applied_seq() >= seq && stats.failures() >= failures },
+        )
+        .await;
+    }
+
     pub fn sink_context(&self, name: &str) -> SinkContext {
         SinkContext {
             name: name.to_owned(),
@@ -253,6 +273,20 @@ pub fn config_table(text: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(text) {
         Ok(t) => toml::Value::Table(t),
         Err(e) => panic!("test config does not parse: {e}\n{text}"),
+    }
+}
+
+/// Checks that `parse` refuses every config of `cases` (TOML text) with an error naming the
+/// key beside it.
+pub fn assert_refused_with_key<T: std::fmt::Debug>(
+    parse: impl Fn(&toml::Value) -> Result<T, ConfigError>,
+    cases: &[(&str, &str)],
+) {
+    for (text, key) in cases {
+        match parse(&config_table(text)) {
+            Ok(parsed) => panic!("{text}: accepted as {parsed:?}"),
+            Err(e) => assert_eq!(e.key.as_deref(), Some(*key), "{text}: {e}"),
+        }
     }
 }
 

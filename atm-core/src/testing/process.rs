@@ -1,7 +1,16 @@
 //! Running a client program the way an agent runs it: input on stdin, output captured.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+
+/// Starts `cmd` with `input` on its stdin, then closes it: a client that reads its input to the
+/// end and then works (as `atm-hook` does). `input` must fit in a pipe (64 KiB); for more, or a
+/// program that may answer before reading it all, use [`run_with_stdin`].
+pub fn spawn_with_input(cmd: &mut Command, input: &[u8]) -> Child {
+    let mut child = cmd.stdin(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child
+}
 
 /// Runs `cmd` to its end with `stdin` as its input and its stdout and stderr captured. The input
 /// is written from a thread and a failed write is ignored: a program that answers before it

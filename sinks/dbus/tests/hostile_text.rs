@@ -44,14 +44,7 @@ async fn nul_noncharacters_and_controls_never_reach_the_bus() {
 
     // The README's call: busctl refuses a whole reply holding one noncharacter.
     let list = t
-        .busctl(&[
-            "--json=short",
-            "call",
-            SERVICE,
-            MANAGER,
-            "io.github.atm.Monitor1",
-            "ListSessions",
-        ])
+        .busctl(&[&["--json=short"][..], &LIST_SESSIONS].concat())
         .await;
     assert!(list.contains("clean"), "{list}");
     assert!(list.contains("/home/u/\u{FFFD}proj\u{FFFD}"), "{list}");

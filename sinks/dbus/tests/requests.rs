@@ -469,18 +469,7 @@ async fn another_user_can_neither_list_nor_answer() {
         v
     };
     // The other user reaches the bus and the service (ListSessions is public)...
-    let (ok, err) = busctl_as(
-        other,
-        &bus.address,
-        &[
-            "call",
-            SERVICE,
-            MANAGER,
-            "io.github.atm.Monitor1",
-            "ListSessions",
-        ],
-    )
-    .await;
+    let (ok, err) = busctl_as(other, &bus.address, &LIST_SESSIONS).await;
     assert!(ok, "the second user cannot reach the bus at all: {err}");
     // ...but not the requests.
     for args in [
@@ -520,27 +509,7 @@ async fn a_burst_that_coalesces_session_changes_loses_no_request_signal() {
     };
     let t = OnPrivateBus::start_with(registry, |cfg| cfg.queue_capacity = 1).await;
     let mut rec = Recorder::new(&t.conn).await;
-    let mut tasks = Vec::new();
-    for i in 0..8u32 {
-        let registry = t.harness().registry.clone();
-        tasks.push(tokio::spawn(async move {
-            let s = source(&format!("rburst-{i}"), 1400 + i);
-            for round in 0..30u32 {
-                let e = match round % 3 {
-                    0 => prompt(),
-                    1 => permission("Bash", &format!("step {round}")),
-                    _ => AgentEvent::TurnFinished,
-                };
-                registry
-                    .apply_event(EventEnvelope::now(s.clone(), e))
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    burst(t.harness(), "rburst", 1400, 30, |_| false).await;
     // 8 sessions asked 10 times each, and each request ended (the turn went on).
     let (mut added, mut resolved) = (HashMap::new(), HashMap::new());
     while added.len() < 80 || resolved.len() < 80 {

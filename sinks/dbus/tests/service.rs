@@ -442,33 +442,7 @@ async fn a_burst_through_tiny_queues_ends_in_the_registry_state() {
     let t = OnPrivateBus::start_with(registry, |cfg| cfg.queue_capacity = 2).await;
     let conn = &t.conn;
 
-    let mut tasks = Vec::new();
-    for i in 0..8u32 {
-        let registry = t.harness().registry.clone();
-        tasks.push(tokio::spawn(async move {
-            let s = source(&format!("burst-{i}"), 1300 + i);
-            for round in 0..40u32 {
-                let e = match round % 3 {
-                    0 => prompt(),
-                    1 => permission("Bash", &format!("step {round}")),
-                    _ => AgentEvent::TurnFinished,
-                };
-                registry
-                    .apply_event(atm_core::EventEnvelope::now(s.clone(), e))
-                    .await
-                    .unwrap();
-            }
-            if i % 2 == 0 {
-                registry
-                    .apply_event(atm_core::EventEnvelope::now(s, ended()))
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    burst(t.harness(), "burst", 1300, 40, |i| i % 2 == 0).await;
     let snapshot = t.harness().registry.snapshot().await.unwrap();
     assert_eq!(snapshot.sessions.len(), 4);
     let mut expected: Vec<(String, String)> = snapshot

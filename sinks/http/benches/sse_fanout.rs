@@ -147,20 +147,8 @@ fn get_bytes(addr: SocketAddr, path: &str, cookie: &str) -> usize {
 /// [`Daemon::start_with_hooks`], logging warnings only (the harness asks for debug, which at
 /// thousands of lines a second would measure the logger).
 fn quiet_daemon(config: &str) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("home")).unwrap();
-    let config_path = dir.path().join("plugins.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let log_path = dir.path().join("atmd.log");
-    let mut d = Daemon {
-        child: None,
-        dir,
-        config_path,
-        log_path,
-        // `env` runs atmd with RUST_LOG replaced.
-        wrapper: vec!["env".into(), "RUST_LOG=warn".into()],
-    };
-    d.spawn();
+    // `env` runs atmd with RUST_LOG replaced.
+    let d = Daemon::start_wrapped(config, vec!["env".into(), "RUST_LOG=warn".into()]);
     d.wait_for_socket(&d.hooks_socket());
     d
 }
@@ -172,19 +160,7 @@ fn scenario(clients: usize, rate: usize, secs: u64) {
     ))
     .replacen("log = \"debug\"", "log = \"warn\"\nworker_threads = 2", 1);
     let d = quiet_daemon(&config);
-    let url_file = d.runtime_dir().join("web.url");
-    atm_core::testing::wait_until_blocking("the board", || url_file.exists());
-    let url = std::fs::read_to_string(&url_file).unwrap();
-    let addr: SocketAddr = url
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let token = std::fs::read_to_string(d.state_dir().join("web-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let atm_tests::WebBoard { addr, token, .. } = d.web_board();
     let pid = d.pid() as u32;
 
     // The sessions, before anyone connects.
@@ -327,19 +303,10 @@ fn main() {
         let d = Daemon::start(&basic_config(
             "[[sink]]\ntype = \"http\"\nlisten = \"127.0.0.1:0\"\n",
         ));
-        let url_file = d.runtime_dir().join("web.url");
-        atm_core::testing::wait_until_blocking("the board", || url_file.exists());
-        let url = std::fs::read_to_string(&url_file).unwrap();
-        let addr: SocketAddr = url
-            .trim()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse()
-            .unwrap();
-        let token = std::fs::read_to_string(d.state_dir().join("web-token")).unwrap();
+        let board = d.web_board();
         let bytes: usize = ["/", "/board.js", "/board.css"]
             .iter()
-            .map(|p| get_bytes(addr, p, token.trim()))
+            .map(|p| get_bytes(board.addr, p, &board.token))
             .sum();
         println!(
             "\nFirst load of the board: {bytes} bytes transferred (page, script, style, with headers; uncompressed; assets {} bytes)\n",

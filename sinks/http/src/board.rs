@@ -19,7 +19,6 @@
 //!
 //! [`HttpConfig::client_policy`]: crate::config::HttpConfig::client_policy
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -27,53 +26,24 @@ use atm_core::coalesce::{Pushed, QueuePolicy, SharedQueue};
 
 use crate::metrics::SinkCounters;
 use atm_core::registry::{RegistryHandle, SessionChange, SessionEvent, Snapshot};
-use atm_core::registry_follow::{Followed, RegistryFollower};
-use atm_core::{Harness, Session, SessionId, SessionView};
+use atm_core::session_table::{FanOut, SessionTable, fan_out};
+use atm_core::{Session, SessionView};
 use bytes::Bytes;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 /// A live client's queue of rendered frames, keyed by session id.
 pub(crate) type ClientQueue = SharedQueue<String, Bytes>;
 
-type TableKey = (Harness, SessionId);
-
 #[derive(Default)]
 struct Table {
-    /// The registry `seq` of the last change reflected.
-    seq: u64,
-    next_order: u64,
-    order_of: HashMap<TableKey, u64>,
-    /// In registry insertion order, oldest first.
-    entries: BTreeMap<u64, Arc<Session>>,
-    clients: HashMap<u64, Arc<ClientQueue>>,
+    sessions: SessionTable<Arc<ClientQueue>>,
     /// The fan-out has ended: no more changes will come (new clients' streams end at once).
     ended: bool,
 }
 
-impl Table {
-    fn upsert(&mut self, session: Arc<Session>) {
-        let key = (session.harness.clone(), session.id.clone());
-        let order = *self.order_of.entry(key).or_insert_with(|| {
-            self.next_order += 1;
-            self.next_order
-        });
-        self.entries.insert(order, session);
-    }
-
-    fn remove(&mut self, session: &Session) {
-        if let Some(order) = self
-            .order_of
-            .remove(&(session.harness.clone(), session.id.clone()))
-        {
-            self.entries.remove(&order);
-        }
-    }
-}
-
 /// A change rendered for delivery, before the lock is taken.
-struct Rendered {
+pub(crate) struct Rendered {
     seq: u64,
     id: String,
     frame: Bytes,
@@ -122,7 +92,7 @@ pub(crate) struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.board.write().clients.remove(&self.id);
+        self.board.write().sessions.remove_client(self.id);
     }
 }
 
@@ -200,7 +170,7 @@ impl Board {
         if table.ended {
             queue.close();
         }
-        table.clients.insert(id, queue.clone());
+        table.sessions.add_client(id, queue.clone());
         drop(table);
         Subscription {
             board: self.clone(),
@@ -212,7 +182,7 @@ impl Board {
     /// Live clients now.
     #[cfg(test)]
     pub(crate) fn clients(&self) -> usize {
-        self.read().clients.len()
+        self.read().sessions.clients().count()
     }
 
     /// Every session as the page's `snapshot` frame: `{seq, host, sessions: [view...]}`.
@@ -221,7 +191,7 @@ impl Board {
             .last_snapshot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = self.read().seq;
+        let now = self.read().sessions.seq();
         if let Some((at, frame)) = &*last
             && *at == now
         {
@@ -253,60 +223,26 @@ impl Board {
     /// The `seq` and the sessions, in registry order.
     pub(crate) fn sessions(&self) -> (u64, Vec<Arc<Session>>) {
         let table = self.read();
-        (table.seq, table.entries.values().cloned().collect())
+        (
+            table.sessions.seq(),
+            table.sessions.sessions().cloned().collect(),
+        )
     }
 
     /// The session with client-facing id `id`.
     pub(crate) fn session(&self, id: &str) -> Option<Arc<Session>> {
         self.read()
-            .entries
-            .values()
+            .sessions
+            .sessions()
             .find(|s| s.id.as_str() == id)
             .cloned()
-    }
-
-    fn reset(&self, snapshot: Snapshot) {
-        let mut table = self.write();
-        let clients = std::mem::take(&mut table.clients);
-        *table = Table {
-            seq: snapshot.seq,
-            clients,
-            ..Table::default()
-        };
-        for s in snapshot.sessions {
-            table.upsert(s);
-        }
-        for q in table.clients.values() {
-            q.request_resync();
-        }
-    }
-
-    fn apply(&self, changes: Vec<Rendered>) {
-        let mut table = self.write();
-        for r in changes {
-            if r.seq <= table.seq {
-                continue; // the snapshot we reset from holds it
-            }
-            table.seq = r.seq;
-            match r.event.change {
-                SessionChange::Added | SessionChange::Updated => table.upsert(r.event.session),
-                SessionChange::Removed { .. } => table.remove(&r.event.session),
-            }
-            for q in table.clients.values() {
-                if q.push(r.id.as_str(), r.frame.clone()) == Pushed::Resync {
-                    self.counters.clients.resynced(0);
-                }
-            }
-        }
     }
 
     /// Ends every live stream (the sink stops).
     fn close(&self) {
         let mut table = self.write();
         table.ended = true;
-        for q in table.clients.values() {
-            q.close();
-        }
+        table.sessions.clients().for_each(|q| q.close());
     }
 
     /// The fan-out task: follows the registry until it stops or `cancel` fires.
@@ -315,26 +251,40 @@ impl Board {
         registry: RegistryHandle,
         cancel: CancellationToken,
     ) -> Result<(), atm_core::PluginError> {
-        let (snapshot, follower) = RegistryFollower::start(registry, cancel).await?;
-        let mut follower = follower.with_batch(256);
-        self.reset(snapshot);
-        while let Some(followed) = follower.next().await {
-            match followed {
-                // Rendered before the lock is taken: readers never wait on JSON.
-                Followed::Changes(events) => self.apply(events.into_iter().map(render).collect()),
-                Followed::Resync { snapshot, missed } => {
-                    warn!(
-                        missed,
-                        "http sink fell behind the registry; resyncing every live client"
-                    );
-                    self.counters.fan_out.resynced(missed);
-                    self.reset(snapshot);
-                }
-            }
-        }
+        fan_out(&*self, "http", registry, cancel).await?;
         self.close();
-        debug!("http fan-out ends");
         Ok(())
+    }
+}
+
+impl FanOut for Board {
+    type Rendered = Rendered;
+
+    fn render(event: SessionEvent) -> Rendered {
+        render(event)
+    }
+
+    fn reset(&self, snapshot: Snapshot) {
+        self.write()
+            .sessions
+            .reset(snapshot, |q| q.request_resync());
+    }
+
+    fn fell_behind(&self, missed: u64) {
+        self.counters.fan_out.resynced(missed);
+    }
+
+    fn apply(&self, changes: Vec<Rendered>) {
+        let mut table = self.write();
+        for r in changes {
+            let (id, frame) = (r.id.as_str(), &r.frame);
+            let change = &r.event.change;
+            table.sessions.apply(r.seq, change, r.event.session, |q| {
+                if q.push(id, frame.clone()) == Pushed::Resync {
+                    self.counters.clients.resynced(0);
+                }
+            });
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atm_core::coalesce::{QueuePolicy, SharedQueue};
-use atm_core::fleet::{BucketSettings, NatsConnection};
+use atm_core::fleet::{self, BucketCreation, NatsConnection};
 use atm_core::plugin::{ConfigError, OutputSink, PluginError, SinkContext};
 use atm_core::registry_follow::Followed;
 use serde::Deserialize;
@@ -38,33 +38,24 @@ atm_core::register_plugin! {
     factory: |cfg| Ok(Box::new(NatsSink::new(NatsSinkConfig::from_toml(cfg)?))),
 }
 
-/// The sink's own keys (beside [`NatsConnection`]'s).
+/// The sink's own keys (beside [`NatsConnection`]'s and [`BucketCreation`]'s).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct OwnKeys {
-    #[serde(with = "atm_core::duration", default = "default_heartbeat")]
+    #[serde(with = "atm_core::duration")]
     heartbeat: Duration,
-    #[serde(default)]
     include_text: bool,
-    #[serde(default = "default_queue")]
     queue_capacity: usize,
-    #[serde(default = "default_true")]
-    create_bucket: bool,
-    #[serde(default = "default_replicas")]
-    replicas: usize,
 }
 
-fn default_heartbeat() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_queue() -> usize {
-    1024
-}
-fn default_true() -> bool {
-    true
-}
-fn default_replicas() -> usize {
-    1
+impl Default for OwnKeys {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            include_text: false,
+            queue_capacity: 1024,
+        }
+    }
 }
 
 /// `[[sink]] type = "nats"`.
@@ -77,15 +68,14 @@ pub struct NatsSinkConfig {
     pub include_text: bool,
     /// Changes queued in order before only the latest per session is kept (default 1024).
     pub queue_capacity: usize,
-    /// Create the bucket when it is missing (default on).
-    pub create_bucket: bool,
-    /// Replicas of a bucket this sink creates (default 1).
-    pub replicas: usize,
+    /// Whether a missing bucket is created, and how.
+    pub bucket_creation: BucketCreation,
 }
 
 impl NatsSinkConfig {
     pub fn from_toml(value: &atm_core::toml::Value) -> Result<Self, ConfigError> {
         let (connection, own) = NatsConnection::split(value)?;
+        let (bucket_creation, own) = BucketCreation::split(&own)?;
         let own: OwnKeys = atm_core::plugin::parse_config(&own)?;
         atm_core::duration::check_range(
             own.heartbeat,
@@ -99,16 +89,12 @@ impl NatsSinkConfig {
                 "use a number from 1 to 1000000",
             ));
         }
-        if !(1..=5).contains(&own.replicas) {
-            return Err(ConfigError::for_key("replicas", "use 1 to 5"));
-        }
         Ok(Self {
             connection,
             heartbeat: own.heartbeat,
             include_text: own.include_text,
             queue_capacity: own.queue_capacity,
-            create_bucket: own.create_bucket,
-            replicas: own.replicas,
+            bucket_creation,
         })
     }
 }
@@ -126,35 +112,21 @@ impl NatsSink {
     }
 }
 
-/// A connection failure as the supervisor should hear it: a server that is not there is
-/// "not yet" (retried quietly), anything else (a bad secret file) an error.
-fn connect_failure(e: atm_core::fleet::ConnectError) -> PluginError {
-    if e.is_unavailable() {
-        PluginError::Unavailable(e.to_string())
-    } else {
-        PluginError::Other(e.to_string())
-    }
-}
-
 #[atm_core::async_trait]
 impl OutputSink for NatsSink {
     async fn run(self: Box<Self>, ctx: SinkContext) -> Result<(), PluginError> {
         let cfg = self.config;
         let host = ctx.registry.host().clone();
         let client_name = format!("atm sink {host}");
-        let connected = tokio::select! {
-            () = ctx.cancel.cancelled() => return Ok(()),
-            c = atm_core::fleet::connect(&cfg.connection, &client_name) => c,
+        let opened = fleet::connect_and_open(
+            &cfg.connection,
+            &cfg.bucket_creation,
+            &client_name,
+            &ctx.cancel,
+        );
+        let Some(nats) = opened.await? else {
+            return Ok(());
         };
-        let (client, connects) = connected.map_err(connect_failure)?;
-        let create = cfg.create_bucket.then_some(BucketSettings {
-            replicas: cfg.replicas,
-        });
-        let opened = tokio::select! {
-            () = ctx.cancel.cancelled() => return Ok(()),
-            s = atm_core::fleet::open_bucket(&client, &cfg.connection, create) => s,
-        };
-        let store = opened.map_err(|e| PluginError::Unavailable(e.to_string()))?;
         info!(sink = ctx.name, %host, bucket = cfg.connection.bucket, "nats: publishing this host's sessions");
 
         let (_, mut follower) = ctx.follow().await?;
@@ -164,18 +136,17 @@ impl OutputSink for NatsSink {
         let queue = Arc::new(SharedQueue::new(QueuePolicy::ordered_then_latest(
             cfg.queue_capacity,
         )));
+        let client = nats.client.clone();
         let publisher = publish::Publisher::new(
-            store,
-            client.clone(),
+            nats,
             ctx.registry.clone(),
             host.clone(),
             cfg.clone(),
             queue.clone(),
-            connects,
         );
         let publishing = tokio::spawn(publisher.run(ctx.cancel.clone()));
         let answering = tokio::spawn(answer::serve(
-            client.clone(),
+            client,
             ctx.registry.clone(),
             host,
             cfg.connection.subject_prefix.clone(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::Store;
 use atm_core::coalesce::SharedQueue;
 use atm_core::fleet::{
-    ENTRY_VERSION, HostEntry, SessionEntry, host_key, host_keys, published, session_kv_key,
+    ENTRY_VERSION, HostEntry, Opened, SessionEntry, host_key, host_keys, published, session_kv_key,
 };
 use atm_core::tokio_util::sync::CancellationToken;
 use atm_core::{HostId, RegistryHandle, Session, SessionChange, SessionEvent, SessionKey};
@@ -46,14 +46,17 @@ pub(crate) struct Publisher {
 
 impl Publisher {
     pub(crate) fn new(
-        store: Store,
-        client: async_nats::Client,
+        nats: Opened,
         registry: RegistryHandle,
         host: HostId,
         cfg: Arc<NatsSinkConfig>,
         queue: Arc<SharedQueue<SessionKey, SessionEvent>>,
-        mut connects: watch::Receiver<u64>,
     ) -> Self {
+        let Opened {
+            client,
+            mut connects,
+            store,
+        } = nats;
         connects.borrow_and_update();
         Self {
             store,

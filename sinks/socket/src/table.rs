@@ -10,69 +10,34 @@
 //! resync list is taken under the read lock together with its subscription state, so every
 //! change is either in the list or delivered after it, never neither.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use atm_core::Session;
 use atm_core::control::ControlBus;
 use atm_core::registry::{RegistryHandle, SessionChange, SessionEvent, Snapshot};
-use atm_core::registry_follow::{Followed, RegistryFollower};
-use atm_core::{Harness, Session, SessionId};
+use atm_core::session_table::{FanOut, SessionTable, fan_out};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use crate::SocketConfig;
 use crate::outbox::Outbox;
 use crate::render::{ListJob, removed_line, resolved_lines, updated_line};
 
-/// At most this many changes are applied under one lock acquisition.
-const APPLY_BATCH: usize = 256;
-
-type TableKey = (Harness, SessionId);
-
 /// Latest version of every session, and the subscribers to tell about changes.
 #[derive(Default)]
 pub(crate) struct Table {
-    /// Sequence number of the last registry change reflected.
-    seq: u64,
-    next_order: u64,
-    order_of: HashMap<TableKey, u64>,
-    /// In registry insertion order, oldest first.
-    entries: BTreeMap<u64, Arc<Session>>,
-    subscribers: HashMap<u64, Arc<Outbox>>,
+    sessions: SessionTable<Arc<Outbox>>,
 }
 
 impl Table {
-    fn insert_or_replace(&mut self, session: Arc<Session>) {
-        let key = (session.harness.clone(), session.id.clone());
-        let order = match self.order_of.get(&key) {
-            Some(o) => *o,
-            None => {
-                self.next_order += 1;
-                self.order_of.insert(key, self.next_order);
-                self.next_order
-            }
-        };
-        self.entries.insert(order, session);
-    }
-
-    fn remove(&mut self, session: &Session) {
-        if let Some(order) = self
-            .order_of
-            .remove(&(session.harness.clone(), session.id.clone()))
-        {
-            self.entries.remove(&order);
-        }
-    }
-
     /// Every session, or the one with id `filter`.
     pub(crate) fn list(&self, filter: Option<&str>) -> ListJob {
         let entries = match filter {
-            None => self.entries.values().cloned().collect(),
+            None => self.sessions.sessions().cloned().collect(),
             Some(id) => self
-                .entries
-                .values()
+                .sessions
+                .sessions()
                 .filter(|e| e.id.as_str() == id)
                 .cloned()
                 .collect(),
@@ -82,12 +47,13 @@ impl Table {
 }
 
 /// A change rendered for delivery.
-struct Delivery {
+pub(crate) struct Delivery {
     seq: u64,
     id: String,
     line: Bytes,
-    update: Option<Arc<Session>>,
-    removed: Option<Arc<Session>>,
+    change: SessionChange,
+    /// The session after the change (for a removal: as it was).
+    session: Arc<Session>,
     /// `request_resolved` lines for the requests this change ended, with their queue keys.
     resolved: Vec<(String, Bytes)>,
 }
@@ -147,53 +113,13 @@ impl Shared {
         let mut table = self.write_table();
         let job = table.list(filter.as_deref());
         outbox.start_subscription(filter, job);
-        table.subscribers.insert(conn, outbox.clone());
+        table.sessions.add_client(conn, outbox.clone());
     }
 
     pub(crate) fn unsubscribe(&self, conn: u64, outbox: &Outbox) {
         let mut table = self.write_table();
-        table.subscribers.remove(&conn);
+        table.sessions.remove_client(conn);
         outbox.end_subscription();
-    }
-
-    /// Rebuilds the table from a registry snapshot; existing subscribers get a resync.
-    fn reset(&self, snapshot: Snapshot) {
-        let mut table = self.write_table();
-        let subscribers = std::mem::take(&mut table.subscribers);
-        *table = Table {
-            seq: snapshot.seq,
-            subscribers,
-            ..Table::default()
-        };
-        for s in snapshot.sessions {
-            table.insert_or_replace(s);
-        }
-        for outbox in table.subscribers.values() {
-            outbox.request_resync();
-        }
-    }
-
-    /// Applies rendered changes in order and hands each line to every interested subscriber.
-    fn apply(&self, deliveries: Vec<Delivery>) {
-        let mut table = self.write_table();
-        for d in deliveries {
-            if d.seq <= table.seq {
-                continue; // already in the snapshot we reset from
-            }
-            table.seq = d.seq;
-            if let Some(r) = d.update {
-                table.insert_or_replace(r);
-            }
-            if let Some(s) = d.removed {
-                table.remove(&s);
-            }
-            for outbox in table.subscribers.values() {
-                outbox.deliver(&d.id, &d.line);
-                for (key, line) in &d.resolved {
-                    outbox.deliver_as(&d.id, key, line);
-                }
-            }
-        }
     }
 
     /// Takes the list for a subscriber whose resync is due (see [`Outbox`]). `None` if the
@@ -209,49 +135,52 @@ impl Shared {
         registry: RegistryHandle,
         cancel: CancellationToken,
     ) -> Result<(), atm_core::PluginError> {
-        let (snapshot, follower) = RegistryFollower::start(registry, cancel).await?;
-        let mut follower = follower.with_batch(APPLY_BATCH);
-        self.reset(snapshot);
-        while let Some(followed) = follower.next().await {
-            match followed {
-                // Rendered before the lock is taken: subscribers' readers never wait on JSON.
-                Followed::Changes(events) => {
-                    self.apply(events.into_iter().map(render_change).collect());
+        fan_out(&*self, "socket", registry, cancel).await
+    }
+}
+
+impl FanOut for Shared {
+    type Rendered = Delivery;
+
+    fn render(event: SessionEvent) -> Delivery {
+        render_change(event)
+    }
+
+    /// Rebuilds the table from a registry snapshot; existing subscribers get a resync.
+    fn reset(&self, snapshot: Snapshot) {
+        self.write_table()
+            .sessions
+            .reset(snapshot, |outbox| outbox.request_resync());
+    }
+
+    /// Applies rendered changes in order and hands each line to every interested subscriber.
+    fn apply(&self, deliveries: Vec<Delivery>) {
+        let mut table = self.write_table();
+        for d in deliveries {
+            let (id, line, resolved) = (&d.id, &d.line, &d.resolved);
+            table.sessions.apply(d.seq, &d.change, d.session, |outbox| {
+                outbox.deliver(id, line);
+                for (key, line) in resolved {
+                    outbox.deliver_as(id, key, line);
                 }
-                Followed::Resync { snapshot, missed } => {
-                    warn!(
-                        missed,
-                        "socket sink fell behind the registry; resyncing every subscriber"
-                    );
-                    self.reset(snapshot);
-                }
-            }
+            });
         }
-        debug!("socket fan-out ends");
-        Ok(())
     }
 }
 
 fn render_change(event: SessionEvent) -> Delivery {
     let id = event.session.id.as_str().to_owned();
-    let resolved = resolved_lines(&id, &event.requests.ended);
-    match event.change {
-        SessionChange::Added | SessionChange::Updated => Delivery {
-            seq: event.seq,
-            line: updated_line(&event.session),
-            id,
-            update: Some(event.session),
-            removed: None,
-            resolved,
-        },
-        SessionChange::Removed { .. } => Delivery {
-            seq: event.seq,
-            line: removed_line(&id),
-            id,
-            update: None,
-            removed: Some(event.session),
-            resolved,
-        },
+    let line = match event.change {
+        SessionChange::Added | SessionChange::Updated => updated_line(&event.session),
+        SessionChange::Removed { .. } => removed_line(&id),
+    };
+    Delivery {
+        seq: event.seq,
+        resolved: resolved_lines(&id, &event.requests.ended),
+        id,
+        line,
+        change: event.change,
+        session: event.session,
     }
 }
 
@@ -267,10 +196,10 @@ mod tests {
     fn table_keeps_registry_order_and_replaces_in_place() {
         let mut t = Table::default();
         for id in ["a", "b", "c"] {
-            t.insert_or_replace(session(id));
+            t.sessions.upsert(session(id));
         }
-        t.insert_or_replace(session("a"));
-        t.remove(&session("b"));
+        t.sessions.upsert(session("a"));
+        t.sessions.remove(&session("b"));
         let ids: Vec<_> = t
             .list(None)
             .sessions()

@@ -23,6 +23,14 @@ use sink_dbus::{DbusConfig, DbusSink};
 
 pub const SERVICE: &str = "io.github.atm.Monitor";
 pub const MANAGER: &str = "/io/github/atm/Monitor1";
+/// `busctl`'s words for the manager's ListSessions.
+pub const LIST_SESSIONS: [&str; 5] = [
+    "call",
+    SERVICE,
+    MANAGER,
+    "io.github.atm.Monitor1",
+    "ListSessions",
+];
 
 #[zbus::proxy(
     interface = "io.github.atm.Monitor1",
@@ -123,23 +131,15 @@ impl SinkUnderTest {
     }
 
     pub async fn usage(&self, source: &EventSource, update: UsageUpdate) {
-        self.harness
-            .registry
-            .update_usage(source.clone(), update)
-            .await
-            .unwrap();
+        self.harness.usage(source, update).await;
     }
 
     /// Waits until the sink has applied every change the registry made so far and has failed
     /// at least `failures` connection attempts in all: the witness that it kept working (and
     /// retrying) without a bus. The sink must still be running.
     pub async fn wait_caught_up_without_bus(&self, failures: u64) {
-        let seq = self.harness.registry.snapshot().await.unwrap().seq;
-        wait_until(
-            &format!("the sink to apply change {seq} and fail {failures} connection attempts"),
-            || async { self.stats.applied_seq() >= seq && self.stats.failures() >= failures },
-        )
-        .await;
+        let stats = &self.stats;
+        self.harness.wait_caught_up_failing(stats, failures).await;
         assert!(!self.task.is_finished(), "the sink gave up without a bus");
     }
 
@@ -300,6 +300,39 @@ pub fn ended() -> AgentEvent {
     AgentEvent::SessionEnded {
         reason: "exit".into(),
         continues: false,
+    }
+}
+
+/// Eight agents (`<name>-<i>`, pids from `pid_base`) at once, each applying `rounds` events
+/// (a prompt, a permission request, a finished turn, in turn) and then ending where `ends(i)`:
+/// a burst for the sink to keep up with. Returns when every agent is done.
+pub async fn burst(
+    harness: &TestHarness,
+    name: &str,
+    pid_base: u32,
+    rounds: u32,
+    ends: impl Fn(u32) -> bool,
+) {
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let registry = harness.registry.clone();
+        let (s, end) = (source(&format!("{name}-{i}"), pid_base + i), ends(i));
+        tasks.push(tokio::spawn(async move {
+            let events = (0..rounds).map(|round| match round % 3 {
+                0 => prompt(),
+                1 => permission("Bash", &format!("step {round}")),
+                _ => AgentEvent::TurnFinished,
+            });
+            for e in events.chain(end.then(ended)) {
+                registry
+                    .apply_event(atm_core::EventEnvelope::now(s.clone(), e))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
     }
 }
 

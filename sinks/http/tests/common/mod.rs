@@ -56,12 +56,7 @@ pub async fn start(dir: &Path, extra: &str) -> Running {
         }
     })
     .await;
-    let addr: SocketAddr = url
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let addr = atm_tests::board_addr(&url);
     let token = std::fs::read_to_string(dir.join("web-token"))
         .unwrap()
         .trim()

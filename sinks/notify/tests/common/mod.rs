@@ -99,24 +99,15 @@ impl Setup {
     }
 
     pub async fn usage(&self, src: &EventSource, update: UsageUpdate) {
-        self.harness
-            .registry
-            .update_usage(src.clone(), update)
-            .await
-            .unwrap();
+        self.harness.usage(src, update).await;
     }
 
     /// Waits until the sink has planned from every change the registry made so far and has
     /// failed `failures` times in all (connecting, a lost connection, a server call): the
     /// witness that it went on without a bus or server. It must still be running.
     pub async fn wait_caught_up_failing(&self, failures: u64) {
-        let seq = self.harness.registry.snapshot().await.unwrap().seq;
         let stats = self.stats.sink();
-        wait_until(
-            &format!("the sink to plan from change {seq} and fail {failures} time(s)"),
-            || async { stats.applied_seq() >= seq && stats.failures() >= failures },
-        )
-        .await;
+        self.harness.wait_caught_up_failing(stats, failures).await;
         assert!(!self.sink.is_finished(), "the sink stopped on its own");
     }
 
