@@ -9,7 +9,9 @@ use atm_core::model::{AgentState, Harness, Session, SessionKey};
 use atm_core::registry::{SessionChange, Snapshot};
 use chrono::{DateTime, Duration, Utc};
 
-use super::tests::{allow, answered, event, get, metrics, scrape_with_hosts, session, t0};
+use super::tests::{
+    allow, answered, event, expect_series, get, metrics, scrape_with_hosts, session, t0,
+};
 
 /// A session `id` that runs on `host`, mirrored to this hub.
 fn remote(id: &str, host: &str, state: AgentState, since: DateTime<Utc>) -> Session {
@@ -171,16 +173,16 @@ fn hosts_beyond_the_cap_share_one_series() {
         super::table::MAX_HOSTS + 1,
         "the cap and `other`"
     );
-    assert_eq!(
-        get(
-            &v,
-            "atm_sessions",
-            &[("host", "other"), ("state", "idle"), ("harness", "claude")]
-        ),
-        Some(3.0)
+    expect_series(
+        &v,
+        "atm_sessions",
+        &[("host", "other"), ("state", "idle"), ("harness", "claude")],
+        Some(3.0),
     );
-    assert_eq!(
-        get(&v, "atm_label_values_capped_total", &[("host", "box-1")]),
-        Some(3.0)
+    expect_series(
+        &v,
+        "atm_label_values_capped_total",
+        &[("host", "box-1")],
+        Some(3.0),
     );
 }

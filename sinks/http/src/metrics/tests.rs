@@ -138,6 +138,17 @@ pub(super) fn scrape(m: &Metrics) -> (String, Values) {
     (text, out)
 }
 
+/// Asserts that the series `name{labels}` in `values` is `want` (`None`: absent).
+#[track_caller]
+pub(super) fn expect_series(
+    values: &Values,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: Option<f64>,
+) {
+    assert_eq!(get(values, name, labels), want, "{name} {labels:?}");
+}
+
 pub(super) fn get(values: &Values, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut l: Vec<(String, String)> = labels
         .iter()
@@ -291,35 +302,28 @@ fn sessions_by_state_and_harness_follow_changes() {
         "every state has a series"
     );
     assert_eq!(n("starting", "codex"), Some(1.0));
-    assert_eq!(get(&v, "atm_registry_seq", &[]), Some(9.0));
+    expect_series(&v, "atm_registry_seq", &[], Some(9.0));
     // a left `working` after 90 s.
     let left = [("state", "working"), ("harness", "claude")];
-    assert_eq!(
-        get(&v, "atm_state_duration_seconds_count", &left),
-        Some(1.0)
+    expect_series(&v, "atm_state_duration_seconds_count", &left, Some(1.0));
+    expect_series(&v, "atm_state_duration_seconds_sum", &left, Some(90.0));
+    expect_series(
+        &v,
+        "atm_state_duration_seconds_bucket",
+        &[left[0], left[1], ("le", "60")],
+        Some(0.0),
     );
-    assert_eq!(get(&v, "atm_state_duration_seconds_sum", &left), Some(90.0));
-    assert_eq!(
-        get(
-            &v,
-            "atm_state_duration_seconds_bucket",
-            &[left[0], left[1], ("le", "60")]
-        ),
-        Some(0.0)
-    );
-    assert_eq!(
-        get(
-            &v,
-            "atm_state_duration_seconds_bucket",
-            &[left[0], left[1], ("le", "120")]
-        ),
-        Some(1.0)
+    expect_series(
+        &v,
+        "atm_state_duration_seconds_bucket",
+        &[left[0], left[1], ("le", "120")],
+        Some(1.0),
     );
     // The longest wait is a's (since t + 90 s, about 58 minutes ago).
     let longest = get(&v, "atm_longest_wait_seconds", &[]).unwrap();
     assert!((3400.0..3600.0).contains(&longest), "{longest}");
     let changes = [("source", "test"), ("change", "added")];
-    assert_eq!(get(&v, "atm_session_changes_total", &changes), Some(1.0));
+    expect_series(&v, "atm_session_changes_total", &changes, Some(1.0));
 
     // b goes away: its time in idle is observed up to now; it is no longer counted.
     m.apply(&[event(
@@ -332,19 +336,14 @@ fn sessions_by_state_and_harness_follow_changes() {
         Some(AgentState::Idle),
     )]);
     let (_, v) = scrape(&m);
-    assert_eq!(
-        get(
-            &v,
-            "atm_sessions",
-            &[("state", "idle"), ("harness", "claude")]
-        ),
-        Some(0.0)
+    expect_series(
+        &v,
+        "atm_sessions",
+        &[("state", "idle"), ("harness", "claude")],
+        Some(0.0),
     );
     let idle = [("state", "idle"), ("harness", "claude")];
-    assert_eq!(
-        get(&v, "atm_state_duration_seconds_count", &idle),
-        Some(1.0)
-    );
+    expect_series(&v, "atm_state_duration_seconds_count", &idle, Some(1.0));
     let secs = get(&v, "atm_state_duration_seconds_sum", &idle).unwrap();
     assert!((3500.0..3700.0).contains(&secs), "{secs}");
 }
@@ -449,19 +448,10 @@ fn ended_requests_count_by_surface_and_outcome_with_their_wait() {
         "the baseline is not counted"
     );
     let answered = [("harness", "claude"), ("outcome", "answered")];
-    assert_eq!(
-        get(&v, "atm_request_wait_seconds_count", &answered),
-        Some(2.0)
-    );
-    assert_eq!(
-        get(&v, "atm_request_wait_seconds_sum", &answered),
-        Some(44.0)
-    );
+    expect_series(&v, "atm_request_wait_seconds_count", &answered, Some(2.0));
+    expect_series(&v, "atm_request_wait_seconds_sum", &answered, Some(44.0));
     let withdrawn = [("harness", "claude"), ("outcome", "withdrawn")];
-    assert_eq!(
-        get(&v, "atm_request_wait_seconds_count", &withdrawn),
-        Some(2.0)
-    );
+    expect_series(&v, "atm_request_wait_seconds_count", &withdrawn, Some(2.0));
     let sum = get(&v, "atm_request_wait_seconds_sum", &withdrawn).unwrap();
     assert!((709.0..720.0).contains(&sum), "700 s + about 10 s: {sum}");
 }
@@ -513,22 +503,18 @@ fn cost_counts_increases_once_and_survives_a_rekey_and_a_resync() {
     let (_, v) = scrape(&m);
     let cost = get(&v, "atm_cost_usd_total", &[("harness", "claude")]).unwrap();
     assert!((cost - 1.25).abs() < 1e-9, "0.5 then 0.75: {cost}");
-    assert_eq!(
-        get(
-            &v,
-            "atm_sessions",
-            &[("state", "working"), ("harness", "claude")]
-        ),
-        Some(1.0)
+    expect_series(
+        &v,
+        "atm_sessions",
+        &[("state", "working"), ("harness", "claude")],
+        Some(1.0),
     );
     // The re-key was no state change.
-    assert_eq!(
-        get(
-            &v,
-            "atm_state_duration_seconds_count",
-            &[("state", "working"), ("harness", "claude")]
-        ),
-        None
+    expect_series(
+        &v,
+        "atm_state_duration_seconds_count",
+        &[("state", "working"), ("harness", "claude")],
+        None,
     );
 
     // A resync: what was spent and answered in the gap is counted, a session gone is dropped.
@@ -546,27 +532,25 @@ fn cost_counts_increases_once_and_survives_a_rekey_and_a_resync() {
     let (_, v) = scrape(&m);
     let cost = get(&v, "atm_cost_usd_total", &[("harness", "claude")]).unwrap();
     assert!((cost - 3.25).abs() < 1e-9, "{cost}");
-    assert_eq!(
-        get(
-            &v,
-            "atm_requests_ended_total",
-            &[("surface", "socket"), ("outcome", "allow")]
-        ),
-        Some(1.0)
+    expect_series(
+        &v,
+        "atm_requests_ended_total",
+        &[("surface", "socket"), ("outcome", "allow")],
+        Some(1.0),
     );
-    assert_eq!(
-        get(&v, "atm_sink_resyncs_total", &[("sink", "http-metrics")]),
-        Some(1.0)
+    expect_series(
+        &v,
+        "atm_sink_resyncs_total",
+        &[("sink", "http-metrics")],
+        Some(1.0),
     );
-    assert_eq!(
-        get(
-            &v,
-            "atm_sink_missed_changes_total",
-            &[("sink", "http-metrics")]
-        ),
-        Some(12.0)
+    expect_series(
+        &v,
+        "atm_sink_missed_changes_total",
+        &[("sink", "http-metrics")],
+        Some(12.0),
     );
-    assert_eq!(get(&v, "atm_registry_seq", &[]), Some(50.0));
+    expect_series(&v, "atm_registry_seq", &[], Some(50.0));
     assert_eq!(m.stats().applied_seq(), 50);
 }
 
@@ -595,29 +579,23 @@ fn a_session_moved_from_its_id_key_to_its_process_key_is_one_session() {
         Some(AgentState::Working),
     )]);
     let (_, v) = scrape(&m);
-    assert_eq!(
-        get(
-            &v,
-            "atm_sessions",
-            &[("state", "working"), ("harness", "claude")]
-        ),
-        Some(0.0)
+    expect_series(
+        &v,
+        "atm_sessions",
+        &[("state", "working"), ("harness", "claude")],
+        Some(0.0),
     );
-    assert_eq!(
-        get(
-            &v,
-            "atm_sessions",
-            &[("state", "idle"), ("harness", "claude")]
-        ),
-        Some(1.0)
+    expect_series(
+        &v,
+        "atm_sessions",
+        &[("state", "idle"), ("harness", "claude")],
+        Some(1.0),
     );
-    assert_eq!(
-        get(
-            &v,
-            "atm_state_duration_seconds_sum",
-            &[("state", "working"), ("harness", "claude")]
-        ),
-        Some(20.0)
+    expect_series(
+        &v,
+        "atm_state_duration_seconds_sum",
+        &[("state", "working"), ("harness", "claude")],
+        Some(20.0),
     );
 }
 
@@ -658,23 +636,21 @@ fn per_session_series_are_capped_waiting_sessions_first_and_the_rest_counted() {
         }
         assert!(!ids.contains(&"s492"), "{name}: {ids:?}");
     }
-    assert_eq!(get(&v, "atm_session_series_omitted", &[]), Some(490.0));
-    assert_eq!(
-        get(
-            &v,
-            "atm_sessions",
-            &[("state", "idle"), ("harness", "claude")]
-        ),
-        Some(497.0)
+    expect_series(&v, "atm_session_series_omitted", &[], Some(490.0));
+    expect_series(
+        &v,
+        "atm_sessions",
+        &[("state", "idle"), ("harness", "claude")],
+        Some(497.0),
     );
     let labels = [
         ("session", "s499"),
         ("harness", "claude"),
         ("project", "unknown"),
     ];
-    assert_eq!(get(&v, "atm_session_context_ratio", &labels), Some(0.42));
-    assert_eq!(get(&v, "atm_session_cost_usd", &labels), Some(4.99));
-    assert_eq!(get(&v, "atm_session_waiting_seconds", &labels), Some(0.0));
+    expect_series(&v, "atm_session_context_ratio", &labels, Some(0.42));
+    expect_series(&v, "atm_session_cost_usd", &labels, Some(4.99));
+    expect_series(&v, "atm_session_waiting_seconds", &labels, Some(0.0));
     let waiting = get(
         &v,
         "atm_session_waiting_seconds",
@@ -694,7 +670,7 @@ fn per_session_series_are_capped_waiting_sessions_first_and_the_rest_counted() {
     });
     let (text, v) = scrape(&none);
     assert!(!text.contains("session=\""), "{text}");
-    assert_eq!(get(&v, "atm_session_series_omitted", &[]), Some(1.0));
+    expect_series(&v, "atm_session_series_omitted", &[], Some(1.0));
 }
 
 /// Sessions, harnesses and surfaces with hostile names (quotes, newlines, NUL, lossy UTF-8,
@@ -782,7 +758,7 @@ fn hostile_label_values_are_escaped_cut_and_capped() {
         text.contains(r#"project="\"evil\"�proj""#),
         "last part of the path: {text}"
     );
-    assert_eq!(get(&v, "atm_session_series_omitted", &[]), Some(1.0));
+    expect_series(&v, "atm_session_series_omitted", &[], Some(1.0));
 
     let harnesses: std::collections::BTreeSet<&str> = v
         .keys()
@@ -797,13 +773,11 @@ fn hostile_label_values_are_escaped_cut_and_capped() {
         .map(|(_, l)| l.iter().find(|(k, _)| k == "surface").unwrap().1.as_str())
         .collect();
     assert_eq!(surfaces.len(), table::MAX_SURFACES + 1, "{surfaces:?}");
-    assert_eq!(
-        get(
-            &v,
-            "atm_requests_ended_total",
-            &[("surface", "other"), ("outcome", "allow")]
-        ),
-        Some(8.0)
+    expect_series(
+        &v,
+        "atm_requests_ended_total",
+        &[("surface", "other"), ("outcome", "allow")],
+        Some(8.0),
     );
     assert!(get(&v, "atm_label_values_capped_total", &[]).unwrap() >= 8.0);
 }
@@ -841,17 +815,18 @@ fn counters_handed_in_by_other_plugins_are_reported() {
     assert_eq!(events("applied"), Some(2.0));
     assert_eq!(events("malformed"), Some(1.0));
     assert_eq!(events("ignored"), Some(0.0));
-    assert_eq!(
-        get(&v, "atm_sink_applied_seq", &[("sink", "dbus")]),
-        Some(0.0)
+    expect_series(&v, "atm_sink_applied_seq", &[("sink", "dbus")], Some(0.0));
+    expect_series(
+        &v,
+        "atm_sink_resyncs_total",
+        &[("sink", "http-sse")],
+        Some(1.0),
     );
-    assert_eq!(
-        get(&v, "atm_sink_resyncs_total", &[("sink", "http-sse")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        get(&v, "atm_sink_dropped_total", &[("sink", "http-sse")]),
-        Some(3.0)
+    expect_series(
+        &v,
+        "atm_sink_dropped_total",
+        &[("sink", "http-sse")],
+        Some(3.0),
     );
     assert!(get(&v, "atm_sink_applied_seq", &[("sink", "one-too-many")]).is_none());
 }
