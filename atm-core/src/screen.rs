@@ -89,10 +89,18 @@ impl Track {
         }
     }
 
-    /// A drawn state (`working`, `needs_permission`) the screen has not shown yet: the pane is
-    /// then read every [`FAST_POLL`].
+    /// A drawn state (`working`, `needs_permission`) the screen has not shown yet.
     pub fn unseen(&self, state: AgentState) -> bool {
         is_drawn(state) && !self.seen
+    }
+
+    /// The pane is to be read every [`FAST_POLL`] at `now`: its drawn state is unseen and the
+    /// screen's disagreement is not believed yet. Past [`UNSEEN_GRACE`] it is believed anyway,
+    /// so a pane that never shows the state (scrolled, another program) is read at the normal
+    /// pace instead of 20 times a second for as long as the session works.
+    pub fn hurry(&self, state: AgentState, now: DateTime<Utc>) -> bool {
+        let unseen_grace = chrono::Duration::from_std(UNSEEN_GRACE).unwrap_or_default();
+        self.unseen(state) && now < self.state_since + unseen_grace
     }
 
     /// Takes one read at `at` (what it shows: `shown`) of a session in `state` since
@@ -209,8 +217,9 @@ pub async fn watch(
             let track = tracks
                 .entry(s.id.clone())
                 .or_insert_with(|| Track::new(s.state_since));
-            let hint = track.read(shown, Utc::now(), s.state, s.state_since);
-            hurry |= track.unseen(s.state);
+            let now = Utc::now();
+            let hint = track.read(shown, now, s.state, s.state_since);
+            hurry |= track.hurry(s.state, now);
             if let Some((state, at)) = hint {
                 debug!(session = %s.id, ?shown, %state, %at, "the screen says");
                 let mut found = Discovered::new(s.harness.clone(), process, adapter.clone());
@@ -353,6 +362,11 @@ mod tests {
         assert!(
             stale.unseen(S::NeedsPermission),
             "a dialog 1.1 s before is not this one"
+        );
+        assert!(stale.hurry(S::NeedsPermission, t(6900)));
+        assert!(
+            !stale.hurry(S::NeedsPermission, t(7000)),
+            "past UNSEEN_GRACE: the normal pace"
         );
         assert_eq!(
             reads(
