@@ -16,12 +16,33 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::coalesce::SharedQueue;
 use crate::model::{Harness, Session, SessionId};
 use crate::plugin::PluginError;
 use crate::registry::{RegistryHandle, SessionChange, SessionEvent, Snapshot};
 use crate::registry_follow::{DEFAULT_BATCH, Followed, RegistryFollower};
 
 type TableKey = (Harness, SessionId);
+
+/// A client of a [`SessionTable`]. When the table starts over from a snapshot every client is
+/// told, so that it sends its consumer a fresh list: the table does it itself, so no sink can
+/// forget it.
+pub trait TableClient {
+    /// The table was reset: what the client queued may be stale; resync its consumer.
+    fn request_resync(&self);
+}
+
+impl<C: TableClient + ?Sized> TableClient for Arc<C> {
+    fn request_resync(&self) {
+        (**self).request_resync();
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> TableClient for SharedQueue<K, V> {
+    fn request_resync(&self) {
+        SharedQueue::request_resync(self);
+    }
+}
 
 /// Sessions in registry insertion order, with the `seq` of the last change reflected, and the
 /// clients (`C`, by id) changes are offered to.
@@ -71,8 +92,11 @@ impl<C> SessionTable<C> {
         self.clients.remove(&id)
     }
 
-    /// Starts over from a registry snapshot; every client is handed to `resync`.
-    pub fn reset(&mut self, snapshot: Snapshot, resync: impl FnMut(&C)) {
+    /// Starts over from a registry snapshot; every client is asked to resync.
+    pub fn reset(&mut self, snapshot: Snapshot)
+    where
+        C: TableClient,
+    {
         let clients = std::mem::take(&mut self.clients);
         *self = Self {
             seq: snapshot.seq,
@@ -82,7 +106,7 @@ impl<C> SessionTable<C> {
         for s in snapshot.sessions {
             self.upsert(s);
         }
-        self.clients.values().for_each(resync);
+        self.clients.values().for_each(C::request_resync);
     }
 
     /// Takes the change numbered `seq` (`session` as it is after it) and hands every client to
@@ -131,8 +155,7 @@ impl<C> SessionTable<C> {
 pub trait FanOut {
     /// A change made ready for every client (rendered once, before any lock is taken, so
     /// that readers never wait on JSON).
-    type Rendered;
-    fn render(event: SessionEvent) -> Self::Rendered;
+    type Rendered: From<SessionEvent>;
     /// Starts over from `snapshot`; every client gets a resync.
     fn reset(&self, snapshot: Snapshot);
     /// The sink fell behind the registry, `missed` changes; a [`FanOut::reset`] follows.
@@ -155,7 +178,9 @@ pub async fn fan_out<F: FanOut>(
     sink.reset(snapshot);
     while let Some(followed) = follower.next().await {
         match followed {
-            Followed::Changes(events) => sink.apply(events.into_iter().map(F::render).collect()),
+            Followed::Changes(events) => {
+                sink.apply(events.into_iter().map(F::Rendered::from).collect())
+            }
             Followed::Resync { snapshot, missed } => {
                 warn!(
                     sink = name,
@@ -180,13 +205,23 @@ mod tests {
         Arc::new(s)
     }
 
-    fn ids(t: &SessionTable<u8>) -> Vec<String> {
+    /// A client that counts the resyncs it was asked for.
+    #[derive(Debug, Default, PartialEq)]
+    struct Probe(u8, std::cell::Cell<u32>);
+
+    impl TableClient for Probe {
+        fn request_resync(&self) {
+            self.1.set(self.1.get() + 1);
+        }
+    }
+
+    fn ids(t: &SessionTable<Probe>) -> Vec<String> {
         t.sessions().map(|s| s.id.as_str().to_owned()).collect()
     }
 
     #[test]
     fn keeps_registry_order_and_replaces_in_place() {
-        let mut t = SessionTable::<u8>::default();
+        let mut t = SessionTable::<Probe>::default();
         for id in ["a", "b", "c"] {
             t.upsert(session(id));
         }
@@ -198,30 +233,34 @@ mod tests {
     #[test]
     fn changes_the_snapshot_held_are_skipped_and_the_rest_reach_every_client() {
         let mut t = SessionTable::default();
-        t.add_client(1, 10u8);
-        t.add_client(2, 20);
-        let mut resynced = Vec::new();
+        t.add_client(1, Probe(10, Default::default()));
+        t.add_client(2, Probe(20, Default::default()));
         let snapshot = Snapshot {
             seq: 5,
             sessions: vec![session("a")],
         };
-        t.reset(snapshot, |c| resynced.push(*c));
+        t.reset(snapshot);
+        let mut resynced: Vec<u8> = t
+            .clients()
+            .filter(|c| c.1.get() == 1)
+            .map(|c| c.0)
+            .collect();
         resynced.sort_unstable();
         assert_eq!(resynced, [10, 20], "the clients outlive a reset");
         let mut delivered = Vec::new();
         assert!(!t.apply(5, &SessionChange::Added, session("b"), |c| {
-            delivered.push(*c)
+            delivered.push(c.0)
         }));
         assert!(delivered.is_empty());
         assert!(t.apply(6, &SessionChange::Added, session("c"), |c| {
-            delivered.push(*c)
+            delivered.push(c.0)
         }));
         assert_eq!(delivered.len(), 2);
-        assert_eq!(t.remove_client(1), Some(10));
+        assert_eq!(t.remove_client(1).map(|c| c.0), Some(10));
         let removed = SessionChange::Removed {
             reason: "ended".into(),
         };
-        assert!(t.apply(7, &removed, session("a"), |c| delivered.push(*c)));
+        assert!(t.apply(7, &removed, session("a"), |c| delivered.push(c.0)));
         assert_eq!(delivered.len(), 3);
         assert_eq!(delivered[2], 20, "a removed client is offered nothing");
         assert_eq!(ids(&t), ["c"]);

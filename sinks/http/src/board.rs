@@ -113,25 +113,28 @@ fn frame(name: &str, json: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     Bytes::from(out)
 }
 
-fn render(event: SessionEvent) -> Rendered {
-    let id = event.session.id.as_str().to_owned();
-    let seq = event.seq;
-    let frame = match event.change {
-        SessionChange::Added | SessionChange::Updated => frame("session", |out| {
-            out.extend_from_slice(format!("{{\"seq\":{seq},\"session\":").as_bytes());
-            view_json(&event.session, out);
-            out.push(b'}');
-        }),
-        SessionChange::Removed { .. } => frame("removed", |out| {
-            let body = serde_json::json!({"seq": seq, "id": id});
-            let _ = serde_json::to_writer(out, &body);
-        }),
-    };
-    Rendered {
-        seq,
-        id,
-        frame,
-        event,
+/// Renders a change once, for every client.
+impl From<SessionEvent> for Rendered {
+    fn from(event: SessionEvent) -> Self {
+        let id = event.session.id.as_str().to_owned();
+        let seq = event.seq;
+        let frame = match event.change {
+            SessionChange::Added | SessionChange::Updated => frame("session", |out| {
+                out.extend_from_slice(format!("{{\"seq\":{seq},\"session\":").as_bytes());
+                view_json(&event.session, out);
+                out.push(b'}');
+            }),
+            SessionChange::Removed { .. } => frame("removed", |out| {
+                let body = serde_json::json!({"seq": seq, "id": id});
+                let _ = serde_json::to_writer(out, &body);
+            }),
+        };
+        Rendered {
+            seq,
+            id,
+            frame,
+            event,
+        }
     }
 }
 
@@ -260,14 +263,8 @@ impl Board {
 impl FanOut for Board {
     type Rendered = Rendered;
 
-    fn render(event: SessionEvent) -> Rendered {
-        render(event)
-    }
-
     fn reset(&self, snapshot: Snapshot) {
-        self.write()
-            .sessions
-            .reset(snapshot, |q| q.request_resync());
+        self.write().sessions.reset(snapshot);
     }
 
     fn fell_behind(&self, missed: u64) {
@@ -298,7 +295,7 @@ mod tests {
     }
 
     fn change(seq: u64, s: Arc<Session>, change: SessionChange) -> Rendered {
-        render(SessionEvent {
+        Rendered::from(SessionEvent {
             seq,
             change,
             session: s,

@@ -7,8 +7,19 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-const BOARD_HTML: &str = include_str!("../assets/board.html");
-const LOGIN_HTML: &str = include_str!("../assets/login.html");
+/// The pages share one `<head>` start (`assets/head.html`: charset, viewport, icon, style
+/// sheet); each page file goes on with its title and body.
+macro_rules! page {
+    ($file:literal) => {
+        concat!(
+            include_str!("../assets/head.html"),
+            include_str!(concat!("../assets/", $file))
+        )
+    };
+}
+
+const BOARD_HTML: &str = page!("board.html");
+const LOGIN_HTML: &str = page!("login.html");
 const BOARD_JS: &str = include_str!("../assets/board.js");
 const BOARD_CSS: &str = include_str!("../assets/board.css");
 

@@ -25,6 +25,7 @@ use std::io::IoSlice;
 use std::sync::{Mutex, MutexGuard};
 
 use atm_core::coalesce::{CoalescingQueue, Pushed, QueuePolicy};
+use atm_core::session_table::TableClient;
 use bytes::{Buf, Bytes};
 use tokio::sync::Notify;
 
@@ -66,6 +67,17 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     writer_wake: Notify,
     space: Notify,
+}
+
+impl TableClient for Outbox {
+    /// The registry's stream was lost: send a fresh list when caught up.
+    fn request_resync(&self) {
+        self.update_and_wake(|s| {
+            if s.subscription.is_some() {
+                s.queue.request_resync();
+            }
+        });
+    }
 }
 
 impl Outbox {
@@ -167,15 +179,6 @@ impl Outbox {
         let mut s = self.lock();
         s.subscription = None;
         s.queue.forget_updates();
-    }
-
-    /// The registry's stream was lost: send a fresh list when caught up.
-    pub(crate) fn request_resync(&self) {
-        self.update_and_wake(|s| {
-            if s.subscription.is_some() {
-                s.queue.request_resync();
-            }
-        });
     }
 
     /// Offers one change to this subscriber (never waits; see the module docs).

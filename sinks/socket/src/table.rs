@@ -142,15 +142,9 @@ impl Shared {
 impl FanOut for Shared {
     type Rendered = Delivery;
 
-    fn render(event: SessionEvent) -> Delivery {
-        render_change(event)
-    }
-
     /// Rebuilds the table from a registry snapshot; existing subscribers get a resync.
     fn reset(&self, snapshot: Snapshot) {
-        self.write_table()
-            .sessions
-            .reset(snapshot, |outbox| outbox.request_resync());
+        self.write_table().sessions.reset(snapshot);
     }
 
     /// Applies rendered changes in order and hands each line to every interested subscriber.
@@ -168,19 +162,22 @@ impl FanOut for Shared {
     }
 }
 
-fn render_change(event: SessionEvent) -> Delivery {
-    let id = event.session.id.as_str().to_owned();
-    let line = match event.change {
-        SessionChange::Added | SessionChange::Updated => updated_line(&event.session),
-        SessionChange::Removed { .. } => removed_line(&id),
-    };
-    Delivery {
-        seq: event.seq,
-        resolved: resolved_lines(&id, &event.requests.ended),
-        id,
-        line,
-        change: event.change,
-        session: event.session,
+/// Renders a change once, for every subscriber.
+impl From<SessionEvent> for Delivery {
+    fn from(event: SessionEvent) -> Self {
+        let id = event.session.id.as_str().to_owned();
+        let line = match event.change {
+            SessionChange::Added | SessionChange::Updated => updated_line(&event.session),
+            SessionChange::Removed { .. } => removed_line(&id),
+        };
+        Delivery {
+            seq: event.seq,
+            resolved: resolved_lines(&id, &event.requests.ended),
+            id,
+            line,
+            change: event.change,
+            session: event.session,
+        }
     }
 }
 
